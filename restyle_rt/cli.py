@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             module = importlib.import_module(mod)
         except ModuleNotFoundError as e:
-            if e.name == mod:  # subcommand not part of this build
+            if e.name and mod.startswith(e.name):  # subcommand not part of this build
                 continue
             raise
         module.register(sub)
