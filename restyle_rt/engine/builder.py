@@ -1,0 +1,289 @@
+"""Build TensorRT / TensorRT-RTX engines for an artifacts directory.
+
+Two precision paths (shared/reference/tensorrt-and-peers.md §3a):
+
+* **strongly typed** (TensorRT >= 10.12, 11.x, TensorRT-RTX): the engine computes in the ONNX's own types. FP32
+  engines build from ``<graph>.onnx``; FP16 engines from ``engines/<graph>.fp16.onnx``, derived by
+  :mod:`restyle_rt.export.fp16` (demodulation, normalisation and latent accumulation stay FP32 inside it).
+* **precision flags** (TensorRT 8.5 - 10.11, e.g. JetPack 5/6): ``BuilderFlag.FP16`` on the FP32 ONNX, with the
+  same keep-in-FP32 node set pinned to FP32 through layer precision + ``OBEY_PRECISION_CONSTRAINTS``.
+
+FP32 engines clear ``BuilderFlag.TF32`` so that "fp32" means IEEE FP32. Written directly against the TensorRT API
+(identical for both flavours) rather than through Polygraphy: Polygraphy switches to TensorRT-RTX only through a
+process-global environment variable read at its import, and its engine loader deserializes (needs a GPU).
+"""
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Sequence, Set, Tuple
+
+from .. import artifacts as A
+from ..errors import BuildError
+from ..runtime.trt_compat import TrtInfo, load_trt
+from ..spec import GRAPHS, BatchProfile, ModelSpec
+from . import records as R
+
+log = logging.getLogger("restyle_rt")
+
+RTX_EXCLUDED_CC = ("7.5",)  # TensorRT-RTX cannot compile FP32 GEMM for Turing; our modulation GEMMs stay FP32
+
+
+def default_compute_capabilities(info: TrtInfo) -> List[str]:
+    """TensorRT-RTX AOT targets: every SM the installed version knows, except Turing (see RTX_EXCLUDED_CC).
+
+    Engine size does not grow with the list (kernels are JIT-compiled on the device; measured with 1.7.1: 1 vs 5
+    targets gave the same plan size), so the default is broad.
+    """
+    names = [n for n in info.module.ComputeCapability.__members__ if n.startswith("SM")]
+    ccs = [R.cc_str((int(n[2:-1]), int(n[-1]))) for n in names]
+    return [c for c in ccs if c not in RTX_EXCLUDED_CC]
+
+
+@dataclass
+class BuildOptions:
+    """What ``restyle-rt build`` was asked for."""
+
+    precision: str = "fp16"
+    profile: Optional[BatchProfile] = None
+    workspace_gb: float = 4.0
+    timing_cache: Optional[Path] = None
+    rebuild: bool = False
+    compute_capabilities: Optional[Sequence[str]] = None   # RTX AOT targets, "M.m" strings or ["current"]
+
+
+def _make_logger(trt):
+    trt_log = logging.getLogger("restyle_rt.trt")
+
+    class _Logger(trt.ILogger):
+        """Routes TensorRT messages to logging and keeps errors for the BuildError message."""
+
+        def __init__(self):
+            trt.ILogger.__init__(self)
+            self.errors: List[str] = []
+
+        def log(self, severity, msg):
+            S = trt.ILogger.Severity
+            if severity in (S.INTERNAL_ERROR, S.ERROR):
+                self.errors.append(msg)
+                trt_log.error(msg)
+            elif severity == S.WARNING:
+                trt_log.warning(msg)
+            else:
+                trt_log.debug(msg)
+
+    return _Logger()
+
+
+class EngineBuilder:
+    """Builds one serialized engine from one ONNX graph (parse -> network -> config -> plan).
+
+    Args:
+        info: the TensorRT flavour to build with.
+        options: precision, profile, workspace, timing cache, compute capabilities.
+    """
+
+    def __init__(self, info: TrtInfo, options: BuildOptions):
+        self.info, self.options = info, options
+        self.trt = info.module
+        self.logger = _make_logger(self.trt)
+        self.builder = self.trt.Builder(self.logger)
+
+    @property
+    def strongly_typed(self) -> bool:
+        return self.info.strongly_typed
+
+    def target_ccs(self, device_cc: Optional[Tuple[int, int]]) -> List[str]:
+        """Compute capabilities the plan will run on (recorded in the manifest)."""
+        if self.info.compute_capability_api:
+            ccs = self.options.compute_capabilities or default_compute_capabilities(self.info)
+            if list(ccs) == ["current"]:
+                if device_cc is None:
+                    raise BuildError("--compute-capability current needs a visible CUDA device")
+                return [R.cc_str(device_cc)]
+            return R.cc_list(ccs)
+        if device_cc is None:
+            raise BuildError(f"{self.info.flavour} {self.info.version} builds for the GPU it runs on, and no CUDA "
+                             "device is visible; build on the target machine (or use TensorRT-RTX for AOT builds)")
+        return [R.cc_str(device_cc)]
+
+    def _network(self, onnx_path: Path):
+        trt = self.trt
+        flags = 0
+        F = trt.NetworkDefinitionCreationFlag
+        if self.strongly_typed and self.info.has_strongly_typed_flag:
+            flags |= 1 << int(F.STRONGLY_TYPED)
+        if self.info.explicit_batch_flag:
+            flags |= 1 << int(F.EXPLICIT_BATCH)
+        network = self.builder.create_network(flags)
+        parser = trt.OnnxParser(network, self.logger)
+        if not parser.parse_from_file(str(onnx_path)):
+            errs = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+            raise BuildError(f"TensorRT could not parse {onnx_path}: " + "; ".join(errs or self.logger.errors))
+        return network, parser
+
+    def _config(self, network, spec: ModelSpec, graph: str, ccs: List[str], keep_fp32: Set[str]):
+        trt, opt = self.trt, self.options
+        config = self.builder.create_builder_config()
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(opt.workspace_gb * (1 << 30)))
+        profile = self.builder.create_optimization_profile()
+        shapes = (opt.profile or BatchProfile()).shapes(spec, graph)
+        names = [network.get_input(i).name for i in range(network.num_inputs)]
+        if sorted(names) != sorted(shapes):
+            raise BuildError(f"{graph}: network inputs {names} differ from the spec's {sorted(shapes)}")
+        for name, (mn, op, mx) in shapes.items():
+            profile.set_shape(name, mn, op, mx)
+        config.add_optimization_profile(profile)
+        if opt.precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
+            config.clear_flag(trt.BuilderFlag.TF32)
+        if opt.precision == "fp16" and not self.strongly_typed:
+            self._pin_fp32(network, config, keep_fp32)
+        if self.info.compute_capability_api:
+            caps = trt.ComputeCapability
+            targets = [getattr(caps, "SM" + c.replace(".", "")) for c in ccs]
+            config.num_compute_capabilities = len(targets)
+            for i, cap in enumerate(targets):
+                config.set_compute_capability(cap, i)
+        return config
+
+    def _pin_fp32(self, network, config, keep_fp32: Set[str]) -> None:
+        """Precision-flag path: FP16 everywhere except layers of the keep-in-FP32 ONNX nodes."""
+        trt = self.trt
+        if not self.info.precision_flags:
+            raise BuildError(f"{self.info.flavour} {self.info.version} has neither strong typing nor FP16 flags")
+        config.set_flag(trt.BuilderFlag.FP16)
+        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+        pinned = 0
+        for i in range(network.num_layers):
+            layer = network.get_layer(i)
+            outs = [layer.get_output(k) for k in range(layer.num_outputs)]
+            if layer.name in keep_fp32 or any(o.name in keep_fp32 for o in outs):
+                if all(o.dtype in (trt.float32, trt.float16) for o in outs):
+                    layer.precision = trt.float32
+                    for k in range(layer.num_outputs):
+                        layer.set_output_type(k, trt.float32)
+                    pinned += 1
+        log.info("precision-flag build: %d layers pinned to FP32", pinned)
+
+    def _timing_cache(self, config):
+        path = self.options.timing_cache
+        if path is None:
+            return None
+        if not self.info.timing_cache:
+            log.info("timing cache %s ignored: %s has no effect with it", path, self.info.flavour)
+            return None
+        blob = Path(path).read_bytes() if Path(path).is_file() else b""
+        cache = config.create_timing_cache(blob)
+        config.set_timing_cache(cache, ignore_mismatch=True)
+        return cache
+
+    def build(self, onnx_path: Path, spec: ModelSpec, graph: str, ccs: List[str],
+              keep_fp32: Set[str] = frozenset()) -> bytes:
+        """Serialized plan for ``onnx_path``; raises BuildError with TensorRT's errors on failure."""
+        self.logger.errors.clear()
+        network, _parser = self._network(onnx_path)
+        config = self._config(network, spec, graph, ccs, keep_fp32)
+        cache = self._timing_cache(config)
+        plan = self.builder.build_serialized_network(network, config)
+        if plan is None:
+            raise BuildError(f"building the {graph} {self.options.precision} engine failed: "
+                             + ("; ".join(self.logger.errors[-5:]) or "see the TensorRT log"))
+        if cache is not None:
+            R.write_bytes_atomic(Path(self.options.timing_cache), cache.serialize())
+        return plan
+
+
+def _source_sha(art: A.Artifacts, graph: str) -> str:
+    return art.manifest["graphs"][graph].get("sha256") or A.sha256_file(art.graph_path(graph))
+
+
+def _onnx_for(art: A.Artifacts, graph: str, precision: str, strongly_typed: bool) -> Tuple[Path, Set[str]]:
+    """(ONNX to parse, names to pin FP32) for the requested precision path."""
+    src = art.graph_path(graph)
+    if precision == "fp32":
+        return src, set()
+    from ..export import fp16  # onnx is needed from here on
+
+    if not strongly_typed:
+        import onnx
+
+        model = onnx.load(str(src), load_external_data=False)
+        fp16._name_nodes(model.graph)
+        keep = fp16.keep_fp32_nodes(model)
+        outs = {o for n in model.graph.node if n.name in keep for o in n.output}
+        return src, keep | outs
+    dst = art.root / R.fp16_onnx_file(graph)
+    log.info("deriving %s from %s (FP32 demodulation / latent accumulation)", dst.name, src.name)
+    fp16.export_fp16(src, dst)
+    return dst, set()
+
+
+def build_engines(artifacts_dir, precision: str = "fp16", profile: Optional[BatchProfile] = None,
+                  workspace_gb: float = 4.0, timing_cache=None, rebuild: bool = False,
+                  compute_capabilities: Optional[Sequence[str]] = None, graphs: Sequence[str] = GRAPHS,
+                  flavour: str = "") -> List[dict]:
+    """Build (or keep, when current) one engine per graph and record each in ``manifest["engines"]``.
+
+    Args:
+        artifacts_dir: directory written by ``restyle-rt export``.
+        precision: ``"fp16"`` or ``"fp32"``.
+        profile: batch min/opt/max; default the manifest's ``batch_profile``.
+        workspace_gb: builder workspace pool limit.
+        timing_cache: file to load and update (standard TensorRT; TensorRT-RTX ignores it).
+        rebuild: build even when a matching engine is recorded.
+        compute_capabilities: TensorRT-RTX AOT targets ("8.6", ...) or ["current"]; default: all but Turing.
+        graphs: which graphs to build.
+        flavour: force "tensorrt" or "tensorrt-rtx".
+
+    Returns:
+        The engine records (also written to the manifest).
+
+    Raises:
+        BuildError, ArtifactError, BackendUnavailable.
+    """
+    if precision not in R.PRECISIONS:
+        raise BuildError(f"precision {precision!r}: expected one of {', '.join(R.PRECISIONS)}")
+    art = A.load(artifacts_dir)
+    info = load_trt(flavour)
+    opts = BuildOptions(precision, profile or art.profile, workspace_gb,
+                        Path(timing_cache) if timing_cache else None, rebuild, compute_capabilities)
+    device_cc = _device_cc()
+    builder = EngineBuilder(info, opts)
+    ccs = builder.target_ccs(device_cc)
+    out = []
+    for graph in graphs:
+        want = {"trt_flavour": info.flavour, "trt_version": info.version, "compute_capabilities": ccs,
+                "profile": opts.profile.to_list(), "source_sha256": _source_sha(art, graph)}
+        existing = A.find_engine(A.load(art.root), graph, precision)
+        if not rebuild and R.is_current(art.root, existing, want):
+            log.info("%s %s engine is up to date (%s)", graph, precision, existing["file"])
+            out.append(existing)
+            continue
+        onnx_path, keep = _onnx_for(art, graph, precision, builder.strongly_typed)
+        log.info("building %s %s engine with %s %s (%s, targets %s, batch %s) ...", graph, precision, info.flavour,
+                 info.version, "strongly typed" if builder.strongly_typed else "precision flags", ",".join(ccs),
+                 "/".join(map(str, opts.profile.to_list())))
+        t0 = time.perf_counter()
+        plan = builder.build(onnx_path, art.spec, graph, ccs, keep)
+        seconds = time.perf_counter() - t0
+        path = art.root / R.engine_file(graph, precision)
+        R.write_bytes_atomic(path, plan)
+        rec = dict(graph=graph, precision=precision, file=R.engine_file(graph, precision),
+                   sha256=A.sha256_file(path), size_bytes=path.stat().st_size, **want,
+                   build_seconds=round(seconds, 2), strongly_typed=builder.strongly_typed,
+                   tf32=precision != "fp32", workspace_gb=workspace_gb,
+                   onnx={"file": str(onnx_path.relative_to(art.root)), "sha256": A.sha256_file(onnx_path)},
+                   built_at=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        R.upsert_record(art.root, rec)
+        log.info("built %s %s engine: %d bytes in %.1f s", graph, precision, rec["size_bytes"], seconds)
+        out.append(rec)
+    return out
+
+
+def _device_cc() -> Optional[Tuple[int, int]]:
+    from ..runtime import cuda
+
+    return cuda.compute_capability(0) if cuda.device_count() > 0 else None
