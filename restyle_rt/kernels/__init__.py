@@ -1,0 +1,10 @@
+"""Fused StyleGAN2 modulated convolution: CUDA kernels, TensorRT plugin sources and references.
+
+* ``reference``  torch / NumPy references (``styled_conv(..., impl='ref'|'grouped'|'phase'|'cuda')``), PLUGIN_REFS.
+* ``build``      nvcc build of ``libmodconv_kernels.so`` into a source-hash cache; ``load_library``;
+                 ``plugin_library_path`` for the TensorRT runtime.
+* ``runner``     NumPy-in/NumPy-out execution through cuda-python; ``available()``.
+* ``modulated_conv/``  CUDA sources, C ABI (modconv.h), TensorRT plugins, CMakeLists.txt, CONTRACT.md.
+
+Nothing here compiles or touches a GPU at import time.
+"""
