@@ -1,0 +1,244 @@
+"""Image I/O for the runtime: list, decode, resize and normalise like the official transforms; convert outputs back.
+
+Decoding uses OpenCV (``IMREAD_COLOR | IMREAD_ANYDEPTH``: EXIF orientation applied, grayscale and palette expanded to
+three channels, alpha **dropped**, the same as the official ``PIL.Image.open(p).convert('RGB')``), and falls back to
+Pillow for what OpenCV cannot read (when Pillow is installed). 16-bit images keep their high byte (``v >> 8``), which
+is how Pillow reads 48-bit RGB PNGs; note the official loader would *saturate* a 16-bit grayscale PNG at 255 instead.
+
+Resizing re-implements Pillow's ``Image.resize(size, BILINEAR)`` (triangle filter, antialiased on downscale,
+22-bit fixed-point coefficients, horizontal pass then vertical pass, each rounded to uint8) in NumPy, so that the
+encoder sees the bytes the official ``transforms.Resize`` produces; ``tests/unit/test_io.py`` bounds the difference.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, List, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import InputError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tiff", ".tif", ".webp")
+_PRECISION_BITS = 32 - 8 - 2  # Pillow's Resample.c fixed-point precision for 8-bit images
+
+
+# --- listing ---------------------------------------------------------------------------------------------------
+
+def list_images(inputs: Iterable[os.PathLike]) -> List[Path]:
+    """Expand files and directories into the list of images to invert.
+
+    Directories are walked recursively and filtered by :data:`IMAGE_EXTENSIONS` (case-insensitive), sorted by path
+    like the official ``InferenceDataset``; files named explicitly are kept whatever their extension.
+
+    Args:
+        inputs: file or directory paths, in the order given.
+
+    Returns:
+        Image paths; each directory's files sorted, duplicates removed.
+
+    Raises:
+        InputError: a path does not exist, or nothing was found.
+    """
+    out: List[Path] = []
+    for p in map(Path, inputs):
+        if p.is_dir():
+            found = [f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()]
+            out.extend(sorted(found))
+        elif p.exists():
+            out.append(p)
+        else:
+            raise InputError(f"{p}: no such file or directory")
+    out = list(dict.fromkeys(out))
+    if not out:
+        raise InputError("no images found in " + ", ".join(map(str, inputs)) +
+                         f" (extensions: {' '.join(IMAGE_EXTENSIONS)})")
+    return out
+
+
+def output_names(paths: Sequence[Path], roots: Sequence[os.PathLike]) -> List[str]:
+    """Unique, extension-less relative names for the outputs of ``paths`` (posix separators).
+
+    A file under one of the ``roots`` directories keeps its sub-path (``a/b/img``); other files use their stem.
+    Clashes get ``_1``, ``_2`` … appended.
+    """
+    dirs = [Path(r).resolve() for r in roots if Path(r).is_dir()]
+    names, seen = [], set()
+    for p in paths:
+        rp, name = Path(p).resolve(), Path(p).stem
+        for d in dirs:
+            if d in rp.parents:
+                name = rp.relative_to(d).with_suffix("").as_posix()
+                break
+        base, k = name, 0
+        while name in seen:
+            k += 1
+            name = f"{base}_{k}"
+        seen.add(name)
+        names.append(name)
+    return names
+
+
+# --- decoding --------------------------------------------------------------------------------------------------
+
+def read_image(path: os.PathLike) -> np.ndarray:
+    """Decode one image file to RGB.
+
+    Args:
+        path: the file.
+
+    Returns:
+        [H, W, 3] uint8 RGB, EXIF orientation applied, alpha dropped.
+
+    Raises:
+        InputError: the file is missing, empty, not a regular file, or cannot be decoded (names the file).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: not a regular file")
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise InputError(f"{p}: cannot be read ({e.strerror or e})") from None
+    if not data:
+        raise InputError(f"{p}: empty file (0 bytes)")
+    img = _decode_cv2(data)
+    if img is None:
+        img = _decode_pil(p)
+    if img is None:
+        raise InputError(f"{p}: not a readable image (corrupt, truncated or an unsupported format)")
+    return img
+
+
+def _decode_cv2(data: bytes):
+    import cv2
+
+    buf = np.frombuffer(data, dtype=np.uint8)
+    try:
+        img = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)  # BGR, orientation applied
+    except cv2.error:
+        return None
+    if img is None or img.ndim != 3 or img.shape[2] != 3 or img.size == 0:
+        return None
+    img = _to_uint8(img)
+    return np.ascontiguousarray(img[:, :, ::-1])  # [H, W, 3] RGB
+
+
+def _decode_pil(path: Path):
+    try:
+        from PIL import Image, ImageOps
+    except ImportError:
+        return None
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                a = np.asarray(im, dtype=np.uint32)
+                return np.repeat(_to_uint8(a)[:, :, None], 3, axis=2)
+            return np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.uint8))
+    except Exception:  # Pillow raises many types for bad data; the caller reports the file
+        return None
+
+
+def _to_uint8(a: np.ndarray) -> np.ndarray:
+    if a.dtype == np.uint8:
+        return a
+    if a.dtype in (np.uint16, np.uint32):
+        return (np.minimum(a, 65535) >> 8).astype(np.uint8)  # keep the high byte
+    if a.dtype.kind == "f":  # float TIFF/EXR-like data in [0, 1]
+        return (np.clip(a, 0.0, 1.0) * 255.0).astype(np.uint8)
+    raise ValueError(f"unsupported pixel type {a.dtype}")
+
+
+# --- resize and normalise --------------------------------------------------------------------------------------
+
+def _coeffs(in_size: int, out_size: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Pillow's ``precompute_coeffs`` + ``normalize_coeffs_8bpc`` for the bilinear filter.
+
+    Returns:
+        (index [out, k] int64 clamped into range, weight [out, k] int64 fixed-point, zero past each tap span).
+    """
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    support = 1.0 * filterscale
+    ksize = int(np.ceil(support)) * 2 + 1
+    centers = (np.arange(out_size) + 0.5) * scale  # [out]
+    xmin = np.maximum((centers - support + 0.5).astype(np.int64), 0)  # C truncation of positive values
+    xmax = np.minimum((centers + support + 0.5).astype(np.int64), in_size) - xmin
+    taps = np.arange(ksize)  # [k]
+    x = (taps[None, :] + xmin[:, None] - centers[:, None] + 0.5) * (1.0 / filterscale)  # [out, k]
+    w = np.clip(1.0 - np.abs(x), 0.0, None)
+    w[taps[None, :] >= xmax[:, None]] = 0.0
+    total = w.sum(axis=1, keepdims=True)
+    w = np.divide(w, total, out=w, where=total != 0)
+    fixed = np.where(w < 0, -0.5, 0.5) + w * (1 << _PRECISION_BITS)
+    idx = np.minimum(xmin[:, None] + taps[None, :], in_size - 1)
+    return idx, np.trunc(fixed).astype(np.int64)
+
+
+def _resample_axis(a: np.ndarray, out_size: int, axis: int) -> np.ndarray:
+    idx, k = _coeffs(a.shape[axis], out_size)  # [out, K]
+    shape = [1] * a.ndim
+    shape[axis] = out_size
+    acc = np.full(a.shape[:axis] + (out_size,) + a.shape[axis + 1:], 1 << (_PRECISION_BITS - 1), np.int64)
+    for j in range(idx.shape[1]):
+        acc += np.take(a, idx[:, j], axis=axis).astype(np.int64) * k[:, j].reshape(shape)
+    return np.clip(acc >> _PRECISION_BITS, 0, 255).astype(np.uint8)
+
+
+def resize_bilinear(img: np.ndarray, hw: Tuple[int, int]) -> np.ndarray:
+    """Pillow-exact ``Image.resize((W, H), BILINEAR)`` of an [h, w, C] uint8 image (aspect ratio not kept)."""
+    h, w = int(hw[0]), int(hw[1])
+    out = np.ascontiguousarray(img)
+    dh, dw = out.shape[0] - h, out.shape[1] - w
+    # Recent Pillow (13.0 checked) runs the vertical pass first when the height shrinks more than twice the width; older Pillow
+    # (the official 2021 environment) always went horizontal first. The two orders differ by at most 1 level.
+    vertical_first = dh > 0 and dh > 2 * dw
+    for axis, size in (((0, h), (1, w)) if vertical_first else ((1, w), (0, h))):
+        if out.shape[axis] != size:
+            out = _resample_axis(out, size, axis=axis)  # [H, W, C] after both passes
+    return out
+
+
+def preprocess(img: np.ndarray, hw: Tuple[int, int]) -> np.ndarray:
+    """Official ``Resize(hw)`` + ``ToTensor`` + ``Normalize(0.5, 0.5)``.
+
+    Args:
+        img: [h, w, 3] uint8 RGB.
+        hw: encoder input (H, W), ``spec.input_hw``.
+
+    Returns:
+        [3, H, W] float32 in [-1, 1].
+    """
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        raise InputError(f"expected an [H, W, 3] uint8 RGB image, got {img.dtype} {list(img.shape)}")
+    x = resize_bilinear(img, hw).astype(np.float32) / np.float32(255.0)  # [H, W, 3]
+    x = (x - np.float32(0.5)) / np.float32(0.5)
+    return np.ascontiguousarray(x.transpose(2, 0, 1))  # [3, H, W]
+
+
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    """Official ``tensor2im``: [3, h, w] float in about [-1, 1] -> [h, w, 3] uint8 (clip, x255, truncate)."""
+    v = (np.asarray(img, dtype=np.float32).transpose(1, 2, 0) + np.float32(1.0)) / np.float32(2.0)  # [h, w, 3]
+    return (np.clip(v, 0.0, 1.0) * np.float32(255.0)).astype(np.uint8)
+
+
+def resize_for_display(img: np.ndarray, hw: Tuple[int, int]) -> np.ndarray:
+    """Bicubic resize of an [h, w, 3] uint8 image for strips (the official coupled output uses PIL bicubic)."""
+    import cv2
+
+    if img.shape[:2] == tuple(hw):
+        return img
+    return cv2.resize(img, (int(hw[1]), int(hw[0])), interpolation=cv2.INTER_CUBIC)
+
+
+def write_png(path: os.PathLike, img: np.ndarray) -> None:
+    """Write an [h, w, 3] uint8 RGB image as PNG, creating parent directories."""
+    import cv2
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(img[:, :, ::-1]))
+    if not ok:
+        raise InputError(f"{p}: PNG encoding failed for an image of shape {list(img.shape)}")
+    p.write_bytes(buf.tobytes())
