@@ -1,0 +1,159 @@
+"""The Python API: load an artifacts directory once, invert images many times.
+
+Example::
+
+    from restyle_rt import Inverter
+
+    with Inverter.load("artifacts/ffhq", backend="auto") as inv:
+        res = inv.invert(["a.jpg", "b.png"], n_iters=5)
+        res.latents   # [2, S, 512] float32
+        res.images    # [2, 3, R, R] float32 in about [-1, 1]
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+
+from .. import artifacts as _artifacts
+from ..errors import InputError
+from ..spec import BatchProfile, ModelSpec
+from . import io
+from .backend import Backend, LoopResult
+from .loop import check_iters, concat_results
+
+log = logging.getLogger("restyle_rt")
+
+ImageLike = Union[str, os.PathLike, np.ndarray]
+
+
+class Inverter:
+    """ReStyle inversion with one backend over one artifacts directory.
+
+    Use :meth:`load` to make one, and close it (or use it as a context manager) to release the backend.
+
+    Attributes:
+        artifacts: the verified :class:`~restyle_rt.artifacts.Artifacts`.
+        backend: the running :class:`~restyle_rt.runtime.backend.Backend`.
+    """
+
+    def __init__(self, artifacts: _artifacts.Artifacts, backend: Backend):
+        self.artifacts = artifacts
+        self.backend = backend
+
+    @classmethod
+    def load(cls, artifacts_dir: os.PathLike, backend: str = "auto", **opts) -> "Inverter":
+        """Open an artifacts directory and start a backend on it.
+
+        Args:
+            artifacts_dir: the directory written by ``restyle-rt export``.
+            backend: ``"auto"`` or a registered backend name (``"ort"``, ``"trt"``, ...).
+            **opts: backend options (for ``ort``: ``providers``, ``threads``, ``device_id``, ``io_binding``).
+
+        Returns:
+            A ready Inverter.
+
+        Raises:
+            ArtifactError: the directory is missing, malformed or does not match the runtime.
+            BackendUnavailable: the named backend cannot run here.
+            InputError: unknown backend name.
+        """
+        from .backends import get_backend
+
+        art = _artifacts.load(artifacts_dir)
+        return cls(art, get_backend(backend, art, **opts))
+
+    @property
+    def spec(self) -> ModelSpec:
+        """The model spec of the loaded artifacts."""
+        return self.artifacts.spec
+
+    @property
+    def profile(self) -> BatchProfile:
+        """The batch profile; :meth:`invert` splits larger batches into chunks of ``profile.max``."""
+        return self.artifacts.profile
+
+    def preprocess(self, images: Union[ImageLike, Sequence[ImageLike]]) -> np.ndarray:
+        """Turn paths, uint8 RGB arrays or a preprocessed batch into the encoder's input.
+
+        Args:
+            images: a path, an [h, w, 3] uint8 RGB array, a list of those, or a float32 [B, 3, H, W] batch
+                (already resized and normalised to [-1, 1]; passed through after a shape check).
+
+        Returns:
+            [B, 3, H, W] float32, (H, W) = ``spec.input_hw``.
+
+        Raises:
+            InputError: an unreadable file (named) or an array of the wrong kind.
+        """
+        hw = self.spec.input_hw
+        if isinstance(images, np.ndarray) and images.dtype != np.uint8:
+            if images.ndim != 4 or images.shape[1:] != (3, *hw) or images.dtype != np.float32:
+                raise InputError(f"a preprocessed batch must be float32 [B, 3, {hw[0]}, {hw[1]}], "
+                                 f"got {images.dtype} {list(images.shape)} (pass uint8 HWC arrays to preprocess)")
+            return np.ascontiguousarray(images)
+        if isinstance(images, (str, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim == 3):
+            images = [images]
+        out = np.empty((len(images), 3, *hw), np.float32)  # [B, 3, H, W]
+        for i, item in enumerate(images):
+            img = io.read_image(item) if isinstance(item, (str, os.PathLike)) else np.asarray(item)
+            out[i] = io.preprocess(img, hw)
+        return out
+
+    def invert(self, images: Union[ImageLike, Sequence[ImageLike]], n_iters: int = 5, return_steps: bool = False,
+               early_exit: Optional[float] = None) -> LoopResult:
+        """Invert images with ``n_iters`` ReStyle steps.
+
+        Args:
+            images: see :meth:`preprocess`.
+            n_iters: steps per image (the official default is 5).
+            return_steps: also return each step's latents and images (``step_latents``, ``step_images``).
+            early_exit: stop an image once the RMS of its latent update falls below this threshold (not part of
+                the official method; see :mod:`restyle_rt.runtime.loop`).
+
+        Returns:
+            LoopResult over all images in order; batches above ``profile.max`` run in chunks.
+
+        Raises:
+            InputError: bad images or arguments.
+        """
+        check_iters(n_iters, early_exit)
+        x = self.preprocess(images)  # [B, 3, H, W]
+        if x.shape[0] == 0:
+            raise InputError("no images to invert")
+        step = self.profile.max
+        parts: List[LoopResult] = []
+        for i in range(0, x.shape[0], step):
+            chunk = x[i:i + step]  # [<=max, 3, H, W]
+            if chunk.shape[0] < self.profile.min:  # pad a short tail up to the profile minimum
+                pad = np.repeat(chunk[-1:], self.profile.min - chunk.shape[0], axis=0)
+                r = self.backend.run_loop(np.concatenate([chunk, pad]), n_iters, return_steps, early_exit)
+                parts.append(_take(r, chunk.shape[0]))
+            else:
+                parts.append(self.backend.run_loop(chunk, n_iters, return_steps, early_exit))
+        return concat_results(parts)
+
+    def close(self) -> None:
+        """Release the backend. Idempotent."""
+        if self.backend is not None:
+            self.backend.close()
+
+    def __enter__(self) -> "Inverter":
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.close()
+        return False
+
+    def __repr__(self) -> str:
+        return f"Inverter({str(Path(self.artifacts.root))!r}, backend={self.backend.name!r})"
+
+
+def _take(r: LoopResult, n: int) -> LoopResult:
+    """The first ``n`` images of a LoopResult (drops profile-minimum padding)."""
+    return LoopResult(latents=r.latents[:n], images=r.images[:n], steps_used=r.steps_used[:n],
+                      step_latents=[a[:n] for a in r.step_latents], step_images=[a[:n] for a in r.step_images],
+                      stages=r.stages)

@@ -1,0 +1,176 @@
+"""The ReStyle residual loop on the host, the same for every backend. Never imports torch.
+
+With w_0 = ``latent_avg`` and y_0 = ``avg_feedback`` (both broadcast over the batch), for t = 1..N::
+
+    w_t = Enc(x, y_{t-1}, w_{t-1})        # the graph adds the residual: latent_next = latent + E(x, y)
+    (img_t, y_t) = Syn(w_t)
+
+Latents stay float32 throughout (they accumulate). Buffers are allocated once per call and reused every step.
+
+Adaptive early exit (not in the official code): with ``early_exit=tau``, after step t an image whose latent update
+``delta_t = sqrt(mean((w_t - w_{t-1})**2))`` (RMS over its S x 512 entries) is below ``tau`` stops: its latent and
+image stay those of step t, and it leaves the active set, so later steps run the backend on the remaining images only.
+``LoopResult.steps_used`` gives each image's step count; per-step outputs repeat the frozen values.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import List, Optional
+
+import numpy as np
+
+from ..errors import InputError
+from ..spec import BatchProfile
+from .backend import Backend, LoopResult
+
+log = logging.getLogger("restyle_rt")
+
+
+def check_batch(profile: BatchProfile, batch: int, who: str) -> None:
+    """Raise :class:`InputError` unless ``profile.min <= batch <= profile.max``.
+
+    Args:
+        profile: the artifacts' batch profile.
+        batch: the batch size asked for.
+        who: what is asking (named in the message), e.g. ``"ort backend"``.
+    """
+    if not profile.min <= batch <= profile.max:
+        raise InputError(
+            f"{who}: batch {batch} is outside the artifacts' batch profile "
+            f"[min {profile.min}, opt {profile.opt}, max {profile.max}]; split it (Inverter.invert does) "
+            f"or rebuild with a larger profile")
+
+
+def check_images(images: np.ndarray, input_hw, who: str = "loop") -> np.ndarray:
+    """Validate a preprocessed batch: [B, 3, H, W] float32 with (H, W) == ``input_hw``; returns it contiguous."""
+    a = np.asarray(images)
+    h, w = input_hw
+    if a.ndim != 4 or a.shape[1:] != (3, h, w):
+        raise InputError(f"{who}: expected images [B, 3, {h}, {w}], got {list(a.shape)}")
+    if a.dtype != np.float32:
+        raise InputError(f"{who}: expected float32 images in [-1, 1], got {a.dtype}")
+    return np.ascontiguousarray(a)
+
+
+def check_iters(n_iters, early_exit) -> None:
+    """Validate loop arguments: ``n_iters`` a positive int, ``early_exit`` None or a finite number >= 0."""
+    if isinstance(n_iters, bool) or not isinstance(n_iters, (int, np.integer)) or n_iters < 1:
+        raise InputError(f"n_iters must be a positive integer, got {n_iters!r}")
+    if early_exit is not None and not (np.isfinite(early_exit) and early_exit >= 0):
+        raise InputError(f"early_exit must be None or a finite threshold >= 0, got {early_exit!r}")
+
+
+def latent_rms(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-image RMS of ``a - b`` over all but the batch axis: [B, S, 512] x2 -> [B] float64."""
+    d = (a - b).reshape(a.shape[0], -1)  # [B, S*512]
+    return np.sqrt(np.mean(np.square(d, dtype=np.float64), axis=1))
+
+
+def host_loop(backend: Backend, images: np.ndarray, n_iters: int, return_steps: bool = False,
+              early_exit: Optional[float] = None) -> LoopResult:
+    """Run the residual loop with host (NumPy) buffers on any backend.
+
+    Args:
+        backend: runs ``encode`` and ``synthesize``; the batch must fit its artifacts' profile.
+        images: [B, 3, H, W] float32 preprocessed inputs in [-1, 1].
+        n_iters: N >= 1 steps.
+        return_steps: also return every step's latents and images.
+        early_exit: stop an image once its latent update RMS falls below this (see module docstring).
+
+    Returns:
+        LoopResult with latents [B, S, 512], images [B, 3, h, w], steps_used [B] and, when asked, per-step arrays.
+
+    Raises:
+        InputError: bad shapes or arguments, or a batch outside the artifacts' profile.
+    """
+    art = backend.artifacts
+    check_iters(n_iters, early_exit)
+    x = check_images(images, art.spec.input_hw)
+    b = x.shape[0]
+    check_batch(art.profile, b, f"{backend.name or type(backend).__name__} backend")
+    s = art.spec.n_styles
+    ih, iw = art.spec.image_hw
+    # Output buffers; while no image has exited they are also the working buffers.
+    lat = np.empty((b, s, 512), np.float32)  # [B, S, 512]
+    lat[:] = art.latent_avg[None]
+    img = np.empty((b, 3, ih, iw), np.float32)  # [B, 3, h, w]
+    fb = np.empty((b, 3) + tuple(art.spec.input_hw), np.float32)  # [B, 3, H, W]
+    fb[:] = art.avg_feedback[None]
+    steps = np.full(b, n_iters, dtype=np.int64)
+    state = _Active(x, lat, fb, img, compact=False)
+    res = LoopResult(latents=lat, images=img, steps_used=steps)
+    res.stages = {"encoder": 0.0, "synthesis": 0.0, "copies": 0.0}
+    for t in range(1, n_iters + 1):
+        if state.size:
+            delta = _step(backend, state, res.stages)
+            if state.compact:  # scatter the active images into the outputs
+                lat[state.idx] = state.lat
+                img[state.idx] = state.img
+            if early_exit is not None:
+                done = delta < early_exit
+                if done.any():
+                    steps[state.idx[done]] = t
+                    state = state.keep(~done)
+        if return_steps:
+            res.step_latents.append(lat.copy())
+            res.step_images.append(img.copy())
+    if early_exit is not None:
+        log.debug("early exit %.3g: steps used %s", early_exit, steps.tolist())
+    return res
+
+
+class _Active:
+    """The images still iterating: their indices into the batch and compact working buffers."""
+
+    def __init__(self, x, lat, fb, img, compact: bool, idx: Optional[np.ndarray] = None):
+        self.x, self.lat, self.fb, self.img, self.compact = x, lat, fb, img, compact  # [A, ...] each
+        self.idx = np.arange(x.shape[0]) if idx is None else idx  # [A]
+        self.prev = np.empty_like(lat)  # [A, S, 512], w_{t-1} for the update size
+
+    @property
+    def size(self) -> int:
+        return int(self.idx.shape[0])
+
+    def keep(self, mask: np.ndarray) -> "_Active":
+        """A new, smaller active set (copies once per shrink, so finished images cost nothing afterwards)."""
+        return _Active(np.ascontiguousarray(self.x[mask]), self.lat[mask], self.fb[mask], self.img[mask],
+                       compact=True, idx=self.idx[mask])
+
+
+def _step(backend: Backend, st: _Active, stages: dict) -> np.ndarray:
+    """One encoder + synthesis step on the active set, in place; returns each image's latent update RMS [A]."""
+    t0 = time.perf_counter()
+    w_next = backend.encode(st.x, st.fb, st.lat)  # [A, S, 512]
+    t1 = time.perf_counter()
+    np.copyto(st.prev, st.lat)
+    np.copyto(st.lat, w_next)
+    t2 = time.perf_counter()
+    image, feedback = backend.synthesize(st.lat)  # [A, 3, h, w], [A, 3, H, W]
+    t3 = time.perf_counter()
+    np.copyto(st.img, image)
+    np.copyto(st.fb, feedback)
+    delta = latent_rms(st.lat, st.prev)  # [A]
+    t4 = time.perf_counter()
+    stages["encoder"] += t1 - t0
+    stages["synthesis"] += t3 - t2
+    stages["copies"] += (t2 - t1) + (t4 - t3)
+    return delta
+
+
+def concat_results(parts: List[LoopResult]) -> LoopResult:
+    """Join the LoopResults of consecutive batch chunks along the batch axis (stage times are summed)."""
+    if len(parts) == 1:
+        return parts[0]
+    out = LoopResult(
+        latents=np.concatenate([p.latents for p in parts]),  # [B, S, 512]
+        images=np.concatenate([p.images for p in parts]),  # [B, 3, h, w]
+        steps_used=np.concatenate([p.steps_used for p in parts]),  # [B]
+    )
+    n_steps = len(parts[0].step_latents)
+    out.step_latents = [np.concatenate([p.step_latents[t] for p in parts]) for t in range(n_steps)]
+    out.step_images = [np.concatenate([p.step_images[t] for p in parts]) for t in range(n_steps)]
+    for p in parts:
+        for k, v in p.stages.items():
+            out.stages[k] = out.stages.get(k, 0.0) + v
+    return out
