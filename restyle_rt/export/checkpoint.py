@@ -1,0 +1,166 @@
+"""Load official ReStyle checkpoints (pSp and e4e), strictly and safely.
+
+An official file is ``{'state_dict': {'encoder.*', 'decoder.*'}, 'opts': dict, 'latent_avg': Tensor}``; e4e files
+add optimizer / discriminator / step entries, which are ignored. Loading uses ``torch.load(weights_only=True)``:
+arbitrary pickled objects in a user's file are never executed. The architecture comes from ``opts`` (never
+guessed) and every key and shape is checked: unlike the official loader (``strict=False`` for the encoder),
+missing, unexpected or mis-shaped keys raise :class:`CheckpointError` listing them.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import torch
+
+from ..artifacts import sha256_file
+from ..errors import CheckpointError
+from ..spec import ENCODER_TYPES_E4E, ENCODER_TYPES_PSP, ModelSpec
+from .nets.encoders import ReStyleEncoder
+from .nets.synthesis import Generator
+
+log = logging.getLogger("restyle_rt")
+
+SUPPORTED_ENCODERS = ("BackboneEncoder", "ResNetBackboneEncoder") + ENCODER_TYPES_E4E
+STYLEGAN_KEYS = ("g_ema", "g", "d", "g_optim", "d_optim")
+
+
+@dataclass
+class Checkpoint:
+    """A validated official checkpoint.
+
+    Attributes:
+        path: where it came from.
+        sha256: of the file.
+        opts: the checkpoint's ``opts`` dict.
+        spec: the model spec read from opts.
+        encoder_sd / decoder_sd: the prefix-stripped sub-dicts.
+        latent_avg: [S, 512] float32 (a [512] average is broadcast over S, as the official forward does).
+        latent_avg_shape: the shape as stored.
+    """
+
+    path: Path
+    sha256: str
+    opts: dict
+    spec: ModelSpec
+    encoder_sd: Dict[str, torch.Tensor]
+    decoder_sd: Dict[str, torch.Tensor]
+    latent_avg: torch.Tensor
+    latent_avg_shape: Tuple[int, ...]
+
+    def build(self) -> Tuple[ReStyleEncoder, Generator]:
+        """Encoder and generator (official formulation) with the checkpoint's weights, in eval mode."""
+        enc = ReStyleEncoder.from_spec(self.spec)
+        gen = Generator(self.spec.output_size)
+        enc.load_state_dict(self.encoder_sd, strict=True)
+        gen.load_state_dict(self.decoder_sd, strict=True)
+        return enc.eval(), gen.eval()
+
+
+def _read(path: Path) -> object:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file; expected an official ReStyle checkpoint (.pt)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{path}: refused to unpickle: the file holds Python objects beyond tensors and plain containers, "
+            f"and restyle-rt loads with weights_only=True ({first[:160]})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or not a .pt file?): "
+                              f"{msg[:160]}") from None
+
+
+def _diff_keys(kind: str, got: Dict[str, torch.Tensor], want: Dict[str, torch.Tensor]) -> List[str]:
+    problems = []
+    missing = [k for k in want if k not in got]
+    unexpected = [k for k in got if k not in want]
+    shaped = [f"{k} {list(got[k].shape)} (expected {list(want[k].shape)})"
+              for k in want if k in got and tuple(got[k].shape) != tuple(want[k].shape)]
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shaped)):
+        if items:
+            more = f" … and {len(items) - 8} more" if len(items) > 8 else ""
+            problems.append(f"{kind}: {len(items)} {label}: " + ", ".join(items[:8]) + more)
+    return problems
+
+
+def _spec_from_opts(path: Path, opts: dict) -> ModelSpec:
+    for key in ("output_size", "encoder_type"):
+        if key not in opts:
+            raise CheckpointError(f"{path}: opts has no {key!r}; cannot tell the architecture (never guessed)")
+    et = opts["encoder_type"]
+    if et not in SUPPORTED_ENCODERS:
+        known = ENCODER_TYPES_PSP + ENCODER_TYPES_E4E
+        why = ("the FPN GradualStyleEncoder family is not supported yet" if et in known
+               else f"known types: {', '.join(SUPPORTED_ENCODERS)}")
+        raise CheckpointError(f"{path}: encoder_type {et!r} is not supported ({why})")
+    if int(opts.get("input_nc", 6)) != 6:
+        raise CheckpointError(f"{path}: input_nc={opts.get('input_nc')}; a ReStyle encoder takes 6 channels "
+                              "(image + feedback). Single-pass pSp/e4e checkpoints are not ReStyle checkpoints")
+    size = int(opts["output_size"])
+    if size < 8 or size & (size - 1):
+        raise CheckpointError(f"{path}: output_size={size} is not a power of two >= 8")
+    return ModelSpec.from_opts(opts)
+
+
+def load_checkpoint(path: os.PathLike) -> Checkpoint:
+    """Read and validate an official ReStyle checkpoint.
+
+    Raises:
+        CheckpointError: one message naming what the file is and what was expected, or listing every missing,
+            unexpected and mis-shaped key.
+    """
+    path = Path(path)
+    obj = _read(path)
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: holds a {type(obj).__name__}, expected a dict with state_dict/opts/latent_avg")
+    if "state_dict" not in obj and any(k in obj for k in STYLEGAN_KEYS):
+        raise CheckpointError(f"{path}: this is a StyleGAN2 generator checkpoint (keys: {', '.join(sorted(obj)[:6])}), "
+                              "not a ReStyle encoder checkpoint (expected keys state_dict, opts, latent_avg)")
+    missing = [k for k in ("state_dict", "opts") if k not in obj]
+    if missing:
+        raise CheckpointError(f"{path}: not a ReStyle checkpoint: missing {', '.join(missing)} "
+                              f"(found keys: {', '.join(map(str, list(obj)[:8]))})")
+    opts, sd = obj["opts"], obj["state_dict"]
+    if not isinstance(opts, dict) or not isinstance(sd, dict):
+        raise CheckpointError(f"{path}: opts and state_dict must be dicts")
+    spec = _spec_from_opts(path, opts)
+    enc_sd = {k[len("encoder."):]: v for k, v in sd.items() if k.startswith("encoder.")}
+    dec_sd = {k[len("decoder."):]: v for k, v in sd.items() if k.startswith("decoder.")}
+    other = [k for k in sd if not k.startswith(("encoder.", "decoder."))]
+    problems = _diff_keys("encoder", enc_sd, ReStyleEncoder.from_spec(spec).state_dict())
+    problems += _diff_keys("decoder", dec_sd, Generator(spec.output_size).state_dict())
+    if other:
+        problems.append(f"state_dict: {len(other)} keys outside encoder./decoder.: {', '.join(other[:8])}")
+    if problems:
+        raise CheckpointError(f"{path}: state_dict does not match {spec.encoder_type} @ {spec.output_size} "
+                              "(from opts):\n  " + "\n  ".join(problems))
+    la = _latent_avg(path, obj, spec.n_styles)
+    ignored = sorted(set(obj) - {"state_dict", "opts", "latent_avg"})
+    if ignored:
+        log.debug("ignoring checkpoint entries: %s", ", ".join(ignored))
+    return Checkpoint(path, sha256_file(path), dict(opts), spec, enc_sd, dec_sd,
+                      la[0].float().expand(spec.n_styles, 512).contiguous(), la[1])
+
+
+def _latent_avg(path: Path, obj: dict, n_styles: int):
+    la = obj.get("latent_avg")
+    if la is None:
+        raise CheckpointError(f"{path}: no latent_avg (the official loop starts from it and would crash)")
+    if not isinstance(la, torch.Tensor):
+        raise CheckpointError(f"{path}: latent_avg is a {type(la).__name__}, expected a tensor")
+    shape = tuple(la.shape)
+    if shape == (512,):
+        return la.view(1, 512), shape
+    if shape == (n_styles, 512):
+        return la, shape
+    raise CheckpointError(f"{path}: latent_avg has shape {list(shape)}; expected [{n_styles}, 512] or [512]")

@@ -1,0 +1,189 @@
+"""Export an official checkpoint to the artifacts directory, validated against torch before it is written as done.
+
+Steps: load + validate the checkpoint; build both graphs in the export formulation; trace each to ONNX (dynamic
+batch axis, names from :mod:`restyle_rt.spec`); clean (onnxslim constant folding); ``onnx.checker``; run ONNX Runtime
+CPU against the torch modules on seeded inputs, and the export formulation against the official one; write the
+report into the manifest. Any tolerance exceeded -> :class:`ParityError` and no artifacts directory.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import time
+import warnings
+from pathlib import Path
+from typing import Dict
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..artifacts import (AVG_FEEDBACK, FORMAT, FORMAT_VERSION, LATENT_AVG, graph_file, sha256_file, staging_dir,
+                         write_manifest)
+from ..parity import check
+from ..spec import BATCH, BatchProfile
+from .checkpoint import load_checkpoint
+from .fixtures import sample_images
+from .reference import TorchModels
+
+log = logging.getLogger("restyle_rt")
+DEFAULT_OPSET = 17
+VALIDATION_BATCH = 2
+
+
+def _trace(module: torch.nn.Module, args: tuple, path: Path, graph: str, spec, opset: int) -> None:
+    ins, outs = spec.graph_io(graph)
+    dyn = {t.name: {i: BATCH for i, d in enumerate(t.shape) if d == BATCH} for t in ins + outs}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # TracerWarnings / legacy-exporter deprecation notice
+        torch.onnx.export(module, args, str(path), dynamo=False, opset_version=opset, do_constant_folding=True,
+                          input_names=[t.name for t in ins], output_names=[t.name for t in outs],
+                          dynamic_axes=dyn)
+
+
+def _clean(path: Path, spec, graph: str, metadata: Dict[str, str]) -> None:
+    """Constant-fold / simplify with onnxslim when it is installed, stamp metadata, and run onnx.checker."""
+    import onnx
+
+    model = onnx.load(str(path))
+    try:
+        import onnxslim
+
+        model = onnxslim.slim(model)
+    except ImportError:
+        log.info("onnxslim not installed; keeping the exporter's constant folding only")
+    del model.metadata_props[:]
+    for k, v in metadata.items():
+        model.metadata_props.add(key=k, value=v)
+    model.doc_string = f"restyle-rt {graph} graph ({spec.encoder_type} @ {spec.output_size})"
+    onnx.save(model, str(path))
+    onnx.checker.check_model(str(path), full_check=True)
+
+
+def _seeded_inputs(models: TorchModels, y0: torch.Tensor, seed: int = 1234):
+    g = torch.Generator().manual_seed(seed)
+    spec = models.ckpt.spec
+    b = VALIDATION_BATCH
+    image = sample_images(b, spec.input_hw, g)                                   # [B, 3, H, W]
+    feedback = (y0[None] + 0.1 * torch.randn(b, *y0.shape, generator=g))           # [B, 3, H, W]
+    latent = models.ckpt.latent_avg[None] + 0.3 * torch.randn(b, spec.n_styles, 512, generator=g)
+    return image, feedback, latent
+
+
+def _ort_session(path: Path):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+@torch.no_grad()
+def validate(models: TorchModels, root: Path, y0: torch.Tensor) -> dict:
+    """Parity report for both graphs: ORT vs torch export modules, export vs official formulation (torch)."""
+    image, feedback, latent = _seeded_inputs(models, y0)
+    report = {}
+    ref_e = {"latent_next": models.encoder(image, feedback, latent).numpy()}
+    off_e = {"latent_next": models.encoder_official(image, feedback, latent).numpy()}
+    ort_e = _ort_session(root / graph_file("encoder")).run(
+        None, {"image": image.numpy(), "feedback": feedback.numpy(), "latent": latent.numpy()})
+    # compare the residual E(.) too: latent_next = latent + E, and E is what the encoder graph computes
+    report["encoder"] = {"ort": check("ort", "fp32", {"latent_next": ort_e[0]}, ref_e),
+                         "export-vs-official": check("export-vs-official", "fp32", ref_e, off_e)}
+    img, fb = models.synthesis(latent)
+    img_o, fb_o = models.synthesis_official(latent)
+    ort_s = _ort_session(root / graph_file("synthesis")).run(None, {"latent": latent.numpy()})
+    report["synthesis"] = {
+        "ort": check("ort", "fp32", {"image": ort_s[0], "feedback": ort_s[1]},
+                     {"image": img.numpy(), "feedback": fb.numpy()}),
+        "export-vs-official": check("export-vs-official", "fp32", {"image": img.numpy(), "feedback": fb.numpy()},
+                                    {"image": img_o.numpy(), "feedback": fb_o.numpy()})}
+    report["inputs"] = {"batch": VALIDATION_BATCH, "seed": 1234}
+    return report
+
+
+def export_artifacts(checkpoint: os.PathLike, out_dir: os.PathLike, opset: int = DEFAULT_OPSET,
+                     max_batch: int = 8, overwrite: bool = False, progress: bool = True) -> Path:
+    """Export ``checkpoint`` into the artifacts directory ``out_dir`` (see :mod:`restyle_rt.artifacts`).
+
+    Args:
+        checkpoint: an official ReStyle ``.pt``.
+        out_dir: destination; written atomically (a failed export leaves nothing behind).
+        opset: ONNX opset.
+        max_batch: the batch profile's max (recorded; ORT accepts any batch, TensorRT builds to it).
+        overwrite: replace an existing non-empty ``out_dir``.
+        progress: show a progress bar on stderr.
+
+    Returns:
+        The artifacts directory.
+
+    Raises:
+        CheckpointError: the checkpoint is not usable. ParityError: a graph disagrees with torch.
+    """
+    t0 = time.perf_counter()
+    steps = ["load checkpoint", "avg feedback", "export encoder", "export synthesis", "clean + check", "validate"]
+    bar = tqdm(steps, desc="export", disable=not progress, unit="step", leave=False)
+    bar.set_postfix_str(steps[0])
+    ckpt = load_checkpoint(checkpoint)
+    models = TorchModels.from_checkpoint(ckpt)
+    spec = ckpt.spec
+    bar.update()
+    with staging_dir(out_dir, overwrite=overwrite) as tmp:
+        bar.set_postfix_str(steps[1])
+        y0 = models.avg_feedback()                                               # [3, H, W]
+        np.save(tmp / LATENT_AVG, ckpt.latent_avg.numpy().astype(np.float32))
+        np.save(tmp / AVG_FEEDBACK, y0.numpy().astype(np.float32))
+        bar.update()
+        image, feedback, latent = _seeded_inputs(models, y0)
+        bar.set_postfix_str(steps[2])
+        _trace(models.encoder, (image, feedback, latent), tmp / graph_file("encoder"), "encoder", spec, opset)
+        bar.update()
+        bar.set_postfix_str(steps[3])
+        _trace(models.synthesis, (latent,), tmp / graph_file("synthesis"), "synthesis", spec, opset)
+        bar.update()
+        bar.set_postfix_str(steps[4])
+        meta = {"restyle_rt.version": __version__, "restyle_rt.encoder_type": spec.encoder_type,
+                "restyle_rt.output_size": str(spec.output_size), "restyle_rt.source_sha256": ckpt.sha256}
+        for g in ("encoder", "synthesis"):
+            _clean(tmp / graph_file(g), spec, g, dict(meta, **{"restyle_rt.graph": g}))
+        bar.update()
+        bar.set_postfix_str(steps[5])
+        report = validate(models, tmp, y0)
+        bar.update()
+        manifest = _manifest(ckpt, spec, tmp, opset, max_batch, report, time.perf_counter() - t0)
+        write_manifest(tmp, manifest)
+    bar.close()
+    log.info("exported %s -> %s in %.1f s", Path(checkpoint).name, out_dir, time.perf_counter() - t0)
+    return Path(out_dir)
+
+
+def _manifest(ckpt, spec, root: Path, opset: int, max_batch: int, report: dict, seconds: float) -> dict:
+    import onnx
+    import onnxruntime
+
+    graphs = {}
+    for g in ("encoder", "synthesis"):
+        ins, outs = spec.graph_io(g)
+        graphs[g] = {"file": graph_file(g), "sha256": sha256_file(root / graph_file(g)),
+                     "bytes": (root / graph_file(g)).stat().st_size,
+                     "inputs": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in ins],
+                     "outputs": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in outs]}
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "spec": spec.to_dict(),
+        "source": {"checkpoint": ckpt.path.name, "sha256": ckpt.sha256,
+                   "latent_avg_shape": list(ckpt.latent_avg_shape)},
+        "precision": "fp32", "opset": opset,
+        "batch_profile": BatchProfile(1, 1, max_batch).to_list(),
+        "graphs": graphs,
+        "parity": report,
+        "versions": {"restyle_rt": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+                     "onnxruntime": onnxruntime.__version__, "python": platform.python_version()},
+        "export_seconds": round(seconds, 2),
+        "engines": [],
+    }
+
+
+__all__ = ["export_artifacts", "validate", "DEFAULT_OPSET"]
