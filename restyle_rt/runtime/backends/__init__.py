@@ -1,0 +1,106 @@
+"""Backend registry: names -> backend classes, imported lazily so that listing them costs nothing.
+
+``get_backend("auto", art)`` takes the first available backend in :data:`AUTO_ORDER` and logs the choice once. A
+backend asked for by name that cannot run raises :class:`BackendUnavailable` naming what to install; there is no
+silent fallback from a named backend.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Dict, Tuple, Type
+
+from ...artifacts import Artifacts
+from ...errors import ArtifactError, BackendUnavailable, InputError
+from ..backend import Backend
+
+log = logging.getLogger("restyle_rt")
+
+# name -> (module, class, what to install when it is unavailable)
+REGISTRY: Dict[str, Tuple[str, str, str]] = {
+    "ort": ("restyle_rt.runtime.backends.ort", "OrtBackend", "restyle-rt (onnxruntime is a core dependency)"),
+    "trt": ("restyle_rt.runtime.backends.trt", "TrtBackend", "restyle-rt[trt]"),
+    "torch": ("restyle_rt.runtime.backends.torch", "TorchBackend", "restyle-rt[export]"),
+}
+AUTO_ORDER = ("trt", "ort")
+_logged_choices: set = set()
+
+
+def names() -> Tuple[str, ...]:
+    """Every registered backend name, plus ``"auto"``."""
+    return ("auto",) + tuple(REGISTRY)
+
+
+def backend_class(name: str) -> Type[Backend]:
+    """Import and return the class registered as ``name``.
+
+    Raises:
+        InputError: ``name`` is not registered.
+        BackendUnavailable: its module (or a dependency it imports) is missing; names the pip extra.
+    """
+    if name not in REGISTRY:
+        raise InputError(f"unknown backend {name!r}; choose one of {', '.join(names())}")
+    module, cls, extra = REGISTRY[name]
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as e:
+        if getattr(e, "name", None) == module:
+            raise BackendUnavailable(f"backend {name!r} is not part of this restyle-rt build "
+                                     f"({module} is missing); update restyle-rt") from None
+        raise BackendUnavailable(f"backend {name!r} needs {e.name or e}; pip install '{extra}'") from None
+    return getattr(mod, cls)
+
+
+def available(name: str) -> Tuple[bool, str]:
+    """(True, "") when backend ``name`` can run here, else (False, why and what to install)."""
+    try:
+        cls = backend_class(name)
+    except BackendUnavailable as e:
+        return False, str(e)
+    ok, why = cls.available()
+    return ok, ("" if ok else f"{why}; pip install '{REGISTRY[name][2]}'")
+
+
+def get_backend(name: str, artifacts: Artifacts, **opts) -> Backend:
+    """Create a backend for ``artifacts``.
+
+    Args:
+        name: a registered name, or ``"auto"`` for the first of :data:`AUTO_ORDER` that is available and accepts
+            these artifacts (each one skipped is logged with its reason).
+        artifacts: the loaded artifacts directory.
+        **opts: passed to the backend's constructor.
+
+    Raises:
+        InputError: unknown name.
+        BackendUnavailable: a named backend cannot run here, or (``auto``) none can.
+        ArtifactError: the artifacts do not suit the (named) backend.
+    """
+    if name != "auto":
+        ok, why = available(name)
+        if not ok:
+            raise BackendUnavailable(f"backend {name!r} is unavailable: {why}")
+        return backend_class(name)(artifacts, **opts)
+    reasons = []
+    for cand in AUTO_ORDER:
+        ok, why = available(cand)
+        if not ok:
+            reasons.append(f"{cand}: {why}")
+            continue
+        try:
+            backend = backend_class(cand)(artifacts, **opts)
+        except (BackendUnavailable, ArtifactError) as e:
+            if cand == AUTO_ORDER[-1]:
+                raise
+            reasons.append(f"{cand}: {e}")
+            continue
+        _log_choice(cand, reasons)
+        return backend
+    raise BackendUnavailable("no backend can run here: " + "; ".join(reasons))
+
+
+def _log_choice(name: str, reasons: list) -> None:
+    key = (name, tuple(reasons))
+    if key not in _logged_choices:
+        _logged_choices.add(key)
+        skipped = f" (skipped {'; '.join(reasons)})" if reasons else ""
+        log.info("backend auto -> %s%s", name, skipped)

@@ -1,0 +1,218 @@
+"""ONNX Runtime backend: CPU by default; CUDA / TensorRT execution providers when the installed onnxruntime has them.
+
+On CPU the generic host loop runs (:func:`restyle_rt.runtime.loop.host_loop`). With a GPU provider, :meth:`run_loop`
+binds OrtValues on the device with IOBinding so latents and feedback ping-pong there and only the results come back.
+That device path is the same code as the ``io_binding=True`` CPU path the tests run, except for the device name;
+**it has not been executed on a GPU** (no GPU where it was written).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ...artifacts import Artifacts
+from ...errors import ArtifactError, BackendUnavailable, InputError
+from ...spec import BATCH, TensorSpec
+from ..backend import Backend, LoopResult
+from ..loop import check_batch, check_images, check_iters, host_loop
+
+log = logging.getLogger("restyle_rt")
+
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+_ORT_TYPES = {"float32": "tensor(float)", "float16": "tensor(float16)"}
+
+
+def default_threads() -> int:
+    """Intra-op threads: the CPUs this process may run on (ORT's own default ignores affinity masks)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class OrtBackend(Backend):
+    """Runs ``encoder.onnx`` and ``synthesis.onnx`` with ONNX Runtime.
+
+    ``encode``/``synthesize`` return fresh arrays from ``InferenceSession.run``; :meth:`run_loop` reuses its buffers.
+
+    Args:
+        artifacts: a verified artifacts directory.
+        providers: ONNX Runtime execution providers in priority order; default: TensorRT, CUDA, then CPU, among
+            those the installed onnxruntime has. Naming a provider it lacks raises BackendUnavailable.
+        threads: intra-op threads for the CPU provider (default: the CPUs available to this process).
+        device_id: the GPU for CUDA/TensorRT providers.
+        io_binding: run the loop with IOBinding (default: only on a GPU provider). ``True`` on CPU exercises the
+            device-loop code with host memory.
+
+    Raises:
+        ArtifactError: a graph's inputs/outputs do not match ``spec.graph_io``.
+        BackendUnavailable: onnxruntime is missing, or a requested provider is not available.
+    """
+
+    name = "ort"
+    extra = "onnxruntime (a core dependency: `pip install restyle-rt`)"
+
+    def __init__(self, artifacts: Artifacts, providers: Optional[Sequence[str]] = None,
+                 threads: Optional[int] = None, device_id: int = 0, io_binding: Optional[bool] = None):
+        super().__init__(artifacts)
+        import onnxruntime as ort
+
+        self._ort = ort
+        have = ort.get_available_providers()
+        wanted = list(providers) if providers else [p for p in GPU_PROVIDERS if p in have] + ["CPUExecutionProvider"]
+        missing = [p for p in wanted if p not in have]
+        if missing:
+            raise BackendUnavailable(f"ort backend: execution provider(s) {missing} are not in this onnxruntime "
+                                     f"(available: {have}); install the matching onnxruntime build")
+        self.device_id = int(device_id)
+        self.device = "cuda" if wanted[0] in GPU_PROVIDERS else "cpu"
+        self.threads = int(threads or default_threads())
+        self.sessions = {g: self._session(g, wanted) for g in ("encoder", "synthesis")}
+        self.providers = self.sessions["encoder"].get_providers()
+        self.io_binding = (self.device != "cpu") if io_binding is None else bool(io_binding)
+        self.device_resident = self.device != "cpu"
+        log.info("ort backend: providers %s, %d intra-op threads", self.providers, self.threads)
+
+    @classmethod
+    def available(cls) -> Tuple[bool, str]:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError as e:
+            return False, f"onnxruntime cannot be imported ({e}); pip install onnxruntime"
+        return True, ""
+
+    def _session(self, graph: str, providers: List[str]):
+        ort = self._ort
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.intra_op_num_threads = self.threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.log_severity_level = 3
+        opts = [self._provider_options(p, graph) for p in providers]
+        path = self.artifacts.graph_path(graph)
+        try:
+            sess = ort.InferenceSession(str(path), sess_options=so, providers=providers, provider_options=opts)
+        except Exception as e:  # ORT raises its own Fail/InvalidGraph/... types
+            raise ArtifactError(f"{path}: ONNX Runtime cannot load it: {e}") from None
+        if sess.get_providers()[0] != providers[0]:
+            raise BackendUnavailable(f"ort backend: {providers[0]} could not be initialised for {graph} "
+                                     f"(session got {sess.get_providers()}); check the CUDA/TensorRT install")
+        verify_io(sess, self.spec.graph_io(graph), f"{path.name}")
+        return sess
+
+    def _provider_options(self, provider: str, graph: str) -> dict:
+        if provider == "CUDAExecutionProvider":
+            return {"device_id": self.device_id}
+        if provider == "TensorrtExecutionProvider":
+            shapes = self.artifacts.profile.shapes(self.spec, graph)
+            fmt = lambda k: ",".join(f"{n}:{'x'.join(map(str, s[k]))}" for n, s in shapes.items())  # noqa: E731
+            cache = str(self.artifacts.root / "engines" / "ort-trt-cache")
+            return {"device_id": self.device_id, "trt_profile_min_shapes": fmt(0), "trt_profile_opt_shapes": fmt(1),
+                    "trt_profile_max_shapes": fmt(2), "trt_engine_cache_enable": True,
+                    "trt_engine_cache_path": cache, "trt_timing_cache_enable": True}
+        return {}
+
+    # --- host API -------------------------------------------------------------------------------------------
+
+    def _check(self, name: str, arrays: dict) -> int:
+        b = next(iter(arrays.values())).shape[0]
+        check_batch(self.artifacts.profile, b, f"ort backend {name}")
+        ins, _ = self.spec.graph_io(name)
+        for t in ins:
+            a = arrays[t.name]
+            if a.shape != t.concrete(b) or a.dtype != np.float32:
+                raise InputError(f"ort backend {name}: input {t.name} must be float32 {list(t.concrete(b))}, "
+                                 f"got {a.dtype} {list(a.shape)}")
+        return b
+
+    def encode(self, image: np.ndarray, feedback: np.ndarray, latent: np.ndarray) -> np.ndarray:
+        feed = {"image": image, "feedback": feedback, "latent": latent}
+        self._check("encoder", feed)
+        return self.sessions["encoder"].run(["latent_next"], feed)[0]  # [B, S, 512]
+
+    def synthesize(self, latent: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        self._check("synthesis", {"latent": latent})
+        image, feedback = self.sessions["synthesis"].run(["image", "feedback"], {"latent": latent})
+        return image, feedback  # [B, 3, h, w], [B, 3, H, W]
+
+    # --- device loop ----------------------------------------------------------------------------------------
+
+    def run_loop(self, images: np.ndarray, n_iters: int, return_steps: bool = False,
+                 early_exit: Optional[float] = None) -> LoopResult:
+        """The residual loop; with IOBinding unless on plain CPU or when early exit is asked for.
+
+        Early exit needs each step's latent update on the host, so it always takes the host loop.
+        """
+        if not self.io_binding or early_exit is not None:
+            return host_loop(self, images, n_iters, return_steps=return_steps, early_exit=early_exit)
+        return self._bound_loop(images, n_iters, return_steps)
+
+    def _bound_loop(self, images: np.ndarray, n_iters: int, return_steps: bool) -> LoopResult:
+        """IOBinding ping-pong: w[a] -> encoder -> w[1-a] -> synthesis -> (image, y); nothing leaves the device
+        until the end (or each step with ``return_steps``). UNEXECUTED on a GPU here; run on CPU by the tests."""
+        check_iters(n_iters, None)
+        x_host = check_images(images, self.spec.input_hw, "ort backend")
+        b = x_host.shape[0]
+        check_batch(self.artifacts.profile, b, "ort backend")
+        s, (ih, iw), (h, w) = self.spec.n_styles, self.spec.image_hw, self.spec.input_hw
+        dev, ov = (self.device, self.device_id), self._ort.OrtValue
+        x = ov.ortvalue_from_numpy(x_host, *dev)  # [B, 3, H, W]
+        w0 = np.ascontiguousarray(np.broadcast_to(self.artifacts.latent_avg, (b, s, 512)))
+        lat = [ov.ortvalue_from_numpy(w0, *dev), ov.ortvalue_from_shape_and_type((b, s, 512), np.float32, *dev)]
+        y0 = np.ascontiguousarray(np.broadcast_to(self.artifacts.avg_feedback, (b, 3, h, w)))
+        y = ov.ortvalue_from_numpy(y0, *dev)  # [B, 3, H, W]
+        img = ov.ortvalue_from_shape_and_type((b, 3, ih, iw), np.float32, *dev)  # [B, 3, h, w]
+        enc, syn = self.sessions["encoder"], self.sessions["synthesis"]
+        bind = []  # bind[a]: (encoder binding reading lat[a] into lat[1-a], synthesis binding reading lat[1-a])
+        for a in (0, 1):
+            be, bs = enc.io_binding(), syn.io_binding()
+            for name, val in (("image", x), ("feedback", y), ("latent", lat[a])):
+                be.bind_ortvalue_input(name, val)
+            be.bind_ortvalue_output("latent_next", lat[1 - a])
+            bs.bind_ortvalue_input("latent", lat[1 - a])
+            bs.bind_ortvalue_output("image", img)
+            bs.bind_ortvalue_output("feedback", y)
+            bind.append((be, bs))
+        res = LoopResult(latents=None, images=None, steps_used=np.full(b, n_iters, dtype=np.int64))
+        a = 0
+        for _ in range(n_iters):
+            enc.run_with_iobinding(bind[a][0])
+            syn.run_with_iobinding(bind[a][1])
+            a = 1 - a
+            if return_steps:
+                res.step_latents.append(np.array(lat[a].numpy(), copy=True))
+                res.step_images.append(np.array(img.numpy(), copy=True))
+        res.latents = np.array(lat[a].numpy(), dtype=np.float32, copy=True)  # [B, S, 512]
+        res.images = np.array(img.numpy(), dtype=np.float32, copy=True)  # [B, 3, h, w]
+        return res
+
+    def close(self) -> None:
+        self.sessions = {}
+
+
+def verify_io(sess, io: Tuple[List[TensorSpec], List[TensorSpec]], what: str) -> None:
+    """Refuse a session whose inputs/outputs differ from the spec in names, dtype, rank or static dims.
+
+    Raises:
+        ArtifactError: naming expected vs found for every mismatch.
+    """
+    problems = []
+    for kind, want, got in (("inputs", io[0], sess.get_inputs()), ("outputs", io[1], sess.get_outputs())):
+        found = {a.name: a for a in got}
+        if sorted(found) != sorted(t.name for t in want):
+            problems.append(f"{kind}: expected {[t.name for t in want]}, found {[a.name for a in got]}")
+            continue
+        for t in want:
+            a = found[t.name]
+            exp_type = _ORT_TYPES.get(t.dtype, t.dtype)
+            if a.type != exp_type:
+                problems.append(f"{t.name}: expected {exp_type}, found {a.type}")
+            if len(a.shape) != len(t.shape) or any(
+                    d != BATCH and g != d for d, g in zip(t.shape, a.shape)) or isinstance(a.shape[0], int):
+                problems.append(f"{t.name}: expected shape {list(t.shape)}, found {list(a.shape)}")
+    if problems:
+        raise ArtifactError(f"{what} does not match the graph contract: " + "; ".join(problems))
