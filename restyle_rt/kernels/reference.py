@@ -277,8 +277,9 @@ PLUGIN_REFS = {"ModulatedConv2d": modulated_conv2d_node_np}
 # Tolerances for the kernel tests, keyed (comparison, precision); each says how it was measured. Same convention as
 # parity.TOLERANCES (rel-L2 bound), kept here because these compare single ops, not graph outputs.
 TOLERANCES = {
-    # torch fp32 formulations against each other (ref/grouped/phase) and against the float64 NumPy reference.
-    ("formulations", "fp32"): 1e-5,
+    # torch fp32 formulations (ref/grouped/phase) vs the float64 NumPy reference: measured <= 5.6e-7 rel-L2 over the
+    # three layer kinds, batch 1/3, Cin 12..512 (tests/kernels/test_reference.py sizes, 2026-11); ~10x margin.
+    ("formulations", "fp32"): 5e-6,
     # fused CUDA kernel vs NumPy float64 reference (not measured yet: no GPU in CI; fp32 with fp32 accumulation).
     ("cuda", "fp32"): 1e-5,
     # FP16 I/O (fp32 accumulate) vs float64 reference; FP16 rounding of x and out alone gives ~2^-11 relative.

@@ -1,0 +1,28 @@
+"""Shared test cases of tests/kernels: the layer kinds and a random-input maker (imported by the test modules)."""
+import numpy as np
+
+# (name, kernel_size, upsample, demodulate, activate): the three layer kinds of the StyleGAN2 synthesis network.
+LAYER_KINDS = [
+    ("conv3x3", 3, False, True, True),
+    ("up3x3", 3, True, True, True),
+    ("torgb1x1", 1, False, False, False),
+]
+
+
+def make_layer(kind, batch, cin, cout, h, w=None, seed=0, noise="full"):
+    """Random inputs of one layer as float32 NumPy arrays: x, s, weight, bias, noise (or None)."""
+    name, k, up, demod, act = kind
+    w = w or h
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, cin, h, w)).astype(np.float32)
+    s = (rng.standard_normal((batch, cin)) * 0.5 + 1.0).astype(np.float32)  # modulation bias is initialised to 1
+    weight = rng.standard_normal((cout, cin, k, k)).astype(np.float32)
+    bias = (rng.standard_normal(cout) * 0.1).astype(np.float32)
+    hout, wout = (2 * h, 2 * w) if up else (h, w)
+    if noise == "full":
+        nz = (rng.standard_normal((1, 1, hout, wout)) * 0.3).astype(np.float32)
+    elif noise == "scalar":
+        nz = np.full((1, 1, 1, 1), 0.25, np.float32)
+    else:
+        nz = None
+    return x, s, weight, bias, nz
