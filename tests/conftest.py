@@ -1,4 +1,5 @@
 """Shared pytest fixtures. Markers are declared in pyproject.toml ([tool.pytest.ini_options])."""
+
 from __future__ import annotations
 
 import sys
@@ -13,7 +14,7 @@ if str(TESTS) not in sys.path:  # make tests/toy_artifacts.py importable from ev
 
 @pytest.fixture(scope="session")
 def toy(tmp_path_factory):
-    """(artifacts dir, NumpyToy restatement) of the default toy model, profile [1, 1, 8]; built once per session."""
+    """(artifacts dir, NumpyToy restatement) of the default toy model, profile [1, 1, 8]; once per session."""
     import toy_artifacts
 
     return toy_artifacts.build(tmp_path_factory.mktemp("toy") / "art")
@@ -32,7 +33,7 @@ def make_toy(tmp_path):
 
 @pytest.fixture
 def rgb_images(tmp_path):
-    """Factory: ``rgb_images(n, folder="imgs", size=(40, 56), ext=".png") -> [paths]`` of seeded random images."""
+    """Factory: ``rgb_images(n, folder="imgs", size=(40, 56), ext=".png") -> [paths]``, seeded random."""
     import numpy as np
     from PIL import Image
 

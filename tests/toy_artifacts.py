@@ -1,16 +1,19 @@
 """Tiny *toy* artifacts directories for runtime unit tests, built with onnx.helper (no torch, no exporter).
 
-The toy graphs keep the real contract (names, ranks, dynamic batch) and a loop that really depends on its inputs:
+The toy graphs keep the real contract (names, ranks, dynamic batch) and a loop that really depends on its
+inputs:
 
-* encoder: ``latent_next = latent + reshape((pool(image) - pool(feedback)) @ M, [B, S, 512])`` where ``pool`` is
-  the per-channel mean over H x W ([B, 3]) and M is [3, S*512]; so it depends on image **and** feedback.
-* synthesis: ``c = reshape(latent, [B, S*512]) @ P`` ([B, 3]); ``image = c[:, :, None, None] + pattern_img`` and
-  ``feedback = tanh(c)[:, :, None, None] * 0.9 + pattern_fb``.
+* encoder: ``latent_next = latent + reshape((pool(image) - pool(feedback)) @ M, [B, S, 512])``, where
+  ``pool`` is the per-channel mean over H x W ([B, 3]) and M is [3, S*512]; it depends on image **and**
+  feedback.
+* synthesis: ``c = reshape(latent, [B, S*512]) @ P`` ([B, 3]); ``image = c[:, :, None, None] + pattern_img``
+  and ``feedback = tanh(c)[:, :, None, None] * 0.9 + pattern_fb``.
 
-With ``M @ P = alpha * I`` the pooled feedback is pulled toward the pooled image each step, so residuals shrink
-and different images converge after different numbers of steps (useful for early exit). :class:`NumpyToy` restates
-the same maths in NumPy for the loop tests.
+With ``M @ P = alpha * I`` the pooled feedback is pulled toward the pooled image each step, so residuals
+shrink and different images converge after different numbers of steps (useful for early exit).
+:class:`NumpyToy` restates the same maths in NumPy for the loop tests.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,10 +26,22 @@ from onnx import TensorProto, helper, numpy_helper
 from restyle_rt import artifacts
 from restyle_rt.spec import BATCH, ModelSpec
 
-TOY_SPEC = ModelSpec(n_styles=4, output_size=16, input_hw=(16, 16), image_hw=(24, 24),
-                     encoder_type="GradualStyleEncoder", dataset_type="ffhq_encode")
-TOY_CARS_SPEC = ModelSpec(n_styles=4, output_size=16, input_hw=(12, 16), image_hw=(18, 24),
-                          encoder_type="GradualStyleEncoder", dataset_type="cars_encode")
+TOY_SPEC = ModelSpec(
+    n_styles=4,
+    output_size=16,
+    input_hw=(16, 16),
+    image_hw=(24, 24),
+    encoder_type="GradualStyleEncoder",
+    dataset_type="ffhq_encode",
+)
+TOY_CARS_SPEC = ModelSpec(
+    n_styles=4,
+    output_size=16,
+    input_hw=(12, 16),
+    image_hw=(18, 24),
+    encoder_type="GradualStyleEncoder",
+    dataset_type="cars_encode",
+)
 ALPHA = 0.5
 
 
@@ -78,12 +93,20 @@ class NumpyToy:
 
 
 def _vi(name: str, shape) -> onnx.ValueInfoProto:
-    return helper.make_tensor_value_info(name, TensorProto.FLOAT, [d if d != BATCH else "batch" for d in shape])
+    return helper.make_tensor_value_info(
+        name, TensorProto.FLOAT, [d if d != BATCH else "batch" for d in shape]
+    )
 
 
 def encoder_graph(w: ToyWeights, names: Optional[dict] = None) -> onnx.ModelProto:
     """The toy encoder; ``names`` renames I/O (to make contract-breaking graphs)."""
-    nm = {"image": "image", "feedback": "feedback", "latent": "latent", "latent_next": "latent_next", **(names or {})}
+    nm = {
+        "image": "image",
+        "feedback": "feedback",
+        "latent": "latent",
+        "latent_next": "latent_next",
+        **(names or {}),
+    }
     s = w.spec
     (ins, outs) = s.encoder_io()
     nodes = [
@@ -94,10 +117,18 @@ def encoder_graph(w: ToyWeights, names: Optional[dict] = None) -> onnx.ModelProt
         helper.make_node("Reshape", ["r", "shape"], ["r3"]),  # [B, S, 512]
         helper.make_node("Add", [nm["latent"], "r3"], [nm["latent_next"]]),
     ]
-    inits = [numpy_helper.from_array(np.array([2, 3], np.int64), "axes"), numpy_helper.from_array(w.M, "M"),
-             numpy_helper.from_array(np.array([-1, s.n_styles, 512], np.int64), "shape")]
-    g = helper.make_graph(nodes, "toy_encoder", [_vi(nm[t.name], t.shape) for t in ins],
-                          [_vi(nm[t.name], t.shape) for t in outs], inits)
+    inits = [
+        numpy_helper.from_array(np.array([2, 3], np.int64), "axes"),
+        numpy_helper.from_array(w.M, "M"),
+        numpy_helper.from_array(np.array([-1, s.n_styles, 512], np.int64), "shape"),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "toy_encoder",
+        [_vi(nm[t.name], t.shape) for t in ins],
+        [_vi(nm[t.name], t.shape) for t in outs],
+        inits,
+    )
     return _model(g)
 
 
@@ -115,12 +146,21 @@ def synthesis_graph(w: ToyWeights, names: Optional[dict] = None) -> onnx.ModelPr
         helper.make_node("Mul", ["tc", "k"], ["tck"]),
         helper.make_node("Add", ["tck", "pattern_fb"], [nm["feedback"]]),  # [B, 3, H, W]
     ]
-    inits = [numpy_helper.from_array(np.array([-1, s.n_styles * 512], np.int64), "flat"),
-             numpy_helper.from_array(w.P, "P"), numpy_helper.from_array(np.array([2, 3], np.int64), "hw_axes"),
-             numpy_helper.from_array(w.pattern_img, "pattern_img"), numpy_helper.from_array(w.pattern_fb, "pattern_fb"),
-             numpy_helper.from_array(np.array(0.9, np.float32), "k")]
-    g = helper.make_graph(nodes, "toy_synthesis", [_vi(nm[t.name], t.shape) for t in ins],
-                          [_vi(nm[t.name], t.shape) for t in outs], inits)
+    inits = [
+        numpy_helper.from_array(np.array([-1, s.n_styles * 512], np.int64), "flat"),
+        numpy_helper.from_array(w.P, "P"),
+        numpy_helper.from_array(np.array([2, 3], np.int64), "hw_axes"),
+        numpy_helper.from_array(w.pattern_img, "pattern_img"),
+        numpy_helper.from_array(w.pattern_fb, "pattern_fb"),
+        numpy_helper.from_array(np.array(0.9, np.float32), "k"),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "toy_synthesis",
+        [_vi(nm[t.name], t.shape) for t in ins],
+        [_vi(nm[t.name], t.shape) for t in outs],
+        inits,
+    )
     return _model(g)
 
 
@@ -131,9 +171,15 @@ def _model(g) -> onnx.ModelProto:
     return m
 
 
-def build(out: Path, spec: ModelSpec = TOY_SPEC, seed: int = 0, profile: Sequence[int] = (1, 1, 8),
-          encoder_names: Optional[dict] = None, synthesis_names: Optional[dict] = None,
-          format_version: int = artifacts.FORMAT_VERSION) -> Tuple[Path, NumpyToy]:
+def build(
+    out: Path,
+    spec: ModelSpec = TOY_SPEC,
+    seed: int = 0,
+    profile: Sequence[int] = (1, 1, 8),
+    encoder_names: Optional[dict] = None,
+    synthesis_names: Optional[dict] = None,
+    format_version: int = artifacts.FORMAT_VERSION,
+) -> Tuple[Path, NumpyToy]:
     """Write a toy artifacts dir at ``out``; returns (dir, its NumPy restatement)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -149,9 +195,16 @@ def build(out: Path, spec: ModelSpec = TOY_SPEC, seed: int = 0, profile: Sequenc
         d = lambda ts: [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in ts]  # noqa: E731
         return {"file": f"{graph}.onnx", "inputs": d(ins), "outputs": d(outs)}
 
-    artifacts.write_manifest(out, {
-        "format": artifacts.FORMAT, "format_version": format_version, "spec": spec.to_dict(),
-        "graphs": {"encoder": io("encoder"), "synthesis": io("synthesis")},
-        "batch_profile": list(profile), "precision": "fp32", "source": "tests/toy_artifacts.py",
-    })
+    artifacts.write_manifest(
+        out,
+        {
+            "format": artifacts.FORMAT,
+            "format_version": format_version,
+            "spec": spec.to_dict(),
+            "graphs": {"encoder": io("encoder"), "synthesis": io("synthesis")},
+            "batch_profile": list(profile),
+            "precision": "fp32",
+            "source": "tests/toy_artifacts.py",
+        },
+    )
     return out, ref

@@ -9,6 +9,7 @@ Example::
         res.latents   # [2, S, 512] float32
         res.images    # [2, 3, R, R] float32 in about [-1, 1]
 """
+
 from __future__ import annotations
 
 import logging
@@ -92,8 +93,10 @@ class Inverter:
         hw = self.spec.input_hw
         if isinstance(images, np.ndarray) and images.dtype != np.uint8:
             if images.ndim != 4 or images.shape[1:] != (3, *hw) or images.dtype != np.float32:
-                raise InputError(f"a preprocessed batch must be float32 [B, 3, {hw[0]}, {hw[1]}], "
-                                 f"got {images.dtype} {list(images.shape)} (pass uint8 HWC arrays to preprocess)")
+                raise InputError(
+                    f"a preprocessed batch must be float32 [B, 3, {hw[0]}, {hw[1]}], "
+                    f"got {images.dtype} {list(images.shape)} (pass uint8 HWC arrays to preprocess)"
+                )
             return np.ascontiguousarray(images)
         if isinstance(images, (str, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim == 3):
             images = [images]
@@ -103,16 +106,21 @@ class Inverter:
             out[i] = io.preprocess(img, hw)
         return out
 
-    def invert(self, images: Union[ImageLike, Sequence[ImageLike]], n_iters: int = 5, return_steps: bool = False,
-               early_exit: Optional[float] = None) -> LoopResult:
+    def invert(
+        self,
+        images: Union[ImageLike, Sequence[ImageLike]],
+        n_iters: int = 5,
+        return_steps: bool = False,
+        early_exit: Optional[float] = None,
+    ) -> LoopResult:
         """Invert images with ``n_iters`` ReStyle steps.
 
         Args:
             images: see :meth:`preprocess`.
             n_iters: steps per image (the official default is 5).
             return_steps: also return each step's latents and images (``step_latents``, ``step_images``).
-            early_exit: stop an image once the RMS of its latent update falls below this threshold (not part of
-                the official method; see :mod:`restyle_rt.runtime.loop`).
+            early_exit: stop an image once the RMS of its latent update falls below this threshold (not part
+                of the official method; see :mod:`restyle_rt.runtime.loop`).
 
         Returns:
             LoopResult over all images in order; batches above ``profile.max`` run in chunks.
@@ -127,7 +135,7 @@ class Inverter:
         step = self.profile.max
         parts: List[LoopResult] = []
         for i in range(0, x.shape[0], step):
-            chunk = x[i:i + step]  # [<=max, 3, H, W]
+            chunk = x[i : i + step]  # [<=max, 3, H, W]
             if chunk.shape[0] < self.profile.min:  # pad a short tail up to the profile minimum
                 pad = np.repeat(chunk[-1:], self.profile.min - chunk.shape[0], axis=0)
                 r = self.backend.run_loop(np.concatenate([chunk, pad]), n_iters, return_steps, early_exit)
@@ -154,6 +162,11 @@ class Inverter:
 
 def _take(r: LoopResult, n: int) -> LoopResult:
     """The first ``n`` images of a LoopResult (drops profile-minimum padding)."""
-    return LoopResult(latents=r.latents[:n], images=r.images[:n], steps_used=r.steps_used[:n],
-                      step_latents=[a[:n] for a in r.step_latents], step_images=[a[:n] for a in r.step_images],
-                      stages=r.stages)
+    return LoopResult(
+        latents=r.latents[:n],
+        images=r.images[:n],
+        steps_used=r.steps_used[:n],
+        step_latents=[a[:n] for a in r.step_latents],
+        step_images=[a[:n] for a in r.step_images],
+        stages=r.stages,
+    )

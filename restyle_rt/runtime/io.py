@@ -1,14 +1,17 @@
-"""Image I/O for the runtime: list, decode, resize and normalise like the official transforms; convert outputs back.
+"""Runtime image I/O: list, decode, resize and normalise like the official transforms; convert outputs back.
 
-Decoding uses OpenCV (``IMREAD_COLOR | IMREAD_ANYDEPTH``: EXIF orientation applied, grayscale and palette expanded to
-three channels, alpha **dropped**, the same as the official ``PIL.Image.open(p).convert('RGB')``), and falls back to
-Pillow for what OpenCV cannot read (when Pillow is installed). 16-bit images keep their high byte (``v >> 8``), which
-is how Pillow reads 48-bit RGB PNGs; note the official loader would *saturate* a 16-bit grayscale PNG at 255 instead.
+Decoding uses OpenCV (``IMREAD_COLOR | IMREAD_ANYDEPTH``: EXIF orientation applied, grayscale and palette
+expanded to three channels, alpha **dropped**, the same as the official ``PIL.Image.open(p).convert('RGB')``),
+and falls back to Pillow for what OpenCV cannot read (when Pillow is installed). 16-bit images keep their high
+byte (``v >> 8``), which is how Pillow reads 48-bit RGB PNGs; note the official loader would *saturate* a
+16-bit grayscale PNG at 255 instead.
 
 Resizing re-implements Pillow's ``Image.resize(size, BILINEAR)`` (triangle filter, antialiased on downscale,
-22-bit fixed-point coefficients, horizontal pass then vertical pass, each rounded to uint8) in NumPy, so that the
-encoder sees the bytes the official ``transforms.Resize`` produces; ``tests/unit/test_io.py`` bounds the difference.
+22-bit fixed-point coefficients, horizontal pass then vertical pass, each rounded to uint8) in NumPy, so that
+the encoder sees the bytes the official ``transforms.Resize`` produces; ``tests/unit/test_io.py`` bounds the
+difference.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,13 +26,14 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tiff", ".tif", ".
 _PRECISION_BITS = 32 - 8 - 2  # Pillow's Resample.c fixed-point precision for 8-bit images
 
 
-# --- listing ---------------------------------------------------------------------------------------------------
+# --- listing ------------------------------------------------------------------------------------------------
+
 
 def list_images(inputs: Iterable[os.PathLike]) -> List[Path]:
     """Expand files and directories into the list of images to invert.
 
-    Directories are walked recursively and filtered by :data:`IMAGE_EXTENSIONS` (case-insensitive), sorted by path
-    like the official ``InferenceDataset``; files named explicitly are kept whatever their extension.
+    Directories are walked recursively and filtered by :data:`IMAGE_EXTENSIONS` (case-insensitive), sorted by
+    path like the official ``InferenceDataset``; files named explicitly are kept whatever their extension.
 
     Args:
         inputs: file or directory paths, in the order given.
@@ -51,16 +55,19 @@ def list_images(inputs: Iterable[os.PathLike]) -> List[Path]:
             raise InputError(f"{p}: no such file or directory")
     out = list(dict.fromkeys(out))
     if not out:
-        raise InputError("no images found in " + ", ".join(map(str, inputs)) +
-                         f" (extensions: {' '.join(IMAGE_EXTENSIONS)})")
+        raise InputError(
+            "no images found in "
+            + ", ".join(map(str, inputs))
+            + f" (extensions: {' '.join(IMAGE_EXTENSIONS)})"
+        )
     return out
 
 
 def output_names(paths: Sequence[Path], roots: Sequence[os.PathLike]) -> List[str]:
     """Unique, extension-less relative names for the outputs of ``paths`` (posix separators).
 
-    A file under one of the ``roots`` directories keeps its sub-path (``a/b/img``); other files use their stem.
-    Clashes get ``_1``, ``_2`` … appended.
+    A file under one of the ``roots`` directories keeps its sub-path (``a/b/img``); other files use their
+    stem. Clashes get ``_1``, ``_2`` … appended.
     """
     dirs = [Path(r).resolve() for r in roots if Path(r).is_dir()]
     names, seen = [], set()
@@ -79,7 +86,8 @@ def output_names(paths: Sequence[Path], roots: Sequence[os.PathLike]) -> List[st
     return names
 
 
-# --- decoding --------------------------------------------------------------------------------------------------
+# --- decoding -----------------------------------------------------------------------------------------------
+
 
 def read_image(path: os.PathLike) -> np.ndarray:
     """Decode one image file to RGB.
@@ -150,7 +158,8 @@ def _to_uint8(a: np.ndarray) -> np.ndarray:
     raise ValueError(f"unsupported pixel type {a.dtype}")
 
 
-# --- resize and normalise --------------------------------------------------------------------------------------
+# --- resize and normalise -----------------------------------------------------------------------------------
+
 
 def _coeffs(in_size: int, out_size: int) -> Tuple[np.ndarray, np.ndarray]:
     """Pillow's ``precompute_coeffs`` + ``normalize_coeffs_8bpc`` for the bilinear filter.
@@ -180,7 +189,7 @@ def _resample_axis(a: np.ndarray, out_size: int, axis: int) -> np.ndarray:
     idx, k = _coeffs(a.shape[axis], out_size)  # [out, K]
     shape = [1] * a.ndim
     shape[axis] = out_size
-    acc = np.full(a.shape[:axis] + (out_size,) + a.shape[axis + 1:], 1 << (_PRECISION_BITS - 1), np.int64)
+    acc = np.full(a.shape[:axis] + (out_size,) + a.shape[axis + 1 :], 1 << (_PRECISION_BITS - 1), np.int64)
     for j in range(idx.shape[1]):
         acc += np.take(a, idx[:, j], axis=axis).astype(np.int64) * k[:, j].reshape(shape)
     return np.clip(acc >> _PRECISION_BITS, 0, 255).astype(np.uint8)
@@ -191,10 +200,11 @@ def resize_bilinear(img: np.ndarray, hw: Tuple[int, int]) -> np.ndarray:
     h, w = int(hw[0]), int(hw[1])
     out = np.ascontiguousarray(img)
     dh, dw = out.shape[0] - h, out.shape[1] - w
-    # Recent Pillow (13.0 checked) runs the vertical pass first when the height shrinks more than twice the width; older Pillow
-    # (the official 2021 environment) always went horizontal first. The two orders differ by at most 1 level.
+    # Recent Pillow (13.0 checked) runs the vertical pass first when the height shrinks more than twice the
+    # width; older Pillow (the official 2021 environment) always went horizontal first. The two orders differ
+    # by at most 1 level.
     vertical_first = dh > 0 and dh > 2 * dw
-    for axis, size in (((0, h), (1, w)) if vertical_first else ((1, w), (0, h))):
+    for axis, size in ((0, h), (1, w)) if vertical_first else ((1, w), (0, h)):
         if out.shape[axis] != size:
             out = _resample_axis(out, size, axis=axis)  # [H, W, C] after both passes
     return out
@@ -219,12 +229,14 @@ def preprocess(img: np.ndarray, hw: Tuple[int, int]) -> np.ndarray:
 
 def to_uint8(img: np.ndarray) -> np.ndarray:
     """Official ``tensor2im``: [3, h, w] float in about [-1, 1] -> [h, w, 3] uint8 (clip, x255, truncate)."""
-    v = (np.asarray(img, dtype=np.float32).transpose(1, 2, 0) + np.float32(1.0)) / np.float32(2.0)  # [h, w, 3]
+    v = (np.asarray(img, dtype=np.float32).transpose(1, 2, 0) + np.float32(1.0)) / np.float32(
+        2.0
+    )  # [h, w, 3]
     return (np.clip(v, 0.0, 1.0) * np.float32(255.0)).astype(np.uint8)
 
 
 def resize_for_display(img: np.ndarray, hw: Tuple[int, int]) -> np.ndarray:
-    """Bicubic resize of an [h, w, 3] uint8 image for strips (the official coupled output uses PIL bicubic)."""
+    """Bicubic resize of an [h, w, 3] uint8 image for strips (the official coupled output uses bicubic)."""
     import cv2
 
     if img.shape[:2] == tuple(hw):

@@ -7,11 +7,13 @@ With w_0 = ``latent_avg`` and y_0 = ``avg_feedback`` (both broadcast over the ba
 
 Latents stay float32 throughout (they accumulate). Buffers are allocated once per call and reused every step.
 
-Adaptive early exit (not in the official code): with ``early_exit=tau``, after step t an image whose latent update
-``delta_t = sqrt(mean((w_t - w_{t-1})**2))`` (RMS over its S x 512 entries) is below ``tau`` stops: its latent and
-image stay those of step t, and it leaves the active set, so later steps run the backend on the remaining images only.
-``LoopResult.steps_used`` gives each image's step count; per-step outputs repeat the frozen values.
+Adaptive early exit (not in the official code): with ``early_exit=tau``, after step t an image whose latent
+update ``delta_t = sqrt(mean((w_t - w_{t-1})**2))`` (RMS over its S x 512 entries) is below ``tau`` stops: its
+latent and image stay those of step t, and it leaves the active set, so later steps run the backend on the
+remaining images only. ``LoopResult.steps_used`` gives each image's step count; per-step outputs repeat the
+frozen values.
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,11 +41,12 @@ def check_batch(profile: BatchProfile, batch: int, who: str) -> None:
         raise InputError(
             f"{who}: batch {batch} is outside the artifacts' batch profile "
             f"[min {profile.min}, opt {profile.opt}, max {profile.max}]; split it (Inverter.invert does) "
-            f"or rebuild with a larger profile")
+            f"or rebuild with a larger profile"
+        )
 
 
 def check_images(images: np.ndarray, input_hw, who: str = "loop") -> np.ndarray:
-    """Validate a preprocessed batch: [B, 3, H, W] float32 with (H, W) == ``input_hw``; returns it contiguous."""
+    """Validate a preprocessed [B, 3, H, W] float32 batch ((H, W) == ``input_hw``); return it contiguous."""
     a = np.asarray(images)
     h, w = input_hw
     if a.ndim != 4 or a.shape[1:] != (3, h, w):
@@ -67,8 +70,13 @@ def latent_rms(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sqrt(np.mean(np.square(d, dtype=np.float64), axis=1))
 
 
-def host_loop(backend: Backend, images: np.ndarray, n_iters: int, return_steps: bool = False,
-              early_exit: Optional[float] = None) -> LoopResult:
+def host_loop(
+    backend: Backend,
+    images: np.ndarray,
+    n_iters: int,
+    return_steps: bool = False,
+    early_exit: Optional[float] = None,
+) -> LoopResult:
     """Run the residual loop with host (NumPy) buffers on any backend.
 
     Args:
@@ -79,7 +87,8 @@ def host_loop(backend: Backend, images: np.ndarray, n_iters: int, return_steps: 
         early_exit: stop an image once its latent update RMS falls below this (see module docstring).
 
     Returns:
-        LoopResult with latents [B, S, 512], images [B, 3, h, w], steps_used [B] and, when asked, per-step arrays.
+        LoopResult with latents [B, S, 512], images [B, 3, h, w], steps_used [B] and, when asked, per-step
+        arrays.
 
     Raises:
         InputError: bad shapes or arguments, or a batch outside the artifacts' profile.
@@ -134,12 +143,18 @@ class _Active:
 
     def keep(self, mask: np.ndarray) -> "_Active":
         """A new, smaller active set (copies once per shrink, so finished images cost nothing afterwards)."""
-        return _Active(np.ascontiguousarray(self.x[mask]), self.lat[mask], self.fb[mask], self.img[mask],
-                       compact=True, idx=self.idx[mask])
+        return _Active(
+            np.ascontiguousarray(self.x[mask]),
+            self.lat[mask],
+            self.fb[mask],
+            self.img[mask],
+            compact=True,
+            idx=self.idx[mask],
+        )
 
 
 def _step(backend: Backend, st: _Active, stages: dict) -> np.ndarray:
-    """One encoder + synthesis step on the active set, in place; returns each image's latent update RMS [A]."""
+    """One encoder + synthesis step on the active set, in place; returns the latent update RMS [A]."""
     t0 = time.perf_counter()
     w_next = backend.encode(st.x, st.fb, st.lat)  # [A, S, 512]
     t1 = time.perf_counter()

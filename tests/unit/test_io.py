@@ -1,4 +1,5 @@
 """Image I/O: listing, decoding (EXIF, grayscale, RGBA, palette, 16-bit), Pillow-exact resize, bad files."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,9 +11,10 @@ from restyle_rt.runtime import io
 
 pytestmark = pytest.mark.unit
 
-# Measured: resize_bilinear reproduces Pillow 13's Image.resize(BILINEAR) bit-exactly (max |diff| 0 over 200 random
-# shapes, up and down, both pass orders). cv2.INTER_AREA differs by up to 53 levels on noise (3 on smooth images)
-# and INTER_LINEAR by up to 142, which is why it is reimplemented. The bound allows for older Pillow pass ordering.
+# Measured: resize_bilinear reproduces Pillow 13's Image.resize(BILINEAR) bit-exactly (max |diff| 0 over 200
+# random shapes, up and down, both pass orders). cv2.INTER_AREA differs by up to 53 levels on noise (3 on
+# smooth images) and INTER_LINEAR by up to 142, which is why it is reimplemented. The bound allows for older
+# Pillow pass ordering.
 MAX_RESIZE_DIFF = 1
 
 
@@ -20,9 +22,19 @@ def _pil_resize(a, hw):
     return np.asarray(Image.fromarray(a).resize((hw[1], hw[0]), Image.BILINEAR))
 
 
-@pytest.mark.parametrize("src,dst", [((1024, 1024), (256, 256)), ((768, 1024), (256, 256)),
-                                     ((512, 300), (256, 256)), ((100, 80), (256, 256)), ((1024, 1024), (192, 256)),
-                                     ((257, 255), (256, 256)), ((37, 613), (192, 256)), ((256, 256), (256, 256))])
+@pytest.mark.parametrize(
+    "src,dst",
+    [
+        ((1024, 1024), (256, 256)),
+        ((768, 1024), (256, 256)),
+        ((512, 300), (256, 256)),
+        ((100, 80), (256, 256)),
+        ((1024, 1024), (192, 256)),
+        ((257, 255), (256, 256)),
+        ((37, 613), (192, 256)),
+        ((256, 256), (256, 256)),
+    ],
+)
 def test_resize_matches_pillow_bilinear(src, dst):
     a = np.random.default_rng(sum(src)).integers(0, 256, (*src, 3), dtype=np.uint8)
     ours, ref = io.resize_bilinear(a, dst), _pil_resize(a, dst)
@@ -33,7 +45,9 @@ def test_resize_matches_pillow_bilinear(src, dst):
 def test_preprocess_is_official_normalisation():
     a = np.random.default_rng(1).integers(0, 256, (60, 50, 3), dtype=np.uint8)
     x = io.preprocess(a, (16, 24))
-    expect = (_pil_resize(a, (16, 24)).astype(np.float32) / np.float32(255) - np.float32(0.5)) / np.float32(0.5)
+    expect = (_pil_resize(a, (16, 24)).astype(np.float32) / np.float32(255) - np.float32(0.5)) / np.float32(
+        0.5
+    )
     assert x.shape == (3, 16, 24) and x.dtype == np.float32
     np.testing.assert_array_equal(x, expect.transpose(2, 0, 1))
 
@@ -68,6 +82,7 @@ def test_exif_orientation_applied(tmp_path):
     assert got[:10, :, 0].mean() > 200 and got[-10:, :, 0].mean() < 50  # red band now on top
 
 
+@pytest.mark.filterwarnings("ignore:Palette images with Transparency")
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "LA"])
 def test_modes_decode_like_pil_convert_rgb(tmp_path, mode):
     rgba = np.random.default_rng(3).integers(0, 256, (12, 10, 4), dtype=np.uint8)
@@ -90,7 +105,9 @@ def test_16bit_png_keeps_high_byte(tmp_path):
     np.testing.assert_array_equal(io.read_image(tmp_path / "g.png"), np.repeat((gray >> 8)[:, :, None], 3, 2))
     np.testing.assert_array_equal(io.read_image(tmp_path / "c.png"), (rgb >> 8).astype(np.uint8))
     # Pillow reads 48-bit RGB the same way (its 8-bit RGB mode takes the high byte)
-    np.testing.assert_array_equal(io.read_image(tmp_path / "c.png"), np.asarray(Image.open(tmp_path / "c.png")))
+    np.testing.assert_array_equal(
+        io.read_image(tmp_path / "c.png"), np.asarray(Image.open(tmp_path / "c.png"))
+    )
 
 
 def test_pillow_fallback_for_what_opencv_cannot_read(tmp_path, monkeypatch):
@@ -114,14 +131,17 @@ def _truncated(tmp_path, ext):
     return p
 
 
-@pytest.mark.parametrize("case,pattern", [
-    ("truncated_jpg", r"bad\.jpg: not a readable image"),
-    ("truncated_png", r"bad\.png: not a readable image"),
-    ("zero_bytes", r"empty\.png: empty file \(0 bytes\)"),
-    ("text_as_png", r"notes\.png: not a readable image"),
-    ("directory", r"adir\.png: not a regular file"),
-    ("missing", r"nope\.png: not a regular file"),
-])
+@pytest.mark.parametrize(
+    "case,pattern",
+    [
+        ("truncated_jpg", r"bad\.jpg: not a readable image"),
+        ("truncated_png", r"bad\.png: not a readable image"),
+        ("zero_bytes", r"empty\.png: empty file \(0 bytes\)"),
+        ("text_as_png", r"notes\.png: not a readable image"),
+        ("directory", r"adir\.png: not a regular file"),
+        ("missing", r"nope\.png: not a regular file"),
+    ],
+)
 def test_bad_files_raise_input_error_naming_the_file(tmp_path, case, pattern):
     if case == "truncated_jpg":
         p = _truncated(tmp_path, ".jpg")

@@ -1,4 +1,5 @@
-"""The host residual loop: maths per iteration, early exit with a compacted active set, chunking by the profile."""
+"""The host residual loop: maths per step, early exit with a compacted active set, chunking by profile."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -114,12 +115,15 @@ def test_early_exit_zero_never_stops(np_backend):
     np.testing.assert_array_equal(res.steps_used, [3, 3, 3])
 
 
-@pytest.mark.parametrize("kw,pattern", [
-    ({"n_iters": 0}, r"n_iters must be a positive integer, got 0"),
-    ({"n_iters": 2.5}, r"n_iters must be a positive integer"),
-    ({"n_iters": 2, "early_exit": -1.0}, r"early_exit must be None or a finite threshold >= 0"),
-    ({"n_iters": 2, "early_exit": float("nan")}, r"early_exit must be None or a finite threshold"),
-])
+@pytest.mark.parametrize(
+    "kw,pattern",
+    [
+        ({"n_iters": 0}, r"n_iters must be a positive integer, got 0"),
+        ({"n_iters": 2.5}, r"n_iters must be a positive integer"),
+        ({"n_iters": 2, "early_exit": -1.0}, r"early_exit must be None or a finite threshold >= 0"),
+        ({"n_iters": 2, "early_exit": float("nan")}, r"early_exit must be None or a finite threshold"),
+    ],
+)
 def test_bad_loop_arguments(np_backend, kw, pattern):
     with pytest.raises(InputError, match=pattern):
         host_loop(np_backend, _images(1), **kw)
@@ -130,7 +134,9 @@ def test_bad_image_batches(np_backend):
         host_loop(np_backend, np.zeros((1, 3, 8, 8), np.float32), 1)
     with pytest.raises(InputError, match=r"expected float32 images in \[-1, 1\], got float64"):
         host_loop(np_backend, np.zeros((1, 3, 16, 16)), 1)
-    with pytest.raises(InputError, match=r"batch 9 is outside the artifacts' batch profile \[min 1, opt 1, max 8\]"):
+    with pytest.raises(
+        InputError, match=r"batch 9 is outside the artifacts' batch profile \[min 1, opt 1, max 8\]"
+    ):
         host_loop(np_backend, _images(9), 1)
 
 

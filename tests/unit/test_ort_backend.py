@@ -1,4 +1,5 @@
-"""ONNX Runtime backend on toy artifacts: maths, IOBinding loop, contract checks, registry, errors, memory soak."""
+"""ORT backend on toy artifacts: maths, IOBinding loop, contract checks, registry, errors, memory soak."""
+
 from __future__ import annotations
 
 import gc
@@ -82,8 +83,11 @@ def test_cars_shapes(make_toy):
 def test_out_of_profile_batch_names_the_profile(ort_backend):
     x = _x(9)
     w = np.zeros((9, 4, 512), np.float32)
-    with pytest.raises(InputError, match=r"ort backend encoder: batch 9 is outside the artifacts' batch profile "
-                                         r"\[min 1, opt 1, max 8\]"):
+    with pytest.raises(
+        InputError,
+        match=r"ort backend encoder: batch 9 is outside the artifacts' batch profile "
+        r"\[min 1, opt 1, max 8\]",
+    ):
         ort_backend.encode(x, x, w)
     with pytest.raises(InputError, match=r"batch 9 is outside .*\[min 1, opt 1, max 8\]"):
         ort_backend.synthesize(w)
@@ -93,19 +97,25 @@ def test_out_of_profile_batch_names_the_profile(ort_backend):
 
 def test_wrong_input_shape_or_dtype(ort_backend):
     x = _x(1)
-    with pytest.raises(InputError, match=r"input latent must be float32 \[1, 4, 512\], got float64 \[1, 4, 512\]"):
+    with pytest.raises(
+        InputError, match=r"input latent must be float32 \[1, 4, 512\], got float64 \[1, 4, 512\]"
+    ):
         ort_backend.encode(x, x, np.zeros((1, 4, 512)))
 
 
 def test_wrong_io_names_refused(make_toy):
     d, _ = make_toy("badnames", encoder_names={"latent_next": "codes"})
-    with pytest.raises(ArtifactError, match=r"encoder\.onnx does not match the graph contract: outputs: expected "
-                                            r"\['latent_next'\], found \['codes'\]"):
+    with pytest.raises(
+        ArtifactError,
+        match=r"encoder\.onnx does not match the graph contract: outputs: expected "
+        r"\['latent_next'\], found \['codes'\]",
+    ):
         Inverter.load(d, backend="ort")
 
 
 def test_wrong_static_dims_refused(make_toy):
     import toy_artifacts
+
     from restyle_rt.spec import ModelSpec
 
     d, _ = make_toy("baddims")
@@ -115,13 +125,17 @@ def test_wrong_static_dims_refused(make_toy):
     artifacts.write_manifest(d, m)
     np.save(d / "latent_avg.npy", np.zeros((5, 512), np.float32))
     assert spec.n_styles == toy_artifacts.TOY_SPEC.n_styles == 4
-    with pytest.raises(ArtifactError, match=r"latent: expected shape \['batch', 5, 512\], found \['batch', 4, 512\]"):
+    with pytest.raises(
+        ArtifactError, match=r"latent: expected shape \['batch', 5, 512\], found \['batch', 4, 512\]"
+    ):
         Inverter.load(d, backend="ort")
 
 
 def test_wrong_format_version_refused(make_toy):
     d, _ = make_toy("v99", format_version=99)
-    with pytest.raises(ArtifactError, match=r"format_version 99 is not understood by this runtime \(expects 1\)"):
+    with pytest.raises(
+        ArtifactError, match=r"format_version 99 is not understood by this runtime \(expects 1\)"
+    ):
         Inverter.load(d)
 
 
@@ -131,24 +145,38 @@ def test_missing_artifacts_dir(tmp_path):
 
 
 def test_unknown_backend_name(toy):
-    with pytest.raises(InputError, match=r"unknown backend 'tensorflow'; choose one of auto, ort, trt, torch"):
+    with pytest.raises(
+        InputError, match=r"unknown backend 'tensorflow'; choose one of auto, ort, trt, torch"
+    ):
         Inverter.load(toy[0], backend="tensorflow")
 
 
 def test_unavailable_named_backend_names_the_fix(toy, monkeypatch):
-    monkeypatch.setitem(backends.REGISTRY, "fake", ("restyle_rt.runtime.backends.no_such", "X", "restyle-rt[fake]"))
-    with pytest.raises(BackendUnavailable, match=r"backend 'fake' is unavailable: .*not part of this restyle-rt"):
+    monkeypatch.setitem(
+        backends.REGISTRY, "fake", ("restyle_rt.runtime.backends.no_such", "X", "restyle-rt[fake]")
+    )
+    with pytest.raises(
+        BackendUnavailable, match=r"backend 'fake' is unavailable: .*not part of this restyle-rt"
+    ):
         backends.get_backend("fake", artifacts.load(toy[0]))
-    monkeypatch.setitem(backends.REGISTRY, "fake2", ("restyle_rt.runtime.backends.ort", "OrtBackend", "extra-x"))
+    monkeypatch.setitem(
+        backends.REGISTRY, "fake2", ("restyle_rt.runtime.backends.ort", "OrtBackend", "extra-x")
+    )
     monkeypatch.setattr(OrtBackend, "available", classmethod(lambda cls: (False, "no onnxruntime")))
-    with pytest.raises(BackendUnavailable, match=r"backend 'fake2' is unavailable: no onnxruntime; pip install "
-                                                 r"'extra-x'"):
+    with pytest.raises(
+        BackendUnavailable,
+        match=r"backend 'fake2' is unavailable: no onnxruntime; pip install "
+        r"'extra-x'",
+    ):
         backends.get_backend("fake2", artifacts.load(toy[0]))
 
 
 def test_missing_provider_is_not_silently_replaced(toy):
-    with pytest.raises(BackendUnavailable, match=r"execution provider\(s\) \['CUDAExecutionProvider'\] are not in "
-                                                 r"this onnxruntime"):
+    with pytest.raises(
+        BackendUnavailable,
+        match=r"execution provider\(s\) \['CUDAExecutionProvider'\] are not in "
+        r"this onnxruntime",
+    ):
         OrtBackend(artifacts.load(toy[0]), providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
 
 
@@ -168,8 +196,9 @@ def _rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-# Soak bounds: measured growth after warm-up was 0.27 MB over 400 inversions (batch 8, 5 steps, with steps) and
-# <= 1.4 MB over 60 load/close cycles; the bounds leave room for allocator noise but catch a per-call leak.
+# Soak bounds: measured growth after warm-up was 0.27 MB over 400 inversions (batch 8, 5 steps, with steps)
+# and <= 1.4 MB over 60 load/close cycles; the bounds leave room for allocator noise but catch a per-call
+# leak.
 SOAK_INVERT_MB = 4.0
 SOAK_LOAD_MB = 8.0
 

@@ -1,12 +1,14 @@
 """Backend registry: names -> backend classes, imported lazily so that listing them costs nothing.
 
-``get_backend("auto", art)`` takes the first available backend in :data:`AUTO_ORDER` and logs the choice once. A
-backend asked for by name that cannot run raises :class:`BackendUnavailable` naming what to install; there is no
-silent fallback from a named backend.
+``get_backend("auto", art)`` takes the first available backend in :data:`AUTO_ORDER` and logs the choice once.
+A backend asked for by name that cannot run raises :class:`BackendUnavailable` naming what to install; there
+is no silent fallback from a named backend.
 """
+
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 from typing import Dict, Tuple, Type
 
@@ -45,8 +47,10 @@ def backend_class(name: str) -> Type[Backend]:
         mod = importlib.import_module(module)
     except ImportError as e:
         if getattr(e, "name", None) == module:
-            raise BackendUnavailable(f"backend {name!r} is not part of this restyle-rt build "
-                                     f"({module} is missing); update restyle-rt") from None
+            raise BackendUnavailable(
+                f"backend {name!r} is not part of this restyle-rt build "
+                f"({module} is missing); update restyle-rt"
+            ) from None
         raise BackendUnavailable(f"backend {name!r} needs {e.name or e}; pip install '{extra}'") from None
     return getattr(mod, cls)
 
@@ -65,8 +69,9 @@ def get_backend(name: str, artifacts: Artifacts, **opts) -> Backend:
     """Create a backend for ``artifacts``.
 
     Args:
-        name: a registered name, or ``"auto"`` for the first of :data:`AUTO_ORDER` that is available and accepts
-            these artifacts (each one skipped is logged with its reason).
+        name: a registered name, or ``"auto"`` for the first of :data:`AUTO_ORDER` that is available and
+            accepts these artifacts (each one skipped is logged with its reason; options it does not take are
+            dropped).
         artifacts: the loaded artifacts directory.
         **opts: passed to the backend's constructor.
 
@@ -86,8 +91,9 @@ def get_backend(name: str, artifacts: Artifacts, **opts) -> Backend:
         if not ok:
             reasons.append(f"{cand}: {why}")
             continue
+        cls = backend_class(cand)
         try:
-            backend = backend_class(cand)(artifacts, **opts)
+            backend = cls(artifacts, **_accepted(cls, opts))
         except (BackendUnavailable, ArtifactError) as e:
             if cand == AUTO_ORDER[-1]:
                 raise
@@ -96,6 +102,17 @@ def get_backend(name: str, artifacts: Artifacts, **opts) -> Backend:
         _log_choice(cand, reasons)
         return backend
     raise BackendUnavailable("no backend can run here: " + "; ".join(reasons))
+
+
+def _accepted(cls, opts: dict) -> dict:
+    """The options ``cls`` accepts (with ``auto`` the caller cannot know which backend gets them)."""
+    params = inspect.signature(cls.__init__).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return dict(opts)
+    dropped = sorted(set(opts) - set(params))
+    if dropped:
+        log.debug("backend %s ignores options %s", cls.name, dropped)
+    return {k: v for k, v in opts.items() if k in params}
 
 
 def _log_choice(name: str, reasons: list) -> None:

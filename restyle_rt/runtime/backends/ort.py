@@ -1,10 +1,11 @@
-"""ONNX Runtime backend: CPU by default; CUDA / TensorRT execution providers when the installed onnxruntime has them.
+"""ONNX Runtime backend: CPU by default; CUDA / TensorRT execution providers when onnxruntime has them.
 
-On CPU the generic host loop runs (:func:`restyle_rt.runtime.loop.host_loop`). With a GPU provider, :meth:`run_loop`
-binds OrtValues on the device with IOBinding so latents and feedback ping-pong there and only the results come back.
-That device path is the same code as the ``io_binding=True`` CPU path the tests run, except for the device name;
-**it has not been executed on a GPU** (no GPU where it was written).
+On CPU the generic host loop runs (:func:`restyle_rt.runtime.loop.host_loop`). With a GPU provider,
+:meth:`run_loop` binds OrtValues on the device with IOBinding so latents and feedback ping-pong there and only
+the results come back. That device path is the same code as the ``io_binding=True`` CPU path the tests run,
+except for the device name; **it has not been executed on a GPU** (no GPU where it was written).
 """
+
 from __future__ import annotations
 
 import logging
@@ -36,16 +37,17 @@ def default_threads() -> int:
 class OrtBackend(Backend):
     """Runs ``encoder.onnx`` and ``synthesis.onnx`` with ONNX Runtime.
 
-    ``encode``/``synthesize`` return fresh arrays from ``InferenceSession.run``; :meth:`run_loop` reuses its buffers.
+    ``encode``/``synthesize`` return fresh arrays from ``InferenceSession.run``; :meth:`run_loop` reuses its
+    buffers.
 
     Args:
         artifacts: a verified artifacts directory.
-        providers: ONNX Runtime execution providers in priority order; default: TensorRT, CUDA, then CPU, among
-            those the installed onnxruntime has. Naming a provider it lacks raises BackendUnavailable.
+        providers: ONNX Runtime execution providers in priority order; default: TensorRT, CUDA, then CPU,
+            among those the installed onnxruntime has. Naming a provider it lacks raises BackendUnavailable.
         threads: intra-op threads for the CPU provider (default: the CPUs available to this process).
         device_id: the GPU for CUDA/TensorRT providers.
-        io_binding: run the loop with IOBinding (default: only on a GPU provider). ``True`` on CPU exercises the
-            device-loop code with host memory.
+        io_binding: run the loop with IOBinding (default: only on a GPU provider). ``True`` on CPU exercises
+            the device-loop code with host memory.
 
     Raises:
         ArtifactError: a graph's inputs/outputs do not match ``spec.graph_io``.
@@ -55,18 +57,30 @@ class OrtBackend(Backend):
     name = "ort"
     extra = "onnxruntime (a core dependency: `pip install restyle-rt`)"
 
-    def __init__(self, artifacts: Artifacts, providers: Optional[Sequence[str]] = None,
-                 threads: Optional[int] = None, device_id: int = 0, io_binding: Optional[bool] = None):
+    def __init__(
+        self,
+        artifacts: Artifacts,
+        providers: Optional[Sequence[str]] = None,
+        threads: Optional[int] = None,
+        device_id: int = 0,
+        io_binding: Optional[bool] = None,
+    ):
         super().__init__(artifacts)
         import onnxruntime as ort
 
         self._ort = ort
         have = ort.get_available_providers()
-        wanted = list(providers) if providers else [p for p in GPU_PROVIDERS if p in have] + ["CPUExecutionProvider"]
+        wanted = (
+            list(providers)
+            if providers
+            else [p for p in GPU_PROVIDERS if p in have] + ["CPUExecutionProvider"]
+        )
         missing = [p for p in wanted if p not in have]
         if missing:
-            raise BackendUnavailable(f"ort backend: execution provider(s) {missing} are not in this onnxruntime "
-                                     f"(available: {have}); install the matching onnxruntime build")
+            raise BackendUnavailable(
+                f"ort backend: execution provider(s) {missing} are not in this onnxruntime "
+                f"(available: {have}); install the matching onnxruntime build"
+            )
         self.device_id = int(device_id)
         self.device = "cuda" if wanted[0] in GPU_PROVIDERS else "cpu"
         self.threads = int(threads or default_threads())
@@ -95,12 +109,16 @@ class OrtBackend(Backend):
         opts = [self._provider_options(p, graph) for p in providers]
         path = self.artifacts.graph_path(graph)
         try:
-            sess = ort.InferenceSession(str(path), sess_options=so, providers=providers, provider_options=opts)
+            sess = ort.InferenceSession(
+                str(path), sess_options=so, providers=providers, provider_options=opts
+            )
         except Exception as e:  # ORT raises its own Fail/InvalidGraph/... types
             raise ArtifactError(f"{path}: ONNX Runtime cannot load it: {e}") from None
         if sess.get_providers()[0] != providers[0]:
-            raise BackendUnavailable(f"ort backend: {providers[0]} could not be initialised for {graph} "
-                                     f"(session got {sess.get_providers()}); check the CUDA/TensorRT install")
+            raise BackendUnavailable(
+                f"ort backend: {providers[0]} could not be initialised for {graph} "
+                f"(session got {sess.get_providers()}); check the CUDA/TensorRT install"
+            )
         verify_io(sess, self.spec.graph_io(graph), f"{path.name}")
         return sess
 
@@ -111,9 +129,15 @@ class OrtBackend(Backend):
             shapes = self.artifacts.profile.shapes(self.spec, graph)
             fmt = lambda k: ",".join(f"{n}:{'x'.join(map(str, s[k]))}" for n, s in shapes.items())  # noqa: E731
             cache = str(self.artifacts.root / "engines" / "ort-trt-cache")
-            return {"device_id": self.device_id, "trt_profile_min_shapes": fmt(0), "trt_profile_opt_shapes": fmt(1),
-                    "trt_profile_max_shapes": fmt(2), "trt_engine_cache_enable": True,
-                    "trt_engine_cache_path": cache, "trt_timing_cache_enable": True}
+            return {
+                "device_id": self.device_id,
+                "trt_profile_min_shapes": fmt(0),
+                "trt_profile_opt_shapes": fmt(1),
+                "trt_profile_max_shapes": fmt(2),
+                "trt_engine_cache_enable": True,
+                "trt_engine_cache_path": cache,
+                "trt_timing_cache_enable": True,
+            }
         return {}
 
     # --- host API -------------------------------------------------------------------------------------------
@@ -125,8 +149,10 @@ class OrtBackend(Backend):
         for t in ins:
             a = arrays[t.name]
             if a.shape != t.concrete(b) or a.dtype != np.float32:
-                raise InputError(f"ort backend {name}: input {t.name} must be float32 {list(t.concrete(b))}, "
-                                 f"got {a.dtype} {list(a.shape)}")
+                raise InputError(
+                    f"ort backend {name}: input {t.name} must be float32 {list(t.concrete(b))}, "
+                    f"got {a.dtype} {list(a.shape)}"
+                )
         return b
 
     def encode(self, image: np.ndarray, feedback: np.ndarray, latent: np.ndarray) -> np.ndarray:
@@ -141,8 +167,9 @@ class OrtBackend(Backend):
 
     # --- device loop ----------------------------------------------------------------------------------------
 
-    def run_loop(self, images: np.ndarray, n_iters: int, return_steps: bool = False,
-                 early_exit: Optional[float] = None) -> LoopResult:
+    def run_loop(
+        self, images: np.ndarray, n_iters: int, return_steps: bool = False, early_exit: Optional[float] = None
+    ) -> LoopResult:
         """The residual loop; with IOBinding unless on plain CPU or when early exit is asked for.
 
         Early exit needs each step's latent update on the host, so it always takes the host loop.
@@ -152,8 +179,9 @@ class OrtBackend(Backend):
         return self._bound_loop(images, n_iters, return_steps)
 
     def _bound_loop(self, images: np.ndarray, n_iters: int, return_steps: bool) -> LoopResult:
-        """IOBinding ping-pong: w[a] -> encoder -> w[1-a] -> synthesis -> (image, y); nothing leaves the device
-        until the end (or each step with ``return_steps``). UNEXECUTED on a GPU here; run on CPU by the tests."""
+        """IOBinding ping-pong: w[a] -> encoder -> w[1-a] -> synthesis -> (image, y); nothing leaves the
+        device until the end (or each step with ``return_steps``). UNEXECUTED on a GPU here; run on CPU by the
+        tests."""
         check_iters(n_iters, None)
         x_host = check_images(images, self.spec.input_hw, "ort backend")
         b = x_host.shape[0]
@@ -162,12 +190,15 @@ class OrtBackend(Backend):
         dev, ov = (self.device, self.device_id), self._ort.OrtValue
         x = ov.ortvalue_from_numpy(x_host, *dev)  # [B, 3, H, W]
         w0 = np.ascontiguousarray(np.broadcast_to(self.artifacts.latent_avg, (b, s, 512)))
-        lat = [ov.ortvalue_from_numpy(w0, *dev), ov.ortvalue_from_shape_and_type((b, s, 512), np.float32, *dev)]
+        lat = [
+            ov.ortvalue_from_numpy(w0, *dev),
+            ov.ortvalue_from_shape_and_type((b, s, 512), np.float32, *dev),
+        ]
         y0 = np.ascontiguousarray(np.broadcast_to(self.artifacts.avg_feedback, (b, 3, h, w)))
         y = ov.ortvalue_from_numpy(y0, *dev)  # [B, 3, H, W]
         img = ov.ortvalue_from_shape_and_type((b, 3, ih, iw), np.float32, *dev)  # [B, 3, h, w]
         enc, syn = self.sessions["encoder"], self.sessions["synthesis"]
-        bind = []  # bind[a]: (encoder binding reading lat[a] into lat[1-a], synthesis binding reading lat[1-a])
+        bind = []  # bind[a]: (encoder: lat[a] -> lat[1-a], synthesis: lat[1-a] -> (img, y))
         for a in (0, 1):
             be, bs = enc.io_binding(), syn.io_binding()
             for name, val in (("image", x), ("feedback", y), ("latent", lat[a])):
@@ -211,8 +242,11 @@ def verify_io(sess, io: Tuple[List[TensorSpec], List[TensorSpec]], what: str) ->
             exp_type = _ORT_TYPES.get(t.dtype, t.dtype)
             if a.type != exp_type:
                 problems.append(f"{t.name}: expected {exp_type}, found {a.type}")
-            if len(a.shape) != len(t.shape) or any(
-                    d != BATCH and g != d for d, g in zip(t.shape, a.shape)) or isinstance(a.shape[0], int):
+            if (
+                len(a.shape) != len(t.shape)
+                or any(d != BATCH and g != d for d, g in zip(t.shape, a.shape))
+                or isinstance(a.shape[0], int)
+            ):
                 problems.append(f"{t.name}: expected shape {list(t.shape)}, found {list(a.shape)}")
     if problems:
         raise ArtifactError(f"{what} does not match the graph contract: " + "; ".join(problems))
