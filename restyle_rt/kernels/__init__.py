@@ -1,6 +1,7 @@
 """Fused StyleGAN2 modulated convolution: CUDA kernels, TensorRT plugin sources and references.
 
-* ``reference``  torch / NumPy references (``styled_conv(..., impl='ref'|'grouped'|'phase'|'cuda')``), PLUGIN_REFS.
+* ``reference``  torch / NumPy references (``styled_conv(..., impl='ref'|'grouped'|'phase'|'cuda')``),
+                 ``PLUGIN_REFS``.
 * ``build``      nvcc build of ``libmodconv_kernels.so`` into a source-hash cache; ``load_library``;
                  ``plugin_library_path`` for the TensorRT runtime.
 * ``runner``     NumPy-in/NumPy-out execution through cuda-python; ``available()``.

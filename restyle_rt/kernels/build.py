@@ -1,10 +1,12 @@
 """Build and load the modulated-conv kernel library (``libmodconv_kernels.so``) with nvcc.
 
-Nothing compiles at import. ``build_library()`` compiles ``modulated_conv/modconv.cu`` into a cache directory keyed
-by a hash of the sources, the architectures, the flags and the nvcc version (StyleGAN2-ADA ``custom_ops`` style), and
-``load_library()`` opens it with ctypes and declares the C ABI of ``modconv.h``. The TensorRT plugin .so is built
-with CMake (it needs TensorRT headers); ``plugin_library_path()`` finds a built one for the runtime.
+Nothing compiles at import. ``build_library()`` compiles ``modulated_conv/modconv.cu`` into a cache directory
+keyed by a hash of the sources, the architectures, the flags and the nvcc version (StyleGAN2-ADA
+``custom_ops`` style), and ``load_library()`` opens it with ctypes and declares the C ABI of ``modconv.h``.
+The TensorRT plugin .so is built with CMake (it needs TensorRT headers); ``plugin_library_path()`` finds a
+built one for the runtime.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -84,7 +86,7 @@ def source_hash(archs: Sequence[str], extra: Sequence[str] = (), nvcc: str = "")
 
 
 def run_nvcc(args: Sequence[str], nvcc: Optional[str] = None, timeout: float = 600.0) -> str:
-    """Run nvcc with ``args``; returns its combined output, raises BuildError (with that output) on failure."""
+    """Run nvcc with ``args``; returns its combined output; BuildError (with that output) on failure."""
     nvcc = nvcc or find_nvcc()
     if nvcc is None:
         raise BuildError("nvcc not found: install the CUDA toolkit or set CUDA_HOME")
@@ -100,13 +102,14 @@ def run_nvcc(args: Sequence[str], nvcc: Optional[str] = None, timeout: float = 6
     return output
 
 
-def build_library(archs: Optional[Sequence[str]] = None, force: bool = False,
-                  extra_flags: Sequence[str] = ()) -> Path:
+def build_library(
+    archs: Optional[Sequence[str]] = None, force: bool = False, extra_flags: Sequence[str] = ()
+) -> Path:
     """Compile ``libmodconv_kernels.so`` into the cache (no-op when the hashed build exists).
 
     Args:
-        archs (Sequence[str] | None): SM numbers like ("80", "90"). Default: $RESTYLE_RT_CUDA_ARCHS, else the current
-            device's compute capability, else DEFAULT_ARCHS.
+        archs (Sequence[str] | None): SM numbers like ("80", "90"). Default: $RESTYLE_RT_CUDA_ARCHS, else
+            the current device's compute capability, else DEFAULT_ARCHS.
         force (bool): rebuild even if cached.
         extra_flags (Sequence[str]): appended to the nvcc command (part of the cache key).
 
@@ -127,8 +130,17 @@ def build_library(archs: Optional[Sequence[str]] = None, force: bool = False,
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         tmp_lib = Path(tmp) / LIBRARY_NAME
-        run_nvcc([*NVCC_FLAGS, *gencode_flags(archs), *extra_flags, "-o", str(tmp_lib),
-                  str(SOURCE_DIR / "modconv.cu")], nvcc)
+        run_nvcc(
+            [
+                *NVCC_FLAGS,
+                *gencode_flags(archs),
+                *extra_flags,
+                "-o",
+                str(tmp_lib),
+                str(SOURCE_DIR / "modconv.cu"),
+            ],
+            nvcc,
+        )
         os.replace(tmp_lib, lib)  # atomic: concurrent builders never see a half-written library
     log.info("built %s", lib)
     return lib
@@ -165,7 +177,9 @@ def load_library(path: Optional[os.PathLike] = None, archs: Optional[Sequence[st
     lib.modconv_forward.restype = ctypes.c_int
     lib.modconv_last_error.restype = ctypes.c_char_p
     if lib.modconv_abi_version() != ABI_VERSION:
-        raise BuildError(f"{path}: ABI version {lib.modconv_abi_version()} != expected {ABI_VERSION}; rebuild it")
+        raise BuildError(
+            f"{path}: ABI version {lib.modconv_abi_version()} != expected {ABI_VERSION}; rebuild it"
+        )
     if default:
         _LIB = lib
     return lib
@@ -174,9 +188,21 @@ def load_library(path: Optional[os.PathLike] = None, archs: Optional[Sequence[st
 class ModconvParams(ctypes.Structure):
     """ctypes mirror of ``modconv_params_t`` (modconv.h); field order is the ABI."""
 
-    _fields_ = [(name, ctypes.c_int32) for name in (
-        "batch", "in_channels", "out_channels", "height", "width", "kernel_size",
-        "demodulate", "upsample", "activate", "noise_numel")]
+    _fields_ = [
+        (name, ctypes.c_int32)
+        for name in (
+            "batch",
+            "in_channels",
+            "out_channels",
+            "height",
+            "width",
+            "kernel_size",
+            "demodulate",
+            "upsample",
+            "activate",
+            "noise_numel",
+        )
+    ]
 
 
 def plugin_library_path(search: Sequence[os.PathLike] = ()) -> Optional[Path]:
@@ -184,7 +210,8 @@ def plugin_library_path(search: Sequence[os.PathLike] = ()) -> Optional[Path]:
 
     Looks in ``search``, then ``$RESTYLE_RT_PLUGIN`` (a file or directory), then the CMake build dir
     ``build/modconv`` of the current directory, then the cache. The runtime passes the path to
-    ``IPluginRegistry.load_library`` (or Polygraphy ``--plugins``); building it needs TensorRT headers (CMakeLists.txt).
+    ``IPluginRegistry.load_library`` (or Polygraphy ``--plugins``); building it needs TensorRT headers
+    (CMakeLists.txt).
     """
     cands = [Path(p) for p in search]
     env = os.environ.get("RESTYLE_RT_PLUGIN")

@@ -1,10 +1,11 @@
 """Run the fused modulated-conv kernel without TensorRT: NumPy in, NumPy out, through cuda-python.
 
-Device memory and copies go through ``cuda.bindings.runtime``; the kernel library (``build.load_library``) is called
-with ctypes on the legacy default stream, which both CUDA runtimes (cuda-python's and the library's static cudart)
-map to the same primary-context stream. Meant for tests and debugging, not for the hot path: every call allocates,
-copies and synchronises.
+Device memory and copies go through ``cuda.bindings.runtime``; the kernel library (``build.load_library``) is
+called with ctypes on the legacy default stream, which both CUDA runtimes (cuda-python's and the library's
+static cudart) map to the same primary-context stream. Meant for tests and debugging, not for the hot path:
+every call allocates, copies and synchronises.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -40,7 +41,7 @@ def available() -> Availability:
         return Availability(False, f"cuda-python is not installed ({e}); pip install 'restyle-rt[trt]'")
     try:
         err, count = cudart.cudaGetDeviceCount()
-    except Exception as e:  # driver library missing raises in some cuda-python versions
+    except Exception as e:  # noqa: BLE001  (a missing driver library raises in some cuda-python versions)
         return Availability(False, f"no CUDA driver: {e}")
     if int(err) != 0:
         return Availability(False, f"no CUDA device: cudaGetDeviceCount -> {err}")
@@ -54,8 +55,12 @@ def device_compute_capability(device: int = 0) -> Optional[Tuple[int, int]]:
     if not available():
         return None
     cudart = _cudart()
-    err, major = cudart.cudaDeviceGetAttribute(cudart.cudaDeviceAttr.cudaDevAttrComputeCapabilityMajor, device)
-    err2, minor = cudart.cudaDeviceGetAttribute(cudart.cudaDeviceAttr.cudaDevAttrComputeCapabilityMinor, device)
+    err, major = cudart.cudaDeviceGetAttribute(
+        cudart.cudaDeviceAttr.cudaDevAttrComputeCapabilityMajor, device
+    )
+    err2, minor = cudart.cudaDeviceGetAttribute(
+        cudart.cudaDeviceAttr.cudaDevAttrComputeCapabilityMinor, device
+    )
     if int(err) != 0 or int(err2) != 0:
         return None
     return int(major), int(minor)
@@ -110,12 +115,22 @@ def make_params(x_shape, weight_shape, noise_numel: int, demodulate: bool, upsam
     cout, cin_w, k, k2 = weight_shape
     if cin_w != cin or k != k2:
         raise ValueError(f"weight {list(weight_shape)} does not match x {list(x_shape)}")
-    return ModconvParams(b, cin, cout, h, w, k, int(demodulate), int(upsample), int(activate), int(noise_numel))
+    return ModconvParams(
+        b, cin, cout, h, w, k, int(demodulate), int(upsample), int(activate), int(noise_numel)
+    )
 
 
-def modulated_conv(x: np.ndarray, s: np.ndarray, weight: np.ndarray, bias: Optional[np.ndarray],
-                   noise: Optional[np.ndarray], demodulate: bool = True, upsample: bool = False,
-                   activate: bool = True, lib: Optional[ctypes.CDLL] = None) -> np.ndarray:
+def modulated_conv(
+    x: np.ndarray,
+    s: np.ndarray,
+    weight: np.ndarray,
+    bias: Optional[np.ndarray],
+    noise: Optional[np.ndarray],
+    demodulate: bool = True,
+    upsample: bool = False,
+    activate: bool = True,
+    lib: Optional[ctypes.CDLL] = None,
+) -> np.ndarray:
     """Run one fused layer on the GPU (math: ``reference.styled_conv``).
 
     Args:

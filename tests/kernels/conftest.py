@@ -1,4 +1,5 @@
 """Fixtures of the kernel tests: the CUDA and nvcc skip conditions."""
+
 import pytest
 
 

@@ -1,7 +1,9 @@
-"""Shared test cases of tests/kernels: the layer kinds and a random-input maker (imported by the test modules)."""
+"""Shared cases of tests/kernels: the layer kinds and a random-input maker (imported by the tests)."""
+
 import numpy as np
 
-# (name, kernel_size, upsample, demodulate, activate): the three layer kinds of the StyleGAN2 synthesis network.
+# (name, kernel_size, upsample, demodulate, activate): the three layer kinds of the StyleGAN2 synthesis
+# network.
 LAYER_KINDS = [
     ("conv3x3", 3, False, True, True),
     ("up3x3", 3, True, True, True),
@@ -11,11 +13,13 @@ LAYER_KINDS = [
 
 def make_layer(kind, batch, cin, cout, h, w=None, seed=0, noise="full"):
     """Random inputs of one layer as float32 NumPy arrays: x, s, weight, bias, noise (or None)."""
-    name, k, up, demod, act = kind
+    _, k, up, _, _ = kind
     w = w or h
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch, cin, h, w)).astype(np.float32)
-    s = (rng.standard_normal((batch, cin)) * 0.5 + 1.0).astype(np.float32)  # modulation bias is initialised to 1
+    s = (rng.standard_normal((batch, cin)) * 0.5 + 1.0).astype(
+        np.float32
+    )  # modulation bias is initialised to 1
     weight = rng.standard_normal((cout, cin, k, k)).astype(np.float32)
     bias = (rng.standard_normal(cout) * 0.1).astype(np.float32)
     hout, wout = (2 * h, 2 * w) if up else (h, w)

@@ -1,4 +1,5 @@
 """nvcc really compiles the kernels (sm_80 + sm_90, FP32 and FP16 paths); the cached build and the C ABI."""
+
 import ctypes
 import re
 
@@ -8,16 +9,35 @@ from restyle_rt.errors import BuildError
 from restyle_rt.kernels import build, runner
 
 EXPECTED_KERNELS = [
-    "modconv_tiledIfLi3ELb0ELi32E", "modconv_tiledIfLi3ELb1ELi16E", "modconv_tiledIfLi1ELb0ELi32E",
-    "modconv_tiledI6__halfLi3ELb0ELi32E", "modconv_tiledI6__halfLi3ELb1ELi16E", "modconv_tiledI6__halfLi1ELb0ELi32E",
-    "modconv_1x1_smallIfLi3E", "modconv_1x1_smallI6__halfLi3E", "demod_kernel",
+    "modconv_tiledIfLi3ELb0ELi32E",
+    "modconv_tiledIfLi3ELb1ELi16E",
+    "modconv_tiledIfLi1ELb0ELi32E",
+    "modconv_tiledI6__halfLi3ELb0ELi32E",
+    "modconv_tiledI6__halfLi3ELb1ELi16E",
+    "modconv_tiledI6__halfLi1ELb0ELi32E",
+    "modconv_1x1_smallIfLi3E",
+    "modconv_1x1_smallI6__halfLi3E",
+    "demod_kernel",
 ]
 
 
 def test_nvcc_compiles_fp32_and_fp16_kernels_for_sm80_sm90(nvcc, tmp_path):
-    out = build.run_nvcc(["-c", "-O3", "-std=c++17", "-Xcompiler", "-fPIC", "-Xptxas", "-v",
-                          *build.gencode_flags(["80", "90"]), str(build.SOURCE_DIR / "modconv.cu"),
-                          "-o", str(tmp_path / "modconv.o")], nvcc)
+    out = build.run_nvcc(
+        [
+            "-c",
+            "-O3",
+            "-std=c++17",
+            "-Xcompiler",
+            "-fPIC",
+            "-Xptxas",
+            "-v",
+            *build.gencode_flags(["80", "90"]),
+            str(build.SOURCE_DIR / "modconv.cu"),
+            "-o",
+            str(tmp_path / "modconv.o"),
+        ],
+        nvcc,
+    )
     assert (tmp_path / "modconv.o").stat().st_size > 0
     compiled = re.findall(r"Compiling entry function '(\S+)' for '(sm_\d+)'", out)
     for arch in ("sm_80", "sm_90"):
@@ -33,7 +53,7 @@ def test_build_library_is_cached_and_exposes_the_c_abi(nvcc, tmp_path, monkeypat
     assert lib_path.parent.parent == tmp_path / "kernels"
     mtime = lib_path.stat().st_mtime_ns
     assert build.build_library(["80"]) == lib_path and lib_path.stat().st_mtime_ns == mtime  # cache hit
-    assert build.build_library(["86"]) != lib_path                                          # arch is in the key
+    assert build.build_library(["86"]) != lib_path  # arch is in the key
 
     lib = build.load_library(lib_path)  # loads without a GPU: cudart touches the driver only at first launch
     assert lib.modconv_abi_version() == build.ABI_VERSION

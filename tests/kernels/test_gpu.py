@@ -4,6 +4,7 @@ Not executed in CI or on the development machine (no GPU there): these tests are
 have never run. Sizes are chosen to hit partial tiles (H, W not multiples of 8x16), Cout not a multiple of the
 channel tile, Cin not a multiple of the Cin chunk (8), and every noise mode.
 """
+
 import numpy as np
 import pytest
 

@@ -1,4 +1,5 @@
 """CMake build of the TensorRT plugin: a clear failure without TensorRT headers, a real build with them."""
+
 import os
 import shutil
 import subprocess
@@ -20,16 +21,34 @@ def tensorrt_include_dir():
 
 
 def _configure(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "TENSORRT_ROOT"} if "-DTENSORRT_ROOT=" in " ".join(args) \
+    env = (
+        {k: v for k, v in os.environ.items() if k != "TENSORRT_ROOT"}
+        if "-DTENSORRT_ROOT=" in " ".join(args)
         else dict(os.environ)
-    return subprocess.run([CMAKE, "-S", str(build.SOURCE_DIR), "-B", str(tmp_path / "b"),
-                           "-DCMAKE_CUDA_ARCHITECTURES=80", *args], capture_output=True, text=True, env=env,
-                          timeout=300)
+    )
+    return subprocess.run(
+        [
+            CMAKE,
+            "-S",
+            str(build.SOURCE_DIR),
+            "-B",
+            str(tmp_path / "b"),
+            "-DCMAKE_CUDA_ARCHITECTURES=80",
+            *args,
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
 
 
 @pytest.mark.skipif(tensorrt_include_dir() is not None, reason="TensorRT headers are installed here")
 def test_plugin_configure_fails_clearly_without_tensorrt(nvcc, tmp_path):
-    proc = _configure(tmp_path, f"-DTENSORRT_ROOT={tmp_path / 'no-tensorrt'}", f"-DCMAKE_CUDA_COMPILER={nvcc}")
+    proc = _configure(
+        tmp_path, f"-DTENSORRT_ROOT={tmp_path / 'no-tensorrt'}", f"-DCMAKE_CUDA_COMPILER={nvcc}"
+    )
     assert proc.returncode != 0
     log = proc.stdout + proc.stderr
     assert "NvInfer.h" in log and "TENSORRT_ROOT" in log and "RESTYLE_BUILD_PLUGIN=OFF" in log
@@ -38,23 +57,42 @@ def test_plugin_configure_fails_clearly_without_tensorrt(nvcc, tmp_path):
 def test_plugin_build(nvcc, tmp_path):
     inc = tensorrt_include_dir()
     if inc is None:
-        pytest.skip("TensorRT headers (NvInfer.h) not found: set TENSORRT_ROOT to build the ModulatedConv2d plugin")
-    proc = _configure(tmp_path, f"-DTENSORRT_ROOT={os.environ.get('TENSORRT_ROOT', str(Path(inc).parent))}",
-                      f"-DCMAKE_CUDA_COMPILER={nvcc}")
+        pytest.skip(
+            "TensorRT headers (NvInfer.h) not found: set TENSORRT_ROOT to build the ModulatedConv2d plugin"
+        )
+    proc = _configure(
+        tmp_path,
+        f"-DTENSORRT_ROOT={os.environ.get('TENSORRT_ROOT', str(Path(inc).parent))}",
+        f"-DCMAKE_CUDA_COMPILER={nvcc}",
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    proc = subprocess.run([CMAKE, "--build", str(tmp_path / "b"), "-j2"], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [CMAKE, "--build", str(tmp_path / "b"), "-j2"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     so = tmp_path / "b" / build.PLUGIN_LIBRARY_NAME
     assert so.is_file()
     assert build.plugin_library_path([so.parent]) == so
-    syms = subprocess.run(["nm", "-D", "--defined-only", str(so)], capture_output=True, text=True).stdout
+    syms = subprocess.run(
+        ["nm", "-D", "--defined-only", str(so)], check=False, capture_output=True, text=True
+    ).stdout
     assert "modconv_forward" in syms
 
 
 def test_kernel_only_cmake_build(nvcc, tmp_path):
     proc = _configure(tmp_path, "-DRESTYLE_BUILD_PLUGIN=OFF", f"-DCMAKE_CUDA_COMPILER={nvcc}")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    proc = subprocess.run([CMAKE, "--build", str(tmp_path / "b"), "-j2"], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [CMAKE, "--build", str(tmp_path / "b"), "-j2"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lib = build.load_library(tmp_path / "b" / "libmodconv_kernels.so")
     assert lib.modconv_abi_version() == build.ABI_VERSION

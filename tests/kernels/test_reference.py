@@ -1,4 +1,5 @@
 """The fused-op references agree with each other and with the official formulation (CPU, FP32)."""
+
 import numpy as np
 import pytest
 import torch
@@ -17,8 +18,9 @@ def rel_l2(a, b):
 def _run(impl, x, s, w, b, n, kind):
     _, _, up, demod, act = kind
     t = lambda a: None if a is None else torch.from_numpy(a)  # noqa: E731
-    return R.styled_conv(t(x), t(s), t(w), t(b), t(n), demodulate=demod, upsample=up, activate=act,
-                         impl=impl).numpy()
+    return R.styled_conv(
+        t(x), t(s), t(w), t(b), t(n), demodulate=demod, upsample=up, activate=act, impl=impl
+    ).numpy()
 
 
 @pytest.mark.parametrize("size", [(12, 10, 7, 9), (512, 512, 4, 4)], ids=["small", "c512"])
@@ -28,17 +30,23 @@ def test_formulations_agree(kind, batch, size):
     cin, cout, h, w_ = size
     x, s, w, b, n = make_layer(kind, batch, cin=cin, cout=cout, h=h, w=w_, seed=batch)
     up = 2 if kind[2] else 1
-    numpy_ref = R.styled_conv_np(x, s, w, b, n, kind[3], kind[2], kind[4])   # float64 inside
+    numpy_ref = R.styled_conv_np(x, s, w, b, n, kind[3], kind[2], kind[4])  # float64 inside
     assert numpy_ref.shape == (batch, cout, h * up, w_ * up)
-    errors = {impl: rel_l2(_run(impl, x, s, w, b, n, kind), numpy_ref) for impl in ("grouped", "ref", "phase")}
+    errors = {
+        impl: rel_l2(_run(impl, x, s, w, b, n, kind), numpy_ref) for impl in ("grouped", "ref", "phase")
+    }
     assert max(errors.values()) < TOL, errors
 
 
 def test_to_rgb_is_the_1x1_layer():
     kind = LAYER_KINDS[2]
     x, s, w, b, _ = make_layer(kind, 2, cin=16, cout=3, h=8)
-    got = R.to_rgb(torch.from_numpy(x), torch.from_numpy(s), torch.from_numpy(w), torch.from_numpy(b).reshape(1, 3, 1, 1))
-    want = np.einsum("bihw,oi->bohw", x * s[:, :, None, None], w[:, :, 0, 0] / np.sqrt(16)) + b.reshape(1, 3, 1, 1)
+    got = R.to_rgb(
+        torch.from_numpy(x), torch.from_numpy(s), torch.from_numpy(w), torch.from_numpy(b).reshape(1, 3, 1, 1)
+    )
+    want = np.einsum("bihw,oi->bohw", x * s[:, :, None, None], w[:, :, 0, 0] / np.sqrt(16)) + b.reshape(
+        1, 3, 1, 1
+    )
     assert rel_l2(got.numpy(), want) < TOL
 
 
@@ -65,9 +73,9 @@ def test_phase_weights_equal_composed_6x6_kernel():
     # P[py, px, ty, tx] = C[py+2-2ty, px+2-2tx] (upsample_phase_weights docstring).
     rng = np.random.default_rng(4)
     w = rng.standard_normal((2, 3, 3, 3))
-    k = R.blur_kernel_2d()        # = outer(k1, k1), k1 = [1,3,3,1]/4
+    k = R.blur_kernel_2d()  # = outer(k1, k1), k1 = [1,3,3,1]/4
     np.testing.assert_allclose(k, np.outer(R.BLUR_1D, R.BLUR_1D))
-    c = np.zeros((2, 3, 6, 6))   # index dy+2
+    c = np.zeros((2, 3, 6, 6))  # index dy+2
     for a in range(4):
         for bb in range(4):
             for j in range(3):
@@ -78,8 +86,9 @@ def test_phase_weights_equal_composed_6x6_kernel():
         for px in range(2):
             for ty in range(3):
                 for tx in range(3):
-                    np.testing.assert_allclose(p[:, :, py, px, ty, tx], c[:, :, py + 4 - 2 * ty, px + 4 - 2 * tx],
-                                               rtol=0, atol=1e-12)
+                    np.testing.assert_allclose(
+                        p[:, :, py, px, ty, tx], c[:, :, py + 4 - 2 * ty, px + 4 - 2 * tx], rtol=0, atol=1e-12
+                    )
 
 
 @pytest.mark.parametrize("noise", ["scalar", None])
