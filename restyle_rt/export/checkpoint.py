@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -74,8 +73,8 @@ def _read(path: Path) -> object:
         raise CheckpointError(
             f"{path}: refused to unpickle: the file holds Python objects beyond tensors and plain containers, "
             f"and restyle-rt loads with weights_only=True ({first[:160]})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    except Exception as e:  # noqa: BLE001 - torch.load raises many types (KeyError on garbage, EOFError...)
+        msg = f"{type(e).__name__}: " + (str(e).strip().splitlines() or [""])[0]
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or not a .pt file?): "
                               f"{msg[:160]}") from None
 

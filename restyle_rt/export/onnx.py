@@ -123,38 +123,43 @@ def export_artifacts(checkpoint: os.PathLike, out_dir: os.PathLike, opset: int =
         CheckpointError: the checkpoint is not usable. ParityError: a graph disagrees with torch.
     """
     t0 = time.perf_counter()
-    steps = ["load checkpoint", "avg feedback", "export encoder", "export synthesis", "clean + check", "validate"]
-    bar = tqdm(steps, desc="export", disable=not progress, unit="step", leave=False)
-    bar.set_postfix_str(steps[0])
+    bar = tqdm(total=6, desc="export", disable=not progress, unit="step", leave=False)
+    try:
+        return _export(checkpoint, out_dir, opset, max_batch, overwrite, bar, t0)
+    finally:
+        bar.close()
+
+
+def _export(checkpoint, out_dir, opset, max_batch, overwrite, bar, t0) -> Path:
+    bar.set_postfix_str("load checkpoint")
     ckpt = load_checkpoint(checkpoint)
     models = TorchModels.from_checkpoint(ckpt)
     spec = ckpt.spec
     bar.update()
     with staging_dir(out_dir, overwrite=overwrite) as tmp:
-        bar.set_postfix_str(steps[1])
+        bar.set_postfix_str("avg feedback")
         y0 = models.avg_feedback()                                               # [3, H, W]
         np.save(tmp / LATENT_AVG, ckpt.latent_avg.numpy().astype(np.float32))
         np.save(tmp / AVG_FEEDBACK, y0.numpy().astype(np.float32))
         bar.update()
         image, feedback, latent = _seeded_inputs(models, y0)
-        bar.set_postfix_str(steps[2])
+        bar.set_postfix_str("export encoder")
         _trace(models.encoder, (image, feedback, latent), tmp / graph_file("encoder"), "encoder", spec, opset)
         bar.update()
-        bar.set_postfix_str(steps[3])
+        bar.set_postfix_str("export synthesis")
         _trace(models.synthesis, (latent,), tmp / graph_file("synthesis"), "synthesis", spec, opset)
         bar.update()
-        bar.set_postfix_str(steps[4])
+        bar.set_postfix_str("clean + check")
         meta = {"restyle_rt.version": __version__, "restyle_rt.encoder_type": spec.encoder_type,
                 "restyle_rt.output_size": str(spec.output_size), "restyle_rt.source_sha256": ckpt.sha256}
         for g in ("encoder", "synthesis"):
             _clean(tmp / graph_file(g), spec, g, dict(meta, **{"restyle_rt.graph": g}))
         bar.update()
-        bar.set_postfix_str(steps[5])
+        bar.set_postfix_str("validate")
         report = validate(models, tmp, y0)
         bar.update()
         manifest = _manifest(ckpt, spec, tmp, opset, max_batch, report, time.perf_counter() - t0)
         write_manifest(tmp, manifest)
-    bar.close()
     log.info("exported %s -> %s in %.1f s", Path(checkpoint).name, out_dir, time.perf_counter() - t0)
     return Path(out_dir)
 

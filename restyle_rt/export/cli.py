@@ -1,0 +1,46 @@
+"""`restyle-rt export` and `restyle-rt make-checkpoint` (registration imports nothing heavy)."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub) -> None:
+    p = sub.add_parser("export", help="official checkpoint -> validated ONNX artifacts dir",
+                       description="Export an official ReStyle checkpoint (.pt) into encoder.onnx + synthesis.onnx "
+                                   "+ loop seeds + manifest, validated against PyTorch before it is written.")
+    p.add_argument("checkpoint", help="official ReStyle checkpoint (pSp or e4e)")
+    p.add_argument("--out", required=True, help="artifacts directory to write")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--max-batch", type=int, default=8, help="batch profile max (default 8)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_export)
+
+    m = sub.add_parser("make-checkpoint", help="random-weight model in the official checkpoint format",
+                       description="Write a random-weight ReStyle checkpoint in the exact official format "
+                                   "(for tests, demos and benchmarks; the weights are meaningless).")
+    m.add_argument("out", help="path of the .pt to write")
+    m.add_argument("--preset", choices=("ffhq-1024", "cars-512", "church-256"), help="official architecture")
+    m.add_argument("--encoder-type", default="BackboneEncoder")
+    m.add_argument("--dataset-type", default="ffhq_encode")
+    m.add_argument("--output-size", type=int, default=64)
+    m.add_argument("--seed", type=int, default=0)
+    m.set_defaults(func=_make)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .onnx import export_artifacts
+
+    out = export_artifacts(args.checkpoint, args.out, opset=args.opset, max_batch=args.max_batch,
+                           overwrite=args.force, progress=not args.no_progress)
+    print(f"wrote {out}")
+    return 0
+
+
+def _make(args: argparse.Namespace) -> int:
+    from .fixtures import PRESETS, make_checkpoint
+
+    et, dt, size = PRESETS[args.preset] if args.preset else (args.encoder_type, args.dataset_type, args.output_size)
+    make_checkpoint(args.out, et, dt, size, seed=args.seed)
+    print(f"wrote {args.out} ({et}, {dt}, {size})")
+    return 0
