@@ -165,8 +165,7 @@ def test_unavailable_named_backend_names_the_fix(toy, monkeypatch):
     monkeypatch.setattr(OrtBackend, "available", classmethod(lambda cls: (False, "no onnxruntime")))
     with pytest.raises(
         BackendUnavailable,
-        match=r"backend 'fake2' is unavailable: no onnxruntime; pip install "
-        r"'extra-x'",
+        match=r"backend 'fake2' is unavailable: no onnxruntime \(pip install 'extra-x'\)",
     ):
         backends.get_backend("fake2", artifacts.load(toy[0]))
 

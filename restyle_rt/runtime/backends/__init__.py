@@ -56,13 +56,12 @@ def backend_class(name: str) -> Type[Backend]:
 
 
 def available(name: str) -> Tuple[bool, str]:
-    """(True, "") when backend ``name`` can run here, else (False, why and what to install)."""
+    """(True, "") when backend ``name`` can run here, else (False, the backend's reason)."""
     try:
         cls = backend_class(name)
     except BackendUnavailable as e:
         return False, str(e)
-    ok, why = cls.available()
-    return ok, ("" if ok else f"{why}; pip install '{REGISTRY[name][2]}'")
+    return cls.available()
 
 
 def get_backend(name: str, artifacts: Artifacts, **opts) -> Backend:
@@ -83,7 +82,8 @@ def get_backend(name: str, artifacts: Artifacts, **opts) -> Backend:
     if name != "auto":
         ok, why = available(name)
         if not ok:
-            raise BackendUnavailable(f"backend {name!r} is unavailable: {why}")
+            extra = REGISTRY[name][2]
+            raise BackendUnavailable(f"backend {name!r} is unavailable: {why} (pip install '{extra}')")
         return backend_class(name)(artifacts, **opts)
     reasons = []
     for cand in AUTO_ORDER:
