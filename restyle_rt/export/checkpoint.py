@@ -66,13 +66,19 @@ def _read(path: Path) -> object:
         raise CheckpointError(f"{path}: no such file")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file; expected an official ReStyle checkpoint (.pt)")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch.save zip, or legacy pickle
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (starts with {head!r}); expected an official "
+                              "ReStyle .pt with state_dict/opts/latent_avg")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        why = next((ln for ln in lines if "Unsupported" in ln), lines[0] if lines else type(e).__name__)
         raise CheckpointError(
             f"{path}: refused to unpickle: the file holds Python objects beyond tensors and plain containers, "
-            f"and restyle-rt loads with weights_only=True ({first[:160]})") from None
+            f"and restyle-rt loads with weights_only=True ({why[:160]})") from None
     except Exception as e:  # noqa: BLE001 - torch.load raises many types (KeyError on garbage, EOFError...)
         msg = f"{type(e).__name__}: " + (str(e).strip().splitlines() or [""])[0]
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or not a .pt file?): "

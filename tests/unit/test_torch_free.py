@@ -68,11 +68,6 @@ def test_whole_inversion_without_torch(toy, rgb_images, tmp_path):
     assert (out / "latents.npy").stat().st_size > 3 * 2 * 4 * 512 * 4
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="restyle_rt/export/__init__.py imports torch eagerly and restyle_rt.cli "
-    "imports restyle_rt.export.cli to build its parser, so `restyle-rt invert` needs torch (reported)",
-)
 def test_restyle_rt_cli_invert_without_torch(toy, rgb_images, tmp_path):
     """The console-script path: `restyle-rt invert` through the dispatcher with torch unimportable."""
     paths = rgb_images(2)
