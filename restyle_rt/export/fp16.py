@@ -53,11 +53,13 @@ FP16_MAX = 65504.0
 # (comparison, precision, output) -> Tolerance, for parity.TOLERANCES (owned by the export author; merge there).
 # "ort-fp16-proxy": ONNX Runtime CPU, <graph>.fp16.onnx vs <graph>.onnx, one graph call on the same random inputs.
 # It is a proxy for TensorRT FP16: same storage rounding, but ORT CPU may run some FP16 nodes in FP32 internally.
-# Bounds: ~10x over the worst rel-L2 measured on the test fixtures (see tests/trt/test_fp16.py; notes quote them).
+# Measured (random-weight pSp IR-SE50 FFHQ fixtures, batch 1-2, latents around latent_avg, onnxruntime 1.31):
+#   32px fixture: latent_next 1.24e-3; image/feedback 6.8e-4 rel-L2, 65.3 dB.  64px: 1.43e-3; 7.3e-4, 63.7 dB.
+# Bounds keep ~7x on rel-L2 and ~14 dB on PSNR over the worst of those.
 FP16_TOLERANCES: Dict[tuple, Tolerance] = {
-    ("ort-fp16-proxy", "fp16", "latent_next"): Tolerance(2e-2, note="pSp IR-SE50 64px fixture: measured 1.1e-3"),
-    ("ort-fp16-proxy", "fp16", "image"): Tolerance(2e-2, 40.0, note="64px fixture: measured rel-L2 1.2e-3"),
-    ("ort-fp16-proxy", "fp16", "feedback"): Tolerance(2e-2, 40.0, note="64px fixture: measured rel-L2 1.1e-3"),
+    ("ort-fp16-proxy", "fp16", "latent_next"): Tolerance(1e-2, note="measured <=1.43e-3 (32/64px fixtures)"),
+    ("ort-fp16-proxy", "fp16", "image"): Tolerance(1e-2, 50.0, note="measured <=7.3e-4 rel-L2, >=63.7 dB"),
+    ("ort-fp16-proxy", "fp16", "feedback"): Tolerance(1e-2, 50.0, note="measured <=7.3e-4 rel-L2, >=63.7 dB"),
 }
 
 
@@ -306,4 +308,8 @@ def proxy_parity(fp32_path: os.PathLike, fp16_path: os.PathLike,
         sess = ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
         names = [o.name for o in sess.get_outputs()]
         outs.append(dict(zip(names, sess.run(None, dict(feeds)))))
-    return {k: compare(outs[1][k], outs[0][k]) for k in outs[0]}
+    reports = {k: compare(outs[1][k], outs[0][k]) for k in outs[0]}
+    for k, r in reports.items():
+        log.info("FP16 proxy parity (ORT CPU, %s vs %s) %s: rel-L2 %.3g, PSNR %.1f dB, max-abs %.3g",
+                 Path(fp16_path).name, Path(fp32_path).name, k, r.rel_l2, r.psnr_db, r.max_abs)
+    return reports

@@ -21,6 +21,7 @@ import functools
 import importlib
 import logging
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Tuple
@@ -37,7 +38,7 @@ ENV = "RESTYLE_RT_TRT"
 def _version_tuple(v: str) -> Tuple[int, ...]:
     out = []
     for part in v.split(".")[:3]:
-        digits = "".join(ch for ch in part if ch.isdigit())
+        digits = re.match(r"\d*", part).group()  # leading digits: "0b1" -> 0
         out.append(int(digits) if digits else 0)
     return tuple(out)
 
