@@ -87,7 +87,7 @@ def test_compute_capability_mismatch_is_refused(built, art_dir, tmp_path, trt_in
     assert "8.6, 8.9" in msg and "this GPU is 9.0" in msg and "--rebuild" in msg
 
 
-def test_missing_engine_names_the_build_command(art_dir, trt_info, built):
+def test_missing_engine_names_the_build_command(trt_info, built, art_dir):
     art = artifacts.load(art_dir)
     art.manifest["engines"] = []
     with pytest.raises(ArtifactError, match="no encoder fp16 engine.*restyle-rt build .* --precision fp16"):
@@ -109,8 +109,8 @@ def test_cli_build_reports_engines(built, art_dir, capsys):
     assert "encoder" in out and "synthesis" in out and "engines/encoder.fp32.engine" in out
 
 
-def test_cli_rejects_bad_batch(art_dir, capsys):
+def test_cli_rejects_bad_batch(tmp_path, capsys):
     from restyle_rt.cli import main
 
     with pytest.raises(SystemExit):
-        main(["build", str(art_dir), "--batch", "4,2,1"])
+        main(["build", str(tmp_path), "--batch", "4,2,1"])
