@@ -26,6 +26,7 @@ import numpy as np
 from ...artifacts import Artifacts, find_engine
 from ...engine import records as R
 from ...errors import ArtifactError, BackendUnavailable
+from ...spec import BatchProfile
 from .. import cuda
 from ..backend import Backend, LoopResult
 from ..loop import check_batch, check_images, check_iters
@@ -112,10 +113,12 @@ class TrtBackend(Backend):
                                            "fp16")
         cuda.set_device(device)
         cc = cuda.compute_capability(device)
-        plans = {}
+        plans, maxes = {}, []
         for g in ("encoder", "synthesis"):
             rec = R.check_record(artifacts, g, self.precision, info.flavour, info.version, cc, verify_hash)
             plans[g] = (artifacts.root / rec["file"]).read_bytes()
+            maxes.append(BatchProfile(*rec.get("profile", artifacts.profile.to_list())))
+        self.profile = min(maxes, key=lambda p: p.max)   # the engines' own batch range (``--batch`` at build)
         self._closed = False
         self._graphs: Dict[Tuple[int, int], cuda.CudaGraph] = {}
         self._runtime = info.module.Runtime(info.module.Logger(info.module.Logger.WARNING))
@@ -144,7 +147,8 @@ class TrtBackend(Backend):
             return
         validity, diag = self._runtime.get_engine_validity(plan)
         if validity == self.info.module.EngineValidity.INVALID:
-            flags = [n for n, v in self.info.module.EngineInvalidityDiagnostics.__members__.items() if int(diag) & int(v)]
+            members = self.info.module.EngineInvalidityDiagnostics.__members__.items()
+            flags = [n for n, v in members if int(diag) & int(v)]
             raise ArtifactError(f"{graph} engine is invalid on this machine ({', '.join(flags) or diag}); run "
                                 f"`{R.build_command(self.artifacts.root, self.precision)}`")
 
@@ -154,8 +158,8 @@ class TrtBackend(Backend):
         return None
 
     def _allocate(self) -> None:
-        spec, prof = self.spec, self.artifacts.profile
-        self.bmax = prof.max
+        spec = self.spec
+        self.bmax = self.profile.max
         h, w = spec.input_hw
         ih, iw = spec.image_hw
         self.shape_x = (3, h, w)
@@ -221,7 +225,7 @@ class TrtBackend(Backend):
 
     def encode(self, image: np.ndarray, feedback: np.ndarray, latent: np.ndarray) -> np.ndarray:
         b = image.shape[0]
-        check_batch(self.artifacts.profile, b, "trt backend")
+        check_batch(self.profile, b, "trt backend")
         self._upload(np.ascontiguousarray(image, np.float32), self.d_image)
         self._upload(np.ascontiguousarray(feedback, np.float32), self.d_fb, image.nbytes)
         self._upload(np.ascontiguousarray(latent, np.float32), self.d_lat[0], 2 * image.nbytes)
@@ -232,7 +236,7 @@ class TrtBackend(Backend):
 
     def synthesize(self, latent: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         b = latent.shape[0]
-        check_batch(self.artifacts.profile, b, "trt backend")
+        check_batch(self.profile, b, "trt backend")
         self._upload(np.ascontiguousarray(latent, np.float32), self.d_lat[0])
         self._synthesis(b, self.d_lat[0])
         img = self._download(self.d_img, self.h_img, (b, *self.shape_img))
@@ -256,7 +260,7 @@ class TrtBackend(Backend):
 
     def _run_chunk(self, x: np.ndarray, n: int, return_steps: bool):
         b = len(x)
-        check_batch(self.artifacts.profile, b, "trt backend")
+        check_batch(self.profile, b, "trt backend")
         self._upload(x, self.d_image)
         step_lat, step_img = [], []
         if return_steps:
