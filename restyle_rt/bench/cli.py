@@ -1,0 +1,238 @@
+"""``restyle-rt bench``: latency, throughput, per-stage time and peak memory of every backend and baseline.
+
+Registration imports nothing heavy (no torch, no onnxruntime). Examples::
+
+    restyle-rt bench --preset church-256 --batch 1,4 --iters 5 --json benchmarks/cpu/church-256.json
+    restyle-rt bench artifacts/ffhq --checkpoint ffhq.pt --backend ort,torch-official --plot lat.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from typing import List
+
+
+def _int_list(text: str) -> List[int]:
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not vals or any(v < 1 for v in vals):
+        raise argparse.ArgumentTypeError(f"values must be positive integers (>= 1), got {text!r}")
+    return list(dict.fromkeys(vals))
+
+
+def _names(text: str) -> List[str]:
+    vals = [v.strip() for v in text.split(",") if v.strip()]
+    if not vals:
+        raise argparse.ArgumentTypeError("expected comma-separated backend names")
+    return vals
+
+
+def _preset(text: str) -> str:
+    from .presets import PRESET_NAMES
+
+    if text not in PRESET_NAMES:
+        raise argparse.ArgumentTypeError(f"unknown preset {text!r}; choose one of {', '.join(PRESET_NAMES)}")
+    return text
+
+
+def _positive(text: str) -> int:
+    v = _nonneg(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def _nonneg(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+def register(subparsers) -> None:
+    """Add the ``bench`` subcommand to ``restyle-rt``."""
+    p = subparsers.add_parser(
+        "bench",
+        help="benchmark backends and torch baselines",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.splitlines()[2:]),
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("artifacts", nargs="?", metavar="ARTIFACTS", help="artifacts directory")
+    src.add_argument(
+        "--preset",
+        type=_preset,
+        metavar="NAME",
+        help="ffhq-1024 | cars-512 | church-256: random weights, built and exported on first use "
+        "(cached under $RESTYLE_RT_CACHE or ~/.cache/restyle-rt)",
+    )
+    p.add_argument(
+        "--checkpoint", metavar="PT", help="source checkpoint of ARTIFACTS (enables the torch baselines)"
+    )
+    p.add_argument(
+        "--backend",
+        type=_names,
+        metavar="A,B",
+        help="backends: runtime (ort, trt, ...) and baselines torch-official, torch "
+        "(default: every available runtime backend plus the baselines)",
+    )
+    p.add_argument("--batch", type=_int_list, default=[1, 4, 8], metavar="1,4,8", help="batch sizes")
+    p.add_argument("--iters", type=_int_list, default=[1, 5, 10], metavar="1,5,10", help="ReStyle steps")
+    p.add_argument(
+        "--warmup", type=_nonneg, default=1, metavar="N", help="untimed loops per config (default 1)"
+    )
+    p.add_argument(
+        "--repeat", type=_positive, default=5, metavar="N", help="timed loops per config (default 5)"
+    )
+    p.add_argument(
+        "--early-exit",
+        type=float,
+        default=None,
+        metavar="THRESH",
+        help="per-image early exit on the latent-update RMS (runtime backends; not official)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="intra-op threads for ORT and torch alike (default: the CPUs available)",
+    )
+    p.add_argument(
+        "--memory",
+        action="store_true",
+        help="also measure the runtime's peak memory vs weights + buffers, in fresh processes",
+    )
+    p.add_argument(
+        "--profile-ort",
+        type=_positive,
+        default=None,
+        metavar="BATCH",
+        help="also profile the ORT graphs per node at this batch (top ops by kernel time)",
+    )
+    p.add_argument("--json", metavar="OUT", help="write the results as JSON")
+    p.add_argument("--plot", metavar="OUT.png", help="latency per image vs batch (needs matplotlib)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar while a preset is built")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ..errors import InputError
+    from . import report, runner, targets
+
+    if args.threads is not None and args.threads < 1:
+        raise InputError(f"--threads must be >= 1, got {args.threads}")
+    art_dir, ckpt = args.artifacts, args.checkpoint
+    if args.preset:
+        from .presets import ensure_preset
+
+        ckpt_p, art_p = ensure_preset(args.preset, progress=not args.no_progress)
+        art_dir, ckpt = str(art_p), ckpt or str(ckpt_p)
+    threads = args.threads or targets.default_threads()
+    cfg = runner.BenchConfig(
+        artifacts_dir=art_dir,
+        checkpoint=ckpt,
+        backends=targets.resolve_backends(args.backend, ckpt is not None),
+        batches=args.batch,
+        iters=args.iters,
+        warmup=args.warmup,
+        repeat=args.repeat,
+        early_exit=args.early_exit,
+        threads=threads,
+        preset=args.preset,
+    )
+    machine = runner.machine_info(threads)
+    results = runner.run(cfg, on_result=_progress)
+    memory = None
+    if args.memory:
+        from .memory import measure_all
+
+        memory = measure_all(art_dir, cfg.backends, cfg.batches, max(cfg.iters), threads)
+    prof = None
+    if args.profile_ort:
+        from .profile import profile_ort
+
+        prof = profile_ort(art_dir, args.profile_ort, max(cfg.iters), threads)
+    machine["load_avg_end"] = runner._load()
+    doc = report.document(machine, command_line(args), _source(cfg), results, memory)
+    if prof:
+        doc["ort_profile"] = prof
+    print(report.markdown_table(results))
+    if memory:
+        print()
+        print(report.memory_table(memory))
+    if prof:
+        from .profile import profile_table
+
+        print()
+        print(profile_table(prof))
+    if args.json:
+        print(f"wrote {report.write_json(doc, args.json)}", file=sys.stderr)
+    if args.plot:
+        title = f"{args.preset or art_dir}: p50 latency per image ({threads} threads)"
+        out = report.plot(results, args.plot, title)
+        print(
+            f"wrote {out}"
+            if out
+            else "no plot: matplotlib is not installed (pip install 'restyle-rt[bench]')",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _progress(rec: dict) -> None:
+    print(
+        f"  {rec['backend']:>14}  batch {rec['batch']:>2}  iters {rec['iters']:>2}: "
+        f"{rec['seconds_per_image']:.3f} s/image (p50), load {rec['load_before']}",
+        file=sys.stderr,
+    )
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command, rebuilt from the parsed arguments (so it is exact however bench was invoked)."""
+    parts = ["restyle-rt", "bench"]
+    parts += ["--preset", args.preset] if args.preset else [args.artifacts]
+    for flag, val in (
+        ("--checkpoint", args.checkpoint),
+        ("--backend", args.backend),
+        ("--batch", args.batch),
+        ("--iters", args.iters),
+        ("--warmup", args.warmup),
+        ("--repeat", args.repeat),
+        ("--early-exit", args.early_exit),
+        ("--threads", args.threads),
+        ("--json", args.json),
+        ("--plot", args.plot),
+        ("--profile-ort", args.profile_ort),
+    ):
+        if val is not None:
+            parts += [flag, ",".join(map(str, val)) if isinstance(val, list) else str(val)]
+    if args.memory:
+        parts.append("--memory")
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _source(cfg) -> dict:
+    import json
+    from pathlib import Path
+
+    from .memory import weights_bytes
+
+    man = json.loads((Path(cfg.artifacts_dir) / "manifest.json").read_text())
+    return {
+        "artifacts": str(cfg.artifacts_dir),
+        "checkpoint": cfg.checkpoint,
+        "preset": cfg.preset,
+        "spec": man.get("spec"),
+        "graph_bytes": weights_bytes(cfg.artifacts_dir),
+        "export_seconds": man.get("export_seconds"),
+        "seed": cfg.seed,
+    }

@@ -1,0 +1,146 @@
+"""The runtime's peak memory against what it must hold: the two graphs' weights plus the loop's buffers.
+
+Measured in a fresh interpreter per (backend, batch) so that nothing else this process loaded (torch
+baselines, other backends, allocator caches) is counted: the child imports the runtime, records its RSS
+(``rss_import``), opens the backend, runs one loop, and reports the kernel's lifetime high-water mark
+(``VmHWM``). Then::
+
+    runtime_peak = peak_rss - rss_import   (what the runtime added: weights, arenas, activations, I/O)
+    ratio        = runtime_peak / (weights + buffers)
+
+``weights`` is the size of the ONNX files (plus external-data files); ``buffers`` the host loop's arrays
+(inputs, feedback, latents, the previous latents, images, and one set of graph outputs).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import List
+
+log = logging.getLogger("restyle_rt")
+
+
+def weights_bytes(artifacts_dir: os.PathLike) -> int:
+    """Bytes of the two ONNX graphs and any external-data files next to them."""
+    root = Path(artifacts_dir)
+    total = 0
+    for p in root.iterdir():
+        if p.is_file() and (
+            p.suffix == ".onnx" or p.suffix in (".data", ".bin") or p.name.endswith(".onnx_data")
+        ):
+            total += p.stat().st_size
+    return total
+
+
+def buffer_bytes(spec, batch: int) -> int:
+    """Bytes of the host loop's arrays for ``batch`` images.
+
+    See :func:`restyle_rt.runtime.loop.host_loop`.
+    """
+    h, w = spec.input_hw
+    ih, iw = spec.image_hw
+    per_image = (
+        3 * 3 * h * w  # x, feedback, feedback output
+        + 3 * spec.n_styles * 512  # latents, previous latents, latent_next output
+        + 2 * 3 * ih * iw
+    )  # images, image output
+    return 4 * batch * per_image
+
+
+def measure(
+    artifacts_dir: os.PathLike, backend: str, batch: int, n_iters: int, threads: int, timeout: float = 1800
+) -> dict:
+    """Run :func:`_child` in a fresh interpreter and return its record.
+
+    Raises:
+        RuntimeError: the child failed (its stderr tail is in the message).
+    """
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "mem.json"
+        args = [
+            sys.executable,
+            "-m",
+            "restyle_rt.bench.memory",
+            str(artifacts_dir),
+            backend,
+            str(batch),
+            str(n_iters),
+            str(threads),
+            str(out),
+        ]
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0 or not out.is_file():
+            raise RuntimeError(f"memory measurement of {backend} batch {batch} failed: {proc.stderr[-2000:]}")
+        return json.loads(out.read_text())
+
+
+def measure_all(
+    artifacts_dir: os.PathLike, backends: List[str], batches: List[int], n_iters: int, threads: int
+) -> List[dict]:
+    """:func:`measure` for every runtime backend and batch (baselines are skipped: they are not the
+    runtime)."""
+    from .targets import BASELINES
+
+    recs = []
+    for name in backends:
+        if name in BASELINES:
+            continue
+        for b in batches:
+            log.info("bench --memory: %s batch %d in a fresh process", name, b)
+            recs.append(measure(artifacts_dir, name, b, n_iters, threads))
+    return recs
+
+
+def _child(artifacts_dir: str, backend: str, batch: int, n_iters: int, threads: int) -> dict:
+    import inspect
+
+    import numpy as np
+
+    from .. import artifacts
+    from ..runtime.backends import backend_class, get_backend
+    from .runner import _status_kb, current_rss_mb, synthetic_images
+
+    backend_class(backend)  # imports the backend's module (onnxruntime, ...) before the baseline reading
+    if backend == "ort":
+        import onnxruntime  # noqa: F401
+    art = artifacts.load(artifacts_dir)
+    x = synthetic_images(batch, art.spec.input_hw)  # [B, 3, H, W]
+    rss_import = current_rss_mb()
+    opts = (
+        {"threads": threads}
+        if "threads" in inspect.signature(backend_class(backend).__init__).parameters
+        else {}
+    )
+    be = get_backend(backend, art, **opts)
+    rss_loaded = current_rss_mb()
+    res = be.run_loop(np.ascontiguousarray(x), n_iters)
+    peak = _status_kb("VmHWM") / 1024
+    w, buf = weights_bytes(artifacts_dir), buffer_bytes(art.spec, batch)
+    be.close()
+    mb = 2**20
+    return {
+        "backend": backend,
+        "batch": batch,
+        "iters": n_iters,
+        "threads": threads,
+        "weights_mb": w / mb,
+        "buffers_mb": buf / mb,
+        "rss_import_mb": rss_import,
+        "rss_loaded_mb": rss_loaded,
+        "peak_rss_mb": peak,
+        "runtime_peak_mb": peak - rss_import,
+        "ratio": (peak - rss_import) / ((w + buf) / mb),
+        "steps": int(res.steps_used.max()),
+    }
+
+
+if __name__ == "__main__":  # the child process of measure()
+    a = sys.argv[1:]
+    rec = _child(a[0], a[1], int(a[2]), int(a[3]), int(a[4]))
+    Path(a[5]).write_text(json.dumps(rec))

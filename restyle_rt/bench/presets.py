@@ -1,0 +1,106 @@
+"""Benchmark presets: random-weight models of the official architectures, built and exported on first use.
+
+A preset is one of :data:`restyle_rt.export.fixtures.PRESETS` (``ffhq-1024``, ``cars-512``,
+``church-256``). On first use a random-weight checkpoint is written with
+:func:`~restyle_rt.export.fixtures.make_checkpoint` and exported with
+:func:`~restyle_rt.export.onnx.export_artifacts`; both are cached under
+``$RESTYLE_RT_CACHE/presets/<name>`` (default ``~/.cache/restyle-rt/presets/<name>``)::
+
+    <name>/checkpoint.pt      the official-format checkpoint (the torch baselines load it)
+    <name>/artifacts/         the exported artifacts directory (the runtime backends load it)
+
+The weights are meaningless; only the shapes and the compute matter. Building ffhq-1024 takes several
+minutes and about 10 GB of peak memory; church-256 about a minute.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Tuple
+
+from ..errors import InputError
+
+log = logging.getLogger("restyle_rt")
+
+# Kept in step with restyle_rt.export.fixtures.PRESETS (which imports torch; this module must not).
+PRESET_NAMES = ("ffhq-1024", "cars-512", "church-256")
+PRESET_SEED = 0
+CHECKPOINT = "checkpoint.pt"
+ARTIFACTS = "artifacts"
+
+
+def cache_root() -> Path:
+    """``$RESTYLE_RT_CACHE`` or ``~/.cache/restyle-rt``."""
+    env = os.environ.get("RESTYLE_RT_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "restyle-rt"
+
+
+def check_preset(name: str) -> str:
+    """Return ``name`` if it is a known preset.
+
+    Raises:
+        InputError: unknown preset, naming the known ones.
+    """
+    if name not in PRESET_NAMES:
+        raise InputError(f"unknown preset {name!r}; choose one of {', '.join(PRESET_NAMES)}")
+    return name
+
+
+def preset_dir(name: str) -> Path:
+    """The cache directory of preset ``name`` (not created)."""
+    return cache_root() / "presets" / check_preset(name)
+
+
+def ensure_preset(name: str, progress: bool = True) -> Tuple[Path, Path]:
+    """Build (once) and return the preset's (checkpoint path, artifacts dir).
+
+    Args:
+        name: a preset name from :data:`PRESET_NAMES`.
+        progress: show the exporter's progress bar.
+
+    Returns:
+        (checkpoint .pt, artifacts directory).
+
+    Raises:
+        InputError: unknown preset.
+        BackendUnavailable: torch (the ``export`` extra) is missing and the preset is not cached yet.
+    """
+    root = preset_dir(name)
+    ckpt, art = root / CHECKPOINT, root / ARTIFACTS
+    if ckpt.is_file() and (art / "manifest.json").is_file():
+        log.debug("preset %s cached at %s", name, root)
+        return ckpt, art
+    try:
+        from ..export.fixtures import PRESETS, make_checkpoint
+        from ..export.onnx import export_artifacts
+    except ImportError as e:
+        from ..errors import BackendUnavailable
+
+        raise BackendUnavailable(
+            f"building preset {name!r} needs {e.name or e}; pip install 'restyle-rt[export]' "
+            f"(torch==2.13.0 on CPU boxes)"
+        ) from None
+    root.mkdir(parents=True, exist_ok=True)
+    encoder_type, dataset_type, size = PRESETS[name]
+    if not ckpt.is_file():
+        t0 = time.perf_counter()
+        log.info(
+            "preset %s: making a random-weight %s @ %d checkpoint (first use; cached in %s)",
+            name,
+            encoder_type,
+            size,
+            root,
+        )
+        tmp = ckpt.with_suffix(".tmp")
+        make_checkpoint(tmp, encoder_type, dataset_type, size, seed=PRESET_SEED)
+        os.replace(tmp, ckpt)
+        log.info("preset %s: checkpoint written in %.1f s", name, time.perf_counter() - t0)
+    if not (art / "manifest.json").is_file():
+        t0 = time.perf_counter()
+        log.info("preset %s: exporting to ONNX (slow: minutes at 1024, ~10 GB peak memory)", name)
+        export_artifacts(ckpt, art, overwrite=True, progress=progress)
+        log.info("preset %s: exported in %.1f s", name, time.perf_counter() - t0)
+    return ckpt, art

@@ -1,0 +1,192 @@
+"""Benchmark output: the JSON document, a markdown table and the latency-vs-batch plot.
+
+JSON schema (``SCHEMA_VERSION`` 1)::
+
+    {"schema": 1,
+     "machine": {"cpu_model", "logical_cpus", "cpus_available", "load_avg", "threads", "versions", ...},
+     "command": "restyle-rt bench ...",
+     "source": {"artifacts", "checkpoint", "preset", "spec", "graph_bytes"},
+     "results": [{"backend", "kind", "batch", "iters", "seconds_per_image", "p50_s", "p90_s", "p99_s",
+                  "images_per_s", "stages": {"encoder", "synthesis", "copies", "glue"}, "peak_rss_mb", ...}],
+     "memory": [...]}      (only with --memory; see restyle_rt.bench.memory)
+
+Latencies are seconds per batch loop unless named ``*_per_image_s``; ``seconds_per_image`` is
+``p50_s / batch`` and ``images_per_s`` is ``batch / p50_s``. ``stages`` are mean seconds per batch loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+log = logging.getLogger("restyle_rt")
+
+SCHEMA_VERSION = 1
+REQUIRED_FIELDS = (
+    "backend",
+    "batch",
+    "iters",
+    "seconds_per_image",
+    "p50_s",
+    "p90_s",
+    "p99_s",
+    "images_per_s",
+    "stages",
+    "peak_rss_mb",
+)
+
+
+def document(
+    machine: dict, command: str, source: dict, results: List[dict], memory: Optional[List[dict]] = None
+) -> dict:
+    """Assemble the JSON document (see the module docstring)."""
+    doc = {
+        "schema": SCHEMA_VERSION,
+        "machine": machine,
+        "command": command,
+        "source": source,
+        "results": results,
+    }
+    if memory is not None:
+        doc["memory"] = memory
+    return doc
+
+
+def write_json(doc: dict, path: os.PathLike) -> Path:
+    """Write ``doc`` to ``path`` (parents created); returns the path."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(doc, indent=2) + "\n")
+    return p
+
+
+def _speedups(results: Sequence[dict], reference: str) -> Dict[tuple, float]:
+    ref = {(r["batch"], r["iters"]): r["seconds_per_image"] for r in results if r["backend"] == reference}
+    return {
+        (r["backend"], r["batch"], r["iters"]): ref[(r["batch"], r["iters"])] / r["seconds_per_image"]
+        for r in results
+        if (r["batch"], r["iters"]) in ref
+    }
+
+
+def _g(v: float) -> str:
+    """4 significant digits, no exponent for the usual range."""
+    return f"{v:.4g}" if abs(v) >= 1e-4 or v == 0 else f"{v:.2e}"
+
+
+def markdown_table(results: Sequence[dict], reference: str = "torch-official") -> str:
+    """One row per result: latency per image and per batch, throughput, stages, peak RSS, and the speed-up
+    against ``reference`` (when it was run)."""
+    sp = _speedups(results, reference)
+    steps = any("steps_used_mean" in r for r in results)
+    head = [
+        "backend",
+        "batch",
+        "iters",
+        "s/image (p50)",
+        "p50 s/batch",
+        "p90",
+        "p99",
+        "images/s",
+        "encoder s",
+        "synthesis s",
+        "copies s",
+        "glue s",
+        "peak RSS MB",
+    ]
+    if sp:
+        head.append(f"x vs {reference}")
+    if steps:
+        head.append("steps used (mean)")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        st = r.get("stages", {})
+        row = [r["backend"], str(r["batch"]), str(r["iters"])]
+        row += [_g(r[k]) for k in ("seconds_per_image", "p50_s", "p90_s", "p99_s", "images_per_s")]
+        row += [_g(st.get(k, float("nan"))) for k in ("encoder", "synthesis", "copies", "glue")]
+        row.append("-" if r.get("peak_rss_mb") is None else f"{r['peak_rss_mb']:.0f}")
+        if sp:
+            v = sp.get((r["backend"], r["batch"], r["iters"]))
+            row.append("-" if v is None else f"{v:.2f}")
+        if steps:
+            row.append(f"{r['steps_used_mean']:.2f}" if "steps_used_mean" in r else "-")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def memory_table(memory: Sequence[dict]) -> str:
+    """Markdown rows for the isolated memory measurements."""
+    head = [
+        "backend",
+        "batch",
+        "iters",
+        "weights MB (ONNX files)",
+        "I/O buffers MB",
+        "RSS after import MB",
+        "peak RSS MB",
+        "runtime peak MB (peak - import)",
+        "ratio to weights+buffers",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in memory:
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    m["backend"],
+                    str(m["batch"]),
+                    str(m["iters"]),
+                    f"{m['weights_mb']:.1f}",
+                    f"{m['buffers_mb']:.1f}",
+                    f"{m['rss_import_mb']:.0f}",
+                    f"{m['peak_rss_mb']:.0f}",
+                    f"{m['runtime_peak_mb']:.0f}",
+                    f"{m['ratio']:.2f}",
+                ]
+            )
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def plot(results: Sequence[dict], path: os.PathLike, title: str = "") -> Optional[Path]:
+    """Latency per image (p50) vs batch, one line per (backend, iters); PNG at ``path``.
+
+    Returns:
+        The path, or None when matplotlib is not installed (logged with the fix).
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("--plot: matplotlib is not installed; pip install 'restyle-rt[bench]' (no plot written)")
+        return None
+    iters = sorted({r["iters"] for r in results})
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in dict.fromkeys(r["backend"] for r in results):
+        for n in iters:
+            pts = sorted(
+                (r["batch"], r["seconds_per_image"])
+                for r in results
+                if r["backend"] == name and r["iters"] == n
+            )
+            if pts:
+                label = name if len(iters) == 1 else f"{name}, {n} iters"
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+    ax.set_xlabel("batch")
+    ax.set_ylabel("seconds per image (p50)")
+    ax.set_xticks(sorted({r["batch"] for r in results}))
+    ax.set_title(title or "restyle-rt bench")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    return p

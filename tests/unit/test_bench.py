@@ -1,0 +1,241 @@
+"""``restyle-rt bench``: JSON schema and consistency, markdown table, argument errors, presets, baselines.
+
+Nothing here asserts on a timing: the toy graphs run in microseconds and the machine is shared.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from restyle_rt.bench import report, runner, targets
+from restyle_rt.bench.presets import PRESET_NAMES, cache_root, check_preset, preset_dir
+from restyle_rt.cli import main
+from restyle_rt.errors import InputError
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def bench_doc(tmp_path_factory):
+    """One bench run over the toy artifacts (ort only), with JSON, plot and memory; shared by the tests."""
+    import toy_artifacts
+
+    root = tmp_path_factory.mktemp("bench")
+    art, _ = toy_artifacts.build(root / "art")
+    out = root / "bench.json"
+    rc = main(
+        [
+            "bench",
+            str(art),
+            "--backend",
+            "ort",
+            "--batch",
+            "1,3",
+            "--iters",
+            "1,2",
+            "--warmup",
+            "1",
+            "--repeat",
+            "4",
+            "--json",
+            str(out),
+            "--plot",
+            str(root / "lat.png"),
+            "--early-exit",
+            "1e-9",
+        ]
+    )
+    assert rc == 0
+    return json.loads(out.read_text()), root
+
+
+def test_json_schema_fields(bench_doc):
+    doc, _ = bench_doc
+    assert doc["schema"] == report.SCHEMA_VERSION
+    for key in ("cpu_model", "logical_cpus", "load_avg", "threads", "versions"):
+        assert key in doc["machine"]
+    assert "onnxruntime" in doc["machine"]["versions"]
+    assert doc["command"].startswith("restyle-rt bench ") and "--backend ort" in doc["command"]
+    assert doc["source"]["graph_bytes"] > 0
+    assert [(r["batch"], r["iters"]) for r in doc["results"]] == [(1, 1), (1, 2), (3, 1), (3, 2)]
+    for r in doc["results"]:
+        for f in report.REQUIRED_FIELDS:
+            assert f in r, f
+        assert r["backend"] == "ort" and r["kind"] == "runtime"
+        assert set(r["stages"]) >= {"encoder", "synthesis", "copies", "glue"}
+        assert r["peak_rss_mb"] > 0
+        assert r["threads"]["intra_op"] == doc["machine"]["threads"]
+        assert len(r["samples_s"]) == 4
+
+
+def test_json_numbers_consistent(bench_doc):
+    doc, _ = bench_doc
+    for r in doc["results"]:
+        b = r["batch"]
+        assert math.isclose(r["images_per_s"], b / r["p50_s"], rel_tol=1e-9)
+        assert math.isclose(r["seconds_per_image"], r["p50_s"] / b, rel_tol=1e-9)
+        assert r["p50_s"] <= r["p90_s"] <= r["p99_s"] <= max(r["samples_s"]) + 1e-12
+        assert math.isclose(r["p50_s"], float(np.median(r["samples_s"])), rel_tol=1e-9)
+        assert all(v >= 0 for v in r["stages"].values())
+        # the loop's own stages never exceed the whole loop's mean time
+        assert sum(r["stages"][k] for k in ("encoder", "synthesis", "copies")) <= r["mean_s"] * 1.0001
+        assert len(r["steps_used"]) == b and 1 <= r["steps_used_mean"] <= r["iters"]
+
+
+def test_plot_written(bench_doc):
+    pytest.importorskip("matplotlib")
+    _, root = bench_doc
+    png = root / "lat.png"
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_markdown_table(bench_doc):
+    doc, _ = bench_doc
+    res = [dict(r) for r in doc["results"]]
+    res += [dict(r, backend="torch-official", seconds_per_image=r["seconds_per_image"] * 2) for r in res]
+    md = report.markdown_table(res).splitlines()
+    assert md[0].startswith("| backend | batch | iters |") and "x vs torch-official" in md[0]
+    assert len(md) == 2 + len(res)
+    assert all(line.count("|") == md[0].count("|") for line in md)
+    assert md[2].split("|")[1].strip() == "ort" and md[2].split("|")[-2].strip() == "1.00"  # steps used
+    assert md[2].split("|")[-3].strip() == "2.00"  # speed-up vs the (fake) reference
+
+
+def test_cli_prints_table(toy, capsys):
+    art, _ = toy
+    assert (
+        main(
+            [
+                "bench",
+                str(art),
+                "--backend",
+                "ort",
+                "--batch",
+                "2",
+                "--iters",
+                "1",
+                "--repeat",
+                "1",
+                "--warmup",
+                "0",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert out.startswith("| backend |") and "| ort | 2 | 1 |" in out
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--batch", "0"], "positive integers"),
+        (["--batch", "1,x"], "comma-separated integers"),
+        (["--iters", "-1"], "positive integers"),
+        (["--repeat", "0"], "must be >= 1"),
+    ],
+)
+def test_bad_grid_arguments(toy, capsys, argv, needle):
+    art, _ = toy
+    with pytest.raises(SystemExit) as e:
+        main(["bench", str(art), *argv])
+    assert e.value.code == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_unknown_preset(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "--preset", "ffhq-2048"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown preset 'ffhq-2048'" in err and "church-256" in err
+    with pytest.raises(InputError, match="unknown preset"):
+        check_preset("nope")
+
+
+def test_source_required_and_exclusive(toy, capsys):
+    with pytest.raises(SystemExit):
+        main(["bench"])
+    with pytest.raises(SystemExit):
+        main(["bench", str(toy[0]), "--preset", "church-256"])
+    assert "not allowed with" in capsys.readouterr().err
+
+
+def test_unknown_backend(toy, capsys):
+    art, _ = toy
+    assert main(["bench", str(art), "--backend", "ort,onnx-magic", "--repeat", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown backend(s) onnx-magic" in err and "torch-official" in err
+
+
+def test_baseline_needs_checkpoint(toy, capsys):
+    assert main(["bench", str(toy[0]), "--backend", "torch-official"]) == 2
+    assert "--checkpoint" in capsys.readouterr().err
+
+
+def test_batch_outside_profile(make_toy, capsys):
+    art, _ = make_toy(profile=(1, 1, 2))
+    assert main(["bench", str(art), "--backend", "ort", "--batch", "4", "--repeat", "1"]) == 2
+    assert "batch profile" in capsys.readouterr().err
+
+
+def test_default_backends_without_checkpoint():
+    names = targets.resolve_backends(None, have_checkpoint=False)
+    assert "ort" in names and not set(names) & set(targets.BASELINES)
+
+
+def test_preset_cache_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("RESTYLE_RT_CACHE", str(tmp_path / "c"))
+    assert cache_root() == tmp_path / "c"
+    assert preset_dir("church-256") == tmp_path / "c" / "presets" / "church-256"
+    assert set(PRESET_NAMES) == {"ffhq-1024", "cars-512", "church-256"}
+
+
+def test_presets_match_fixtures():
+    pytest.importorskip("torch")
+    from restyle_rt.export.fixtures import PRESETS
+
+    assert set(PRESETS) == set(PRESET_NAMES)
+
+
+def test_synthetic_images_deterministic():
+    a = runner.synthetic_images(2, (12, 16), seed=3)
+    b = runner.synthetic_images(2, (12, 16), seed=3)
+    assert a.shape == (2, 3, 12, 16) and a.dtype == np.float32
+    assert np.array_equal(a, b) and a.min() >= -1 and a.max() <= 1 and a.std() > 0.1
+
+
+def test_peak_rss_tracks_allocation():
+    with runner.PeakRss() as m:
+        big = np.ones(40 * 2**20 // 8)  # 40 MB, touched
+        del big
+    assert m.peak_mb >= m.start_mb + 30
+
+
+def test_memory_ratio_fields(toy):
+    from restyle_rt.bench import memory
+
+    rec = memory.measure(toy[0], "ort", 2, 2, 1)
+    assert rec["weights_mb"] > 0 and rec["buffers_mb"] > 0
+    assert math.isclose(rec["ratio"], rec["runtime_peak_mb"] / (rec["weights_mb"] + rec["buffers_mb"]))
+
+
+@pytest.mark.parity
+def test_torch_baselines_run():
+    """Both eager baselines on the smallest fixture checkpoint: same loop, stage split, no early exit."""
+    pytest.importorskip("torch")
+    import model_fixtures
+
+    ckpt = model_fixtures.checkpoint_path("psp-resnet34-church")
+    x = runner.synthetic_images(2, (256, 256))
+    for name in targets.BASELINES:
+        t = targets.TorchTarget(name, ckpt, threads=1)
+        rec = runner.time_config(t, x, n_iters=2, warmup=0, repeat=1, early_exit=0.5)
+        t.close()
+        assert rec["steps_used"] == [2, 2] and rec["early_exit_applied"] is False
+        assert rec["stages"]["encoder"] > 0 and rec["stages"]["synthesis"] > 0
+        assert t.threads["intra_op"] == 1
