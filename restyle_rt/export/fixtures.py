@@ -21,6 +21,7 @@ from torch import nn
 
 from ..spec import ENCODER_TYPES_E4E, ModelSpec
 from .nets.encoders import ReStyleEncoder
+from .graphs import SynthesisGraph
 from .nets.synthesis import Generator
 
 PSP_OPTS = dict(
@@ -64,8 +65,16 @@ def sample_images(n: int, hw, gen: torch.Generator) -> torch.Tensor:
 
 
 @torch.no_grad()
-def init_encoder(enc: ReStyleEncoder, spec: ModelSpec, gen: torch.Generator, head_gain: float = 1.0) -> None:
-    """Kaiming convs, random BN affine + PReLU slopes, BN stats calibrated on real activations, scaled heads."""
+def init_encoder(enc: ReStyleEncoder, spec: ModelSpec, gen: torch.Generator, feedback: torch.Tensor,
+                 head_gain: float = 0.5, branch_gain: float = 0.2) -> None:
+    """Kaiming convs, random BN affine + PReLU slopes, BN stats calibrated on real activations, scaled heads.
+
+    ``feedback`` [N, 3, H, W] holds pooled generator outputs: the encoder is calibrated on the inputs it really
+    sees in the loop (an image next to a reconstruction), not on noise. Each residual branch's last BN gets a
+    small gain (``branch_gain``, as trained ResNets tend to have): with full-gain branches a random 24-block
+    IR-SE50 amplifies input perturbations several hundred times and the loop becomes chaotic, which no trained
+    encoder is and which would make per-step parity meaningless.
+    """
     for name, m in enc.named_modules():
         if isinstance(m, nn.Conv2d):
             slope = 0.01 if name.startswith("styles") else 0.0
@@ -74,21 +83,23 @@ def init_encoder(enc: ReStyleEncoder, spec: ModelSpec, gen: torch.Generator, hea
             if m.bias is not None:
                 m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.05)
         elif isinstance(m, nn.BatchNorm2d):
-            m.weight.copy_(0.8 + 0.4 * torch.rand(m.weight.shape, generator=gen))
+            last_bn = name.endswith(("res_layer.4", ".bn2"))  # closes a residual branch
+            lo = branch_gain if last_bn else 0.8
+            m.weight.copy_(lo * (1 + 0.5 * torch.rand(m.weight.shape, generator=gen)))
             m.bias.copy_(0.1 * torch.randn(m.bias.shape, generator=gen))
             m.reset_running_stats()
             m.momentum = None  # cumulative average over the calibration batches
         elif isinstance(m, nn.PReLU):
             m.weight.copy_(0.1 + 0.2 * torch.rand(m.weight.shape, generator=gen))
+    n = feedback.shape[0]
+    inputs = torch.cat([sample_images(n, spec.input_hw, gen), feedback], 1)   # [N, 6, H, W]
     enc.train()
-    for _ in range(2):  # calibrate BN running stats on the encoder's own activations
-        x = torch.cat([sample_images(4, spec.input_hw, gen), sample_images(4, spec.input_hw, gen)], 1)
-        enc.features(x)
+    enc.features(inputs)  # calibrate BN running stats on the encoder's own activations
     enc.eval()
     for m in enc.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.momentum = 0.1
-    feat = enc.features(torch.cat([sample_images(2, spec.input_hw, gen)] * 2, 1))
+    feat = enc.features(inputs)
     for head in enc.styles:
         head.linear.weight.copy_(torch.randn(head.linear.weight.shape, generator=gen))
         head.linear.bias.copy_(0.05 * torch.randn(head.linear.bias.shape, generator=gen))
@@ -137,10 +148,12 @@ def make_checkpoint(path: Optional[os.PathLike] = None, encoder_type: str = "Bac
     spec = ModelSpec.from_opts(opts)
     enc = ReStyleEncoder.from_spec(spec)
     g = Generator(output_size)
-    init_encoder(enc, spec, gen, head_gain)
     init_generator(g, gen)
     with torch.no_grad():
         w_avg = g.mapping(torch.randn(4096, 512, generator=gen)).mean(0)   # [512]
+        w = w_avg + 0.5 * torch.randn(4, spec.n_styles, 512, generator=gen)
+        feedback = SynthesisGraph(g, spec, official=True)(w)[1]            # [4, 3, H, W]
+    init_encoder(enc, spec, gen, feedback, head_gain)
     latent_avg = w_avg if latent_avg_shape == "D" else w_avg.repeat(spec.n_styles, 1)
     sd = {f"encoder.{k}": v for k, v in enc.state_dict().items()}
     sd.update({f"decoder.{k}": v for k, v in g.state_dict().items()})
