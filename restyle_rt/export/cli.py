@@ -13,6 +13,8 @@ def register(sub) -> None:
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--max-batch", type=int, default=8, help="batch profile max (default 8)")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--plugin-variant", action="store_true",
+                   help="also write synthesis.plugin.onnx with ModulatedConv2d nodes for the TensorRT plugin")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_export)
 
@@ -32,7 +34,7 @@ def _export(args: argparse.Namespace) -> int:
     from .onnx import export_artifacts
 
     out = export_artifacts(args.checkpoint, args.out, opset=args.opset, max_batch=args.max_batch,
-                           overwrite=args.force, progress=not args.no_progress)
+                           overwrite=args.force, progress=not args.no_progress, plugin_variant=args.plugin_variant)
     print(f"wrote {out}")
     return 0
 

@@ -53,10 +53,10 @@ class EncoderGraph(nn.Module):
 
 
 class SynthesisGraph(nn.Module):
-    def __init__(self, generator: Generator, spec: ModelSpec, official: bool = False):
+    def __init__(self, generator: Generator, spec: ModelSpec, official: bool = False, plugin: bool = False):
         super().__init__()
         self.official = official
-        self.net = generator if official else ExportSynthesis(generator)
+        self.net = generator if official else ExportSynthesis(generator, plugin=plugin)
         self.rows = crop_rows(spec)
         self.input_hw = spec.input_hw
 

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..artifacts import (AVG_FEEDBACK, FORMAT, FORMAT_VERSION, LATENT_AVG, graph_file, sha256_file, staging_dir,
                          write_manifest)
+from ..errors import ParityError
 from ..parity import check
 from ..spec import BATCH, BatchProfile
 from .checkpoint import load_checkpoint
@@ -33,14 +34,15 @@ DEFAULT_OPSET = 17
 VALIDATION_BATCH = 2
 
 
-def _trace(module: torch.nn.Module, args: tuple, path: Path, graph: str, spec, opset: int) -> None:
+def _trace(module: torch.nn.Module, args: tuple, path: Path, graph: str, spec, opset: int,
+           custom_nodes: bool = False) -> None:
     ins, outs = spec.graph_io(graph)
     dyn = {t.name: {i: BATCH for i, d in enumerate(t.shape) if d == BATCH} for t in ins + outs}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TracerWarnings / legacy-exporter deprecation notice
         torch.onnx.export(module, args, str(path), dynamo=False, opset_version=opset, do_constant_folding=True,
                           input_names=[t.name for t in ins], output_names=[t.name for t in outs],
-                          dynamic_axes=dyn)
+                          dynamic_axes=dyn, autograd_inlining=not custom_nodes)
 
 
 def _clean(path: Path, spec, graph: str, metadata: Dict[str, str]) -> None:
@@ -105,7 +107,8 @@ def validate(models: TorchModels, root: Path, y0: torch.Tensor) -> dict:
 
 
 def export_artifacts(checkpoint: os.PathLike, out_dir: os.PathLike, opset: int = DEFAULT_OPSET,
-                     max_batch: int = 8, overwrite: bool = False, progress: bool = True) -> Path:
+                     max_batch: int = 8, overwrite: bool = False, progress: bool = True,
+                     plugin_variant: bool = False) -> Path:
     """Export ``checkpoint`` into the artifacts directory ``out_dir`` (see :mod:`restyle_rt.artifacts`).
 
     Args:
@@ -115,6 +118,9 @@ def export_artifacts(checkpoint: os.PathLike, out_dir: os.PathLike, opset: int =
         max_batch: the batch profile's max (recorded; ORT accepts any batch, TensorRT builds to it).
         overwrite: replace an existing non-empty ``out_dir``.
         progress: show a progress bar on stderr.
+        plugin_variant: also write ``synthesis.plugin.onnx``, whose modulated convs are ``ModulatedConv2d``
+            nodes for the TensorRT plugin (restyle_rt/kernels). Recorded under ``manifest["variants"]``; the
+            portable graph stays the default until the plugin is measured faster on a GPU.
 
     Returns:
         The artifacts directory.
@@ -125,12 +131,12 @@ def export_artifacts(checkpoint: os.PathLike, out_dir: os.PathLike, opset: int =
     t0 = time.perf_counter()
     bar = tqdm(total=6, desc="export", disable=not progress, unit="step", leave=False)
     try:
-        return _export(checkpoint, out_dir, opset, max_batch, overwrite, bar, t0)
+        return _export(checkpoint, out_dir, opset, max_batch, overwrite, bar, t0, plugin_variant)
     finally:
         bar.close()
 
 
-def _export(checkpoint, out_dir, opset, max_batch, overwrite, bar, t0) -> Path:
+def _export(checkpoint, out_dir, opset, max_batch, overwrite, bar, t0, plugin_variant) -> Path:
     bar.set_postfix_str("load checkpoint")
     ckpt = load_checkpoint(checkpoint)
     models = TorchModels.from_checkpoint(ckpt)
@@ -159,6 +165,8 @@ def _export(checkpoint, out_dir, opset, max_batch, overwrite, bar, t0) -> Path:
         report = validate(models, tmp, y0)
         bar.update()
         manifest = _manifest(ckpt, spec, tmp, opset, max_batch, report, time.perf_counter() - t0)
+        if plugin_variant:
+            manifest["variants"]["synthesis.plugin"] = _plugin_variant(ckpt, spec, tmp, latent, opset)
         write_manifest(tmp, manifest)
     log.info("exported %s -> %s in %.1f s", Path(checkpoint).name, out_dir, time.perf_counter() - t0)
     return Path(out_dir)
@@ -187,8 +195,43 @@ def _manifest(ckpt, spec, root: Path, opset: int, max_batch: int, report: dict, 
         "versions": {"restyle_rt": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
                      "onnxruntime": onnxruntime.__version__, "python": platform.python_version()},
         "export_seconds": round(seconds, 2),
+        "modconv": {"default": "portable",
+                    "why": "the fused ModulatedConv2d plugin has not been measured faster on a GPU yet"},
+        "variants": {},
         "engines": [],
     }
+
+
+PLUGIN_FILE = "synthesis.plugin.onnx"
+
+
+@torch.no_grad()
+def _plugin_variant(ckpt, spec, root: Path, latent: torch.Tensor, opset: int) -> dict:
+    """Trace the synthesis graph with ``ModulatedConv2d`` custom nodes (TensorRT plugin) and describe it.
+
+    ONNX Runtime and onnx.checker do not know the custom op, so this graph is checked structurally here
+    (node count and attributes) and numerically through its torch forward, which runs the kernels' reference.
+    """
+    import onnx
+
+    from .graphs import SynthesisGraph
+
+    enc, gen = ckpt.build()
+    del enc
+    portable, plugged = SynthesisGraph(gen, spec).eval(), SynthesisGraph(gen, spec, plugin=True).eval()
+    ref, got = portable(latent)[0], plugged(latent)[0]
+    rel = float((got - ref).norm() / ref.norm())
+    if rel > 1e-5:
+        raise ParityError(f"plugin-node synthesis (torch reference of the fused op) vs portable: rel-L2 {rel:.3g}")
+    _trace(plugged, (latent,), root / PLUGIN_FILE, "synthesis", spec, opset, custom_nodes=True)
+    model = onnx.load(str(root / PLUGIN_FILE))
+    nodes = [n for n in model.graph.node if n.op_type == "ModulatedConv2d"]
+    want = len(plugged.net.convs) + len(plugged.net.rgbs)
+    if len(nodes) != want:
+        raise ParityError(f"{PLUGIN_FILE}: {len(nodes)} ModulatedConv2d nodes, expected {want}")
+    return {"file": PLUGIN_FILE, "sha256": sha256_file(root / PLUGIN_FILE), "graph": "synthesis",
+            "custom_op": "ModulatedConv2d", "plugin_version": "1", "nodes": len(nodes),
+            "torch_reference_rel_l2": rel}
 
 
 __all__ = ["export_artifacts", "validate", "DEFAULT_OPSET"]

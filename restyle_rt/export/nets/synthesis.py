@@ -176,14 +176,40 @@ class Generator(nn.Module):
         return skip
 
 
-# --- export formulation --------------------------------------------------------------------------------------
+# --- export formulation ---------------------------------------------------------------------------------------
+
+class ModulatedConv2dNode(torch.autograd.Function):
+    """One fused layer as a custom ONNX node ``ModulatedConv2d`` (see kernels/modulated_conv/CONTRACT.md).
+
+    Eager/tracing forward runs the torch reference of the fused op; ``symbolic`` emits the node that TensorRT's
+    ONNX parser maps to the plugin of the same name (fallback plugin importer).
+    """
+
+    @staticmethod
+    def forward(ctx, x, s, weight, bias, noise, demodulate: int, upsample: int, activate: int, kernel_size: int):
+        from ...kernels.reference import styled_conv
+
+        return styled_conv(x, s, weight, bias, noise, bool(demodulate), bool(upsample), bool(activate)).to(x.dtype)
+
+    @staticmethod
+    def symbolic(g, x, s, weight, bias, noise, demodulate, upsample, activate, kernel_size):
+        return g.op("ModulatedConv2d", x, s, weight, bias, noise, demodulate_i=demodulate, upsample_i=upsample,
+                    activate_i=activate, kernel_size_i=kernel_size, plugin_version_s="1", plugin_namespace_s="")
+
+
 
 class ExportModConv(nn.Module):
     """x*s -> static conv -> (*demod) [+ noise + bias -> lrelu*sqrt2]. Up layers: transposed conv + depthwise blur."""
 
-    def __init__(self, mc: ModulatedConv2d, noise: torch.Tensor = None, bias: torch.Tensor = None):
+    def __init__(self, mc: ModulatedConv2d, noise: torch.Tensor = None, bias: torch.Tensor = None,
+                 plugin: bool = False):
         super().__init__()
+        self.plugin = plugin
         with torch.no_grad():
+            if plugin:  # the node takes the stored (unscaled) weight; a zero bias / 1-element noise when absent
+                self.register_buffer("pw", mc.weight[0].detach().clone())           # [O, I, k, k]
+                self.register_buffer("pbias", bias.clone() if bias is not None else torch.zeros(mc.cout))
+                self.register_buffer("pnoise", noise.clone() if noise is not None else torch.zeros(1, 1, 1, 1))
             w = (mc.weight[0] * mc.scale).float()                 # [O, I, k, k]
             mw, mb = mc.modulation.effective()
             self.register_buffer("mod_w", mw.clone())             # [I, 512]
@@ -202,6 +228,9 @@ class ExportModConv(nn.Module):
 
     def forward(self, x, w):                                     # x [B, I, H, W], w [B, 512]
         s = F.linear(w, self.mod_w, self.mod_b)                  # [B, I]
+        if self.plugin:
+            return ModulatedConv2dNode.apply(x, s, self.pw, self.pbias, self.pnoise, int(self.demodulate),
+                                             int(self.upsample), int(self.bias is not None), self.k)
         x = x * s[:, :, None, None]
         if self.upsample:
             x = F.conv_transpose2d(x, self.weight, stride=2)     # [B, O, 2H+1, 2W+1]
@@ -219,20 +248,25 @@ class ExportModConv(nn.Module):
 
 
 class ExportSynthesis(nn.Module):
-    """latent [B, S, 512] -> image [B, 3, R, R] in the export formulation (see module docstring)."""
+    """latent [B, S, 512] -> image [B, 3, R, R] in the export formulation (see module docstring).
 
-    def __init__(self, g: Generator):
+    With ``plugin=True`` each modulated conv becomes one ``ModulatedConv2d`` node for the TensorRT plugin.
+    """
+
+    def __init__(self, g: Generator, plugin: bool = False):
         super().__init__()
         self.register_buffer("const", g.input.input.detach().clone())     # [1, 512, 4, 4]
         layers = [g.conv1] + list(g.convs)
         self.convs = nn.ModuleList([
-            ExportModConv(sc.conv, (sc.noise.weight * g.noise(i)).detach(), sc.activate.bias.detach())
+            ExportModConv(sc.conv, (sc.noise.weight * g.noise(i)).detach(), sc.activate.bias.detach(), plugin)
             for i, sc in enumerate(layers)])
-        self.rgbs = nn.ModuleList([ExportModConv(t.conv, bias=t.bias.detach().view(3)) for t in
+        self.rgbs = nn.ModuleList([ExportModConv(t.conv, bias=t.bias.detach().view(3), plugin=plugin) for t in
                                    [g.to_rgb1] + list(g.to_rgbs)])
         for m in self.rgbs:  # ToRGB: + bias, no activation
             m.register_buffer("rgb_bias", m.bias.view(1, 3, 1, 1))
             m.bias = None
+            if plugin:
+                m.pbias.zero_()  # the bias stays a graph Add, as in the portable form
         up = make_kernel(BLUR_KERNEL) * 4
         self.register_buffer("up_kernel", up.view(1, 1, 4, 4).repeat(3, 1, 1, 1))  # [3, 1, 4, 4]
         self.n_latent = g.n_latent
