@@ -16,7 +16,7 @@ from restyle_rt.export.nets.ops import make_kernel, upfirdn2d_ref
 from restyle_rt.export.nets.synthesis import ExportModConv, ExportSynthesis
 from restyle_rt.export.reference import TorchModels
 from restyle_rt.parity import compare, tolerance
-from tests.model_fixtures import CONFIGS, checkpoint_path
+from model_fixtures import CONFIGS, checkpoint_path
 
 pytestmark = pytest.mark.parity
 
