@@ -55,11 +55,14 @@ FP16_MAX = 65504.0
 # It is a proxy for TensorRT FP16: same storage rounding, but ORT CPU may run some FP16 nodes in FP32 internally.
 # Measured (random-weight pSp IR-SE50 FFHQ fixtures, batch 1-2, latents around latent_avg, onnxruntime 1.31):
 #   32px fixture: latent_next 1.24e-3; image/feedback 6.8e-4 rel-L2, 65.3 dB.  64px: 1.43e-3; 7.3e-4, 63.7 dB.
-# Bounds keep ~7x on rel-L2 and ~14 dB on PSNR over the worst of those.
+#   1024px (S=18, benchmarks/trt_build_ffhq1024.py export): 1.44e-3; 8.8e-4, 58.7 dB.
+#   (Same 1024 synthesis with *everything* FP16, keep=set(): 1.12e-3, 56.6 dB: random weights do not reach the
+#   overflow/underflow regime, so the keep rule is a guard rail here, not a measured necessity.)
+# Bounds keep ~7x on rel-L2 over the worst of those, and >=8 dB on PSNR.
 FP16_TOLERANCES: Dict[tuple, Tolerance] = {
-    ("ort-fp16-proxy", "fp16", "latent_next"): Tolerance(1e-2, note="measured <=1.43e-3 (32/64px fixtures)"),
-    ("ort-fp16-proxy", "fp16", "image"): Tolerance(1e-2, 50.0, note="measured <=7.3e-4 rel-L2, >=63.7 dB"),
-    ("ort-fp16-proxy", "fp16", "feedback"): Tolerance(1e-2, 50.0, note="measured <=7.3e-4 rel-L2, >=63.7 dB"),
+    ("ort-fp16-proxy", "fp16", "latent_next"): Tolerance(1e-2, note="measured <=1.44e-3 (32/64/1024px)"),
+    ("ort-fp16-proxy", "fp16", "image"): Tolerance(1e-2, 50.0, note="measured <=8.8e-4 rel-L2, >=58.7 dB"),
+    ("ort-fp16-proxy", "fp16", "feedback"): Tolerance(1e-2, 50.0, note="measured <=8.8e-4 rel-L2, >=58.7 dB"),
 }
 
 
