@@ -6,25 +6,13 @@ when the exporter is not importable (no torch) a tiny toy export stands in. Engi
 """
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 from pathlib import Path
 
 import pytest
 
-BUILD_LINES: list = []
-
-
-class _Collect(logging.Handler):
-    def emit(self, record):
-        msg = record.getMessage()
-        if msg.startswith("built ") or "proxy parity" in msg:
-            BUILD_LINES.append(msg)
-
-
-logging.getLogger("restyle_rt").addHandler(_Collect(level=logging.INFO))
-logging.getLogger("restyle_rt").setLevel(logging.INFO)
+from _logs import BUILD_LINES, info_logs
 
 
 def pytest_terminal_summary(terminalreporter):
@@ -90,7 +78,8 @@ def built(trt_info, art_dir):
     from restyle_rt.engine import build_engines
 
     out = {}
-    for precision in ("fp32", "fp16"):
-        for rec in build_engines(art_dir, precision=precision, workspace_gb=1.0):
-            out[(rec["graph"], precision)] = rec
+    with info_logs():
+        for precision in ("fp32", "fp16"):
+            for rec in build_engines(art_dir, precision=precision, workspace_gb=1.0):
+                out[(rec["graph"], precision)] = rec
     return out

@@ -122,7 +122,10 @@ def test_fp16_proxy_parity(fp16_graphs, art_dir, graph):
     """Per output: rel-L2 and PSNR of ORT-CPU FP16 graph vs FP32 graph, within fp16.FP16_TOLERANCES."""
     art = artifacts.load(art_dir)
     feeds = fp16.random_feeds(art.spec, graph, batch=2, seed=1, latent_avg=art.latent_avg)
-    reports = fp16.proxy_parity(art_dir / f"{graph}.onnx", fp16_graphs[graph], feeds)
+    from _logs import info_logs
+
+    with info_logs():
+        reports = fp16.proxy_parity(art_dir / f"{graph}.onnx", fp16_graphs[graph], feeds)
     _, outs = art.spec.graph_io(graph)
     assert sorted(reports) == sorted(t.name for t in outs)
     for name, rep in reports.items():
