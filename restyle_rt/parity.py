@@ -74,6 +74,11 @@ TOLERANCES: Dict[Tuple[str, str, str], Tolerance] = {
     # Whole loop, per iteration, ORT vs torch reference loop (errors compound over the feedback path)
     ("ort-loop", "fp32", "latent"): Tolerance(1e-4),
     ("ort-loop", "fp32", "image"): Tolerance(1e-4, 60.0),
+    # FP16 graph (export/fp16.py: demodulation, statistic norms and latent accumulation kept FP32) vs the FP32
+    # graph, both in ONNX Runtime CPU: a *proxy* for FP16 TensorRT engines, which cannot run without a GPU.
+    ("ort-fp16-proxy", "fp16", "latent_next"): Tolerance(1e-2, note="measured <=1.44e-3 (32/64/1024px)"),
+    ("ort-fp16-proxy", "fp16", "image"): Tolerance(1e-2, 50.0, note="measured <=8.8e-4 rel-L2, >=58.7 dB"),
+    ("ort-fp16-proxy", "fp16", "feedback"): Tolerance(1e-2, 50.0, note="measured <=8.8e-4 rel-L2, >=58.7 dB"),
 }
 
 

@@ -33,7 +33,7 @@ from typing import Dict, Iterable, Mapping, Optional, Set
 
 import numpy as np
 
-from ..parity import Report, Tolerance, compare
+from ..parity import TOLERANCES, Report, Tolerance, compare
 
 log = logging.getLogger("restyle_rt")
 
@@ -59,11 +59,8 @@ FP16_MAX = 65504.0
 #   (Same 1024 synthesis with *everything* FP16, keep=set(): 1.12e-3, 56.6 dB: random weights do not reach the
 #   overflow/underflow regime, so the keep rule is a guard rail here, not a measured necessity.)
 # Bounds keep ~7x on rel-L2 over the worst of those, and >=8 dB on PSNR.
-FP16_TOLERANCES: Dict[tuple, Tolerance] = {
-    ("ort-fp16-proxy", "fp16", "latent_next"): Tolerance(1e-2, note="measured <=1.44e-3 (32/64/1024px)"),
-    ("ort-fp16-proxy", "fp16", "image"): Tolerance(1e-2, 50.0, note="measured <=8.8e-4 rel-L2, >=58.7 dB"),
-    ("ort-fp16-proxy", "fp16", "feedback"): Tolerance(1e-2, 50.0, note="measured <=8.8e-4 rel-L2, >=58.7 dB"),
-}
+# The FP16 entries live in the one tolerance table (parity.TOLERANCES, kind "ort-fp16-proxy").
+FP16_TOLERANCES: Dict[tuple, Tolerance] = {k: v for k, v in TOLERANCES.items() if k[1] == "fp16"}
 
 
 def _onnx():

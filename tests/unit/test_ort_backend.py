@@ -146,7 +146,7 @@ def test_missing_artifacts_dir(tmp_path):
 
 def test_unknown_backend_name(toy):
     with pytest.raises(
-        InputError, match=r"unknown backend 'tensorflow'; choose one of auto, ort, trt, torch"
+        InputError, match=r"unknown backend 'tensorflow'; choose one of auto, ort, trt"
     ):
         Inverter.load(toy[0], backend="tensorflow")
 
@@ -160,7 +160,7 @@ def test_unavailable_named_backend_names_the_fix(toy, monkeypatch):
     ):
         backends.get_backend("fake", artifacts.load(toy[0]))
     monkeypatch.setitem(
-        backends.REGISTRY, "fake2", ("restyle_rt.runtime.backends.ort", "OrtBackend", "extra-x")
+        backends.REGISTRY, "fake2", ("restyle_rt.runtime.backends.ort", "OrtBackend", "pip install 'extra-x'")
     )
     monkeypatch.setattr(OrtBackend, "available", classmethod(lambda cls: (False, "no onnxruntime")))
     with pytest.raises(

@@ -20,10 +20,11 @@ log = logging.getLogger("restyle_rt")
 
 # name -> (module, class, what to install when it is unavailable)
 REGISTRY: Dict[str, Tuple[str, str, str]] = {
-    "ort": ("restyle_rt.runtime.backends.ort", "OrtBackend", "restyle-rt (onnxruntime is a core dependency)"),
-    "trt": ("restyle_rt.runtime.backends.trt", "TrtBackend", "restyle-rt[trt]"),
-    "torch": ("restyle_rt.runtime.backends.torch", "TorchBackend", "restyle-rt[export]"),
+    "ort": ("restyle_rt.runtime.backends.ort", "OrtBackend", "pip install 'restyle-rt' (onnxruntime is core)"),
+    "trt": ("restyle_rt.runtime.backends.trt", "TrtBackend",
+            "pip install 'restyle-rt[trt]' plus NVIDIA TensorRT, or 'restyle-rt[trt-rtx]'; and a CUDA GPU"),
 }
+# PyTorch reference loops are benchmark baselines (restyle_rt.bench), not runtime backends: the runtime is torch-free.
 AUTO_ORDER = ("trt", "ort")
 _logged_choices: set = set()
 
@@ -51,7 +52,7 @@ def backend_class(name: str) -> Type[Backend]:
                 f"backend {name!r} is not part of this restyle-rt build "
                 f"({module} is missing); update restyle-rt"
             ) from None
-        raise BackendUnavailable(f"backend {name!r} needs {e.name or e}; pip install '{extra}'") from None
+        raise BackendUnavailable(f"backend {name!r} needs {e.name or e}; {extra}") from None
     return getattr(mod, cls)
 
 
@@ -83,7 +84,7 @@ def get_backend(name: str, artifacts: Artifacts, **opts) -> Backend:
         ok, why = available(name)
         if not ok:
             extra = REGISTRY[name][2]
-            raise BackendUnavailable(f"backend {name!r} is unavailable: {why} (pip install '{extra}')")
+            raise BackendUnavailable(f"backend {name!r} is unavailable: {why} ({extra})")
         return backend_class(name)(artifacts, **opts)
     reasons = []
     for cand in AUTO_ORDER:
