@@ -109,14 +109,22 @@ def init_encoder(enc: ReStyleEncoder, spec: ModelSpec, gen: torch.Generator, fee
 
 @torch.no_grad()
 def init_generator(g: Generator, gen: torch.Generator) -> None:
-    """Official-style randn weights, plus nonzero noise strengths and biases (zero in the constructor)."""
+    """Official-style randn weights, plus nonzero noise strengths and biases (zero in the constructor).
+
+    ToRGB layers are not demodulated, so their output scales with their style; their modulation weights get a
+    small gain (style ~ 1 + small, as the bias init of 1 intends) so the image does not grow with the latent's
+    norm and the random-weight loop stays in a realistic range instead of diverging geometrically.
+    """
     for name, p in g.named_parameters():
+        rgb = name.startswith(("to_rgb1.", "to_rgbs."))
         if name.endswith("noise.weight"):
             p.copy_((0.05 + 0.25 * torch.rand(1, generator=gen)) * (1 if torch.rand(1, generator=gen) > .3 else -1))
-        elif name.endswith("activate.bias") or name.endswith(".bias") and "to_rgb" in name:
+        elif name.endswith("activate.bias") or (rgb and name.endswith(".bias") and "modulation" not in name):
             p.copy_(0.1 * torch.randn(p.shape, generator=gen))
         elif name.endswith("modulation.bias"):
             p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=gen))
+        elif rgb and name.endswith("modulation.weight"):
+            p.copy_(0.1 * torch.randn(p.shape, generator=gen))
         elif name.startswith("style.") and name.endswith(".bias"):
             p.copy_(0.1 * torch.randn(p.shape, generator=gen))
         else:

@@ -90,7 +90,7 @@ def test_loop_parity_per_iteration(case, record_property):
         assert tolerance("ort-loop", "fp32", "latent").check(lat) is None, (t, lat)
         assert tolerance("ort-loop", "fp32", "image").check(img) is None, (t, img)
     # the loop really moves: every step changes the latent, so per-step parity is not trivially the first step's
-    deltas = [float(np.abs(ref[t].latent - ref[t - 1].latent).mean()) for t in range(1, N_ITERS)]
+    deltas = [(ref[t].latent - ref[t - 1].latent).abs().mean().item() for t in range(1, N_ITERS)]
     assert min(deltas) > 1e-4, deltas
     np.testing.assert_array_equal(res.latents, res.step_latents[-1])
     record_property("loop_parity", json.dumps(table))
