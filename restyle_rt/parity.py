@@ -60,20 +60,23 @@ class Tolerance:
         return None
 
 
-# (comparison, precision, output) -> Tolerance.  Measured values are quoted in each note; bounds keep ~10x margin
-# on rel-L2 (or ~10 dB on PSNR) over the worst value seen across the test fixtures.
+# (comparison, precision, output) -> Tolerance.  Each note quotes the worst value measured on the re-initialised
+# random-weight fixtures (tests/model_fixtures.py: pSp/e4e x IR-SE50/ResNet34, ffhq- and cars-like, both
+# latent_avg shapes; torch 2.13 CPU, onnxruntime 1.31 CPU); bounds keep >= ~5x margin on rel-L2 and >= 20 dB on PSNR.
 TOLERANCES: Dict[Tuple[str, str, str], Tolerance] = {
-    # export formulation (static weights, activation modulation, folded noise) vs official formulation, torch fp32
-    ("export-vs-official", "fp32", "latent_next"): Tolerance(1e-5, note="measured <=1e-6 on test fixtures"),
-    ("export-vs-official", "fp32", "image"): Tolerance(1e-5, 90.0, note="measured rel-L2 <=1e-6"),
-    ("export-vs-official", "fp32", "feedback"): Tolerance(1e-5, 90.0, note="measured rel-L2 <=1e-6"),
-    # ONNX Runtime CPU fp32 vs the torch export modules, one graph call
-    ("ort", "fp32", "latent_next"): Tolerance(1e-5, note="start value from the issue; see test table"),
-    ("ort", "fp32", "image"): Tolerance(1e-5, 60.0),
-    ("ort", "fp32", "feedback"): Tolerance(1e-5, 60.0),
-    # Whole loop, per iteration, ORT vs torch reference loop (errors compound over the feedback path)
-    ("ort-loop", "fp32", "latent"): Tolerance(1e-4),
-    ("ort-loop", "fp32", "image"): Tolerance(1e-4, 60.0),
+    # export formulation (batched heads, static weights, activation modulation, folded noise) vs the official
+    # formulation (head loop, grouped conv, upfirdn2d), torch fp32, one call
+    ("export-vs-official", "fp32", "latent_next"): Tolerance(1e-5, note="measured 0 (identical) to 1.1e-6"),
+    ("export-vs-official", "fp32", "image"): Tolerance(1e-5, 100.0, note="measured <=1.2e-6 rel-L2, >=124 dB"),
+    ("export-vs-official", "fp32", "feedback"): Tolerance(1e-5, 100.0, note="measured <=1.2e-6, >=124 dB"),
+    # ONNX Runtime CPU fp32 vs the torch export modules, one graph call (the issue's start: 1e-5 / 60 dB)
+    ("ort", "fp32", "latent_next"): Tolerance(1e-5, note="measured <=1.4e-6"),
+    ("ort", "fp32", "image"): Tolerance(1e-5, 100.0, note="measured <=9.5e-7 rel-L2, >=125 dB"),
+    ("ort", "fp32", "feedback"): Tolerance(1e-5, 100.0, note="measured <=9.5e-7 rel-L2, >=125 dB"),
+    # The whole loop, after each of 5 iterations, ORT vs the official-formulation torch loop. Differences
+    # compound through the feedback path (about 2x per step with these random weights).
+    ("ort-loop", "fp32", "latent"): Tolerance(1e-4, note="measured step 1..5 <= 1.5e-6 .. 2.2e-5"),
+    ("ort-loop", "fp32", "image"): Tolerance(3e-4, 80.0, note="measured step 1..5 <= 2.8e-6 .. 6.1e-5, >=91 dB"),
     # FP16 graph (export/fp16.py: demodulation, statistic norms and latent accumulation kept FP32) vs the FP32
     # graph, both in ONNX Runtime CPU: a *proxy* for FP16 TensorRT engines, which cannot run without a GPU.
     ("ort-fp16-proxy", "fp16", "latent_next"): Tolerance(1e-2, note="measured <=1.44e-3 (32/64/1024px)"),

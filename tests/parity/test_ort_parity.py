@@ -18,7 +18,7 @@ from restyle_rt.parity import compare, tolerance
 from restyle_rt.runtime.backends import get_backend
 
 pytestmark = pytest.mark.parity
-N_ITERS = 4
+N_ITERS = 5  # the official default
 
 
 @pytest.fixture(scope="module", params=EXPORTED)
