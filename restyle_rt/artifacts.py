@@ -2,7 +2,8 @@
 
 Layout::
 
-    DIR/encoder.onnx  synthesis.onnx  latent_avg.npy [S,512]  avg_feedback.npy [3,H,W]  manifest.json
+    DIR/encoder.onnx (+ encoder.onnx.data)  synthesis.onnx (+ .data)  latent_avg.npy [S,512]
+        avg_feedback.npy [3,H,W]  manifest.json
     DIR/engines/<name>.engine      (added by ``restyle-rt build``; recorded under manifest["engines"])
 
 Writers go through :func:`staging_dir` so a failed export leaves nothing half-written; readers go through
@@ -132,11 +133,14 @@ def load(directory: os.PathLike, check_hashes: bool = False) -> Artifacts:
     graphs = manifest.get("graphs", {})
     for g in GRAPHS:
         _require(g in graphs, f"{mpath}: graphs.{g} missing")
-        p = root / graphs[g]["file"]
-        _require(p.is_file(), f"{p} listed in the manifest is missing")
-        if check_hashes and "sha256" in graphs[g]:
-            got = sha256_file(p)
-            _require(got == graphs[g]["sha256"], f"{p}: sha256 {got[:12]}… != manifest {graphs[g]['sha256'][:12]}…")
+        for key, hkey in (("file", "sha256"), ("data_file", "data_sha256")):
+            if key not in graphs[g]:
+                continue
+            p = root / graphs[g][key]
+            _require(p.is_file(), f"{p} listed in the manifest is missing")
+            if check_hashes and hkey in graphs[g]:
+                got = sha256_file(p)
+                _require(got == graphs[g][hkey], f"{p}: sha256 {got[:12]}… != manifest {graphs[g][hkey][:12]}…")
     lat = _load_array(root / LATENT_AVG, (spec.n_styles, 512))
     fb = _load_array(root / AVG_FEEDBACK, (3, *spec.input_hw))
     return Artifacts(root=root, manifest=manifest, spec=spec, latent_avg=lat, avg_feedback=fb)
