@@ -131,8 +131,9 @@ private:
     std::string mNamespace;
 };
 
-}  // namespace restyle_rt
+// The macro pastes its argument into a variable name: unqualified class name, inside the namespace.
+REGISTER_TENSORRT_PLUGIN(ModconvPluginV2Creator);
 
-REGISTER_TENSORRT_PLUGIN(restyle_rt::ModconvPluginV2Creator);
+}  // namespace restyle_rt
 
 #endif  // NV_TENSORRT_MAJOR < 10

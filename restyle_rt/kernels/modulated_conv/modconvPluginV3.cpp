@@ -139,10 +139,11 @@ private:
     PluginFieldCollection mFc{};
 };
 
-}  // namespace restyle_rt
-
 // Static registration for libraries loaded with dlopen/ctypes (Polygraphy --plugins, trtexec --staticPlugins).
-REGISTER_TENSORRT_PLUGIN(restyle_rt::ModconvPluginV3Creator);
+// The macro pastes its argument into a variable name, so it takes the unqualified class name, inside the namespace.
+REGISTER_TENSORRT_PLUGIN(ModconvPluginV3Creator);
+
+}  // namespace restyle_rt
 
 // Entry point for IPluginRegistry::loadLibrary and version-compatible engines (setPluginsToSerialize).
 extern "C" nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators) {
