@@ -313,3 +313,49 @@ def proxy_parity(fp32_path: os.PathLike, fp16_path: os.PathLike,
         log.info("FP16 proxy parity (ORT CPU, %s vs %s) %s: rel-L2 %.3g, PSNR %.1f dB, max-abs %.3g",
                  Path(fp16_path).name, Path(fp32_path).name, k, r.rel_l2, r.psnr_db, r.max_abs)
     return reports
+
+
+def proxy_loop_parity(artifacts_dir: os.PathLike, images: np.ndarray, n_iters: int = 5,
+                      work_dir: Optional[os.PathLike] = None) -> list:
+    """FP16 *proxy* parity of the whole loop, per iteration: the ORT backend on the FP16 graphs vs on the FP32 ones.
+
+    The FP16 graphs are derived into ``work_dir`` (default: a temporary directory) next to a copy of the manifest
+    that points at them, so the runtime's own loop runs unchanged on both precisions.
+
+    Returns:
+        One dict per step: latent rel-L2, image rel-L2 and image PSNR (dB) of FP16 against FP32.
+    """
+    import json
+    import shutil
+    import tempfile
+
+    from ..artifacts import MANIFEST, load
+    from ..runtime.backends import get_backend
+
+    src = Path(artifacts_dir)
+    art32 = load(src)
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        tmp = Path(tmp)
+        manifest = json.loads((src / MANIFEST).read_text())
+        for g in ("encoder", "synthesis"):
+            export_fp16(art32.graph_path(g), tmp / f"{g}.fp16.onnx")
+            manifest["graphs"][g] = dict(manifest["graphs"][g], file=f"{g}.fp16.onnx")
+            for k in ("sha256", "data_file", "data_sha256"):
+                manifest["graphs"][g].pop(k, None)
+        for name in ("latent_avg.npy", "avg_feedback.npy"):
+            shutil.copy(src / name, tmp / name)
+        (tmp / MANIFEST).write_text(json.dumps(manifest))
+        results = []
+        for art in (art32, load(tmp)):
+            with get_backend("ort", art) as be:
+                results.append(be.run_loop(images, n_iters, return_steps=True))
+    ref, got = results
+    steps = []
+    for t in range(n_iters):
+        lat = compare(got.step_latents[t], ref.step_latents[t])
+        img = compare(got.step_images[t], ref.step_images[t])
+        steps.append({"step": t + 1, "latent_rel_l2": lat.rel_l2, "image_rel_l2": img.rel_l2,
+                      "image_psnr_db": img.psnr_db})
+        log.info("FP16 proxy loop (ORT CPU) step %d: latent rel-L2 %.3g, image rel-L2 %.3g, PSNR %.1f dB",
+                 t + 1, lat.rel_l2, img.rel_l2, img.psnr_db)
+    return steps
