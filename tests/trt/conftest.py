@@ -6,7 +6,6 @@ when the exporter is not importable (no torch) a tiny toy export stands in. Engi
 """
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -33,16 +32,15 @@ def trt_info():
 
 
 def _copy_artifacts(src: Path, dst: Path) -> Path:
-    """Private copy (graphs hard-linked) so that engines and manifest edits never touch the shared cache."""
+    """Private copy so that engines and manifest edits never touch the shared cache.
+
+    Real copies, not hard links: ``onnx.load`` refuses external data files with several links ("potential
+    hardlink attack").
+    """
     dst.mkdir(parents=True)
     for p in src.iterdir():
         if p.is_file():
-            try:
-                os.link(p, dst / p.name)
-            except OSError:
-                shutil.copy2(p, dst / p.name)
-    (dst / "manifest.json").unlink()
-    shutil.copy2(src / "manifest.json", dst / "manifest.json")  # edited by the builder: a real copy
+            shutil.copy2(p, dst / p.name)
     return dst
 
 
