@@ -27,14 +27,14 @@ log = logging.getLogger("restyle_rt")
 
 
 def weights_bytes(artifacts_dir: os.PathLike) -> int:
-    """Bytes of the two ONNX graphs and any external-data files next to them."""
+    """Bytes of the two graphs the runtime loads (``encoder``, ``synthesis``) and their external-data files."""
     root = Path(artifacts_dir)
+    graphs = json.loads((root / "manifest.json").read_text())["graphs"]
     total = 0
-    for p in root.iterdir():
-        if p.is_file() and (
-            p.suffix == ".onnx" or p.suffix in (".data", ".bin") or p.name.endswith(".onnx_data")
-        ):
-            total += p.stat().st_size
+    for g in ("encoder", "synthesis"):
+        for key in ("file", "data_file"):
+            if key in graphs[g]:
+                total += (root / graphs[g][key]).stat().st_size
     return total
 
 
