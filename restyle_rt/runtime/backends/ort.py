@@ -48,6 +48,9 @@ class OrtBackend(Backend):
         device_id: the GPU for CUDA/TensorRT providers.
         io_binding: run the loop with IOBinding (default: only on a GPU provider). ``True`` on CPU exercises
             the device-loop code with host memory.
+        spinning: let idle intra-op threads spin-wait (ORT's default). Off by default here: on the 2-vCPU
+            benchmark VM it was 3-10 % slower per graph call at batch 1 and collapsed under oversubscription
+            (see benchmarks/README.md); turn it on for a dedicated multi-core box if it measures faster there.
 
     Raises:
         ArtifactError: a graph's inputs/outputs do not match ``spec.graph_io``.
@@ -64,8 +67,10 @@ class OrtBackend(Backend):
         threads: Optional[int] = None,
         device_id: int = 0,
         io_binding: Optional[bool] = None,
+        spinning: bool = False,
     ):
         super().__init__(artifacts)
+        self.spinning = bool(spinning)
         import onnxruntime as ort
 
         self._ort = ort
@@ -106,6 +111,7 @@ class OrtBackend(Backend):
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.log_severity_level = 3
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spinning else "0")
         opts = [self._provider_options(p, graph) for p in providers]
         path = self.artifacts.graph_path(graph)
         try:
