@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -41,10 +40,10 @@ def main() -> int:
     steps = {"make_checkpoint": run(["restyle-rt", "make-checkpoint", str(ckpt), "--preset", "ffhq-1024"]),
              "export": run(["restyle-rt", "export", str(ckpt), "--out", str(art), "--force", "--no-progress"])}
     manifest = json.loads((art / "manifest.json").read_text())
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
+    from restyle_rt.bench.runner import machine_info
+
     rec = {"what": "full FFHQ-1024 export (pSp IR-SE50, S=18), random weights in the official format",
-           "machine": {"cpu": cpu, "cpus": os.cpu_count(), "platform": platform.platform(),
-                       "load_avg_at_end": os.getloadavg()},
+           "machine": machine_info(threads=os.cpu_count()),
            "steps": steps,
            "checkpoint_bytes": ckpt.stat().st_size,
            "graph_bytes": {g: v["bytes"] for g, v in manifest["graphs"].items()},

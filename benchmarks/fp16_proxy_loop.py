@@ -33,10 +33,11 @@ def main() -> int:
     spec = load(args.artifacts).spec
     x = sample_images(args.batch, spec.input_hw, torch.Generator().manual_seed(7)).numpy().astype(np.float32)
     steps = proxy_loop_parity(args.artifacts, x, args.iters)
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
+    from restyle_rt.bench.runner import machine_info
+
     rec = {"what": "FP16 proxy (ONNX Runtime CPU, FP16 graphs vs FP32 graphs), whole loop, per iteration",
            "command": " ".join(["python3"] + sys.argv), "spec": spec.to_dict(), "batch": args.batch,
-           "machine": {"cpu": cpu, "cpus": os.cpu_count()}, "steps": steps}
+           "machine": machine_info(threads=os.cpu_count()), "steps": steps}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(rec, indent=1) + "\n")
     print(json.dumps(steps, indent=1))

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -25,18 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def machine() -> dict:
-    mem = 0
-    try:
-        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError):
-        pass
-    cpu = platform.processor()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"platform": platform.platform(), "cpu": cpu, "cpus": os.cpu_count(), "memory_gib": round(mem / 2**30, 1),
-            "python": platform.python_version(), "gpu": "none (TensorRT-RTX ahead-of-time build on CPU)"}
+    from restyle_rt.bench.runner import machine_info
+
+    return dict(machine_info(threads=os.cpu_count()), gpu="none (TensorRT-RTX ahead-of-time build on CPU)")
 
 
 def export(ckpt: Path | None, out: Path, relax: bool = False) -> dict:
