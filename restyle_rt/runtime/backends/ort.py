@@ -68,9 +68,10 @@ class OrtBackend(Backend):
         device_id: int = 0,
         io_binding: Optional[bool] = None,
         spinning: bool = False,
+        cpu_arena: bool = False,
     ):
         super().__init__(artifacts)
-        self.spinning = bool(spinning)
+        self.spinning, self.cpu_arena = bool(spinning), bool(cpu_arena)
         import onnxruntime as ort
 
         self._ort = ort
@@ -112,6 +113,7 @@ class OrtBackend(Backend):
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.log_severity_level = 3
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spinning else "0")
+        so.enable_cpu_mem_arena = self.cpu_arena
         opts = [self._provider_options(p, graph) for p in providers]
         path = self.artifacts.graph_path(graph)
         try:
