@@ -95,7 +95,8 @@ def tolerance(kind: str, precision: str, output: str) -> Tolerance:
     try:
         return TOLERANCES[(kind, precision, output)]
     except KeyError:
-        raise KeyError(f"no tolerance for ({kind!r}, {precision!r}, {output!r}); add one to parity.TOLERANCES") from None
+        raise KeyError(f"no tolerance for ({kind!r}, {precision!r}, {output!r}); "
+                       "add one to parity.TOLERANCES") from None
 
 
 def check(kind: str, precision: str, outputs: Dict[str, np.ndarray], refs: Dict[str, np.ndarray]) -> Dict[str, dict]:

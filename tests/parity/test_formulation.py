@@ -84,7 +84,8 @@ def test_skip_upsample_is_upfirdn2d(models):
 @torch.no_grad()
 def test_batched_heads_equal_head_loop(models):
     enc = models.encoder_official.encoder
-    feat = torch.randn(2, 512, *(s // 16 for s in models.ckpt.spec.input_hw), generator=torch.Generator().manual_seed(3))
+    hw = tuple(s // 16 for s in models.ckpt.spec.input_hw)
+    feat = torch.randn(2, 512, *hw, generator=torch.Generator().manual_seed(3))
     loop = torch.stack([h(feat) for h in enc.styles], 1)
     batched = BatchedHeads(enc.styles)(feat)
     # same math, different summation order: ~1e-7 relative

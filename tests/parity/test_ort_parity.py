@@ -39,7 +39,8 @@ def test_manifest_records_contract_and_parity(case):
             assert tolerance("ort", "fp32", out).check(_Rep(rep)) is None
     import onnx
 
-    meta = {p.key: p.value for p in onnx.load(str(art.graph_path("synthesis")), load_external_data=False).metadata_props}
+    model = onnx.load(str(art.graph_path("synthesis")), load_external_data=False)
+    meta = {p.key: p.value for p in model.metadata_props}
     assert meta["restyle_rt.graph"] == "synthesis" and meta["restyle_rt.source_sha256"] == models.ckpt.sha256
 
 
@@ -60,7 +61,8 @@ def test_single_calls_dynamic_batch(case, batch):
     spec = models.ckpt.spec
     g = torch.Generator().manual_seed(batch)
     x = sample_images(batch, spec.input_hw, g)
-    y = torch.from_numpy(art.avg_feedback)[None].repeat(batch, 1, 1, 1) + 0.05 * torch.randn(batch, 3, *spec.input_hw, generator=g)
+    y = torch.from_numpy(art.avg_feedback)[None].repeat(batch, 1, 1, 1)
+    y = y + 0.05 * torch.randn(batch, 3, *spec.input_hw, generator=g)
     w = models.ckpt.latent_avg[None] + 0.3 * torch.randn(batch, spec.n_styles, 512, generator=g)
     with get_backend("ort", art) as be, torch.no_grad():
         got = be.encode(x.numpy(), y.numpy(), w.numpy()).copy()

@@ -112,8 +112,9 @@ def test_toy_keep_set_is_the_demod_chain():
     import onnxruntime as ort
 
     lat = np.random.default_rng(0).standard_normal((1, 512)).astype(np.float32)
-    a, b = (ort.InferenceSession(mm.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"latent": lat})[0]
-            for mm in (model, half))
+    cpu = ["CPUExecutionProvider"]
+    sessions = [ort.InferenceSession(mm.SerializeToString(), providers=cpu) for mm in (model, half)]
+    a, b = (sess.run(None, {"latent": lat})[0] for sess in sessions)
     assert b.dtype == np.float32 and np.allclose(a, b, rtol=5e-3, atol=5e-3)
 
 
