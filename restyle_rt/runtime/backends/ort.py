@@ -68,10 +68,11 @@ class OrtBackend(Backend):
         device_id: int = 0,
         io_binding: Optional[bool] = None,
         spinning: bool = False,
-        cpu_arena: bool = False,
+        cpu_arena: bool = True,
+        mem_pattern: bool = False,
     ):
         super().__init__(artifacts)
-        self.spinning, self.cpu_arena = bool(spinning), bool(cpu_arena)
+        self.spinning, self.cpu_arena, self.mem_pattern = bool(spinning), bool(cpu_arena), bool(mem_pattern)
         import onnxruntime as ort
 
         self._ort = ort
@@ -114,6 +115,7 @@ class OrtBackend(Backend):
         so.log_severity_level = 3
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spinning else "0")
         so.enable_cpu_mem_arena = self.cpu_arena
+        so.enable_mem_pattern = self.mem_pattern
         opts = [self._provider_options(p, graph) for p in providers]
         path = self.artifacts.graph_path(graph)
         try:
