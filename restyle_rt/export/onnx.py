@@ -107,7 +107,6 @@ def validate(models: TorchModels, root: Path, y0: torch.Tensor) -> dict:
     off_e = {"latent_next": models.encoder_official(image, feedback, latent).numpy()}
     ort_e = _ort_session(root / graph_file("encoder")).run(
         None, {"image": image.numpy(), "feedback": feedback.numpy(), "latent": latent.numpy()})
-    # compare the residual E(.) too: latent_next = latent + E, and E is what the encoder graph computes
     report["encoder"] = {"ort": check("ort", "fp32", {"latent_next": ort_e[0]}, ref_e),
                          "export-vs-official": check("export-vs-official", "fp32", ref_e, off_e)}
     img, fb = models.synthesis(latent)
@@ -182,7 +181,7 @@ def _export(checkpoint, out_dir, opset, max_batch, overwrite, bar, t0, plugin_va
         bar.update()
         manifest = _manifest(ckpt, spec, tmp, opset, max_batch, report, time.perf_counter() - t0)
         if plugin_variant:
-            manifest["variants"]["synthesis.plugin"] = _plugin_variant(ckpt, spec, tmp, latent, opset)
+            manifest["variants"]["synthesis.plugin"] = _plugin_variant(models, tmp, latent, opset)
         write_manifest(tmp, manifest)
     log.info("exported %s -> %s in %.1f s", Path(checkpoint).name, out_dir, time.perf_counter() - t0)
     return Path(out_dir)
@@ -224,7 +223,7 @@ PLUGIN_FILE = "synthesis.plugin.onnx"
 
 
 @torch.no_grad()
-def _plugin_variant(ckpt, spec, root: Path, latent: torch.Tensor, opset: int) -> dict:
+def _plugin_variant(models: TorchModels, root: Path, latent: torch.Tensor, opset: int) -> dict:
     """Trace the synthesis graph with ``ModulatedConv2d`` custom nodes (TensorRT plugin) and describe it.
 
     ONNX Runtime and onnx.checker do not know the custom op, so this graph is checked structurally here
@@ -234,10 +233,9 @@ def _plugin_variant(ckpt, spec, root: Path, latent: torch.Tensor, opset: int) ->
 
     from .graphs import SynthesisGraph
 
-    enc, gen = ckpt.build()
-    del enc
-    portable, plugged = SynthesisGraph(gen, spec).eval(), SynthesisGraph(gen, spec, plugin=True).eval()
-    ref, got = portable(latent)[0], plugged(latent)[0]
+    spec, gen = models.ckpt.spec, models.synthesis_official.net
+    plugged = SynthesisGraph(gen, spec, plugin=True).eval()
+    ref, got = models.synthesis(latent)[0], plugged(latent)[0]
     rel = float((got - ref).norm() / ref.norm())
     if rel > 1e-5:
         raise ParityError(f"plugin-node synthesis (torch reference of the fused op) vs portable: rel-L2 {rel:.3g}")

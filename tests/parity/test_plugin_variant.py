@@ -7,6 +7,7 @@ import torch
 from model_fixtures import checkpoint_path
 from restyle_rt.export.checkpoint import load_checkpoint
 from restyle_rt.export.onnx import PLUGIN_FILE, _plugin_variant
+from restyle_rt.export.reference import TorchModels
 
 pytestmark = pytest.mark.parity
 
@@ -16,7 +17,7 @@ def test_plugin_variant_graph(tmp_path):
     ckpt = load_checkpoint(checkpoint_path("psp-resnet34-church"))
     spec = ckpt.spec
     latent = ckpt.latent_avg[None].repeat(2, 1, 1) + 0.3 * torch.randn(2, spec.n_styles, 512)
-    rec = _plugin_variant(ckpt, spec, tmp_path, latent, 17)
+    rec = _plugin_variant(TorchModels.from_checkpoint(ckpt), tmp_path, latent, 17)
     n_layers = 2 * (spec.output_size.bit_length() - 3) + 1        # conv1 + 2 per resolution above 4
     n_rgb = spec.output_size.bit_length() - 2                       # to_rgb1 + one per resolution above 4
     assert rec["nodes"] == n_layers + n_rgb and rec["torch_reference_rel_l2"] < 1e-5
