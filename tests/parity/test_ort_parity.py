@@ -33,7 +33,7 @@ def test_manifest_records_contract_and_parity(case):
     m = art.manifest
     assert m["spec"] == models.ckpt.spec.to_dict()
     assert m["source"]["sha256"] == models.ckpt.sha256
-    for graph, outputs in (("encoder", ["latent_next"]), ("synthesis", ["image", "feedback"])):
+    for graph, outputs in (("encoder", ["latent_next", "residual"]), ("synthesis", ["image", "feedback"])):
         for out in outputs:
             rep = m["parity"][graph]["ort"][out]
             assert tolerance("ort", "fp32", out).check(_Rep(rep)) is None
@@ -66,7 +66,9 @@ def test_single_calls_dynamic_batch(case, batch):
     w = models.ckpt.latent_avg[None] + 0.3 * torch.randn(batch, spec.n_styles, 512, generator=g)
     with get_backend("ort", art) as be, torch.no_grad():
         got = be.encode(x.numpy(), y.numpy(), w.numpy()).copy()
-        assert tolerance("ort", "fp32", "latent_next").check(compare(got, models.encoder(x, y, w).numpy())) is None
+        ref = models.encoder(x, y, w).numpy()
+        assert tolerance("ort", "fp32", "latent_next").check(compare(got, ref)) is None
+        assert tolerance("ort", "fp32", "residual").check(compare(got - w.numpy(), ref - w.numpy())) is None
         img, fb = (a.copy() for a in be.synthesize(w.numpy()))
         ref_img, ref_fb = models.synthesis(w)
         assert img.shape == (batch, 3, *spec.image_hw)
