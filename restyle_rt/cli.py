@@ -26,7 +26,8 @@ COMMANDS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="restyle-rt", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="restyle-rt", description="ReStyle inversion as ONNX / TensorRT graphs: export an "
+                                "official checkpoint, build engines, invert images, benchmark.")
     p.add_argument("--version", action="version", version=f"restyle-rt {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
