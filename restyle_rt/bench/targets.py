@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import os
 import time
 from typing import Dict, List, Optional, Tuple
 
@@ -45,11 +44,10 @@ def known_names() -> Tuple[str, ...]:
 
 
 def default_threads() -> int:
-    """Intra-op threads for every target: the CPUs this process may run on (what the ort backend uses)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
+    """Intra-op threads for every target: exactly what the ort backend uses (the CPUs this process may run on)."""
+    from ..runtime.backends.ort import default_threads as ort_default_threads  # onnxruntime is imported lazily
+
+    return ort_default_threads()
 
 
 def resolve_backends(requested: Optional[List[str]], have_checkpoint: bool) -> List[str]:
