@@ -99,9 +99,12 @@ def _ort_session(path: Path):
 
 
 @torch.no_grad()
-def validate(models: TorchModels, root: Path, y0: torch.Tensor) -> dict:
-    """Parity report for both graphs: ORT vs torch export modules, export vs official formulation (torch)."""
-    image, feedback, latent = _seeded_inputs(models, y0)
+def validate(models: TorchModels, root: Path, inputs: tuple) -> dict:
+    """Parity report for both graphs: ORT vs torch export modules, export vs official formulation (torch).
+
+    ``inputs`` = (image, feedback, latent), the seeded batch the graphs were traced with (``_seeded_inputs``).
+    """
+    image, feedback, latent = inputs
     report = {}
     lat = latent.numpy()
 
@@ -184,7 +187,7 @@ def _export(checkpoint, out_dir, opset, max_batch, overwrite, bar, t0, plugin_va
             _clean(tmp / graph_file(g), spec, g, dict(meta, **{"restyle_rt.graph": g}))
         bar.update()
         bar.set_postfix_str("validate")
-        report = validate(models, tmp, y0)
+        report = validate(models, tmp, (image, feedback, latent))
         bar.update()
         manifest = _manifest(ckpt, spec, tmp, opset, max_batch, report, time.perf_counter() - t0)
         if plugin_variant:
