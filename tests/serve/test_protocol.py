@@ -1,0 +1,105 @@
+"""The ``restyle`` model's request handling without a server: grouping, per-request errors, parity with invert."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+
+from restyle_rt import Inverter
+from restyle_rt.serve import env, protocol
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def inv(toy):
+    with Inverter.load(toy[0], backend="ort") as inverter:
+        yield inverter
+
+
+def _png(seed: int, size=(20, 28)) -> bytes:
+    from PIL import Image
+
+    a = np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)
+    a = (a * (0.3 + 0.1 * seed)).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _invert(inv):
+    calls = []
+
+    def run(x, n, steps, tau):
+        calls.append((x.shape[0], n, steps, tau))
+        return inv.invert(x, n_iters=n, return_steps=steps, early_exit=tau)
+
+    return run, calls
+
+
+def test_groups_and_parity(inv):
+    hw = inv.spec.input_hw
+    x = inv.preprocess([np.random.default_rng(9).integers(0, 256, (30, 30, 3), dtype=np.uint8)])  # [1, 3, H, W]
+    reqs = [
+        {"image_bytes": np.array([[_png(1)], [_png(2)]], dtype=object), "iters": np.array([[3], [3]], np.int32)},
+        {"images": x, "iters": np.array([[2]], np.int32), "return_steps": np.array([[True]])},
+        {"image_bytes": np.array([[_png(3)]], dtype=object), "iters": np.array([[3]], np.int32)},
+    ]
+    run, calls = _invert(inv)
+    out = protocol.run_requests(run, reqs, hw)
+    assert sorted(calls) == sorted([(3, 3, False, None), (1, 2, True, None)])  # one loop per argument group
+    ref = inv.invert([protocol.io.decode_image(_png(k)) for k in (1, 2, 3)], n_iters=3)
+    np.testing.assert_allclose(np.concatenate([out[0]["latents"], out[2]["latents"]]), ref.latents, atol=1e-6)
+    assert out[0]["image"].dtype == np.uint8 and out[0]["image"].shape == (2, *inv.spec.image_hw, 3)
+    assert out[0]["steps_used"].tolist() == [[3], [3]]
+    ref2 = inv.invert(x, n_iters=2, return_steps=True)
+    assert out[1]["step_latents"].shape == (1, 2, inv.spec.n_styles, 512)
+    np.testing.assert_allclose(out[1]["step_latents"][:, 1], ref2.latents, atol=1e-6)
+    assert "step_latents" not in out[0]
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"image_bytes": np.array([[b"not an image"]], dtype=object)}, "not a readable image"),
+    ({"image_bytes": np.array([[b""]], dtype=object)}, "empty image"),
+    ({}, "exactly one of"),
+    ({"image_bytes": np.array([[b"x"]], dtype=object), "images": np.zeros((1, 3, 16, 16), np.float32)}, "both"),
+    ({"images": np.zeros((1, 3, 8, 8), np.float32)}, "expected float32"),
+    ({"images": np.full((1, 3, 16, 16), np.nan, np.float32)}, "NaN"),
+    ({"images": np.zeros((1, 3, 16, 16), np.float32), "iters": np.array([[0]], np.int32)}, "positive integer"),
+    ({"images": np.zeros((1, 3, 16, 16), np.float32), "iters": np.array([[21]], np.int32)}, "expected 1..20"),
+    ({"images": np.zeros((2, 3, 16, 16), np.float32), "iters": np.array([[2], [3]], np.int32)}, "same value"),
+    ({"images": np.zeros((1, 3, 16, 16), np.float32), "early_exit": np.array([[-1.0]], np.float32)}, "early_exit"),
+])
+def test_bad_request_alone_fails(inv, bad, match):
+    good = {"images": np.zeros((1, 3, 16, 16), np.float32), "iters": np.array([[2]], np.int32)}
+    run, calls = _invert(inv)
+    out = protocol.run_requests(run, [good, bad, good], inv.spec.input_hw)
+    assert isinstance(out[1], protocol.RequestError) and match in str(out[1])
+    assert out[0]["latents"].shape == (1, 4, 512) and out[2]["latents"].shape == (1, 4, 512)
+    assert calls == [(2, 2, False, None)]
+
+
+def test_proxy_patch_is_anchored():
+    src = ("x = 1\n" + env._ANCHOR + "        return 1\n")
+    patched = env.patch_proxy_source(src)
+    assert env.ERROR_KEY in patched and patched.count("def _wrap_response") == 1
+    compile(patched, "model.py", "exec")
+    assert env.patch_proxy_source(patched) == patched
+    with pytest.raises(env.BackendUnavailable, match="0.7"):
+        env.patch_proxy_source("def _wrap_response(response):\n    pass\n")
+
+
+def test_check_refuses_numpy2_or_missing_pytriton():
+    try:
+        import pytriton  # noqa: F401
+    except ImportError:
+        with pytest.raises(env.BackendUnavailable, match="nvidia-pytriton"):
+            env.check()
+        return
+    if int(np.__version__.split(".")[0]) >= 2:
+        with pytest.raises(env.BackendUnavailable, match="numpy<2"):
+            env.check()
+    else:
+        env.check()
