@@ -139,7 +139,8 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
 
         img = _decode_pil(_io.BytesIO(bytes(data)))
     if img is None:
-        raise InputError(f"{name}: not a readable image ({len(data)} bytes; corrupt, truncated or an unsupported format)")
+        raise InputError(f"{name}: not a readable image ({len(data)} bytes; corrupt, truncated or an unsupported "
+                         "format)")
     return img
 
 

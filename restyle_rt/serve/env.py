@@ -41,7 +41,7 @@ _PATCH = (
     + "            _msg = _msg.decode('utf-8', 'replace') if isinstance(_msg, bytes) else str(_msg)\n"
     + "            return pb_utils.InferenceResponse(  # pytype: disable=module-attr\n"
     + "                output_tensors=[],\n"
-    + "                error=pb_utils.TritonError(_msg, pb_utils.TritonError.INVALID_ARG),  # pytype: disable=module-attr\n"
+    + "                error=pb_utils.TritonError(_msg, pb_utils.TritonError.INVALID_ARG),\n"
     + "            )\n"
 )
 

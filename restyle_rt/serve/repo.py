@@ -73,7 +73,8 @@ def _tensor_block(kind: str, rows) -> str:
     items = []
     for name, dtype, dims, optional in rows:
         opt = "\n    optional: true" if optional and kind == "input" else ""
-        items.append(f'  {{\n    name: "{name}"\n    data_type: {_TYPES[dtype.__name__]}\n    dims: {_dims(dims)}{opt}\n  }}')
+        dt = _TYPES[dtype.__name__]
+        items.append(f'  {{\n    name: "{name}"\n    data_type: {dt}\n    dims: {_dims(dims)}{opt}\n  }}')
     return f"{kind} [\n" + ",\n".join(items) + "\n]\n"
 
 
