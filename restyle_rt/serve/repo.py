@@ -26,6 +26,8 @@ import shutil
 from pathlib import Path
 from typing import List, Optional
 
+import numpy as np
+
 from .. import artifacts as _artifacts
 from ..errors import ArtifactError, InputError
 from ..spec import GRAPHS
@@ -33,8 +35,8 @@ from . import protocol
 
 log = logging.getLogger("restyle_rt")
 
-_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int32": "TYPE_INT32", "bytes_": "TYPE_STRING",
-          "uint8": "TYPE_UINT8", "bool_": "TYPE_BOOL"}
+_TYPES = {np.float32: "TYPE_FP32", np.float16: "TYPE_FP16", np.int32: "TYPE_INT32", np.bytes_: "TYPE_STRING",
+          np.uint8: "TYPE_UINT8", np.bool_: "TYPE_BOOL"}
 _TEMPLATES = Path(__file__).parent / "triton_models"
 
 
@@ -73,7 +75,7 @@ def _tensor_block(kind: str, rows) -> str:
     items = []
     for name, dtype, dims, optional in rows:
         opt = "\n    optional: true" if optional and kind == "input" else ""
-        dt = _TYPES[dtype.__name__]
+        dt = _TYPES[np.dtype(dtype).type]
         items.append(f'  {{\n    name: "{name}"\n    data_type: {dt}\n    dims: {_dims(dims)}{opt}\n  }}')
     return f"{kind} [\n" + ",\n".join(items) + "\n]\n"
 
@@ -95,8 +97,6 @@ def _instances(cfg: RepoConfig, kind: str) -> str:
 
 def _graph_rows(spec, graph: str):
     ins, outs = spec.graph_io(graph)
-    import numpy as np
-
     row = lambda t: (t.name, np.dtype(t.dtype).type, t.shape[1:], False)  # noqa: E731  (drop the batch axis)
     return [row(t) for t in ins], [row(t) for t in outs]
 

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from restyle_rt import Inverter
-from restyle_rt.errors import ArtifactError
+from restyle_rt.errors import ArtifactError, InputError
 from restyle_rt.serve.repo import RepoConfig, write_repository
 
 from .conftest import ROOT, START_TIMEOUT_S, free_ports, serve_available
@@ -37,20 +37,36 @@ def _parse_config(path: Path):
     return text_format.Parse(path.read_text(), pb.ModelConfig())
 
 
-def test_configs_parse_for_every_platform(toy, tmp_path):
+def test_repository_layout(toy, tmp_path):
     art = toy[0]
     repo = write_repository(art, tmp_path / "ort", RepoConfig(graphs="auto", instances=2))
-    assert repo.platforms["encoder"] == "onnxruntime_onnx"  # no engines built
+    assert repo.platforms == {"encoder": "onnxruntime_onnx", "synthesis": "onnxruntime_onnx",  # no engines built
+                              "restyle": "python (BLS)"}
+    for f in ("encoder/1/model.onnx", "synthesis/1/model.onnx", "restyle/1/model.py",
+              "restyle/1/artifacts/latent_avg.npy", "restyle/1/artifacts/avg_feedback.npy"):
+        assert (tmp_path / "ort" / f).is_file(), f
+    assert 'platform: "onnxruntime_onnx"' in (tmp_path / "ort" / "encoder" / "config.pbtxt").read_text()
+    with pytest.raises(ArtifactError, match="standard-TensorRT"):
+        write_repository(art, tmp_path / "plan", RepoConfig(graphs="tensorrt_plan"))
+    with pytest.raises(InputError, match="--overwrite"):
+        write_repository(art, tmp_path / "ort")
+
+
+def test_configs_parse(toy, tmp_path):
+    write_repository(toy[0], tmp_path / "ort", RepoConfig(graphs="auto", instances=2))
     enc = _parse_config(tmp_path / "ort" / "encoder" / "config.pbtxt")
     assert enc.platform == "onnxruntime_onnx" and enc.max_batch_size == 8
     assert [i.name for i in enc.input] == ["image", "feedback", "latent"] and list(enc.input[2].dims) == [4, 512]
-    assert enc.instance_group[0].count == 2 and (tmp_path / "ort" / "encoder" / "1" / "model.onnx").is_file()
+    assert enc.instance_group[0].count == 2
     bls = _parse_config(tmp_path / "ort" / "restyle" / "config.pbtxt")
     assert bls.backend == "python" and bls.dynamic_batching.default_queue_policy.max_queue_size == 64
     assert {i.name: i.optional for i in bls.input}["image_bytes"] is True
+    from tritonclient.grpc import model_config_pb2 as pb
+
+    types = {o.name: o.data_type for o in bls.output}
+    assert types["image"] == pb.TYPE_UINT8 and types["latents"] == pb.TYPE_FP32
+    assert {i.name: i.data_type for i in bls.input}["image_bytes"] == pb.TYPE_STRING
     assert list(bls.dynamic_batching.preferred_batch_size) == [1, 8]
-    with pytest.raises(ArtifactError, match="standard-TensorRT"):
-        write_repository(art, tmp_path / "plan", RepoConfig(graphs="tensorrt_plan"))
 
 
 def test_tensorrt_plan_config_is_validated_not_run(make_toy, tmp_path):
