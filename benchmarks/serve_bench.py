@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -145,7 +146,7 @@ def main():
     blobs = [_jpeg(k) for k in range(16)]
     levels = [int(x) for x in args.concurrency.split(",")]
     out = Path(args.out)
-    proc, url, ready_s = start_server(art, args.threads, args.max_queue_delay_us, out.with_suffix(".server.log"))
+    proc, url, ready_s = start_server(art, args.threads, args.max_queue_delay_us, Path(tempfile.gettempdir()) / "serve_bench.server.log")
     rows = []
     try:
         with Inverter.load(art, backend="ort", threads=args.threads) as inv:

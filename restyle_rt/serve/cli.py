@@ -51,6 +51,7 @@ def register(subparsers) -> None:
                    help="instance kind (default: GPU for tensorrt_plan, CPU otherwise)")
     r.add_argument("--max-queue-delay-us", type=int, default=2000, metavar="US", help="dynamic batcher delay")
     r.add_argument("--max-queue-size", type=int, default=64, metavar="N", help="bounded queue of `restyle`")
+    r.add_argument("--timeout-ms", type=int, default=30000, metavar="MS", help="default queue timeout of `restyle`")
     r.add_argument("--max-iters", type=int, default=DEFAULT_MAX_ITERS, metavar="N", help="largest `iters` accepted")
     r.add_argument("--overwrite", action="store_true", help="replace an existing repository directory")
     r.set_defaults(func=run_repo)
@@ -75,7 +76,7 @@ def run_repo(args: argparse.Namespace) -> int:
 
     cfg = RepoConfig(graphs=args.graphs, precision=args.precision, instances=args.instances, kind=args.kind,
                      max_queue_delay_us=args.max_queue_delay_us, max_queue_size=args.max_queue_size,
-                     max_iters=args.max_iters)
+                     timeout_ms=args.timeout_ms, max_iters=args.max_iters)
     out = write_repository(args.artifacts, args.out, cfg, overwrite=args.overwrite)
     for line in out.summary():
         print(line)

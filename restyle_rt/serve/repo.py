@@ -50,6 +50,7 @@ class RepoConfig:
     kind: Optional[str] = None
     max_queue_delay_us: int = 2000
     max_queue_size: int = 64
+    timeout_ms: int = 30000
     max_iters: int = protocol.DEFAULT_MAX_ITERS
 
 
@@ -86,7 +87,8 @@ def _batching(profile, cfg: RepoConfig, queue: bool) -> str:
     policy = ""
     if queue:
         policy = (f"  default_queue_policy {{\n    max_queue_size: {cfg.max_queue_size}\n"
-                  f"    timeout_action: REJECT\n    allow_timeout_override: true\n  }}\n")
+                  f"    timeout_action: REJECT\n    default_timeout_microseconds: {cfg.timeout_ms * 1000}\n"
+                  f"    allow_timeout_override: true\n  }}\n")
     return (f"dynamic_batching {{\n  preferred_batch_size: [ {pref} ]\n"
             f"  max_queue_delay_microseconds: {cfg.max_queue_delay_us}\n{policy}}}\n")
 

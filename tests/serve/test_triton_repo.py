@@ -59,7 +59,8 @@ def test_configs_parse(toy, tmp_path):
     assert [i.name for i in enc.input] == ["image", "feedback", "latent"] and list(enc.input[2].dims) == [4, 512]
     assert enc.instance_group[0].count == 2
     bls = _parse_config(tmp_path / "ort" / "restyle" / "config.pbtxt")
-    assert bls.backend == "python" and bls.dynamic_batching.default_queue_policy.max_queue_size == 64
+    policy = bls.dynamic_batching.default_queue_policy
+    assert bls.backend == "python" and policy.max_queue_size == 64 and policy.default_timeout_microseconds == 30_000_000
     assert {i.name: i.optional for i in bls.input}["image_bytes"] is True
     from tritonclient.grpc import model_config_pb2 as pb
 
