@@ -146,7 +146,8 @@ def main():
     blobs = [_jpeg(k) for k in range(16)]
     levels = [int(x) for x in args.concurrency.split(",")]
     out = Path(args.out)
-    proc, url, ready_s = start_server(art, args.threads, args.max_queue_delay_us, Path(tempfile.gettempdir()) / "serve_bench.server.log")
+    log = Path(tempfile.gettempdir()) / "serve_bench.server.log"
+    proc, url, ready_s = start_server(art, args.threads, args.max_queue_delay_us, log)
     rows = []
     try:
         with Inverter.load(art, backend="ort", threads=args.threads) as inv:
