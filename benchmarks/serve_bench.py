@@ -161,10 +161,12 @@ def main():
             bench_inprocess(inv, blobs, 1, args.iters, 1)  # warm-up
             client_loop(url, blobs, args.iters, 1)  # warm-up (its errors, if any, show up in the rows)
             for c in levels:  # interleaved: in-process, then server, at each level
+                load_before = os.getloadavg()[0]
                 reps = max(2, args.requests_per_client * c // min(c, inv.profile.max) // 2)
                 ip = bench_inprocess(inv, blobs, c, args.iters, reps)
                 sv = bench_server(url, blobs, c, args.iters, args.requests_per_client)
                 row = {"concurrency": c, "server": sv, "inprocess": ip,
+                       "load_before": load_before, "load_after": os.getloadavg()[0],
                        "latency_ratio_p50": sv["p50_s"] / ip["batch_p50_s"],
                        "throughput_ratio": ip["images_per_s"] / sv["images_per_s"]}
                 rows.append(row)
