@@ -142,6 +142,7 @@ class Server:
         opts = {"threads": self.cfg.threads} if self.cfg.threads else {}
         for _ in range(max(1, self.cfg.instances)):  # one backend per instance: backends reuse output buffers
             self.inverters.append(Inverter.load(self.cfg.artifacts, backend=self.cfg.backend, **opts))
+        t_loaded = time.perf_counter()
         inputs, outputs = protocol.io_table(self.inverter.spec)
         self.triton = Triton(config=triton_config(self.cfg))
         self.triton.bind(model_name=protocol.MODEL_NAME,
@@ -150,9 +151,9 @@ class Server:
                          config=model_config(self.cfg, self.inverter.profile), strict=False)
         self.triton.run()
         log.info("serving %s (backend %s, batch profile %s) on http://%s:%d, grpc %s:%d, metrics :%d; "
-                 "ready in %.1f s", self.cfg.artifacts, self.inverter.backend.name, self.inverter.profile.to_list(),
-                 self.cfg.host, self.cfg.port, self.cfg.host, self.cfg.grpc_port, self.cfg.metrics_port,
-                 time.perf_counter() - t0)
+                 "ready in %.1f s (artifacts %.1f s, Triton %.1f s)", self.cfg.artifacts, self.inverter.backend.name,
+                 self.inverter.profile.to_list(), self.cfg.host, self.cfg.port, self.cfg.host, self.cfg.grpc_port,
+                 self.cfg.metrics_port, time.perf_counter() - t0, t_loaded - t0, time.perf_counter() - t_loaded)
         return self
 
     def wait(self) -> None:

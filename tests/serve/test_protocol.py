@@ -51,12 +51,13 @@ def test_groups_and_parity(inv):
     out = protocol.run_requests(run, reqs, hw)
     assert sorted(calls) == sorted([(3, 3, False, None), (1, 2, True, None)])  # one loop per argument group
     ref = inv.invert([protocol.io.decode_image(_png(k)) for k in (1, 2, 3)], n_iters=3)
-    np.testing.assert_allclose(np.concatenate([out[0]["latents"], out[2]["latents"]]), ref.latents, atol=1e-6)
+    # the same batch composition as the reference, so the same numbers
+    np.testing.assert_array_equal(np.concatenate([out[0]["latents"], out[2]["latents"]]), ref.latents)
     assert out[0]["image"].dtype == np.uint8 and out[0]["image"].shape == (2, *inv.spec.image_hw, 3)
     assert out[0]["steps_used"].tolist() == [[3], [3]]
     ref2 = inv.invert(x, n_iters=2, return_steps=True)
     assert out[1]["step_latents"].shape == (1, 2, inv.spec.n_styles, 512)
-    np.testing.assert_allclose(out[1]["step_latents"][:, 1], ref2.latents, atol=1e-6)
+    np.testing.assert_array_equal(out[1]["step_latents"][:, 1], ref2.latents)
     assert "step_latents" not in out[0]
 
 

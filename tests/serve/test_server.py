@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from restyle_rt import Inverter
+from restyle_rt.parity import compare, tolerance
 
 pytestmark = pytest.mark.unit
 
@@ -60,6 +61,12 @@ def _metric(url_port: int, name: str) -> float:
     m = re.search(rf'^{name}{{model="restyle",version="1"}} (\S+)$', text, re.M)
     assert m, f"{name} not in metrics"
     return float(m.group(1))
+
+
+def assert_batch_parity(actual, reference, output="latent"):
+    """Served vs in-process: only batch composition differs (parity table: ort-batch)."""
+    rep = compare(actual, reference)
+    assert tolerance("ort-batch", "fp32", output).check(rep) is None, rep
 
 
 def _gather(futures, timeout=60):
@@ -106,17 +113,37 @@ def test_concurrent_requests_match_inverter_and_batch(servers, toy):
     errors = [r for r in res if isinstance(r, Exception)]
     assert not errors, errors
     lat = np.concatenate([r.as_numpy("latents") for r in res[:8]])  # [8, S, 512]
-    np.testing.assert_allclose(lat, ref.latents, rtol=0, atol=1e-5)
+    assert_batch_parity(lat, ref.latents)
     img = np.concatenate([r.as_numpy("image") for r in res[:8]])  # [8, h, w, 3] uint8
     ref_img = np.stack([_to_uint8(i) for i in ref.images])
-    assert img.dtype == np.uint8 and np.abs(img.astype(int) - ref_img).max() <= 1
+    assert img.dtype == np.uint8 and np.abs(img.astype(int) - ref_img).max() <= 1  # tensor2im truncation
     steps = np.concatenate([r.as_numpy("step_latents") for r in res[8:]])  # [4, T, S, 512]
     assert steps.shape[1] == 3 and res[8].as_numpy("step_images").shape[1] == 3
-    np.testing.assert_allclose(steps[:, -1], ref_arr.latents, rtol=0, atol=1e-5)
+    assert_batch_parity(steps[:, -1], ref_arr.latents)
     assert res[0].as_numpy("step_latents") is None  # only when asked
     execs = _metric(s.metrics, "nv_inference_exec_count") - execs0
     served = _metric(s.metrics, "nv_inference_request_success") - reqs0
     assert served == 12 and 1 <= execs < 12, f"{served} requests in {execs} executions: no dynamic batching"
+
+
+def test_grpc_request(servers, toy):
+    import tritonclient.grpc as gc
+
+    s = servers["main"]
+    blob = _png(5)
+    inp = gc.InferInput("image_bytes", [1, 1], "BYTES")
+    inp.set_data_from_numpy(np.array([[blob]], dtype=object))
+    it = gc.InferInput("iters", [1, 1], "INT32")
+    it.set_data_from_numpy(np.array([[2]], np.int32))
+    client = gc.InferenceServerClient(f"127.0.0.1:{s.grpc}")
+    try:
+        r = client.infer("restyle", [inp, it], client_timeout=60)
+    finally:
+        client.close()
+    with Inverter.load(toy[0], backend="ort", threads=1) as inv:
+        ref = inv.invert([_decode(blob)], n_iters=2)
+    assert_batch_parity(r.as_numpy("latents"), ref.latents)
+    assert r.as_numpy("steps_used").tolist() == [[2]]
 
 
 def test_bad_request_among_good(servers):
@@ -155,6 +182,7 @@ def test_overload_and_timeout_rejected(servers):
         rejected = [r for r in res if isinstance(r, InferenceServerException)]
         assert 1 <= len(rejected) <= 4 and len(res) - len(rejected) >= 2, [str(r) for r in res]
         assert all("queue" in r.message().lower() for r in rejected), [r.message() for r in rejected]
+        assert all(r.status() == "503" for r in rejected), [r.status() for r in rejected]  # UNAVAILABLE
         assert time.monotonic() - t0 < 20
         with pytest.raises(InferenceServerException, match="(?i)timeout"):  # 50 ms budget < the 1.5 s window
             client.infer("restyle", _inputs(blobs=[_png(9)]), timeout=50_000)
