@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import sysconfig
 
 import numpy as np
 import pytest
@@ -80,6 +82,26 @@ def test_bad_request_alone_fails(inv, bad, match):
     assert isinstance(out[1], protocol.RequestError) and match in str(out[1])
     assert out[0]["latents"].shape == (1, 4, 512) and out[2]["latents"].shape == (1, 4, 512)
     assert calls == [(2, 2, False, None)]
+
+
+def test_early_exit_per_request(inv):
+    x = np.zeros((2, 3, 16, 16), np.float32)
+    reqs = [{"images": x, "iters": np.array([[4], [4]], np.int32), "early_exit": np.array([[1e9], [1e9]], np.float32)},
+            {"images": x[:1], "iters": np.array([[4]], np.int32)}]
+    run, calls = _invert(inv)
+    out = protocol.run_requests(run, reqs, inv.spec.input_hw)
+    assert out[0]["steps_used"].tolist() == [[1], [1]] and out[1]["steps_used"].tolist() == [[4]]
+    assert sorted(c[3] is None for c in calls) == [False, True]  # two loop groups: with and without early exit
+
+
+def test_libpython_first_on_ld_library_path(monkeypatch):
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/opt/x:/opt/y")
+    env.fix_libpython_path()
+    parts = os.environ["LD_LIBRARY_PATH"].split(":")
+    if sysconfig.get_config_var("Py_ENABLE_SHARED"):
+        assert parts == [sysconfig.get_config_var("LIBDIR"), "/opt/x", "/opt/y"]
+    else:  # a static interpreter has no libpython to point at
+        assert parts == ["/opt/x", "/opt/y"]
 
 
 def test_proxy_patch_is_anchored():
