@@ -160,6 +160,8 @@ def test_bad_request_among_good(servers):
         res = _gather(futs)
         with pytest.raises(InferenceServerException) as wrong_dtype:  # rejected by Triton before batching
             client.infer("restyle", _inputs(images=np.zeros((1, 3, 16, 16), np.float64)))
+        with pytest.raises(InferenceServerException) as wrong_shape:
+            client.infer("restyle", _inputs(images=np.zeros((1, 3, 8, 8), np.float32)))
     finally:
         client.close()
     assert res[0].as_numpy("latents").shape == (1, 4, 512) and res[3].as_numpy("latents").shape == (1, 4, 512)
@@ -167,6 +169,8 @@ def test_bad_request_among_good(servers):
     assert isinstance(res[2], InferenceServerException) and "expected 1..20, got 99" in res[2].message()
     assert res[1].status() == "400" and res[2].status() == "400"
     assert "FP64" in wrong_dtype.value.message() or "data-type" in wrong_dtype.value.message()
+    assert wrong_dtype.value.status() == "400" and wrong_shape.value.status() == "400"
+    assert "shape" in wrong_shape.value.message()
 
 
 def test_overload_and_timeout_rejected(servers):
