@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .protocol import DEFAULT_MAX_ITERS
+DEFAULT_MAX_ITERS = 20  # == protocol.DEFAULT_MAX_ITERS (protocol imports numpy; registration must stay light)
 
 
 def register(subparsers) -> None:

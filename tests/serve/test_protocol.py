@@ -126,3 +126,20 @@ def test_check_refuses_numpy2_or_missing_pytriton():
             env.check()
     else:
         env.check()
+
+
+def test_cli_registration_is_light_and_in_step():
+    import json
+    import subprocess
+    import sys
+
+    code = ("import argparse, json, sys; sys.modules['torch'] = None\n"
+            "from restyle_rt.serve import cli\n"
+            "p = argparse.ArgumentParser(); cli.register(p.add_subparsers())\n"
+            "a = p.parse_args(['serve', 'A'])\n"
+            "heavy = [m for m in ('numpy', 'onnxruntime', 'cv2', 'pytriton') if sys.modules.get(m) is not None]\n"
+            "print(json.dumps({'heavy': heavy, 'max_iters': a.max_iters, 'host': a.host}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got == {"heavy": [], "max_iters": protocol.DEFAULT_MAX_ITERS, "host": "127.0.0.1"}
