@@ -143,3 +143,21 @@ def test_cli_registration_is_light_and_in_step():
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got == {"heavy": [], "max_iters": protocol.DEFAULT_MAX_ITERS, "host": "127.0.0.1"}
+
+
+def test_serve_cli_without_the_extra_says_how_to_install(toy, capsys):
+    if not _needs_extra():
+        pytest.skip("the [serve] extra is installed here")
+    from restyle_rt.cli import main
+
+    assert main(["serve", str(toy[0])]) == 2
+    err = capsys.readouterr().err
+    assert "restyle-rt[serve]" in err and "numpy<2" in err
+
+
+def _needs_extra() -> bool:
+    try:
+        import pytriton  # noqa: F401
+    except ImportError:
+        return True
+    return int(np.__version__.split(".")[0]) >= 2

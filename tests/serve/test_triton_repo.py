@@ -193,3 +193,14 @@ def test_bls_repository_runs_and_matches_inverter(repo_server, toy):
     assert_batch_parity(steps[:, 0], ref.step_latents[0])
     assert isinstance(res[4], InferenceServerException) and "not a readable image" in res[4].message()
     assert res[4].status() == "400"
+
+
+def test_cli(toy, tmp_path, capsys):
+    from restyle_rt.cli import main
+
+    assert main(["triton-repo", str(toy[0]), "--out", str(tmp_path / "r"), "--graphs", "python"]) == 0
+    out = capsys.readouterr().out
+    assert "encoder    python" in out and "tritonserver --model-repository=" in out
+    assert (tmp_path / "r" / "encoder" / "1" / "model.py").is_file()
+    assert main(["triton-repo", str(toy[0]), "--out", str(tmp_path / "r")]) == 2  # exists, no --overwrite
+    assert "--overwrite" in capsys.readouterr().err
