@@ -76,6 +76,13 @@ def io_table(spec) -> Tuple[List[tuple], List[tuple]]:
     return inputs, outputs
 
 
+def preferred_batch_sizes(profile) -> List[int]:
+    """The dynamic batcher's preferred sizes: the profile's opt and max, without 1 (a preferred size of 1 would
+    let the batcher dispatch single requests while others wait) unless the profile allows nothing else."""
+    sizes = sorted({profile.opt, profile.max})
+    return [s for s in sizes if s > 1] or [1]
+
+
 class RequestError(Exception):
     """One request's failure; the server answers that request alone with this message (status: invalid argument)."""
 

@@ -82,8 +82,7 @@ def _tensor_block(kind: str, rows) -> str:
 
 
 def _batching(profile, cfg: RepoConfig, queue: bool) -> str:
-    sizes = sorted({profile.opt, profile.max})
-    pref = ", ".join(str(s) for s in sizes)
+    pref = ", ".join(str(s) for s in protocol.preferred_batch_sizes(profile))
     policy = ""
     if queue:
         policy = (f"  default_queue_policy {{\n    max_queue_size: {cfg.max_queue_size}\n"

@@ -58,12 +58,6 @@ class ServeConfig:
     drain_timeout_s: int = 10
 
 
-def preferred_batch_sizes(profile) -> list:
-    """The dynamic batcher's preferred sizes: the profile's opt and max (distinct, > 1 unless all are 1)."""
-    sizes = sorted({profile.opt, profile.max})
-    return [s for s in sizes if s > 1] or [1]
-
-
 def infer_function(inverter, max_iters: int) -> Callable:
     """The PyTriton inference callable: a list of requests in, one output dict (or error) per request out."""
     hw = inverter.spec.input_hw
@@ -97,7 +91,7 @@ def model_config(cfg: ServeConfig, profile):
     policy = QueuePolicy(timeout_action=TimeoutAction.REJECT, default_timeout_microseconds=cfg.timeout_ms * 1000,
                          allow_timeout_override=True, max_queue_size=cfg.max_queue_size)
     batcher = DynamicBatcher(max_queue_delay_microseconds=cfg.max_queue_delay_us,
-                             preferred_batch_size=preferred_batch_sizes(profile), default_queue_policy=policy)
+                             preferred_batch_size=protocol.preferred_batch_sizes(profile), default_queue_policy=policy)
     return ModelConfig(max_batch_size=profile.max, batcher=batcher)
 
 

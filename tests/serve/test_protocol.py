@@ -104,6 +104,14 @@ def test_libpython_first_on_ld_library_path(monkeypatch):
         assert parts == ["/opt/x", "/opt/y"]
 
 
+def test_preferred_batch_sizes():
+    from restyle_rt.spec import BatchProfile
+
+    assert protocol.preferred_batch_sizes(BatchProfile(1, 1, 8)) == [8]
+    assert protocol.preferred_batch_sizes(BatchProfile(1, 4, 8)) == [4, 8]
+    assert protocol.preferred_batch_sizes(BatchProfile(1, 1, 1)) == [1]
+
+
 def test_proxy_patch_is_anchored():
     src = ("x = 1\n" + env._ANCHOR + "        return 1\n")
     patched = env.patch_proxy_source(src)

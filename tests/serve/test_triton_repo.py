@@ -67,7 +67,7 @@ def test_configs_parse(toy, tmp_path):
     types = {o.name: o.data_type for o in bls.output}
     assert types["image"] == pb.TYPE_UINT8 and types["latents"] == pb.TYPE_FP32
     assert {i.name: i.data_type for i in bls.input}["image_bytes"] == pb.TYPE_STRING
-    assert list(bls.dynamic_batching.preferred_batch_size) == [1, 8]
+    assert list(bls.dynamic_batching.preferred_batch_size) == [8]  # profile (1, 1, 8): opt 1 is not preferred
 
 
 def test_tensorrt_plan_config_is_validated_not_run(make_toy, tmp_path):
