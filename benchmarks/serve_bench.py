@@ -9,8 +9,9 @@ For each concurrency C, C client threads (tritonclient HTTP, one JPEG per reques
 a server on loopback for ``--requests-per-client`` rounds; latency is per request (send to answer). The in-process
 baseline is the ideal batcher with no server: decode + ``Inverter.invert`` on min(C, profile max) images + uint8
 conversion, repeated; its latency is that batch's time and its throughput images/s. Overhead = server p50 latency /
-in-process batch time, and in-process / server throughput. No perf_analyzer here (not in any wheel reachable from
-this machine), so this is the project's own bounded client.
+in-process batch time, and in-process / server throughput. No perf_analyzer here: the only ``perf-analyzer`` pip
+can install on this machine is 0.1.0, an empty placeholder (2.60.0 is not installable here), so this is the
+project's own bounded client.
 """
 
 from __future__ import annotations
