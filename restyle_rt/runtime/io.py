@@ -118,6 +118,32 @@ def read_image(path: os.PathLike) -> np.ndarray:
     return img
 
 
+def decode_image(data: bytes, name: str = "image") -> np.ndarray:
+    """Decode encoded image bytes (JPEG, PNG, ...) to RGB, exactly as :func:`read_image` decodes a file.
+
+    Args:
+        data: the encoded bytes.
+        name: what to call the image in error messages.
+
+    Returns:
+        [H, W, 3] uint8 RGB, EXIF orientation applied, alpha dropped.
+
+    Raises:
+        InputError: empty or undecodable bytes (names ``name``).
+    """
+    if not data:
+        raise InputError(f"{name}: empty image (0 bytes)")
+    img = _decode_cv2(bytes(data))
+    if img is None:
+        import io as _io
+
+        img = _decode_pil(_io.BytesIO(bytes(data)))
+    if img is None:
+        raise InputError(f"{name}: not a readable image ({len(data)} bytes; corrupt, truncated or an unsupported "
+                         "format)")
+    return img
+
+
 def _decode_cv2(data: bytes):
     import cv2
 
@@ -132,7 +158,7 @@ def _decode_cv2(data: bytes):
     return np.ascontiguousarray(img[:, :, ::-1])  # [H, W, 3] RGB
 
 
-def _decode_pil(path: Path):
+def _decode_pil(path):  # a Path or a binary file object
     try:
         from PIL import Image, ImageOps
     except ImportError:
