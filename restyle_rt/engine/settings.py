@@ -20,7 +20,7 @@ options), refuses to build when one is wrong (:func:`problems`), and records the
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Sequence
 
 FP32 = "float32"
 USER_ALLOCATION_FLAG = "REQUIRE_USER_ALLOCATION"
@@ -34,11 +34,11 @@ def dtype_name(dtype) -> str:
     return _DTYPES.get(name, name.lower())
 
 
-def _set_flags(trt, config) -> List[str]:
+def _set_flags(trt, config) -> list[str]:
     return sorted(n for n, v in trt.BuilderFlag.__members__.items() if config.get_flag(v))
 
 
-def _io(network, profile) -> Dict[str, dict]:
+def _io(network, profile) -> dict[str, dict]:
     out = {}
     for mode, count, get in (("input", network.num_inputs, network.get_input),
                              ("output", network.num_outputs, network.get_output)):
@@ -51,8 +51,8 @@ def _io(network, profile) -> Dict[str, dict]:
     return out
 
 
-def _layer_dtypes(network) -> Dict[str, int]:
-    counts: Dict[str, int] = {}
+def _layer_dtypes(network) -> dict[str, int]:
+    counts: dict[str, int] = {}
     for i in range(network.num_layers):
         layer = network.get_layer(i)
         for k in range(layer.num_outputs):
@@ -61,12 +61,12 @@ def _layer_dtypes(network) -> Dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def _ccs(config) -> List[str]:
+def _ccs(config) -> list[str]:
     names = [config.get_compute_capability(i).name for i in range(config.num_compute_capabilities)]
     return [f"{n[2:-1]}.{n[-1]}" for n in names if n.startswith("SM")]
 
 
-def _runtime_config(trt, flags: List[str]) -> dict:
+def _runtime_config(trt, flags: list[str]) -> dict:
     """Expectations for the backend: user-managed activation memory; CUDA-graph capture where the build allows it
     (TensorRT-RTX: only with REQUIRE_USER_ALLOCATION; standard TensorRT has no such flag and captures as is); RTX's
     shape-specialised kernels compiled EAGERly so that a capture records them rather than the generic fallbacks."""
@@ -102,7 +102,7 @@ def read_settings(trt, network, config, profile) -> dict:
     return out
 
 
-def _profile_problems(io: Dict[str, dict], batch: Sequence[int]) -> List[str]:
+def _profile_problems(io: dict[str, dict], batch: Sequence[int]) -> list[str]:
     why = []
     for name, t in io.items():
         if t["mode"] != "input":
@@ -117,7 +117,7 @@ def _profile_problems(io: Dict[str, dict], batch: Sequence[int]) -> List[str]:
     return why
 
 
-def _io_problems(io: Dict[str, dict], expected: Dict[str, Tuple[str, List[int]]]) -> List[str]:
+def _io_problems(io: dict[str, dict], expected: dict[str, tuple[str, list[int]]]) -> list[str]:
     got = {n: (t["mode"], t["shape"]) for n, t in io.items()}
     if got == expected:
         return []
@@ -125,8 +125,8 @@ def _io_problems(io: Dict[str, dict], expected: Dict[str, Tuple[str, List[int]]]
 
 
 def problems(settings: dict, *, strongly_typed: bool, user_allocation: bool, precision: str,
-             batch: Sequence[int], expected_io: Dict[str, Tuple[str, List[int]]],
-             ccs: Optional[Sequence[str]] = None) -> List[str]:
+             batch: Sequence[int], expected_io: dict[str, tuple[str, list[int]]],
+             ccs: Sequence[str] | None = None) -> list[str]:
     """What in ``settings`` (from :func:`read_settings`) the backend cannot run with; empty when all is well.
 
     Args:

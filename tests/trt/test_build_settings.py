@@ -115,8 +115,8 @@ EXPECTED = {"latent": ("input", [-1, 8, 512]), "image": ("output", [-1, 3, 32, 3
 
 
 def _problems(settings, **kw):
-    args = dict(strongly_typed=True, user_allocation=True, precision="fp32", batch=[1, 2, 4],
-                expected_io=EXPECTED, ccs=["8.6"])
+    args = {"strongly_typed": True, "user_allocation": True, "precision": "fp32", "batch": [1, 2, 4],
+            "expected_io": EXPECTED, "ccs": ["8.6"]}
     return problems(settings, **{**args, **kw})
 
 
@@ -125,10 +125,10 @@ def test_problems_accepts_what_the_backend_needs():
 
 
 @pytest.mark.parametrize("change,words", [
-    (dict(image={"dtype": "float16"}), "I/O must stay float32"),
-    (dict(latent={"shape": [4, 8, 512], "profile": [[4, 8, 512]] * 3}), "dynamic batch dimension only"),
-    (dict(latent={"profile": [[1, 8, 512], [1, 8, 512], [1, 8, 512]]}), "does not span batch min/opt/max"),
-    (dict(latent={"profile": [[1, 8, 512], [2, 8, 512], [4, 9, 512]]}), "changes a static dimension"),
+    ({"image": {"dtype": "float16"}}, "I/O must stay float32"),
+    ({"latent": {"shape": [4, 8, 512], "profile": [[4, 8, 512]] * 3}}, "dynamic batch dimension only"),
+    ({"latent": {"profile": [[1, 8, 512], [1, 8, 512], [1, 8, 512]]}}, "does not span batch min/opt/max"),
+    ({"latent": {"profile": [[1, 8, 512], [2, 8, 512], [4, 9, 512]]}}, "changes a static dimension"),
 ])
 def test_problems_names_each_io_defect(change, words):
     why = _problems(_settings(**change))
