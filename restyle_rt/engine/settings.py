@@ -11,6 +11,7 @@ options), refuses to build when one is wrong (:func:`problems`), and records the
 * ``strongly_typed``: the network's ``STRONGLY_TYPED`` creation flag (TensorRT-RTX networks always are);
 * ``tf32``: ``BuilderFlag.TF32`` ("fp32" engines clear it);
 * ``compute_capabilities``: the config's AOT targets as ``"M.m"`` strings (TensorRT-RTX only);
+* ``optimization_profiles``: how many the config holds (the backend uses profile 0 only, so exactly one);
 * ``io``: per network I/O tensor its mode, dtype, shape (``-1`` = dynamic) and, for inputs, the profile's
   min/opt/max shapes (the backend allocates for the max batch and assumes FP32 graph I/O);
 * ``layer_dtypes``: how many layer outputs of the network are of each dtype (precision per layer as TensorRT
@@ -93,6 +94,7 @@ def read_settings(trt, network, config, profile) -> dict:
         "require_user_allocation": USER_ALLOCATION_FLAG in flags,
         "strongly_typed": bool(st is not None and network.get_flag(st)),
         "tf32": "TF32" in flags,
+        "optimization_profiles": int(config.num_optimization_profiles),
         "io": _io(network, profile),
         "layer_dtypes": _layer_dtypes(network),
         "runtime_config": _runtime_config(trt, flags),
@@ -153,6 +155,8 @@ def problems(settings: dict, *, strongly_typed: bool, user_allocation: bool, pre
     if ccs is not None and settings.get("compute_capabilities") != list(ccs):
         why.append(f"config targets compute capabilities {settings.get('compute_capabilities')}, "
                    f"asked for {list(ccs)}")
+    if settings["optimization_profiles"] != 1:
+        why.append(f"{settings['optimization_profiles']} optimization profiles; the backend uses profile 0 only")
     bad_io = {n: t["dtype"] for n, t in settings["io"].items() if t["dtype"] != FP32}
     if bad_io:
         why.append(f"graph I/O must stay {FP32} (the backend's buffers are FP32), got {bad_io}")

@@ -35,6 +35,7 @@ def test_record_holds_the_settings_the_backend_needs(built, trt_info, graph, pre
     assert rec["runtime_config"]["execution_context_allocation"] == "user_managed"
     assert rec["strongly_typed"] is trt_info.strongly_typed
     assert rec["tf32"] is (precision != "fp32") and ("TF32" in rec["builder_flags"]) is rec["tf32"]
+    assert rec["optimization_profiles"] == 1
     assert {n: t["mode"] for n, t in rec["io"].items()} == IO[graph]
     assert {t["dtype"] for t in rec["io"].values()} == {"float32"}        # FP16 lives inside, I/O stays FP32
     for name, t in rec["io"].items():
@@ -108,7 +109,7 @@ def _settings(**io_changes):
     for name, change in io_changes.items():
         io[name] = {**io[name], **change}
     return {"builder_flags": ["REQUIRE_USER_ALLOCATION"], "require_user_allocation": True, "strongly_typed": True,
-            "tf32": False, "io": io, "compute_capabilities": ["8.6"]}
+            "tf32": False, "optimization_profiles": 1, "io": io, "compute_capabilities": ["8.6"]}
 
 
 EXPECTED = {"latent": ("input", [-1, 8, 512]), "image": ("output", [-1, 3, 32, 32])}
@@ -142,6 +143,7 @@ def test_problems_checks_flags_typing_and_targets():
                                                                             precision="fp16"))
     assert any("asked for ['8.9']" in w for w in _problems(s, ccs=["8.9"]))
     assert any("differs from the spec" in w for w in _problems(s, expected_io={"latent": EXPECTED["latent"]}))
+    assert any("2 optimization profiles" in w for w in _problems({**s, "optimization_profiles": 2}))
 
 
 def test_record_without_settings_is_rebuilt(built, art_dir, trt_info, tmp_path):
