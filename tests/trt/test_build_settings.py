@@ -159,3 +159,19 @@ def test_record_without_settings_is_rebuilt(built, art_dir, trt_info, tmp_path):
     (rec,) = B.build_engines(dst, precision="fp32", workspace_gb=1.0, graphs=["synthesis"])
     assert rec.get("require_user_allocation") is hasattr(trt_info.module.BuilderFlag, "REQUIRE_USER_ALLOCATION")
     assert "io" in rec and "runtime_config" in rec
+
+
+def test_user_allocation_flag_reaches_the_plan(built, art_dir, trt_info):
+    """The only plan-level evidence without a GPU driver (a plan cannot be deserialized here): the same build
+    without REQUIRE_USER_ALLOCATION serializes to a different plan size (measured: 136 bytes larger, RTX 1.7.1)."""
+    trt = trt_info.module
+    if not hasattr(trt.BuilderFlag, "REQUIRE_USER_ALLOCATION"):
+        pytest.skip(f"{trt_info.flavour} {trt_info.version} has no REQUIRE_USER_ALLOCATION")
+    art = artifacts.load(art_dir)
+    rec = built[("synthesis", "fp32")]
+    builder = B.EngineBuilder(trt_info, B.BuildOptions("fp32", art.profile, rec["workspace_gb"]))
+    network, _parser = builder._network(art.graph_path("synthesis"))
+    config, _profile = builder._config(network, art.spec, "synthesis", rec["compute_capabilities"], set())
+    config.clear_flag(trt.BuilderFlag.REQUIRE_USER_ALLOCATION)
+    plan = builder.builder.build_serialized_network(network, config)
+    assert plan is not None and plan.nbytes != rec["size_bytes"], (plan.nbytes, rec["size_bytes"])
