@@ -19,7 +19,7 @@ from .errors import RestyleError
 COMMANDS = (
     "restyle_rt.export.cli",      # export
     "restyle_rt.runtime.cli",     # invert
-    "restyle_rt.engine_cli",      # build
+    "restyle_rt.engine.cli",      # build
     "restyle_rt.bench.cli",       # bench
     "restyle_rt.demo",            # demo
     "restyle_rt.serve.cli",       # serve, triton-repo

@@ -6,7 +6,12 @@ A record says what an engine file is and what it runs on::
      "size_bytes": 123, "trt_flavour": "tensorrt-rtx", "trt_version": "1.7.1.116",
      "compute_capabilities": ["8.6", "8.9"], "profile": [1, 1, 8], "build_seconds": 12.3,
      "strongly_typed": true, "tf32": false, "workspace_gb": 4.0, "onnx": {"file": ..., "sha256": ...},
-     "source_sha256": "<sha256 of the FP32 graph it came from>", "built_at": "2026-...Z"}
+     "source_sha256": "<sha256 of the FP32 graph it came from>", "built_at": "2026-...Z",
+     "builder_flags": ["REQUIRE_USER_ALLOCATION"], "require_user_allocation": true, "io": {...},
+     "layer_dtypes": {...}, "runtime_config": {...}}
+
+``strongly_typed``, ``tf32``, ``compute_capabilities`` (RTX) and the keys of the last two lines are read back from
+TensorRT's network and config objects at build time (:mod:`.settings`).
 
 At load an engine is refused (``ArtifactError``) when its flavour, version or target compute capabilities do not
 match the running TensorRT / GPU; the message names both sides and the ``restyle-rt build ... --rebuild`` fix.
