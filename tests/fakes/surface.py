@@ -112,7 +112,7 @@ def pybind_overloads(real_fn) -> List[List[Tuple[str, str, bool]]]:
 
 
 def _kind_ok(typ: str, value, namespace) -> bool:
-    short = typ.split(".")[-1]
+    short = typ.split(".")[-1].split("::")[-1]              # "nvinfer1::IRuntimeCache" -> "IRuntimeCache"
     if short in ("SupportsInt", "int"):
         return not isinstance(value, (bool, float)) and (isinstance(value, int) or hasattr(value, "__index__"))
     if short == "str":

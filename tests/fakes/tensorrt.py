@@ -258,8 +258,8 @@ def _context_members(gen: Generation, mod) -> dict:
         return True
 
     def set_tensor_address(self, name, memory):
-        if name not in self._engine._names:
-            return False
+        if name not in self._engine._names or int(memory) % 256:  # NvInferRuntime.h: "must have at least
+            return False                                           # 256-byte alignment" (stricter: refused)
         self._addrs[name] = int(memory)
         return True
 

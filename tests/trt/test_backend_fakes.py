@@ -185,3 +185,23 @@ def test_incompatible_engine_is_refused(env):
     e = env(cc=(8, 9))
     with pytest.raises(ArtifactError, match="8.6.*this GPU is 8.9.*--rebuild"):
         trt_backend.TrtBackend(e.art)
+
+
+def test_rtx_runtime_cache_is_saved_and_reloaded(env, caplog):
+    e = env()
+    with trt_backend.TrtBackend(e.art, cuda_graph=False) as be:
+        be.run_loop(_images(e.art, 1), 1)
+    cache = e.art.root / trt_backend.RUNTIME_CACHE
+    assert cache.read_bytes() == b"fake-runtime-cache"
+    cache.write_bytes(b"from another machine")
+    with caplog.at_level(logging.INFO, "restyle_rt"), trt_backend.TrtBackend(e.art, cuda_graph=False) as be:
+        be.run_loop(_images(e.art, 1), 1)
+    assert any("does not match this machine" in r.getMessage() for r in caplog.records)
+
+
+def test_misaligned_tensor_address_is_refused(env):
+    e = env(generation="11.1")
+    with trt_backend.TrtBackend(e.art, cuda_graph=False) as be:
+        ctx = be.enc.context(1)
+        assert ctx.set_tensor_address("latent", be.d_lat[0].ptr)
+        assert not ctx.set_tensor_address("latent", be.d_lat[0].ptr + 4)   # TensorRT: >= 256-byte alignment

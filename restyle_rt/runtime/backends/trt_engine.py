@@ -180,7 +180,8 @@ class RuntimeCache:
             self.cache = runtime_config.create_runtime_cache()
             if self.path.is_file() and not self.cache.deserialize(self.path.read_bytes()):
                 log.info("TensorRT-RTX runtime cache %s does not match this machine; rebuilding it", self.path)
-        runtime_config.set_runtime_cache(self.cache)
+        if not runtime_config.set_runtime_cache(self.cache):
+            log.warning("TensorRT-RTX refused the runtime cache; kernels are JIT-compiled without it")
 
     def save(self) -> None:
         if self.cache is not None:
