@@ -84,10 +84,13 @@ GENERATIONS = {
 
 
 def make_plan(generation: str, onnx_bytes: bytes, profile, flags=(), memory: int = 4096,
-              unsafe_in_capture: bool = False) -> bytes:
-    """A fake serialized engine: header + ONNX graph (``profile`` = [min, opt, max] batch)."""
+              unsafe_in_capture: bool = False, onnx_path: str = "") -> bytes:
+    """A fake serialized engine: header + ONNX graph (``profile`` = [min, opt, max] batch).
+
+    With ``onnx_path`` (a graph with external data) the plan names the file instead of embedding it.
+    """
     head = json.dumps({"generation": generation, "profile": list(profile), "flags": list(flags), "memory": memory,
-                       "unsafe_in_capture": unsafe_in_capture}).encode()
+                       "unsafe_in_capture": unsafe_in_capture, "onnx_path": onnx_path}).encode()
     return MAGIC + len(head).to_bytes(4, "little") + head + bytes(onnx_bytes)
 
 
@@ -148,7 +151,7 @@ def _engine_members(gen: Generation, mod) -> dict:
 
     def __init__(self, head, onnx_bytes):
         self._head = head
-        self._sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+        self._sess = ort.InferenceSession(head.get("onnx_path") or onnx_bytes, providers=["CPUExecutionProvider"])
         self._inputs = {i.name: i.shape for i in self._sess.get_inputs()}
         self._outputs = {o.name: o.shape for o in self._sess.get_outputs()}
         self._names = list(self._inputs) + list(self._outputs)
