@@ -22,7 +22,6 @@ import importlib
 import logging
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Optional, Tuple
 
@@ -198,12 +197,3 @@ def try_load_trt(flavour: str = ""):
     except BackendUnavailable:
         return None
 
-
-def alias_for_polygraphy(info: TrtInfo) -> None:
-    """Make ``polygraphy`` drive TensorRT-RTX: it imports ``tensorrt_rtx`` when ``POLYGRAPHY_USE_TENSORRT_RTX=1``.
-
-    The cu13 bindings wheel installs the module as ``tensorrt_rtx_bindings``; alias it. Set the environment
-    variable before the first ``import polygraphy`` (polygraphy reads it once, at import).
-    """
-    if info.is_rtx and "tensorrt_rtx" not in sys.modules:
-        sys.modules["tensorrt_rtx"] = info.module
