@@ -38,7 +38,9 @@ def test_plugin_flavour_choice(flavour, tmp_path):
     """Defect 8: RTX headers (NV_TENSORRT_MAJOR 1) selected the V2 plugin and no getCreators."""
     (tmp_path / "NvInferVersion.h").write_text(VERSION_HEADERS[flavour])
     probe = tmp_path / "probe.cpp"
-    probe.write_text('#include "modconvPluginFlavour.h"\nint v3 = RESTYLE_MODCONV_PLUGIN_V3; int rtx = RESTYLE_MODCONV_TENSORRT_RTX;\n')
+    probe.write_text(
+        '#include "modconvPluginFlavour.h"\nint v3 = RESTYLE_MODCONV_PLUGIN_V3; int rtx = RESTYLE_MODCONV_TENSORRT_RTX;\n'
+    )
     proc = subprocess.run([CXX, "-E", "-P", f"-I{tmp_path}", f"-I{build.SOURCE_DIR}", str(probe)],
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
