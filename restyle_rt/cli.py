@@ -22,6 +22,7 @@ COMMANDS = (
     "restyle_rt.engine_cli",      # build
     "restyle_rt.bench.cli",       # bench
     "restyle_rt.demo",            # demo
+    "restyle_rt.workflows.cli",   # edit, animate
 )
 
 
