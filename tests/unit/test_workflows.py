@@ -286,3 +286,31 @@ def test_edit_and_animate_cli_without_torch(toy, rgb_images, tmp_path):
     ok, frame = cap.read()
     cap.release()
     assert ok and frame.shape == (h, 2 * w, 3)  # the input wipe beside the decoded frame
+
+
+def test_invert_bootstrap_cli(make_toy, rgb_images, tmp_path):
+    from PIL import Image
+
+    from restyle_rt.cli import main
+    from toy_artifacts import TOY_CARS_SPEC
+
+    (d1, r1), (d2, r2) = make_toy("one", seed=1), make_toy("two", seed=2)
+    paths = rgb_images(2)
+    out = tmp_path / "out"
+    rc = main(["invert", str(d2), *map(str, paths), "--bootstrap", str(d1), "--iters", "2", "--out", str(out),
+               "--strip", "--save-latents"])
+    assert rc == 0
+    lat = np.load(out / "latents.npy")
+    assert lat.shape == (2, 3, S, 512)  # step 1 (model 1) + 2 model-2 steps
+    from restyle_rt import Inverter
+
+    with Inverter.load(d2, backend="ort") as inv:
+        x = inv.preprocess(paths)
+    w = r1.encode(x, np.repeat(r1.avg_feedback()[None], 2, 0), np.repeat(r1.w.latent_avg[None], 2, 0))
+    np.testing.assert_allclose(lat[:, 0], w, rtol=1e-5, atol=1e-5)
+    img, y = r1.synthesize(w)
+    np.testing.assert_allclose(lat[:, 1], r2.encode(x, y, w), rtol=1e-5, atol=1e-5)
+    assert np.asarray(Image.open(out / "strips" / "img000.png")).shape == (24, 4 * 24, 3)  # 3 steps + input
+    (d3, _) = make_toy("cars", spec=TOY_CARS_SPEC)
+    assert main(["invert", str(d2), str(paths[0]), "--bootstrap", str(d3), "--out", str(tmp_path / "o2")]) == 2
+    assert not (tmp_path / "o2").exists()
