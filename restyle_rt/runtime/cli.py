@@ -54,6 +54,8 @@ def register(subparsers) -> None:
         help="encoder bootstrapping (official toonify recipe): ARTIFACTS1's model takes step 1 from its own "
         "seeds, then ARTIFACTS' model takes --iters more steps from there",
     )
+    p.add_argument("--align", action="store_true",
+                   help="FFHQ-align faces first (official recipe; needs the [align] extra); no face: skipped")
     p.add_argument("--save-steps", action="store_true", help="write one PNG per image per step")
     p.add_argument(
         "--save-latents", action="store_true", help="write latents.npy [N, T, S, 512] + latents.json"
@@ -94,6 +96,11 @@ def run(args) -> int:
     done_names, latents, steps_used, skipped, t0 = [], [], [], 0, time.perf_counter()
     if args.bootstrap and args.early_exit is not None:
         raise InputError("--early-exit does not apply to --bootstrap (the official recipe runs every step)")
+    align = None
+    if args.align:  # before any model loads: a missing extra fails fast
+        from ..align.landmarks import Aligner
+
+        align = Aligner()
     with contextlib.ExitStack() as stack:
         inv = stack.enter_context(Inverter.load(args.artifacts, backend=args.backend))
         invert = _bootstrapped(stack, inv, args) if args.bootstrap else inv.invert
@@ -103,7 +110,7 @@ def run(args) -> int:
             imgs, ok = [], []
             for p, n in zip(paths[i : i + batch], names[i : i + batch]):
                 try:
-                    imgs.append(io.read_image(p))
+                    imgs.append(align(io.read_image(p), str(p)) if align else io.read_image(p))
                     ok.append(n)
                 except InputError as e:
                     skipped += 1
