@@ -265,12 +265,14 @@ def test_edit_and_animate_cli_without_torch(toy, rgb_images, tmp_path):
               main(["edit", {str(toy[0])!r}, "--latents", {str(tmp_path / 'inv' / 'latents.npy')!r}, "--out",
                     {str(tmp_path / 'ed2')!r}, "--direction", {str(tmp_path / 'age.npy')!r}, "--factors", "3"]),
               main(["animate", {str(toy[0])!r}, *{[str(p) for p in paths]!r}, "--iters", "2", "--frames", "4",
-                    "--out", {str(tmp_path / 'a.avi')!r}])]
+                    "--out", {str(tmp_path / 'a.avi')!r}]),
+              main(["invert", {str(toy[0])!r}, *{[str(p) for p in paths]!r}, "--bootstrap", {str(toy[0])!r},
+                    "--iters", "1", "--out", {str(tmp_path / 'boot')!r}, "--strip"])]
         print(json.dumps({{"rc": rc, "torch": sys.modules["torch"] is None}}))
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"rc": [0, 0, 0, 0], "torch": True}
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"rc": [0, 0, 0, 0, 0], "torch": True}
     from PIL import Image
 
     h, w = 24, 24  # toy image_hw
@@ -286,6 +288,7 @@ def test_edit_and_animate_cli_without_torch(toy, rgb_images, tmp_path):
     ok, frame = cap.read()
     cap.release()
     assert ok and frame.shape == (h, 2 * w, 3)  # the input wipe beside the decoded frame
+    assert np.asarray(Image.open(tmp_path / "boot" / "strips" / "img001.png")).shape == (h, 3 * w, 3)
 
 
 def test_invert_bootstrap_cli(make_toy, rgb_images, tmp_path):
