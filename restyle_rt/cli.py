@@ -23,6 +23,8 @@ COMMANDS = (
     "restyle_rt.bench.cli",       # bench
     "restyle_rt.demo",            # demo
     "restyle_rt.serve.cli",       # serve, triton-repo
+    "restyle_rt.workflows.cli",   # edit, animate
+    "restyle_rt.align.cli",       # align
 )
 
 

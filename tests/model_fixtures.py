@@ -20,9 +20,13 @@ CONFIGS = {
     "e4e-irse50-ffhq": ("ProgressiveBackboneEncoder", "ffhq_encode", 32, "D"),
     "psp-resnet34-church": ("ResNetBackboneEncoder", "church_encode", 16, "D"),
     "e4e-resnet34-cars": ("ResNetProgressiveBackboneEncoder", "cars_encode", 32, "SxD"),
+    # pSp's FPN encoders: 32 px gives S = 8, so all three pyramid levels (heads 0-2, 3-6, 7) are used
+    "psp-fpn-irse50-ffhq": ("GradualStyleEncoder", "ffhq_encode", 32, "SxD"),
+    "psp-fpn-resnet34-cars": ("ResNetGradualStyleEncoder", "cars_encode", 32, "D"),
 }
-# the configs that are exported to ONNX in CI (export is the slow part): IR-SE50 + pSp, ResNet34 + e4e + cars
-EXPORTED = ("psp-irse50-ffhq", "e4e-resnet34-cars")
+# the configs that are exported to ONNX in CI (export is the slow part): IR-SE50 + pSp, ResNet34 + e4e + cars,
+# the ResNet34 FPN + cars
+EXPORTED = ("psp-irse50-ffhq", "e4e-resnet34-cars", "psp-fpn-resnet34-cars")
 
 
 def _source_hash() -> str:

@@ -25,7 +25,7 @@ from .nets.synthesis import Generator
 
 log = logging.getLogger("restyle_rt")
 
-SUPPORTED_ENCODERS = ("BackboneEncoder", "ResNetBackboneEncoder") + ENCODER_TYPES_E4E
+SUPPORTED_ENCODERS = ENCODER_TYPES_PSP + ENCODER_TYPES_E4E
 STYLEGAN_KEYS = ("g_ema", "g", "d", "g_optim", "d_optim")
 
 
@@ -104,10 +104,8 @@ def _spec_from_opts(path: Path, opts: dict) -> ModelSpec:
             raise CheckpointError(f"{path}: opts has no {key!r}; cannot tell the architecture (never guessed)")
     et = opts["encoder_type"]
     if et not in SUPPORTED_ENCODERS:
-        known = ENCODER_TYPES_PSP + ENCODER_TYPES_E4E
-        why = ("the FPN GradualStyleEncoder family is not supported yet" if et in known
-               else f"known types: {', '.join(SUPPORTED_ENCODERS)}")
-        raise CheckpointError(f"{path}: encoder_type {et!r} is not supported ({why})")
+        raise CheckpointError(f"{path}: encoder_type {et!r} is not supported "
+                              f"(known types: {', '.join(SUPPORTED_ENCODERS)})")
     if int(opts.get("input_nc", 6)) != 6:
         raise CheckpointError(f"{path}: input_nc={opts.get('input_nc')}; a ReStyle encoder takes 6 channels "
                               "(image + feedback). Single-pass pSp/e4e checkpoints are not ReStyle checkpoints")

@@ -99,12 +99,13 @@ def init_encoder(enc: ReStyleEncoder, spec: ModelSpec, gen: torch.Generator, fee
     for m in enc.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.momentum = 0.1
-    feat = enc.features(inputs)
-    for head in enc.styles:
-        head.linear.weight.copy_(torch.randn(head.linear.weight.shape, generator=gen))
-        head.linear.bias.copy_(0.05 * torch.randn(head.linear.bias.shape, generator=gen))
-        out_std = float(head(feat).std())
-        head.linear.weight.mul_(head_gain / max(out_std, 1e-6))  # head output std ~ head_gain
+    for feat, idx in enc.head_groups(inputs):
+        for i in idx:
+            head = enc.styles[i]
+            head.linear.weight.copy_(torch.randn(head.linear.weight.shape, generator=gen))
+            head.linear.bias.copy_(0.05 * torch.randn(head.linear.bias.shape, generator=gen))
+            out_std = float(head(feat).std())
+            head.linear.weight.mul_(head_gain / max(out_std, 1e-6))  # head output std ~ head_gain
 
 
 @torch.no_grad()

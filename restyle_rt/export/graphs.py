@@ -43,13 +43,19 @@ class EncoderGraph(nn.Module):
     def __init__(self, encoder: ReStyleEncoder, official: bool = False):
         super().__init__()
         self.encoder = encoder
-        self.heads = None if official else BatchedHeads(encoder.styles)
+        self.heads = None
+        if not official:  # one BatchedHeads per feature level (one level unless the encoder is an FPN)
+            groups = encoder.head_groups(torch.zeros(1, 6, 64, 64))
+            self.heads = nn.ModuleList([BatchedHeads(nn.ModuleList(encoder.styles[i] for i in idx))
+                                        for _, idx in groups])
 
     def forward(self, image, feedback, latent):                  # [B,3,H,W], [B,3,H,W], [B,S,512]
         x = torch.cat([image, feedback], 1)                      # [B, 6, H, W]
         if self.heads is None:
             return latent + self.encoder.forward_official(x)
-        return latent + self.encoder._e4e(self.heads(self.encoder.features(x)))  # [B, S, 512]
+        groups = self.encoder.head_groups(x)
+        h = torch.cat([heads(f) for heads, (f, _) in zip(self.heads, groups)], 1)  # [B, S, 512]
+        return latent + self.encoder._e4e(h)
 
 
 class SynthesisGraph(nn.Module):

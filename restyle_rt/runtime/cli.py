@@ -16,6 +16,7 @@ worked).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -47,6 +48,14 @@ def register(subparsers) -> None:
     p.add_argument(
         "--backend", default="auto", metavar="NAME", help="auto | ort | trt | torch (default auto)"
     )
+    p.add_argument(
+        "--bootstrap",
+        metavar="ARTIFACTS1",
+        help="encoder bootstrapping (official toonify recipe): ARTIFACTS1's model takes step 1 from its own "
+        "seeds, then ARTIFACTS' model takes --iters more steps from there",
+    )
+    p.add_argument("--align", action="store_true",
+                   help="FFHQ-align faces first (official recipe; needs the [align] extra); no face: skipped")
     p.add_argument("--save-steps", action="store_true", help="write one PNG per image per step")
     p.add_argument(
         "--save-latents", action="store_true", help="write latents.npy [N, T, S, 512] + latents.json"
@@ -85,21 +94,30 @@ def run(args) -> int:
     out = Path(args.out)
     keep_steps = args.save_steps or args.strip or args.save_latents
     done_names, latents, steps_used, skipped, t0 = [], [], [], 0, time.perf_counter()
-    with Inverter.load(args.artifacts, backend=args.backend) as inv:
+    if args.bootstrap and args.early_exit is not None:
+        raise InputError("--early-exit does not apply to --bootstrap (the official recipe runs every step)")
+    align = None
+    if args.align:  # before any model loads: a missing extra fails fast
+        from ..align.landmarks import Aligner
+
+        align = Aligner()
+    with contextlib.ExitStack() as stack:
+        inv = stack.enter_context(Inverter.load(args.artifacts, backend=args.backend))
+        invert = _bootstrapped(stack, inv, args) if args.bootstrap else inv.invert
         batch = args.batch or inv.profile.max
         bar = tqdm(total=len(paths), unit="img", desc="invert", file=sys.stderr, dynamic_ncols=True)
         for i in range(0, len(paths), batch):
             imgs, ok = [], []
             for p, n in zip(paths[i : i + batch], names[i : i + batch]):
                 try:
-                    imgs.append(io.read_image(p))
+                    imgs.append(align(io.read_image(p), str(p)) if align else io.read_image(p))
                     ok.append(n)
                 except InputError as e:
                     skipped += 1
                     bar.write(f"skipped: {e}", file=sys.stderr)
             if imgs:
                 x = inv.preprocess(imgs)  # [b, 3, H, W]
-                res = inv.invert(x, n_iters=args.iters, return_steps=keep_steps, early_exit=args.early_exit)
+                res = invert(x, n_iters=args.iters, return_steps=keep_steps, early_exit=args.early_exit)
                 _write(out, ok, x, res, args)
                 done_names += ok
                 if args.save_latents:
@@ -108,7 +126,7 @@ def run(args) -> int:
             bar.update(len(paths[i : i + batch]))
         bar.close()
     if args.save_latents and done_names:
-        _save_latents(out, done_names, latents, steps_used, args.iters)
+        _save_latents(out, done_names, latents, steps_used, args.iters + bool(args.bootstrap))
     dt = time.perf_counter() - t0
     n = len(done_names)
     print(
@@ -117,6 +135,16 @@ def run(args) -> int:
         file=sys.stderr,
     )
     return 1 if skipped else 0
+
+
+def _bootstrapped(stack, second, args):
+    """``invert``-like callable running the bootstrap pair (model 1 = ``--bootstrap``, model 2 = ARTIFACTS)."""
+    from ..workflows.bootstrap import bootstrap, check_pair
+    from .api import Inverter
+
+    first = stack.enter_context(Inverter.load(args.bootstrap, backend=args.backend))
+    check_pair(first, second)
+    return lambda x, n_iters, return_steps, early_exit: bootstrap(first, second, x, n_iters)
 
 
 def _write(out: Path, names, x, res, args) -> None:
@@ -131,11 +159,10 @@ def _write(out: Path, names, x, res, args) -> None:
             for t, im in enumerate(steps, start=1):
                 io.write_png(out / "steps" / str(t) / f"{name}.png", im)
         if args.strip:
-            h, w = steps[0].shape[:2]
+            h, w = steps[-1].shape[:2]  # (bootstrapping: step 1 comes from model 1, maybe another size)
+            row = [io.resize_for_display(im, (h, w)) for im in steps]
             inp = io.resize_for_display(io.to_uint8(x[j]), (h, w))  # the encoder input, shown at output size
-            io.write_png(
-                out / "strips" / f"{name}.png", np.concatenate(steps + [inp], axis=1)
-            )  # [h, (T+1)w, 3]
+            io.write_png(out / "strips" / f"{name}.png", np.concatenate(row + [inp], axis=1))  # [h, (T+1)w, 3]
 
 
 def _save_latents(out: Path, names, parts, steps, n_iters: int) -> None:

@@ -84,12 +84,15 @@ def test_skip_upsample_is_upfirdn2d(models):
 @torch.no_grad()
 def test_batched_heads_equal_head_loop(models):
     enc = models.encoder_official.encoder
-    hw = tuple(s // 16 for s in models.ckpt.spec.input_hw)
-    feat = torch.randn(2, 512, *hw, generator=torch.Generator().manual_seed(3))
-    loop = torch.stack([h(feat) for h in enc.styles], 1)
-    batched = BatchedHeads(enc.styles)(feat)
-    # same math, different summation order: ~1e-7 relative
-    assert compare(batched.numpy(), loop.numpy()).rel_l2 < 1e-6
+    x = torch.randn(2, 6, *models.ckpt.spec.input_hw, generator=torch.Generator().manual_seed(3))
+    groups = enc.head_groups(x)  # one level, or the FPN's three ([B, 512, h, w] each)
+    assert sum(len(idx) for _, idx in groups) == enc.n_styles and len(groups) == (3 if enc.fpn else 1)
+    for feat, idx in groups:
+        heads = torch.nn.ModuleList(enc.styles[i] for i in idx)
+        loop = torch.stack([h(feat) for h in heads], 1)
+        batched = BatchedHeads(heads)(feat)
+        # same math, different summation order: ~1e-7 relative
+        assert compare(batched.numpy(), loop.numpy()).rel_l2 < 1e-6
 
 
 @torch.no_grad()

@@ -80,7 +80,7 @@ def test_wrong_architecture_in_opts_is_caught_by_shapes(tmp_path, good):
     (lambda c: {k: v for k, v in c.items() if k != "latent_avg"}, ["no latent_avg"]),
     (lambda c: dict(c, latent_avg=torch.zeros(5, 512)), ["latent_avg has shape [5, 512]", "[6, 512] or [512]"]),
     (lambda c: dict(c, opts=dict(c["opts"], input_nc=3)), ["input_nc=3", "6 channels"]),
-    (lambda c: dict(c, opts=dict(c["opts"], encoder_type="GradualStyleEncoder")), ["FPN", "not supported"]),
+    (lambda c: dict(c, opts=dict(c["opts"], encoder_type="GradualStyleEncoder")), ["does not match GradualStyleEncoder", "unexpected: conv1.weight"]),
     (lambda c: dict(c, opts=dict(c["opts"], encoder_type="Nope")), ["'Nope' is not supported", "known types"]),
     (lambda c: dict(c, opts={k: v for k, v in c["opts"].items() if k != "output_size"}),
      ["no 'output_size'", "never guessed"]),

@@ -132,14 +132,26 @@ class GradualStyleBlock(nn.Module):
         return self.linear(self.convs(x).reshape(-1, self.channels))
 
 
+FPN_TYPES = ("GradualStyleEncoder", "ResNetGradualStyleEncoder")
+FPN_TAPS = {"ir_se50": (6, 20, 23), "resnet34": (6, 12, 15)}  # body indices of c1 (128 ch), c2 (256), c3 (512)
+COARSE, MIDDLE = 3, 7  # FPN heads 0..2 read c3 (16 px), 3..6 read p2 (32 px), 7.. read p1 (64 px)
+
+
+def head_spatial(i: int, fpn: bool) -> int:
+    """The official ``GradualStyleBlock`` spatial size of head ``i`` (its conv count is log2 of it)."""
+    return 16 if not fpn or i < COARSE else 32 if i < MIDDLE else 64
+
+
 class ReStyleEncoder(nn.Module):
     """Backbone + S heads, keys exactly as the official ``encoder.*`` sub-dict.
 
     ``forward`` (batched heads) is the export formulation; ``forward_official`` loops over heads.
     Both apply the e4e rule when ``e4e`` is set: row 0 = h0, row i = h0 + h_i.
+    With ``fpn`` (pSp's ``GradualStyleEncoder`` / ``ResNetGradualStyleEncoder``) the heads read a feature pyramid:
+    c3, p2 = up(c3) + latlayer1(c2), p1 = up(p2) + latlayer2(c1) (bilinear, align_corners=True).
     """
 
-    def __init__(self, backbone: str, n_styles: int, e4e: bool, input_nc: int = 6):
+    def __init__(self, backbone: str, n_styles: int, e4e: bool, input_nc: int = 6, fpn: bool = False):
         super().__init__()
         if backbone == "ir_se50":
             bb = IRSE50Backbone(input_nc)
@@ -150,17 +162,39 @@ class ReStyleEncoder(nn.Module):
         else:
             raise ValueError(f"unknown backbone {backbone!r}")
         self.backbone = backbone
-        self.styles = nn.ModuleList([GradualStyleBlock() for _ in range(n_styles)])
-        self.n_styles, self.e4e = n_styles, e4e
+        self.styles = nn.ModuleList([GradualStyleBlock(spatial=head_spatial(i, fpn)) for i in range(n_styles)])
+        self.n_styles, self.e4e, self.fpn = n_styles, e4e, fpn
+        if fpn:
+            self.latlayer1 = nn.Conv2d(256, 512, 1)
+            self.latlayer2 = nn.Conv2d(128, 512, 1)
 
     @classmethod
     def from_spec(cls, spec: ModelSpec) -> "ReStyleEncoder":
-        return cls(spec.backbone, spec.n_styles, spec.encoder_type in ENCODER_TYPES_E4E)
+        return cls(spec.backbone, spec.n_styles, spec.encoder_type in ENCODER_TYPES_E4E,
+                   fpn=spec.encoder_type in FPN_TYPES)
+
+    def _stem(self, x):
+        if self.backbone == "ir_se50":
+            return self.input_layer(x)
+        return self.relu(self.bn1(self.conv1(x)))
 
     def features(self, x):                                       # [B, 6, H, W] -> [B, 512, H/16, W/16]
-        if self.backbone == "ir_se50":
-            return self.body(self.input_layer(x))
-        return self.body(self.relu(self.bn1(self.conv1(x))))
+        return self.body(self._stem(x))
+
+    def head_groups(self, x):
+        """[(feature map, head indices)]: every head on the backbone output, or the FPN's three levels."""
+        if not self.fpn:
+            return [(self.features(x), range(self.n_styles))]
+        taps, y, c = FPN_TAPS[self.backbone], self._stem(x), []
+        for i, unit in enumerate(self.body):
+            y = unit(y)
+            if i in taps:
+                c.append(y)                                      # c1 [B,128,H/8,W/8], c2 [B,256,..], c3 [B,512,..]
+        c1, c2, c3 = c
+        p2 = _upsample_add(c3, self.latlayer1(c2))               # [B, 512, H/8, W/8]
+        p1 = _upsample_add(p2, self.latlayer2(c1))               # [B, 512, H/4, W/4]
+        groups = [(c3, range(0, COARSE)), (p2, range(COARSE, MIDDLE)), (p1, range(MIDDLE, self.n_styles))]
+        return [(f, r) for f, r in groups if len(r)]
 
     def _e4e(self, h):                                           # [B, S, 512]
         if not self.e4e:
@@ -170,12 +204,17 @@ class ReStyleEncoder(nn.Module):
         return h[:, :1] + h * mask
 
     def forward_official(self, x):
-        feat = self.features(x)
-        return self._e4e(torch.stack([head(feat) for head in self.styles], dim=1))
+        heads = [self.styles[i](f) for f, idx in self.head_groups(x) for i in idx]
+        return self._e4e(torch.stack(heads, dim=1))
 
     def forward(self, x):
         """Official head-by-head formulation (see BatchedHeads for the export one)."""
         return self.forward_official(x)
+
+
+def _upsample_add(x, y):
+    """The official FPN merge: bilinear (align_corners=True) resize of ``x`` to ``y``'s size, plus ``y``."""
+    return F.interpolate(x, size=y.shape[2:], mode="bilinear", align_corners=True) + y
 
 
 class BatchedHeads(nn.Module):

@@ -1,0 +1,43 @@
+"""``restyle-rt align``: FFHQ-align face images (official recipe; dlib 68 landmarks shipped by a package).
+
+Writes DIR/NAME.png per input. An image with no face is reported on one line and skipped (exit code 1).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    """Add ``align`` to ``restyle-rt``."""
+    p = subparsers.add_parser("align", help="FFHQ-align face images (needs the [align] extra)",
+                              description=__doc__.splitlines()[0])
+    p.add_argument("inputs", metavar="INPUT", nargs="+", help="image files or directories")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--size", type=int, default=256, help="output size in pixels (default 256, as the official)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    """Do ``align``: 0 when every image was aligned, 1 when some were skipped."""
+    from tqdm import tqdm
+
+    from ..errors import InputError
+    from ..runtime import io
+    from .landmarks import Aligner
+
+    if args.size < 1:
+        raise InputError(f"--size must be >= 1, got {args.size}")
+    aligner = Aligner(args.size)
+    paths = io.list_images(args.inputs)
+    names = io.output_names(paths, args.inputs)
+    out, skipped = Path(args.out), 0
+    for p, name in tqdm(list(zip(paths, names)), unit="img", desc="align", file=sys.stderr):
+        try:
+            io.write_png(out / f"{name}.png", aligner(io.read_image(p), str(p)))
+        except InputError as e:
+            skipped += 1
+            tqdm.write(f"skipped: {e}", file=sys.stderr)
+    print(f"aligned {len(paths) - skipped} image(s) ({skipped} skipped) -> {out}", file=sys.stderr)
+    return 1 if skipped else 0

@@ -1,0 +1,138 @@
+"""``restyle-rt edit`` and ``restyle-rt animate``: the official editing and animation workflows on the runtime.
+
+Both start from images (inverted first, ``--iters`` steps) or from saved latents (``--latents latents.npy`` as
+``restyle-rt invert --save-latents`` writes it). Registration imports nothing heavy; the work is torch-free.
+
+edit outputs under ``--out DIR`` (NAME is the input's stem)::
+
+    DIR/<direction>/NAME.png   [input, inversion, edit_1 .. edit_F] left to right (official editing_results)
+    DIR/coupled/NAME.png       the direction strips stacked, when every direction has the same factor count
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    """Add ``edit`` and ``animate`` to ``restyle-rt``."""
+    e = subparsers.add_parser("edit", help="InterFaceGAN edits of inverted images",
+                              description=__doc__.split("\n\n")[0],
+                              formatter_class=argparse.RawDescriptionHelpFormatter,
+                              epilog="\n".join(__doc__.splitlines()[5:]))
+    _common(e)
+    e.add_argument("--direction", required=True, action="append", metavar="FILE",
+                   help="direction .pt (read without torch) or .npy; repeat for several")
+    e.add_argument("--factors", default="-5,5", metavar="F|A,B[,STEP]",
+                   help="one factor, or the official range(A, B) (default -5,5: -5..4)")
+    e.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    # let `--factors -5,5` parse as a value (argparse only takes plain negative numbers for values by itself)
+    e._negative_number_matcher = re.compile(r"^-\d*\.?\d+(,-?\d*\.?\d+)*$")
+    e.set_defaults(func=run_edit)
+    a = subparsers.add_parser("animate", help="video interpolating between the inversions of several images",
+                              description="Official animations notebook: interpolate consecutive latents and "
+                                          "decode every frame through the synthesis graph.")
+    _common(a)
+    a.add_argument("--out", required=True, metavar="FILE", help="video file: .mp4, .avi or .gif")
+    a.add_argument("--frames", type=int, default=25, metavar="N", help="frames per transition (default 25)")
+    a.add_argument("--fps", type=float, default=15.0, help="frames per second (default 15)")
+    a.add_argument("--no-loop", action="store_true", help="do not return to the first image at the end")
+    a.add_argument("--no-inputs", action="store_true", help="frames only, without the input wipe beside them")
+    a.set_defaults(func=run_animate)
+
+
+def _common(p) -> None:
+    p.add_argument("artifacts", metavar="ARTIFACTS", help="artifacts directory (from `restyle-rt export`)")
+    p.add_argument("inputs", metavar="INPUT", nargs="*", help="image files or directories")
+    p.add_argument("--latents", metavar="NPY", help="start from saved latents instead of inverting images")
+    p.add_argument("--iters", type=int, default=5, metavar="N", help="ReStyle steps per image (default 5)")
+    p.add_argument("--backend", default="auto", metavar="NAME", help="auto | ort | trt (default auto)")
+
+
+def _sources(args, inv):
+    """(latents [N, S, 512], names, input images uint8 or None) from --latents or by inverting the inputs."""
+    import numpy as np
+
+    from ..errors import InputError
+    from ..runtime import io
+    from .common import load_latents
+
+    if bool(args.latents) == bool(args.inputs):
+        raise InputError("give either INPUT images or --latents, not both or neither")
+    if args.iters < 1:
+        raise InputError(f"--iters must be >= 1, got {args.iters}")
+    if args.latents:
+        lat, names = load_latents(args.latents, inv.spec.n_styles)
+        return lat, names, None
+    paths = io.list_images(args.inputs)
+    names = io.output_names(paths, args.inputs)
+    x = inv.preprocess(paths)  # [N, 3, H, W]
+    res = inv.invert(x, n_iters=args.iters)
+    return res.latents, names, [io.to_uint8(xi) for xi in x]
+
+
+def run_edit(args) -> int:
+    """Do ``edit``; returns 0."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from ..runtime import io
+    from ..runtime.api import Inverter
+    from .common import synthesize_all
+    from .directions import fit_direction, load_direction
+    from .editing import parse_factors, render_edits
+
+    factors = parse_factors(args.factors)
+    out = Path(args.out)
+    with Inverter.load(args.artifacts, backend=args.backend) as inv:
+        dirs = {Path(d).stem: fit_direction(load_direction(d), inv.spec.n_styles, d) for d in args.direction}
+        lat, names, inputs = _sources(args, inv)
+        inversions = synthesize_all(inv.backend, inv.profile, lat)  # [N, 3, h, w]
+        bar = tqdm(total=len(dirs) * len(factors) * len(lat), unit="img", desc="edit", file=sys.stderr)
+        strips = {n: [] for n in names}
+        for dname, d in dirs.items():
+            edits = render_edits(inv.backend, inv.profile, lat, d, factors, bar.update)  # [N, F, 3, h, w]
+            for i, name in enumerate(names):
+                inv_im = io.to_uint8(inversions[i])
+                h, w = inv_im.shape[:2]
+                row = ([io.resize_for_display(inputs[i], (h, w))] if inputs is not None else []) + [inv_im]
+                row += [io.to_uint8(e) for e in edits[i]]
+                strip = np.concatenate(row, axis=1)  # [h, (2+F)w, 3]
+                io.write_png(out / dname / f"{name}.png", strip)
+                strips[name].append(strip)
+        bar.close()
+    if len(dirs) > 1:
+        for name, rows in strips.items():
+            io.write_png(out / "coupled" / f"{name}.png", np.concatenate(rows, axis=0))
+    print(f"edited {len(names)} image(s) x {len(dirs)} direction(s) x {len(factors)} factor(s) -> {out}",
+          file=sys.stderr)
+    return 0
+
+
+def run_animate(args) -> int:
+    """Do ``animate``; returns 0."""
+    from tqdm import tqdm
+
+    from ..errors import InputError
+    from ..runtime.api import Inverter
+    from .animation import interpolate, render, write_video
+
+    if args.frames < 2:
+        raise InputError(f"--frames must be >= 2, got {args.frames}")
+    if not args.fps > 0:
+        raise InputError(f"--fps must be > 0, got {args.fps}")
+    out = Path(args.out)
+    if out.suffix.lower() not in (".mp4", ".avi", ".gif"):
+        raise InputError(f"--out {out}: use a .mp4, .avi or .gif file name")
+    with Inverter.load(args.artifacts, backend=args.backend) as inv:
+        lat, _names, inputs = _sources(args, inv)
+        n_frames = interpolate(lat, args.frames, not args.no_loop)[0].shape[0]
+        with tqdm(total=n_frames, unit="frame", desc="animate", file=sys.stderr) as bar:
+            frames = render(inv.backend, inv.profile, lat, args.frames, not args.no_loop,
+                            None if args.no_inputs else inputs, bar.update)
+    write_video(out, frames, args.fps)
+    print(f"wrote {len(frames)} frames at {args.fps:g} fps -> {out}", file=sys.stderr)
+    return 0

@@ -1,0 +1,87 @@
+"""Helpers the workflows share: batched synthesis within the artifacts' profile, latents files."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..errors import InputError
+from ..spec import BatchProfile
+
+
+def run_in_profile(profile: BatchProfile, n: int, fn: Callable[[int, int, int], None]) -> None:
+    """Call ``fn(start, stop, pad)`` over ``range(n)`` in chunks of at most ``profile.max``.
+
+    ``pad`` is how many rows the caller must append (repeating its last row) so the chunk reaches
+    ``profile.min``; results for the padding rows are to be dropped.
+    """
+    for start in range(0, n, profile.max):
+        stop = min(start + profile.max, n)
+        fn(start, stop, max(0, profile.min - (stop - start)))
+
+
+def pad_rows(a: np.ndarray, pad: int) -> np.ndarray:
+    """``a`` with its last row repeated ``pad`` more times (pad == 0: ``a`` itself)."""
+    return a if pad == 0 else np.concatenate([a, np.repeat(a[-1:], pad, axis=0)])
+
+
+def synthesize_all(backend, profile: BatchProfile, latents: np.ndarray, progress=None) -> np.ndarray:
+    """Images [N, 3, h, w] = G(latents [N, S, 512]) in profile-sized batches.
+
+    Args:
+        backend: a runtime backend (``synthesize`` returns views it may reuse: copied here).
+        profile: the artifacts' batch profile.
+        latents: [N, S, 512] float32.
+        progress: optional callable taking the number of latents done in each chunk (e.g. ``tqdm.update``).
+    """
+    lat = np.ascontiguousarray(latents, np.float32)
+    if lat.ndim != 3 or lat.shape[0] == 0:
+        raise InputError(f"expected latents [N, S, 512] with N >= 1, got {list(lat.shape)}")
+    out: List[np.ndarray] = []
+
+    def chunk(start: int, stop: int, pad: int) -> None:
+        img, _ = backend.synthesize(pad_rows(lat[start:stop], pad))  # [b, 3, h, w]
+        out.append(np.array(img[: stop - start]))
+        if progress is not None:
+            progress(stop - start)
+
+    run_in_profile(profile, lat.shape[0], chunk)
+    return np.concatenate(out)
+
+
+def load_latents(path: os.PathLike, n_styles: int) -> Tuple[np.ndarray, List[str]]:
+    """Final latents [N, S, 512] and their names from an ``invert --save-latents`` file (or a plain .npy).
+
+    Accepts ``latents.npy`` as ``restyle-rt invert`` writes it ([N, T, S, 512], final step = ``steps_used``,
+    names from the ``latents.json`` beside it), or any [N, S, 512] / [S, 512] array.
+
+    Raises:
+        InputError: unreadable file, wrong shape, a style count other than ``n_styles``, or non-finite values.
+    """
+    p = Path(os.fsdecode(path))
+    try:
+        arr = np.load(p, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot read latents from {p}: {e}") from None
+    names: Optional[Sequence[str]] = None
+    index = p.with_suffix(".json")
+    if arr.ndim == 4 and index.is_file():
+        meta = json.loads(index.read_text())
+        steps = np.asarray(meta.get("steps_used", [arr.shape[1]] * arr.shape[0]), np.int64)
+        arr = arr[np.arange(arr.shape[0]), np.clip(steps, 1, arr.shape[1]) - 1]  # [N, S, 512]
+        names = meta.get("inputs")
+    elif arr.ndim == 4:
+        arr = arr[:, -1]
+    elif arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3 or arr.shape[1:] != (n_styles, 512):
+        raise InputError(f"{p}: latents of shape {list(arr.shape)} do not fit this model's [N, {n_styles}, 512]")
+    if not np.isfinite(arr).all():
+        raise InputError(f"{p}: latents have non-finite values")
+    if names is None or len(names) != arr.shape[0]:
+        names = [f"{p.stem}_{i:04d}" for i in range(arr.shape[0])]
+    return np.ascontiguousarray(arr, np.float32), [str(n) for n in names]

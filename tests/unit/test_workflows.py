@@ -1,0 +1,319 @@
+"""Editing, bootstrapping and animation on toy artifacts: the maths restated in NumPy, files, CLI, bad input."""
+
+from __future__ import annotations
+
+import io as _io
+import json
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+
+from restyle_rt.errors import InputError
+from restyle_rt.workflows import animation, directions, editing
+from restyle_rt.workflows.bootstrap import bootstrap
+
+pytestmark = pytest.mark.unit
+S = 4  # toy styles
+
+
+# --- directions ------------------------------------------------------------------------------------------------
+
+
+def _save_pt(obj, path, location=None):
+    torch = pytest.importorskip("torch")
+    torch.save(obj, path)
+    if location:  # rewrite the storage location as if saved on a GPU (the official pose.pt is on cuda:0)
+        with zipfile.ZipFile(path) as z:
+            items = {n: z.read(n) for n in z.namelist()}
+        pkl = next(n for n in items if n.endswith("data.pkl"))
+        assert b"cpu" in items[pkl]
+        items[pkl] = items[pkl].replace(b"X\x03\x00\x00\x00cpu", b"X" + len(location).to_bytes(4, "little")
+                                        + location.encode())
+        with zipfile.ZipFile(path, "w") as z:
+            for n, data in items.items():
+                z.writestr(n, data)
+    return path
+
+
+@pytest.mark.parametrize("shape", [(1, 512), (1, S, 512), (512,)])
+def test_pt_direction_read_without_torch_matches_torch(tmp_path, shape):
+    torch = pytest.importorskip("torch")
+    t = torch.randn(*shape, generator=torch.Generator().manual_seed(3))
+    p = _save_pt(t, tmp_path / "d.pt", location="cuda:0")
+    got = directions.load_direction(p)
+    np.testing.assert_array_equal(got, t.numpy())
+    assert torch.load(p, map_location="cpu", weights_only=True).shape == t.shape  # still a valid torch file
+
+
+def test_pt_direction_strided_and_half(tmp_path):
+    torch = pytest.importorskip("torch")
+    base = torch.randn(512, 3, generator=torch.Generator().manual_seed(1))
+    view = base.t()[1:2]  # [1, 512], stride (1, 3), storage offset 1: a strided view of a bigger storage
+    got = directions.load_direction(_save_pt(view, tmp_path / "v.pt"))
+    np.testing.assert_array_equal(got, view.numpy())
+    half = torch.randn(1, 512).half()
+    got = directions.load_direction(_save_pt(half, tmp_path / "h.pt"))
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, half.float().numpy())
+
+
+def test_pt_with_code_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    p = tmp_path / "evil.pt"
+    with zipfile.ZipFile(p, "w") as z:
+        z.writestr("archive/data.pkl", pickle.dumps(Evil(), protocol=2))
+        z.writestr("archive/version", "3\n")
+    with pytest.raises(InputError, match="refusing to load io.open"):
+        directions.load_direction(p)
+    assert not marker.exists()
+
+
+def test_bad_direction_files(tmp_path):
+    torch = pytest.importorskip("torch")
+    legacy = tmp_path / "legacy.pt"
+    torch.save(torch.zeros(1, 512), legacy, _use_new_zipfile_serialization=False)
+    with pytest.raises(InputError, match="not a PyTorch zip-format"):
+        directions.load_direction(legacy)
+    d = tmp_path / "dict.pt"
+    torch.save({"a": torch.zeros(3)}, d)
+    with pytest.raises(InputError, match="expected one tensor"):
+        directions.load_direction(d)
+    nan = tmp_path / "nan.npy"
+    np.save(nan, np.full((1, 512), np.nan, np.float32))
+    with pytest.raises(InputError, match="non-finite"):
+        directions.load_direction(nan)
+    with pytest.raises(InputError, match="does not exist"):
+        directions.load_direction(tmp_path / "missing.pt")
+
+
+def test_fit_direction_broadcasts_or_refuses():
+    d = np.arange(512, dtype=np.float32)
+    for shape in [(512,), (1, 512), (1, 1, 512)]:
+        np.testing.assert_array_equal(directions.fit_direction(d.reshape(shape), 18), np.tile(d, (18, 1)))
+    full = np.random.default_rng(0).standard_normal((1, 18, 512)).astype(np.float32)
+    np.testing.assert_array_equal(directions.fit_direction(full, 18), full[0])
+    with pytest.raises(InputError, match="18 style rows .* model has 14 styles"):
+        directions.fit_direction(full, 14)
+    with pytest.raises(InputError, match=r"shape \[1, 18, 256\]"):
+        directions.fit_direction(np.zeros((1, 18, 256)), 18)
+    with pytest.raises(InputError, match="shape"):
+        directions.fit_direction(np.zeros((2, 3, 18, 512)), 18)
+
+
+# --- editing ------------------------------------------------------------------------------------------------------
+
+
+def test_parse_factors_follows_official_range():
+    assert editing.parse_factors("-5,5") == [float(f) for f in range(-5, 5)]  # +5 excluded, as official
+    assert editing.parse_factors("2.5") == [2.5]
+    assert editing.parse_factors("0,6,2") == [0.0, 2.0, 4.0]
+    for bad in ("5,-5", "a", "1.5,3", "1,2,3,4", "nan"):
+        with pytest.raises(InputError):
+            editing.parse_factors(bad)
+
+
+def test_edit_latents_and_render(toy):
+    from restyle_rt.artifacts import load
+    from restyle_rt.runtime.backends import get_backend
+
+    art_dir, ref = toy
+    rng = np.random.default_rng(0)
+    lat = rng.standard_normal((3, S, 512)).astype(np.float32)
+    d = rng.standard_normal((1, 512)).astype(np.float32)
+    factors = [-2.0, 0.0, 3.0]
+    ed = editing.edit_latents(lat, d, factors)
+    assert ed.shape == (3, 3, S, 512)
+    for i in range(3):
+        for j, f in enumerate(factors):
+            np.testing.assert_allclose(ed[i, j], lat[i] + f * d, rtol=0, atol=1e-6)
+    art = load(art_dir)
+    with get_backend("ort", art) as be:
+        imgs = editing.render_edits(be, art.profile, lat, d, factors)  # [3, 3, 3, h, w]
+    for i in range(3):
+        for j, f in enumerate(factors):
+            np.testing.assert_allclose(imgs[i, j], ref.synthesize((lat[i] + f * d)[None])[0][0], atol=1e-5)
+
+
+# --- bootstrapping ---------------------------------------------------------------------------------------------
+
+
+def test_bootstrap_matches_numpy_restatement(make_toy, rgb_images):
+    from restyle_rt import Inverter
+
+    (d1, r1), (d2, r2) = make_toy("one", seed=1, profile=(2, 2, 3)), make_toy("two", seed=2)
+    paths = rgb_images(4)
+    with Inverter.load(d1, backend="ort") as first, Inverter.load(d2, backend="ort") as second:
+        x = second.preprocess(paths)
+        res = bootstrap(first, second, paths, n_iters=3)
+    assert len(res.step_latents) == 4 and res.steps_used.tolist() == [4] * 4
+    # independent restatement: step 1 with model 1 from its own seeds, then model 2 from model 1's outputs
+    w = np.repeat(r1.w.latent_avg[None], 4, axis=0)
+    y = np.repeat(r1.avg_feedback()[None], 4, axis=0)
+    for t in range(4):
+        model = r1 if t == 0 else r2
+        w = model.encode(x, y, w)
+        img, y = model.synthesize(w)
+        np.testing.assert_allclose(res.step_latents[t], w, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(res.step_images[t], img, rtol=1e-5, atol=1e-5)
+    # model 2's own latent_avg never enters: a loop of model 2 alone gives something else
+    alone = r2.loop(x, 4)[0][-1]
+    assert not np.allclose(alone, res.latents, atol=1e-3)
+
+
+def test_bootstrap_refuses_mismatched_pair(make_toy):
+    from restyle_rt import Inverter
+    from toy_artifacts import TOY_CARS_SPEC
+
+    (d1, _), (d2, _) = make_toy("one"), make_toy("cars", spec=TOY_CARS_SPEC)
+    with Inverter.load(d1, backend="ort") as a, Inverter.load(d2, backend="ort") as b:
+        with pytest.raises(InputError, match="encoder input"):
+            bootstrap(a, b, np.zeros((1, 3, 12, 16), np.float32))
+
+
+# --- animation ------------------------------------------------------------------------------------------------
+
+
+def test_interpolation_schedule_is_the_notebooks():
+    lat = np.random.default_rng(0).standard_normal((3, S, 512)).astype(np.float32)
+    frames, pairs, alphas = animation.interpolate(lat, n_transition=25, loop=True)
+    notebook = [0] * 5 + np.linspace(0, 1, 25).tolist() + [1] * 5
+    assert frames.shape == (3 * 35, S, 512)  # K transitions when looping back to the first
+    np.testing.assert_allclose(alphas[:35], notebook)
+    k = 3 * 35 - 1  # last frame: alpha 1 of the transition 2 -> 0, i.e. the first latent again
+    np.testing.assert_allclose(frames[k], lat[0], atol=1e-6)
+    np.testing.assert_allclose(frames[35 + 12], lat[2] * notebook[12] + lat[1] * (1 - notebook[12]), atol=1e-6)
+    assert animation.interpolate(lat, 4, loop=False)[0].shape[0] == 2 * 14
+    with pytest.raises(InputError):
+        animation.interpolate(lat[:1], 25)
+
+
+def test_wipe_matches_notebook_rows():
+    a, b = np.zeros((8, 5, 3), np.uint8), np.full((8, 5, 3), 200, np.uint8)
+    b[:, :, 0] = np.arange(8)[:, None]
+    assert (animation.wipe(a, b, 0.0) == a).all()
+    np.testing.assert_array_equal(animation.wipe(a, b, 1.0), b)
+    half = animation.wipe(a, b, 0.5)  # up_to_row = int(7 * 0.5) = 3: rows 0..3 from b's bottom, 4.. from a
+    np.testing.assert_array_equal(half[:3], b[4:7])
+    assert (half[4:] == 0).all()
+
+
+@pytest.mark.parametrize("ext", [".avi", ".gif"])
+def test_write_video(tmp_path, ext):
+    frames = [np.full((16, 24, 3), i * 20, np.uint8) for i in range(6)]
+    p = animation.write_video(tmp_path / f"v{ext}", frames, fps=10)
+    assert p.stat().st_size > 0 and not list(tmp_path.glob(".*partial*"))
+    if ext == ".gif":
+        from PIL import Image
+
+        assert Image.open(p).n_frames == 6
+    else:
+        import cv2
+
+        cap = cv2.VideoCapture(str(p))
+        assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
+        cap.release()
+
+
+def test_video_writer_that_cannot_open(tmp_path, monkeypatch):
+    import cv2
+
+    class Closed:
+        def __init__(self, *a):
+            pass
+
+        def isOpened(self):
+            return False
+
+    monkeypatch.setattr(cv2, "VideoWriter", Closed)
+    with pytest.raises(InputError, match="cannot open a video writer"):
+        animation.write_video(tmp_path / "v.mp4", [np.zeros((8, 8, 3), np.uint8)])
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(InputError, match="unknown video type"):
+        animation.write_video(tmp_path / "v.webm", [np.zeros((8, 8, 3), np.uint8)])
+
+
+# --- CLI (torch made unimportable in the process that runs them) --------------------------------------------------
+
+
+def test_edit_and_animate_cli_without_torch(toy, rgb_images, tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+
+    paths = rgb_images(2)
+    rng = np.random.default_rng(1)
+    np.save(tmp_path / "age.npy", rng.standard_normal((1, 512)).astype(np.float32))
+    torch = pytest.importorskip("torch")
+    pose = torch.from_numpy(rng.standard_normal((1, S, 512)).astype(np.float32))
+    _save_pt(pose, tmp_path / "pose.pt", location="cuda:0")
+    code = textwrap.dedent(f"""
+        import json, sys
+        sys.modules["torch"] = None
+        from restyle_rt.cli import main
+        rc = [main(["invert", {str(toy[0])!r}, *{[str(p) for p in paths]!r}, "--out", {str(tmp_path / 'inv')!r},
+                    "--iters", "2", "--save-latents"]),
+              main(["edit", {str(toy[0])!r}, *{[str(p) for p in paths]!r}, "--iters", "2", "--out",
+                    {str(tmp_path / 'ed')!r}, "--direction", {str(tmp_path / 'age.npy')!r},
+                    "--direction", {str(tmp_path / 'pose.pt')!r}, "--factors", "-2,2"]),
+              main(["edit", {str(toy[0])!r}, "--latents", {str(tmp_path / 'inv' / 'latents.npy')!r}, "--out",
+                    {str(tmp_path / 'ed2')!r}, "--direction", {str(tmp_path / 'age.npy')!r}, "--factors", "3"]),
+              main(["animate", {str(toy[0])!r}, *{[str(p) for p in paths]!r}, "--iters", "2", "--frames", "4",
+                    "--out", {str(tmp_path / 'a.avi')!r}]),
+              main(["invert", {str(toy[0])!r}, *{[str(p) for p in paths]!r}, "--bootstrap", {str(toy[0])!r},
+                    "--iters", "1", "--out", {str(tmp_path / 'boot')!r}, "--strip"])]
+        print(json.dumps({{"rc": rc, "torch": sys.modules["torch"] is None}}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"rc": [0, 0, 0, 0, 0], "torch": True}
+    from PIL import Image
+
+    h, w = 24, 24  # toy image_hw
+    for d in ("age", "pose"):
+        strip = np.asarray(Image.open(tmp_path / "ed" / d / "img000.png"))
+        assert strip.shape == (h, (2 + 4) * w, 3)  # input, inversion, factors -2..1
+    assert np.asarray(Image.open(tmp_path / "ed" / "coupled" / "img001.png")).shape == (2 * h, 6 * w, 3)
+    assert np.asarray(Image.open(tmp_path / "ed2" / "age" / "img000.png")).shape == (h, 2 * w, 3)  # no input
+    import cv2
+
+    cap = cv2.VideoCapture(str(tmp_path / "a.avi"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 2 * (4 + 10)  # 2 transitions (looping), 4 + 2 x 5 held
+    ok, frame = cap.read()
+    cap.release()
+    assert ok and frame.shape == (h, 2 * w, 3)  # the input wipe beside the decoded frame
+    assert np.asarray(Image.open(tmp_path / "boot" / "strips" / "img001.png")).shape == (h, 3 * w, 3)
+
+
+def test_invert_bootstrap_cli(make_toy, rgb_images, tmp_path):
+    from PIL import Image
+
+    from restyle_rt.cli import main
+    from toy_artifacts import TOY_CARS_SPEC
+
+    (d1, r1), (d2, r2) = make_toy("one", seed=1), make_toy("two", seed=2)
+    paths = rgb_images(2)
+    out = tmp_path / "out"
+    rc = main(["invert", str(d2), *map(str, paths), "--bootstrap", str(d1), "--iters", "2", "--out", str(out),
+               "--strip", "--save-latents"])
+    assert rc == 0
+    lat = np.load(out / "latents.npy")
+    assert lat.shape == (2, 3, S, 512)  # step 1 (model 1) + 2 model-2 steps
+    from restyle_rt import Inverter
+
+    with Inverter.load(d2, backend="ort") as inv:
+        x = inv.preprocess(paths)
+    w = r1.encode(x, np.repeat(r1.avg_feedback()[None], 2, 0), np.repeat(r1.w.latent_avg[None], 2, 0))
+    np.testing.assert_allclose(lat[:, 0], w, rtol=1e-5, atol=1e-5)
+    img, y = r1.synthesize(w)
+    np.testing.assert_allclose(lat[:, 1], r2.encode(x, y, w), rtol=1e-5, atol=1e-5)
+    assert np.asarray(Image.open(out / "strips" / "img000.png")).shape == (24, 4 * 24, 3)  # 3 steps + input
+    (d3, _) = make_toy("cars", spec=TOY_CARS_SPEC)
+    assert main(["invert", str(d2), str(paths[0]), "--bootstrap", str(d3), "--out", str(tmp_path / "o2")]) == 2
+    assert not (tmp_path / "o2").exists()
