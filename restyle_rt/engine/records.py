@@ -14,11 +14,10 @@ match the running TensorRT / GPU; the message names both sides and the ``restyle
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple
 
+from .. import fsio
 from ..artifacts import MANIFEST, Artifacts, find_engine, sha256_file, write_manifest
 from ..errors import ArtifactError
 
@@ -53,15 +52,8 @@ def parse_cc(text: str) -> Tuple[int, int]:
 
 
 def write_bytes_atomic(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(memoryview(data))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Engines and timing caches go through the one atomic writer (:func:`restyle_rt.fsio.write_bytes`)."""
+    fsio.write_bytes(path, data)
 
 
 def upsert_record(root: Path, record: dict) -> dict:
