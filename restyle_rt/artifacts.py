@@ -118,7 +118,8 @@ def check_replaceable(out: os.PathLike, overwrite: bool, protect: Sequence[os.Pa
 
 
 def write_manifest(directory: os.PathLike, manifest: dict) -> None:
-    fsio.write_text(Path(directory) / MANIFEST, json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    """Write ``manifest.json`` atomically (temporary name + rename, fsync'ed)."""
+    fsio.write_json(Path(directory) / MANIFEST, manifest, durable=True)
 
 
 @dataclass

@@ -53,7 +53,7 @@ def parse_cc(text: str) -> Tuple[int, int]:
 
 def write_bytes_atomic(path: Path, data) -> None:
     """Engines and timing caches go through the one atomic writer (:func:`restyle_rt.fsio.write_bytes`)."""
-    fsio.write_bytes(path, data)
+    fsio.write_bytes(path, data, durable=True)
 
 
 def upsert_record(root: Path, record: dict) -> dict:

@@ -173,7 +173,7 @@ def make_checkpoint(path: Optional[os.PathLike] = None, encoder_type: str = "Bac
                                "param_groups": [{"lr": 1e-4, "betas": (0.95, 0.999), "params": [0]}]},
                     discriminator_state_dict={"w_disc.0.weight": torch.randn(512, 512, generator=gen)})
     if path is not None:
-        with fsio.atomic_path(path) as tmp:  # a failed write (disk full) leaves no truncated .pt behind
+        with fsio.atomic_path(path, durable=True) as tmp:  # a failed write (disk full) leaves no truncated .pt behind
             torch.save(ckpt, tmp)
             if device_tag:
                 retag_storages(tmp, device_tag)

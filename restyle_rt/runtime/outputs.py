@@ -185,7 +185,7 @@ class RunDir:
             with np.load(f) as z:
                 lat[i] = z["latents"]
                 steps.append(int(z["steps_used"]))
-        fsio.save_npy(self.out / "latents.npy", lat)
+        fsio.save_npy(self.out / "latents.npy", lat, durable=True)
         index = {
             "inputs": list(done),
             "shape": list(lat.shape),
