@@ -108,11 +108,12 @@ def run(args) -> int:
         raise InputError(f"--batch must be >= 1, got {args.batch}")
     settings = {"artifacts": str(Path(args.artifacts).resolve()), "iters": args.iters, "early_exit": args.early_exit}
     run_dir = RunDir(args.out, settings, args.save_steps, args.strip, args.save_latents)
-    paths = run_dir.exclude_outputs(io.list_images(args.inputs))
+    run_dir.check_out(args.inputs)  # all of this before any model is loaded
+    paths = run_dir.exclude_outputs(io.list_images(args.inputs), args.inputs)
     if not paths:
         raise InputError(f"no images to invert: every image found lies under --out {args.out}")
     names = io.output_names(paths, args.inputs)
-    run_dir.check_inputs(args.inputs, paths, names)  # all of this before any model is loaded
+    run_dir.check_inputs(paths, names)
     run_dir.lock()
     try:
         todo = set(run_dir.plan(names, args.resume))

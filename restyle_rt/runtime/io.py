@@ -15,6 +15,7 @@ difference.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Iterable, List, Sequence, Tuple
 
@@ -147,13 +148,25 @@ def check_pixels(path: Path, limit: int = 0) -> None:
     except ImportError:
         return
     try:
-        with Image.open(path) as im:
-            w, h = im.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we decide, with our own message
+            with Image.open(path) as im:
+                w, h = im.size
+    except Image.DecompressionBombError as e:  # Pillow's own check (2x its limit) fired while reading the header
+        w, h = _declared(str(e)), 1
     except Exception:  # noqa: BLE001 - not a format Pillow knows: the decoders report it
         return
     if w * h > limit:
-        raise InputError(f"{path}: declares {w}x{h} = {w * h / 1e6:.0f} Mpx, above the {limit / 1e6:.0f} Mpx limit "
+        raise InputError(f"{path}: declares {w * h / 1e6:.0f} Mpx, above the {limit / 1e6:.0f} Mpx limit "
                          "(set RESTYLE_RT_MAX_PIXELS to allow more); not decoded")
+
+
+def _declared(msg: str) -> int:
+    """The pixel count in Pillow's DecompressionBombError message ("Image size (N pixels) exceeds ...")."""
+    import re
+
+    m = re.search(r"\((\d+) pixels\)", msg)
+    return int(m.group(1)) if m else 1 << 62
 
 
 def _decode_cv2(data: bytes):

@@ -62,19 +62,11 @@ class RunDir:
             files.append(self._latent_file(name))
         return files
 
-    def exclude_outputs(self, paths: Sequence[Path]) -> List[Path]:
-        """Drop inputs that lie inside ``--out`` (earlier outputs found by walking an input directory)."""
-        out = self.out.resolve()
-        keep = [p for p in paths if out not in Path(p).resolve().parents]
-        if len(keep) < len(paths):
-            log.info("not inverting %d file(s) under --out %s (earlier outputs)", len(paths) - len(keep), self.out)
-        return keep
-
-    def check_inputs(self, inputs: Sequence[os.PathLike], paths: Sequence[Path], names: Sequence[str]) -> None:
-        """Refuse an ``--out`` that would overwrite an input (before anything is loaded).
+    def check_out(self, inputs: Sequence[os.PathLike]) -> None:
+        """Refuse an ``--out`` that is unusable or one of the input directories (before anything is read).
 
         Raises:
-            OutputError: ``--out`` is an input directory or a file, or a planned output is an input file.
+            OutputError: naming the problem.
         """
         fsio.check_writable_dir(self.out, "--out")
         out = self.out.resolve()
@@ -82,6 +74,25 @@ class RunDir:
             if Path(i).is_dir() and Path(i).resolve() == out:
                 raise OutputError(f"--out {self.out} is the input directory {i}: outputs would overwrite or mix "
                                   "with the inputs; choose another directory")
+
+    def exclude_outputs(self, paths: Sequence[Path], inputs: Sequence[os.PathLike]) -> List[Path]:
+        """Drop files under ``--out`` found by walking an input directory that contains it (earlier outputs);
+        files named explicitly are kept."""
+        out = self.out.resolve()
+        walked = [Path(i).resolve() for i in inputs if Path(i).is_dir() and Path(i).resolve() in out.parents]
+        if not walked:
+            return list(paths)
+        keep = [p for p in paths if out not in Path(p).resolve().parents]
+        if len(keep) < len(paths):
+            log.info("not inverting %d file(s) under --out %s (earlier outputs)", len(paths) - len(keep), self.out)
+        return keep
+
+    def check_inputs(self, paths: Sequence[Path], names: Sequence[str]) -> None:
+        """Refuse an ``--out`` that would overwrite an input (before anything is loaded).
+
+        Raises:
+            OutputError: a planned output is an input file.
+        """
         sources = {Path(p).resolve(): p for p in paths}
         for name in names:
             for f in self.image_outputs(name):
