@@ -119,9 +119,9 @@ def run(args) -> int:
         todo = set(run_dir.plan(names, args.resume))
         work = [(p, n) for p, n in zip(paths, names) if n in todo]
         done, skipped, label, dt = _invert_all(args, run_dir, work)
-    except KeyboardInterrupt:  # Ctrl-C / SIGTERM: the images finished so far keep complete outputs and latents
-        if args.save_latents:
-            run_dir.write_latents_index(names)
+    except BaseException:  # Ctrl-C, SIGTERM, a full disk: the images finished so far keep complete outputs and,
+        if args.save_latents:  # where the disk allows, latents.npy (they are kept per image for --resume anyway)
+            _salvage_latents(run_dir, names)
         raise
     finally:
         run_dir.close()
@@ -133,6 +133,16 @@ def run(args) -> int:
         file=sys.stderr,
     )
     return 1 if skipped else 0
+
+
+def _salvage_latents(run_dir, names) -> None:
+    import logging
+
+    try:
+        n = run_dir.write_latents_index(names)
+        logging.getLogger("restyle_rt").info("wrote latents.npy for the %d image(s) finished", n)
+    except OSError as e:  # the original error is the one to report
+        logging.getLogger("restyle_rt").warning("could not write latents.npy (%s); rerun with --resume", e)
 
 
 def _resumed(n: int) -> str:
