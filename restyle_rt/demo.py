@@ -25,6 +25,10 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .fsio import check_writable_dir
+
+    out = check_writable_dir(args.out, "--out")  # before torch is imported
+
     import numpy as np
 
     from .export import export_artifacts
@@ -33,9 +37,6 @@ def run(args: argparse.Namespace) -> int:
     from .runtime import io
     from .runtime.api import Inverter
 
-    from .fsio import check_writable_dir
-
-    out = check_writable_dir(args.out, "--out")
     out.mkdir(parents=True, exist_ok=True)
     ckpt, art = out / "restyle_psp_church_random.pt", out / "artifacts"
     if not ckpt.exists():
