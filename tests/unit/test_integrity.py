@@ -110,6 +110,7 @@ def test_nan_seed_is_refused_even_without_hashes(make_toy):
         artifacts.load(d, check_hashes=False)
 
 
+@pytest.mark.parity  # shares the parity tests' cached export
 def test_exported_manifest_hashes_every_file():
     """The real exporter records a sha256 for both graphs, both weight files and both seeds."""
     pytest.importorskip("torch")
