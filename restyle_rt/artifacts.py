@@ -200,7 +200,7 @@ def load(directory: os.PathLike, check_hashes: bool = True) -> Artifacts:
             if check_hashes and hkey in graphs[g]:
                 verify_file(p, graphs[g][hkey])
     if check_hashes:
-        for name, rec in manifest.get("seeds", {}).items():
+        for rec in manifest.get("seeds", {}).values():
             verify_file(root / rec["file"], rec["sha256"])
     lat = _load_array(root / LATENT_AVG, (spec.n_styles, 512))
     fb = _load_array(root / AVG_FEEDBACK, (3, *spec.input_hw))

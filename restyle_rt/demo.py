@@ -12,6 +12,7 @@ does with a trained checkpoint. What the demo proves is the pipeline and its per
 from __future__ import annotations
 
 import argparse
+
 from .argtypes import positive_int
 
 

@@ -19,7 +19,7 @@ import contextlib
 import errno
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import IO, Iterator, Union
 
@@ -63,9 +63,16 @@ def atomic_path(path: PathLike, mkdir: bool = True, durable: bool = False) -> It
     dest = Path(path)
     if mkdir:
         dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + dest.name + ".", dir=dest.parent)
-    os.close(fd)
+    tmp = None
     try:
+        # The name is chosen before the file is created, so a Ctrl-C / SIGTERM at any point (a signal's Python
+        # handler can run in the middle of tempfile.mkstemp, after the file exists) still knows what to remove.
+        while tmp is None:
+            tmp = str(dest.parent / f"{TMP_PREFIX}{dest.name}.{secrets.token_hex(6)}")
+            try:
+                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            except FileExistsError:  # not ours: never remove it
+                tmp = None
         yield Path(tmp)
         apply_umask(tmp, 0o666)
         if durable:
@@ -73,8 +80,9 @@ def atomic_path(path: PathLike, mkdir: bool = True, durable: bool = False) -> It
                 os.fsync(f.fileno())
         _replace(tmp, dest)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         raise
 
 

@@ -156,7 +156,6 @@ def _invert_all(args, run_dir, work):
         (images written, images skipped, "backend" label, seconds).
     """
     import numpy as np
-
     from tqdm import tqdm
 
     from ..errors import InputError

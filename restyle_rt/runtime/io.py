@@ -26,7 +26,7 @@ from ..errors import InputError
 
 # Decoded size limit, checked from the file's header before decoding (a 1.1 MB PNG can decode to 2.85 GB). Pillow's
 # own default (MAX_IMAGE_PIXELS, ~89.5 Mpx = 268 MB as RGB); override with $RESTYLE_RT_MAX_PIXELS.
-MAX_PIXELS = int(os.environ.get("RESTYLE_RT_MAX_PIXELS", 89_478_485))
+MAX_PIXELS = int(os.environ.get("RESTYLE_RT_MAX_PIXELS", "89478485"))
 # OpenCV applies its own header check (default 2**30 px) with this limit when it is set before cv2 is imported.
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
 

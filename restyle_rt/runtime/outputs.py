@@ -114,7 +114,7 @@ class RunDir:
             return
         state = self.out / STATE
         state.mkdir(parents=True, exist_ok=True)
-        f = open(state / "lock", "a+")
+        f = open(state / "lock", "a+")  # noqa: SIM115 - held open (and locked) until close()
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -75,10 +75,9 @@ def test_staging_replaces_a_previous_export_and_follows_the_umask(tmp_path, monk
 
 
 def test_staging_removes_its_temporary_directory_on_failure(tmp_path):
-    with pytest.raises(RuntimeError):
-        with artifacts.staging_dir(tmp_path / "art") as tmp:
-            (tmp / "half.onnx").write_bytes(b"x")
-            raise RuntimeError("export failed")
+    with pytest.raises(RuntimeError), artifacts.staging_dir(tmp_path / "art") as tmp:
+        (tmp / "half.onnx").write_bytes(b"x")
+        raise RuntimeError("export failed")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -131,9 +130,9 @@ def test_make_checkpoint_choices_match_the_loader():
 @pytest.mark.parametrize("size", [2**20, 2048, 48, "big"])
 def test_absurd_output_size_is_refused_before_building(tmp_path, size):
     torch = pytest.importorskip("torch")
+    from restyle_rt.errors import CheckpointError
     from restyle_rt.export.checkpoint import load_checkpoint
     from restyle_rt.export.fixtures import make_opts
-    from restyle_rt.errors import CheckpointError
 
     opts = make_opts("BackboneEncoder", "ffhq_encode", 1024)
     opts["output_size"] = size

@@ -35,8 +35,10 @@ def _env():
 
 def _interrupt(art, imgs, out, sig):
     """Start invert, wait until a few images are complete, send ``sig``; returns (returncode, stderr)."""
+    # a test run in the background (nohup, `&` in a script) inherits SIGINT ignored, and Python then installs no
+    # KeyboardInterrupt handler: give the child the default disposition, as an interactive shell would
     proc = subprocess.Popen(_cmd(art, imgs, out), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     kept = out / ".restyle-rt" / "latents"  # one file per finished image
     while time.monotonic() < deadline and proc.poll() is None and len(list(kept.glob("*.npz"))) < 3:
@@ -48,7 +50,7 @@ def _interrupt(art, imgs, out, sig):
 
 
 def _check_disk(out):
-    """Every file complete; latents.npy lists exactly the images whose outputs are all there."""
+    """Every file complete; latents.npy lists exactly the complete images (all PNGs and their latents)."""
     assert not [p for p in out.rglob("*") if p.name.startswith(fsio.TMP_PREFIX)]
     for p in out.rglob("*.png"):
         with Image.open(p) as im:
@@ -56,10 +58,14 @@ def _check_disk(out):
     index = json.loads((out / "latents.json").read_text())
     lat = np.load(out / "latents.npy")
     assert lat.shape == (len(index["inputs"]), ITERS, 4, 512) and np.isfinite(lat).all()
-    complete = [n for n in (p.stem for p in sorted(out.glob("*.png")))
-                if all((out / "steps" / str(t) / f"{n}.png").is_file() for t in range(1, ITERS + 1))]
-    assert index["inputs"] == complete
-    return complete
+    # an image is complete once its latents are kept (written last); an image interrupted between its PNGs and
+    # its latents is redone by --resume
+    kept = sorted(p.stem for p in (out / ".restyle-rt" / "latents").glob("*.npz"))
+    assert index["inputs"] == kept
+    for n in kept:
+        assert all((out / "steps" / str(t) / f"{n}.png").is_file() for t in range(1, ITERS + 1))
+        assert (out / f"{n}.png").is_file()
+    return kept
 
 
 @pytest.fixture
@@ -78,7 +84,7 @@ def test_signal_leaves_complete_files_and_latents_then_resume(toy, many_images, 
     if sig != signal.SIGINT:
         return
     r = subprocess.run(_cmd(toy[0], many_images, out, "--resume"), env=_env(), capture_output=True, text=True,
-                       timeout=300)
+                       timeout=300, check=False)
     assert r.returncode == 0, r.stderr
     assert f"{N_IMAGES - len(done)} image(s) (0 skipped, {len(done)} already complete)" in r.stderr
     assert len(_check_disk(out)) == N_IMAGES
