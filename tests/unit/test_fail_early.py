@@ -46,3 +46,11 @@ def test_demo_output_checked_first(tmp_path, capfd):
     blocker.write_text("")
     assert main(["demo", "--out", str(blocker / "demo")]) == 3
     assert "is not a directory" in capfd.readouterr().err
+
+
+def test_build_checks_the_engines_directory_before_tensorrt(toy, tmp_path, capfd):
+    art = tmp_path / "art"
+    shutil.copytree(toy[0], art)
+    (art / "engines").write_text("a file where the engines directory goes")
+    assert main(["build", str(art)]) == 3
+    assert "engines directory" in capfd.readouterr().err
