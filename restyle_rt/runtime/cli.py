@@ -11,7 +11,8 @@ Outputs under ``--out DIR`` (NAME is the input's stem, or its path below an inpu
 
 Every file is written under a temporary name and renamed: an interrupted or failed run leaves only complete
 files (and, with --save-latents, latents.npy for every image that finished). --out must not be an input
-directory nor hold an input; images already under --out are never taken as inputs. Existing outputs are
+directory, and no output may overwrite an input; images already under --out are never taken as inputs when
+an input directory is walked. Existing outputs are
 replaced (the run says how many); --resume skips images whose outputs are complete instead. One process at a
 time writes an --out (a lock in DIR/.restyle-rt, which also keeps per-image latents and the run settings).
 
