@@ -2,11 +2,12 @@
 
 Usage (the plugin library built with CMake against TensorRT headers; see restyle_rt/kernels/modulated_conv):
 
-    python3 benchmarks/rtx_plugin_probe.py PLUGIN.so SYNTHESIS_PLUGIN.onnx [--load-library]
+    python3 benchmarks/rtx_plugin_probe.py PLUGIN.so SYNTHESIS_PLUGIN.onnx [--dlopen]
 
 Steps, each printed as it happens (the interesting failures are crashes, so run it in a shell, not in-process):
-register the plugin (dlopen static registration, or IPluginRegistry.load_library), list the registry, parse the
-graph, and build for SM 8.6 ahead of time on this CPU-only machine.
+register the plugin (IPluginRegistry.load_library, the only registration of the IPluginV3 flavour; --dlopen only
+dlopens it, which registers nothing since the defect-9 fix), list the registry, parse the graph, and build for
+SM 8.6 ahead of time on this CPU-only machine.
 """
 from __future__ import annotations
 
@@ -19,18 +20,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("plugin")
     ap.add_argument("onnx")
-    ap.add_argument("--load-library", action="store_true", help="use IPluginRegistry.load_library, not dlopen")
+    ap.add_argument("--dlopen", action="store_true", help="only dlopen the library instead of load_library")
     args = ap.parse_args()
     import tensorrt_rtx_bindings as trt
 
     print("TensorRT-RTX", trt.__version__, flush=True)
     logger = trt.Logger(trt.Logger.INFO)
     reg = trt.get_plugin_registry()
-    if args.load_library:
-        print("load_library ->", reg.load_library(args.plugin), flush=True)
-    else:
+    if args.dlopen:
         ctypes.CDLL(args.plugin, mode=ctypes.RTLD_GLOBAL)
         print("dlopen ok", flush=True)
+    else:
+        print("load_library ->", reg.load_library(args.plugin), flush=True)
     print("registry:", [(c.name, c.plugin_version) for c in reg.all_creators], flush=True)
     builder = trt.Builder(logger)
     net = builder.create_network(0)

@@ -7,7 +7,8 @@ Layout::
     DIR/engines/<name>.engine      (added by ``restyle-rt build``; recorded under manifest["engines"])
 
 Writers go through :func:`staging_dir` so a failed export leaves nothing half-written; readers go through
-:func:`load` which refuses a manifest or file set it does not understand, naming both sides.
+:func:`load` which refuses a manifest or file set it does not understand, naming both sides. Engines are checked
+against the running TensorRT / GPU by :func:`check_record` (flavour, version, compute capability, size, hash).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -267,3 +268,60 @@ def find_engine(art: Artifacts, graph: str, precision: str) -> Optional[dict]:
         if rec.get("graph") == graph and rec.get("precision") == precision:
             return rec
     return None
+
+
+# --- engine records: the load-time compatibility check (the build side writes them: restyle_rt.engine.records) ---
+
+def cc_str(cc: Tuple[int, int]) -> str:
+    """(8, 6) -> ``"8.6"``."""
+    return f"{cc[0]}.{cc[1]}"
+
+
+def write_bytes_atomic(path: Path, data) -> None:
+    """Engines and timing caches go through the one atomic writer (:func:`restyle_rt.fsio.write_bytes`, fsync'ed)."""
+    fsio.write_bytes(path, data, durable=True)
+
+
+def build_command(art_root: Path, precision: str) -> str:
+    """The CLI line that rebuilds the engines of ``art_root`` (named in every refusal)."""
+    return f"restyle-rt build {art_root} --precision {precision} --rebuild"
+
+
+def incompatibility(record: dict, flavour: str, version: str, device_cc: Optional[Tuple[int, int]]) -> List[str]:
+    """Why ``record`` cannot run with this TensorRT / GPU (empty when it can)."""
+    why = []
+    if record.get("trt_flavour") != flavour:
+        why.append(f"built with {record.get('trt_flavour')!r}, this runtime is {flavour!r}")
+    elif record.get("trt_version") != version:
+        why.append(f"built with {flavour} {record.get('trt_version')}, this runtime has {flavour} {version}")
+    ccs = record.get("compute_capabilities") or []
+    if device_cc is not None and cc_str(device_cc) not in ccs:
+        why.append(f"built for compute capabilities {', '.join(ccs) or '(none recorded)'}, "
+                   f"this GPU is {cc_str(device_cc)}")
+    return why
+
+
+def check_record(art: Artifacts, graph: str, precision: str, flavour: str, version: str,
+                 device_cc: Optional[Tuple[int, int]] = None, verify_hash: bool = False) -> dict:
+    """The engine record for (graph, precision), verified against this runtime.
+
+    Raises:
+        ArtifactError: no engine, missing/corrupt file, or built for another TensorRT / GPU (both sides named).
+    """
+    rec = find_engine(art, graph, precision)
+    fix = build_command(art.root, precision)
+    if rec is None:
+        raise ArtifactError(f"{art.root} has no {graph} {precision} engine in its manifest; "
+                            f"build one with `{fix.replace(' --rebuild', '')}`")
+    path = art.root / rec["file"]
+    if not path.is_file():
+        raise ArtifactError(f"engine {path} listed in the manifest is missing; run `{fix}`")
+    size = path.stat().st_size
+    if rec.get("size_bytes") not in (None, size):
+        raise ArtifactError(f"engine {path}: {size} bytes on disk, manifest says {rec['size_bytes']}; run `{fix}`")
+    if verify_hash and rec.get("sha256") and sha256_file(path) != rec["sha256"]:
+        raise ArtifactError(f"engine {path}: sha256 differs from the manifest; run `{fix}`")
+    why = incompatibility(rec, flavour, version, device_cc)
+    if why:
+        raise ArtifactError(f"engine {path} does not match this machine: " + "; ".join(why) + f". Run `{fix}`")
+    return rec

@@ -27,9 +27,10 @@ EXIT_CODES = """exit codes:
 COMMANDS = (
     "restyle_rt.export.cli",      # export
     "restyle_rt.runtime.cli",     # invert
-    "restyle_rt.engine_cli",      # build
+    "restyle_rt.engine.cli",      # build
     "restyle_rt.bench.cli",       # bench
     "restyle_rt.demo",            # demo
+    "restyle_rt.serve.cli",       # serve, triton-repo
 )
 
 

@@ -8,9 +8,18 @@ Two precision paths (shared/reference/tensorrt-and-peers.md §3a):
 * **precision flags** (TensorRT 8.5 - 10.11, e.g. JetPack 5/6): ``BuilderFlag.FP16`` on the FP32 ONNX, with the
   same keep-in-FP32 node set pinned to FP32 through layer precision + ``OBEY_PRECISION_CONSTRAINTS``.
 
-FP32 engines clear ``BuilderFlag.TF32`` so that "fp32" means IEEE FP32. Written directly against the TensorRT API
-(identical for both flavours) rather than through Polygraphy: Polygraphy switches to TensorRT-RTX only through a
-process-global environment variable read at its import, and its engine loader deserializes (needs a GPU).
+FP32 engines clear ``BuilderFlag.TF32`` so that "fp32" means IEEE FP32. TensorRT-RTX engines set
+``BuilderFlag.REQUIRE_USER_ALLOCATION``: the backend captures its loop as a CUDA graph, and RTX contexts are
+stream-capturable only with it (the build also fails, instead of the capture, if a graph ever needs runtime
+allocation). Every build reads its settings back from TensorRT, checks them against what the backend needs and
+records them (:mod:`.settings`).
+
+Written directly against the TensorRT API (identical for both flavours) rather than through Polygraphy, which is
+therefore not a dependency: it switches to TensorRT-RTX only through a process-global environment variable read at
+its import; its engine loader and ``inspect model`` on a plan deserialize (need a GPU driver); a TensorRT-RTX plan
+shows as one fused node, so per-layer engine precision says little; and the settings it would print for a network
+are read here from the same TensorRT objects. TensorRT-vs-ONNX Runtime parity is checked through the backend
+itself (tests/gpu). For ad-hoc per-layer debugging on a GPU, ``polygraphy run G.onnx --trt --onnxrt`` still works.
 """
 from __future__ import annotations
 
@@ -19,7 +28,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Set, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from .. import artifacts as A
 from .. import fsio
@@ -27,10 +36,17 @@ from ..errors import BuildError
 from ..runtime.trt_compat import TrtInfo, load_trt
 from ..spec import GRAPHS, BatchProfile, ModelSpec
 from . import records as R
+from .settings import USER_ALLOCATION_FLAG, problems, read_settings
 
 log = logging.getLogger("restyle_rt")
 
 RTX_EXCLUDED_CC = ("7.5",)  # TensorRT-RTX cannot compile FP32 GEMM for Turing; our modulation GEMMs stay FP32
+
+
+def supported_compute_capabilities(info: TrtInfo) -> List[str]:
+    """Every AOT target the installed TensorRT-RTX knows (its ``ComputeCapability.SM*`` members), as ``"M.m"``."""
+    names = [n for n in info.module.ComputeCapability.__members__ if n.startswith("SM")]
+    return [R.cc_str((int(n[2:-1]), int(n[-1]))) for n in names]
 
 
 def default_compute_capabilities(info: TrtInfo) -> List[str]:
@@ -39,9 +55,7 @@ def default_compute_capabilities(info: TrtInfo) -> List[str]:
     Engine size does not grow with the list (kernels are JIT-compiled on the device; measured with 1.7.1: 1 vs 5
     targets gave the same plan size), so the default is broad.
     """
-    names = [n for n in info.module.ComputeCapability.__members__ if n.startswith("SM")]
-    ccs = [R.cc_str((int(n[2:-1]), int(n[-1]))) for n in names]
-    return [c for c in ccs if c not in RTX_EXCLUDED_CC]
+    return [c for c in supported_compute_capabilities(info) if c not in RTX_EXCLUDED_CC]
 
 
 @dataclass
@@ -97,19 +111,48 @@ class EngineBuilder:
     def strongly_typed(self) -> bool:
         return self.info.strongly_typed
 
+    @property
+    def user_allocation(self) -> bool:
+        """``BuilderFlag.REQUIRE_USER_ALLOCATION`` exists (TensorRT-RTX >= 1.2) and is set on every build."""
+        return hasattr(self.trt.BuilderFlag, USER_ALLOCATION_FLAG)
+
+    def needs_device(self) -> bool:
+        """Whether :meth:`target_ccs` needs the local GPU: standard TensorRT, or RTX asked for ``current``."""
+        return not self.info.compute_capability_api or list(self.options.compute_capabilities or []) == ["current"]
+
     def target_ccs(self, device_cc: Optional[Tuple[int, int]]) -> List[str]:
-        """Compute capabilities the plan will run on (recorded in the manifest)."""
-        if self.info.compute_capability_api:
-            ccs = self.options.compute_capabilities or default_compute_capabilities(self.info)
-            if list(ccs) == ["current"]:
-                if device_cc is None:
-                    raise BuildError("--compute-capability current needs a visible CUDA device")
-                return [R.cc_str(device_cc)]
-            return R.cc_list(ccs)
-        if device_cc is None:
-            raise BuildError(f"{self.info.flavour} {self.info.version} builds for the GPU it runs on, and no CUDA "
-                             "device is visible; build on the target machine (or use TensorRT-RTX for AOT builds)")
-        return [R.cc_str(device_cc)]
+        """Compute capabilities the plan will run on (recorded in the manifest).
+
+        Raises:
+            BuildError: no device where one is needed, or a target TensorRT-RTX cannot build for (named, with
+                the targets it can and the standard-TensorRT alternative).
+        """
+        if not self.info.compute_capability_api:
+            if device_cc is None:
+                raise BuildError(f"{self.info.flavour} {self.info.version} builds for the GPU it runs on, and no "
+                                 "CUDA device is visible; build on the target machine (or use TensorRT-RTX for AOT "
+                                 "builds)")
+            return [R.cc_str(device_cc)]
+        ccs = self.options.compute_capabilities or default_compute_capabilities(self.info)
+        current = list(ccs) == ["current"]
+        if current:
+            if device_cc is None:
+                raise BuildError("--compute-capability current needs a visible CUDA device")
+            ccs = [R.cc_str(device_cc)]
+        try:
+            ccs = R.cc_list(ccs)
+        except ValueError as e:
+            raise BuildError(str(e)) from None
+        known = supported_compute_capabilities(self.info)
+        unknown = [c for c in ccs if c not in known]
+        if unknown:
+            what = f"this GPU's compute capability {unknown[0]}" if current else f"compute capability {unknown[0]}"
+            raise BuildError(
+                f"{self.info.flavour} {self.info.version} cannot build for {what}: it targets {', '.join(known)} "
+                "only (no Hopper/data-centre GPUs such as H100/H200 = 9.0, no Jetson). Build with standard TensorRT "
+                "on that GPU instead (`pip install tensorrt`, then `restyle-rt build ARTIFACTS --flavour tensorrt`)"
+                + ("" if current else ", or pick --compute-capability from the supported list"))
+        return ccs
 
     def _network(self, onnx_path: Path):
         trt = self.trt
@@ -138,6 +181,8 @@ class EngineBuilder:
         for name, (mn, op, mx) in shapes.items():
             profile.set_shape(name, mn, op, mx)
         config.add_optimization_profile(profile)
+        if self.user_allocation:  # the backend captures the loop as a CUDA graph; RTX allows it only with this
+            config.set_flag(getattr(trt.BuilderFlag, USER_ALLOCATION_FLAG))
         if opt.precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
             config.clear_flag(trt.BuilderFlag.TF32)
         if opt.precision == "fp16" and not self.strongly_typed:
@@ -148,7 +193,7 @@ class EngineBuilder:
             config.num_compute_capabilities = len(targets)
             for i, cap in enumerate(targets):
                 config.set_compute_capability(cap, i)
-        return config
+        return config, profile
 
     def _pin_fp32(self, network, config, keep_fp32: Set[str]) -> None:
         """Precision-flag path: FP16 everywhere except layers of the keep-in-FP32 ONNX nodes."""
@@ -181,12 +226,32 @@ class EngineBuilder:
         config.set_timing_cache(cache, ignore_mismatch=True)
         return cache
 
-    def build(self, onnx_path: Path, spec: ModelSpec, graph: str, ccs: List[str],
-              keep_fp32: Set[str] = frozenset()) -> bytes:
-        """Serialized plan for ``onnx_path``; raises BuildError with TensorRT's errors on failure."""
+    def configure(self, onnx_path: Path, spec: ModelSpec, graph: str, ccs: List[str],
+                  keep_fp32: Set[str] = frozenset()):
+        """Parse and configure one build; read its settings back from TensorRT and check them.
+
+        Returns:
+            ``(network, parser, config, settings)``; ``settings`` is :func:`.settings.read_settings`'s dict.
+
+        Raises:
+            BuildError: unparsable ONNX, or settings the TensorRT backend cannot run with (each one named).
+        """
         self.logger.errors.clear()
-        network, _parser = self._network(onnx_path)
-        config = self._config(network, spec, graph, ccs, keep_fp32)
+        network, parser = self._network(onnx_path)
+        config, profile = self._config(network, spec, graph, ccs, keep_fp32)
+        settings = read_settings(self.trt, network, config, profile)
+        why = problems(settings, strongly_typed=self.strongly_typed, user_allocation=self.user_allocation,
+                       precision=self.options.precision, batch=(self.options.profile or BatchProfile()).to_list(),
+                       expected_io=expected_io(spec, graph), ccs=ccs if self.info.compute_capability_api else None)
+        if why:
+            raise BuildError(f"the {graph} {self.options.precision} engine would not suit the TensorRT backend: "
+                             + "; ".join(why))
+        return network, parser, config, settings
+
+    def build(self, onnx_path: Path, spec: ModelSpec, graph: str, ccs: List[str],
+              keep_fp32: Set[str] = frozenset()) -> Tuple[bytes, dict]:
+        """(serialized plan, settings) for ``onnx_path``; raises BuildError with TensorRT's errors on failure."""
+        network, _parser, config, settings = self.configure(onnx_path, spec, graph, ccs, keep_fp32)
         cache = self._timing_cache(config)
         plan = self.builder.build_serialized_network(network, config)
         if plan is None:
@@ -194,7 +259,14 @@ class EngineBuilder:
                              + ("; ".join(self.logger.errors[-5:]) or "see the TensorRT log"))
         if cache is not None:
             R.write_bytes_atomic(Path(self.options.timing_cache), cache.serialize())
-        return plan
+        return plan, settings
+
+
+def expected_io(spec: ModelSpec, graph: str) -> Dict[str, Tuple[str, List[int]]]:
+    """``{name: (mode, shape)}`` the backend binds for ``graph`` (``-1`` = the dynamic batch)."""
+    ins, outs = spec.graph_io(graph)
+    return {**{t.name: ("input", list(t.concrete(-1))) for t in ins},
+            **{t.name: ("output", list(t.concrete(-1))) for t in outs}}
 
 
 def _source_sha(art: A.Artifacts, graph: str) -> str:
@@ -254,13 +326,13 @@ def build_engines(artifacts_dir, precision: str = "fp16", profile: Optional[Batc
     info = load_trt(flavour)
     opts = BuildOptions(precision, profile or art.profile, workspace_gb,
                         Path(timing_cache) if timing_cache else None, rebuild, compute_capabilities)
-    device_cc = _device_cc()
     builder = EngineBuilder(info, opts)
-    ccs = builder.target_ccs(device_cc)
+    ccs = builder.target_ccs(_device_cc() if builder.needs_device() else None)
     out = []
     for graph in graphs:
         want = {"trt_flavour": info.flavour, "trt_version": info.version, "compute_capabilities": ccs,
-                "profile": opts.profile.to_list(), "source_sha256": _source_sha(art, graph)}
+                "profile": opts.profile.to_list(), "source_sha256": _source_sha(art, graph),
+                "require_user_allocation": builder.user_allocation}
         existing = A.find_engine(A.load(art.root), graph, precision)
         if not rebuild and R.is_current(art.root, existing, want):
             log.info("%s %s engine is up to date (%s)", graph, precision, existing["file"])
@@ -271,14 +343,13 @@ def build_engines(artifacts_dir, precision: str = "fp16", profile: Optional[Batc
                  info.version, "strongly typed" if builder.strongly_typed else "precision flags", ",".join(ccs),
                  "/".join(map(str, opts.profile.to_list())))
         t0 = time.perf_counter()
-        plan = builder.build(onnx_path, art.spec, graph, ccs, keep)
+        plan, settings = builder.build(onnx_path, art.spec, graph, ccs, keep)
         seconds = time.perf_counter() - t0
         path = art.root / R.engine_file(graph, precision)
         R.write_bytes_atomic(path, plan)
         rec = dict(graph=graph, precision=precision, file=R.engine_file(graph, precision),
-                   sha256=A.sha256_file(path), size_bytes=path.stat().st_size, **want,
-                   build_seconds=round(seconds, 2), strongly_typed=builder.strongly_typed,
-                   tf32=precision != "fp32", workspace_gb=workspace_gb,
+                   sha256=A.sha256_file(path), size_bytes=path.stat().st_size, **{**want, **settings},  # read back from TensorRT wins
+                   build_seconds=round(seconds, 2), workspace_gb=workspace_gb,
                    onnx={"file": str(onnx_path.relative_to(art.root)), "sha256": A.sha256_file(onnx_path)},
                    built_at=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
         R.upsert_record(art.root, rec)

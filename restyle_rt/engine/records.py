@@ -6,10 +6,15 @@ A record says what an engine file is and what it runs on::
      "size_bytes": 123, "trt_flavour": "tensorrt-rtx", "trt_version": "1.7.1.116",
      "compute_capabilities": ["8.6", "8.9"], "profile": [1, 1, 8], "build_seconds": 12.3,
      "strongly_typed": true, "tf32": false, "workspace_gb": 4.0, "onnx": {"file": ..., "sha256": ...},
-     "source_sha256": "<sha256 of the FP32 graph it came from>", "built_at": "2026-...Z"}
+     "source_sha256": "<sha256 of the FP32 graph it came from>", "built_at": "2026-...Z",
+     "builder_flags": ["REQUIRE_USER_ALLOCATION"], "require_user_allocation": true, "io": {...},
+     "layer_dtypes": {...}, "runtime_config": {...}}
 
-At load an engine is refused (``ArtifactError``) when its flavour, version or target compute capabilities do not
-match the running TensorRT / GPU; the message names both sides and the ``restyle-rt build ... --rebuild`` fix.
+``strongly_typed``, ``tf32``, ``compute_capabilities`` (RTX) and the keys of the last two lines are read back from
+TensorRT's network and config objects at build time (:mod:`.settings`).
+
+The load-time compatibility check (``check_record``, ``incompatibility``) lives in :mod:`restyle_rt.artifacts`, so
+the runtime depends on the manifest layer only; it is re-exported here for the build side.
 """
 from __future__ import annotations
 
@@ -17,9 +22,8 @@ import json
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple
 
-from .. import fsio
-from ..artifacts import MANIFEST, Artifacts, find_engine, sha256_file, write_manifest
-from ..errors import ArtifactError
+from ..artifacts import (  # noqa: F401 - re-exported: the load-side check lives with the manifest
+    MANIFEST, build_command, cc_str, check_record, incompatibility, write_bytes_atomic, write_manifest)
 
 ENGINES_DIR = "engines"
 PRECISIONS = ("fp32", "fp16")
@@ -35,9 +39,6 @@ def fp16_onnx_file(graph: str) -> str:
     return f"{ENGINES_DIR}/{graph}.fp16.onnx"
 
 
-def cc_str(cc: Tuple[int, int]) -> str:
-    return f"{cc[0]}.{cc[1]}"
-
 
 def parse_cc(text: str) -> Tuple[int, int]:
     """``"8.6"`` / ``"86"`` / ``"sm_86"`` -> (8, 6)."""
@@ -51,10 +52,6 @@ def parse_cc(text: str) -> Tuple[int, int]:
     return int(major), int(minor)
 
 
-def write_bytes_atomic(path: Path, data) -> None:
-    """Engines and timing caches go through the one atomic writer (:func:`restyle_rt.fsio.write_bytes`)."""
-    fsio.write_bytes(path, data, durable=True)
-
 
 def upsert_record(root: Path, record: dict) -> dict:
     """Replace the (graph, precision) record in the manifest on disk (re-read first), save atomically."""
@@ -67,48 +64,7 @@ def upsert_record(root: Path, record: dict) -> dict:
     return manifest
 
 
-def build_command(art_root: Path, precision: str) -> str:
-    return f"restyle-rt build {art_root} --precision {precision} --rebuild"
 
-
-def incompatibility(record: dict, flavour: str, version: str, device_cc: Optional[Tuple[int, int]]) -> List[str]:
-    """Why ``record`` cannot run with this TensorRT / GPU (empty when it can)."""
-    why = []
-    if record.get("trt_flavour") != flavour:
-        why.append(f"built with {record.get('trt_flavour')!r}, this runtime is {flavour!r}")
-    elif record.get("trt_version") != version:
-        why.append(f"built with {flavour} {record.get('trt_version')}, this runtime has {flavour} {version}")
-    ccs = record.get("compute_capabilities") or []
-    if device_cc is not None and cc_str(device_cc) not in ccs:
-        why.append(f"built for compute capabilities {', '.join(ccs) or '(none recorded)'}, "
-                   f"this GPU is {cc_str(device_cc)}")
-    return why
-
-
-def check_record(art: Artifacts, graph: str, precision: str, flavour: str, version: str,
-                 device_cc: Optional[Tuple[int, int]] = None, verify_hash: bool = False) -> dict:
-    """The engine record for (graph, precision), verified against this runtime.
-
-    Raises:
-        ArtifactError: no engine, missing/corrupt file, or built for another TensorRT / GPU (both sides named).
-    """
-    rec = find_engine(art, graph, precision)
-    fix = build_command(art.root, precision)
-    if rec is None:
-        raise ArtifactError(f"{art.root} has no {graph} {precision} engine in its manifest; "
-                            f"build one with `{fix.replace(' --rebuild', '')}`")
-    path = art.root / rec["file"]
-    if not path.is_file():
-        raise ArtifactError(f"engine {path} listed in the manifest is missing; run `{fix}`")
-    size = path.stat().st_size
-    if rec.get("size_bytes") not in (None, size):
-        raise ArtifactError(f"engine {path}: {size} bytes on disk, manifest says {rec['size_bytes']}; run `{fix}`")
-    if verify_hash and rec.get("sha256") and sha256_file(path) != rec["sha256"]:
-        raise ArtifactError(f"engine {path}: sha256 differs from the manifest; run `{fix}`")
-    why = incompatibility(rec, flavour, version, device_cc)
-    if why:
-        raise ArtifactError(f"engine {path} does not match this machine: " + "; ".join(why) + f". Run `{fix}`")
-    return rec
 
 
 def is_current(root: Path, record: Optional[dict], want: dict) -> bool:

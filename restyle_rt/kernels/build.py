@@ -209,9 +209,10 @@ def plugin_library_path(search: Sequence[os.PathLike] = ()) -> Optional[Path]:
     """Path of a built ``librestyle_modconv_plugin.so`` for the TensorRT runtime to load, or None.
 
     Looks in ``search``, then ``$RESTYLE_RT_PLUGIN`` (a file or directory), then the CMake build dir
-    ``build/modconv`` of the current directory, then the cache. The runtime passes the path to
-    ``IPluginRegistry.load_library`` (or Polygraphy ``--plugins``); building it needs TensorRT headers
-    (CMakeLists.txt).
+    ``build/modconv`` of the current directory, then the cache. TensorRT >= 10 / TensorRT-RTX builds register only
+    through ``IPluginRegistry.load_library(path)`` (they export ``getCreators``); TensorRT 8.5/8.6 builds only at
+    ``dlopen`` (``ctypes.CDLL``, Polygraphy ``--plugins``); see modulated_conv/CONTRACT.md. Building it needs
+    TensorRT headers (CMakeLists.txt).
     """
     cands = [Path(p) for p in search]
     env = os.environ.get("RESTYLE_RT_PLUGIN")

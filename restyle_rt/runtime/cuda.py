@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
+from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..errors import BackendUnavailable, RestyleError
+
+log = logging.getLogger("restyle_rt")
 
 
 class CudaError(RestyleError):
@@ -45,14 +49,82 @@ def check(result, what: str = "CUDA call"):
     return rest[0] if len(rest) == 1 else rest
 
 
+class CudaDriverError(CudaError):
+    """An NVIDIA driver is installed but cannot serve this cuda-python (too old for its CUDA major, mismatched)."""
+
+
+# cudaGetDeviceCount errors that mean "nothing to run on" rather than "something is broken"
+_NO_DEVICE = ("cudaErrorNoDevice",)
+
+
+@dataclass(frozen=True)
+class DeviceStatus:
+    """What the CUDA runtime reports about this machine.
+
+    Attributes:
+        count: visible devices (0 when ``error`` is set).
+        driver_version: ``cudaDriverGetVersion`` (e.g. 12080); 0 when no NVIDIA driver is installed.
+        runtime_version: the CUDA runtime cuda-python links (e.g. 13040).
+        error: the CUDA error name of ``cudaGetDeviceCount``, or ``""``.
+    """
+
+    count: int
+    driver_version: int
+    runtime_version: int
+    error: str = ""
+
+    @property
+    def no_device(self) -> bool:
+        """True when there is truly nothing to run on: no driver installed, or the driver sees no device."""
+        return self.count == 0 and (self.driver_version == 0 or self.error in _NO_DEVICE or not self.error)
+
+
+def _ver(v: int) -> str:
+    return f"{v // 1000}.{v % 1000 // 10}"
+
+
+def probe() -> DeviceStatus:
+    """Ask the CUDA runtime for devices, driver and runtime versions, without raising on a CUDA error.
+
+    Raises:
+        BackendUnavailable: cuda-python is not installed.
+    """
+    rt = cudart()
+    err, n = rt.cudaGetDeviceCount()
+    drv = rt.cudaDriverGetVersion()
+    rtv = rt.cudaRuntimeGetVersion()
+    driver = int(drv[1]) if drv[0] == rt.cudaError_t.cudaSuccess else 0
+    runtime = int(rtv[1]) if rtv[0] == rt.cudaError_t.cudaSuccess else 0
+    if err == rt.cudaError_t.cudaSuccess:
+        return DeviceStatus(int(n), driver, runtime)
+    name = rt.cudaGetErrorName(err)[1]
+    return DeviceStatus(0, driver, runtime, name.decode() if isinstance(name, bytes) else str(name))
+
+
 def device_count() -> int:
-    """Number of visible CUDA devices; 0 when there is no driver, no device or no cuda-python."""
+    """Number of visible CUDA devices; 0 when no NVIDIA driver is installed, it reports no device, or cuda-python
+    is not installed (:func:`cudart` says why).
+
+    Raises:
+        CudaDriverError: a driver is installed but unusable, e.g. ``cudaErrorInsufficientDriver``: cuda-python 13
+            needs a CUDA 13 driver (>= 580). The message names both versions and the fix.
+    """
     try:
-        rt = cudart()
-        err, n = rt.cudaGetDeviceCount()
-    except Exception:  # noqa: BLE001 - any failure here means "no usable device"
+        st = probe()
+    except BackendUnavailable:
         return 0
-    return int(n) if err == rt.cudaError_t.cudaSuccess else 0
+    if st.count or st.no_device:
+        return st.count
+    raise CudaDriverError(
+        f"cudaGetDeviceCount failed: {st.error}: the NVIDIA driver supports CUDA {_ver(st.driver_version)}, this "
+        f"cuda-python links CUDA {_ver(st.runtime_version)}. Update the driver (CUDA 13 needs >= 580), or install "
+        f"the cuda-python of the driver's CUDA major together with the TensorRT built for it, e.g. "
+        f"`pip install 'cuda-python>={st.driver_version // 1000},<{st.driver_version // 1000 + 1}'`")
+
+
+def runtime_major() -> int:
+    """CUDA major version of the runtime cuda-python links (``cudaRuntimeGetVersion() // 1000``)."""
+    return int(check(cudart().cudaRuntimeGetVersion(), "cudaRuntimeGetVersion")) // 1000
 
 
 def compute_capability(device: int = 0) -> Tuple[int, int]:
@@ -69,7 +141,9 @@ def set_device(device: int = 0) -> None:
 
 
 def _int(handle) -> int:
-    return int(handle) if not hasattr(handle, "getPtr") else int(handle.getPtr())
+    """The value of a cuda-python handle (``int(cudaStream_t)``), never ``getPtr()``: that is the address of the
+    Python wrapper's storage on the host, not the handle TensorRT and CUDA expect."""
+    return int(handle)
 
 
 class Stream:
@@ -181,15 +255,33 @@ class CudaGraph:
 
     @contextlib.contextmanager
     def capture(self, stream: Stream) -> Iterator["CudaGraph"]:
+        """Capture the work the block enqueues on ``stream``; the graph is instantiated when the block exits.
+
+        On failure (an error in the block, or a capture CUDA invalidated) the capture is always ended, so the
+        stream is usable again, the partial graph is destroyed and the *first* error is raised: an error from
+        the block is never masked by ``cudaStreamEndCapture`` reporting the invalidated capture.
+
+        Raises:
+            CudaError: capture could not begin, was invalidated, or the graph could not be instantiated.
+        """
         rt = cudart()
         mode = rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
         check(rt.cudaStreamBeginCapture(stream.raw, mode), "cudaStreamBeginCapture")
         try:
             yield self
-        finally:  # always end the capture, or the stream stays unusable
-            graph = check(rt.cudaStreamEndCapture(stream.raw), "cudaStreamEndCapture")
+        except BaseException:
+            err, *graph = rt.cudaStreamEndCapture(stream.raw)
+            _destroy_graph(rt, graph[0] if graph else None)
+            if err != rt.cudaError_t.cudaSuccess:
+                log.debug("cudaStreamEndCapture after a failed capture: %s", err)
+            raise
+        graph = check(rt.cudaStreamEndCapture(stream.raw), "cudaStreamEndCapture")
+        try:
+            self._exec = check(rt.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
+        except CudaError:
+            _destroy_graph(rt, graph)
+            raise
         self._graph = graph
-        self._exec = check(rt.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
 
     @property
     def ready(self) -> bool:
@@ -206,6 +298,11 @@ class CudaGraph:
         if self._graph is not None:
             check(rt.cudaGraphDestroy(self._graph), "cudaGraphDestroy")
             self._graph = None
+
+
+def _destroy_graph(rt, graph) -> None:
+    if graph is not None and int(graph):
+        check(rt.cudaGraphDestroy(graph), "cudaGraphDestroy")
 
 
 def close_all(*things: Optional[object]) -> None:

@@ -133,8 +133,10 @@ def read_image(path: os.PathLike) -> np.ndarray:
     return img
 
 
-def check_pixels(path: Path, limit: int = 0) -> None:
+def check_pixels(path, limit: int = 0, name: str = "") -> None:
     """Refuse an image whose header declares more than ``limit`` (default :data:`MAX_PIXELS`) pixels.
+
+    ``path`` is a file path or a binary file object (encoded bytes); ``name`` names it in the message.
 
     Reads the header only (Pillow's lazy ``Image.open``); without Pillow, OpenCV's own header check applies
     (``OPENCV_IO_MAX_IMAGE_PIXELS``, set from :data:`MAX_PIXELS` when this module is imported first).
@@ -157,7 +159,7 @@ def check_pixels(path: Path, limit: int = 0) -> None:
     except Exception:  # noqa: BLE001 - not a format Pillow knows: the decoders report it
         return
     if w * h > limit:
-        raise InputError(f"{path}: declares {w * h / 1e6:.0f} Mpx, above the {limit / 1e6:.0f} Mpx limit "
+        raise InputError(f"{name or path}: declares {w * h / 1e6:.0f} Mpx, above the {limit / 1e6:.0f} Mpx limit "
                          "(set RESTYLE_RT_MAX_PIXELS to allow more); not decoded")
 
 
@@ -167,6 +169,36 @@ def _declared(msg: str) -> int:
 
     m = re.search(r"\((\d+) pixels\)", msg)
     return int(m.group(1)) if m else 1 << 62
+
+
+def decode_image(data: bytes, name: str = "image") -> np.ndarray:
+    """Decode encoded image bytes (JPEG, PNG, ...) to RGB, exactly as :func:`read_image` decodes a file.
+
+    Args:
+        data: the encoded bytes.
+        name: what to call the image in error messages.
+
+    Returns:
+        [H, W, 3] uint8 RGB, EXIF orientation applied, alpha dropped.
+
+    Raises:
+        InputError: empty or undecodable bytes (names ``name``).
+    """
+    import io as _io
+
+    if not data:
+        raise InputError(f"{name}: empty image (0 bytes)")
+    check_pixels(_io.BytesIO(bytes(data)), name=name)
+    try:
+        img = _decode_cv2(bytes(data))
+    except ValueError as e:  # decoded, but not usable pixels (NaN in a float TIFF, an odd pixel type)
+        raise InputError(f"{name}: {e}") from None
+    if img is None:
+        img = _decode_pil(_io.BytesIO(bytes(data)))
+    if img is None:
+        raise InputError(f"{name}: not a readable image ({len(data)} bytes; corrupt, truncated or an unsupported "
+                         "format)")
+    return img
 
 
 def _decode_cv2(data: bytes):
@@ -183,7 +215,7 @@ def _decode_cv2(data: bytes):
     return np.ascontiguousarray(img[:, :, ::-1])  # [H, W, 3] RGB
 
 
-def _decode_pil(path: Path):
+def _decode_pil(path):  # a Path or a binary file object
     try:
         from PIL import Image, ImageOps
     except ImportError:

@@ -22,9 +22,8 @@ import importlib
 import logging
 import os
 import re
-import sys
 from dataclasses import dataclass, field
-from typing import Any, Tuple
+from typing import Any, Optional, Tuple
 
 from ..errors import BackendUnavailable
 
@@ -103,6 +102,17 @@ class TrtInfo:
         return hasattr(self.module.ICudaEngine, "create_runtime_config")
 
     @property
+    def stream_capturable_query(self) -> bool:
+        """``IExecutionContext.is_stream_capturable``: TensorRT-RTX only (standard TensorRT 10.x/11.x has none)."""
+        return hasattr(self.module.IExecutionContext, "is_stream_capturable")
+
+    @property
+    def kernel_specialization(self) -> bool:
+        """RTX ``IRuntimeConfig.dynamic_shapes_kernel_specialization_strategy`` (LAZY default, EAGER, NONE)."""
+        return hasattr(self.module, "DynamicShapesKernelSpecializationStrategy") and hasattr(
+            getattr(self.module, "IRuntimeConfig", None), "dynamic_shapes_kernel_specialization_strategy")
+
+    @property
     def engine_validity(self) -> bool:
         """RTX ``Runtime.get_engine_validity`` (checks a plan against this machine before deserializing)."""
         return hasattr(self.module.Runtime, "get_engine_validity")
@@ -112,6 +122,33 @@ class TrtInfo:
         names = ("strongly_typed", "precision_flags", "timing_cache", "compute_capability_api",
                  "user_managed_memory", "runtime_config", "engine_validity")
         return {n: bool(getattr(self, n)) for n in names}
+
+
+_CUDA_DISTS = {"tensorrt": ("tensorrt_cu{}_bindings", "tensorrt_cu{}_libs", "tensorrt_cu{}"),
+               "tensorrt_rtx": ("tensorrt_rtx_cu{}_bindings",),
+               "tensorrt_rtx_bindings": ("tensorrt_rtx_cu{}_bindings",)}
+
+
+def trt_cuda_major(info: TrtInfo) -> Optional[int]:
+    """CUDA major the TensorRT wheel was built for (``tensorrt-cu12``, ``tensorrt_rtx_cu13_bindings``: 12, 13).
+
+    Read from which per-CUDA distribution is installed; None when none is (JetPack's apt packages, source builds).
+    """
+    return _dist_cuda_major(getattr(info.module, "__name__", "").split(".")[0])
+
+
+@functools.lru_cache(maxsize=None)
+def _dist_cuda_major(top: str) -> Optional[int]:
+    import importlib.metadata as md
+
+    for major in (13, 12, 11, 14):
+        for pattern in _CUDA_DISTS.get(top, ()):
+            try:
+                md.version(pattern.format(major))
+            except md.PackageNotFoundError:
+                continue
+            return major
+    return None
 
 
 def _import(flavour: str) -> TrtInfo:
@@ -148,7 +185,8 @@ def load_trt(flavour: str = "") -> TrtInfo:
         log.debug("TensorRT flavour %s %s, features %s", info.flavour, info.version, info.features())
         return info
     raise BackendUnavailable(
-        "no TensorRT importable (" + "; ".join(errors) + "). Install `pip install restyle-rt[trt]` plus the "
+        "no TensorRT importable (" + "; ".join(errors) + "). Install `pip install restyle-rt[trt]` (CUDA 12; "
+        "[trt-cu13] for CUDA 13, [trt-cu11] for JetPack 5) plus the "
         "`tensorrt` wheel matching your CUDA (Jetson: JetPack's python3-libnvinfer), or `restyle-rt[trt-rtx]`")
 
 
@@ -159,12 +197,3 @@ def try_load_trt(flavour: str = ""):
     except BackendUnavailable:
         return None
 
-
-def alias_for_polygraphy(info: TrtInfo) -> None:
-    """Make ``polygraphy`` drive TensorRT-RTX: it imports ``tensorrt_rtx`` when ``POLYGRAPHY_USE_TENSORRT_RTX=1``.
-
-    The cu13 bindings wheel installs the module as ``tensorrt_rtx_bindings``; alias it. Set the environment
-    variable before the first ``import polygraphy`` (polygraphy reads it once, at import).
-    """
-    if info.is_rtx and "tensorrt_rtx" not in sys.modules:
-        sys.modules["tensorrt_rtx"] = info.module

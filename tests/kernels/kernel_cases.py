@@ -30,3 +30,27 @@ def make_layer(kind, batch, cin, cout, h, w=None, seed=0, noise="full"):
     else:
         nz = None
     return x, s, weight, bias, nz
+
+
+def stylegan2_layer_shapes(resolutions=(256, 512, 1024), channel_multiplier=2):
+    """Every distinct modulated-conv layer of the StyleGAN2 generators at these output sizes.
+
+    Returns:
+        list: (kind, cin, cout, res_in) with kind one of LAYER_KINDS and res_in the layer's real input size,
+        deduplicated on (kind, cin, cout) (keeping the largest input size).
+    """
+    from restyle_rt.export.nets.synthesis import channels_for
+
+    conv, up, rgb = LAYER_KINDS
+    ch = lambda r: channels_for(r, channel_multiplier)
+    shapes = {}
+    for res_out in resolutions:
+        layers = [(conv, ch(4), ch(4), 4), (rgb, ch(4), 3, 4)]
+        r = 8
+        while r <= res_out:
+            layers += [(up, ch(r // 2), ch(r), r // 2), (conv, ch(r), ch(r), r), (rgb, ch(r), 3, r)]
+            r *= 2
+        for kind, cin, cout, res_in in layers:
+            key = (kind[0], cin, cout)
+            shapes[key] = (kind, cin, cout, max(res_in, shapes.get(key, (0, 0, 0, 0))[3]))
+    return list(shapes.values())

@@ -45,6 +45,9 @@ def test_nvcc_compiles_fp32_and_fp16_kernels_for_sm80_sm90(nvcc, tmp_path):
         missing = [k for k in EXPECTED_KERNELS if not any(k in n for n in names)]
         assert not missing, f"{arch}: kernels not compiled: {missing}"
     assert "spill stores" in out and not re.search(r"\b[1-9]\d{2,} bytes spill stores", out), "heavy spilling"
+    # static shared memory counts against the same 48 KiB as the dynamic one (the CPU emulator does not see it)
+    smem = [int(b) for b in re.findall(r"(\d+) bytes smem", out)]
+    assert smem and max(smem) <= 48 * 1024, smem
 
 
 def test_build_library_is_cached_and_exposes_the_c_abi(nvcc, tmp_path, monkeypatch):

@@ -50,3 +50,9 @@ def test_fp16_matches_reference(cuda_device, kind, record_property):
 @pytest.mark.parametrize("noise", ["scalar", None])
 def test_noise_modes(cuda_device, noise):
     assert _check(LAYER_KINDS[1], 2, SIZES[0], np.float32, noise=noise) < R.TOLERANCES[("cuda", "fp32")]
+
+
+@pytest.mark.parametrize("cin,cout", [(4096, 3), (4097, 3), (12288, 4)])
+def test_1x1_small_cout_beyond_default_shared_memory(cuda_device, cin, cout):
+    # Defect 10 on a GPU: Cin past the 48 KiB dynamic shared-memory budget of the small-Cout path (tiled fallback).
+    assert _check(LAYER_KINDS[2], 1, (cin, cout, 3, 5), np.float32, noise="scalar") < R.TOLERANCES[("cuda", "fp32")]

@@ -22,37 +22,54 @@ int out_hw(const modconv_params_t& p, int* hout, int* wout) {
     return 0;
 }
 
+template <typename T>
+struct identity {
+    using type = T;
+};
+
+// cudaLaunchKernel with the kernel's own parameter types (the argument array must match them exactly). The CPU
+// emulator (emu/cuda_emu.h) implements the same call, so this launch code is what the emulated tests run.
+template <typename... P>
+cudaError_t launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                   typename identity<P>::type... args) {
+    void* argv[] = {const_cast<void*>(static_cast<const void*>(&args))...};
+    return cudaLaunchKernel(kernel, grid, block, argv, smem, stream);
+}
+
 template <typename T, int KS, bool UP, int TO>
-void launch_tiled(const modconv::Args& a, cudaStream_t stream) {
+cudaError_t launch_tiled(const modconv::Args& a, cudaStream_t stream) {
     const int tiles = ((a.W + modconv::kTW - 1) / modconv::kTW) * ((a.H + modconv::kTH - 1) / modconv::kTH);
     const dim3 grid(tiles, (a.Cout + TO - 1) / TO, a.B);
-    modconv::modconv_tiled<T, KS, UP, TO><<<grid, modconv::kThreads, 0, stream>>>(a);
+    return launch(modconv::modconv_tiled<T, KS, UP, TO>, grid, dim3(modconv::kThreads), 0, stream, a);
 }
 
-template <typename T>
-void launch_1x1_small(const modconv::Args& a, cudaStream_t stream) {
+template <typename T, int CO>
+cudaError_t launch_1x1_small_co(const modconv::Args& a, cudaStream_t stream) {
     const dim3 grid((a.H * a.W + 255) / 256, a.B);
-    const size_t smem = sizeof(float) * 4 * a.Cin;
-    switch (a.Cout) {
-        case 1: modconv::modconv_1x1_small<T, 1><<<grid, 256, smem, stream>>>(a); break;
-        case 2: modconv::modconv_1x1_small<T, 2><<<grid, 256, smem, stream>>>(a); break;
-        case 3: modconv::modconv_1x1_small<T, 3><<<grid, 256, smem, stream>>>(a); break;
-        default: modconv::modconv_1x1_small<T, 4><<<grid, 256, smem, stream>>>(a); break;
-    }
+    const size_t smem = modconv::small1x1_smem_bytes(CO, a.Cin);
+    return launch(modconv::modconv_1x1_small<T, CO>, grid, dim3(256), smem, stream, a);
+}
+
+// The small-Cout 1x1 kernel keeps Cout*Cin modulated weights in dynamic shared memory; it is used only while they fit
+// the 48 KiB any launch may use without opting in (ToRGB: Cin <= 4096); larger Cin takes the tiled kernel.
+bool use_1x1_small(const modconv_params_t& p) {
+    return p.kernel_size == 1 && p.out_channels <= 4 &&
+           modconv::small1x1_smem_bytes(p.out_channels, p.in_channels) <= modconv::kDefaultDynamicSmem;
 }
 
 template <typename T>
-void launch_conv(const modconv_params_t& p, const modconv::Args& a, cudaStream_t stream) {
-    if (p.kernel_size == 1) {
-        if (p.out_channels <= 4)
-            launch_1x1_small<T>(a, stream);
-        else
-            launch_tiled<T, 1, false, 32>(a, stream);
-    } else if (p.upsample) {
-        launch_tiled<T, 3, true, 16>(a, stream);
-    } else {
-        launch_tiled<T, 3, false, 32>(a, stream);
+cudaError_t launch_conv(const modconv_params_t& p, const modconv::Args& a, cudaStream_t stream) {
+    if (use_1x1_small(p)) {
+        switch (a.Cout) {
+            case 1: return launch_1x1_small_co<T, 1>(a, stream);
+            case 2: return launch_1x1_small_co<T, 2>(a, stream);
+            case 3: return launch_1x1_small_co<T, 3>(a, stream);
+            default: return launch_1x1_small_co<T, 4>(a, stream);
+        }
     }
+    if (p.kernel_size == 1) return launch_tiled<T, 1, false, 32>(a, stream);
+    if (p.upsample) return launch_tiled<T, 3, true, 16>(a, stream);
+    return launch_tiled<T, 3, false, 32>(a, stream);
 }
 
 }  // namespace
@@ -70,8 +87,6 @@ int modconv_check(const modconv_params_t* p) {
         return fail(MODCONV_ERR_ARGS, "channels and spatial dims must be >= 1");
     if (p->kernel_size != 1 && p->kernel_size != 3) return fail(MODCONV_ERR_ARGS, "kernel_size must be 1 or 3");
     if (p->upsample && p->kernel_size != 3) return fail(MODCONV_ERR_ARGS, "upsample needs kernel_size 3");
-    if (p->kernel_size == 1 && p->out_channels <= 4 && p->in_channels > 12288)
-        return fail(MODCONV_ERR_ARGS, "1x1 small-Cout path keeps 4*Cin floats in shared memory: Cin <= 12288");
     int ho, wo;
     out_hw(*p, &ho, &wo);
     const long long tiles = (long long)((p->width + modconv::kTW - 1) / modconv::kTW) *
@@ -120,18 +135,14 @@ int modconv_forward(const modconv_params_t* p, int dtype, const void* x, const f
     const int taps = p->kernel_size * p->kernel_size;
     a.scale = 1.0f / std::sqrt((float)p->in_channels * (float)taps);
 
+    cudaError_t err = cudaSuccess;
     if (p->demodulate) {
-        const dim3 block(32, 4);
-        const dim3 grid((p->out_channels + 3) / 4);
-        modconv::demod_kernel<<<grid, block, 0, stream>>>(weight, s, static_cast<float*>(workspace), p->batch,
-                                                          p->in_channels, p->out_channels, taps, a.scale * a.scale);
+        err = launch(modconv::demod_kernel, dim3((p->out_channels + 3) / 4), dim3(32, 4), 0, stream, weight, s,
+                     static_cast<float*>(workspace), p->batch, p->in_channels, p->out_channels, taps,
+                     a.scale * a.scale);
     }
-    if (dtype == MODCONV_FP16)
-        launch_conv<__half>(*p, a, stream);
-    else
-        launch_conv<float>(*p, a, stream);
-
-    const cudaError_t err = cudaGetLastError();
+    if (err == cudaSuccess)
+        err = dtype == MODCONV_FP16 ? launch_conv<__half>(*p, a, stream) : launch_conv<float>(*p, a, stream);
     if (err != cudaSuccess) {
         std::snprintf(g_last_error, sizeof(g_last_error), "CUDA launch failed: %s", cudaGetErrorString(err));
         return MODCONV_ERR_CUDA;

@@ -1,9 +1,12 @@
-// Shared pieces of the "ModulatedConv2d" TensorRT plugins (IPluginV3 for TensorRT >= 10, IPluginV2DynamicExt for
-// TensorRT 8.5/8.6 on JetPack 5/6.0). Node contract: CONTRACT.md. Kernels: modconv.h (no TensorRT types there).
+// Shared pieces of the "ModulatedConv2d" TensorRT plugins (IPluginV3 for TensorRT >= 10 and TensorRT-RTX,
+// IPluginV2DynamicExt for TensorRT 8.5/8.6 on JetPack 5/6.0; the choice: modconvPluginFlavour.h).
+// Node contract: CONTRACT.md. Kernels: modconv.h (no TensorRT types there).
 #pragma once
 
 #include <NvInfer.h>
 #include <NvInferVersion.h>
+
+#include "modconvPluginFlavour.h"
 
 #include <cstdint>
 #include <cstring>

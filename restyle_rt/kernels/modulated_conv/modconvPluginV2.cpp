@@ -1,8 +1,9 @@
 // IPluginV2DynamicExt "ModulatedConv2d" v1 for TensorRT 8.5 / 8.6 (JetPack 5.1.x, JetPack 6.0), which have no IPluginV3.
-// On TensorRT >= 10 the IPluginV3 version (modconvPluginV3.cpp) is registered instead, under the same name/version.
+// On TensorRT >= 10 and TensorRT-RTX the IPluginV3 version (modconvPluginV3.cpp) is built instead, same name/version.
+// Registered statically when the library is dlopen'ed (modconvPluginFlavour.h says why).
 #include "modconvPlugin.h"
 
-#if NV_TENSORRT_MAJOR < 10
+#if !RESTYLE_MODCONV_PLUGIN_V3
 
 #include <cuda_runtime.h>
 
@@ -131,9 +132,10 @@ private:
     std::string mNamespace;
 };
 
-// The macro pastes its argument into a variable name: unqualified class name, inside the namespace.
+// Static registration at dlopen (the only mechanism of this flavour). The macro pastes its argument into a variable
+// name: unqualified class name, inside the namespace.
 REGISTER_TENSORRT_PLUGIN(ModconvPluginV2Creator);
 
 }  // namespace restyle_rt
 
-#endif  // NV_TENSORRT_MAJOR < 10
+#endif  // !RESTYLE_MODCONV_PLUGIN_V3

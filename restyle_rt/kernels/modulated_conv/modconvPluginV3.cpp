@@ -1,7 +1,9 @@
 // IPluginV3 "ModulatedConv2d" v1 (TensorRT >= 10.0, TensorRT-RTX). Compiled to nothing on older TensorRT.
+// Registered dynamically: the library exports setLoggerFinder + getCreators for IPluginRegistry::loadLibrary and
+// nothing registers at load time (modconvPluginFlavour.h says why).
 #include "modconvPlugin.h"
 
-#if NV_TENSORRT_MAJOR >= 10
+#if RESTYLE_MODCONV_PLUGIN_V3
 
 #include <cuda_runtime.h>
 
@@ -139,18 +141,22 @@ private:
     PluginFieldCollection mFc{};
 };
 
-// Static registration for libraries loaded with dlopen/ctypes (Polygraphy --plugins, trtexec --staticPlugins).
-// The macro pastes its argument into a variable name, so it takes the unqualified class name, inside the namespace.
-REGISTER_TENSORRT_PLUGIN(ModconvPluginV3Creator);
+nvinfer1::ILoggerFinder* gLoggerFinder = nullptr;  // handed over by loadLibrary; the plugin logs nothing yet
 
 }  // namespace restyle_rt
 
-// Entry point for IPluginRegistry::loadLibrary and version-compatible engines (setPluginsToSerialize).
-extern "C" nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators) {
+// Entry points of IPluginRegistry::loadLibrary, trtexec --dynamicPlugins and version-compatible engines
+// (setPluginsToSerialize). TensorRT requires both.
+extern "C" __attribute__((visibility("default"))) void setLoggerFinder(nvinfer1::ILoggerFinder* finder) {
+    restyle_rt::gLoggerFinder = finder;
+}
+
+extern "C" __attribute__((visibility("default"))) nvinfer1::IPluginCreatorInterface* const* getCreators(
+    int32_t& nbCreators) {
     static restyle_rt::ModconvPluginV3Creator creator;
     static nvinfer1::IPluginCreatorInterface* const creators[] = {&creator};
     nbCreators = 1;
     return creators;
 }
 
-#endif  // NV_TENSORRT_MAJOR >= 10
+#endif  // RESTYLE_MODCONV_PLUGIN_V3

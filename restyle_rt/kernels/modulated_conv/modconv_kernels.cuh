@@ -209,10 +209,30 @@ __global__ void __launch_bounds__(kThreads) modconv_tiled(const Args a) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// 1x1, Cout <= CO (ToRGB). grid (ceil(H*W/256), B), block (256), dynamic smem CO*Cin floats.
+// Dynamic shared memory of a launch. One declaration for all instantiations (CUDA requires one type per extern
+// __shared__ name); under the CPU emulator (emu/cuda_emu.h) the emulator's per-block buffer.
+#ifdef CUDA_EMU
+template <typename T>
+__device__ __forceinline__ T* dynamic_smem() { return cuda_emu::dynamic_smem<T>(); }
+#else
+template <typename T>
+__device__ __forceinline__ T* dynamic_smem() {
+    extern __shared__ __align__(16) unsigned char modconv_dynamic_smem[];
+    return reinterpret_cast<T*>(modconv_dynamic_smem);
+}
+#endif
+
+// Dynamic shared memory a launch may use without cudaFuncSetAttribute(MaxDynamicSharedMemorySize): 48 KiB on every
+// architecture. The host picks modconv_1x1_small only when its buffer fits (modconv.cu: use_1x1_small).
+constexpr size_t kDefaultDynamicSmem = 48 * 1024;
+__host__ __device__ constexpr size_t small1x1_smem_bytes(int co, int cin) {
+    return sizeof(float) * (size_t)co * (size_t)cin;
+}
+
+// 1x1, Cout <= CO (ToRGB). grid (ceil(H*W/256), B), block (256), dynamic smem small1x1_smem_bytes(CO, Cin).
 template <typename T, int CO>
 __global__ void __launch_bounds__(256) modconv_1x1_small(const Args a) {
-    extern __shared__ float wm[];                                   // [CO, Cin] = W' * s[b]
+    float* wm = dynamic_smem<float>();                              // [CO, Cin] = W' * s[b]
     const int b = blockIdx.y, hw = a.H * a.W;
     for (int e = threadIdx.x; e < CO * a.Cin; e += blockDim.x) {
         const int o = e / a.Cin, i = e % a.Cin;

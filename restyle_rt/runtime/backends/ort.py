@@ -4,6 +4,8 @@ On CPU the generic host loop runs (:func:`restyle_rt.runtime.loop.host_loop`). W
 :meth:`run_loop` binds OrtValues on the device with IOBinding so latents and feedback ping-pong there and only
 the results come back. That device path is the same code as the ``io_binding=True`` CPU path the tests run,
 except for the device name; **it has not been executed on a GPU** (no GPU where it was written).
+``tests/unit/test_ort_device_binding.py`` runs it with the GPU device name served on the CPU: every OrtValue asks
+for the GPU, and nothing is read back per step unless ``return_steps`` asks.
 """
 
 from __future__ import annotations

@@ -2,35 +2,39 @@
 
 Memory (allocated once, through cuda-python; never torch):
 
-* one activation block shared by both execution contexts (``USER_MANAGED`` allocation / ``IRuntimeConfig`` on
+* one activation block shared by every execution context (``USER_MANAGED`` allocation / ``IRuntimeConfig`` on
   TensorRT >= 10 and RTX, ``create_execution_context_without_device_memory`` on 8.5), sized to the larger engine;
-  safe because the two engines never run concurrently (same stream);
+  safe because the engines never run concurrently (same stream). Each engine has one context per batch size
+  (:mod:`.trt_engine`), so a graph never replays through a context whose shapes changed after capture;
 * device I/O for the profile's max batch: ``image``, ``feedback`` (written by synthesis, read by the encoder),
   latents ping-ponged between two buffers, the synthesis ``image``, and the loop seeds (latent_avg and
   avg_feedback tiled over the batch);
 * pinned host staging; host copies only at the ends of the loop (and per step with ``return_steps``).
 
 For a fixed batch the whole loop (seed copies + N x (encoder, synthesis)) is captured once as a CUDA graph and
-replayed (cache key (B, N)). TensorRT-RTX JIT-compiles kernels on first use: its runtime cache is loaded from and
-saved to ``ARTIFACTS/engines/rtx-runtime.cache`` so later processes skip the JIT. Its own CUDA-graph mode is left
-off because the loop graph captures the engines itself.
+replayed (cache key (B, N)). A capture that fails (or RTX's ``is_stream_capturable`` saying no) switches the
+backend to the eager loop for good, with a warning naming the error. On RTX, dynamic-shape kernels are specialised
+EAGERly when graphs are on, so a capture never records the generic fallback kernels. A batch below the engines'
+minimum is padded up to it (and trimmed). TensorRT-RTX JIT-compiles kernels on first use: its runtime cache is
+loaded from and saved to ``ARTIFACTS/engines/rtx-runtime.cache`` so later processes skip the JIT. Its own
+CUDA-graph mode is left off because the loop graph captures the engines itself.
 """
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 import numpy as np
 
+from ... import artifacts as A
 from ...artifacts import Artifacts, find_engine
-from ...engine import records as R
-from ...errors import ArtifactError, BackendUnavailable
+from ...errors import ArtifactError, BackendUnavailable, RestyleError
 from ...spec import BatchProfile
 from .. import cuda
 from ..backend import Backend, LoopResult
 from ..loop import check_batch, check_images, check_iters
-from ..trt_compat import TrtInfo, try_load_trt
+from ..trt_compat import try_load_trt, trt_cuda_major
+from .trt_engine import RuntimeCache, TrtEngine
 
 log = logging.getLogger("restyle_rt")
 RUNTIME_CACHE = "engines/rtx-runtime.cache"
@@ -41,50 +45,9 @@ def _nbytes(shape) -> int:
     return int(np.prod(shape)) * F32.itemsize
 
 
-class _Engine:
-    """A deserialized engine and its execution context, which owns no activation memory."""
-
-    def __init__(self, info: TrtInfo, runtime, plan: bytes, name: str, runtime_cache=None):
-        trt = info.module
-        self.name = name
-        self.engine = runtime.deserialize_cuda_engine(plan)
-        if self.engine is None:
-            raise ArtifactError(f"TensorRT could not deserialize the {name} engine (see the TensorRT log)")
-        if info.runtime_config:
-            rc = self.engine.create_runtime_config()
-            rc.set_execution_context_allocation_strategy(trt.ExecutionContextAllocationStrategy.USER_MANAGED)
-            if runtime_cache is not None:
-                runtime_cache.attach(rc)
-            if hasattr(trt, "CudaGraphStrategy"):
-                rc.cuda_graph_strategy = trt.CudaGraphStrategy.DISABLED
-            self.context = self.engine.create_execution_context(rc)
-        elif info.user_managed_memory:
-            self.context = self.engine.create_execution_context(trt.ExecutionContextAllocationStrategy.USER_MANAGED)
-        else:
-            self.context = self.engine.create_execution_context_without_device_memory()
-        if hasattr(self.engine, "get_device_memory_size_for_profile_v2"):
-            self.memory_size = int(self.engine.get_device_memory_size_for_profile_v2(0))
-        else:
-            self.memory_size = int(getattr(self.engine, "device_memory_size_v2", 0) or self.engine.device_memory_size)
-        for i in range(self.engine.num_io_tensors):
-            t = self.engine.get_tensor_name(i)
-            if self.engine.get_tensor_dtype(t) != trt.float32:
-                raise ArtifactError(f"{name} engine tensor {t!r} is {self.engine.get_tensor_dtype(t)}, expected "
-                                    "float32 (graph I/O stays FP32; FP16 lives inside)")
-
-    def bind_memory(self, ptr: int, size: int) -> None:
-        if hasattr(self.context, "set_device_memory"):
-            self.context.set_device_memory(ptr, size)
-        else:  # TensorRT 8.5
-            self.context.device_memory = ptr
-
-    def enqueue(self, stream: cuda.Stream, shapes: Dict[str, Tuple[int, ...]], addrs: Dict[str, int]) -> None:
-        for name, shape in shapes.items():
-            self.context.set_input_shape(name, shape)
-        for name, ptr in addrs.items():
-            self.context.set_tensor_address(name, ptr)
-        if not self.context.execute_async_v3(stream.handle):
-            raise cuda.CudaError(f"{self.name} execute_async_v3 failed (see the TensorRT log)")
+def _pad(x: np.ndarray, b: int) -> np.ndarray:
+    """``x`` with its last row repeated up to ``b`` rows (for a tail below the engines' minimum batch)."""
+    return x if len(x) >= b else np.concatenate([x, np.repeat(x[-1:], b - len(x), axis=0)])
 
 
 class TrtBackend(Backend):
@@ -96,6 +59,10 @@ class TrtBackend(Backend):
         device: CUDA device ordinal.
         cuda_graph: capture the loop as a CUDA graph for each (batch, n_iters).
         verify_hash: re-hash engine files against the manifest before loading.
+
+    Raises:
+        BackendUnavailable: no TensorRT, no device, an unusable driver, or cuda-python for another CUDA major.
+        ArtifactError: engines missing, or built for another TensorRT / GPU.
     """
 
     name = "trt"
@@ -105,9 +72,11 @@ class TrtBackend(Backend):
     def __init__(self, artifacts: Artifacts, precision: Optional[str] = None, device: int = 0,
                  cuda_graph: bool = True, verify_hash: bool = False):
         super().__init__(artifacts)
+        self._closed = True
+        ok, why = self.available()
+        if not ok:
+            raise BackendUnavailable(f"trt backend: {why}")
         info = try_load_trt()
-        if info is None or cuda.device_count() == 0:
-            raise BackendUnavailable(f"trt backend: {self.available()[1]}")
         self.info, self.use_graphs = info, cuda_graph
         self.precision = precision or next((p for p in ("fp16", "fp32") if find_engine(artifacts, "encoder", p)),
                                            "fp16")
@@ -115,31 +84,46 @@ class TrtBackend(Backend):
         cc = cuda.compute_capability(device)
         plans, maxes = {}, []
         for g in ("encoder", "synthesis"):
-            rec = R.check_record(artifacts, g, self.precision, info.flavour, info.version, cc, verify_hash)
+            rec = A.check_record(artifacts, g, self.precision, info.flavour, info.version, cc, verify_hash)
             plans[g] = (artifacts.root / rec["file"]).read_bytes()
             maxes.append(BatchProfile(*rec.get("profile", artifacts.profile.to_list())))
-        self.profile = min(maxes, key=lambda p: p.max)   # the engines' own batch range (``--batch`` at build)
-        self._closed = False
+        self.profile = BatchProfile(max(p.min for p in maxes), max(p.min for p in maxes),
+                                    min(p.max for p in maxes))  # the engines' own batch range (``--batch``)
         self._graphs: Dict[Tuple[int, int], cuda.CudaGraph] = {}
         self._runtime = info.module.Runtime(info.module.Logger(info.module.Logger.WARNING))
-        self._rt_cache = self._load_runtime_cache()
+        self._rt_cache = RuntimeCache(artifacts.root / RUNTIME_CACHE) if info.is_rtx and info.runtime_config else None
         for g, plan in plans.items():
             self._check_validity(g, plan)
-        self.enc = _Engine(info, self._runtime, plans["encoder"], "encoder", self._rt_cache)
-        self.syn = _Engine(info, self._runtime, plans["synthesis"], "synthesis", self._rt_cache)
+        self._set_shapes()
+        x, w = self.shape_x, self.shape_w
+        self.enc = TrtEngine(info, self._runtime, plans["encoder"], "encoder",
+                             {"image": x, "feedback": x, "latent": w}, self._rt_cache, eager_kernels=cuda_graph)
+        self.syn = TrtEngine(info, self._runtime, plans["synthesis"], "synthesis", {"latent": w}, self._rt_cache,
+                             eager_kernels=cuda_graph)
         self.stream = cuda.Stream()
+        self._closed = False
         self._allocate()
-        log.info("trt backend: %s %s, %s engines, batch <= %d, shared activation memory %.1f MiB", info.flavour,
-                 info.version, self.precision, self.bmax, self.act.nbytes / 2**20)
+        log.info("trt backend: %s %s, %s engines, batch %d..%d, shared activation memory %.1f MiB", info.flavour,
+                 info.version, self.precision, self.profile.min, self.bmax, self.act.nbytes / 2**20)
 
     # --- setup --------------------------------------------------------------------------------------------
 
     @classmethod
     def available(cls) -> Tuple[bool, str]:
-        if try_load_trt() is None:
+        info = try_load_trt()
+        if info is None:
             return False, "no TensorRT or TensorRT-RTX Python module is importable"
-        if cuda.device_count() == 0:
-            return False, "no CUDA device is visible (driver, CUDA_VISIBLE_DEVICES?)"
+        try:
+            cuda.cudart()  # names the install when cuda-python is missing
+            if cuda.device_count() == 0:
+                return False, "no CUDA device is visible (driver, CUDA_VISIBLE_DEVICES?)"
+            want, have = trt_cuda_major(info), cuda.runtime_major()
+        except RestyleError as e:  # cuda-python missing, or a driver that cannot serve it
+            return False, str(e)
+        if want is not None and want != have:
+            return False, (f"{info.flavour} {info.version} is built for CUDA {want}, but cuda-python links CUDA "
+                           f"{have}; install `pip install 'cuda-python>={want},<{want + 1}'` (restyle-rt[trt] "
+                           "extras pin it per CUDA major)")
         return True, ""
 
     def _check_validity(self, graph: str, plan: bytes) -> None:
@@ -150,21 +134,16 @@ class TrtBackend(Backend):
             members = self.info.module.EngineInvalidityDiagnostics.__members__.items()
             flags = [n for n, v in members if int(diag) & int(v)]
             raise ArtifactError(f"{graph} engine is invalid on this machine ({', '.join(flags) or diag}); run "
-                                f"`{R.build_command(self.artifacts.root, self.precision)}`")
+                                f"`{A.build_command(self.artifacts.root, self.precision)}`")
 
-    def _load_runtime_cache(self):
-        if self.info.is_rtx and self.info.runtime_config:
-            return _RuntimeCache(self.artifacts.root / RUNTIME_CACHE)
-        return None
-
-    def _allocate(self) -> None:
+    def _set_shapes(self) -> None:
         spec = self.spec
         self.bmax = self.profile.max
-        h, w = spec.input_hw
-        ih, iw = spec.image_hw
-        self.shape_x = (3, h, w)
+        self.shape_x = (3, *spec.input_hw)
         self.shape_w = (spec.n_styles, 512)
-        self.shape_img = (3, ih, iw)
+        self.shape_img = (3, *spec.image_hw)
+
+    def _allocate(self) -> None:
         B = self.bmax
         mem = max(self.enc.memory_size, self.syn.memory_size)
         self.act = cuda.DeviceBuffer(mem)
@@ -190,14 +169,11 @@ class TrtBackend(Backend):
     # --- device steps -------------------------------------------------------------------------------------
 
     def _encoder(self, b: int, src, dst) -> None:
-        x = (b, *self.shape_x)
-        self.enc.enqueue(self.stream, {"image": x, "feedback": x, "latent": (b, *self.shape_w)},
-                         {"image": self.d_image.ptr, "feedback": self.d_fb.ptr, "latent": src.ptr,
-                          "latent_next": dst.ptr})
+        self.enc.enqueue(self.stream, b, {"image": self.d_image.ptr, "feedback": self.d_fb.ptr, "latent": src.ptr,
+                                          "latent_next": dst.ptr})
 
     def _synthesis(self, b: int, lat) -> None:
-        self.syn.enqueue(self.stream, {"latent": (b, *self.shape_w)},
-                         {"latent": lat.ptr, "image": self.d_img.ptr, "feedback": self.d_fb.ptr})
+        self.syn.enqueue(self.stream, b, {"latent": lat.ptr, "image": self.d_img.ptr, "feedback": self.d_fb.ptr})
 
     def _seed(self, b: int) -> None:
         self.d_lat[0].copy_from_device(self.d_lat_avg.ptr, _nbytes((b, *self.shape_w)), self.stream)
@@ -221,28 +197,37 @@ class TrtBackend(Backend):
         dev.copy_to_host(host.ptr, _nbytes(shape), self.stream)
         return host.view(np.float32, shape)
 
+    def _batch(self, n: int) -> int:
+        """The engine batch that runs ``n`` rows: ``n`` padded up to the engines' minimum."""
+        check_batch(BatchProfile(1, 1, self.bmax), n, "trt backend")
+        return max(n, self.profile.min)
+
     # --- Backend API --------------------------------------------------------------------------------------
 
     def encode(self, image: np.ndarray, feedback: np.ndarray, latent: np.ndarray) -> np.ndarray:
-        b = image.shape[0]
-        check_batch(self.profile, b, "trt backend")
-        self._upload(np.ascontiguousarray(image, np.float32), self.d_image)
-        self._upload(np.ascontiguousarray(feedback, np.float32), self.d_fb, image.nbytes)
-        self._upload(np.ascontiguousarray(latent, np.float32), self.d_lat[0], 2 * image.nbytes)
+        """One encoder call; returns a new array (not a view of the backend's staging memory)."""
+        n = image.shape[0]
+        b = self._batch(n)
+        f32 = lambda a: _pad(np.ascontiguousarray(a, np.float32), b)  # noqa: E731
+        image, feedback, latent = f32(image), f32(feedback), f32(latent)
+        self._upload(image, self.d_image)
+        self._upload(feedback, self.d_fb, image.nbytes)
+        self._upload(latent, self.d_lat[0], 2 * image.nbytes)
         self._encoder(b, self.d_lat[0], self.d_lat[1])
         out = self._download(self.d_lat[1], self.h_lat, (b, *self.shape_w))
         self.stream.synchronize()
-        return out
+        return out[:n].copy()
 
     def synthesize(self, latent: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        b = latent.shape[0]
-        check_batch(self.profile, b, "trt backend")
-        self._upload(np.ascontiguousarray(latent, np.float32), self.d_lat[0])
+        """One synthesis call; returns new arrays (not views of the backend's staging memory)."""
+        n = latent.shape[0]
+        b = self._batch(n)
+        self._upload(_pad(np.ascontiguousarray(latent, np.float32), b), self.d_lat[0])
         self._synthesis(b, self.d_lat[0])
         img = self._download(self.d_img, self.h_img, (b, *self.shape_img))
         fb = self._download(self.d_fb, self.h_fb, (b, *self.shape_x))
         self.stream.synchronize()
-        return img, fb
+        return img[:n].copy(), fb[:n].copy()
 
     def run_loop(self, images: np.ndarray, n_iters: int, return_steps: bool = False,
                  early_exit: Optional[float] = None) -> LoopResult:
@@ -259,17 +244,17 @@ class TrtBackend(Backend):
                           step_latents=[s[0] for s in steps], step_images=[s[1] for s in steps])
 
     def _run_chunk(self, x: np.ndarray, n: int, return_steps: bool):
-        b = len(x)
-        check_batch(self.profile, b, "trt backend")
-        self._upload(x, self.d_image)
+        rows = len(x)
+        b = self._batch(rows)
+        self._upload(_pad(x, b), self.d_image)
         step_lat, step_img = [], []
         if return_steps:
             def grab(t, lat):
                 w = self._download(lat, self.h_lat, (b, *self.shape_w))
                 y = self._download(self.d_img, self.h_img, (b, *self.shape_img))
                 self.stream.synchronize()
-                step_lat.append(w.copy())
-                step_img.append(y.copy())
+                step_lat.append(w[:rows].copy())
+                step_img.append(y[:rows].copy())
 
             self._steps(b, n, grab)
         elif self.use_graphs:
@@ -279,36 +264,45 @@ class TrtBackend(Backend):
         lat = self._download(self.d_lat[n % 2], self.h_lat, (b, *self.shape_w))
         img = self._download(self.d_img, self.h_img, (b, *self.shape_img))
         self.stream.synchronize()
-        return lat.copy(), img.copy(), step_lat, step_img
+        return lat[:rows].copy(), img[:rows].copy(), step_lat, step_img
 
-    def _graph(self, b: int, n: int) -> cuda.CudaGraph:
+    def _graph(self, b: int, n: int):
+        """The cached loop graph for (b, n), captured on first use; :class:`_Eager` when capture is impossible."""
         key = (b, n)
-        if key not in self._graphs:
-            self._steps(b, n)  # warm-up: TensorRT does its shape-dependent setup outside the capture
-            self.stream.synchronize()
-            capturable = all(getattr(e.context, "is_stream_capturable", lambda s: True)(self.stream.handle)
-                             for e in (self.enc, self.syn))
-            if not capturable:
-                log.warning("trt backend: contexts are not stream-capturable; running the loop eagerly")
-                self.use_graphs = False
-                return _Eager(self, b, n)
-            graph = cuda.CudaGraph()
+        if key in self._graphs:
+            return self._graphs[key]
+        self._steps(b, n)  # warm-up: TensorRT does its shape-dependent setup outside the capture
+        self.stream.synchronize()
+        if not (self.enc.capturable(self.stream, b) and self.syn.capturable(self.stream, b)):
+            return self._no_graphs("TensorRT says the execution contexts are not stream-capturable (RTX engines "
+                                   "need BuilderFlag.REQUIRE_USER_ALLOCATION)", b, n)
+        graph = cuda.CudaGraph()
+        try:
             with graph.capture(self.stream):
                 self._steps(b, n)
-            self._graphs[key] = graph
-            log.debug("trt backend: captured loop graph for batch %d, %d steps", b, n)
-        return self._graphs[key]
+        except cuda.CudaError as e:
+            graph.close()
+            return self._no_graphs(f"CUDA-graph capture failed: {e}", b, n)
+        self._graphs[key] = graph
+        log.debug("trt backend: captured loop graph for batch %d, %d steps", b, n)
+        return graph
+
+    def _no_graphs(self, why: str, b: int, n: int) -> "_Eager":
+        log.warning("trt backend: %s; running the loop eagerly from now on", why)
+        self.use_graphs = False
+        return _Eager(self, b, n)
 
     def close(self) -> None:
         if getattr(self, "_closed", True):
             return
         self._closed = True
         self.stream.synchronize()
-        if isinstance(self._rt_cache, _RuntimeCache):
+        if self._rt_cache is not None:
             self._rt_cache.save()
         cuda.close_all(*self._graphs.values())
         self._graphs.clear()
-        del self.enc, self.syn
+        self.enc.close()
+        self.syn.close()
         cuda.close_all(self.act, self.d_image, self.d_fb, self.d_img, *self.d_lat, self.d_lat_avg, self.d_fb_avg,
                        self.h_in, self.h_lat, self.h_img, self.h_fb, self.stream)
 
@@ -321,24 +315,3 @@ class _Eager:
 
     def launch(self, stream) -> None:
         self.backend._steps(self.b, self.n)
-
-
-class _RuntimeCache:
-    """TensorRT-RTX runtime (JIT kernel) cache, persisted next to the engines."""
-
-    def __init__(self, path: Path):
-        self.path, self.cache = Path(path), None
-
-    def attach(self, runtime_config) -> None:
-        if self.cache is None:
-            self.cache = runtime_config.create_runtime_cache()
-            if self.path.is_file() and not self.cache.deserialize(self.path.read_bytes()):
-                log.info("TensorRT-RTX runtime cache %s does not match this machine; rebuilding it", self.path)
-        runtime_config.set_runtime_cache(self.cache)
-
-    def save(self) -> None:
-        if self.cache is not None:
-            try:
-                R.write_bytes_atomic(self.path, self.cache.serialize())
-            except OSError as e:  # read-only artifacts: the cache is an optimisation only
-                log.warning("could not save the TensorRT-RTX runtime cache to %s: %s", self.path, e)

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import argparse
 
-from .errors import InputError
+from ..errors import InputError
 
 
 def _batch(text: str):
-    from .spec import BatchProfile
+    from ..spec import BatchProfile
 
     try:
         parts = [int(x) for x in text.split(",")]
@@ -42,7 +42,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from .engine import build_engines, summarize
+    from . import build_engines, summarize
 
     ccs = [c for c in args.compute_capability.split(",") if c] if args.compute_capability else None
     if ccs and "current" in ccs and len(ccs) > 1:

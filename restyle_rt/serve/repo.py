@@ -1,0 +1,187 @@
+"""``restyle-rt triton-repo``: a standard Triton model repository for scale-out (Triton container, KServe).
+
+Layout written under ``--out``::
+
+    encoder/config.pbtxt     + 1/model.plan (tensorrt_plan) | 1/model.onnx [+ data] (onnxruntime_onnx) | 1/model.py
+    synthesis/config.pbtxt   the same for the synthesis graph
+    restyle/config.pbtxt     Python backend, BLS: drives the loop by calling encoder and synthesis
+    restyle/1/model.py       (restyle_rt.serve.triton_models.restyle_model)
+    restyle/1/artifacts/     manifest.json, latent_avg.npy, avg_feedback.npy (what seeds the loop)
+
+``restyle`` has the same tensors and semantics as ``restyle-rt serve`` (:mod:`restyle_rt.serve.protocol`); the
+loop cannot be an ensemble (ensembles are DAGs, the loop is not), hence BLS. Its Python environment must be able to
+``import restyle_rt`` (``pip install restyle-rt`` in the container, or an ``EXECUTION_ENV_PATH`` archive).
+
+``graphs="python"`` serves encoder and synthesis with ONNX Runtime inside the Python backend (model.py from
+:mod:`restyle_rt.serve.triton_models.graph_model`): for Triton builds without the onnxruntime backend, such as the
+one inside the PyTriton wheel on which CI runs this repository.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+
+from .. import artifacts as _artifacts
+from ..errors import ArtifactError, InputError
+from ..spec import GRAPHS
+from . import protocol
+
+log = logging.getLogger("restyle_rt")
+
+_TYPES = {np.float32: "TYPE_FP32", np.float16: "TYPE_FP16", np.int32: "TYPE_INT32", np.bytes_: "TYPE_STRING",
+          np.uint8: "TYPE_UINT8", np.bool_: "TYPE_BOOL"}
+_TEMPLATES = Path(__file__).parent / "triton_models"
+
+
+@dataclasses.dataclass
+class RepoConfig:
+    """What ``restyle-rt triton-repo`` is told (see its ``--help``)."""
+
+    graphs: str = "auto"
+    precision: str = "fp16"
+    instances: int = 1
+    kind: Optional[str] = None
+    max_queue_delay_us: int = 2000
+    max_queue_size: int = 64
+    timeout_ms: int = 30000
+    max_iters: int = protocol.DEFAULT_MAX_ITERS
+
+
+@dataclasses.dataclass
+class Repository:
+    """What was written: the directory and each model's platform."""
+
+    root: Path
+    platforms: dict
+
+    def summary(self) -> List[str]:
+        """One line per model, then how to run it."""
+        lines = [f"{name:10s} {plat}" for name, plat in self.platforms.items()]
+        lines.append(f"run: tritonserver --model-repository={self.root.resolve()}")
+        return lines
+
+
+def _dims(shape) -> str:
+    return "[ " + ", ".join(str(int(d)) for d in shape) + " ]"
+
+
+def _tensor_block(kind: str, rows) -> str:
+    items = []
+    for name, dtype, dims, optional in rows:
+        opt = "\n    optional: true" if optional and kind == "input" else ""
+        dt = _TYPES[np.dtype(dtype).type]
+        items.append(f'  {{\n    name: "{name}"\n    data_type: {dt}\n    dims: {_dims(dims)}{opt}\n  }}')
+    return f"{kind} [\n" + ",\n".join(items) + "\n]\n"
+
+
+def _batching(profile, cfg: RepoConfig, queue: bool) -> str:
+    pref = ", ".join(str(s) for s in protocol.preferred_batch_sizes(profile))
+    policy = ""
+    if queue:
+        policy = (f"  default_queue_policy {{\n    max_queue_size: {cfg.max_queue_size}\n"
+                  f"    timeout_action: REJECT\n    default_timeout_microseconds: {cfg.timeout_ms * 1000}\n"
+                  f"    allow_timeout_override: true\n  }}\n")
+    return (f"dynamic_batching {{\n  preferred_batch_size: [ {pref} ]\n"
+            f"  max_queue_delay_microseconds: {cfg.max_queue_delay_us}\n{policy}}}\n")
+
+
+def _instances(cfg: RepoConfig, kind: str) -> str:
+    return f"instance_group [\n  {{\n    count: {cfg.instances}\n    kind: {kind}\n  }}\n]\n"
+
+
+def _graph_rows(spec, graph: str):
+    ins, outs = spec.graph_io(graph)
+    row = lambda t: (t.name, np.dtype(t.dtype).type, t.shape[1:], False)  # noqa: E731  (drop the batch axis)
+    return [row(t) for t in ins], [row(t) for t in outs]
+
+
+def _choose_platform(art, cfg: RepoConfig) -> str:
+    if cfg.graphs != "auto":
+        return cfg.graphs
+    recs = [_artifacts.find_engine(art, g, cfg.precision) for g in GRAPHS]
+    if all(r and r.get("trt_flavour") == "tensorrt" for r in recs):
+        return "tensorrt_plan"
+    return "onnxruntime_onnx"
+
+
+def _write_graph(art, graph: str, platform: str, out: Path, cfg: RepoConfig) -> None:
+    vdir = out / graph / "1"
+    vdir.mkdir(parents=True)
+    entry = art.manifest["graphs"][graph]
+    if platform == "tensorrt_plan":
+        rec = _artifacts.find_engine(art, graph, cfg.precision)
+        if not rec or rec.get("trt_flavour") != "tensorrt":
+            raise ArtifactError(f"{art.root}: no standard-TensorRT {cfg.precision} engine for {graph} "
+                                f"(TensorRT-RTX engines do not load in Triton's tensorrt backend); run "
+                                f"`restyle-rt build {art.root} --precision {cfg.precision} --flavour tensorrt`")
+        shutil.copyfile(art.root / rec["file"], vdir / "model.plan")
+        head, kind = 'platform: "tensorrt_plan"', cfg.kind or "KIND_GPU"
+    else:
+        shutil.copyfile(art.root / entry["file"], vdir / "model.onnx")
+        if "data_file" in entry:  # external weights keep the name the graph refers to
+            shutil.copyfile(art.root / entry["data_file"], vdir / entry["data_file"])
+        if platform == "python":
+            shutil.copyfile(_TEMPLATES / "graph_model.py", vdir / "model.py")
+            head = 'backend: "python"'
+        else:
+            head = 'platform: "onnxruntime_onnx"'
+        kind = cfg.kind or "KIND_CPU"
+    ins, outs = _graph_rows(art.spec, graph)
+    text = (f'name: "{graph}"\n{head}\nmax_batch_size: {art.profile.max}\n' + _tensor_block("input", ins)
+            + _tensor_block("output", outs) + _batching(art.profile, cfg, queue=False) + _instances(cfg, kind))
+    (out / graph / "config.pbtxt").write_text(text)
+
+
+def _write_restyle(art, out: Path, cfg: RepoConfig) -> None:
+    vdir = out / protocol.MODEL_NAME / "1"
+    (vdir / "artifacts").mkdir(parents=True)
+    shutil.copyfile(_TEMPLATES / "restyle_model.py", vdir / "model.py")
+    manifest = {k: v for k, v in art.manifest.items() if k != "engines"}
+    (vdir / "artifacts" / _artifacts.MANIFEST).write_text(json.dumps(manifest, indent=1))
+    for name in (_artifacts.LATENT_AVG, _artifacts.AVG_FEEDBACK):
+        shutil.copyfile(art.root / name, vdir / "artifacts" / name)
+    ins, outs = protocol.io_table(art.spec)
+    params = f'parameters: {{\n  key: "max_iters"\n  value: {{ string_value: "{cfg.max_iters}" }}\n}}\n'
+    text = (f'name: "{protocol.MODEL_NAME}"\nbackend: "python"\nmax_batch_size: {art.profile.max}\n'
+            + _tensor_block("input", ins) + _tensor_block("output", outs)
+            + _batching(art.profile, cfg, queue=True) + _instances(cfg, "KIND_CPU") + params)
+    (out / protocol.MODEL_NAME / "config.pbtxt").write_text(text)
+
+
+def write_repository(artifacts_dir, out, cfg: Optional[RepoConfig] = None, overwrite: bool = False) -> Repository:
+    """Write the model repository for an artifacts directory.
+
+    Args:
+        artifacts_dir: the directory written by ``restyle-rt export`` (and ``restyle-rt build``).
+        out: the repository directory to write.
+        cfg: platform, batching and instance settings.
+        overwrite: replace ``out`` when it exists.
+
+    Returns:
+        The written :class:`Repository`.
+
+    Raises:
+        ArtifactError: the artifacts are unusable, or tensorrt_plan was asked for without standard-TensorRT engines.
+        InputError: ``out`` exists and ``overwrite`` is False.
+    """
+    cfg = cfg or RepoConfig()
+    art = _artifacts.load(artifacts_dir)
+    out = Path(out)
+    if out.exists():
+        if not overwrite:
+            raise InputError(f"{out} exists; pass --overwrite to replace it")
+        shutil.rmtree(out)
+    platform = _choose_platform(art, cfg)
+    out.mkdir(parents=True)
+    for g in GRAPHS:
+        _write_graph(art, g, platform, out, cfg)
+    _write_restyle(art, out, cfg)
+    log.info("wrote Triton model repository %s (graphs: %s)", out, platform)
+    return Repository(out, {"encoder": platform, "synthesis": platform, protocol.MODEL_NAME: "python (BLS)"})

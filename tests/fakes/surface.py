@@ -1,0 +1,198 @@
+"""Call surfaces read from the installed real modules, so a fake cannot accept a call the real API would refuse.
+
+* cuda-bindings (Cython): ``inspect.signature`` gives names and arity; the docstring's first line gives the C types
+  (``cudaMemcpyAsync(dst, src, size_t count, kind: cudaMemcpyKind, stream)``): C integers must be ints, enum
+  parameters must be members of the real enum class.
+* TensorRT(-RTX) bindings (pybind11): each overload's signature is in the docstring
+  (``set_tensor_address(self: ...IExecutionContext, name: str, memory: typing.SupportsInt) -> bool``); a call must
+  bind to one overload with arguments of the declared kinds.
+
+:func:`mirror_function` / :func:`mirror_class` wrap a fake's implementation with the real surface and refuse, at
+fake-creation time, any fake member that the real module does not have (a renamed or removed API makes the fakes,
+and so the tests, fail).
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+C_INTS = ("int", "unsigned int", "size_t", "unsigned long long", "long long", "long", "unsigned long")
+
+
+class SurfaceError(TypeError):
+    """A call the real API would refuse (wrong name, arity, keyword or argument kind)."""
+
+
+# --- cuda-bindings (Cython) ------------------------------------------------------------------------------------
+
+def cython_surface(real_fn) -> Tuple[inspect.Signature, Dict[str, str]]:
+    """(signature, {param: declared type}) of a cuda-bindings function."""
+    sig = inspect.signature(real_fn)
+    first = (real_fn.__doc__ or "").strip().split("\n")[0]
+    m = re.match(r"\w+\((.*)\)", first)
+    types = {}
+    for part in _split_params(m.group(1) if m else ""):
+        if ":" in part:                                   # "kind: cudaMemcpyKind"
+            name, typ = (x.strip() for x in part.split(":", 1))
+        else:                                             # "size_t count" / "dst"
+            words = part.split()
+            name, typ = words[-1], " ".join(words[:-1])
+        types[name] = typ
+    return sig, types
+
+
+def _check_cython_arg(real_module, fn_name: str, name: str, typ: str, value) -> None:
+    if typ in C_INTS:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SurfaceError(f"{fn_name}({name}=...): expects a C {typ}, got {type(value).__name__} {value!r}")
+    elif typ and hasattr(real_module, typ) and isinstance(getattr(real_module, typ), type):
+        enum = getattr(real_module, typ)
+        if not isinstance(value, enum):
+            raise SurfaceError(f"{fn_name}({name}=...): expects {typ}, got {type(value).__name__} {value!r}")
+
+
+def mirror_function(real_module, name: str, impl: Callable) -> Callable:
+    """``impl`` behind the real ``real_module.name`` surface (raises SurfaceError where the real one would)."""
+    real_fn = getattr(real_module, name, None)
+    if real_fn is None:
+        raise AssertionError(f"fake implements {name}, which {real_module.__name__} does not have")
+    sig, types = cython_surface(real_fn)
+
+    @functools.wraps(impl)
+    def call(*args, **kwargs):
+        try:
+            bound = sig.bind(*args, **kwargs)
+        except TypeError as e:
+            raise SurfaceError(f"{name}{sig}: {e}") from None
+        for pname, value in bound.arguments.items():
+            _check_cython_arg(real_module, name, pname, types.get(pname, ""), value)
+        return impl(*bound.args, **bound.kwargs)
+
+    call.__signature__ = sig
+    return call
+
+
+# --- pybind11 (TensorRT bindings) ------------------------------------------------------------------------------
+
+def _split_params(text: str) -> List[str]:
+    """Split ``a: X, b: Y[Z, W] = 3`` at top-level commas."""
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        depth += ch in "[(<"
+        depth -= ch in "])>"
+        if ch == "," and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    if cur.strip():
+        out.append(cur.strip())
+    return out
+
+
+def pybind_overloads(real_fn) -> List[List[Tuple[str, str, bool]]]:
+    """Each overload's parameters after ``self``: [(name, type text, has default)]."""
+    name = real_fn.__name__
+    overloads = []
+    for line in (real_fn.__doc__ or "").split("\n"):
+        m = re.match(r"^\s*(?:\d+\.\s*)?" + re.escape(name) + r"\((.*)\)\s*->", line)
+        if not m:
+            continue
+        params = []
+        for part in _split_params(m.group(1)):
+            pname, _, rest = part.partition(":")
+            typ, eq, _default = rest.partition("=")
+            params.append((pname.strip(), typ.strip(), bool(eq)))
+        overloads.append(params[1:] if params and params[0][0] == "self" else params)
+    if not overloads:
+        raise AssertionError(f"no pybind11 signature in the docstring of {name}")
+    return overloads
+
+
+def _kind_ok(typ: str, value, namespace) -> bool:
+    short = typ.split(".")[-1].split("::")[-1]              # "nvinfer1::IRuntimeCache" -> "IRuntimeCache"
+    if short in ("SupportsInt", "int"):
+        return not isinstance(value, (bool, float)) and (isinstance(value, int) or hasattr(value, "__index__"))
+    if short == "str":
+        return isinstance(value, str)
+    if short == "bool":
+        return isinstance(value, bool)
+    if short in ("tuple", "list"):
+        return isinstance(value, (tuple, list)) and type(value).__name__ == short
+    if short == "Buffer":
+        return isinstance(value, (bytes, bytearray, memoryview)) or hasattr(value, "__buffer__")
+    cls = getattr(namespace, short, None)
+    if isinstance(cls, type):
+        return isinstance(value, cls)
+    return True  # a type the fakes do not model (Dims, capsules, ...): accepted
+
+
+def check_pybind_call(qualname: str, overloads, args: Sequence, kwargs: dict, namespace) -> None:
+    """Raise SurfaceError unless (args, kwargs) bind to one overload with arguments of its declared kinds."""
+    for params in overloads:
+        if len(args) > len(params):
+            continue
+        bound = dict(zip((p[0] for p in params), args))
+        if any(k in bound or k not in {p[0] for p in params} for k in kwargs):
+            continue
+        bound.update(kwargs)
+        if any(p[0] not in bound and not p[2] for p in params):
+            continue
+        if all(p[0] not in bound or (bound[p[0]] is None and p[2]) or _kind_ok(p[1], bound[p[0]], namespace)
+               for p in params):
+            return
+    sigs = "; ".join("(" + ", ".join(f"{p[0]}: {p[1]}" for p in ps) + ")" for ps in overloads)
+    raise SurfaceError(f"{qualname}: no overload accepts args={args!r} kwargs={kwargs!r}; real overloads: {sigs}")
+
+
+def mirror_class(name: str, members: dict, real_cls: Optional[type], namespace, declared: Optional[dict] = None):
+    """A fake class named ``name`` whose public members must exist on ``real_cls`` with a compatible kind.
+
+    Args:
+        name: class name (that of the real class).
+        members: the fake implementation: methods, properties, constants.
+        real_cls: the installed real class, or None for a class the installed flavour lacks (then every member
+            must be in ``declared``).
+        namespace: the fake module (resolves the type names in real signatures, e.g. ``IRuntimeConfig``).
+        declared: member -> pybind11-style signature text for members of other TensorRT generations that the
+            installed bindings do not have (hand-declared; each says where it comes from).
+    """
+    declared = declared or {}
+    body = {}
+    for key, impl in members.items():
+        if key.startswith("_") and not (key == "__init__" and "__init__(" in (real_cls.__init__.__doc__ or "")):
+            body[key] = impl                              # private, or a constructor the real class does not offer
+            continue
+        real = getattr(real_cls, key, None) if real_cls is not None else None
+        if real is None and key not in declared:
+            raise AssertionError(f"fake {name}.{key}: the real {name} has no such member and none is declared")
+        if isinstance(impl, property):
+            if real is not None and not isinstance(real, property):
+                raise AssertionError(f"fake {name}.{key} is a property, the real one is not")
+            if real is not None and impl.fset is not None and real.fset is None:
+                raise AssertionError(f"fake {name}.{key} is settable, the real property is read-only")
+            if real is not None and impl.fget is not None and real.fget is None:
+                impl = property(None, impl.fset)          # the real property is write-only
+            body[key] = impl
+        elif callable(impl) and not isinstance(impl, type):
+            doc = real if real is not None else _DocOnly(key, declared[key])
+            body[key] = _checked_method(f"{name}.{key}", impl, pybind_overloads(doc), namespace)
+        else:
+            body[key] = impl
+    return type(name, (), body)
+
+
+class _DocOnly:
+    def __init__(self, name, sig):
+        self.__name__, self.__doc__ = name, f"{name}(self, {sig}" if not sig.startswith(")") else f"{name}(self{sig}"
+
+
+def _checked_method(qualname: str, impl, overloads, namespace):
+    @functools.wraps(impl)
+    def method(self, *args, **kwargs):
+        check_pybind_call(qualname, overloads, args, kwargs, namespace)
+        return impl(self, *args, **kwargs)
+
+    return method
