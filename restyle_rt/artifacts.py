@@ -21,7 +21,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -82,11 +82,13 @@ def is_export(directory: os.PathLike) -> bool:
         return False
 
 
-def check_replaceable(out: os.PathLike, overwrite: bool, protect: Sequence[os.PathLike] = ()) -> Path:
+def check_replaceable(out: os.PathLike, overwrite: bool, protect: Sequence[os.PathLike] = (),
+                      previous: Callable[[Path], bool] = None, what: str = "export") -> Path:
     """Check, before any work, that the artifacts directory ``out`` may be written (and replaced).
 
-    ``out`` may be missing or empty; with ``overwrite`` it may also be a previous export. It is never the current
-    directory, an ancestor of it, or a directory holding (at any depth) or inside which lies one of ``protect``.
+    ``out`` may be missing or empty; with ``overwrite`` it may also be a previous export (``previous(out)`` true;
+    default :func:`is_export`; ``what`` names the kind). It is never the current directory, an ancestor of it, or a
+    directory holding (at any depth) or inside which lies one of ``protect``.
 
     Returns:
         ``out`` made absolute (so ``.`` has a name and a parent).
@@ -111,9 +113,9 @@ def check_replaceable(out: os.PathLike, overwrite: bool, protect: Sequence[os.Pa
         if not overwrite:
             raise ArtifactError(f"{out} exists and is not empty; pass overwrite=True (CLI: --force) to replace a "
                                 "previous export")
-        if not is_export(path):
-            raise OutputError(f"{out}: is not empty and is not a previous export (no restyle-rt {MANIFEST}); "
-                              "--force only replaces previous exports, it never deletes other files")
+        if not (previous or is_export)(path):
+            raise OutputError(f"{out}: is not empty and is not a previous {what}; only a previous {what} is "
+                              "replaced, never other files")
     fsio.check_writable_dir(path.parent, "--out")
     return path
 

@@ -171,3 +171,22 @@ def test_manifest_writes_are_atomic_and_readable(tmp_path):
     artifacts.write_manifest(tmp_path, {"format": "x"})
     assert json.loads((tmp_path / "manifest.json").read_text()) == {"format": "x"}
     assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]
+
+
+def test_serve_repo_overwrite_never_removes_cwd_artifacts_or_other_files(toy, tmp_path, monkeypatch):
+    from restyle_rt.serve.repo import write_repository
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OutputError, match="current directory"):
+        write_repository(toy[0], ".", overwrite=True)
+    with pytest.raises(OutputError, match="holds .* the input"):
+        write_repository(toy[0], toy[0].parent, overwrite=True)
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "a.jpg").write_bytes(b"x")
+    with pytest.raises(OutputError, match="not a previous model repository"):
+        write_repository(toy[0], other, overwrite=True)
+    assert (other / "a.jpg").read_bytes() == b"x" and (toy[0] / "manifest.json").is_file()
+    repo = tmp_path / "repo"
+    write_repository(toy[0], repo)
+    write_repository(toy[0], repo, overwrite=True)  # a previous repository is replaced
