@@ -83,7 +83,7 @@ def is_export(directory: os.PathLike) -> bool:
 
 
 def check_replaceable(out: os.PathLike, overwrite: bool, protect: Sequence[os.PathLike] = (),
-                      previous: Callable[[Path], bool] = None, what: str = "export") -> Path:
+                      previous: Optional[Callable[[Path], bool]] = None, what: str = "export") -> Path:
     """Check, before any work, that the artifacts directory ``out`` may be written (and replaced).
 
     ``out`` may be missing or empty; with ``overwrite`` it may also be a previous export (``previous(out)`` true;
