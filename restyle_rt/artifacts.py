@@ -15,16 +15,18 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import ArtifactError
+from . import fsio
+from .errors import ArtifactError, OutputError
 from .spec import GRAPHS, BatchProfile, ModelSpec
 
 FORMAT = "restyle-rt-artifacts"
@@ -47,28 +49,80 @@ def sha256_file(path: os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 @contextlib.contextmanager
-def staging_dir(out: os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling directory; on success it atomically replaces ``out``, on error it is removed."""
-    out = Path(out)
-    if out.exists() and not overwrite and any(out.iterdir()):
-        raise ArtifactError(f"{out} exists and is not empty; pass overwrite=True (CLI: --force) to replace it")
+def staging_dir(out: os.PathLike, overwrite: bool = False, protect: Sequence[os.PathLike] = ()) -> Iterator[Path]:
+    """Yield a temporary sibling directory; on success it atomically replaces ``out``, on error it is removed.
+
+    ``out`` is checked first by :func:`check_replaceable` (``protect`` names the inputs it must not hold). The
+    new directory gets the umask's permissions (``mkdtemp`` alone would leave it ``0o700``: unreadable to a
+    service account reading an export made by CI).
+    """
+    out = check_replaceable(out, overwrite, protect)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
+        fsio.apply_umask(tmp, 0o777)
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.replace(out, old / "prev")  # move the previous export aside, put the new one in place, then delete
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+
+
+def is_export(directory: os.PathLike) -> bool:
+    """True when ``directory`` holds a manifest written by ``restyle-rt export`` (of any format version)."""
+    try:
+        return json.loads((Path(directory) / MANIFEST).read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_replaceable(out: os.PathLike, overwrite: bool, protect: Sequence[os.PathLike] = (),
+                      previous: Optional[Callable[[Path], bool]] = None, what: str = "export") -> Path:
+    """Check, before any work, that the artifacts directory ``out`` may be written (and replaced).
+
+    ``out`` may be missing or empty; with ``overwrite`` it may also be a previous export (``previous(out)`` true;
+    default :func:`is_export`; ``what`` names the kind). It is never the current directory, an ancestor of it, or a
+    directory holding (at any depth) or inside which lies one of ``protect``.
+
+    Returns:
+        ``out`` made absolute (so ``.`` has a name and a parent).
+
+    Raises:
+        OutputError: naming why ``out`` is refused.
+    """
+    if str(out) == "":
+        raise OutputError("--out is empty; name the artifacts directory to write, e.g. --out artifacts/ffhq")
+    path = Path(os.path.abspath(out))
+    real, cwd = path.resolve(), Path.cwd().resolve()
+    if real == cwd or real in cwd.parents:
+        raise OutputError(f"{out}: is the current directory or one of its parents; an export replaces its "
+                          "directory, so choose a new one, e.g. --out artifacts/NAME")
+    for p in protect:
+        rp = Path(p).resolve()
+        if real == rp or real in rp.parents or rp in real.parents:
+            raise OutputError(f"{out}: holds (or lies inside) the input {p}; write the export elsewhere")
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{out}: exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()):
+        if not overwrite:
+            raise ArtifactError(f"{out} exists and is not empty; pass overwrite=True (CLI: --force) to replace a "
+                                "previous export")
+        if not (previous or is_export)(path):
+            raise OutputError(f"{out}: is not empty and is not a previous {what}; only a previous {what} is "
+                              "replaced, never other files")
+    fsio.check_writable_dir(path.parent, "--out")
+    return path
 
 
 def write_manifest(directory: os.PathLike, manifest: dict) -> None:
-    path = Path(directory) / MANIFEST
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    """Write ``manifest.json`` atomically (temporary name + rename, fsync'ed)."""
+    fsio.write_json(Path(directory) / MANIFEST, manifest, durable=True)
 
 
 @dataclass
@@ -105,16 +159,22 @@ def _require(cond: bool, msg: str) -> None:
         raise ArtifactError(msg)
 
 
-def load(directory: os.PathLike, check_hashes: bool = False) -> Artifacts:
+def load(directory: os.PathLike, check_hashes: bool = True) -> Artifacts:
     """Read and verify an artifacts directory.
 
     Args:
         directory: the directory written by ``restyle-rt export``.
-        check_hashes: also re-hash the graphs against the manifest (slow for 1024 models).
+        check_hashes: re-hash every file the manifest records a sha256 for (graphs, weight files, seeds) and
+            refuse a mismatch. On by default; a verified file is remembered by (path, size, mtime, ctime, inode)
+            under the cache directory (:func:`verified_cache_dir`), so a later load of the unchanged file costs
+            a ``stat``. Pass False (CLI: ``--no-verify``) to skip it.
 
     Raises:
-        ArtifactError: naming what is missing or what does not match (expected vs. found).
+        ArtifactError: naming what is missing or what does not match (expected vs. found), or a seed holding
+            NaN/Inf.
     """
+    if isinstance(directory, bytes):
+        raise ArtifactError(f"artifacts directory {directory!r} is bytes; pass a str or Path (os.fsdecode(p))")
     root = Path(directory)
     _require(root.is_dir(), f"artifacts directory {root} does not exist (make one with `restyle-rt export`)")
     mpath = root / MANIFEST
@@ -123,6 +183,7 @@ def load(directory: os.PathLike, check_hashes: bool = False) -> Artifacts:
         manifest = json.loads(mpath.read_text())
     except (OSError, ValueError) as e:
         raise ArtifactError(f"{mpath} is not valid JSON: {e}") from None
+    _require(isinstance(manifest, dict), f"{mpath}: expected a JSON object, found {type(manifest).__name__}")
     _require(manifest.get("format") == FORMAT, f"{mpath}: format is {manifest.get('format')!r}, expected {FORMAT!r}")
     ver = manifest.get("format_version")
     _require(ver == FORMAT_VERSION, f"{mpath}: format_version {ver!r} is not understood by this runtime "
@@ -140,11 +201,53 @@ def load(directory: os.PathLike, check_hashes: bool = False) -> Artifacts:
             p = root / graphs[g][key]
             _require(p.is_file(), f"{p} listed in the manifest is missing")
             if check_hashes and hkey in graphs[g]:
-                got = sha256_file(p)
-                _require(got == graphs[g][hkey], f"{p}: sha256 {got[:12]}… != manifest {graphs[g][hkey][:12]}…")
+                verify_file(p, graphs[g][hkey])
+    if check_hashes:
+        for rec in manifest.get("seeds", {}).values():
+            verify_file(root / rec["file"], rec["sha256"])
     lat = _load_array(root / LATENT_AVG, (spec.n_styles, 512))
     fb = _load_array(root / AVG_FEEDBACK, (3, *spec.input_hw))
     return Artifacts(root=root, manifest=manifest, spec=spec, latent_avg=lat, avg_feedback=fb)
+
+
+def seed_records(root: os.PathLike) -> dict:
+    """The manifest's ``seeds`` entry for the loop seeds in ``root``: file name and sha256 of each."""
+    return {name: {"file": f, "sha256": sha256_file(Path(root) / f)}
+            for name, f in (("latent_avg", LATENT_AVG), ("avg_feedback", AVG_FEEDBACK))}
+
+
+def verified_cache_dir() -> Path:
+    """Where verified hashes are remembered: ``$RESTYLE_RT_CACHE/verified`` (default ``~/.cache/restyle-rt``)."""
+    base = os.environ.get("RESTYLE_RT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "restyle-rt")
+    return Path(base) / "verified"
+
+
+def _verified_key(path: Path, sha256: str) -> str:
+    st = path.stat()  # ctime cannot be set by a user (unlike mtime), so an edit in place always changes the key
+    ident = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}|{st.st_dev}|{sha256}"
+    return hashlib.sha256(ident.encode()).hexdigest()
+
+
+def verify_file(path: os.PathLike, sha256: str, cache: bool = True) -> None:
+    """Refuse ``path`` unless its sha256 is ``sha256``; remember a success (see :func:`load`).
+
+    Raises:
+        ArtifactError: the hash differs (the file was modified or corrupted since it was recorded).
+    """
+    path = Path(path)
+    _require(path.is_file(), f"{path} listed in the manifest is missing")
+    marker = verified_cache_dir() / _verified_key(path, sha256) if cache else None
+    if marker is not None and marker.is_file():
+        return
+    got = sha256_file(path)
+    _require(got == sha256, f"{path}: sha256 {got[:16]}… differs from the manifest's {sha256[:16]}…; the file was "
+             "modified or corrupted after export. Re-export (or restore the file); --no-verify skips this check")
+    if marker is not None:
+        try:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+        except OSError as e:  # an unwritable cache only costs the next load a re-hash
+            logging.getLogger("restyle_rt").debug("cannot remember verified hash in %s: %s", marker.parent, e)
 
 
 def _load_array(path: Path, shape: tuple) -> np.ndarray:
@@ -155,6 +258,9 @@ def _load_array(path: Path, shape: tuple) -> np.ndarray:
         raise ArtifactError(f"{path} is not a readable .npy file: {e}") from None
     _require(a.shape == tuple(shape) and a.dtype == np.float32,
              f"{path}: expected float32 {list(shape)}, found {a.dtype} {list(a.shape)}")
+    bad = int(np.count_nonzero(~np.isfinite(a)))
+    _require(bad == 0, f"{path}: {bad} of {a.size} values are NaN or Inf; the loop would return NaN latents and "
+             "black images. Re-export from the checkpoint")
     return np.ascontiguousarray(a)
 
 
@@ -174,16 +280,8 @@ def cc_str(cc: Tuple[int, int]) -> str:
 
 
 def write_bytes_atomic(path: Path, data) -> None:
-    """Write ``data`` to ``path`` through a temporary sibling and ``os.replace`` (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(memoryview(data))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Engines and timing caches go through the one atomic writer (:func:`restyle_rt.fsio.write_bytes`, fsync'ed)."""
+    fsio.write_bytes(path, data, durable=True)
 
 
 def build_command(art_root: Path, precision: str) -> str:

@@ -12,19 +12,24 @@ does with a trained checkpoint. What the demo proves is the pipeline and its per
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from .argtypes import positive_int
 
 
 def register(sub) -> None:
     p = sub.add_parser("demo", help="random model -> export -> invert, with per-step numbers",
                        description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="demo", help="working directory (default ./demo)")
-    p.add_argument("--iters", type=int, default=5)
+    p.add_argument("--iters", type=positive_int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from .fsio import check_writable_dir
+
+    out = check_writable_dir(args.out, "--out")  # before torch is imported
+
     import numpy as np
 
     from .export import export_artifacts
@@ -33,7 +38,6 @@ def run(args: argparse.Namespace) -> int:
     from .runtime import io
     from .runtime.api import Inverter
 
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt, art = out / "restyle_psp_church_random.pt", out / "artifacts"
     if not ckpt.exists():

@@ -13,6 +13,8 @@ import shlex
 import sys
 from typing import List
 
+from ..argtypes import threshold, writable_file
+
 
 def _int_list(text: str) -> List[int]:
     try:
@@ -94,7 +96,7 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "--early-exit",
-        type=float,
+        type=threshold,
         default=None,
         metavar="THRESH",
         help="per-image early exit on the latent-update RMS (runtime backends; not official)",
@@ -118,8 +120,9 @@ def register(subparsers) -> None:
         metavar="BATCH",
         help="also profile the ORT graphs per node at this batch (top ops by kernel time)",
     )
-    p.add_argument("--json", metavar="OUT", help="write the results as JSON")
-    p.add_argument("--plot", metavar="OUT.png", help="latency per image vs batch (needs matplotlib)")
+    p.add_argument("--json", metavar="OUT", type=writable_file, help="write the results as JSON")
+    p.add_argument("--plot", metavar="OUT.png", type=writable_file,
+                   help="latency per image vs batch (needs matplotlib)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar while a preset is built")
     p.set_defaults(func=_run)
 
@@ -136,6 +139,8 @@ def _run(args: argparse.Namespace) -> int:
 
         ckpt_p, art_p = ensure_preset(args.preset, progress=not args.no_progress)
         art_dir, ckpt = str(art_p), ckpt or str(ckpt_p)
+    if ckpt is not None:
+        _check_source(art_dir, ckpt)
     threads = args.threads or targets.default_threads()
     cfg = runner.BenchConfig(
         artifacts_dir=art_dir,
@@ -186,6 +191,30 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def _check_source(art_dir: str, ckpt: str) -> None:
+    """Refuse a --checkpoint that is not the one ARTIFACTS was exported from (torch baselines would compare
+    different models); compares the file's sha256 with the manifest's ``source.sha256``."""
+    import json
+    from pathlib import Path
+
+    from ..artifacts import sha256_file
+    from ..errors import InputError
+
+    try:
+        src = json.loads((Path(art_dir) / "manifest.json").read_text()).get("source")
+    except (OSError, ValueError):
+        return  # artifacts problems are reported, with their fix, when the artifacts are loaded
+    want = src.get("sha256") if isinstance(src, dict) else None
+    if not want:
+        return
+    if not Path(ckpt).is_file():
+        raise InputError(f"--checkpoint {ckpt}: no such file")
+    got = sha256_file(ckpt)
+    if got != want:
+        raise InputError(f"--checkpoint {ckpt} (sha256 {got[:12]}…) is not the checkpoint {art_dir} was exported "
+                         f"from ({src.get('checkpoint')}, sha256 {want[:12]}…); pass that one")
 
 
 def _progress(rec: dict) -> None:

@@ -94,9 +94,7 @@ def ensure_preset(name: str, progress: bool = True) -> Tuple[Path, Path]:
             size,
             root,
         )
-        tmp = ckpt.with_suffix(".tmp")
-        make_checkpoint(tmp, encoder_type, dataset_type, size, seed=PRESET_SEED)
-        os.replace(tmp, ckpt)
+        make_checkpoint(ckpt, encoder_type, dataset_type, size, seed=PRESET_SEED)  # written atomically
         log.info("preset %s: checkpoint written in %.1f s", name, time.perf_counter() - t0)
     if not (art / "manifest.json").is_file():
         t0 = time.perf_counter()

@@ -16,7 +16,6 @@ Latencies are seconds per batch loop unless named ``*_per_image_s``; ``seconds_p
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -57,10 +56,9 @@ def document(
 
 def write_json(doc: dict, path: os.PathLike) -> Path:
     """Write ``doc`` to ``path`` (parents created); returns the path."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps(doc, indent=2) + "\n")
-    return p
+    from ..fsio import write_json as _atomic_json
+
+    return _atomic_json(path, doc)
 
 
 def _speedups(results: Sequence[dict], reference: str) -> Dict[tuple, float]:
@@ -184,9 +182,10 @@ def plot(results: Sequence[dict], path: os.PathLike, title: str = "") -> Optiona
     ax.set_title(title or "restyle-rt bench")
     ax.grid(True, alpha=0.3)
     ax.legend()
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    from ..fsio import atomic_open
+
     fig.tight_layout()
-    fig.savefig(p, dpi=110)
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, dpi=110, format="png")
     plt.close(fig)
-    return p
+    return Path(path)

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from .. import artifacts as A
+from .. import fsio
 from ..errors import BuildError
 from ..runtime.trt_compat import TrtInfo, load_trt
 from ..spec import GRAPHS, BatchProfile, ModelSpec
@@ -319,6 +320,9 @@ def build_engines(artifacts_dir, precision: str = "fp16", profile: Optional[Batc
     if precision not in R.PRECISIONS:
         raise BuildError(f"precision {precision!r}: expected one of {', '.join(R.PRECISIONS)}")
     art = A.load(artifacts_dir)
+    fsio.check_writable_dir(art.root / R.ENGINES_DIR, "engines directory")  # before TensorRT loads or builds
+    if timing_cache:
+        fsio.check_writable_file(timing_cache, "--timing-cache")
     info = load_trt(flavour)
     opts = BuildOptions(precision, profile or art.profile, workspace_gb,
                         Path(timing_cache) if timing_cache else None, rebuild, compute_capabilities)

@@ -27,6 +27,7 @@ log = logging.getLogger("restyle_rt")
 
 SUPPORTED_ENCODERS = ENCODER_TYPES_PSP + ENCODER_TYPES_E4E
 STYLEGAN_KEYS = ("g_ema", "g", "d", "g_optim", "d_optim")
+MIN_OUTPUT_SIZE, MAX_OUTPUT_SIZE = 8, 1024  # StyleGAN2's channel table (nets/synthesis.py) covers 4 .. 1024 px
 
 
 @dataclass
@@ -109,10 +110,25 @@ def _spec_from_opts(path: Path, opts: dict) -> ModelSpec:
     if int(opts.get("input_nc", 6)) != 6:
         raise CheckpointError(f"{path}: input_nc={opts.get('input_nc')}; a ReStyle encoder takes 6 channels "
                               "(image + feedback). Single-pass pSp/e4e checkpoints are not ReStyle checkpoints")
-    size = int(opts["output_size"])
-    if size < 8 or size & (size - 1):
-        raise CheckpointError(f"{path}: output_size={size} is not a power of two >= 8")
+    try:
+        size = int(opts["output_size"])
+    except (TypeError, ValueError):
+        raise CheckpointError(f"{path}: opts output_size={opts['output_size']!r} is not an integer") from None
+    if not MIN_OUTPUT_SIZE <= size <= MAX_OUTPUT_SIZE or size & (size - 1):
+        raise CheckpointError(f"{path}: output_size={size} is not a power of two in [{MIN_OUTPUT_SIZE}, "
+                              f"{MAX_OUTPUT_SIZE}] (the StyleGAN2 generator's channel table ends at "
+                              f"{MAX_OUTPUT_SIZE} px)")
     return ModelSpec.from_opts(opts)
+
+
+def expected_state(spec: ModelSpec) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+    """(encoder, decoder) state dicts of ``spec``'s architecture on the meta device: keys and shapes, no memory.
+
+    Checking a checkpoint's keys against these costs nothing however large the spec claims to be; real weights
+    are only allocated (:meth:`Checkpoint.build`) once the file has been found to hold every one of them.
+    """
+    with torch.device("meta"):
+        return ReStyleEncoder.from_spec(spec).state_dict(), Generator(spec.output_size).state_dict()
 
 
 def load_checkpoint(path: os.PathLike) -> Checkpoint:
@@ -140,8 +156,12 @@ def load_checkpoint(path: os.PathLike) -> Checkpoint:
     enc_sd = {k[len("encoder."):]: v for k, v in sd.items() if k.startswith("encoder.")}
     dec_sd = {k[len("decoder."):]: v for k, v in sd.items() if k.startswith("decoder.")}
     other = [k for k in sd if not k.startswith(("encoder.", "decoder."))]
-    problems = _diff_keys("encoder", enc_sd, ReStyleEncoder.from_spec(spec).state_dict())
-    problems += _diff_keys("decoder", dec_sd, Generator(spec.output_size).state_dict())
+    want_enc, want_dec = expected_state(spec)
+    problems = _diff_keys("encoder", enc_sd, want_enc)
+    problems += _diff_keys("decoder", dec_sd, want_dec)
+    not_tensors = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        problems.append(f"state_dict: {len(not_tensors)} values are not tensors: {', '.join(not_tensors[:8])}")
     if other:
         problems.append(f"state_dict: {len(other)} keys outside encoder./decoder.: {', '.join(other[:8])}")
     if problems:

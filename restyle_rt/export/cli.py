@@ -3,6 +3,13 @@ from __future__ import annotations
 
 import argparse
 
+from ..argtypes import positive_int
+
+# what `export` accepts (kept in step with export.checkpoint, which cannot be imported here: it imports torch)
+ENCODER_TYPES = ("BackboneEncoder", "ResNetBackboneEncoder", "ProgressiveBackboneEncoder",
+                 "ResNetProgressiveBackboneEncoder")
+OUTPUT_SIZES = (8, 16, 32, 64, 128, 256, 512, 1024)
+
 
 def register(sub) -> None:
     p = sub.add_parser("export", help="official checkpoint -> validated ONNX artifacts dir",
@@ -11,8 +18,10 @@ def register(sub) -> None:
     p.add_argument("checkpoint", help="official ReStyle checkpoint (pSp or e4e)")
     p.add_argument("--out", required=True, help="artifacts directory to write")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
-    p.add_argument("--max-batch", type=int, default=8, help="batch profile max (default 8)")
-    p.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    p.add_argument("--max-batch", type=positive_int, default=8, help="batch profile max (default 8)")
+    p.add_argument("--force", action="store_true",
+                   help="replace --out when it holds a previous export (never any other directory, the current "
+                        "directory, or one holding the checkpoint)")
     p.add_argument("--plugin-variant", action="store_true",
                    help="also write synthesis.plugin.onnx with ModulatedConv2d nodes for the TensorRT plugin")
     p.add_argument("--no-progress", action="store_true")
@@ -23,14 +32,23 @@ def register(sub) -> None:
                                    "(for tests, demos and benchmarks; the weights are meaningless).")
     m.add_argument("out", help="path of the .pt to write")
     m.add_argument("--preset", choices=("ffhq-1024", "cars-512", "church-256"), help="official architecture")
-    m.add_argument("--encoder-type", default="BackboneEncoder")
+    m.add_argument("--encoder-type", default="BackboneEncoder", choices=ENCODER_TYPES)
     m.add_argument("--dataset-type", default="ffhq_encode")
-    m.add_argument("--output-size", type=int, default=64)
+    m.add_argument("--output-size", type=int, default=64, choices=OUTPUT_SIZES, metavar="{8,16,...,1024}")
     m.add_argument("--seed", type=int, default=0)
     m.set_defaults(func=_make)
 
 
 def _export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..artifacts import check_replaceable
+    from ..errors import InputError
+
+    if not Path(args.checkpoint).is_file():
+        raise InputError(f"{args.checkpoint}: no such file (expected an official ReStyle checkpoint .pt)")
+    check_replaceable(args.out, args.force, protect=[args.checkpoint])  # before torch is even imported
+
     from .onnx import export_artifacts
 
     out = export_artifacts(args.checkpoint, args.out, opset=args.opset, max_batch=args.max_batch,
@@ -40,6 +58,9 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _make(args: argparse.Namespace) -> int:
+    from ..fsio import check_writable_file
+
+    check_writable_file(args.out, "make-checkpoint OUT")
     from .fixtures import PRESETS, make_checkpoint
 
     et, dt, size = PRESETS[args.preset] if args.preset else (args.encoder_type, args.dataset_type, args.output_size)

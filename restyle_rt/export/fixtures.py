@@ -19,6 +19,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from .. import fsio
 from ..spec import ENCODER_TYPES_E4E, ModelSpec
 from .nets.encoders import ReStyleEncoder
 from .graphs import SynthesisGraph
@@ -173,9 +174,10 @@ def make_checkpoint(path: Optional[os.PathLike] = None, encoder_type: str = "Bac
                                "param_groups": [{"lr": 1e-4, "betas": (0.95, 0.999), "params": [0]}]},
                     discriminator_state_dict={"w_disc.0.weight": torch.randn(512, 512, generator=gen)})
     if path is not None:
-        torch.save(ckpt, path)
-        if device_tag:
-            retag_storages(path, device_tag)
+        with fsio.atomic_path(path, durable=True) as tmp:  # a failed write (disk full) leaves no truncated .pt behind
+            torch.save(ckpt, tmp)
+            if device_tag:
+                retag_storages(tmp, device_tag)
     return ckpt
 
 
@@ -218,8 +220,6 @@ def retag_storages(path: os.PathLike, location: str) -> None:
         obj = Reader(io.BytesIO(zin.read(pkl))).load()
         buf = io.BytesIO()
         Writer(buf, protocol=2).dump(obj)
-        tmp = path.with_suffix(".retag")
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zout:
+        with fsio.atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zout:
             for n in names:
                 zout.writestr(zin.getinfo(n), buf.getvalue() if n == pkl else zin.read(n))
-    os.replace(tmp, path)

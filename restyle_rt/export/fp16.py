@@ -33,6 +33,7 @@ from typing import Dict, Iterable, Mapping, Optional, Set
 
 import numpy as np
 
+from .. import fsio
 from ..parity import TOLERANCES, Report, Tolerance, compare
 
 log = logging.getLogger("restyle_rt")
@@ -272,12 +273,10 @@ def export_fp16(src: os.PathLike, dst: os.PathLike) -> Path:
     onnx = _onnx()
     m = convert_to_fp16(onnx.load(str(src)))
     dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".tmp")
     big = m.ByteSize() > (1 << 31) - (1 << 26)
-    onnx.save(m, str(tmp), save_as_external_data=big, location=dst.name + ".data" if big else None)
-    onnx.checker.check_model(str(tmp))
-    os.replace(tmp, dst)
+    with fsio.atomic_path(dst, durable=True) as tmp:  # the one atomic writer: no partial graph on failure
+        onnx.save(m, str(tmp), save_as_external_data=big, location=dst.name + ".data" if big else None)
+        onnx.checker.check_model(str(tmp))
     return dst
 
 

@@ -20,8 +20,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..artifacts import (AVG_FEEDBACK, FORMAT, FORMAT_VERSION, LATENT_AVG, graph_file, sha256_file, staging_dir,
-                         write_manifest)
+from ..artifacts import (AVG_FEEDBACK, FORMAT, FORMAT_VERSION, LATENT_AVG, check_replaceable, graph_file,
+                         seed_records, sha256_file, staging_dir, write_manifest)
 from ..errors import ParityError
 from ..parity import check
 from ..spec import BATCH, BatchProfile
@@ -162,12 +162,13 @@ def export_artifacts(checkpoint: os.PathLike, out_dir: os.PathLike, opset: int =
 
 
 def _export(checkpoint, out_dir, opset, max_batch, overwrite, bar, t0, plugin_variant) -> Path:
+    check_replaceable(out_dir, overwrite, protect=[checkpoint])  # before minutes of work, and never the input
     bar.set_postfix_str("load checkpoint")
     ckpt = load_checkpoint(checkpoint)
     models = TorchModels.from_checkpoint(ckpt)
     spec = ckpt.spec
     bar.update()
-    with staging_dir(out_dir, overwrite=overwrite) as tmp:
+    with staging_dir(out_dir, overwrite=overwrite, protect=[checkpoint]) as tmp:
         bar.set_postfix_str("avg feedback")
         y0 = models.avg_feedback()                                               # [3, H, W]
         np.save(tmp / LATENT_AVG, ckpt.latent_avg.numpy().astype(np.float32))
@@ -218,6 +219,7 @@ def _manifest(ckpt, spec, root: Path, opset: int, max_batch: int, report: dict, 
         "precision": "fp32", "opset": opset,
         "batch_profile": BatchProfile(1, 1, max_batch).to_list(),
         "graphs": graphs,
+        "seeds": seed_records(root),
         "parity": report,
         "versions": {"restyle_rt": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
                      "onnxruntime": onnxruntime.__version__, "python": platform.python_version()},

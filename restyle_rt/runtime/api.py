@@ -20,7 +20,7 @@ from typing import List, Optional, Sequence, Union
 import numpy as np
 
 from .. import artifacts as _artifacts
-from ..errors import InputError
+from ..errors import ClosedError, InputError
 from ..spec import BatchProfile, ModelSpec
 from . import io
 from .backend import Backend, LoopResult
@@ -44,14 +44,17 @@ class Inverter:
     def __init__(self, artifacts: _artifacts.Artifacts, backend: Backend):
         self.artifacts = artifacts
         self.backend = backend
+        self._closed = False
 
     @classmethod
-    def load(cls, artifacts_dir: os.PathLike, backend: str = "auto", **opts) -> "Inverter":
+    def load(cls, artifacts_dir: os.PathLike, backend: str = "auto", verify: bool = True, **opts) -> "Inverter":
         """Open an artifacts directory and start a backend on it.
 
         Args:
             artifacts_dir: the directory written by ``restyle-rt export``.
             backend: ``"auto"`` or a registered backend name (``"ort"``, ``"trt"``, ...).
+            verify: check every file against the sha256 in the manifest (cached per file; see
+                :func:`restyle_rt.artifacts.load`). False skips it.
             **opts: backend options (for ``ort``: ``providers``, ``threads``, ``device_id``, ``io_binding``).
 
         Returns:
@@ -64,7 +67,9 @@ class Inverter:
         """
         from .backends import get_backend
 
-        art = _artifacts.load(artifacts_dir)
+        if not isinstance(backend, str):
+            raise InputError(f"backend must be a name (str), got {type(backend).__name__} {backend!r}")
+        art = _artifacts.load(artifacts_dir, check_hashes=verify)
         return cls(art, get_backend(backend, art, **opts))
 
     @property
@@ -90,6 +95,7 @@ class Inverter:
         Raises:
             InputError: an unreadable file (named) or an array of the wrong kind.
         """
+        self._check_open()
         hw = self.spec.input_hw
         if isinstance(images, np.ndarray) and images.dtype != np.uint8:
             if images.ndim != 4 or images.shape[1:] != (3, *hw) or images.dtype != np.float32:
@@ -97,12 +103,17 @@ class Inverter:
                     f"a preprocessed batch must be float32 [B, 3, {hw[0]}, {hw[1]}], "
                     f"got {images.dtype} {list(images.shape)} (pass uint8 HWC arrays to preprocess)"
                 )
-            return np.ascontiguousarray(images)
-        if isinstance(images, (str, os.PathLike)) or (isinstance(images, np.ndarray) and images.ndim == 3):
+            return check_batch_values(np.ascontiguousarray(images))
+        if isinstance(images, (str, os.PathLike, bytes)) or (isinstance(images, np.ndarray) and images.ndim == 3):
             images = [images]
         out = np.empty((len(images), 3, *hw), np.float32)  # [B, 3, H, W]
         for i, item in enumerate(images):
-            img = io.read_image(item) if isinstance(item, (str, os.PathLike)) else np.asarray(item)
+            if isinstance(item, (str, os.PathLike, bytes)):
+                img = io.read_image(item)
+            elif isinstance(item, np.ndarray):
+                img = item
+            else:
+                raise InputError(f"image {i}: expected a path or an [H, W, 3] uint8 array, got {type(item).__name__}")
             out[i] = io.preprocess(img, hw)
         return out
 
@@ -128,6 +139,7 @@ class Inverter:
         Raises:
             InputError: bad images or arguments.
         """
+        self._check_open()
         check_iters(n_iters, early_exit)
         x = self.preprocess(images)  # [B, 3, H, W]
         if x.shape[0] == 0:
@@ -142,12 +154,23 @@ class Inverter:
                 parts.append(_take(r, chunk.shape[0]))
             else:
                 parts.append(self.backend.run_loop(chunk, n_iters, return_steps, early_exit))
-        return concat_results(parts)
+        res = concat_results(parts)
+        bad = np.flatnonzero(~np.isfinite(res.latents.reshape(len(res.latents), -1)).all(axis=1))
+        if bad.size:
+            log.warning("images %s: the inversion is not finite (NaN/Inf latents); check the inputs and artifacts",
+                        bad.tolist())
+        return res
 
     def close(self) -> None:
-        """Release the backend. Idempotent."""
-        if self.backend is not None:
+        """Release the backend. Idempotent; the Inverter cannot be used afterwards."""
+        if self.backend is not None and not self._closed:
             self.backend.close()
+        self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError("this Inverter was closed (close() or the end of its `with` block); load a new one "
+                              "with Inverter.load(...)")
 
     def __enter__(self) -> "Inverter":
         return self
@@ -158,6 +181,24 @@ class Inverter:
 
     def __repr__(self) -> str:
         return f"Inverter({str(Path(self.artifacts.root))!r}, backend={self.backend.name!r})"
+
+
+def check_batch_values(x: np.ndarray) -> np.ndarray:
+    """Refuse NaN/Inf (per image) and 0..255 pixel values in a preprocessed [B, 3, H, W] batch; returns it.
+
+    Raises:
+        InputError: naming the images (by index) and what is wrong with them.
+    """
+    flat = x.reshape(x.shape[0], -1)  # [B, 3*H*W]
+    nonfinite = np.flatnonzero(~np.isfinite(flat).all(axis=1))
+    if nonfinite.size:
+        raise InputError(f"preprocessed images {nonfinite.tolist()} contain NaN or Inf; an image must be finite")
+    big = np.flatnonzero(np.abs(flat).max(axis=1) > 2.0)
+    if big.size:
+        raise InputError(f"preprocessed images {big.tolist()} have values up to {float(np.abs(flat).max()):.4g}, "
+                         "expected [-1, 1] (x / 127.5 - 1 of 0..255 pixels); pass uint8 [H, W, 3] arrays to have "
+                         "them normalised")
+    return x
 
 
 def _take(r: LoopResult, n: int) -> LoopResult:

@@ -9,18 +9,27 @@ Outputs under ``--out DIR`` (NAME is the input's stem, or its path below an inpu
     DIR/strips/NAME.png          steps left to right, then the input      (--strip)
     DIR/latents.npy, latents.json  [N_images, T, S, 512] float32 + input names, steps used   (--save-latents)
 
-A file that cannot be decoded is reported on one line and skipped; the exit code is then 1 (0 when all
-worked).
+Every file is written under a temporary name and renamed: an interrupted or failed run leaves only complete
+files (and, with --save-latents, latents.npy for every image that finished). --out must not be an input
+directory, and no output may overwrite an input; images already under --out are never taken as inputs when
+an input directory is walked. Existing outputs are
+replaced (the run says how many); --resume skips images whose outputs are complete instead. One process at a
+time writes an --out (a lock in DIR/.restyle-rt, which also keeps per-image latents and the run settings).
+
+A file that cannot be decoded, or whose inversion is not finite, is reported on one line and skipped; the exit
+code is then 1 (0 when all worked; 2 bad arguments or artifacts; 3 output unwritable, full or locked; 130/143
+interrupted).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 import time
 from pathlib import Path
+
+from ..argtypes import threshold
 
 
 def register(subparsers) -> None:
@@ -29,7 +38,7 @@ def register(subparsers) -> None:
         "invert",
         help="invert images with exported artifacts",
         description=__doc__.splitlines()[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_Formatter,
         epilog=_epilog(),
     )
     p.add_argument("artifacts", metavar="ARTIFACTS", help="artifacts directory (from `restyle-rt export`)")
@@ -46,7 +55,7 @@ def register(subparsers) -> None:
         help="images per backend call (default: the artifacts' profile max)",
     )
     p.add_argument(
-        "--backend", default="auto", metavar="NAME", help="auto | ort | trt | torch (default auto)"
+        "--backend", default="auto", metavar="NAME", help="BACKENDS (default auto)"
     )
     p.add_argument(
         "--bootstrap",
@@ -63,12 +72,33 @@ def register(subparsers) -> None:
     p.add_argument("--strip", action="store_true", help="write steps left to right then the input, per image")
     p.add_argument(
         "--early-exit",
-        type=float,
+        type=threshold,
         default=None,
         metavar="THRESH",
         help="stop an image once the RMS of its latent update is below THRESH (not official)",
     )
+    p.add_argument(
+        "--resume", action="store_true",
+        help="skip images whose outputs in --out are complete (same settings); without it they are replaced",
+    )
+    p.add_argument(
+        "--no-verify", action="store_true",
+        help="do not check the artifacts' files against the sha256 recorded in their manifest",
+    )
     p.set_defaults(func=run)
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Fills in the registered backend names when help is printed (importing the registry loads numpy, which
+    registration must not)."""
+
+    def _get_help_string(self, action):
+        text = super()._get_help_string(action)
+        if "BACKENDS" in text:
+            from .backends import names
+
+            text = text.replace("BACKENDS", " | ".join(names()))
+        return text
 
 
 def _epilog() -> str:
@@ -77,6 +107,78 @@ def _epilog() -> str:
 
 def run(args) -> int:
     """Do ``invert``: returns 0 when every image was written, 1 when some were skipped."""
+    from ..errors import InputError
+    from . import io
+    from .outputs import RunDir
+
+    _quiet_opencv()
+    if args.iters < 1:
+        raise InputError(f"--iters must be >= 1, got {args.iters}")
+    if args.batch is not None and args.batch < 1:
+        raise InputError(f"--batch must be >= 1, got {args.batch}")
+    if args.bootstrap:
+        from .. import artifacts
+        from ..workflows.bootstrap import check_pair
+
+        if args.early_exit is not None:
+            raise InputError("--early-exit does not apply to --bootstrap (the official recipe runs every step)")
+        check_pair(artifacts.load(args.bootstrap, check_hashes=False),  # before --out is touched: manifests only
+                   artifacts.load(args.artifacts, check_hashes=False))
+    settings = {"artifacts": str(Path(args.artifacts).resolve()), "iters": args.iters, "early_exit": args.early_exit,
+                "bootstrap": str(Path(args.bootstrap).resolve()) if args.bootstrap else None, "align": args.align}
+    aligner = None
+    if args.align:  # before any model loads: a missing extra fails fast
+        from ..align.landmarks import Aligner
+
+        aligner = Aligner()
+    run_dir = RunDir(args.out, settings, args.save_steps, args.strip, args.save_latents)
+    run_dir.check_out(args.inputs)  # all of this before any model is loaded
+    paths = run_dir.exclude_outputs(io.list_images(args.inputs), args.inputs)
+    if not paths:
+        raise InputError(f"no images to invert: every image found lies under --out {args.out}")
+    names = io.output_names(paths, args.inputs)
+    run_dir.check_inputs(paths, names)
+    run_dir.lock()
+    try:
+        todo = set(run_dir.plan(names, args.resume))
+        work = [(p, n) for p, n in zip(paths, names) if n in todo]
+        done, skipped, label, dt = _invert_all(args, run_dir, work, aligner)
+    except BaseException:  # Ctrl-C, SIGTERM, a full disk: the images finished so far keep complete outputs and,
+        if args.save_latents:  # where the disk allows, latents.npy (they are kept per image for --resume anyway)
+            _salvage_latents(run_dir, names)
+        raise
+    finally:
+        run_dir.close()
+    if args.save_latents:
+        run_dir.write_latents_index(names)
+    print(
+        f"inverted {done} image(s) ({skipped} skipped{_resumed(len(paths) - len(work))}) in {dt:.2f} s, "
+        f"{done / max(dt, 1e-9):.2f} images/s [{label}, {args.iters} iters] -> {run_dir.out}",
+        file=sys.stderr,
+    )
+    return 1 if skipped else 0
+
+
+def _salvage_latents(run_dir, names) -> None:
+    import logging
+
+    try:
+        n = run_dir.write_latents_index(names)
+        logging.getLogger("restyle_rt").info("wrote latents.npy for the %d image(s) finished", n)
+    except OSError as e:  # the original error is the one to report
+        logging.getLogger("restyle_rt").warning("could not write latents.npy (%s); rerun with --resume", e)
+
+
+def _resumed(n: int) -> str:
+    return f", {n} already complete" if n else ""
+
+
+def _invert_all(args, run_dir, work, aligner=None):
+    """Invert ``work`` [(path, name)] batch by batch, writing each image's outputs as its batch finishes.
+
+    Returns:
+        (images written, images skipped, "backend" label, seconds).
+    """
     import numpy as np
     from tqdm import tqdm
 
@@ -84,57 +186,36 @@ def run(args) -> int:
     from . import io
     from .api import Inverter
 
-    _quiet_opencv()
-    if args.iters < 1:
-        raise InputError(f"--iters must be >= 1, got {args.iters}")
-    if args.batch is not None and args.batch < 1:
-        raise InputError(f"--batch must be >= 1, got {args.batch}")
-    paths = io.list_images(args.inputs)
-    names = io.output_names(paths, args.inputs)
-    out = Path(args.out)
+    done, skipped, t0 = 0, 0, time.perf_counter()
     keep_steps = args.save_steps or args.strip or args.save_latents
-    done_names, latents, steps_used, skipped, t0 = [], [], [], 0, time.perf_counter()
-    if args.bootstrap and args.early_exit is not None:
-        raise InputError("--early-exit does not apply to --bootstrap (the official recipe runs every step)")
-    align = None
-    if args.align:  # before any model loads: a missing extra fails fast
-        from ..align.landmarks import Aligner
-
-        align = Aligner()
     with contextlib.ExitStack() as stack:
-        inv = stack.enter_context(Inverter.load(args.artifacts, backend=args.backend))
+        inv = stack.enter_context(Inverter.load(args.artifacts, backend=args.backend, verify=not args.no_verify))
         invert = _bootstrapped(stack, inv, args) if args.bootstrap else inv.invert
-        batch = args.batch or inv.profile.max
-        bar = tqdm(total=len(paths), unit="img", desc="invert", file=sys.stderr, dynamic_ncols=True)
-        for i in range(0, len(paths), batch):
+        batch = _batch_size(args.batch, inv.profile)
+        bar = tqdm(total=len(work), unit="img", desc="invert", file=sys.stderr, dynamic_ncols=True)
+        for i in range(0, len(work), batch):
             imgs, ok = [], []
-            for p, n in zip(paths[i : i + batch], names[i : i + batch]):
+            for p, n in work[i : i + batch]:
                 try:
-                    imgs.append(align(io.read_image(p), str(p)) if align else io.read_image(p))
+                    img = io.read_image(p)
+                    img = aligner(img, str(p)) if aligner is not None else img
+                    imgs.append(inv.preprocess([img])[0])  # decoded originals are not kept
                     ok.append(n)
                 except InputError as e:
                     skipped += 1
                     bar.write(f"skipped: {e}", file=sys.stderr)
             if imgs:
-                x = inv.preprocess(imgs)  # [b, 3, H, W]
+                x = np.stack(imgs)  # [b, 3, H, W]
                 res = invert(x, n_iters=args.iters, return_steps=keep_steps, early_exit=args.early_exit)
-                _write(out, ok, x, res, args)
-                done_names += ok
-                if args.save_latents:
-                    latents.append(np.stack(res.step_latents, axis=1))  # [b, T, S, 512]
-                    steps_used += res.steps_used.tolist()
-            bar.update(len(paths[i : i + batch]))
+                bad = _write(run_dir, ok, x, res, args)
+                for msg in bad:
+                    bar.write(f"skipped: {msg}", file=sys.stderr)
+                done += len(ok) - len(bad)
+                skipped += len(bad)
+            bar.update(len(work[i : i + batch]))
         bar.close()
-    if args.save_latents and done_names:
-        _save_latents(out, done_names, latents, steps_used, args.iters + bool(args.bootstrap))
-    dt = time.perf_counter() - t0
-    n = len(done_names)
-    print(
-        f"inverted {n} image(s) ({skipped} skipped) in {dt:.2f} s, {n / dt:.2f} images/s "
-        f"[{inv.backend.name}, {args.iters} iters] -> {out}",
-        file=sys.stderr,
-    )
-    return 1 if skipped else 0
+        label = inv.backend.name
+    return done, skipped, label, time.perf_counter() - t0
 
 
 def _bootstrapped(stack, second, args):
@@ -142,17 +223,36 @@ def _bootstrapped(stack, second, args):
     from ..workflows.bootstrap import bootstrap, check_pair
     from .api import Inverter
 
-    first = stack.enter_context(Inverter.load(args.bootstrap, backend=args.backend))
-    check_pair(first, second)
+    first = stack.enter_context(Inverter.load(args.bootstrap, backend=args.backend, verify=not args.no_verify))
+    check_pair(first.artifacts, second.artifacts)
     return lambda x, n_iters, return_steps, early_exit: bootstrap(first, second, x, n_iters)
 
 
-def _write(out: Path, names, x, res, args) -> None:
+def _batch_size(asked, profile) -> int:
+    """``--batch``, capped at the artifacts' profile max (Inverter.invert runs at most that many at once)."""
+    import logging
+
+    if asked is None:
+        return profile.max
+    if asked > profile.max:
+        logging.getLogger("restyle_rt").warning(
+            "--batch %d is above the artifacts' batch profile max %d; using %d", asked, profile.max, profile.max)
+        return profile.max
+    return asked
+
+
+def _write(run_dir, names, x, res, args) -> list:
+    """Write each image's outputs (finite ones only); returns one message per image skipped as non-finite."""
     import numpy as np
 
     from . import io
 
+    out, bad = run_dir.out, []
+    finite = _finite_mask(res)
     for j, name in enumerate(names):
+        if not finite[j]:
+            bad.append(f"{name}: the inversion is not finite (NaN/Inf in its latents or image); nothing written")
+            continue
         io.write_png(out / f"{name}.png", io.to_uint8(res.images[j]))
         steps = [io.to_uint8(s[j]) for s in res.step_images] if (args.save_steps or args.strip) else []
         if args.save_steps:
@@ -163,22 +263,17 @@ def _write(out: Path, names, x, res, args) -> None:
             row = [io.resize_for_display(im, (h, w)) for im in steps]
             inp = io.resize_for_display(io.to_uint8(x[j]), (h, w))  # the encoder input, shown at output size
             io.write_png(out / "strips" / f"{name}.png", np.concatenate(row + [inp], axis=1))  # [h, (T+1)w, 3]
+        if args.save_latents:  # last: its presence marks the image complete
+            run_dir.keep_latents(name, np.stack([s[j] for s in res.step_latents]), int(res.steps_used[j]))
+    return bad
 
 
-def _save_latents(out: Path, names, parts, steps, n_iters: int) -> None:
+def _finite_mask(res):
+    """[B] bool: the image's final latents and every returned step are finite."""
     import numpy as np
 
-    out.mkdir(parents=True, exist_ok=True)
-    arr = np.concatenate(parts).astype(np.float32, copy=False)  # [N, T, S, 512]
-    np.save(out / "latents.npy", arr)
-    index = {
-        "inputs": list(names),
-        "shape": list(arr.shape),
-        "n_iters": n_iters,
-        "steps_used": steps,
-        "layout": "latents.npy[i, t]: inputs[i] after step t+1; steps past steps_used repeat the last",
-    }
-    (out / "latents.json").write_text(json.dumps(index, indent=1) + "\n")
+    arrays = [res.latents, res.images, *res.step_latents, *res.step_images]
+    return np.logical_and.reduce([np.isfinite(a.reshape(a.shape[0], -1)).all(axis=1) for a in arrays])
 
 
 def _quiet_opencv() -> None:

@@ -15,12 +15,20 @@ difference.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Iterable, List, Sequence, Tuple
 
 import numpy as np
 
+from .. import fsio
 from ..errors import InputError
+
+# Decoded size limit, checked from the file's header before decoding (a 1.1 MB PNG can decode to 2.85 GB). Pillow's
+# own default (MAX_IMAGE_PIXELS, ~89.5 Mpx = 268 MB as RGB); override with $RESTYLE_RT_MAX_PIXELS.
+MAX_PIXELS = int(os.environ.get("RESTYLE_RT_MAX_PIXELS", "89478485"))
+# OpenCV applies its own header check (default 2**30 px) with this limit when it is set before cv2 is imported.
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tiff", ".tif", ".webp")
 _PRECISION_BITS = 32 - 8 - 2  # Pillow's Resample.c fixed-point precision for 8-bit images
@@ -101,6 +109,9 @@ def read_image(path: os.PathLike) -> np.ndarray:
     Raises:
         InputError: the file is missing, empty, not a regular file, or cannot be decoded (names the file).
     """
+    if isinstance(path, bytes):
+        raise InputError(f"{path[:40]!r}: bytes are not a path; pass a str or Path (os.fsdecode(p)), or decode the "
+                         "image data yourself and pass an [H, W, 3] uint8 array")
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: not a regular file")
@@ -110,12 +121,54 @@ def read_image(path: os.PathLike) -> np.ndarray:
         raise InputError(f"{p}: cannot be read ({e.strerror or e})") from None
     if not data:
         raise InputError(f"{p}: empty file (0 bytes)")
-    img = _decode_cv2(data)
+    check_pixels(p)
+    try:
+        img = _decode_cv2(data)
+    except ValueError as e:  # decoded, but not usable pixels (NaN in a float TIFF, an odd pixel type)
+        raise InputError(f"{p}: {e}") from None
     if img is None:
         img = _decode_pil(p)
     if img is None:
         raise InputError(f"{p}: not a readable image (corrupt, truncated or an unsupported format)")
     return img
+
+
+def check_pixels(path, limit: int = 0, name: str = "") -> None:
+    """Refuse an image whose header declares more than ``limit`` (default :data:`MAX_PIXELS`) pixels.
+
+    ``path`` is a file path or a binary file object (encoded bytes); ``name`` names it in the message.
+
+    Reads the header only (Pillow's lazy ``Image.open``); without Pillow, OpenCV's own header check applies
+    (``OPENCV_IO_MAX_IMAGE_PIXELS``, set from :data:`MAX_PIXELS` when this module is imported first).
+
+    Raises:
+        InputError: naming the declared size and the limit.
+    """
+    limit = limit or MAX_PIXELS
+    try:
+        from PIL import Image
+    except ImportError:
+        return
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we decide, with our own message
+            with Image.open(path) as im:
+                w, h = im.size
+    except Image.DecompressionBombError as e:  # Pillow's own check (2x its limit) fired while reading the header
+        w, h = _declared(str(e)), 1
+    except Exception:  # noqa: BLE001 - not a format Pillow knows: the decoders report it
+        return
+    if w * h > limit:
+        raise InputError(f"{name or path}: declares {w * h / 1e6:.0f} Mpx, above the {limit / 1e6:.0f} Mpx limit "
+                         "(set RESTYLE_RT_MAX_PIXELS to allow more); not decoded")
+
+
+def _declared(msg: str) -> int:
+    """The pixel count in Pillow's DecompressionBombError message ("Image size (N pixels) exceeds ...")."""
+    import re
+
+    m = re.search(r"\((\d+) pixels\)", msg)
+    return int(m.group(1)) if m else 1 << 62
 
 
 def decode_image(data: bytes, name: str = "image") -> np.ndarray:
@@ -131,12 +184,16 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
     Raises:
         InputError: empty or undecodable bytes (names ``name``).
     """
+    import io as _io
+
     if not data:
         raise InputError(f"{name}: empty image (0 bytes)")
-    img = _decode_cv2(bytes(data))
+    check_pixels(_io.BytesIO(bytes(data)), name=name)
+    try:
+        img = _decode_cv2(bytes(data))
+    except ValueError as e:  # decoded, but not usable pixels (NaN in a float TIFF, an odd pixel type)
+        raise InputError(f"{name}: {e}") from None
     if img is None:
-        import io as _io
-
         img = _decode_pil(_io.BytesIO(bytes(data)))
     if img is None:
         raise InputError(f"{name}: not a readable image ({len(data)} bytes; corrupt, truncated or an unsupported "
@@ -180,6 +237,8 @@ def _to_uint8(a: np.ndarray) -> np.ndarray:
     if a.dtype in (np.uint16, np.uint32):
         return (np.minimum(a, 65535) >> 8).astype(np.uint8)  # keep the high byte
     if a.dtype.kind == "f":  # float TIFF/EXR-like data in [0, 1]
+        if not np.isfinite(a).all():
+            raise ValueError("NaN/Inf pixel values")
         return (np.clip(a, 0.0, 1.0) * 255.0).astype(np.uint8)
     raise ValueError(f"unsupported pixel type {a.dtype}")
 
@@ -275,8 +334,7 @@ def write_png(path: os.PathLike, img: np.ndarray) -> None:
     import cv2
 
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(img[:, :, ::-1]))
     if not ok:
         raise InputError(f"{p}: PNG encoding failed for an image of shape {list(img.shape)}")
-    p.write_bytes(buf.tobytes())
+    fsio.write_bytes(p, buf)  # temporary name + rename: never a truncated PNG

@@ -60,8 +60,13 @@ def check_iters(n_iters, early_exit) -> None:
     """Validate loop arguments: ``n_iters`` a positive int, ``early_exit`` None or a finite number >= 0."""
     if isinstance(n_iters, bool) or not isinstance(n_iters, (int, np.integer)) or n_iters < 1:
         raise InputError(f"n_iters must be a positive integer, got {n_iters!r}")
-    if early_exit is not None and not (np.isfinite(early_exit) and early_exit >= 0):
-        raise InputError(f"early_exit must be None or a finite threshold >= 0, got {early_exit!r}")
+    if early_exit is not None and (
+        isinstance(early_exit, bool)
+        or not isinstance(early_exit, (int, float, np.integer, np.floating))
+        or not (np.isfinite(early_exit) and early_exit >= 0)
+    ):
+        raise InputError(f"early_exit must be None or a finite threshold >= 0, got {type(early_exit).__name__} "
+                         f"{early_exit!r}")
 
 
 def latent_rms(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -29,6 +29,7 @@ from typing import List, Optional
 import numpy as np
 
 from .. import artifacts as _artifacts
+from .. import fsio
 from ..errors import ArtifactError, InputError
 from ..spec import GRAPHS
 from . import protocol
@@ -136,7 +137,7 @@ def _write_graph(art, graph: str, platform: str, out: Path, cfg: RepoConfig) -> 
     ins, outs = _graph_rows(art.spec, graph)
     text = (f'name: "{graph}"\n{head}\nmax_batch_size: {art.profile.max}\n' + _tensor_block("input", ins)
             + _tensor_block("output", outs) + _batching(art.profile, cfg, queue=False) + _instances(cfg, kind))
-    (out / graph / "config.pbtxt").write_text(text)
+    fsio.write_text(out / graph / "config.pbtxt", text)
 
 
 def _write_restyle(art, out: Path, cfg: RepoConfig) -> None:
@@ -144,7 +145,7 @@ def _write_restyle(art, out: Path, cfg: RepoConfig) -> None:
     (vdir / "artifacts").mkdir(parents=True)
     shutil.copyfile(_TEMPLATES / "restyle_model.py", vdir / "model.py")
     manifest = {k: v for k, v in art.manifest.items() if k != "engines"}
-    (vdir / "artifacts" / _artifacts.MANIFEST).write_text(json.dumps(manifest, indent=1))
+    fsio.write_text(vdir / "artifacts" / _artifacts.MANIFEST, json.dumps(manifest, indent=1))
     for name in (_artifacts.LATENT_AVG, _artifacts.AVG_FEEDBACK):
         shutil.copyfile(art.root / name, vdir / "artifacts" / name)
     ins, outs = protocol.io_table(art.spec)
@@ -152,7 +153,7 @@ def _write_restyle(art, out: Path, cfg: RepoConfig) -> None:
     text = (f'name: "{protocol.MODEL_NAME}"\nbackend: "python"\nmax_batch_size: {art.profile.max}\n'
             + _tensor_block("input", ins) + _tensor_block("output", outs)
             + _batching(art.profile, cfg, queue=True) + _instances(cfg, "KIND_CPU") + params)
-    (out / protocol.MODEL_NAME / "config.pbtxt").write_text(text)
+    fsio.write_text(out / protocol.MODEL_NAME / "config.pbtxt", text)
 
 
 def write_repository(artifacts_dir, out, cfg: Optional[RepoConfig] = None, overwrite: bool = False) -> Repository:
@@ -172,11 +173,14 @@ def write_repository(artifacts_dir, out, cfg: Optional[RepoConfig] = None, overw
         InputError: ``out`` exists and ``overwrite`` is False.
     """
     cfg = cfg or RepoConfig()
-    art = _artifacts.load(artifacts_dir)
     out = Path(out)
+    if out.exists() and not overwrite:
+        raise InputError(f"{out} exists; pass --overwrite to replace it")
+    # never the cwd, a parent, the artifacts, or a directory that is not a previous repository (before any work)
+    _artifacts.check_replaceable(out, True, protect=[artifacts_dir], what="model repository",
+                                 previous=lambda p: (p / protocol.MODEL_NAME / "config.pbtxt").is_file())
+    art = _artifacts.load(artifacts_dir)
     if out.exists():
-        if not overwrite:
-            raise InputError(f"{out} exists; pass --overwrite to replace it")
         shutil.rmtree(out)
     platform = _choose_platform(art, cfg)
     out.mkdir(parents=True)

@@ -19,14 +19,15 @@ from .common import pad_rows, run_in_profile
 
 
 def check_pair(first, second) -> None:
-    """Refuse a bootstrap pair whose latents or encoder inputs do not fit each other (both names and values)."""
-    a, b = first.artifacts.spec, second.artifacts.spec
+    """Refuse a bootstrap pair of :class:`~restyle_rt.artifacts.Artifacts` whose latents or encoder inputs do not
+    fit each other (both directories and values named)."""
+    a, b = first.spec, second.spec
     if a.n_styles != b.n_styles:
-        raise InputError(f"bootstrap pair mismatch: {first.artifacts.root} has {a.n_styles} styles, "
-                         f"{second.artifacts.root} has {b.n_styles}; both generators must share W+ [S, 512]")
+        raise InputError(f"bootstrap pair mismatch: {first.root} has {a.n_styles} styles, "
+                         f"{second.root} has {b.n_styles}; both generators must share W+ [S, 512]")
     if tuple(a.input_hw) != tuple(b.input_hw):
-        raise InputError(f"bootstrap pair mismatch: encoder input {tuple(a.input_hw)} ({first.artifacts.root}) vs "
-                         f"{tuple(b.input_hw)} ({second.artifacts.root}); both encoders must take the same size")
+        raise InputError(f"bootstrap pair mismatch: encoder input {tuple(a.input_hw)} ({first.root}) vs "
+                         f"{tuple(b.input_hw)} ({second.root}); both encoders must take the same size")
 
 
 def bootstrap(first, second, images, n_iters: int = 1) -> LoopResult:
@@ -46,7 +47,7 @@ def bootstrap(first, second, images, n_iters: int = 1) -> LoopResult:
         InputError: a mismatched pair, bad images or arguments.
     """
     check_iters(n_iters, None)
-    check_pair(first, second)
+    check_pair(first.artifacts, second.artifacts)
     x = second.preprocess(images)  # [B, 3, H, W]
     if x.shape[0] == 0:
         raise InputError("no images to invert")

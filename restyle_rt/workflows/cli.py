@@ -54,8 +54,6 @@ def _common(p) -> None:
 
 def _sources(args, inv):
     """(latents [N, S, 512], names, input images uint8 or None) from --latents or by inverting the inputs."""
-    import numpy as np
-
     from ..errors import InputError
     from ..runtime import io
     from .common import load_latents

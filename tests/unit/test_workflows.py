@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io as _io
 import json
 import pickle
 import zipfile

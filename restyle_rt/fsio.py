@@ -1,0 +1,176 @@
+"""Atomic file writes: the one way restyle-rt puts a file on disk.
+
+Every file the tool writes (images, latents, manifests, engines, checkpoints, benchmark JSON) goes through
+:func:`atomic_path` (or the helpers built on it): the data is written to a temporary name in the destination's
+directory, closed (so a full disk is reported here), given the permissions a plain ``open(path, "w")`` would have
+given it (``0o666`` minus the umask; ``mkstemp`` would leave ``0o600``), then renamed over the destination. A
+failure at any point (disk full, permission, an exception in the caller's writer, Ctrl-C) removes the temporary
+file, so a reader sees either the old file or the complete new one, never a partial one.
+
+``durable=True`` also ``fsync``s the data before the rename, so the file survives a power loss, not just a crashed
+process. It costs ~9 ms per file on the development VM's ext4 (0.5 ms without), so it is used for the few large,
+expensive files (engines, checkpoints, manifests, latents) and not for every image.
+
+Never imports torch or anything heavy: the runtime uses it.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import IO, Iterator, Union
+
+PathLike = Union[str, os.PathLike]
+TMP_PREFIX = ".restyle-rt-tmp."  # temporary names start with this; they never survive a failed write
+
+
+def umask() -> int:
+    """The process umask (read without changing it for longer than two syscalls)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(path: PathLike, mode: int) -> None:
+    """``chmod(path, mode & ~umask)``: what ``open``/``mkdir`` would have made; ``mkstemp``/``mkdtemp`` do not."""
+    os.chmod(path, mode & ~umask())
+
+
+def _open(path: str, mode: str) -> IO:
+    """Open the temporary file (a seam for tests that fault writes)."""
+    return open(path, mode)
+
+
+def _replace(src: str, dst: Path) -> None:
+    """Rename the finished temporary file onto its destination (a seam for tests that fault the rename)."""
+    os.replace(src, dst)
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike, mkdir: bool = True, durable: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``, on any error remove it.
+
+    For writers that need a path (``onnx.save``); prefer :func:`atomic_open` when the writer takes a file object.
+
+    Args:
+        path: the destination.
+        mkdir: create missing parent directories (with the umask's permissions).
+        durable: fsync the data before the rename.
+    """
+    dest = Path(path)
+    if mkdir:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = None
+    try:
+        # The name is chosen before the file is created, so a Ctrl-C / SIGTERM at any point (a signal's Python
+        # handler can run in the middle of tempfile.mkstemp, after the file exists) still knows what to remove.
+        while tmp is None:
+            tmp = str(dest.parent / f"{TMP_PREFIX}{dest.name}.{secrets.token_hex(6)}")
+            try:
+                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            except FileExistsError:  # not ours: never remove it
+                tmp = None
+        yield Path(tmp)
+        apply_umask(tmp, 0o666)
+        if durable:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+        _replace(tmp, dest)
+    except BaseException:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_open(path: PathLike, mode: str = "wb", mkdir: bool = True, durable: bool = False) -> Iterator[IO]:
+    """``with atomic_open(p) as f: f.write(...)``: ``p`` appears complete on success, untouched on failure.
+
+    Args:
+        path: the destination.
+        mode: ``"wb"`` or ``"w"`` (text, UTF-8).
+        mkdir: create missing parent directories.
+        durable: fsync the data before the rename.
+    """
+    if mode not in ("wb", "w"):
+        raise ValueError(f"atomic_open: mode must be 'wb' or 'w', got {mode!r}")
+    with atomic_path(path, mkdir=mkdir, durable=durable) as tmp:
+        f = _open(str(tmp), mode if mode == "wb" else "w")
+        try:
+            yield f
+            f.flush()
+        finally:
+            f.close()
+
+
+def write_bytes(path: PathLike, data, durable: bool = False) -> Path:
+    """Atomically write ``data`` (bytes-like) to ``path``; returns the path."""
+    with atomic_open(path, "wb", durable=durable) as f:
+        f.write(memoryview(data))
+    return Path(path)
+
+
+def write_text(path: PathLike, text: str, durable: bool = False) -> Path:
+    """Atomically write ``text`` (UTF-8) to ``path``; returns the path."""
+    return write_bytes(path, text.encode("utf-8"), durable=durable)
+
+
+def write_json(path: PathLike, obj, indent: int = 2, durable: bool = False) -> Path:
+    """Atomically write ``obj`` as JSON (plus a newline) to ``path``; returns the path."""
+    return write_text(path, json.dumps(obj, indent=indent) + "\n", durable=durable)
+
+
+def save_npy(path: PathLike, array, durable: bool = False) -> Path:
+    """Atomically ``np.save`` ``array`` to ``path`` (the name is kept as given: no ``.npy`` appended)."""
+    import numpy as np
+
+    with atomic_open(path, "wb", durable=durable) as f:
+        np.save(f, array, allow_pickle=False)
+    return Path(path)
+
+
+def check_writable_dir(path: PathLike, what: str) -> Path:
+    """Fail-early check that ``path`` is (or can be created as) a writable directory; creates nothing.
+
+    Returns:
+        The path.
+
+    Raises:
+        OutputError: it is a file, or its nearest existing ancestor is not a writable directory (names which).
+    """
+    from .errors import OutputError
+
+    p = Path(path)
+    if str(path) == "":
+        raise OutputError(f"{what}: an empty path is not a directory; name one, e.g. {what} out/")
+    if p.exists() and not p.is_dir():
+        raise OutputError(f"{what} {p}: exists and is not a directory")
+    probe = p
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise OutputError(f"{what} {p}: {probe} is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputError(f"{what} {p}: {probe} is not writable by this user")
+    return p
+
+
+def check_writable_file(path: PathLike, what: str) -> Path:
+    """Fail-early check that a file can be written at ``path`` (its directory writable or creatable)."""
+    from .errors import OutputError
+
+    p = Path(path)
+    if str(path) == "" or p.is_dir():
+        raise OutputError(f"{what} {str(path)!r}: expected a file path, got " + ("a directory" if p.is_dir()
+                                                                                  else "an empty path"))
+    check_writable_dir(p.parent, what)
+    return p
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """True for ENOSPC / EDQUOT (no space, quota exceeded)."""
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
