@@ -14,6 +14,7 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
+from .. import fsio
 from ..errors import InputError
 from ..runtime import io
 from .common import synthesize_all
@@ -86,14 +87,14 @@ def write_video(path: os.PathLike, frames: Sequence[np.ndarray], fps: float = 15
     ext = p.suffix.lower()
     if ext not in (".mp4", ".avi", ".gif"):
         raise InputError(f"{p}: unknown video type {ext!r}; use .mp4, .avi or .gif")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.stem}.partial{ext}")
-    try:
-        (_write_gif if ext == ".gif" else _write_cv2)(tmp, frames, fps)
-        os.replace(tmp, p)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with fsio.atomic_path(p) as tmp:
+        work = tmp.with_name(tmp.name + ext)  # the writers pick the container from the extension
+        try:
+            (_write_gif if ext == ".gif" else _write_cv2)(work, frames, fps)
+            os.replace(work, tmp)
+        finally:
+            if work.exists():
+                work.unlink()
     return p
 
 

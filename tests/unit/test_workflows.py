@@ -207,7 +207,7 @@ def test_wipe_matches_notebook_rows():
 def test_write_video(tmp_path, ext):
     frames = [np.full((16, 24, 3), i * 20, np.uint8) for i in range(6)]
     p = animation.write_video(tmp_path / f"v{ext}", frames, fps=10)
-    assert p.stat().st_size > 0 and not list(tmp_path.glob(".*partial*"))
+    assert p.stat().st_size > 0 and [f.name for f in tmp_path.iterdir()] == [p.name]  # no temporary left
     if ext == ".gif":
         from PIL import Image
 
