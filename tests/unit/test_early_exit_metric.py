@@ -77,6 +77,8 @@ def test_steps_used_match_the_closed_form(backend):
     for i, (a, s) in enumerate(zip(A, expect)):  # frozen at the closed-form latent of its exit step
         want = la + a * (1 - 2.0 ** -s) * _pattern(la.shape[0])
         np.testing.assert_allclose(res.latents[i], want, rtol=0, atol=1e-5)
+        # and its image is the one synthesised at that step (scattered back after the active set was compacted)
+        np.testing.assert_allclose(res.images[i], np.float32(want[0, 0]), rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("tau,expect", [(0.08, [5, 4, 1, 1]), (0.05, [6, 4, 2, 1]), (0.0, [N, N, N, N])])
