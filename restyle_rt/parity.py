@@ -82,10 +82,11 @@ TOLERANCES: Dict[Tuple[str, str, str], Tolerance] = {
     # The ORT loop on the exported graphs vs goldens computed by the OFFICIAL code (tests/golden/make_goldens.py:
     # github.com/yuval-alaluf/restyle-encoder with CPU stand-ins for its CUDA ops) on make_checkpoint's seeded
     # models; images compared box-averaged to 16 px wide (the goldens stay small). Per step 1..5.
-    ("golden-ort-loop", "fp32", "latent"): Tolerance(1e-4, note="measured step 1..5: church-256 9.7e-7 .. 2.3e-5, "
-                                                         "toy 32/16 px configs <= 6.5e-6 at step 5"),
-    ("golden-ort-loop", "fp32", "image"): Tolerance(3e-4, 80.0, note="measured step 1..5: church-256 1.9e-6 .. 4.1e-5 "
-                                                                  "(118 .. 90 dB), toy configs <= 7.8e-6 (>= 106 dB)"),
+    # Rounding differences compound through the loop: ~2.5x per step on the real-size e4e cars-512 model.
+    ("golden-ort-loop", "fp32", "latent"): Tolerance(5e-4, note="measured step 1..5: cars-512 1.5e-6 .. 9.9e-5, "
+                                                         "church-256 9.7e-7 .. 2.3e-5, toy configs <= 6.5e-6"),
+    ("golden-ort-loop", "fp32", "image"): Tolerance(1e-3, 50.0, note="measured step 1..5: cars-512 4.0e-6 .. 2.4e-4 "
+                                                                  "(110 .. 69.6 dB), church-256 <= 4.1e-5 (>= 90 dB)"),
     ("golden-ort-loop", "fp32", "avg_image"): Tolerance(1e-5, 100.0, note="avg_feedback vs get_average_image; "
                                                                        "measured 0 (identical) on all four"),
     # FP16 graph (export/fp16.py: demodulation, statistic norms and latent accumulation kept FP32) vs the FP32
