@@ -93,6 +93,24 @@ TOLERANCES: Dict[Tuple[str, str, str], Tolerance] = {
 }
 
 
+# The stated accuracy bar a precision must meet for a backend's ``precision="auto"`` to pick it: its *measured* loop
+# bound vs the FP32 reference (the ``<kind>-loop`` entries above), at every step. It is the FP32 runtime's own loop
+# promise ("ort-loop" fp32): auto never trades accuracy for speed; lower precisions are for those who ask for them.
+AUTO_BAR = {"latent": TOLERANCES[("ort-loop", "fp32", "latent")], "image": TOLERANCES[("ort-loop", "fp32", "image")]}
+
+
+def meets_auto_bar(kind: str, precision: str) -> Tuple[bool, str]:
+    """Whether the loop bounds recorded for (``kind``, ``precision``) meet :data:`AUTO_BAR`; (ok, why not)."""
+    for out, bar in AUTO_BAR.items():
+        tol = TOLERANCES.get((kind, precision, out))
+        if tol is None:
+            return False, f"no measured ({kind!r}, {precision!r}, {out!r}) bound"
+        if tol.rel_l2 > bar.rel_l2 or (bar.min_psnr_db is not None and (tol.min_psnr_db or 0.0) < bar.min_psnr_db):
+            return False, (f"{out} bound rel-L2 {tol.rel_l2:.3g} / {tol.min_psnr_db} dB misses the bar "
+                           f"{bar.rel_l2:.3g} / {bar.min_psnr_db} dB")
+    return True, ""
+
+
 def tolerance(kind: str, precision: str, output: str) -> Tolerance:
     try:
         return TOLERANCES[(kind, precision, output)]

@@ -23,6 +23,7 @@ REGISTRY: Dict[str, Tuple[str, str, str]] = {
     "ort": ("restyle_rt.runtime.backends.ort", "OrtBackend", "pip install 'restyle-rt' (onnxruntime is core)"),
     "trt": ("restyle_rt.runtime.backends.trt", "TrtBackend",
             "pip install 'restyle-rt[trt]' plus NVIDIA TensorRT, or 'restyle-rt[trt-rtx]'; and a CUDA GPU"),
+    "openvino": ("restyle_rt.runtime.backends.openvino", "OpenVinoBackend", "pip install 'restyle-rt[openvino]'"),
 }
 # PyTorch reference loops are benchmark baselines (restyle_rt.bench), not runtime backends: the runtime is torch-free.
 AUTO_ORDER = ("trt", "ort")
