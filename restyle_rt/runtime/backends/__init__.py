@@ -26,7 +26,9 @@ REGISTRY: Dict[str, Tuple[str, str, str]] = {
     "openvino": ("restyle_rt.runtime.backends.openvino", "OpenVinoBackend", "pip install 'restyle-rt[openvino]'"),
 }
 # PyTorch reference loops are benchmark baselines (restyle_rt.bench), not runtime backends: the runtime is torch-free.
-AUTO_ORDER = ("trt", "ort")
+# openvino before ort: on CPU its FP32 loop measured faster than ORT's (benchmarks/README.md, "OpenVINO"), and its
+# ``precision="auto"`` never picks a precision whose measured loop accuracy misses parity.AUTO_BAR.
+AUTO_ORDER = ("trt", "openvino", "ort")
 _logged_choices: set = set()
 
 

@@ -24,8 +24,9 @@ Precisions (``precision=``):
 * ``auto``: the fastest precision this CPU has whose *measured* loop accuracy (``parity.TOLERANCES``) meets the
   stated bar :data:`restyle_rt.parity.AUTO_BAR`; the choice is logged.
 
-Compiled models are cached in ``cache_dir`` (default ``<artifacts>/engines/openvino-cache``, else a user cache
-directory when the artifacts are read-only), so a second start skips compilation. One infer request per graph
+Compiled models are cached in ``cache_dir`` (default ``$RESTYLE_RT_CACHE/openvino``, else
+``~/.cache/restyle-rt/openvino``; OpenVINO keys each blob by a hash of the model and the compile options, so one
+directory serves every artifacts dir), so a second start skips compilation. One infer request per graph
 is created once and reused; ``encode``/``synthesize`` return views of its output tensors, which the next call
 overwrites (the ABC's contract: copy what you keep).
 """
@@ -80,7 +81,7 @@ class OpenVinoBackend(Backend):
 
     Args:
         artifacts: a verified artifacts directory.
-        precision: ``fp32`` (default), ``bf16``, ``int8`` or ``auto`` (see the module docstring).
+        precision: ``auto`` (default), ``fp32``, ``bf16`` or ``int8`` (see the module docstring).
         threads: ``INFERENCE_NUM_THREADS`` (default: the CPUs available to this process).
         hint: ``latency`` (default: one stream using every thread; the loop issues one request at a time) or
             ``throughput`` (OpenVINO picks the streams; only worth it when several loops run concurrently).
@@ -98,7 +99,7 @@ class OpenVinoBackend(Backend):
     def __init__(
         self,
         artifacts: Artifacts,
-        precision: str = "fp32",
+        precision: str = "auto",
         threads: Optional[int] = None,
         hint: str = "latency",
         cache_dir: Optional[os.PathLike] = None,
@@ -118,7 +119,7 @@ class OpenVinoBackend(Backend):
             )
         self.threads, self.hint = int(threads or default_threads()), hint
         self.core = ov.Core()
-        self.cache_dir = _cache_dir(artifacts, cache_dir)
+        self.cache_dir = _cache_dir(cache_dir)
         if self.cache_dir:
             self.core.set_property({"CACHE_DIR": str(self.cache_dir)})
         self.compiled = {g: self._compile(g) for g in ("encoder", "synthesis")}
@@ -155,14 +156,12 @@ class OpenVinoBackend(Backend):
             "PERFORMANCE_HINT": HINTS[self.hint],
             "INFERENCE_NUM_THREADS": self.threads,
         }
-        try:
-            model = self.core.read_model(str(path))
-            verify_io(model, self.spec.graph_io(graph), path.name)
-            return self.core.compile_model(model, "CPU", config)
-        except (ArtifactError, InputError):
-            raise
+        try:  # from the path, so that a cache hit skips reading the ONNX file too
+            compiled = self.core.compile_model(str(path), "CPU", config)
         except Exception as e:  # OpenVINO raises RuntimeError subclasses of its own
             raise ArtifactError(f"{path}: OpenVINO cannot load or compile it: {e}") from None
+        verify_io(compiled, self.spec.graph_io(graph), path.name)
+        return compiled
 
     # --- host API -------------------------------------------------------------------------------------------
 
@@ -219,21 +218,20 @@ def resolve_precision(precision: str) -> str:
     raise InputError("openvino backend: no precision meets the accuracy bar: " + "; ".join(reasons))
 
 
-def _cache_dir(artifacts: Artifacts, cache_dir: Optional[os.PathLike]) -> Optional[Path]:
+def _cache_dir(cache_dir: Optional[os.PathLike]) -> Optional[Path]:
     if cache_dir == "":
         return None
-    if cache_dir is not None:
-        path = Path(cache_dir)
-    else:
-        path = artifacts.root / "engines" / "openvino-cache"
-        if not os.access(artifacts.root, os.W_OK):
-            path = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "restyle-rt" / "openvino"
+    if cache_dir is None:
+        root = os.environ.get("RESTYLE_RT_CACHE")
+        cache_dir = Path(root).expanduser() if root else Path.home() / ".cache" / "restyle-rt"
+        cache_dir = cache_dir / "openvino"
+    path = Path(cache_dir)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def verify_io(model, io, what: str) -> None:
-    """Refuse a model whose inputs/outputs differ from the spec in names, element type, rank or static dims.
+    """Refuse a (compiled) model whose inputs/outputs differ from the spec in names, element type, rank or static dims.
 
     Raises:
         ArtifactError: naming expected vs found for every mismatch.
