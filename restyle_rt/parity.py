@@ -102,8 +102,9 @@ TOLERANCES: Dict[Tuple[str, str, str], Tolerance] = {
     # BF16 (INFERENCE_PRECISION_HINT=bf16; the CPU plugin keeps the graph tail, hence the latent accumulation, in
     # FP32) vs the same FP32 torch references. BF16 keeps 8 mantissa bits: ~1e-2 per call, and the loop compounds
     # it through the feedback image (psp-irse50 fixture: latent 7.0e-3 -> 1.5e-2, image 43.5 -> 36.6 dB over 5 steps;
-    # e4e cars fixture, about 2x per step: latent 1.5e-2 -> 9.5e-2, image 37.0 -> 18.2 dB). Per-preset loop numbers (random weights, 5 steps, vs the torch-official loop)
-    # are in benchmarks/README.md ("OpenVINO"); they miss AUTO_BAR by orders of magnitude, so `auto` never picks BF16.
+    # e4e cars fixture, about 2x per step: latent 1.5e-2 -> 9.5e-2, image 37.0 -> 18.2 dB). Per-preset loop numbers
+    # (random weights, 5 steps, vs the torch-official loop) are in benchmarks/README.md ("OpenVINO"). These bounds
+    # miss AUTO_BAR by orders of magnitude, so `auto` never picks BF16.
     ("openvino", "bf16", "latent_next"): Tolerance(5e-2, note="measured <=1.5e-2 (cars)"),
     ("openvino", "bf16", "residual"): Tolerance(1e-1, note="measured <=2.5e-2 (cars)"),
     ("openvino", "bf16", "image"): Tolerance(5e-2, 30.0, note="measured <=9.0e-3 rel-L2, >=44.0 dB"),

@@ -12,8 +12,8 @@ import shutil
 import numpy as np
 import pytest
 import torch
-
 from model_fixtures import EXPORTED, artifacts_path, checkpoint_path
+
 from restyle_rt.artifacts import load, write_manifest
 from restyle_rt.errors import ArtifactError, InputError
 from restyle_rt.export.checkpoint import load_checkpoint
