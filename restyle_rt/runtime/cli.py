@@ -45,7 +45,7 @@ def register(subparsers) -> None:
         help="images per backend call (default: the artifacts' profile max)",
     )
     p.add_argument(
-        "--backend", default="auto", metavar="NAME", help="auto | ort | trt | torch (default auto)"
+        "--backend", default="auto", metavar="NAME", help="auto | ort | trt | openvino (default auto)"
     )
     p.add_argument("--save-steps", action="store_true", help="write one PNG per image per step")
     p.add_argument(
