@@ -30,6 +30,12 @@ N_ITERS = 5
 PRECISIONS = ["fp32", pytest.param("bf16", marks=pytest.mark.skipif(not cpu_has_bf16(), reason="CPU has no BF16"))]
 
 
+@pytest.fixture(scope="module")
+def ov_cache(tmp_path_factory):
+    """One compiled-model cache for the module: later tests load what earlier ones compiled (CI time)."""
+    return tmp_path_factory.mktemp("ov-cache")
+
+
 @pytest.fixture(scope="module", params=EXPORTED)
 def case(request):
     art = load(artifacts_path(request.param), check_hashes=True)
@@ -47,10 +53,10 @@ def _call_inputs(art, spec, models, batch):
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
-def test_single_calls_dynamic_batch(case, precision, tmp_path):
+def test_single_calls_dynamic_batch(case, precision, ov_cache):
     _, art, models = case
     spec = models.ckpt.spec
-    with get_backend("openvino", art, precision=precision, cache_dir=tmp_path) as be, torch.no_grad():
+    with get_backend("openvino", art, precision=precision, cache_dir=ov_cache) as be, torch.no_grad():
         assert be.precision == precision
         for batch in (1, 3):
             x, y, w = _call_inputs(art, spec, models, batch)
@@ -67,12 +73,12 @@ def test_single_calls_dynamic_batch(case, precision, tmp_path):
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
-def test_loop_parity_per_iteration(case, precision, tmp_path, record_property):
+def test_loop_parity_per_iteration(case, precision, ov_cache, record_property):
     """OpenVINO loop vs the official-formulation FP32 torch loop, after every iteration."""
     _, art, models = case
     x = sample_images(2, models.ckpt.spec.input_hw, torch.Generator().manual_seed(7))
     ref = reference_loop(models, x, N_ITERS, official=True)
-    with get_backend("openvino", art, precision=precision, cache_dir=tmp_path) as be:
+    with get_backend("openvino", art, precision=precision, cache_dir=ov_cache) as be:
         res = be.run_loop(x.numpy(), N_ITERS, return_steps=True)
     table = []
     for t, step in enumerate(ref):
@@ -85,11 +91,11 @@ def test_loop_parity_per_iteration(case, precision, tmp_path, record_property):
     record_property("loop_parity", json.dumps(table))
 
 
-def test_outputs_are_reused_views(case, tmp_path):
+def test_outputs_are_reused_views(case, ov_cache):
     """The ABC's contract: outputs may be overwritten by the next call (so the loop copies them)."""
     _, art, models = case
     spec = models.ckpt.spec
-    with get_backend("openvino", art, cache_dir=tmp_path) as be:
+    with get_backend("openvino", art, cache_dir=ov_cache) as be:
         w1 = np.ascontiguousarray(np.broadcast_to(art.latent_avg, (1, spec.n_styles, 512)))
         first = be.synthesize(w1)[0]
         kept = first.copy()
@@ -107,24 +113,24 @@ def test_compiled_model_cache(tmp_path):
         assert all(c.get_property("LOADED_FROM_CACHE") for c in be.compiled.values())
 
 
-def test_auto_precision_meets_the_bar(tmp_path, caplog):
+def test_auto_precision_meets_the_bar(ov_cache, caplog):
     art = load(artifacts_path(EXPORTED[0]))
     with caplog.at_level("INFO", logger="restyle_rt"), get_backend(
-            "openvino", art, precision="auto", cache_dir=tmp_path) as be:
+            "openvino", art, precision="auto", cache_dir=ov_cache) as be:
         assert meets_auto_bar("openvino-loop", be.precision)[0]
     assert f"precision auto -> {be.precision}" in caplog.text
     if cpu_has_bf16() and not meets_auto_bar("openvino-loop", "bf16")[0]:
         assert be.precision == "fp32"
 
 
-def test_bad_options(tmp_path):
+def test_bad_options(ov_cache):
     art = load(artifacts_path(EXPORTED[0]))
     with pytest.raises(InputError, match="precision must be one of"):
         get_backend("openvino", art, precision="fp8")
     with pytest.raises(InputError, match="hint must be one of"):
         get_backend("openvino", art, hint="fastest")
     with pytest.raises(ArtifactError, match="quantized.encoder"):
-        get_backend("openvino", art, precision="int8", cache_dir=tmp_path)
+        get_backend("openvino", art, precision="int8", cache_dir=ov_cache)
 
 
 # --- INT8: explicit Q/DQ graphs --------------------------------------------------------------------------------
@@ -169,7 +175,7 @@ def int8_artifacts(tmp_path_factory):
     return load(root)
 
 
-def test_int8_runs_the_qdq_graphs_like_ort(int8_artifacts, tmp_path):
+def test_int8_runs_the_qdq_graphs_like_ort(int8_artifacts, ov_cache):
     """OpenVINO INT8 vs ONNX Runtime on the same Q/DQ graphs, one call each; and the convolutions run in int8."""
     import onnxruntime as ort
 
@@ -182,7 +188,7 @@ def test_int8_runs_the_qdq_graphs_like_ort(int8_artifacts, tmp_path):
             for g in ("encoder", "synthesis")}
     ref_lat = sess["encoder"].run(["latent_next"], {"image": x, "feedback": y, "latent": w})[0]
     ref_img, ref_fb = sess["synthesis"].run(["image", "feedback"], {"latent": w})
-    with get_backend("openvino", art, precision="int8", cache_dir=tmp_path) as be:
+    with get_backend("openvino", art, precision="int8", cache_dir=ov_cache) as be:
         runtime = be.compiled["synthesis"].get_runtime_model()
         conv_precisions = {n.get_rt_info()["runtimePrecision"].astype(str) for n in runtime.get_ops()
                            if n.get_rt_info()["layerType"].astype(str) in ("Convolution", "Deconvolution")}
