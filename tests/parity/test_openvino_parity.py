@@ -72,12 +72,18 @@ def test_single_calls_dynamic_batch(case, precision, ov_cache):
             assert tolerance("openvino", precision, "feedback").check(compare(fb, ref_fb.numpy())) is None
 
 
+_REF_LOOPS = {}
+
+
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_loop_parity_per_iteration(case, precision, ov_cache, record_property):
     """OpenVINO loop vs the official-formulation FP32 torch loop, after every iteration."""
-    _, art, models = case
+    name, art, models = case
     x = sample_images(2, models.ckpt.spec.input_hw, torch.Generator().manual_seed(7))
-    ref = reference_loop(models, x, N_ITERS, official=True)
+    if name not in _REF_LOOPS:  # the torch loop is the slow part: once per fixture, for both precisions
+        with torch.no_grad():
+            _REF_LOOPS[name] = reference_loop(models, x, N_ITERS, official=True)
+    ref = _REF_LOOPS[name]
     with get_backend("openvino", art, precision=precision, cache_dir=ov_cache) as be:
         res = be.run_loop(x.numpy(), N_ITERS, return_steps=True)
     table = []
