@@ -4,6 +4,10 @@ Registration imports nothing heavy (no torch, no onnxruntime). Examples::
 
     restyle-rt bench --preset church-256 --batch 1,4 --iters 5 --json benchmarks/cpu/church-256.json
     restyle-rt bench artifacts/ffhq --checkpoint ffhq.pt --backend ort,torch-official --plot lat.png
+    restyle-rt bench --preset church-256 --backend openvino,ort --precision fp32,bf16 --batch 1,4 --iters 5
+
+Every result also carries ``accuracy``: its loop's per-step latent rel-L2, image rel-L2 and image PSNR against
+the FP32 reference loop (official-formulation torch with the checkpoint, else ort FP32).
 """
 
 from __future__ import annotations
@@ -31,6 +35,13 @@ def _names(text: str) -> List[str]:
     if not vals:
         raise argparse.ArgumentTypeError("expected comma-separated backend names")
     return vals
+
+
+def _precisions(text: str) -> List[str]:
+    vals = [v.strip() for v in text.split(",") if v.strip()]
+    if not vals:
+        raise argparse.ArgumentTypeError("expected comma-separated precisions, e.g. fp32,bf16")
+    return list(dict.fromkeys(vals))
 
 
 def _preset(text: str) -> str:
@@ -85,6 +96,19 @@ def register(subparsers) -> None:
         metavar="A,B",
         help="backends: runtime (ort, trt, ...) and baselines torch-official, torch "
         "(default: every available runtime backend plus the baselines)",
+    )
+    p.add_argument(
+        "--precision",
+        type=_precisions,
+        metavar="fp32,bf16",
+        help="precisions, each passed to the backends as precision=<value> (one run per value); a backend "
+        "or baseline without that option runs only fp32 of the list and refuses a list without it "
+        "(default: each backend's own default)",
+    )
+    p.add_argument(
+        "--no-accuracy",
+        action="store_true",
+        help="skip the per-step accuracy against the FP32 reference loop (one untimed loop per configuration)",
     )
     p.add_argument("--batch", type=_int_list, default=[1, 4, 8], metavar="1,4,8", help="batch sizes")
     p.add_argument("--iters", type=_int_list, default=[1, 5, 10], metavar="1,5,10", help="ReStyle steps")
@@ -153,6 +177,8 @@ def _run(args: argparse.Namespace) -> int:
         early_exit=args.early_exit,
         threads=threads,
         preset=args.preset,
+        precisions=args.precision,
+        accuracy=not args.no_accuracy,
     )
     machine = runner.machine_info(threads)
     results = runner.run(cfg, on_result=_progress)
@@ -219,7 +245,7 @@ def _check_source(art_dir: str, ckpt: str) -> None:
 
 def _progress(rec: dict) -> None:
     print(
-        f"  {rec['backend']:>14}  batch {rec['batch']:>2}  iters {rec['iters']:>2}: "
+        f"  {rec['backend']:>14} {rec.get('precision') or '':>5}  batch {rec['batch']:>2}  iters {rec['iters']:>2}: "
         f"{rec['seconds_per_image']:.3f} s/image (p50), load {rec['load_before']}",
         file=sys.stderr,
     )
@@ -232,6 +258,7 @@ def command_line(args: argparse.Namespace) -> str:
     for flag, val in (
         ("--checkpoint", args.checkpoint),
         ("--backend", args.backend),
+        ("--precision", args.precision),
         ("--batch", args.batch),
         ("--iters", args.iters),
         ("--warmup", args.warmup),
@@ -246,6 +273,8 @@ def command_line(args: argparse.Namespace) -> str:
             parts += [flag, ",".join(map(str, val)) if isinstance(val, list) else str(val)]
     if args.memory:
         parts.append("--memory")
+    if args.no_accuracy:
+        parts.append("--no-accuracy")
     return " ".join(shlex.quote(p) for p in parts)
 
 

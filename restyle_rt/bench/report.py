@@ -6,8 +6,10 @@ JSON schema (``SCHEMA_VERSION`` 1)::
      "machine": {"cpu_model", "logical_cpus", "cpus_available", "load_avg", "threads", "versions", ...},
      "command": "restyle-rt bench ...",
      "source": {"artifacts", "checkpoint", "preset", "spec", "graph_bytes"},
-     "results": [{"backend", "kind", "batch", "iters", "seconds_per_image", "p50_s", "p90_s", "p99_s",
-                  "images_per_s", "stages": {"encoder", "synthesis", "copies", "glue"}, "peak_rss_mb", ...}],
+     "results": [{"backend", "precision", "kind", "batch", "iters", "seconds_per_image", "p50_s", "p90_s", "p99_s",
+                  "images_per_s", "stages": {"encoder", "synthesis", "copies", "glue"}, "peak_rss_mb",
+                  "accuracy": {"reference", "latent_rel_l2": [per step], "image_rel_l2": [...],
+                               "image_psnr_db": [...]} or null, ...}],
      "memory": [...]}      (only with --memory; see restyle_rt.bench.memory)
 
 Latencies are seconds per batch loop unless named ``*_per_image_s``; ``seconds_per_image`` is
@@ -64,10 +66,23 @@ def write_json(doc: dict, path: os.PathLike) -> Path:
 def _speedups(results: Sequence[dict], reference: str) -> Dict[tuple, float]:
     ref = {(r["batch"], r["iters"]): r["seconds_per_image"] for r in results if r["backend"] == reference}
     return {
-        (r["backend"], r["batch"], r["iters"]): ref[(r["batch"], r["iters"])] / r["seconds_per_image"]
+        _key(r): ref[(r["batch"], r["iters"])] / r["seconds_per_image"]
         for r in results
         if (r["batch"], r["iters"]) in ref
     }
+
+
+def _key(r: dict) -> tuple:
+    return r["backend"], r.get("precision"), r["batch"], r["iters"]
+
+
+def _accuracy_cells(r: dict) -> List[str]:
+    """Worst-over-steps latent rel-L2 and lowest image PSNR, or dashes when not measured."""
+    acc = r.get("accuracy")
+    if not acc:
+        return ["-", "-"]
+    psnr = [v for v in acc["image_psnr_db"] if v is not None]
+    return [f"{max(acc['latent_rel_l2']):.2e}", f"{min(psnr):.1f}" if psnr else "inf"]
 
 
 def _g(v: float) -> str:
@@ -82,6 +97,7 @@ def markdown_table(results: Sequence[dict], reference: str = "torch-official") -
     steps = any("steps_used_mean" in r for r in results)
     head = [
         "backend",
+        "precision",
         "batch",
         "iters",
         "s/image (p50)",
@@ -94,6 +110,8 @@ def markdown_table(results: Sequence[dict], reference: str = "torch-official") -
         "copies s",
         "glue s",
         "peak RSS MB",
+        "latent rel-L2 (worst step)",
+        "image PSNR dB (worst step)",
     ]
     if sp:
         head.append(f"x vs {reference}")
@@ -102,12 +120,13 @@ def markdown_table(results: Sequence[dict], reference: str = "torch-official") -
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         st = r.get("stages", {})
-        row = [r["backend"], str(r["batch"]), str(r["iters"])]
+        row = [r["backend"], str(r.get("precision") or "-"), str(r["batch"]), str(r["iters"])]
         row += [_g(r[k]) for k in ("seconds_per_image", "p50_s", "p90_s", "p99_s", "images_per_s")]
         row += [_g(st.get(k, float("nan"))) for k in ("encoder", "synthesis", "copies", "glue")]
         row.append("-" if r.get("peak_rss_mb") is None else f"{r['peak_rss_mb']:.0f}")
+        row += _accuracy_cells(r)
         if sp:
-            v = sp.get((r["backend"], r["batch"], r["iters"]))
+            v = sp.get(_key(r))
             row.append("-" if v is None else f"{v:.2f}")
         if steps:
             row.append(f"{r['steps_used_mean']:.2f}" if "steps_used_mean" in r else "-")
@@ -119,6 +138,7 @@ def memory_table(memory: Sequence[dict]) -> str:
     """Markdown rows for the isolated memory measurements."""
     head = [
         "backend",
+        "precision",
         "batch",
         "iters",
         "weights MB (ONNX files)",
@@ -166,15 +186,16 @@ def plot(results: Sequence[dict], path: os.PathLike, title: str = "") -> Optiona
         return None
     iters = sorted({r["iters"] for r in results})
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name in dict.fromkeys(r["backend"] for r in results):
+    for name, prec in dict.fromkeys((r["backend"], r.get("precision")) for r in results):
         for n in iters:
             pts = sorted(
                 (r["batch"], r["seconds_per_image"])
                 for r in results
-                if r["backend"] == name and r["iters"] == n
+                if r["backend"] == name and r.get("precision") == prec and r["iters"] == n
             )
             if pts:
-                label = name if len(iters) == 1 else f"{name}, {n} iters"
+                label = name if prec in (None, "fp32") else f"{name} {prec}"
+                label = label if len(iters) == 1 else f"{label}, {n} iters"
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
     ax.set_xlabel("batch")
     ax.set_ylabel("seconds per image (p50)")

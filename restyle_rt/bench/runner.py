@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import InputError
-from .targets import make_target
+from .targets import make_target, plan
 
 log = logging.getLogger("restyle_rt")
 
@@ -43,6 +43,10 @@ class BenchConfig:
         threads: intra-op threads for every target.
         seed: of the synthetic input images.
         preset: the preset name when the source is one.
+        precisions: each value is passed to every runtime backend as ``precision=`` (one target per value);
+            None runs each target at its default. Recorded as ``precision`` in every result.
+        accuracy: also compare every target's loop, step by step, with the FP32 reference
+            (:mod:`restyle_rt.bench.accuracy`); recorded as ``accuracy`` in every result.
     """
 
     artifacts_dir: str
@@ -56,6 +60,8 @@ class BenchConfig:
     threads: int = 1
     seed: int = 0
     preset: Optional[str] = None
+    precisions: Optional[List[str]] = None
+    accuracy: bool = True
 
 
 def synthetic_images(n: int, hw, seed: int = 0) -> np.ndarray:
@@ -292,42 +298,62 @@ def run(cfg: BenchConfig, on_result: Optional[Callable[[dict], None]] = None) ->
             f"batch {bad} outside the artifacts' batch profile [{prof.min}, {prof.max}]; "
             f"re-export with --max-batch {max(cfg.batches)}"
         )
+    pairs = plan(cfg.backends, cfg.precisions)  # refuses a precision a target cannot run, before any work
     x_all = synthetic_images(max(cfg.batches), art.spec.input_hw, cfg.seed)  # [Bmax, 3, H, W]
+    refs = None
+    if cfg.accuracy:
+        from .accuracy import reference_steps
+
+        xs = {b: np.ascontiguousarray(x_all[:b]) for b in cfg.batches}
+        refs = reference_steps(art, cfg.checkpoint, xs, max(cfg.iters), cfg.threads)
     results = []
-    for name in cfg.backends:
-        t0 = time.perf_counter()
-        rss0 = current_rss_mb()
-        target = make_target(name, art, cfg.checkpoint, cfg.threads)
-        load_s, rss_loaded = time.perf_counter() - t0, current_rss_mb()
-        log.info("bench: %s ready in %.1f s (threads %s)", name, load_s, target.threads)
-        try:
-            for b in cfg.batches:
-                for n in cfg.iters:
-                    rec = {
-                        "backend": name,
-                        "kind": target.kind,
-                        "batch": b,
-                        "iters": n,
-                        "early_exit": cfg.early_exit,
-                        "warmup": cfg.warmup,
-                        "repeat": cfg.repeat,
-                        "threads": target.threads,
-                        "load_s": load_s,
-                        "rss_before_load_mb": rss0,
-                        "rss_loaded_mb": rss_loaded,
-                    }
-                    rec.update(
-                        time_config(
-                            target, np.ascontiguousarray(x_all[:b]), n, cfg.warmup, cfg.repeat, cfg.early_exit
-                        )
-                    )
-                    results.append(rec)
-                    if on_result:
-                        on_result(rec)
-        finally:
-            target.close()
-            del target
-            gc.collect()
+    for name, precision in pairs:
+        results += _run_target(cfg, art, name, precision, x_all, refs, on_result)
+    return results
+
+
+def _run_target(cfg: BenchConfig, art, name: str, precision, x_all, refs, on_result) -> List[dict]:
+    """Every (batch, iters) configuration of one target; the target is closed before returning."""
+    t0 = time.perf_counter()
+    rss0 = current_rss_mb()
+    target = make_target(name, art, cfg.checkpoint, cfg.threads, precision)
+    load_s, rss_loaded = time.perf_counter() - t0, current_rss_mb()
+    log.info("bench: %s %s ready in %.1f s (threads %s)", name, target.precision, load_s, target.threads)
+    results = []
+    try:
+        for b in cfg.batches:
+            x = np.ascontiguousarray(x_all[:b])
+            agree = None
+            if refs is not None:
+                from .accuracy import Steps, agreement
+
+                got = Steps(name, *target.steps(x, max(cfg.iters)))
+            for n in cfg.iters:
+                rec = {
+                    "backend": name,
+                    "precision": target.precision,
+                    "kind": target.kind,
+                    "batch": b,
+                    "iters": n,
+                    "early_exit": cfg.early_exit,
+                    "warmup": cfg.warmup,
+                    "repeat": cfg.repeat,
+                    "threads": target.threads,
+                    "load_s": load_s,
+                    "rss_before_load_mb": rss0,
+                    "rss_loaded_mb": rss_loaded,
+                }
+                rec.update(time_config(target, x, n, cfg.warmup, cfg.repeat, cfg.early_exit))
+                if refs is not None:
+                    agree = agreement(refs[b], got, n)
+                rec["accuracy"] = agree
+                results.append(rec)
+                if on_result:
+                    on_result(rec)
+    finally:
+        target.close()
+        del target
+        gc.collect()
     return results
 
 
@@ -340,3 +366,5 @@ def validate_grid(cfg: BenchConfig) -> None:
         raise InputError(f"--warmup must be >= 0 and --repeat >= 1, got {cfg.warmup} and {cfg.repeat}")
     if not cfg.backends:
         raise InputError("no backend to run (none available, and no --checkpoint for the torch baselines)")
+    if cfg.precisions is not None and not cfg.precisions:
+        raise InputError("--precision: expected comma-separated precisions, got none")

@@ -109,19 +109,36 @@ class RuntimeTarget:
         name: registered backend name.
         artifacts: a loaded :class:`~restyle_rt.artifacts.Artifacts`.
         threads: intra-op threads, passed when the backend takes a ``threads`` option.
+        precision: passed as ``precision=`` when given; a backend without that option runs only its default
+            (``"fp32"``), and anything else is refused.
+
+    Raises:
+        InputError: a precision the backend does not take.
     """
 
     kind = "runtime"
 
-    def __init__(self, name: str, artifacts, threads: int):
+    def __init__(self, name: str, artifacts, threads: int, precision: Optional[str] = None):
         from ..runtime.backends import backend_class, get_backend
 
         self.name = name
         params = inspect.signature(backend_class(name).__init__).parameters
         opts = {"threads": threads} if "threads" in params else {}
+        if "precision" in params:
+            default = params["precision"].default
+            if precision is not None:
+                opts["precision"] = precision
+        else:
+            default = check_default_precision(name, precision)
         self.backend = get_backend(name, artifacts, **opts)
+        self.precision = getattr(self.backend, "precision", None) or precision or default
         self.threads = {"intra_op": getattr(self.backend, "threads", None)}
         self.profile = artifacts.profile
+
+    def steps(self, x: np.ndarray, n_iters: int):
+        """Every step's (latents, images) of one untimed loop on ``x`` (for the accuracy columns)."""
+        res = self.backend.run_loop(x, n_iters, return_steps=True)
+        return res.step_latents, res.step_images
 
     def run(
         self, x: np.ndarray, n_iters: int, early_exit: Optional[float]
@@ -147,12 +164,15 @@ class TorchTarget:
         name: ``"torch-official"`` or ``"torch"``.
         checkpoint: the official checkpoint the artifacts were exported from.
         threads: ``torch.set_num_threads`` value (the same as the runtime backends' intra-op threads).
+        precision: None or ``"fp32"`` (the baselines run FP32 only).
     """
 
     kind = "baseline"
 
-    def __init__(self, name: str, checkpoint, threads: int):
+    def __init__(self, name: str, checkpoint, threads: int, precision: Optional[str] = None):
         import torch
+
+        self.precision = check_default_precision(name, precision)
 
         from ..export.checkpoint import load_checkpoint
         from ..export.reference import TorchModels
@@ -200,6 +220,21 @@ class TorchTarget:
                 stages["synthesis"] += t2 - t1
         return stages, np.full(b, n_iters, dtype=np.int64)
 
+    def steps(self, x: np.ndarray, n_iters: int):
+        """Every step's (latents, images) of one untimed loop on ``x`` (for the accuracy columns)."""
+        torch = self._torch
+        lats, imgs = [], []
+        with torch.no_grad():
+            xt = torch.from_numpy(x)  # [B, 3, H, W]
+            w = self.w0[None].repeat(x.shape[0], 1, 1)  # [B, S, 512]
+            y = self.y0[None].repeat(x.shape[0], 1, 1, 1)  # [B, 3, H, W]
+            for _ in range(n_iters):
+                w = self.enc(xt, y, w)
+                img, y = self.syn(w)
+                lats.append(w.numpy().copy())
+                imgs.append(img.numpy().copy())
+        return lats, imgs
+
     def device_memory_mb(self) -> Optional[float]:
         """None: the baselines run on the CPU."""
         return None
@@ -208,13 +243,56 @@ class TorchTarget:
         self.models = self.enc = self.syn = None
 
 
-def make_target(name: str, artifacts, checkpoint, threads: int):
-    """A :class:`RuntimeTarget` or :class:`TorchTarget` for ``name``."""
+def takes_precision(name: str) -> bool:
+    """Whether target ``name`` takes a ``precision=`` option (baselines never do)."""
+    if name in BASELINES:
+        return False
+    from ..runtime.backends import backend_class
+
+    return "precision" in inspect.signature(backend_class(name).__init__).parameters
+
+
+def plan(names: List[str], precisions: Optional[List[str]]) -> List[Tuple[str, Optional[str]]]:
+    """The (target, precision) pairs to run, in order.
+
+    A target without a precision option runs only ``fp32`` (its one precision) of the list; the other values
+    are skipped for it (logged).
+
+    Raises:
+        InputError: a target without a precision option is given a list without ``fp32``.
+    """
+    if not precisions:
+        return [(n, None) for n in names]
+    out = []
+    for n in names:
+        if takes_precision(n):
+            out += [(n, p) for p in precisions]
+            continue
+        check_default_precision(n, None if "fp32" in precisions else ",".join(precisions))
+        skipped = [p for p in precisions if p != "fp32"]
+        if skipped:
+            log.info("bench: %s runs fp32 only (no precision option); skipping %s for it", n, ",".join(skipped))
+        out.append((n, "fp32"))
+    return out
+
+
+def check_default_precision(name: str, precision: Optional[str]) -> str:
+    """``"fp32"`` when ``precision`` is None or ``"fp32"``; else InputError (``name`` takes no precision option)."""
+    if precision not in (None, "fp32"):
+        raise InputError(
+            f"backend {name!r} takes no precision option and runs fp32 only; got --precision {precision}: "
+            f"drop it for {name}, or benchmark a backend that has it (e.g. openvino)"
+        )
+    return "fp32"
+
+
+def make_target(name: str, artifacts, checkpoint, threads: int, precision: Optional[str] = None):
+    """A :class:`RuntimeTarget` or :class:`TorchTarget` for ``name`` (``precision`` as ``precision=``)."""
     if name in BASELINES:
         if checkpoint is None:
             raise InputError(f"baseline {name!r} needs --checkpoint")
-        return TorchTarget(name, checkpoint, threads)
-    return RuntimeTarget(name, artifacts, threads)
+        return TorchTarget(name, checkpoint, threads, precision)
+    return RuntimeTarget(name, artifacts, threads, precision)
 
 
 def _nvml_used_mb(device_id: int) -> Optional[float]:

@@ -98,7 +98,7 @@ def test_markdown_table(bench_doc):
     res = [dict(r) for r in doc["results"]]
     res += [dict(r, backend="torch-official", seconds_per_image=r["seconds_per_image"] * 2) for r in res]
     md = report.markdown_table(res).splitlines()
-    assert md[0].startswith("| backend | batch | iters |") and "x vs torch-official" in md[0]
+    assert md[0].startswith("| backend | precision | batch | iters |") and "x vs torch-official" in md[0]
     assert len(md) == 2 + len(res)
     assert all(line.count("|") == md[0].count("|") for line in md)
     assert md[2].split("|")[1].strip() == "ort" and md[2].split("|")[-2].strip() == "1.00"  # steps used
@@ -127,7 +127,7 @@ def test_cli_prints_table(toy, capsys):
         == 0
     )
     out = capsys.readouterr().out
-    assert out.startswith("| backend |") and "| ort | 2 | 1 |" in out
+    assert out.startswith("| backend |") and "| ort | fp32 | 2 | 1 |" in out
 
 
 @pytest.mark.parametrize(
@@ -244,3 +244,42 @@ def test_torch_baselines_run():
         assert rec["steps_used"] == [2, 2] and rec["early_exit_applied"] is False
         assert rec["stages"]["encoder"] > 0 and rec["stages"]["synthesis"] > 0
         assert t.threads["intra_op"] == 1
+
+
+def test_every_row_records_precision_and_accuracy(bench_doc):
+    """Without a checkpoint the reference is ort FP32 itself: same inputs, same graphs, so agreement is exact."""
+    doc, _ = bench_doc
+    for r in doc["results"]:
+        assert r["precision"] == "fp32"
+        acc = r["accuracy"]
+        assert acc["reference"] == "ort fp32"
+        assert len(acc["latent_rel_l2"]) == len(acc["image_psnr_db"]) == r["iters"]
+        assert max(acc["latent_rel_l2"]) <= 1e-6 and max(acc["image_rel_l2"]) <= 1e-6
+
+
+def test_precision_plan():
+    """A target without a precision option runs fp32 of the list only, and refuses a list without fp32."""
+    assert targets.plan(["ort"], None) == [("ort", None)]
+    assert targets.plan(["ort", "torch-official"], ["fp32", "bf16"]) == [("ort", "fp32"), ("torch-official", "fp32")]
+    with pytest.raises(InputError, match="takes no precision option and runs fp32 only"):
+        targets.plan(["ort"], ["bf16"])
+    if "openvino" in targets.runtime_names() and targets.takes_precision("openvino"):
+        assert targets.plan(["openvino", "ort"], ["fp32", "bf16"]) == [
+            ("openvino", "fp32"), ("openvino", "bf16"), ("ort", "fp32")]
+
+
+def test_precision_rejected_before_any_run(toy, capsys):
+    art, _ = toy
+    assert main(["bench", str(art), "--backend", "ort", "--precision", "int8", "--repeat", "1"]) == 2
+    assert "runs fp32 only" in capsys.readouterr().err
+
+
+def test_accuracy_agreement_per_step():
+    from restyle_rt.bench.accuracy import Steps, agreement
+
+    ref = Steps("ref", [np.ones((1, 2, 512), np.float32)] * 2, [np.zeros((1, 3, 4, 4), np.float32)] * 2)
+    got = Steps("got", [np.ones((1, 2, 512), np.float32), np.full((1, 2, 512), 1.1, np.float32)],
+                [np.zeros((1, 3, 4, 4), np.float32), np.full((1, 3, 4, 4), 0.02, np.float32)])
+    a = agreement(ref, got, 2)
+    assert a["latent_rel_l2"][0] == 0 and a["latent_rel_l2"][1] == pytest.approx(0.1, rel=1e-5)
+    assert a["image_psnr_db"][0] is None and a["image_psnr_db"][1] == pytest.approx(40.0, abs=1e-3)

@@ -1,0 +1,255 @@
+"""OpenVINO backend (CPU): the artifacts' ONNX graphs through OpenVINO's own runtime, FP32, BF16 or INT8.
+
+Why OpenVINO's API and not ONNX Runtime's OpenVINO execution provider: the EP ships as a separate onnxruntime
+build (``onnxruntime-openvino``) that replaces the ``onnxruntime`` wheel the core runtime depends on, and it hides
+the two controls this backend needs: the inference-precision hint and per-node FP32 pinning
+(``disable_fp16_compression`` runtime info). The ``openvino`` wheel installs beside onnxruntime and leaves numpy
+alone.
+
+Precisions (``precision=``):
+
+* ``fp32``: ``INFERENCE_PRECISION_HINT=f32``. Set explicitly: on a CPU with BF16 (AVX512-BF16 / AMX) OpenVINO's
+  *default* hint is bf16.
+* ``bf16``: ``INFERENCE_PRECISION_HINT=bf16``, only on a CPU that has BF16 (``BackendUnavailable`` otherwise).
+  What stays FP32, measured on church-256 (OpenVINO 2026.4, Xeon with AMX): the CPU plugin keeps the *graph tail*
+  (every node after the last convolution / fully-connected layer) in FP32 by itself, so the latent accumulation
+  ``latent + E(x, y)`` already adds in FP32 (only the residual E(x, y) is BF16-rounded). Pinning more nodes to
+  FP32 is possible only through IR ``rt_info`` (``DisablePrecisionConversion``: a typed C++ attribute that the
+  Python API cannot create, and the legacy ``disable_fp16_compression`` key is ignored), via a save/edit/read IR
+  round trip. Measured with it: keeping every demodulation chain FP32 lowers the synthesis per-call rel-L2 only
+  from 1.22e-2 to 1.10e-2, and keeping *every* non-convolution node FP32 to 0.95e-2: the BF16 convolutions
+  themselves carry the error, so this backend pins nothing more (see ``parity.TOLERANCES`` for the loop).
+* ``int8``: the explicit Q/DQ graphs named in the manifest (``manifest["quantized"][graph]``: a file name, or a
+  record with ``"file"``), the rest FP32. ``ArtifactError`` when the artifacts have none.
+* ``auto``: the fastest precision this CPU has whose *measured* loop accuracy (``parity.TOLERANCES``) meets the
+  stated bar :data:`restyle_rt.parity.AUTO_BAR`; the choice is logged.
+
+Compiled models are cached in ``cache_dir`` (default ``$RESTYLE_RT_CACHE/openvino``, else
+``~/.cache/restyle-rt/openvino``; OpenVINO keys each blob by a hash of the model and the compile options, so one
+directory serves every artifacts dir), so a second start skips compilation. One infer request per graph
+is created once and reused; ``encode``/``synthesize`` return views of its output tensors, which the next call
+overwrites (the ABC's contract: copy what you keep).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+from ...artifacts import Artifacts
+from ...errors import ArtifactError, BackendUnavailable, InputError
+from ...spec import BATCH
+from ..backend import Backend
+from ..loop import check_batch
+
+log = logging.getLogger("restyle_rt")
+
+PRECISIONS = ("fp32", "bf16", "int8")
+HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU executes BF16 natively (OpenVINO's ``OPTIMIZATION_CAPABILITIES`` lists ``BF16``)."""
+    try:
+        import openvino as ov
+
+        return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except Exception:  # no openvino, or no CPU plugin: no BF16 through this backend
+        return False
+
+
+def quantized_file(artifacts: Artifacts, graph: str) -> Optional[Path]:
+    """The Q/DQ INT8 graph the manifest names for ``graph`` (``manifest["quantized"][graph]``), or None."""
+    rec = (artifacts.manifest.get("quantized") or {}).get(graph)
+    if rec is None:
+        return None
+    name = rec.get("file") if isinstance(rec, dict) else rec
+    if not isinstance(name, str):
+        raise ArtifactError(f"manifest quantized.{graph}: expected a file name or {{'file': name}}, got {rec!r}")
+    path = artifacts.root / name
+    if not path.is_file():
+        raise ArtifactError(f"{path} (manifest quantized.{graph}) is missing; re-run the calibration that wrote it")
+    return path
+
+
+class OpenVinoBackend(Backend):
+    """Runs ``encoder.onnx`` and ``synthesis.onnx`` (or their INT8 Q/DQ versions) with OpenVINO on the CPU.
+
+    Args:
+        artifacts: a verified artifacts directory.
+        precision: ``auto`` (default), ``fp32``, ``bf16`` or ``int8`` (see the module docstring).
+        threads: ``INFERENCE_NUM_THREADS`` (default: the CPUs available to this process).
+        hint: ``latency`` (default: one stream using every thread; the loop issues one request at a time) or
+            ``throughput`` (OpenVINO picks the streams; only worth it when several loops run concurrently).
+        cache_dir: compiled-model cache; ``""`` disables caching.
+
+    Raises:
+        BackendUnavailable: openvino is missing, or BF16 is asked for on a CPU without it.
+        ArtifactError: a graph does not match ``spec.graph_io``, or INT8 graphs are asked for and absent.
+        InputError: an unknown precision or hint.
+    """
+
+    name = "openvino"
+    extra = "pip install 'restyle-rt[openvino]'"
+
+    def __init__(
+        self,
+        artifacts: Artifacts,
+        precision: str = "auto",
+        threads: Optional[int] = None,
+        hint: str = "latency",
+        cache_dir: Optional[os.PathLike] = None,
+    ):
+        super().__init__(artifacts)
+        import openvino as ov
+
+        from .ort import default_threads
+
+        if hint not in HINTS:
+            raise InputError(f"openvino backend: hint must be one of {sorted(HINTS)}, got {hint!r}")
+        self.precision = resolve_precision(precision)
+        if self.precision == "bf16" and not cpu_has_bf16():
+            raise BackendUnavailable(
+                "openvino backend: precision 'bf16' needs a CPU with BF16 (AVX512-BF16 or AMX); "
+                "this one has none: use precision='fp32'"
+            )
+        self.threads, self.hint = int(threads or default_threads()), hint
+        self.core = ov.Core()
+        self.cache_dir = _cache_dir(cache_dir)
+        if self.cache_dir:
+            self.core.set_property({"CACHE_DIR": str(self.cache_dir)})
+        self.compiled = {g: self._compile(g) for g in ("encoder", "synthesis")}
+        self.requests = {g: c.create_infer_request() for g, c in self.compiled.items()}
+        self._outputs = {g: {o.get_any_name(): o for o in c.outputs} for g, c in self.compiled.items()}
+        log.info("openvino backend: %s, %d threads, %s hint, cache %s", self.precision, self.threads, hint,
+                 self.cache_dir or "off")
+
+    @classmethod
+    def available(cls) -> Tuple[bool, str]:
+        try:
+            import openvino as ov
+        except ImportError as e:
+            return False, f"openvino cannot be imported ({e}); pip install 'restyle-rt[openvino]'"
+        if "CPU" not in ov.Core().available_devices:
+            return False, "openvino has no CPU device here"
+        return True, ""
+
+    def _graph_file(self, graph: str) -> Path:
+        if self.precision != "int8":
+            return self.artifacts.graph_path(graph)
+        path = quantized_file(self.artifacts, graph)
+        if path is None:
+            raise ArtifactError(
+                f"openvino backend: precision 'int8' needs Q/DQ graphs named in {self.artifacts.root}/manifest.json "
+                f"(quantized.{graph}); these artifacts have none: calibrate them first, or use 'fp32'/'bf16'"
+            )
+        return path
+
+    def _compile(self, graph: str):
+        path = self._graph_file(graph)
+        config = {
+            "INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32",
+            "PERFORMANCE_HINT": HINTS[self.hint],
+            "INFERENCE_NUM_THREADS": self.threads,
+        }
+        try:  # from the path, so that a cache hit skips reading the ONNX file too
+            compiled = self.core.compile_model(str(path), "CPU", config)
+        except Exception as e:  # OpenVINO raises RuntimeError subclasses of its own
+            raise ArtifactError(f"{path}: OpenVINO cannot load or compile it: {e}") from None
+        verify_io(compiled, self.spec.graph_io(graph), path.name)
+        return compiled
+
+    # --- host API -------------------------------------------------------------------------------------------
+
+    def _run(self, graph: str, feed: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        b = next(iter(feed.values())).shape[0]
+        check_batch(self.artifacts.profile, b, f"openvino backend {graph}")
+        ins, _ = self.spec.graph_io(graph)
+        for t in ins:
+            a = feed[t.name]
+            if a.shape != t.concrete(b) or a.dtype != np.float32:
+                raise InputError(
+                    f"openvino backend {graph}: input {t.name} must be float32 {list(t.concrete(b))}, "
+                    f"got {a.dtype} {list(a.shape)}"
+                )
+        feed = {k: np.ascontiguousarray(v) for k, v in feed.items()}
+        res = self.requests[graph].infer(feed, share_inputs=True, share_outputs=True)
+        return {name: res[port] for name, port in self._outputs[graph].items()}
+
+    def encode(self, image: np.ndarray, feedback: np.ndarray, latent: np.ndarray) -> np.ndarray:
+        out = self._run("encoder", {"image": image, "feedback": feedback, "latent": latent})
+        return out["latent_next"]  # [B, S, 512], a view of the request's output tensor
+
+    def synthesize(self, latent: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        out = self._run("synthesis", {"latent": latent})
+        return out["image"], out["feedback"]  # [B, 3, h, w], [B, 3, H, W], views
+
+    def close(self) -> None:
+        self.requests, self.compiled = {}, {}
+
+
+def resolve_precision(precision: str) -> str:
+    """``precision`` itself, or for ``auto`` the fastest one this CPU has whose measured loop accuracy meets
+    :data:`restyle_rt.parity.AUTO_BAR` (logged).
+
+    Raises:
+        InputError: not one of :data:`PRECISIONS` nor ``auto``.
+    """
+    if precision in PRECISIONS:
+        return precision
+    if precision != "auto":
+        raise InputError(f"openvino backend: precision must be one of {PRECISIONS + ('auto',)}, got {precision!r}")
+    from ...parity import meets_auto_bar
+
+    reasons = []
+    for cand in ("bf16", "fp32"):  # fastest first (INT8 needs calibrated graphs: only on request)
+        if cand == "bf16" and not cpu_has_bf16():
+            reasons.append("bf16: this CPU has no BF16")
+            continue
+        ok, why = meets_auto_bar("openvino-loop", cand)
+        if ok:
+            log.info("openvino backend: precision auto -> %s%s", cand, f" ({'; '.join(reasons)})" if reasons else "")
+            return cand
+        reasons.append(f"{cand}: {why}")
+    raise InputError("openvino backend: no precision meets the accuracy bar: " + "; ".join(reasons))
+
+
+def _cache_dir(cache_dir: Optional[os.PathLike]) -> Optional[Path]:
+    if cache_dir == "":
+        return None
+    if cache_dir is None:
+        root = os.environ.get("RESTYLE_RT_CACHE")
+        cache_dir = Path(root).expanduser() if root else Path.home() / ".cache" / "restyle-rt"
+        cache_dir = cache_dir / "openvino"
+    path = Path(cache_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def verify_io(model, io, what: str) -> None:
+    """Refuse a (compiled) model whose inputs/outputs differ from the spec in names, element type, rank or static dims.
+
+    Raises:
+        ArtifactError: naming expected vs found for every mismatch.
+    """
+    problems = []
+    for kind, want, got in (("inputs", io[0], model.inputs), ("outputs", io[1], model.outputs)):
+        found = {p.get_any_name(): p for p in got}
+        if sorted(found) != sorted(t.name for t in want):
+            problems.append(f"{kind}: expected {[t.name for t in want]}, found {sorted(found)}")
+            continue
+        for t in want:
+            p = found[t.name]
+            if p.get_element_type().get_type_name() != {"float32": "f32"}.get(t.dtype, t.dtype):
+                problems.append(f"{t.name}: expected {t.dtype}, found {p.get_element_type()}")
+            shape = p.get_partial_shape()
+            dims = [d.get_length() if d.is_static else BATCH for d in shape]
+            if len(dims) != len(t.shape) or any(d != BATCH and g != d for d, g in zip(t.shape, dims)) \
+                    or dims[0] != BATCH:
+                problems.append(f"{t.name}: expected shape {list(t.shape)}, found {shape}")
+    if problems:
+        raise ArtifactError(f"{what} does not match the graph contract: " + "; ".join(problems))
