@@ -7,7 +7,7 @@ from ..argtypes import positive_int
 
 # what `export` accepts (kept in step with export.checkpoint, which cannot be imported here: it imports torch)
 ENCODER_TYPES = ("BackboneEncoder", "ResNetBackboneEncoder", "ProgressiveBackboneEncoder",
-                 "ResNetProgressiveBackboneEncoder")
+                 "ResNetProgressiveBackboneEncoder", "GradualStyleEncoder", "ResNetGradualStyleEncoder")
 OUTPUT_SIZES = (8, 16, 32, 64, 128, 256, 512, 1024)
 
 
