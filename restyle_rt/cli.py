@@ -20,6 +20,7 @@ COMMANDS = (
     "restyle_rt.export.cli",      # export
     "restyle_rt.runtime.cli",     # invert
     "restyle_rt.engine_cli",      # build
+    "restyle_rt.calibration.cli",  # calibrate
     "restyle_rt.bench.cli",       # bench
     "restyle_rt.demo",            # demo
 )

@@ -141,6 +141,9 @@ class EngineBuilder:
             config.clear_flag(trt.BuilderFlag.TF32)
         if opt.precision == "fp16" and not self.strongly_typed:
             self._pin_fp32(network, config, keep_fp32)
+        if opt.precision == "int8" and not self.strongly_typed:  # explicit quantization under precision flags
+            config.set_flag(trt.BuilderFlag.INT8)
+            config.set_flag(trt.BuilderFlag.FP16)
         if self.info.compute_capability_api:
             caps = trt.ComputeCapability
             targets = [getattr(caps, "SM" + c.replace(".", "")) for c in ccs]
@@ -205,6 +208,10 @@ def _onnx_for(art: A.Artifacts, graph: str, precision: str, strongly_typed: bool
     src = art.graph_path(graph)
     if precision == "fp32":
         return src, set()
+    if precision == "int8":
+        src = int8_onnx(art, graph) or src  # a graph without INT8 Q/DQ builds FP16 below
+        if src.parent.name == "int8":
+            return src, set()
     from ..export import fp16  # onnx is needed from here on
 
     if not strongly_typed:
@@ -219,6 +226,22 @@ def _onnx_for(art: A.Artifacts, graph: str, precision: str, strongly_typed: bool
     log.info("deriving %s from %s (FP32 demodulation / latent accumulation)", dst.name, src.name)
     fp16.export_fp16(src, dst)
     return dst, set()
+
+
+def int8_onnx(art: A.Artifacts, graph: str) -> Optional[Path]:
+    """The TensorRT-encoded Q/DQ graph ``restyle-rt calibrate`` recorded for ``graph`` (None: it shipped none).
+
+    INT8 engines use explicit quantization: the ONNX's Q/DQ nodes say what runs INT8 (S8 symmetric, FP32 bias);
+    strongly typed builds run every other layer in the graph's own FP32 (not FP16: not yet derived for Q/DQ graphs).
+
+    Raises:
+        BuildError: the artifacts were never calibrated.
+    """
+    rec = art.manifest.get("int8")
+    if not rec:
+        raise BuildError(f"{art.root} has no INT8 graphs; run `restyle-rt calibrate {art.root} --images DIR` first")
+    enc = rec.get("graphs", {}).get(graph)
+    return art.root / enc["trt"]["file"] if enc else None
 
 
 def build_engines(artifacts_dir, precision: str = "fp16", profile: Optional[BatchProfile] = None,

@@ -23,7 +23,7 @@ from ..artifacts import MANIFEST, Artifacts, find_engine, sha256_file, write_man
 from ..errors import ArtifactError
 
 ENGINES_DIR = "engines"
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def engine_file(graph: str, precision: str) -> str:

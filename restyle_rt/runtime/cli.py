@@ -47,6 +47,13 @@ def register(subparsers) -> None:
     p.add_argument(
         "--backend", default="auto", metavar="NAME", help="auto | ort | trt | torch (default auto)"
     )
+    p.add_argument(
+        "--precision",
+        default=None,
+        choices=("fp32", "fp16", "int8", "auto"),
+        help="graphs/engines to run: ort takes fp32 | int8 | auto (INT8 only if the calibration's measured "
+        "accuracy met its bar); trt takes fp32 | fp16 | int8 engines (default: the backend's own)",
+    )
     p.add_argument("--save-steps", action="store_true", help="write one PNG per image per step")
     p.add_argument(
         "--save-latents", action="store_true", help="write latents.npy [N, T, S, 512] + latents.json"
@@ -85,7 +92,8 @@ def run(args) -> int:
     out = Path(args.out)
     keep_steps = args.save_steps or args.strip or args.save_latents
     done_names, latents, steps_used, skipped, t0 = [], [], [], 0, time.perf_counter()
-    with Inverter.load(args.artifacts, backend=args.backend) as inv:
+    opts = {} if args.precision is None else {"precision": args.precision}
+    with Inverter.load(args.artifacts, backend=args.backend, **opts) as inv:
         batch = args.batch or inv.profile.max
         bar = tqdm(total=len(paths), unit="img", desc="invert", file=sys.stderr, dynamic_ncols=True)
         for i in range(0, len(paths), batch):
