@@ -70,14 +70,15 @@ def named(model_path: Path, tmp: Path) -> Path:
     return out
 
 
-def compute_ranges(model_path: Path, reader: FeedReader, method: str, chunk: int = 2) -> TensorsData:
+def compute_ranges(model_path: Path, reader: FeedReader, method: str, chunk: int = 1) -> TensorsData:
     """Activation ranges of ``model_path``'s quantizable ops' tensors over every feed ``reader`` yields.
 
     Args:
         model_path: the FP32 graph.
         reader: loop feeds (all steps for loop-aware calibration, step 1 only for the comparison).
         method: ``entropy`` | ``percentile`` (99.999th, of absolute values) | ``minmax``.
-        chunk: feeds per ORT collect call (histogram calibrators hold every intermediate output of one call).
+        chunk: feeds per ORT collect call (histogram calibrators hold every intermediate output of one call, and
+            stack them: feeds of different batch sizes cannot share a call).
     """
     if method not in METHODS:
         raise InputError(f"calibration method {method!r}: expected one of {', '.join(METHODS)}")
