@@ -30,6 +30,7 @@ def main() -> int:
     ap.add_argument("--method", default="entropy")
     ap.add_argument("--encoder-only", action="store_true")
     ap.add_argument("--sensitivity-images", type=int, default=2)
+    ap.add_argument("--sensitivity-steps", type=int, default=None)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname).1s %(name)s: %(message)s")
@@ -41,7 +42,7 @@ def main() -> int:
     cfg = CalibrationConfig(generated=args.generated, checkpoint=str(ckpt), held_out=args.held_out,
                             steps=args.steps, method=args.method,
                             graphs=("encoder",) if args.encoder_only else ("encoder", "synthesis"),
-                            sensitivity_images=args.sensitivity_images)
+                            sensitivity_images=args.sensitivity_images, sensitivity_steps=args.sensitivity_steps)
     rec = calibrate(art, cfg)
     out = Path(args.out or f"benchmarks/results/int8_{args.preset}.json")
     doc = {"what": "loop-aware INT8 calibration, per-step accuracy vs FP32 (ONNX Runtime CPU) on held-out "

@@ -28,6 +28,8 @@ def register(subparsers) -> None:
     p.add_argument("--encoder-only", action="store_true", help="do not try an INT8 synthesis graph")
     p.add_argument("--sensitivity-images", type=int, default=2, metavar="K",
                    help="calibration images the per-layer sensitivity sweep runs the loop on (default 2)")
+    p.add_argument("--sensitivity-steps", type=int, default=None, metavar="T",
+                   help="loop steps of the sensitivity sweep (default: --steps)")
     p.add_argument("--keep-share", type=float, default=0.5, metavar="F",
                    help="keep the most sensitive layers summing to this share of the total (default 0.5)")
     p.add_argument("--max-keep", type=float, default=0.1, metavar="F",
@@ -48,7 +50,8 @@ def run(args) -> int:
     cfg = CalibrationConfig(images=args.images, generated=args.generated, checkpoint=args.checkpoint,
                             count=args.count, held_out=args.held_out, steps=args.steps, method=args.method,
                             graphs=("encoder",) if args.encoder_only else ("encoder", "synthesis"),
-                            sensitivity_images=args.sensitivity_images, keep_share=args.keep_share,
+                            sensitivity_images=args.sensitivity_images,
+                            sensitivity_steps=args.sensitivity_steps, keep_share=args.keep_share,
                             max_keep_frac=args.max_keep, compare_step1=not args.no_step1_compare,
                             batch=args.batch, seed=args.seed)
     rec = calibrate(args.artifacts, cfg)

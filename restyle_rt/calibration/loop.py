@@ -12,7 +12,7 @@ import io as _io
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
@@ -23,14 +23,15 @@ from ..parity import compare
 log = logging.getLogger("restyle_rt")
 
 
-def session(path: Path, threads: int = 0):
-    """A CPU ONNX Runtime session for ``path`` (all graph optimisations; ``threads`` 0 = ORT's default)."""
+def session(path: Union[Path, bytes], threads: int = 0):
+    """A CPU ONNX Runtime session for ``path`` or serialized model bytes (``threads`` 0 = ORT's default)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.log_severity_level = 3
     so.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    model = path if isinstance(path, bytes) else str(path)
+    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
 
 
 @dataclass

@@ -54,6 +54,7 @@ class CalibrationConfig:
     method: str = "entropy"
     graphs: Sequence[str] = ("encoder", "synthesis")
     sensitivity_images: int = 2
+    sensitivity_steps: Optional[int] = None  # loop steps of the sweep (default: steps)
     keep_share: float = 0.5
     max_keep_frac: float = 0.1
     kept: Optional[Dict[str, List[str]]] = None  # explicit kept layers (skips the sweep for those graphs)
@@ -82,14 +83,15 @@ class _Run:
         self.ref_hold = self.loop(imgs.held_out, {})
         k = max(1, min(cfg.sensitivity_images, len(imgs.calib)))
         self.sens_x = imgs.calib[:k]
-        self.ref_sens = LoopFeeds(latents=[a[:k] for a in self.ref_cal.latents],
-                                  images=[a[:k] for a in self.ref_cal.images])
+        self.sens_steps = min(cfg.sensitivity_steps or cfg.steps, cfg.steps)
+        self.ref_sens = LoopFeeds(latents=[a[:k] for a in self.ref_cal.latents[:self.sens_steps]],
+                                  images=[a[:k] for a in self.ref_cal.images[:self.sens_steps]])
 
-    def loop(self, x, graphs: Dict[str, Path]) -> LoopFeeds:
+    def loop(self, x, graphs: Dict[str, Path], steps: Optional[int] = None) -> LoopFeeds:
         """The loop with the given graphs replacing the FP32 ones."""
-        enc = session(graphs["encoder"]) if "encoder" in graphs else self.sess["encoder"]
+        enc = session(graphs["encoder"]) if "encoder" in graphs else self.sess["encoder"]  # path or model bytes
         syn = session(graphs["synthesis"]) if "synthesis" in graphs else self.sess["synthesis"]
-        return run_loop(self.art, enc, syn, x, self.cfg.steps, self.cfg.batch)
+        return run_loop(self.art, enc, syn, x, steps or self.cfg.steps, self.cfg.batch)
 
     def feeds(self, graph: str):
         return self.ref_cal.encoder if graph == "encoder" else self.ref_cal.synthesis
@@ -103,9 +105,11 @@ class _Run:
         return qdq.write_qdq(self.fp32[graph], out, ranges, self.cfg.method, encoding, exclude, include)
 
     def sensitivity(self, graph: str, ranges: Path) -> Dict[str, float]:
+        sweep = qdq.SweepQuantizer(self.fp32[graph], ranges, "cpu")
+
         def evaluate(include):
-            p = self.quantized(graph, ranges, "cpu", include=include, name=f"{graph}.sens.onnx")
-            rows = step_accuracy(self.ref_sens, self.loop(self.sens_x, {graph: p}))
+            model = sweep.model_bytes(include)
+            rows = step_accuracy(self.ref_sens, self.loop(self.sens_x, {graph: model}, self.sens_steps))
             return max(r["latent_rel_l2"] for r in rows)
 
         return S.measure(qdq.quantizable_nodes(self.fp32[graph]), evaluate, self.cfg.progress, f"{graph} sensitivity")
@@ -177,7 +181,8 @@ def _record_head(cfg: CalibrationConfig, imgs: D.ImageSet) -> dict:
         "op_types": list(qdq.OP_TYPES),
         "data": {"source": imgs.source, "count": int(len(imgs.calib)), "held_out": int(len(imgs.held_out)),
                  "loop_steps": cfg.steps, "loop_aware": True, "feeds_per_graph": int(len(imgs.calib) * cfg.steps)},
-        "keep_rule": (f"per-layer loop sensitivity on {cfg.sensitivity_images} calibration image(s); keep the top "
+        "keep_rule": (f"per-layer loop sensitivity (worst latent rel-L2 over {cfg.sensitivity_steps or cfg.steps} "
+                      f"steps) on {cfg.sensitivity_images} calibration image(s); keep the top "
                       f"layers summing to {cfg.keep_share:.0%} of the total, at most {cfg.max_keep_frac:.0%} of them"),
         "ship_bar": dict(SHIP_BAR, rule="every step on the held-out images (the FP16 loop's tolerance)"),
         "encodings": {"cpu": "U8 asymmetric activations (ORT CPU / VNNI)",
