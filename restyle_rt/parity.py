@@ -90,6 +90,14 @@ TOLERANCES: Dict[Tuple[str, str, str], Tolerance] = {
     # (latent 1.4e-3 -> 1.9e-2, image 2.9e-3 -> 4.0e-2, PSNR 57 -> 34 dB at step 5).
     ("ort-fp16-proxy-loop", "fp16", "latent"): Tolerance(5e-2, note="worst measured 1.9e-2 (cars, step 5)"),
     ("ort-fp16-proxy-loop", "fp16", "image"): Tolerance(1e-1, 28.0, note="worst measured 4.0e-2, 34.3 dB"),
+    # INT8 (restyle-rt calibrate: loop-aware entropy ranges, Q/DQ graphs) vs FP32, both ORT CPU, the whole loop on
+    # held-out images after each of 3 steps, on the *toy* model of tests/toy_artifacts.py (MatMul-only graphs; CI).
+    # Measured over seeds 0-2 x ffhq/cars toy specs (6 calibration + 3 held-out generated images): worst encoder-only
+    # 6.2e-2 latent / 34.9 dB; worst encoder+synthesis 6.2e-2 / 29.1 dB (the synthesis misses the ship bar then and
+    # is not shipped). INT8 is coarse by nature: ~2.5x margin on rel-L2, ~5 dB on PSNR. Not a bound for real models
+    # (see benchmarks/README.md, INT8: per-step figures of the random-weight presets).
+    ("ort-int8-loop-toy", "int8", "latent"): Tolerance(0.15, note="worst measured 6.2e-2 (toy, step 3)"),
+    ("ort-int8-loop-toy", "int8", "image"): Tolerance(0.3, 24.0, note="worst measured 29.1 dB (toy, enc+syn)"),
 }
 
 

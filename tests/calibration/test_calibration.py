@@ -48,6 +48,18 @@ def test_manifest_records_graphs_data_and_per_step_accuracy(calibrated):
         assert f.is_file()
 
 
+def test_held_out_accuracy_within_the_measured_toy_bound(calibrated):
+    from restyle_rt.parity import tolerance
+
+    _, rec = calibrated
+    lat, img = tolerance("ort-int8-loop-toy", "int8", "latent"), tolerance("ort-int8-loop-toy", "int8", "image")
+    for label, encs in rec["accuracy"].items():
+        for enc, rows in encs.items():
+            for r in rows:
+                assert r["latent_rel_l2"] <= lat.rel_l2, (label, enc, r)
+                assert r["image_psnr_db"] is None or r["image_psnr_db"] >= img.min_psnr_db, (label, enc, r)
+
+
 def test_cpu_encoding_is_u8_asymmetric_and_trt_encoding_is_s8_symmetric_without_int32_bias(calibrated):
     d, _ = calibrated
     for enc, act_type in (("cpu", np.uint8), ("trt", np.int8)):
