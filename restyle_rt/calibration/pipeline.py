@@ -177,7 +177,8 @@ def _record_head(cfg: CalibrationConfig, imgs: D.ImageSet) -> dict:
     return {
         "tool": f"onnxruntime.quantization {onnxruntime.__version__} (quantize_static, QDQ, per-channel symmetric "
                 "S8 weights)",
-        "method": cfg.method + (f" ({qdq.PERCENTILE}th of |x|)" if cfg.method == "percentile" else ""),
+        "method": cfg.method + {"percentile": f" ({qdq.PERCENTILE}th of |x|, {qdq.NUM_BINS} bins)",
+                                "entropy": f" (KL, {qdq.NUM_BINS} bins, 128 quantized bins)"}.get(cfg.method, ""),
         "op_types": list(qdq.OP_TYPES),
         "data": {"source": imgs.source, "count": int(len(imgs.calib)), "held_out": int(len(imgs.held_out)),
                  "loop_steps": cfg.steps, "loop_aware": True, "feeds_per_graph": int(len(imgs.calib) * cfg.steps)},

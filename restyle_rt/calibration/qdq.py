@@ -43,6 +43,9 @@ ENCODINGS = {
                 extra_options={"WeightSymmetric": True, "ActivationSymmetric": True, "QuantizeBias": False}),
 }
 PERCENTILE = 99.999
+# Histogram bins. ORT's entropy default (128 bins, 128 quantized bins) leaves a single candidate threshold, i.e. the
+# full observed range (min/max); 2048 bins (TensorRT's entropy calibrator's histogram size) gives KL a real choice.
+NUM_BINS = 2048
 
 
 def quantizable_nodes(model_path: Path) -> List[str]:
@@ -76,13 +79,15 @@ def compute_ranges(model_path: Path, reader: FeedReader, method: str, chunk: int
     Args:
         model_path: the FP32 graph.
         reader: loop feeds (all steps for loop-aware calibration, step 1 only for the comparison).
-        method: ``entropy`` | ``percentile`` (99.999th, of absolute values) | ``minmax``.
+        method: ``entropy`` (KL, :data:`NUM_BINS` bins) | ``percentile`` (99.999th of absolute values) | ``minmax``.
         chunk: feeds per ORT collect call (histogram calibrators hold every intermediate output of one call, and
             stack them: feeds of different batch sizes cannot share a call).
     """
     if method not in METHODS:
         raise InputError(f"calibration method {method!r}: expected one of {', '.join(METHODS)}")
-    extra = {"symmetric": method == "percentile", "percentile": PERCENTILE} if method == "percentile" else {}
+    extra = {"num_bins": NUM_BINS}
+    if method == "percentile":
+        extra.update(symmetric=True, percentile=PERCENTILE)
     with tempfile.TemporaryDirectory(prefix="restyle-rt-calib-") as tmp:
         cal = create_calibrator(Path(model_path), list(OP_TYPES), augmented_model_path=str(Path(tmp) / "aug.onnx"),
                                 calibrate_method=METHODS[method], use_external_data_format=True,
