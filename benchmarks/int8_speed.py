@@ -42,6 +42,7 @@ def main() -> int:
     ap.add_argument("--batches", default="1,4")
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--artifacts", default=None, help="a calibrated copy of the preset's artifacts (default: the preset's)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     from restyle_rt import artifacts as A
@@ -50,7 +51,7 @@ def main() -> int:
     from restyle_rt.bench.targets import default_threads
 
     ckpt, art_dir = ensure_preset(args.preset)
-    art = A.load(art_dir)
+    art = A.load(args.artifacts or art_dir)
     threads = default_threads()
     tg = targets(art, ckpt, threads)
     rows = []

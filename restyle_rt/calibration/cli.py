@@ -34,6 +34,8 @@ def register(subparsers) -> None:
                    help="keep the most sensitive layers summing to this share of the total (default 0.5)")
     p.add_argument("--max-keep", type=float, default=0.1, metavar="F",
                    help="keep at most this fraction of the quantizable layers in FP32 (default 0.1)")
+    p.add_argument("--no-sensitivity", action="store_true",
+                   help="skip the sensitivity sweep and quantize every layer (fast; for speed measurements)")
     p.add_argument("--no-step1-compare", action="store_true",
                    help="skip measuring what step-1-only calibration would give")
     p.add_argument("--batch", type=int, default=4, metavar="B", help="images per graph call (default 4)")
@@ -53,7 +55,8 @@ def run(args) -> int:
                             sensitivity_images=args.sensitivity_images,
                             sensitivity_steps=args.sensitivity_steps, keep_share=args.keep_share,
                             max_keep_frac=args.max_keep, compare_step1=not args.no_step1_compare,
-                            batch=args.batch, seed=args.seed)
+                            batch=args.batch, seed=args.seed,
+                            kept={"encoder": [], "synthesis": []} if args.no_sensitivity else None)
     rec = calibrate(args.artifacts, cfg)
     for label, encs in rec["accuracy"].items():
         for enc, rows in encs.items():
