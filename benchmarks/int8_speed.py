@@ -42,7 +42,7 @@ def main() -> int:
     ap.add_argument("--batches", default="1,4")
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--artifacts", default=None, help="a calibrated copy of the preset's artifacts (default: the preset's)")
+    ap.add_argument("--artifacts", default=None, help="a calibrated copy of the preset artifacts (default: those)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     from restyle_rt import artifacts as A
