@@ -48,6 +48,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("preset")
     ap.add_argument("--cc", default="8.6")
+    ap.add_argument("--artifacts", default=None, help="a calibrated copy of the preset artifacts (default: those)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     from restyle_rt import artifacts as A
@@ -55,7 +56,7 @@ def main() -> int:
     from restyle_rt.bench.runner import machine_info
     from restyle_rt.engine import build_engines
 
-    _, art_dir = ensure_preset(args.preset)
+    art_dir = args.artifacts or ensure_preset(args.preset)[1]
     t0 = time.perf_counter()
     recs = build_engines(art_dir, precision="int8", compute_capabilities=args.cc.split(","), rebuild=True)
     total = time.perf_counter() - t0
