@@ -327,3 +327,24 @@ def check_record(art: Artifacts, graph: str, precision: str, flavour: str, versi
     if why:
         raise ArtifactError(f"engine {path} does not match this machine: " + "; ".join(why) + f". Run `{fix}`")
     return rec
+
+
+def int8_graph_path(art: Artifacts, graph: str) -> Optional[Path]:
+    """The CPU-encoding Q/DQ graph ``restyle-rt calibrate`` recorded for ``graph`` (``manifest["int8"]``), or None
+    when it shipped none for that graph (it stays FP32).
+
+    Raises:
+        ArtifactError: the artifacts were never calibrated, or a recorded file is missing.
+    """
+    rec = art.manifest.get("int8")
+    if not rec:
+        raise ArtifactError(f"{art.root} has no INT8 graphs (manifest 'int8'): run `restyle-rt calibrate "
+                            f"{art.root}` first, or use fp32")
+    enc = rec.get("graphs", {}).get(graph)
+    if enc is None:
+        return None
+    path = art.root / enc["cpu"]["file"]
+    if not path.is_file():
+        raise ArtifactError(f"{path} (INT8 {graph}, listed in the manifest) is missing; re-run `restyle-rt calibrate`")
+    return path
+

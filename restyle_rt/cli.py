@@ -28,6 +28,7 @@ COMMANDS = (
     "restyle_rt.export.cli",      # export
     "restyle_rt.runtime.cli",     # invert
     "restyle_rt.engine.cli",      # build
+    "restyle_rt.calibration.cli",  # calibrate
     "restyle_rt.bench.cli",       # bench
     "restyle_rt.demo",            # demo
     "restyle_rt.serve.cli",       # serve, triton-repo

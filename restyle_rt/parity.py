@@ -131,6 +131,14 @@ TOLERANCES: Dict[Tuple[str, str, str], Tolerance] = {
     ("openvino-vs-ort-qdq", "int8", "residual"): Tolerance(2.5e-1, note="measured 8.2e-2"),
     ("openvino-vs-ort-qdq", "int8", "image"): Tolerance(7e-2, 30.0, note="measured 1.4e-2, 40.7 dB"),
     ("openvino-vs-ort-qdq", "int8", "feedback"): Tolerance(7e-2, 30.0, note="measured 1.4e-2, 40.7 dB"),
+    # INT8 (restyle-rt calibrate: loop-aware entropy ranges, Q/DQ graphs) vs FP32, both ORT CPU, the whole loop on
+    # held-out images after each of 3 steps, on the *toy* model of tests/toy_artifacts.py (MatMul-only graphs; CI).
+    # Measured over seeds 0-2 x ffhq/cars toy specs (6 calibration + 3 held-out generated images): worst encoder-only
+    # 6.2e-2 latent / 34.9 dB; worst encoder+synthesis 6.2e-2 / 29.1 dB (the synthesis misses the ship bar then and
+    # is not shipped). INT8 is coarse by nature: ~2.5x margin on rel-L2, ~5 dB on PSNR. Not a bound for real models
+    # (see benchmarks/README.md, INT8: per-step figures of the random-weight presets).
+    ("ort-int8-loop-toy", "int8", "latent"): Tolerance(0.15, note="worst measured 6.2e-2 (toy, step 3)"),
+    ("ort-int8-loop-toy", "int8", "image"): Tolerance(0.3, 24.0, note="worst measured 29.1 dB (toy, enc+syn)"),
 }
 
 

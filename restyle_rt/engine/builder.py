@@ -187,6 +187,9 @@ class EngineBuilder:
             config.clear_flag(trt.BuilderFlag.TF32)
         if opt.precision == "fp16" and not self.strongly_typed:
             self._pin_fp32(network, config, keep_fp32)
+        if opt.precision == "int8" and not self.strongly_typed:  # explicit quantization under precision flags
+            config.set_flag(trt.BuilderFlag.INT8)
+            config.set_flag(trt.BuilderFlag.FP16)
         if self.info.compute_capability_api:
             caps = trt.ComputeCapability
             targets = [getattr(caps, "SM" + c.replace(".", "")) for c in ccs]
@@ -278,6 +281,12 @@ def _onnx_for(art: A.Artifacts, graph: str, precision: str, strongly_typed: bool
     src = art.graph_path(graph)
     if precision == "fp32":
         return src, set()
+    if precision == "int8":
+        src = int8_onnx(art, graph) or src  # a graph without INT8 Q/DQ builds FP16 below
+        if src.parent.name == "int8":
+            if not strongly_typed:  # precision flags: INT8 + FP16 flags on the FP32 Q/DQ graph
+                return src, set()
+            return int8_fp16_onnx(src, art.root / R.ENGINES_DIR / f"{graph}.int8.fp16.onnx"), set()
     from ..export import fp16  # onnx is needed from here on
 
     if not strongly_typed:
@@ -292,6 +301,41 @@ def _onnx_for(art: A.Artifacts, graph: str, precision: str, strongly_typed: bool
     log.info("deriving %s from %s (FP32 demodulation / latent accumulation)", dst.name, src.name)
     fp16.export_fp16(src, dst)
     return dst, set()
+
+
+def int8_onnx(art: A.Artifacts, graph: str) -> Optional[Path]:
+    """The TensorRT-encoded Q/DQ graph ``restyle-rt calibrate`` recorded for ``graph`` (None: it shipped none).
+
+    INT8 engines use explicit quantization: the ONNX's Q/DQ nodes say what runs INT8 (S8 symmetric, FP32 bias);
+    strongly typed builds take its FP16-elsewhere derivative (:func:`int8_fp16_onnx`).
+
+    Raises:
+        BuildError: the artifacts were never calibrated.
+    """
+    rec = art.manifest.get("int8")
+    if not rec:
+        raise BuildError(f"{art.root} has no INT8 graphs; run `restyle-rt calibrate {art.root} --images DIR` first")
+    enc = rec.get("graphs", {}).get(graph)
+    return art.root / enc["trt"]["file"] if enc else None
+
+
+def int8_fp16_onnx(src: Path, dst: Path) -> Path:
+    """The Q/DQ graph with FP16 elsewhere, for strongly typed builds (the FP16 pass of restyle_rt.export.fp16 keeps
+    demodulation and the latent accumulation FP32; Q/DQ scales become FP16, which DequantizeLinear accepts from
+    opset 19, so the opset is raised to 19 when lower)."""
+    import onnx
+
+    from ..export import fp16
+
+    m = fp16.convert_to_fp16(onnx.load(str(src)))
+    for o in m.opset_import:
+        if o.domain in ("", "ai.onnx") and o.version < 19:
+            o.version = 19
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    big = m.ByteSize() > (1 << 31) - (1 << 26)
+    onnx.save(m, str(dst), save_as_external_data=big, location=dst.name + ".data" if big else None)
+    log.info("derived %s (INT8 Q/DQ, FP16 elsewhere) from %s", dst.name, src.name)
+    return dst
 
 
 def build_engines(artifacts_dir, precision: str = "fp16", profile: Optional[BatchProfile] = None,

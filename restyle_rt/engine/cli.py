@@ -27,7 +27,8 @@ def register(subparsers) -> None:
         description="Build one engine per graph into ARTIFACTS/engines/ and record them in manifest.json. "
                     "TensorRT-RTX builds ahead of time without a GPU; standard TensorRT builds on the target GPU.")
     p.add_argument("artifacts", help="directory written by `restyle-rt export`")
-    p.add_argument("--precision", choices=("fp16", "fp32"), default="fp16", help="engine precision (default fp16)")
+    p.add_argument("--precision", choices=("fp16", "fp32", "int8"), default="fp16",
+                   help="engine precision (default fp16); int8 builds the Q/DQ graphs of `restyle-rt calibrate`")
     p.add_argument("--batch", type=_batch, default=None, metavar="MIN,OPT,MAX",
                    help="batch optimization profile (default: the manifest's batch_profile)")
     p.add_argument("--workspace", type=float, default=4.0, metavar="GB", help="builder workspace limit (default 4)")

@@ -26,7 +26,7 @@ from ..artifacts import (  # noqa: F401 - re-exported: the load-side check lives
     MANIFEST, build_command, cc_str, check_record, incompatibility, write_bytes_atomic, write_manifest)
 
 ENGINES_DIR = "engines"
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def engine_file(graph: str, precision: str) -> str:

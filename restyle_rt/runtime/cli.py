@@ -65,6 +65,14 @@ def register(subparsers) -> None:
     )
     p.add_argument("--align", action="store_true",
                    help="FFHQ-align faces first (official recipe; needs the [align] extra); no face: skipped")
+    p.add_argument(
+        "--precision",
+        default=None,
+        choices=("fp32", "fp16", "bf16", "int8", "auto"),
+        help="graphs/engines to run: ort takes fp32 | int8 | auto (INT8 only if the calibration's measured "
+        "accuracy met its bar); openvino fp32 | bf16 | int8 | auto; trt fp32 | fp16 | int8 engines "
+        "(default: the backend's own)",
+    )
     p.add_argument("--save-steps", action="store_true", help="write one PNG per image per step")
     p.add_argument(
         "--save-latents", action="store_true", help="write latents.npy [N, T, S, 512] + latents.json"
@@ -189,7 +197,9 @@ def _invert_all(args, run_dir, work, aligner=None):
     done, skipped, t0 = 0, 0, time.perf_counter()
     keep_steps = args.save_steps or args.strip or args.save_latents
     with contextlib.ExitStack() as stack:
-        inv = stack.enter_context(Inverter.load(args.artifacts, backend=args.backend, verify=not args.no_verify))
+        opts = {} if args.precision is None else {"precision": args.precision}
+        inv = stack.enter_context(Inverter.load(args.artifacts, backend=args.backend, verify=not args.no_verify,
+                                                **opts))
         invert = _bootstrapped(stack, inv, args) if args.bootstrap else inv.invert
         batch = _batch_size(args.batch, inv.profile)
         bar = tqdm(total=len(work), unit="img", desc="invert", file=sys.stderr, dynamic_ncols=True)

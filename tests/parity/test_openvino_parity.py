@@ -3,7 +3,7 @@
 FP32: one graph call (vs the torch export modules) and the whole loop per iteration (vs the official-formulation
 torch loop). BF16 (only on a CPU with BF16): the same comparisons against the FP32 torch reference, with the BF16
 bounds of the tolerance table. INT8: explicit Q/DQ graphs made here with ``onnxruntime.quantization
-.quantize_static`` on the small fixture and named in a copy of its manifest (``quantized``), run by OpenVINO and
+.quantize_static`` on the small fixture and recorded in a copy of its manifest as ``restyle-rt calibrate`` does (``int8``), run by OpenVINO and
 compared with ONNX Runtime running the same Q/DQ graphs. Also: the compiled-model cache, ``auto`` precision, errors.
 """
 import json
@@ -135,7 +135,7 @@ def test_bad_options(ov_cache):
         get_backend("openvino", art, precision="fp8")
     with pytest.raises(InputError, match="hint must be one of"):
         get_backend("openvino", art, hint="fastest")
-    with pytest.raises(ArtifactError, match="quantized.encoder"):
+    with pytest.raises(ArtifactError, match="restyle-rt calibrate"):
         get_backend("openvino", art, precision="int8", cache_dir=ov_cache)
 
 
@@ -171,12 +171,12 @@ def int8_artifacts(tmp_path_factory):
         def get_next(self):
             return next(self.it, None)
 
-    art.manifest["quantized"] = {}
+    art.manifest["int8"] = {"graphs": {}}  # the record layout restyle-rt calibrate writes (CPU encoding)
     for g in ("encoder", "synthesis"):
         out = root / f"{g}.int8.onnx"
         quantize_static(str(art.graph_path(g)), str(out), Reader(feeds[g]), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, per_channel=True)
-        art.manifest["quantized"][g] = out.name
+        art.manifest["int8"]["graphs"][g] = {"cpu": {"file": out.name}}
     write_manifest(root, art.manifest)
     return load(root)
 

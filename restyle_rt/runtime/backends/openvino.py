@@ -19,8 +19,8 @@ Precisions (``precision=``):
   round trip. Measured with it: keeping every demodulation chain FP32 lowers the synthesis per-call rel-L2 only
   from 1.22e-2 to 1.10e-2, and keeping *every* non-convolution node FP32 to 0.95e-2: the BF16 convolutions
   themselves carry the error, so this backend pins nothing more (see ``parity.TOLERANCES`` for the loop).
-* ``int8``: the explicit Q/DQ graphs named in the manifest (``manifest["quantized"][graph]``: a file name, or a
-  record with ``"file"``), the rest FP32. ``ArtifactError`` when the artifacts have none.
+* ``int8``: the explicit Q/DQ graphs ``restyle-rt calibrate`` recorded (``manifest["int8"]``, the CPU encoding the
+  ort backend runs too); a graph it shipped none for stays FP32. ``ArtifactError`` when the artifacts have none.
 * ``auto``: the fastest precision this CPU has whose *measured* loop accuracy (``parity.TOLERANCES``) meets the
   stated bar :data:`restyle_rt.parity.AUTO_BAR`; the choice is logged.
 
@@ -40,7 +40,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from ...artifacts import Artifacts
+from ...artifacts import Artifacts, int8_graph_path
 from ...errors import ArtifactError, BackendUnavailable, InputError
 from ...spec import BATCH
 from ..backend import Backend
@@ -60,20 +60,6 @@ def cpu_has_bf16() -> bool:
         return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     except Exception:  # no openvino, or no CPU plugin: no BF16 through this backend
         return False
-
-
-def quantized_file(artifacts: Artifacts, graph: str) -> Optional[Path]:
-    """The Q/DQ INT8 graph the manifest names for ``graph`` (``manifest["quantized"][graph]``), or None."""
-    rec = (artifacts.manifest.get("quantized") or {}).get(graph)
-    if rec is None:
-        return None
-    name = rec.get("file") if isinstance(rec, dict) else rec
-    if not isinstance(name, str):
-        raise ArtifactError(f"manifest quantized.{graph}: expected a file name or {{'file': name}}, got {rec!r}")
-    path = artifacts.root / name
-    if not path.is_file():
-        raise ArtifactError(f"{path} (manifest quantized.{graph}) is missing; re-run the calibration that wrote it")
-    return path
 
 
 class OpenVinoBackend(Backend):
@@ -141,12 +127,10 @@ class OpenVinoBackend(Backend):
     def _graph_file(self, graph: str) -> Path:
         if self.precision != "int8":
             return self.artifacts.graph_path(graph)
-        path = quantized_file(self.artifacts, graph)
+        path = int8_graph_path(self.artifacts, graph)  # the calibration's CPU encoding, as the ort backend runs
         if path is None:
-            raise ArtifactError(
-                f"openvino backend: precision 'int8' needs Q/DQ graphs named in {self.artifacts.root}/manifest.json "
-                f"(quantized.{graph}); these artifacts have none: calibrate them first, or use 'fp32'/'bf16'"
-            )
+            log.info("openvino backend: no INT8 %s graph was shipped by the calibration; it runs in FP32", graph)
+            return self.artifacts.graph_path(graph)
         return path
 
     def _compile(self, graph: str):

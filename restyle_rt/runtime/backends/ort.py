@@ -16,7 +16,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ...artifacts import Artifacts
+from ...artifacts import Artifacts, int8_graph_path
 from ...errors import ArtifactError, BackendUnavailable, InputError
 from ...spec import BATCH, TensorSpec
 from ..backend import Backend, LoopResult
@@ -25,6 +25,7 @@ from ..loop import check_batch, check_images, check_iters, host_loop
 log = logging.getLogger("restyle_rt")
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+PRECISIONS = ("fp32", "int8", "auto")
 _ORT_TYPES = {"float32": "tensor(float)", "float16": "tensor(float16)"}
 
 
@@ -53,6 +54,10 @@ class OrtBackend(Backend):
         spinning: let idle intra-op threads spin-wait (ORT's default). Off by default here: on the 2-vCPU
             benchmark VM it was 3-10 % slower per graph call at batch 1 and collapsed under oversubscription
             (see benchmarks/README.md); turn it on for a dedicated multi-core box if it measures faster there.
+        precision: ``"fp32"`` (default): the exported graphs. ``"int8"``: the Q/DQ graphs ``restyle-rt calibrate``
+            recorded in ``manifest["int8"]`` (the ``cpu`` encoding; a graph it did not ship stays FP32).
+            ``"auto"``: INT8 only if the manifest's measured per-step accuracy meets its ship bar, else FP32;
+            the choice is logged (:func:`choose_precision`).
 
     Raises:
         ArtifactError: a graph's inputs/outputs do not match ``spec.graph_io``.
@@ -72,8 +77,11 @@ class OrtBackend(Backend):
         spinning: bool = False,
         cpu_arena: bool = True,
         mem_pattern: bool = False,
+        precision: str = "fp32",
     ):
         super().__init__(artifacts)
+        self.precision = choose_precision(artifacts, precision)
+        self.graph_files = graph_files(artifacts, self.precision)
         self.spinning, self.cpu_arena, self.mem_pattern = bool(spinning), bool(cpu_arena), bool(mem_pattern)
         import onnxruntime as ort
 
@@ -97,7 +105,7 @@ class OrtBackend(Backend):
         self.providers = self.sessions["encoder"].get_providers()
         self.io_binding = (self.device != "cpu") if io_binding is None else bool(io_binding)
         self.device_resident = self.device != "cpu"
-        log.info("ort backend: providers %s, %d intra-op threads", self.providers, self.threads)
+        log.info("ort backend: providers %s, %d intra-op threads, %s", self.providers, self.threads, self.precision)
 
     @classmethod
     def available(cls) -> Tuple[bool, str]:
@@ -119,7 +127,7 @@ class OrtBackend(Backend):
         so.enable_cpu_mem_arena = self.cpu_arena
         so.enable_mem_pattern = self.mem_pattern
         opts = [self._provider_options(p, graph) for p in providers]
-        path = self.artifacts.graph_path(graph)
+        path = self.graph_files[graph]
         try:
             sess = ort.InferenceSession(
                 str(path), sess_options=so, providers=providers, provider_options=opts
@@ -235,6 +243,40 @@ class OrtBackend(Backend):
 
     def close(self) -> None:
         self.sessions = {}
+
+
+def choose_precision(art: Artifacts, precision: str) -> str:
+    """Resolve ``precision`` (``fp32`` | ``int8`` | ``auto``) against the manifest.
+
+    ``auto`` picks ``int8`` only when ``manifest["int8"]`` records that every loop step on its held-out images met
+    its ship bar (``meets_ship_bar.encoder``, set by ``restyle-rt calibrate`` from measured accuracy); else ``fp32``.
+
+    Raises:
+        InputError: unknown precision.
+        ArtifactError: ``int8`` asked for and the artifacts have no INT8 graphs.
+    """
+    if precision not in PRECISIONS:
+        raise InputError(f"ort backend: precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    rec = art.manifest.get("int8")
+    if precision == "int8" and not rec:
+        raise ArtifactError(f"{art.root}: no INT8 graphs (manifest has no 'int8' record); "
+                            f"run `restyle-rt calibrate {art.root} --images DIR` (or --generated N) first")
+    if precision != "auto":
+        return precision
+    ok = bool(rec) and bool(rec.get("meets_ship_bar", {}).get("encoder"))
+    log.info("ort backend: precision auto -> %s (%s)", "int8" if ok else "fp32",
+             "INT8 accuracy recorded within its ship bar" if ok else
+             ("no INT8 graphs" if not rec else "recorded INT8 accuracy misses its ship bar"))
+    return "int8" if ok else "fp32"
+
+
+def graph_files(art: Artifacts, precision: str) -> dict:
+    """``{graph: path}`` the backend loads: the ``cpu`` Q/DQ graphs recorded for ``int8``, else the FP32 ones."""
+    files = {g: art.graph_path(g) for g in ("encoder", "synthesis")}
+    if precision == "int8":
+        for g in files:
+            files[g] = int8_graph_path(art, g) or files[g]
+    return files
 
 
 def verify_io(sess, io: Tuple[List[TensorSpec], List[TensorSpec]], what: str) -> None:

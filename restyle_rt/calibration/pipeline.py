@@ -1,0 +1,233 @@
+"""``calibrate()``: loop-aware INT8 calibration of an artifacts directory, end to end.
+
+1. images: calibration + held-out (:mod:`.data`);
+2. the FP32 loop over both, every step's graph inputs recorded (:mod:`.loop`);
+3. activation ranges from *every* step's inputs (and, for the comparison, from step 1 only) (:mod:`.qdq`);
+4. per-layer sensitivity of the loop output, the most sensitive layers kept in FP32 (:mod:`.sensitivity`);
+5. Q/DQ graphs in the ``cpu`` and ``trt`` encodings, accuracy per loop step on the held-out images vs FP32;
+6. the record in ``manifest["int8"]``. The synthesis Q/DQ graphs are kept only if the INT8 loop meets the ship bar.
+
+Files written into the artifacts dir: ``int8/<graph>.<encoding>.onnx`` (+ ``.data``), ``int8/<graph>.ranges.json``
+(ORT's calibration cache), ``int8/<graph>.sensitivity.tsv``.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import onnxruntime
+
+from .. import artifacts as A
+from ..errors import InputError
+from ..parity import TOLERANCES
+from . import data as D
+from . import qdq
+from . import sensitivity as S
+from .loop import FeedReader, LoopFeeds, run_loop, session, step_accuracy
+
+log = logging.getLogger("restyle_rt")
+
+INT8_DIR = "int8"
+# Ship bar: an INT8 loop is offered (and `auto` may pick it) only if every step on the held-out images is within
+# the bound the FP16 loop already ships under (parity.TOLERANCES "ort-fp16-proxy-loop").
+SHIP_BAR = {"latent_rel_l2": TOLERANCES[("ort-fp16-proxy-loop", "fp16", "latent")].rel_l2,
+            "image_psnr_db": TOLERANCES[("ort-fp16-proxy-loop", "fp16", "image")].min_psnr_db}
+
+
+@dataclass
+class CalibrationConfig:
+    """What ``restyle-rt calibrate`` was asked for (see the CLI for each option's meaning)."""
+
+    images: Optional[str] = None
+    generated: Optional[int] = None
+    checkpoint: Optional[str] = None
+    count: Optional[int] = None
+    held_out: int = 8
+    steps: int = 5
+    method: str = "entropy"
+    graphs: Sequence[str] = ("encoder", "synthesis")
+    sensitivity_images: int = 2
+    sensitivity_steps: Optional[int] = None  # loop steps of the sweep (default: steps)
+    keep_share: float = 0.5
+    max_keep_frac: float = 0.1
+    kept: Optional[Dict[str, List[str]]] = None  # explicit kept layers (skips the sweep for those graphs)
+    compare_step1: bool = True
+    batch: int = 4
+    seed: int = 0
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+def meets_bar(rows: List[dict], bar: Dict[str, float] = SHIP_BAR) -> bool:
+    """True when every step's latent rel-L2 and image PSNR are within ``bar``."""
+    return bool(rows) and all(r["latent_rel_l2"] <= bar["latent_rel_l2"]
+                              and (r["image_psnr_db"] is None or r["image_psnr_db"] >= bar["image_psnr_db"])
+                              for r in rows)
+
+
+class _Run:
+    """State of one calibration: FP32 sessions, reference loops, the temp dir."""
+
+    def __init__(self, art: A.Artifacts, cfg: CalibrationConfig, imgs: D.ImageSet, tmp: Path):
+        self.art, self.cfg, self.imgs, self.tmp = art, cfg, imgs, tmp
+        self.fp32 = {g: qdq.named(art.graph_path(g), tmp) for g in ("encoder", "synthesis")}
+        self.sess = {g: session(p) for g, p in self.fp32.items()}
+        self.ref_cal = self.loop(imgs.calib, {})
+        self.ref_hold = self.loop(imgs.held_out, {})
+        k = max(1, min(cfg.sensitivity_images, len(imgs.calib)))
+        self.sens_x = imgs.calib[:k]
+        self.sens_steps = min(cfg.sensitivity_steps or cfg.steps, cfg.steps)
+        self.ref_sens = LoopFeeds(latents=[a[:k] for a in self.ref_cal.latents[:self.sens_steps]],
+                                  images=[a[:k] for a in self.ref_cal.images[:self.sens_steps]])
+
+    def loop(self, x, graphs: Dict[str, Path], steps: Optional[int] = None) -> LoopFeeds:
+        """The loop with the given graphs replacing the FP32 ones."""
+        enc = session(graphs["encoder"]) if "encoder" in graphs else self.sess["encoder"]  # path or model bytes
+        syn = session(graphs["synthesis"]) if "synthesis" in graphs else self.sess["synthesis"]
+        return run_loop(self.art, enc, syn, x, steps or self.cfg.steps, self.cfg.batch)
+
+    def feeds(self, graph: str):
+        return self.ref_cal.encoder if graph == "encoder" else self.ref_cal.synthesis
+
+    def ranges(self, graph: str, steps=None, tag: str = "") -> Path:
+        r = qdq.compute_ranges(self.fp32[graph], FeedReader(self.feeds(graph), steps, self.cfg.batch), self.cfg.method)
+        return qdq.save_ranges(r, self.tmp / f"{graph}{tag}.ranges.json")
+
+    def quantized(self, graph: str, ranges: Path, encoding: str, exclude=(), include=None, name="") -> Path:
+        out = self.tmp / (name or f"{graph}.{encoding}.onnx")
+        return qdq.write_qdq(self.fp32[graph], out, ranges, self.cfg.method, encoding, exclude, include)
+
+    def sensitivity(self, graph: str, ranges: Path) -> Dict[str, float]:
+        sweep = qdq.SweepQuantizer(self.fp32[graph], ranges, "cpu")
+
+        def evaluate(include):
+            model = sweep.model_bytes(include)
+            rows = step_accuracy(self.ref_sens, self.loop(self.sens_x, {graph: model}, self.sens_steps))
+            return max(r["latent_rel_l2"] for r in rows)
+
+        return S.measure(qdq.quantizable_nodes(self.fp32[graph]), evaluate, self.cfg.progress, f"{graph} sensitivity")
+
+
+def calibrate(artifacts_dir, cfg: CalibrationConfig) -> dict:
+    """Calibrate, write the Q/DQ graphs into ``artifacts_dir/int8`` and record them in the manifest.
+
+    Returns:
+        The ``manifest["int8"]`` record.
+
+    Raises:
+        InputError: bad options (both or neither image source, unknown method or graph).
+        ArtifactError: the artifacts directory is unusable.
+    """
+    if (cfg.images is None) == (cfg.generated is None):
+        raise InputError("give exactly one calibration source: --images DIR or --generated N")
+    if "encoder" not in cfg.graphs or not set(cfg.graphs) <= {"encoder", "synthesis"}:
+        raise InputError(f"graphs {list(cfg.graphs)}: expected 'encoder' and optionally 'synthesis'")
+    art = A.load(artifacts_dir)
+    t0 = time.perf_counter()
+    imgs = (D.from_folder(art, cfg.images, cfg.count, cfg.held_out) if cfg.images else
+            D.generated(art, cfg.generated, cfg.held_out, cfg.seed, cfg.checkpoint))
+    out_dir = art.root / INT8_DIR
+    with _ram_tempdir(), tempfile.TemporaryDirectory(prefix="restyle-rt-int8-") as tmp:
+        run = _Run(art, cfg, imgs, Path(tmp))
+        rec = _record_head(cfg, imgs)
+        enc = _calibrate_graph(run, "encoder", {}, rec)
+        if "synthesis" in cfg.graphs:
+            _calibrate_graph(run, "synthesis", {"encoder": enc["cpu"]}, rec)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        out_dir.mkdir()
+        for g, files in rec["graphs"].items():
+            for encoding, f in files.items():
+                src = run.tmp / Path(f["file"]).name
+                f.update(_move_graph(src, out_dir), summary=qdq.qdq_summary(out_dir / src.name))
+            for extra in (f"{g}.ranges.json", f"{g}.sensitivity.tsv"):
+                if (run.tmp / extra).exists():
+                    shutil.copy(run.tmp / extra, out_dir / extra)
+    rec["seconds"] = round(time.perf_counter() - t0, 1)
+    manifest = A.load(art.root).manifest
+    manifest["int8"] = rec
+    A.write_manifest(art.root, manifest)
+    log.info("INT8 graphs written to %s (%s) in %.0f s", out_dir, ", ".join(rec["graphs"]), rec["seconds"])
+    return rec
+
+
+@contextlib.contextmanager
+def _ram_tempdir():
+    """Put every temporary file of the run (ours and ORT's quantizer's) in /dev/shm when it exists.
+
+    The sensitivity sweep writes one quantized copy of the graph per layer; on disk that dominated the run.
+    """
+    old = tempfile.tempdir
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+        tempfile.tempdir = "/dev/shm"
+    try:
+        yield
+    finally:
+        tempfile.tempdir = old
+
+
+def _record_head(cfg: CalibrationConfig, imgs: D.ImageSet) -> dict:
+    return {
+        "tool": f"onnxruntime.quantization {onnxruntime.__version__} (quantize_static, QDQ, per-channel symmetric "
+                "S8 weights)",
+        "method": cfg.method + {"percentile": f" ({qdq.PERCENTILE}th of |x|, {qdq.NUM_BINS} bins)",
+                                "entropy": f" (KL, {qdq.NUM_BINS} bins, 128 quantized bins)"}.get(cfg.method, ""),
+        "op_types": list(qdq.OP_TYPES),
+        "data": {"source": imgs.source, "count": int(len(imgs.calib)), "held_out": int(len(imgs.held_out)),
+                 "loop_steps": cfg.steps, "loop_aware": True, "feeds_per_graph": int(len(imgs.calib) * cfg.steps)},
+        "keep_rule": (f"per-layer loop sensitivity (worst latent rel-L2 over {cfg.sensitivity_steps or cfg.steps} "
+                      f"steps) on {cfg.sensitivity_images} calibration image(s); keep the top "
+                      f"layers summing to {cfg.keep_share:.0%} of the total, at most {cfg.max_keep_frac:.0%} of them"),
+        "ship_bar": dict(SHIP_BAR, rule="every step on the held-out images (the FP16 loop's tolerance)"),
+        "encodings": {"cpu": "U8 asymmetric activations (ORT CPU / VNNI)",
+                      "trt": "S8 symmetric activations, FP32 bias (TensorRT explicit quantization)"},
+        "graphs": {}, "kept_layers": {}, "sensitivity": {}, "accuracy": {}, "not_shipped": {},
+        "meets_ship_bar": {},
+    }
+
+
+def _calibrate_graph(run: _Run, graph: str, other: Dict[str, Path], rec: dict) -> Dict[str, Path]:
+    """Ranges, kept layers, both encodings and held-out accuracy for one graph (``other``: INT8 graphs in use)."""
+    cfg = run.cfg
+    ranges = run.ranges(graph)
+    if cfg.kept is not None and graph in cfg.kept:
+        kept, sens = list(cfg.kept[graph]), {}
+    else:
+        sens = run.sensitivity(graph, ranges)
+        kept = S.choose_kept(sens, cfg.keep_share, cfg.max_keep_frac)
+        S.write_table(run.tmp / f"{graph}.sensitivity.tsv", sens, kept)
+    paths = {e: run.quantized(graph, ranges, e, exclude=kept) for e in qdq.ENCODINGS}
+    acc = {e: step_accuracy(run.ref_hold, run.loop(run.imgs.held_out, dict(other, **{graph: p})))
+           for e, p in paths.items()}
+    label = "+".join(list(other) + [graph])
+    rec["accuracy"][label] = acc
+    if cfg.compare_step1:
+        r1 = run.ranges(graph, steps=(1,), tag=".step1")
+        p1 = run.quantized(graph, r1, "cpu", exclude=kept, name=f"{graph}.step1.onnx")
+        rec["accuracy"][label + " (step-1-only calibration)"] = {
+            "cpu": step_accuracy(run.ref_hold, run.loop(run.imgs.held_out, dict(other, **{graph: p1})))}
+    rec["kept_layers"][graph] = kept
+    rec["sensitivity"][graph] = {"layers": len(sens) or None, "top": sorted(sens.items(), key=lambda kv: -kv[1])[:8]}
+    if graph == "synthesis" and not meets_bar(acc["cpu"]):
+        rec["not_shipped"][graph] = f"held-out accuracy misses the ship bar {SHIP_BAR} (see accuracy[{label!r}])"
+        log.warning("INT8 synthesis not shipped: %s", rec["not_shipped"][graph])
+        return paths
+    rec["graphs"][graph] = {e: {"file": f"{INT8_DIR}/{p.name}"} for e, p in paths.items()}
+    rec["meets_ship_bar"][graph] = meets_bar(acc["cpu"])
+    return paths
+
+
+def _move_graph(src: Path, out_dir: Path) -> dict:
+    shutil.copy(src, out_dir / src.name)
+    info = {"sha256": A.sha256_file(out_dir / src.name)}
+    data = Path(str(src) + ".data")
+    if data.exists():
+        shutil.copy(data, out_dir / data.name)
+    return info

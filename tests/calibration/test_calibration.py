@@ -1,0 +1,132 @@
+"""Loop-aware INT8 calibration end to end on the toy model: data, Q/DQ graphs, manifest, runtime, CLI."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from restyle_rt import artifacts as A
+from restyle_rt.calibration import CalibrationConfig, calibrate, meets_bar
+from restyle_rt.calibration import data as D
+from restyle_rt.calibration import sensitivity as S
+from restyle_rt.errors import ArtifactError, InputError
+from restyle_rt.runtime.backends.ort import OrtBackend
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory):
+    import toy_artifacts
+
+    d, _ = toy_artifacts.build(tmp_path_factory.mktemp("calib") / "art")
+    rec = calibrate(d, CalibrationConfig(generated=6, held_out=3, steps=3, progress=False))
+    return d, rec
+
+
+def _qdq_nodes(path):
+    m = onnx.load(str(path))
+    inits = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    return m, [n for n in m.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")], inits
+
+
+def test_manifest_records_graphs_data_and_per_step_accuracy(calibrated):
+    d, rec = calibrated
+    man = A.load(d).manifest["int8"]
+    assert man == json.loads(json.dumps(rec))
+    assert man["data"]["count"] == 6 and man["data"]["held_out"] == 3 and man["data"]["loop_aware"]
+    assert man["data"]["feeds_per_graph"] == 6 * 3
+    assert set(man["graphs"]["encoder"]) == {"cpu", "trt"}
+    for label in ("encoder", "encoder (step-1-only calibration)"):
+        rows = man["accuracy"][label]["cpu"]
+        assert [r["step"] for r in rows] == [1, 2, 3]
+        assert all(r["latent_rel_l2"] > 0 for r in rows)  # INT8 really changed the loop
+    for f in (d / "int8" / "encoder.ranges.json", d / "int8" / "encoder.cpu.onnx", d / "int8" / "encoder.trt.onnx"):
+        assert f.is_file()
+
+
+def test_held_out_accuracy_within_the_measured_toy_bound(calibrated):
+    from restyle_rt.parity import tolerance
+
+    _, rec = calibrated
+    lat, img = tolerance("ort-int8-loop-toy", "int8", "latent"), tolerance("ort-int8-loop-toy", "int8", "image")
+    for label, encs in rec["accuracy"].items():
+        for enc, rows in encs.items():
+            for r in rows:
+                assert r["latent_rel_l2"] <= lat.rel_l2, (label, enc, r)
+                assert r["image_psnr_db"] is None or r["image_psnr_db"] >= img.min_psnr_db, (label, enc, r)
+
+
+def test_cpu_encoding_is_u8_asymmetric_and_trt_encoding_is_s8_symmetric_without_int32_bias(calibrated):
+    d, _ = calibrated
+    for enc, act_type in (("cpu", np.uint8), ("trt", np.int8)):
+        m, qdq, inits = _qdq_nodes(d / "int8" / f"encoder.{enc}.onnx")
+        onnx.checker.check_model(m, full_check=True)
+        assert any(n.op_type == "QuantizeLinear" for n in qdq)
+        acts = [inits[n.input[2]] for n in qdq if n.op_type == "QuantizeLinear"]
+        assert all(z.dtype == act_type for z in acts)
+        weights = [inits[n.input[0]] for n in qdq if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+        assert weights and all(w.dtype == np.int8 for w in weights)  # weights S8 in both encodings
+        if enc == "trt":
+            assert all(not np.any(inits[n.input[2]]) for n in qdq)  # every zero point 0 (TensorRT's rule)
+            assert not any(t.data_type == onnx.TensorProto.INT32 for t in m.graph.initializer)
+
+
+def test_runtime_runs_int8_and_auto_follows_the_recorded_bar(calibrated, caplog):
+    d, rec = calibrated
+    art = A.load(d)
+    x = np.random.default_rng(1).uniform(-1, 1, (2, 3, *art.spec.input_hw)).astype(np.float32)
+    with OrtBackend(art) as f32, OrtBackend(art, precision="int8") as i8:
+        a, b = f32.run_loop(x, 3).latents, i8.run_loop(x, 3).latents
+    assert i8.graph_files["encoder"].name == "encoder.cpu.onnx"
+    assert 0 < np.linalg.norm(a - b) / np.linalg.norm(a) < 0.05
+    ok = rec["meets_ship_bar"]["encoder"]
+    assert OrtBackend(art, precision="auto").precision == ("int8" if ok else "fp32")
+    art.manifest["int8"]["meets_ship_bar"]["encoder"] = False
+    assert OrtBackend(art, precision="auto").precision == "fp32"
+    del art.manifest["int8"]
+    with pytest.raises(ArtifactError, match="restyle-rt calibrate"):
+        OrtBackend(art, precision="int8")
+    assert OrtBackend(art, precision="auto").precision == "fp32"
+
+
+def test_folder_source_holds_out_the_last_images(make_toy, rgb_images):
+    d, _ = make_toy("fold")
+    paths = rgb_images(5, folder="imgs")
+    imgs = D.from_folder(A.load(d), str(paths[0].parent), None, 2)
+    assert imgs.calib.shape[0] == 3 and imgs.held_out.shape[0] == 2
+    assert not any(np.array_equal(c, h) for c in imgs.calib for h in imgs.held_out)
+    with pytest.raises(InputError, match="need at least 6"):
+        D.from_folder(A.load(d), str(paths[0].parent), None, 5)
+
+
+def test_generated_held_out_images_differ_from_calibration(make_toy):
+    d, _ = make_toy("gen")
+    imgs = D.generated(A.load(d), 4, 4, seed=0)
+    assert not any(np.allclose(c, h) for c in imgs.calib for h in imgs.held_out)
+
+
+def test_keep_rule():
+    sens = {f"c{i}": v for i, v in enumerate([5.0, 3.0, 1.0, 0.5] + [0.1] * 16)}
+    assert S.choose_kept(sens, share=0.5, max_keep_frac=0.1) == ["c0", "c1"]  # 8.0 of 11.1 > half, cap 2
+    assert S.choose_kept(sens, share=0.9, max_keep_frac=0.1) == ["c0", "c1"]  # capped at 10 % of 20
+    assert S.choose_kept({"a": 1.0}, 0.5, 0.1) == []  # < 10 layers: none kept
+    assert meets_bar([{"latent_rel_l2": 0.01, "image_psnr_db": 40.0}])
+    assert not meets_bar([{"latent_rel_l2": 0.01, "image_psnr_db": 20.0}])
+
+
+def test_cli_calibrate_and_invert_int8(make_toy, rgb_images, tmp_path, capsys):
+    from restyle_rt.cli import main
+
+    d, _ = make_toy("cli")
+    paths = rgb_images(6, folder="cal")
+    assert main(["calibrate", str(d), "--images", str(paths[0].parent), "--held-out", "2", "--steps", "2",
+                 "--encoder-only"]) == 0
+    assert "per step latent rel-L2" in capsys.readouterr().out
+    assert A.load(d).manifest["int8"]["data"]["source"].startswith("images:")
+    assert main(["invert", str(d), str(paths[0]), "--out", str(tmp_path / "o"), "--backend", "ort",
+                 "--precision", "int8", "--iters", "2"]) == 0
+    assert main(["calibrate", str(d), "--generated", "0"]) == 2  # typed error -> one line, exit 2
