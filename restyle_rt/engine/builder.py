@@ -392,7 +392,8 @@ def build_engines(artifacts_dir, precision: str = "fp16", profile: Optional[Batc
         path = art.root / R.engine_file(graph, precision)
         R.write_bytes_atomic(path, plan)
         rec = dict(graph=graph, precision=precision, file=R.engine_file(graph, precision),
-                   sha256=A.sha256_file(path), size_bytes=path.stat().st_size, **{**want, **settings},  # read back from TensorRT wins
+                   # the settings read back from TensorRT win over what was asked for
+                   sha256=A.sha256_file(path), size_bytes=path.stat().st_size, **{**want, **settings},
                    build_seconds=round(seconds, 2), workspace_gb=workspace_gb,
                    onnx={"file": str(onnx_path.relative_to(art.root)), "sha256": A.sha256_file(onnx_path)},
                    built_at=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))

@@ -39,7 +39,8 @@ def test_plugin_flavour_choice(flavour, tmp_path):
     (tmp_path / "NvInferVersion.h").write_text(VERSION_HEADERS[flavour])
     probe = tmp_path / "probe.cpp"
     probe.write_text(
-        '#include "modconvPluginFlavour.h"\nint v3 = RESTYLE_MODCONV_PLUGIN_V3; int rtx = RESTYLE_MODCONV_TENSORRT_RTX;\n'
+        '#include "modconvPluginFlavour.h"\n'
+        'int v3 = RESTYLE_MODCONV_PLUGIN_V3; int rtx = RESTYLE_MODCONV_TENSORRT_RTX;\n'
     )
     proc = subprocess.run([CXX, "-E", "-P", f"-I{tmp_path}", f"-I{build.SOURCE_DIR}", str(probe)],
                           capture_output=True, text=True, check=False)

@@ -3,8 +3,9 @@
 FP32: one graph call (vs the torch export modules) and the whole loop per iteration (vs the official-formulation
 torch loop). BF16 (only on a CPU with BF16): the same comparisons against the FP32 torch reference, with the BF16
 bounds of the tolerance table. INT8: explicit Q/DQ graphs made here with ``onnxruntime.quantization
-.quantize_static`` on the small fixture and recorded in a copy of its manifest as ``restyle-rt calibrate`` does (``int8``), run by OpenVINO and
-compared with ONNX Runtime running the same Q/DQ graphs. Also: the compiled-model cache, ``auto`` precision, errors.
+.quantize_static`` on the small fixture and recorded in a copy of its manifest as ``restyle-rt calibrate`` does
+(``int8``), run by OpenVINO and compared with ONNX Runtime running the same Q/DQ graphs. Also: the compiled-model
+cache, ``auto`` precision, errors.
 """
 import json
 import shutil
