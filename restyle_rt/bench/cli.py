@@ -17,7 +17,7 @@ import shlex
 import sys
 from typing import List
 
-from ..argtypes import threshold, writable_file
+from ..argtypes import positive_int, threshold, writable_file
 
 
 def _int_list(text: str) -> List[int]:
@@ -50,13 +50,6 @@ def _preset(text: str) -> str:
     if text not in PRESET_NAMES:
         raise argparse.ArgumentTypeError(f"unknown preset {text!r}; choose one of {', '.join(PRESET_NAMES)}")
     return text
-
-
-def _positive(text: str) -> int:
-    v = _nonneg(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
 
 
 def _nonneg(text: str) -> int:
@@ -116,7 +109,7 @@ def register(subparsers) -> None:
         "--warmup", type=_nonneg, default=1, metavar="N", help="untimed loops per config (default 1)"
     )
     p.add_argument(
-        "--repeat", type=_positive, default=5, metavar="N", help="timed loops per config (default 5)"
+        "--repeat", type=positive_int, default=5, metavar="N", help="timed loops per config (default 5)"
     )
     p.add_argument(
         "--early-exit",
@@ -139,7 +132,7 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "--profile-ort",
-        type=_positive,
+        type=positive_int,
         default=None,
         metavar="BATCH",
         help="also profile the ORT graphs per node at this batch (top ops by kernel time)",

@@ -252,21 +252,37 @@ def takes_precision(name: str) -> bool:
     return "precision" in inspect.signature(backend_class(name).__init__).parameters
 
 
+def supported_precisions(name: str) -> Tuple[str, ...]:
+    """The precisions backend ``name`` runs (its module's ``PRECISIONS``); ``("fp32",)`` for the rest."""
+    if not takes_precision(name):
+        return ("fp32",)
+    from ..runtime.backends import backend_class
+
+    return tuple(getattr(inspect.getmodule(backend_class(name)), "PRECISIONS", ("fp32",)))
+
+
 def plan(names: List[str], precisions: Optional[List[str]]) -> List[Tuple[str, Optional[str]]]:
     """The (target, precision) pairs to run, in order.
 
-    A target without a precision option runs only ``fp32`` (its one precision) of the list; the other values
-    are skipped for it (logged).
+    Each target runs the listed precisions it supports; the others are skipped for it (logged). A target without
+    a precision option runs only ``fp32``.
 
     Raises:
-        InputError: a target without a precision option is given a list without ``fp32``.
+        InputError: a target supports none of the listed precisions.
     """
     if not precisions:
         return [(n, None) for n in names]
     out = []
     for n in names:
         if takes_precision(n):
-            out += [(n, p) for p in precisions]
+            ok = supported_precisions(n)
+            mine = [p for p in precisions if p in ok]
+            if not mine:
+                raise InputError(f"backend {n!r} runs {' | '.join(ok)}; got --precision {','.join(precisions)}")
+            if len(mine) < len(precisions):
+                log.info("bench: %s runs %s; skipping %s for it", n, "|".join(ok),
+                         ",".join(p for p in precisions if p not in ok))
+            out += [(n, p) for p in mine]
             continue
         check_default_precision(n, None if "fp32" in precisions else ",".join(precisions))
         skipped = [p for p in precisions if p != "fp32"]

@@ -56,6 +56,24 @@ def check_images(images: np.ndarray, input_hw, who: str = "loop") -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
+def check_feed(artifacts, graph: str, feed: dict, who: str) -> int:
+    """Validate one graph call's inputs against the spec (float32, exact shapes for their batch); return the batch.
+
+    Raises:
+        InputError: a batch outside the profile, or an input of the wrong dtype or shape (named, expected vs got).
+    """
+    b = next(iter(feed.values())).shape[0]
+    check_batch(artifacts.profile, b, f"{who} {graph}")
+    ins, _ = artifacts.spec.graph_io(graph)
+    for t in ins:
+        a = feed[t.name]
+        if a.shape != t.concrete(b) or a.dtype != np.float32:
+            raise InputError(
+                f"{who} {graph}: input {t.name} must be float32 {list(t.concrete(b))}, got {a.dtype} {list(a.shape)}"
+            )
+    return b
+
+
 def check_iters(n_iters, early_exit) -> None:
     """Validate loop arguments: ``n_iters`` a positive int, ``early_exit`` None or a finite number >= 0."""
     if isinstance(n_iters, bool) or not isinstance(n_iters, (int, np.integer)) or n_iters < 1:

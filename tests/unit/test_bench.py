@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -258,10 +259,14 @@ def test_every_row_records_precision_and_accuracy(bench_doc):
 
 
 def test_precision_plan():
-    """A target without a precision option runs fp32 of the list only, and refuses a list without fp32."""
+    """Each target runs the listed precisions it supports (fp32 only without a precision option)."""
     assert targets.plan(["ort"], None) == [("ort", None)]
     assert targets.plan(["ort", "torch-official"], ["fp32", "bf16"]) == [("ort", "fp32"), ("torch-official", "fp32")]
+    assert targets.plan(["ort", "torch-official"], ["fp32", "int8"]) == [
+        ("ort", "fp32"), ("ort", "int8"), ("torch-official", "fp32")]
     with pytest.raises(InputError, match="takes no precision option and runs fp32 only"):
+        targets.plan(["torch-official"], ["int8"])
+    with pytest.raises(InputError, match=re.escape("'ort' runs fp32 | int8 | auto; got --precision bf16")):
         targets.plan(["ort"], ["bf16"])
     if "openvino" in targets.runtime_names() and targets.takes_precision("openvino"):
         assert targets.plan(["openvino", "ort"], ["fp32", "bf16"]) == [
@@ -270,8 +275,8 @@ def test_precision_plan():
 
 def test_precision_rejected_before_any_run(toy, capsys):
     art, _ = toy
-    assert main(["bench", str(art), "--backend", "ort", "--precision", "int8", "--repeat", "1"]) == 2
-    assert "runs fp32 only" in capsys.readouterr().err
+    assert main(["bench", str(art), "--backend", "ort", "--precision", "bf16", "--repeat", "1"]) == 2
+    assert "'ort' runs fp32 | int8 | auto; got --precision bf16" in capsys.readouterr().err
 
 
 def test_accuracy_agreement_per_step():

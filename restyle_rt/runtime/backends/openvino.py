@@ -44,7 +44,7 @@ from ...artifacts import Artifacts, int8_graph_path
 from ...errors import ArtifactError, BackendUnavailable, InputError
 from ...spec import BATCH
 from ..backend import Backend
-from ..loop import check_batch
+from ..loop import check_feed
 
 log = logging.getLogger("restyle_rt")
 
@@ -150,16 +150,7 @@ class OpenVinoBackend(Backend):
     # --- host API -------------------------------------------------------------------------------------------
 
     def _run(self, graph: str, feed: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        b = next(iter(feed.values())).shape[0]
-        check_batch(self.artifacts.profile, b, f"openvino backend {graph}")
-        ins, _ = self.spec.graph_io(graph)
-        for t in ins:
-            a = feed[t.name]
-            if a.shape != t.concrete(b) or a.dtype != np.float32:
-                raise InputError(
-                    f"openvino backend {graph}: input {t.name} must be float32 {list(t.concrete(b))}, "
-                    f"got {a.dtype} {list(a.shape)}"
-                )
+        check_feed(self.artifacts, graph, feed, "openvino backend")
         feed = {k: np.ascontiguousarray(v) for k, v in feed.items()}
         res = self.requests[graph].infer(feed, share_inputs=True, share_outputs=True)
         return {name: res[port] for name, port in self._outputs[graph].items()}

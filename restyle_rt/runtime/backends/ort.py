@@ -20,7 +20,7 @@ from ...artifacts import Artifacts, int8_graph_path
 from ...errors import ArtifactError, BackendUnavailable, InputError
 from ...spec import BATCH, TensorSpec
 from ..backend import Backend, LoopResult
-from ..loop import check_batch, check_images, check_iters, host_loop
+from ..loop import check_batch, check_feed, check_images, check_iters, host_loop
 
 log = logging.getLogger("restyle_rt")
 
@@ -163,17 +163,7 @@ class OrtBackend(Backend):
     # --- host API -------------------------------------------------------------------------------------------
 
     def _check(self, name: str, arrays: dict) -> int:
-        b = next(iter(arrays.values())).shape[0]
-        check_batch(self.artifacts.profile, b, f"ort backend {name}")
-        ins, _ = self.spec.graph_io(name)
-        for t in ins:
-            a = arrays[t.name]
-            if a.shape != t.concrete(b) or a.dtype != np.float32:
-                raise InputError(
-                    f"ort backend {name}: input {t.name} must be float32 {list(t.concrete(b))}, "
-                    f"got {a.dtype} {list(a.shape)}"
-                )
-        return b
+        return check_feed(self.artifacts, name, arrays, "ort backend")
 
     def encode(self, image: np.ndarray, feedback: np.ndarray, latent: np.ndarray) -> np.ndarray:
         feed = {"image": image, "feedback": feedback, "latent": latent}
