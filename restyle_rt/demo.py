@@ -52,9 +52,10 @@ def run(args: argparse.Namespace) -> int:
         target = io.to_uint8(inv.backend.synthesize(w_true)[0][0])          # HWC uint8, drawn by G
         io.write_png(out / "target.png", target)
         print(f"[3/4] the generator drew {out / 'target.png'} ({target.shape[1]}x{target.shape[0]})")
-        res = inv.invert([target], n_iters=args.iters, return_steps=True)
+        x = inv.preprocess([target])  # [1, 3, H, W]
+        res = inv.invert(x, n_iters=args.iters, return_steps=True)
         backend = inv.backend.name
-    ref = _torch_reference(ckpt, inv.preprocess([target]), args.iters)
+    ref = _torch_reference(ckpt, x, args.iters)
     print(f"[4/4] inverted with backend={backend}; per step:")
     print("  step | latent RMS to truth | PSNR vs target (dB) | parity vs PyTorch (latent rel-L2)")
     tgt = target.astype(np.float32) / 127.5 - 1
