@@ -34,7 +34,7 @@ def builds(monkeypatch):
 
     def fake_build(self, onnx_path, spec, graph, ccs, keep):
         calls.append((graph, onnx_path.name))
-        return f"plan {graph} #{len(calls)}".encode()
+        return f"plan {graph} #{len(calls)}".encode(), {}  # (plan, settings read back): none to read from a fake
 
     monkeypatch.setattr(builder_mod.EngineBuilder, "build", fake_build)
     return calls

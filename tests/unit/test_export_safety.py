@@ -111,7 +111,7 @@ def test_bad_max_batch_is_refused_at_parse_time(tmp_path, capfd, argv):
 
 
 @pytest.mark.parametrize("argv", [["--output-size", "48"], ["--output-size", "2048"],
-                                  ["--encoder-type", "GradualStyleEncoder"]])
+                                  ["--encoder-type", "Nope"]])
 def test_make_checkpoint_refuses_what_export_refuses(tmp_path, argv):
     with pytest.raises(SystemExit) as e:
         main(["make-checkpoint", str(tmp_path / "c.pt"), *argv])
