@@ -5,12 +5,16 @@ import pytest
 
 @pytest.fixture(scope="session")
 def cuda_device():
-    """Skips the test cleanly when no CUDA device is usable through cuda-python."""
+    """Skips cleanly when there is no CUDA driver or device; fails when one is present but unusable (an
+    insufficient driver, a missing cuda-python), as the tests in tests/gpu do."""
+    from gpu._device import usable_device
+
+    usable_device()
     from restyle_rt.kernels import runner
 
     ok = runner.available()
     if not ok:
-        pytest.skip(f"needs a CUDA device: {ok.reason}")
+        pytest.fail(f"a CUDA device is present but the kernel runner cannot use it: {ok.reason}")
     return runner.device_compute_capability()
 
 
