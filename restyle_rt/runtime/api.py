@@ -24,7 +24,7 @@ from ..errors import ClosedError, InputError
 from ..spec import BatchProfile, ModelSpec
 from . import io
 from .backend import Backend, LoopResult
-from .loop import check_iters, concat_results
+from .loop import check_iters, concat_results, pad_to, profile_chunks
 
 log = logging.getLogger("restyle_rt")
 
@@ -144,16 +144,11 @@ class Inverter:
         x = self.preprocess(images)  # [B, 3, H, W]
         if x.shape[0] == 0:
             raise InputError("no images to invert")
-        step = self.profile.max
         parts: List[LoopResult] = []
-        for i in range(0, x.shape[0], step):
-            chunk = x[i : i + step]  # [<=max, 3, H, W]
-            if chunk.shape[0] < self.profile.min:  # pad a short tail up to the profile minimum
-                pad = np.repeat(chunk[-1:], self.profile.min - chunk.shape[0], axis=0)
-                r = self.backend.run_loop(np.concatenate([chunk, pad]), n_iters, return_steps, early_exit)
-                parts.append(_take(r, chunk.shape[0]))
-            else:
-                parts.append(self.backend.run_loop(chunk, n_iters, return_steps, early_exit))
+        for start, stop in profile_chunks(self.profile, x.shape[0]):
+            chunk = pad_to(x[start:stop], self.profile.min)  # a short tail padded up to the profile minimum
+            r = self.backend.run_loop(chunk, n_iters, return_steps, early_exit)
+            parts.append(r if len(chunk) == stop - start else _take(r, stop - start))
         res = concat_results(parts)
         bad = np.flatnonzero(~np.isfinite(res.latents.reshape(len(res.latents), -1)).all(axis=1))
         if bad.size:

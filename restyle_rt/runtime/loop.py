@@ -56,6 +56,18 @@ def check_images(images: np.ndarray, input_hw, who: str = "loop") -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
+def profile_chunks(profile: BatchProfile, n: int):
+    """``(start, stop)`` slices of ``range(n)`` of at most ``profile.max`` rows (pad a short tail with
+    :func:`pad_to` up to ``profile.min``, and drop the padding rows' results)."""
+    for start in range(0, n, profile.max):
+        yield start, min(start + profile.max, n)
+
+
+def pad_to(x: np.ndarray, rows: int) -> np.ndarray:
+    """``x`` with its last row repeated up to ``rows`` rows (``x`` itself when it has that many)."""
+    return x if len(x) >= rows else np.concatenate([x, np.repeat(x[-1:], rows - len(x), axis=0)])
+
+
 def check_feed(artifacts, graph: str, feed: dict, who: str) -> int:
     """Validate one graph call's inputs against the spec (float32, exact shapes for their batch); return the batch.
 

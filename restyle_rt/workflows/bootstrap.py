@@ -14,8 +14,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..runtime.backend import LoopResult
-from ..runtime.loop import check_iters
-from .common import pad_rows, run_in_profile
+from ..runtime.loop import check_iters, pad_to, profile_chunks
 
 
 def check_pair(first, second) -> None:
@@ -55,14 +54,11 @@ def bootstrap(first, second, images, n_iters: int = 1) -> LoopResult:
     steps_lat: List[List[np.ndarray]] = [[] for _ in range(n_iters + 1)]
     steps_img: List[List[np.ndarray]] = [[] for _ in range(n_iters + 1)]
 
-    def chunk(start: int, stop: int, pad: int) -> None:
-        xb = pad_rows(x[start:stop], pad)
-        n = stop - start
+    for start, stop in profile_chunks(profile, x.shape[0]):
+        xb = pad_to(x[start:stop], profile.min)  # a short tail padded up to the profile minimum
         for t, (lat, img) in enumerate(_chunk_steps(first, second, xb, n_iters)):
-            steps_lat[t].append(lat[:n])
-            steps_img[t].append(img[:n])
-
-    run_in_profile(profile, x.shape[0], chunk)
+            steps_lat[t].append(lat[: stop - start])
+            steps_img[t].append(img[: stop - start])
     lat = [np.concatenate(s) for s in steps_lat]
     img = [np.concatenate(s) for s in steps_img]
     return LoopResult(latents=lat[-1], images=img[-1], steps_used=np.full(x.shape[0], n_iters + 1, np.int64),

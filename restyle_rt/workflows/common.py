@@ -5,28 +5,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..errors import InputError
+from ..runtime.loop import pad_to, profile_chunks
 from ..spec import BatchProfile
-
-
-def run_in_profile(profile: BatchProfile, n: int, fn: Callable[[int, int, int], None]) -> None:
-    """Call ``fn(start, stop, pad)`` over ``range(n)`` in chunks of at most ``profile.max``.
-
-    ``pad`` is how many rows the caller must append (repeating its last row) so the chunk reaches
-    ``profile.min``; results for the padding rows are to be dropped.
-    """
-    for start in range(0, n, profile.max):
-        stop = min(start + profile.max, n)
-        fn(start, stop, max(0, profile.min - (stop - start)))
-
-
-def pad_rows(a: np.ndarray, pad: int) -> np.ndarray:
-    """``a`` with its last row repeated ``pad`` more times (pad == 0: ``a`` itself)."""
-    return a if pad == 0 else np.concatenate([a, np.repeat(a[-1:], pad, axis=0)])
 
 
 def synthesize_all(backend, profile: BatchProfile, latents: np.ndarray, progress=None) -> np.ndarray:
@@ -42,14 +27,11 @@ def synthesize_all(backend, profile: BatchProfile, latents: np.ndarray, progress
     if lat.ndim != 3 or lat.shape[0] == 0:
         raise InputError(f"expected latents [N, S, 512] with N >= 1, got {list(lat.shape)}")
     out: List[np.ndarray] = []
-
-    def chunk(start: int, stop: int, pad: int) -> None:
-        img, _ = backend.synthesize(pad_rows(lat[start:stop], pad))  # [b, 3, h, w]
+    for start, stop in profile_chunks(profile, lat.shape[0]):
+        img, _ = backend.synthesize(pad_to(lat[start:stop], profile.min))  # [b, 3, h, w]
         out.append(np.array(img[: stop - start]))
         if progress is not None:
             progress(stop - start)
-
-    run_in_profile(profile, lat.shape[0], chunk)
     return np.concatenate(out)
 
 

@@ -32,7 +32,7 @@ from ...errors import ArtifactError, BackendUnavailable, RestyleError
 from ...spec import BatchProfile
 from .. import cuda
 from ..backend import Backend, LoopResult
-from ..loop import check_batch, check_images, check_iters
+from ..loop import check_batch, check_images, check_iters, pad_to
 from ..trt_compat import try_load_trt, trt_cuda_major
 from .trt_engine import RuntimeCache, TrtEngine
 
@@ -43,11 +43,6 @@ F32 = np.dtype(np.float32)
 
 def _nbytes(shape) -> int:
     return int(np.prod(shape)) * F32.itemsize
-
-
-def _pad(x: np.ndarray, b: int) -> np.ndarray:
-    """``x`` with its last row repeated up to ``b`` rows (for a tail below the engines' minimum batch)."""
-    return x if len(x) >= b else np.concatenate([x, np.repeat(x[-1:], b - len(x), axis=0)])
 
 
 class TrtBackend(Backend):
@@ -208,7 +203,7 @@ class TrtBackend(Backend):
         """One encoder call; returns a new array (not a view of the backend's staging memory)."""
         n = image.shape[0]
         b = self._batch(n)
-        f32 = lambda a: _pad(np.ascontiguousarray(a, np.float32), b)  # noqa: E731
+        f32 = lambda a: pad_to(np.ascontiguousarray(a, np.float32), b)  # noqa: E731
         image, feedback, latent = f32(image), f32(feedback), f32(latent)
         self._upload(image, self.d_image)
         self._upload(feedback, self.d_fb, image.nbytes)
@@ -222,7 +217,7 @@ class TrtBackend(Backend):
         """One synthesis call; returns new arrays (not views of the backend's staging memory)."""
         n = latent.shape[0]
         b = self._batch(n)
-        self._upload(_pad(np.ascontiguousarray(latent, np.float32), b), self.d_lat[0])
+        self._upload(pad_to(np.ascontiguousarray(latent, np.float32), b), self.d_lat[0])
         self._synthesis(b, self.d_lat[0])
         img = self._download(self.d_img, self.h_img, (b, *self.shape_img))
         fb = self._download(self.d_fb, self.h_fb, (b, *self.shape_x))
@@ -246,7 +241,7 @@ class TrtBackend(Backend):
     def _run_chunk(self, x: np.ndarray, n: int, return_steps: bool):
         rows = len(x)
         b = self._batch(rows)
-        self._upload(_pad(x, b), self.d_image)
+        self._upload(pad_to(x, b), self.d_image)
         step_lat, step_img = [], []
         if return_steps:
             def grab(t, lat):
