@@ -17,7 +17,7 @@ import shlex
 import sys
 from typing import List
 
-from ..argtypes import positive_int, threshold, writable_file
+from ..argtypes import nonneg_int, positive_int, threshold, writable_file
 
 
 def _int_list(text: str) -> List[int]:
@@ -52,14 +52,6 @@ def _preset(text: str) -> str:
     return text
 
 
-def _nonneg(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-    return v
 
 
 def register(subparsers) -> None:
@@ -106,7 +98,7 @@ def register(subparsers) -> None:
     p.add_argument("--batch", type=_int_list, default=[1, 4, 8], metavar="1,4,8", help="batch sizes")
     p.add_argument("--iters", type=_int_list, default=[1, 5, 10], metavar="1,5,10", help="ReStyle steps")
     p.add_argument(
-        "--warmup", type=_nonneg, default=1, metavar="N", help="untimed loops per config (default 1)"
+        "--warmup", type=nonneg_int, default=1, metavar="N", help="untimed loops per config (default 1)"
     )
     p.add_argument(
         "--repeat", type=positive_int, default=5, metavar="N", help="timed loops per config (default 5)"
