@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -10,6 +11,10 @@ import pytest
 TESTS = Path(__file__).resolve().parent
 if str(TESTS) not in sys.path:  # make tests/toy_artifacts.py importable from every test module
     sys.path.insert(0, str(TESTS))
+
+# backend "auto" takes the static order (trt, ort, openvino) in tests, so that a test using the default backend
+# runs the same backend on every machine; tests/unit/test_auto_backend.py exercises the measured choice itself.
+os.environ.setdefault("RESTYLE_RT_AUTO_PROBE", "0")
 
 
 @pytest.fixture(scope="session")

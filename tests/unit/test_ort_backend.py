@@ -14,6 +14,7 @@ from restyle_rt import artifacts
 from restyle_rt.errors import ArtifactError, BackendUnavailable, InputError
 from restyle_rt.runtime import backends
 from restyle_rt.runtime.api import Inverter
+from restyle_rt.runtime.backends import choose
 from restyle_rt.runtime.backends.ort import OrtBackend
 
 pytestmark = pytest.mark.unit
@@ -181,7 +182,7 @@ def test_missing_provider_is_not_silently_replaced(toy):
 
 def test_auto_picks_an_available_backend_and_logs_once(toy, caplog):
     art = artifacts.load(toy[0])
-    backends._logged_choices.clear()
+    choose._logged_choices.clear()
     with caplog.at_level(logging.INFO, logger="restyle_rt"):
         b1 = backends.get_backend("auto", art)
         b2 = backends.get_backend("auto", art, threads=1)

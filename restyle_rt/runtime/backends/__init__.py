@@ -1,6 +1,8 @@
 """Backend registry: names -> backend classes, imported lazily so that listing them costs nothing.
 
-``get_backend("auto", art)`` takes the first available backend in :data:`AUTO_ORDER` and logs the choice once.
+``get_backend("auto", art)``: ``trt`` when it starts, else the installed CPU backend that measures fastest on this
+machine at a precision meeting its accuracy bar (decision cached; :mod:`.choose` has the rule, its cost and the
+``RESTYLE_RT_AUTO_PROBE`` override). The choice is logged with what was measured.
 A backend asked for by name that cannot run raises :class:`BackendUnavailable` naming what to install; there
 is no silent fallback from a named backend.
 """
@@ -13,7 +15,7 @@ import logging
 from typing import Dict, Tuple, Type
 
 from ...artifacts import Artifacts
-from ...errors import ArtifactError, BackendUnavailable, InputError
+from ...errors import BackendUnavailable, InputError
 from ..backend import Backend
 
 log = logging.getLogger("restyle_rt")
@@ -26,11 +28,10 @@ REGISTRY: Dict[str, Tuple[str, str, str]] = {
     "openvino": ("restyle_rt.runtime.backends.openvino", "OpenVinoBackend", "pip install 'restyle-rt[openvino]'"),
 }
 # PyTorch reference loops are benchmark baselines (restyle_rt.bench), not runtime backends: the runtime is torch-free.
-# ort before openvino: the only CPU precision that meets parity.AUTO_BAR is FP32, and there OpenVINO measured no
-# faster than ORT on church-256 (benchmarks/README.md, "OpenVINO backend": within noise, -9 % at batch 4). OpenVINO
-# BF16 is ~3x faster but misses the bar, so it is used only when asked for (precision="bf16").
+# `auto`: the GPU backend first; the CPU backends (choose.MEASURED) are then ranked by a measurement on this machine
+# (which is faster depends on the CPU, the model and the batch). This order is used as is only with
+# RESTYLE_RT_AUTO_PROBE=0 (or when a single CPU backend is installed).
 AUTO_ORDER = ("trt", "ort", "openvino")
-_logged_choices: set = set()
 
 
 def names() -> Tuple[str, ...]:
@@ -73,9 +74,9 @@ def get_backend(name: str, artifacts: Artifacts, **opts) -> Backend:
     """Create a backend for ``artifacts``.
 
     Args:
-        name: a registered name, or ``"auto"`` for the first of :data:`AUTO_ORDER` that is available and
-            accepts these artifacts (each one skipped is logged with its reason; options it does not take are
-            dropped).
+        name: a registered name, or ``"auto"``: ``trt`` when it starts, else the CPU backend measured fastest
+            here (:func:`restyle_rt.runtime.backends.choose.choose`; each one skipped is logged with its reason;
+            options a backend does not take are dropped).
         artifacts: the loaded artifacts directory.
         **opts: passed to the backend's constructor.
 
@@ -90,26 +91,12 @@ def get_backend(name: str, artifacts: Artifacts, **opts) -> Backend:
             extra = REGISTRY[name][2]
             raise BackendUnavailable(f"backend {name!r} is unavailable: {why} ({extra})")
         return backend_class(name)(artifacts, **opts)
-    reasons = []
-    for cand in AUTO_ORDER:
-        ok, why = available(cand)
-        if not ok:
-            reasons.append(f"{cand}: {why}")
-            continue
-        cls = backend_class(cand)
-        try:
-            backend = cls(artifacts, **_accepted(cls, opts))
-        except (BackendUnavailable, ArtifactError) as e:
-            if cand == AUTO_ORDER[-1]:
-                raise
-            reasons.append(f"{cand}: {e}")
-            continue
-        _log_choice(cand, reasons)
-        return backend
-    raise BackendUnavailable("no backend can run here: " + "; ".join(reasons))
+    from .choose import choose
+
+    return choose(artifacts, opts)
 
 
-def _accepted(cls, opts: dict) -> dict:
+def accepted_options(cls, opts: dict) -> dict:
     """The options ``cls`` accepts (with ``auto`` the caller cannot know which backend gets them)."""
     params = inspect.signature(cls.__init__).parameters
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
@@ -119,10 +106,3 @@ def _accepted(cls, opts: dict) -> dict:
         log.debug("backend %s ignores options %s", cls.name, dropped)
     return {k: v for k, v in opts.items() if k in params}
 
-
-def _log_choice(name: str, reasons: list) -> None:
-    key = (name, tuple(reasons))
-    if key not in _logged_choices:
-        _logged_choices.add(key)
-        skipped = f" (skipped {'; '.join(reasons)})" if reasons else ""
-        log.info("backend auto -> %s%s", name, skipped)

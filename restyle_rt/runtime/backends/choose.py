@@ -1,0 +1,279 @@
+"""Backend ``auto``: TensorRT when usable, else the CPU backend that *measures* fastest on this machine.
+
+Which CPU backend is faster depends on the CPU, the model and the batch (issue #13's probe: OpenVINO FP32 1.31x
+ONNX Runtime on the church-256 encoder at batch 1, 0.97x on its synthesis), so ``auto`` measures instead of
+following a fixed order:
+
+1. Every backend of :data:`~restyle_rt.runtime.backends.AUTO_ORDER` that is not a CPU backend (``trt``) is tried
+   first, in that order; the first that starts is used, with no probe.
+2. Otherwise the installed CPU backends (:data:`MEASURED`: ``ort``, ``openvino``) are the candidates. Each starts
+   at the precision its *own* rule gives it, so the probe only compares precisions that meet their stated accuracy
+   bar: ``ort`` FP32 (INT8 only on ``precision="auto"`` when the calibration's measured accuracy met its ship bar),
+   ``openvino`` precision ``auto`` (the fastest precision this CPU has whose measured loop bound meets
+   :data:`restyle_rt.parity.AUTO_BAR`: FP32 today; BF16 misses the bar, and is never considered on a CPU without
+   BF16). A precision the caller names is the caller's choice and is passed on unchanged.
+3. **The probe**: per candidate, one warm-up loop step then :data:`REPEATS` timed steps (``encode`` + ``synthesize``
+   at batch ``$RESTYLE_RT_AUTO_BATCH``, default 1, clamped to the batch profile), fed with the artifacts' own seeds
+   (``avg_feedback``, ``latent_avg``); the smallest best-of time wins. A candidate that fails to start or to run is
+   closed and skipped with its reason logged; at most two candidates are alive at once.
+4. The decision is **cached** as JSON under ``$RESTYLE_RT_CACHE/auto-backend/`` (default ``~/.cache/restyle-rt``),
+   keyed by what can change the answer: CPU model and flags, threads, the graph files' sha256, the backend
+   libraries' versions, the candidates, the other backend options, the batch. A later start with the same key
+   reads the file and starts only the winner. The choice and the measured times are logged at INFO.
+
+Cost of a probe (once per key): :data:`WARMUP` + :data:`REPEATS` = 3 loop steps per candidate plus each
+candidate's start (OpenVINO compiles the graphs the first time: ~15 s at 1024 px on the 2-vCPU dev VM, cached by
+OpenVINO afterwards). At ffhq-1024 batch 1 a step is ~2 s there (encoder ~0.5 s, synthesis ~1.5 s), so the timed
+part is ~12 s for two candidates. Toy artifacts: milliseconds.
+
+``$RESTYLE_RT_AUTO_PROBE``: ``1`` (default) measure or use the cached decision; ``0`` no probe, the static order of
+``AUTO_ORDER`` (first that starts); ``refresh`` re-measure and overwrite the cached decision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ... import __version__, fsio
+from ...artifacts import Artifacts, sha256_file
+from ...errors import ArtifactError, BackendUnavailable, InputError
+from ..backend import Backend
+from . import AUTO_ORDER, REGISTRY, accepted_options, available, backend_class
+
+log = logging.getLogger("restyle_rt")
+
+LIBRARIES = {"ort": "onnxruntime", "openvino": "openvino"}  # backend -> the library whose version is in the key
+MEASURED = ("ort", "openvino")  # CPU backends chosen by measurement (in AUTO_ORDER's order when not measured)
+ENV_PROBE, ENV_BATCH = "RESTYLE_RT_AUTO_PROBE", "RESTYLE_RT_AUTO_BATCH"
+WARMUP, REPEATS = 1, 2
+PROBE_VERSION = 1  # bump when what the probe measures changes: old cached decisions then no longer match
+_STARTUP_ERRORS = (BackendUnavailable, ArtifactError, InputError)
+_logged_choices: set = set()
+
+
+def choose(artifacts: Artifacts, opts: dict) -> Backend:
+    """Start the backend ``auto`` stands for (module docstring); logs the choice and every backend skipped.
+
+    Raises:
+        BackendUnavailable: no backend is installed, or (with the type every candidate raised, when they agree)
+            none could start on these artifacts; the message lists each reason.
+    """
+    reasons: list[str] = []
+    errors: list[Exception] = []
+    for name in [n for n in AUTO_ORDER if n not in MEASURED]:
+        be = _start(name, artifacts, opts, reasons, errors)
+        if be is not None:
+            _log_choice(be, reasons)
+            return be
+    cands = []
+    for name in [n for n in AUTO_ORDER if n in MEASURED]:
+        ok, why = available(name)
+        if ok:
+            cands.append(name)
+        else:
+            reasons.append(f"{name}: {why}")
+    mode = os.environ.get(ENV_PROBE, "1").strip().lower()
+    if mode not in ("0", "1", "refresh"):
+        raise InputError(f"${ENV_PROBE}={mode!r}; expected 1 (measure, default), 0 (static order) or refresh")
+    if mode == "0" or len(cands) < 2:
+        for name in cands:
+            be = _start(name, artifacts, opts, reasons, errors)
+            if be is not None:
+                _log_choice(be, reasons, "static order" if mode == "0" else "the only CPU backend installed")
+                return be
+        raise _none_started(reasons, errors)
+    return _measured(artifacts, cands, opts, reasons, errors, refresh=mode == "refresh")
+
+
+def _measured(artifacts, cands, opts, reasons, errors, refresh: bool) -> Backend:
+    batch = probe_batch(artifacts)
+    parts = key_parts(artifacts, cands, opts, batch)
+    path = cache_path(parts)
+    rec = None if refresh else _read(path)
+    if rec is not None and rec.get("choice") in cands:
+        be = _start(rec["choice"], artifacts, opts, reasons, errors)
+        if be is not None:
+            _log_choice(be, reasons, f"cached decision {path}, measured {rec.get('measured_at')}: "
+                        f"{_fmt(rec.get('times_s', {}))} per step at batch {batch}")
+            return be
+        log.info("backend auto: the cached choice %s no longer starts; measuring again", rec["choice"])
+    times: dict[str, float] = {}
+    best: tuple[Backend, float] | None = None
+    for name in cands:
+        be = _start(name, artifacts, opts, reasons, errors)
+        if be is None:
+            continue
+        try:
+            t = measure(be, batch)
+        except Exception as e:  # noqa: BLE001 - whatever a candidate raises while running, it is skipped
+            reasons.append(f"{name}: failed during the probe ({type(e).__name__}: {e})")
+            errors.append(BackendUnavailable(reasons[-1]))
+            be.close()
+            continue
+        times[_label(be)] = t
+        if best is None or t < best[1]:
+            if best is not None:
+                best[0].close()
+            best = (be, t)
+        else:
+            be.close()
+    if best is None:
+        raise _none_started(reasons, errors)
+    _write(path, {"choice": best[0].name, "times_s": times, "batch": batch, "key": parts,
+                  "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    _log_choice(best[0], reasons, f"measured now: {_fmt(times)} per step at batch {batch}; cached in {path}")
+    return best[0]
+
+
+def measure(backend: Backend, batch: int) -> float:
+    """Best-of-:data:`REPEATS` seconds of one loop step (``encode`` + ``synthesize``) at ``batch``, after
+    :data:`WARMUP` untimed steps. The inputs are the artifacts' seeds broadcast to the batch. (The tests replace
+    this function to inject timings.)"""
+    art = backend.artifacts
+    y = np.ascontiguousarray(np.broadcast_to(art.avg_feedback, (batch, *art.avg_feedback.shape)))  # [B, 3, H, W]
+    w = np.ascontiguousarray(np.broadcast_to(art.latent_avg, (batch, *art.latent_avg.shape)))  # [B, S, 512]
+    best = float("inf")
+    for i in range(WARMUP + REPEATS):
+        t0 = time.perf_counter()
+        latent = backend.encode(y, y, w)
+        backend.synthesize(latent)
+        if i >= WARMUP:
+            best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def probe_batch(artifacts: Artifacts) -> int:
+    """``$RESTYLE_RT_AUTO_BATCH`` (default 1), clamped to the artifacts' batch profile.
+
+    Raises:
+        InputError: the variable is not a positive integer.
+    """
+    raw = os.environ.get(ENV_BATCH, "1")
+    try:
+        b = int(raw)
+        if b < 1:
+            raise ValueError
+    except ValueError:
+        raise InputError(f"${ENV_BATCH}={raw!r}; expected a positive integer (the batch the probe times)") from None
+    prof = artifacts.profile
+    return max(prof.min, min(b, prof.max))
+
+
+def key_parts(artifacts: Artifacts, cands: list[str], opts: dict, batch: int) -> dict:
+    """Everything that can change which candidate is fastest, as a JSON-able dict (hashed by :func:`cache_path`)."""
+    from .ort import default_threads
+
+    graphs = {}
+    for g, rec in sorted(artifacts.manifest.get("graphs", {}).items()):
+        graphs[g] = rec.get("sha256") or sha256_file(artifacts.graph_path(g))
+    int8 = artifacts.manifest.get("int8")
+    return {
+        "probe": PROBE_VERSION,
+        "restyle_rt": __version__,  # the backends' precision rules and the tolerance table come with it
+        "cpu": cpu_id(),
+        "threads": int(opts.get("threads") or default_threads()),
+        "graphs": graphs,
+        "int8": hashlib.sha256(json.dumps(int8, sort_keys=True).encode()).hexdigest() if int8 else None,
+        "versions": {c: library_version(c) for c in cands},
+        "options": {k: repr(v) for k, v in sorted(opts.items()) if k != "threads"},
+        "batch": int(batch),
+    }
+
+
+def cpu_id() -> str:
+    """sha256 of the CPU model name and feature flags (``/proc/cpuinfo``; elsewhere ``platform``'s description)."""
+    ident = f"{platform.machine()}|{platform.processor()}"
+    try:
+        with open("/proc/cpuinfo") as f:
+            fields = dict(ln.split(":", 1) for ln in f.read().split("\n\n")[0].splitlines() if ":" in ln)
+        fields = {k.strip(): v.strip() for k, v in fields.items()}
+        ident += "|" + "|".join(fields.get(k, "") for k in ("model name", "flags", "Features", "CPU part"))
+    except OSError:
+        pass
+    return hashlib.sha256(ident.encode()).hexdigest()[:32]
+
+
+def library_version(name: str) -> str:
+    """The version of the library backend ``name`` runs on (its module's ``__version__``)."""
+    lib = LIBRARIES.get(name, REGISTRY[name][0] if name in REGISTRY else name)
+    try:
+        return str(getattr(importlib.import_module(lib), "__version__", "?"))
+    except ImportError:
+        return "missing"
+
+
+def cache_dir() -> Path:
+    """``$RESTYLE_RT_CACHE/auto-backend`` (default ``~/.cache/restyle-rt/auto-backend``)."""
+    root = os.environ.get("RESTYLE_RT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "restyle-rt")
+    return Path(root) / "auto-backend"
+
+
+def cache_path(parts: dict) -> Path:
+    """The decision file for one key."""
+    return cache_dir() / (hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32] + ".json")
+
+
+def _read(path: Path) -> dict | None:
+    try:
+        rec = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        log.warning("backend auto: ignoring the unreadable cached decision %s (%s); measuring again", path, e)
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def _write(path: Path, rec: dict) -> None:
+    try:
+        fsio.write_json(path, rec)
+    except OSError as e:  # a read-only home must not stop the runtime: the next start measures again
+        log.warning("backend auto: could not cache the decision in %s (%s)", path, e)
+
+
+def _start(name: str, artifacts: Artifacts, opts: dict, reasons: list[str],
+           errors: list[Exception]) -> Backend | None:
+    """Start backend ``name`` with the options it takes; None (reason noted) when it cannot."""
+    ok, why = available(name)
+    if not ok:
+        reasons.append(f"{name}: {why}")
+        return None
+    cls = backend_class(name)
+    try:
+        return cls(artifacts, **accepted_options(cls, opts))
+    except _STARTUP_ERRORS as e:
+        reasons.append(f"{name}: {e}")
+        errors.append(e)
+        return None
+
+
+def _none_started(reasons: list[str], errors: list[Exception]) -> Exception:
+    msg = "no backend can run here: " + "; ".join(reasons)
+    kinds = {type(e) for e in errors}
+    return kinds.pop()(msg) if len(kinds) == 1 else BackendUnavailable(msg)
+
+
+def _label(be: Backend) -> str:
+    prec = getattr(be, "precision", None)
+    return f"{be.name} {prec}" if prec else be.name
+
+
+def _fmt(times: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.4g} s" for k, v in sorted(times.items(), key=lambda kv: kv[1])) or "no times"
+
+
+def _log_choice(be: Backend, reasons: list[str], how: str = "") -> None:
+    skipped = f"; skipped {'; '.join(reasons)}" if reasons else ""
+    msg = f"backend auto -> {_label(be)}" + (f" ({how})" if how else "") + skipped
+    if msg not in _logged_choices:
+        _logged_choices.add(msg)
+        log.info("%s", msg)
