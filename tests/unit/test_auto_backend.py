@@ -102,15 +102,17 @@ def test_decision_is_cached_and_only_the_winner_starts(toy, auto, caplog):
     assert f"cached decision {files[0]}" in _choices(caplog)[0]
 
 
-def test_refresh_measures_again_and_static_order_does_not_measure(toy, auto, monkeypatch):
+def test_refresh_measures_again_and_static_order_does_not_measure(toy, auto, monkeypatch, tmp_path):
     art = artifacts.load(toy[0])
     get_backend("auto", art).close()
     auto["times"].update(a=0.1)
     monkeypatch.setenv("RESTYLE_RT_AUTO_PROBE", "refresh")
     assert get_backend("auto", art).name == "a" and len(auto["calls"]) == 4
     monkeypatch.setenv("RESTYLE_RT_AUTO_PROBE", "0")
-    auto["times"].update(a=9.0)
+    monkeypatch.setenv("RESTYLE_RT_CACHE", str(tmp_path / "fresh"))
+    auto["times"].update(a=9.0)  # a measurement would pick b
     assert get_backend("auto", art).name == "a" and len(auto["calls"]) == 4  # static order, no probe
+    assert not choose.cache_dir().exists()
     monkeypatch.setenv("RESTYLE_RT_AUTO_PROBE", "yes")
     with pytest.raises(InputError, match=r"RESTYLE_RT_AUTO_PROBE='yes'; expected 1 .*0 .*refresh"):
         get_backend("auto", art)
