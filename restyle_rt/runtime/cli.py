@@ -96,9 +96,9 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter):
-    """Fills in the registered backend names when help is printed (importing the registry loads numpy, which
-    registration must not)."""
+class BackendNames:
+    """Help-formatter mixin: ``BACKENDS`` in an option's help becomes the registered backend names when help is
+    printed (importing the registry loads numpy, which registration must not). Used by every ``--backend``."""
 
     def _get_help_string(self, action):
         text = super()._get_help_string(action)
@@ -107,6 +107,14 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
             text = text.replace("BACKENDS", " | ".join(names()))
         return text
+
+
+class BackendHelpFormatter(BackendNames, argparse.HelpFormatter):
+    """argparse's default formatter, with :class:`BackendNames`."""
+
+
+class _Formatter(BackendNames, argparse.RawDescriptionHelpFormatter):
+    pass
 
 
 def _epilog() -> str:

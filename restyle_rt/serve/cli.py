@@ -9,13 +9,15 @@ DEFAULT_MAX_ITERS = 20  # == protocol.DEFAULT_MAX_ITERS (protocol imports numpy;
 
 def register(subparsers) -> None:
     """Add the ``serve`` and ``triton-repo`` subcommands to ``restyle-rt``."""
+    from ..runtime.cli import BackendHelpFormatter
+
     p = subparsers.add_parser(
-        "serve", help="serve an artifacts directory on Triton Inference Server (PyTriton; [serve] extra)",
+        "serve", formatter_class=BackendHelpFormatter, help="serve an artifacts directory on Triton Inference Server (PyTriton; [serve] extra)",
         description="Serve one artifacts directory as the Triton model `restyle` (KServe v2 HTTP and gRPC, dynamic "
                     "batching, health, metrics). Loopback only unless --host says otherwise. Needs the [serve] "
                     "extra (it pins numpy<2; install it in its own venv).")
     p.add_argument("artifacts", metavar="ARTIFACTS", help="artifacts directory (from `restyle-rt export`)")
-    p.add_argument("--backend", default="auto", metavar="NAME", help="runtime backend: auto | ort | trt (default auto)")
+    p.add_argument("--backend", default="auto", metavar="NAME", help="runtime backend: BACKENDS (default auto)")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="ORT intra-op threads per instance")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 exposes it)")
     p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")

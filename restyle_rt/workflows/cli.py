@@ -19,9 +19,14 @@ from pathlib import Path
 
 def register(subparsers) -> None:
     """Add ``edit`` and ``animate`` to ``restyle-rt``."""
+    from ..runtime.cli import BackendHelpFormatter, BackendNames
+
+    class _Raw(BackendNames, argparse.RawDescriptionHelpFormatter):
+        pass
+
     e = subparsers.add_parser("edit", help="InterFaceGAN edits of inverted images",
                               description=__doc__.split("\n\n")[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter,
+                              formatter_class=_Raw,
                               epilog="\n".join(__doc__.splitlines()[5:]))
     _common(e)
     e.add_argument("--direction", required=True, action="append", metavar="FILE",
@@ -33,6 +38,7 @@ def register(subparsers) -> None:
     e._negative_number_matcher = re.compile(r"^-\d*\.?\d+(,-?\d*\.?\d+)*$")
     e.set_defaults(func=run_edit)
     a = subparsers.add_parser("animate", help="video interpolating between the inversions of several images",
+                              formatter_class=BackendHelpFormatter,
                               description="Official animations notebook: interpolate consecutive latents and "
                                           "decode every frame through the synthesis graph.")
     _common(a)
@@ -49,7 +55,7 @@ def _common(p) -> None:
     p.add_argument("inputs", metavar="INPUT", nargs="*", help="image files or directories")
     p.add_argument("--latents", metavar="NPY", help="start from saved latents instead of inverting images")
     p.add_argument("--iters", type=int, default=5, metavar="N", help="ReStyle steps per image (default 5)")
-    p.add_argument("--backend", default="auto", metavar="NAME", help="auto | ort | trt (default auto)")
+    p.add_argument("--backend", default="auto", metavar="NAME", help="BACKENDS (default auto)")
 
 
 def _sources(args, inv):

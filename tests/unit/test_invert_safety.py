@@ -170,13 +170,14 @@ def test_bad_early_exit_is_refused_at_parse_time(toy, capfd, tmp_path, value):
     assert e.value.code == 2 and "--early-exit" in capfd.readouterr().err
 
 
-def test_backend_help_lists_only_registered_backends(capsys):
+@pytest.mark.parametrize("command", ["invert", "edit", "animate", "serve"])
+def test_backend_help_lists_only_registered_backends(capsys, command):
     from restyle_rt.runtime.backends import names
 
     with pytest.raises(SystemExit):
-        main(["invert", "--help"])
+        main([command, "--help"])
     line = next(ln for ln in capsys.readouterr().out.splitlines() if "--backend" in ln and "|" in ln)
-    listed = [n.strip() for n in line.split("NAME", 1)[1].split("(default")[0].split("|")]
+    listed = [n.strip() for n in line.split("NAME", 1)[1].split(":")[-1].split("(default")[0].split("|")]
     assert listed == list(names()) and "torch" not in listed
 
 
