@@ -12,7 +12,8 @@ def register(subparsers) -> None:
     from ..runtime.cli import BackendHelpFormatter
 
     p = subparsers.add_parser(
-        "serve", formatter_class=BackendHelpFormatter, help="serve an artifacts directory on Triton Inference Server (PyTriton; [serve] extra)",
+        "serve", formatter_class=BackendHelpFormatter,
+        help="serve an artifacts directory on Triton Inference Server (PyTriton; [serve] extra)",
         description="Serve one artifacts directory as the Triton model `restyle` (KServe v2 HTTP and gRPC, dynamic "
                     "batching, health, metrics). Loopback only unless --host says otherwise. Needs the [serve] "
                     "extra (it pins numpy<2; install it in its own venv).")
