@@ -1,4 +1,5 @@
 """The ``--out`` directory of one ``restyle-rt invert`` run: what it will write, checked before any model loads.
+(The checks and the lock are module functions that ``edit`` and ``animate`` use too.)
 
 * **Never an input.** ``--out`` may not be empty, nor an input directory, and no planned output may be an input
   file (``--save-steps`` included); images already under ``--out`` are not picked up from an input directory that
@@ -18,7 +19,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -69,24 +70,12 @@ class RunDir:
         Raises:
             OutputError: naming the problem.
         """
-        fsio.check_writable_dir(self.out, "--out")
-        out = self.out.resolve()
-        for i in inputs:
-            if Path(i).is_dir() and Path(i).resolve() == out:
-                raise OutputError(f"--out {self.out} is the input directory {i}: outputs would overwrite or mix "
-                                  "with the inputs; choose another directory")
+        check_out_dir(self.out, inputs)
 
     def exclude_outputs(self, paths: Sequence[Path], inputs: Sequence[os.PathLike]) -> List[Path]:
         """Drop files under ``--out`` found by walking an input directory that contains it (earlier outputs);
         files named explicitly are kept."""
-        out = self.out.resolve()
-        walked = [Path(i).resolve() for i in inputs if Path(i).is_dir() and Path(i).resolve() in out.parents]
-        if not walked:
-            return list(paths)
-        keep = [p for p in paths if out not in Path(p).resolve().parents]
-        if len(keep) < len(paths):
-            log.info("not inverting %d file(s) under --out %s (earlier outputs)", len(paths) - len(keep), self.out)
-        return keep
+        return exclude_under(self.out, paths, inputs)
 
     def check_inputs(self, paths: Sequence[Path], names: Sequence[str]) -> None:
         """Refuse an ``--out`` that would overwrite an input (before anything is loaded).
@@ -94,12 +83,7 @@ class RunDir:
         Raises:
             OutputError: a planned output is an input file.
         """
-        sources = {Path(p).resolve(): p for p in paths}
-        for name in names:
-            for f in self.image_outputs(name):
-                if f.resolve() in sources:
-                    raise OutputError(f"output {f} would overwrite the input {sources[f.resolve()]}; "
-                                      "choose another --out")
+        check_no_overwrite([f for name in names for f in self.image_outputs(name)], paths)
 
     # --- lock and resume -------------------------------------------------------------------------------------
 
@@ -109,26 +93,7 @@ class RunDir:
         Raises:
             OutputError: another process holds it.
         """
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: no lock
-            return
-        state = self.out / STATE
-        state.mkdir(parents=True, exist_ok=True)
-        f = open(state / "lock", "a+")  # noqa: SIM115 - held open (and locked) until close()
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            who = f.read().strip() or "?"
-            f.close()
-            raise OutputError(f"--out {self.out} is being written by another restyle-rt invert (pid {who}); "
-                              "wait for it or choose another --out") from None
-        f.seek(0)
-        f.truncate()
-        f.write(str(os.getpid()))
-        f.flush()
-        self._lock = f
+        self._lock = lock_dir(self.out, "invert")
 
     def close(self) -> None:
         """Release the lock."""
@@ -207,3 +172,76 @@ class RunDir:
         }
         fsio.write_text(self.out / "latents.json", json.dumps(index, indent=1) + "\n")
         return len(done)
+
+
+# --- shared by every command that writes under --out (invert, edit, animate) -----------------------------------
+
+
+def check_out_dir(out: Path, inputs: Sequence[os.PathLike], what: str = "--out") -> None:
+    """Refuse an output directory that is unusable or one of the input directories (before anything is read).
+
+    Raises:
+        OutputError: naming the problem.
+    """
+    fsio.check_writable_dir(out, what)
+    resolved = Path(out).resolve()
+    for i in inputs:
+        if Path(i).is_dir() and Path(i).resolve() == resolved:
+            raise OutputError(f"{what} {out} is the input directory {i}: outputs would overwrite or mix "
+                              "with the inputs; choose another directory")
+
+
+def exclude_under(out: Path, paths: Sequence[Path], inputs: Sequence[os.PathLike]) -> List[Path]:
+    """``paths`` less the files under ``out`` that were found by walking an input directory containing it
+    (earlier outputs); files named explicitly are kept."""
+    resolved = Path(out).resolve()
+    walked = [Path(i).resolve() for i in inputs if Path(i).is_dir() and Path(i).resolve() in resolved.parents]
+    if not walked:
+        return list(paths)
+    keep = [p for p in paths if resolved not in Path(p).resolve().parents]
+    if len(keep) < len(paths):
+        log.info("not reading %d file(s) under %s (earlier outputs)", len(paths) - len(keep), out)
+    return keep
+
+
+def check_no_overwrite(outputs: Sequence[Path], inputs: Sequence[Path], what: str = "--out") -> None:
+    """Refuse when a planned output file is one of the input files.
+
+    Raises:
+        OutputError: naming the output and the input.
+    """
+    sources = {Path(p).resolve(): p for p in inputs}
+    for f in outputs:
+        if Path(f).resolve() in sources:
+            raise OutputError(f"output {f} would overwrite the input {sources[Path(f).resolve()]}; "
+                              f"choose another {what}")
+
+
+def lock_dir(directory: Path, command: str, name: str = "lock", target: Optional[Path] = None):
+    """Create ``directory/.restyle-rt/`` and take an exclusive ``flock`` on its file ``name`` (the holder's pid
+    in it); returns the open file (closing it releases the lock), or None where there is no ``fcntl``.
+    ``target`` is what the lock guards, named in the error (default: ``directory``).
+
+    Raises:
+        OutputError: another process holds it (names its pid).
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        return None
+    state = Path(directory) / STATE
+    state.mkdir(parents=True, exist_ok=True)
+    f = open(state / name, "a+")  # noqa: SIM115 - held open (and locked) until the caller closes it
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        who = f.read().strip() or "?"
+        f.close()
+        raise OutputError(f"--out {target or directory} is being written by another restyle-rt {command} "
+                          f"(pid {who}); wait for it or choose another --out") from None
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    return f

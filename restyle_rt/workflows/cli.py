@@ -7,6 +7,11 @@ edit outputs under ``--out DIR`` (NAME is the input's stem)::
 
     DIR/<direction>/NAME.png   [input, inversion, edit_1 .. edit_F] left to right (official editing_results)
     DIR/coupled/NAME.png       the direction strips stacked, when every direction has the same factor count
+
+Before any model loads, as ``invert`` does (:mod:`restyle_rt.runtime.outputs`): no output may overwrite an input
+(``--out`` is not an input directory; images already under ``--out`` are not read from an input directory that
+contains it), and one process at a time writes an ``--out`` (edit: ``DIR/.restyle-rt/lock``; animate:
+``.restyle-rt/FILE.lock`` beside the video). Every file is written under a temporary name and renamed.
 """
 
 from __future__ import annotations
@@ -58,28 +63,62 @@ def _common(p) -> None:
     p.add_argument("--backend", default="auto", metavar="NAME", help="BACKENDS (default auto)")
 
 
-def _sources(args, inv):
-    """(latents [N, S, 512], names, input images uint8 or None) from --latents or by inverting the inputs."""
+def _plan(args, out_dir) -> tuple:
+    """Check the sources before any model loads; (paths, names) of the input images ([] with ``--latents``),
+    without files under ``out_dir`` found by walking an input directory that contains it (earlier outputs)."""
     from ..errors import InputError
     from ..runtime import io
-    from .common import load_latents
+    from ..runtime.outputs import exclude_under
 
     if bool(args.latents) == bool(args.inputs):
         raise InputError("give either INPUT images or --latents, not both or neither")
     if args.iters < 1:
         raise InputError(f"--iters must be >= 1, got {args.iters}")
     if args.latents:
+        return [], []
+    paths = exclude_under(out_dir, io.list_images(args.inputs), args.inputs)
+    if not paths:
+        raise InputError(f"no images to read: every image found lies under --out {args.out}")
+    return paths, io.output_names(paths, args.inputs)
+
+
+def _sources(args, inv, paths, names):
+    """(latents [N, S, 512], names, input images uint8 or None) from --latents or by inverting ``paths``."""
+    from ..runtime import io
+    from .common import load_latents
+
+    if args.latents:
         lat, names = load_latents(args.latents, inv.spec.n_styles)
         return lat, names, None
-    paths = io.list_images(args.inputs)
-    names = io.output_names(paths, args.inputs)
     x = inv.preprocess(paths)  # [N, 3, H, W]
     res = inv.invert(x, n_iters=args.iters)
     return res.latents, names, [io.to_uint8(xi) for xi in x]
 
 
 def run_edit(args) -> int:
-    """Do ``edit``; returns 0."""
+    """Do ``edit``; returns 0. ``--out`` is checked (not an input directory, no output over an input) and locked
+    against a second writer before any model loads."""
+    from ..runtime.outputs import check_no_overwrite, check_out_dir, lock_dir
+    from .editing import parse_factors
+
+    factors = parse_factors(args.factors)
+    out = Path(args.out)
+    check_out_dir(out, args.inputs)
+    paths, names = _plan(args, out)
+    stems = [Path(d).stem for d in args.direction] + (["coupled"] if len(args.direction) > 1 else [])
+    check_no_overwrite([out / s / f"{n}.png" for s in stems for n in names], paths)
+    lock = lock_dir(out, "edit")
+    try:
+        n, n_dirs = _edit(args, out, factors, paths, names)
+    finally:
+        if lock is not None:
+            lock.close()
+    print(f"edited {n} image(s) x {n_dirs} direction(s) x {len(factors)} factor(s) -> {out}", file=sys.stderr)
+    return 0
+
+
+def _edit(args, out, factors, paths, names):
+    """Render and write every strip; returns (images, directions)."""
     import numpy as np
     from tqdm import tqdm
 
@@ -87,13 +126,11 @@ def run_edit(args) -> int:
     from ..runtime.api import Inverter
     from .common import synthesize_all
     from .directions import fit_direction, load_direction
-    from .editing import parse_factors, render_edits
+    from .editing import render_edits
 
-    factors = parse_factors(args.factors)
-    out = Path(args.out)
     with Inverter.load(args.artifacts, backend=args.backend) as inv:
         dirs = {Path(d).stem: fit_direction(load_direction(d), inv.spec.n_styles, d) for d in args.direction}
-        lat, names, inputs = _sources(args, inv)
+        lat, names, inputs = _sources(args, inv, paths, names)
         inversions = synthesize_all(inv.backend, inv.profile, lat)  # [N, 3, h, w]
         bar = tqdm(total=len(dirs) * len(factors) * len(lat), unit="img", desc="edit", file=sys.stderr)
         strips = {n: [] for n in names}
@@ -111,17 +148,18 @@ def run_edit(args) -> int:
     if len(dirs) > 1:
         for name, rows in strips.items():
             io.write_png(out / "coupled" / f"{name}.png", np.concatenate(rows, axis=0))
-    print(f"edited {len(names)} image(s) x {len(dirs)} direction(s) x {len(factors)} factor(s) -> {out}",
-          file=sys.stderr)
-    return 0
+    return len(names), len(dirs)
 
 
 def run_animate(args) -> int:
-    """Do ``animate``; returns 0."""
+    """Do ``animate``; returns 0. ``--out`` may not be an input image, and one process at a time writes it (a
+    lock in ``.restyle-rt/`` beside it); both checked before any model loads."""
     from tqdm import tqdm
 
+    from .. import fsio
     from ..errors import InputError
     from ..runtime.api import Inverter
+    from ..runtime.outputs import check_no_overwrite, lock_dir
     from .animation import interpolate, render, write_video
 
     if args.frames < 2:
@@ -131,12 +169,20 @@ def run_animate(args) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in (".mp4", ".avi", ".gif"):
         raise InputError(f"--out {out}: use a .mp4, .avi or .gif file name")
-    with Inverter.load(args.artifacts, backend=args.backend) as inv:
-        lat, _names, inputs = _sources(args, inv)
-        n_frames = interpolate(lat, args.frames, not args.no_loop)[0].shape[0]
-        with tqdm(total=n_frames, unit="frame", desc="animate", file=sys.stderr) as bar:
-            frames = render(inv.backend, inv.profile, lat, args.frames, not args.no_loop,
-                            None if args.no_inputs else inputs, bar.update)
-    write_video(out, frames, args.fps)
+    fsio.check_writable_file(out, "--out")
+    paths, names = _plan(args, out)
+    check_no_overwrite([out], paths)
+    lock = lock_dir(out.parent, "animate", name=f"{out.name}.lock", target=out)
+    try:
+        with Inverter.load(args.artifacts, backend=args.backend) as inv:
+            lat, _names, inputs = _sources(args, inv, paths, names)
+            n_frames = interpolate(lat, args.frames, not args.no_loop)[0].shape[0]
+            with tqdm(total=n_frames, unit="frame", desc="animate", file=sys.stderr) as bar:
+                frames = render(inv.backend, inv.profile, lat, args.frames, not args.no_loop,
+                                None if args.no_inputs else inputs, bar.update)
+        write_video(out, frames, args.fps)
+    finally:
+        if lock is not None:
+            lock.close()
     print(f"wrote {len(frames)} frames at {args.fps:g} fps -> {out}", file=sys.stderr)
     return 0

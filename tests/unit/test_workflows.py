@@ -316,3 +316,89 @@ def test_invert_bootstrap_cli(make_toy, rgb_images, tmp_path):
     (d3, _) = make_toy("cars", spec=TOY_CARS_SPEC)
     assert main(["invert", str(d2), str(paths[0]), "--bootstrap", str(d3), "--out", str(tmp_path / "o2")]) == 2
     assert not (tmp_path / "o2").exists()
+
+
+# --- edit / animate outputs: never over an input, one writer (checked before any model loads) --------------------
+
+
+@pytest.fixture
+def edit_setup(toy, rgb_images, tmp_path):
+    """(main, artifacts dir, input image paths, direction .npy) for the output-safety tests."""
+    from restyle_rt.cli import main
+
+    np.save(tmp_path / "age.npy", np.random.default_rng(1).standard_normal((1, 512)).astype(np.float32))
+    return main, str(toy[0]), rgb_images(2), str(tmp_path / "age.npy")
+
+
+def _no_model_load(monkeypatch):
+    from restyle_rt.runtime.api import Inverter
+
+    def refuse(*a, **k):
+        raise AssertionError("a model was loaded before the outputs were checked")
+
+    monkeypatch.setattr(Inverter, "load", classmethod(refuse))
+
+
+def test_edit_refuses_an_output_over_an_input(edit_setup, tmp_path, capfd, monkeypatch):
+    from restyle_rt.errors import EXIT_OS
+
+    main, art, paths, age = edit_setup
+    victim = tmp_path / "o" / "age" / "img000.png"  # where `edit --out o --direction age.npy` writes img000's strip
+    victim.parent.mkdir(parents=True)
+    victim.write_bytes(paths[0].read_bytes())
+    before = victim.read_bytes()
+    _no_model_load(monkeypatch)
+    assert main(["edit", art, str(victim), "--out", str(tmp_path / "o"), "--direction", age, "--factors", "1"]) \
+        == EXIT_OS
+    assert f"output {victim} would overwrite the input {victim}" in capfd.readouterr().err
+    assert victim.read_bytes() == before
+    rc = main(["edit", art, str(paths[0].parent), "--out", str(paths[0].parent), "--direction", age])
+    assert rc == EXIT_OS and "is the input directory" in capfd.readouterr().err
+
+
+def test_edit_does_not_read_its_earlier_outputs(edit_setup, capfd):
+    main, art, paths, age = edit_setup
+    src = paths[0].parent
+    args = ["edit", art, str(src), "--out", str(src / "ed"), "--direction", age, "--factors", "1", "--iters", "1"]
+    assert main(args) == 0
+    assert main(args) == 0  # src/ed/age/*.png are under --out: not inputs the second time
+    assert capfd.readouterr().err.count("edited 2 image(s)") == 2
+    assert sorted(p.name for p in (src / "ed" / "age").iterdir()) == ["img000.png", "img001.png"]
+
+
+@pytest.mark.parametrize("command", ["edit", "animate"])
+def test_a_second_writer_is_refused(edit_setup, tmp_path, capfd, monkeypatch, command):
+    import fcntl
+
+    from restyle_rt.errors import EXIT_OS
+
+    main, art, paths, age = edit_setup
+    if command == "edit":
+        out, lock = tmp_path / "o", tmp_path / "o" / ".restyle-rt" / "lock"
+        argv = ["edit", art, *map(str, paths), "--out", str(out), "--direction", age]
+    else:
+        out, lock = tmp_path / "a.gif", tmp_path / ".restyle-rt" / "a.gif.lock"
+        argv = ["animate", art, *map(str, paths), "--out", str(out), "--frames", "2"]
+    lock.parent.mkdir(parents=True)
+    _no_model_load(monkeypatch)
+    with open(lock, "w") as f:  # another run holds the lock
+        f.write("4242")
+        f.flush()
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        assert main(argv) == EXIT_OS
+    assert f"--out {out} is being written by another restyle-rt {command} (pid 4242)" in capfd.readouterr().err
+
+
+def test_animate_refuses_to_overwrite_an_input(edit_setup, tmp_path, capfd, monkeypatch):
+    from PIL import Image
+
+    from restyle_rt.errors import EXIT_OS
+
+    main, art, paths, _ = edit_setup
+    gif = tmp_path / "clip.gif"
+    Image.open(paths[0]).save(gif)
+    before = gif.read_bytes()
+    _no_model_load(monkeypatch)
+    assert main(["animate", art, str(paths[0]), str(gif), "--out", str(gif), "--frames", "2"]) == EXIT_OS
+    assert f"output {gif} would overwrite the input {gif}" in capfd.readouterr().err
+    assert gif.read_bytes() == before
