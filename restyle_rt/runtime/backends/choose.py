@@ -23,7 +23,7 @@ following a fixed order:
 
 Cost of a probe (once per key): :data:`WARMUP` + :data:`REPEATS` = 3 loop steps per candidate plus each
 candidate's start (OpenVINO compiles the graphs the first time: ~15 s at 1024 px on the 2-vCPU dev VM, cached by
-OpenVINO afterwards). At ffhq-1024 batch 1 a step is ~2 s there (encoder ~0.5 s, synthesis ~1.5 s), so the timed
+OpenVINO afterwards). At ffhq-1024 batch 1 a step is ~2 s there (encoder ~0.3 s, synthesis ~1.5 s), so the timed
 part is ~12 s for two candidates. Toy artifacts: milliseconds.
 
 ``$RESTYLE_RT_AUTO_PROBE``: ``1`` (default) measure or use the cached decision; ``0`` no probe, the static order of
