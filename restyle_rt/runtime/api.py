@@ -52,7 +52,9 @@ class Inverter:
 
         Args:
             artifacts_dir: the directory written by ``restyle-rt export``.
-            backend: ``"auto"`` or a registered backend name (``"ort"``, ``"trt"``, ...).
+            backend: ``"auto"`` (``trt`` when it starts, else the CPU backend measured fastest on this machine,
+                decision cached: :mod:`restyle_rt.runtime.backends.choose`) or a registered backend name
+                (``"ort"``, ``"openvino"``, ``"trt"``).
             verify: check every file against the sha256 in the manifest (cached per file; see
                 :func:`restyle_rt.artifacts.load`). False skips it.
             **opts: backend options (for ``ort``: ``providers``, ``threads``, ``device_id``, ``io_binding``).
