@@ -118,7 +118,7 @@ def test_refresh_measures_again_and_static_order_does_not_measure(toy, auto, mon
         get_backend("auto", art)
 
 
-@pytest.mark.parametrize("part", ["cpu", "threads", "graphs", "versions", "batch", "options"])
+@pytest.mark.parametrize("part", ["cpu", "threads", "graphs", "weights", "versions", "batch", "options"])
 def test_each_key_part_invalidates_the_cache(toy, make_toy, auto, monkeypatch, part):
     art, opts = artifacts.load(toy[0]), {}
     get_backend("auto", art).close()
@@ -130,6 +130,8 @@ def test_each_key_part_invalidates_the_cache(toy, make_toy, auto, monkeypatch, p
         opts = {"threads": 1}
     elif part == "graphs":
         art = artifacts.load(make_toy("other", seed=1)[0])
+    elif part == "weights":  # external weights: the manifest's data_sha256 (toy graphs keep their weights inline)
+        art.manifest["graphs"]["synthesis"]["data_sha256"] = "0" * 64
     elif part == "versions":
         monkeypatch.setattr(choose, "library_version", lambda n: "99.0")
     elif part == "batch":
@@ -214,3 +216,16 @@ def test_real_probe_on_toy_artifacts_times_each_candidate(toy, monkeypatch, tmp_
         assert rec["choice"] == be.name
     assert set(rec["times_s"]) == {"ort fp32", "openvino fp32"} and all(t > 0 for t in rec["times_s"].values())
     assert min(rec["times_s"], key=rec["times_s"].get).startswith(rec["choice"])
+
+
+@pytest.mark.parametrize("load, warned", [(99.0, True), (0.1, False), (None, False)])
+def test_a_probe_on_a_busy_machine_says_so(toy, auto, monkeypatch, caplog, load, warned):
+    monkeypatch.setattr(choose, "_load_average", lambda: load)
+    with caplog.at_level(logging.INFO, logger="restyle_rt"):
+        get_backend("auto", artifacts.load(toy[0]), threads=2).close()
+    busy = [r for r in caplog.records if r.levelno == logging.WARNING and "machine was busy" in r.getMessage()]
+    assert bool(busy) == warned
+    if warned:
+        assert "load average 99.0 > 2 threads" in busy[0].getMessage() and "RESTYLE_RT_AUTO_PROBE=refresh" in \
+            busy[0].getMessage()
+    assert json.loads(next(choose.cache_dir().glob("*.json")).read_text())["load_avg_1m"] == load

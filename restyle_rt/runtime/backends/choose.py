@@ -108,6 +108,7 @@ def _measured(artifacts, cands, opts, reasons, errors, refresh: bool) -> Backend
         log.info("backend auto: the cached choice %s no longer starts; measuring again", rec["choice"])
     times: dict[str, float] = {}
     best: tuple[Backend, float] | None = None
+    load = _load_average()
     for name in cands:
         be = _start(name, artifacts, opts, reasons, errors)
         if be is None:
@@ -128,10 +129,21 @@ def _measured(artifacts, cands, opts, reasons, errors, refresh: bool) -> Backend
             be.close()
     if best is None:
         raise _none_started(reasons, errors)
-    _write(path, {"choice": best[0].name, "times_s": times, "batch": batch, "key": parts,
+    _write(path, {"choice": best[0].name, "times_s": times, "batch": batch, "key": parts, "load_avg_1m": load,
                   "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     _log_choice(best[0], reasons, f"measured now: {_fmt(times)} per step at batch {batch}; cached in {path}")
+    if load is not None and load > parts["threads"]:
+        log.warning("backend auto: measured while the machine was busy (load average %.1f > %d threads), so the "
+                    "times may not rank the backends as they run alone; measure again on a quiet machine with "
+                    "%s=refresh", load, parts["threads"], ENV_PROBE)
     return best[0]
+
+
+def _load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):  # not available on this platform
+        return None
 
 
 def measure(backend: Backend, batch: int) -> float:
@@ -172,9 +184,9 @@ def key_parts(artifacts: Artifacts, cands: list[str], opts: dict, batch: int) ->
     """Everything that can change which candidate is fastest, as a JSON-able dict (hashed by :func:`cache_path`)."""
     from .ort import default_threads
 
-    graphs = {}
+    graphs = {}  # the graph files' sha256 and their external weights' (recorded in the manifest at export)
     for g, rec in sorted(artifacts.manifest.get("graphs", {}).items()):
-        graphs[g] = rec.get("sha256") or sha256_file(artifacts.graph_path(g))
+        graphs[g] = [rec.get("sha256") or sha256_file(artifacts.graph_path(g)), rec.get("data_sha256")]
     int8 = artifacts.manifest.get("int8")
     return {
         "probe": PROBE_VERSION,
