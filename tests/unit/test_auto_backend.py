@@ -15,6 +15,7 @@ from restyle_rt.runtime.backends import choose, get_backend
 from restyle_rt.runtime.backends.ort import OrtBackend
 
 STARTED: list = []
+ALIVE = {"now": 0, "peak": 0}
 
 
 class FakeA(OrtBackend):
@@ -23,6 +24,15 @@ class FakeA(OrtBackend):
     def __init__(self, *args, **kw):
         super().__init__(*args, **kw)
         STARTED.append(self.name)
+        self._alive = True
+        ALIVE["now"] += 1
+        ALIVE["peak"] = max(ALIVE["peak"], ALIVE["now"])
+
+    def close(self):
+        if getattr(self, "_alive", False):
+            self._alive = False
+            ALIVE["now"] -= 1
+        super().close()
 
 
 class FakeB(FakeA):
@@ -65,6 +75,7 @@ def auto(monkeypatch, tmp_path):
     monkeypatch.setattr(choose, "measure", measure)
     choose._logged_choices.clear()
     STARTED.clear()
+    ALIVE.update(now=0, peak=0)
     return probe
 
 
@@ -229,3 +240,12 @@ def test_a_probe_on_a_busy_machine_says_so(toy, auto, monkeypatch, caplog, load,
         assert "load average 99.0 > 2 threads" in busy[0].getMessage() and "RESTYLE_RT_AUTO_PROBE=refresh" in \
             busy[0].getMessage()
     assert json.loads(next(choose.cache_dir().glob("*.json")).read_text())["load_avg_1m"] == load
+
+
+@pytest.mark.parametrize("fastest, started", [("b", ["a", "b"]), ("a", ["a", "b", "a"])])
+def test_one_candidate_alive_at_a_time(toy, auto, fastest, started):
+    """Peak memory of the probe is one backend's; the winner is started again only when it did not run last."""
+    auto["times"].update({fastest: 0.01})
+    with get_backend("auto", artifacts.load(toy[0])) as be:
+        assert be.name == fastest
+        assert ALIVE["peak"] == 1 and ALIVE["now"] == 1 and STARTED == started

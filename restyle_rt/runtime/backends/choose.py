@@ -15,7 +15,8 @@ following a fixed order:
 3. **The probe**: per candidate, one warm-up loop step then :data:`REPEATS` timed steps (``encode`` + ``synthesize``
    at batch ``$RESTYLE_RT_AUTO_BATCH``, default 1, clamped to the batch profile), fed with the artifacts' own seeds
    (``avg_feedback``, ``latent_avg``); the smallest best-of time wins. A candidate that fails to start or to run is
-   closed and skipped with its reason logged; at most two candidates are alive at once.
+   closed and skipped with its reason logged. One candidate is alive at a time (peak memory: the largest one's; at
+   ffhq-1024 batch 1 ORT peaks ~2.8 GB RSS, OpenVINO ~4.2 GB), so the winner is started again unless it ran last.
 4. The decision is **cached** as JSON under ``$RESTYLE_RT_CACHE/auto-backend/`` (default ``~/.cache/restyle-rt``),
    keyed by what can change the answer: CPU model and flags, threads, the graph files' sha256, the backend
    libraries' versions, the candidates, the other backend options, the batch. A later start with the same key
@@ -25,8 +26,9 @@ following a fixed order:
 
 Cost of a probe (once per key): :data:`WARMUP` + :data:`REPEATS` = 3 loop steps per candidate plus each
 candidate's start (OpenVINO compiles the graphs the first time: ~15 s at 1024 px on the 2-vCPU dev VM, cached by
-OpenVINO afterwards). At ffhq-1024 batch 1 a step is ~2 s there (encoder ~0.3 s, synthesis ~1.5 s), so the timed
-part is ~12 s for two candidates. Toy artifacts: milliseconds.
+OpenVINO afterwards), plus possibly one more start of the winner. At ffhq-1024 batch 1 a step is ~2.5 s there
+(benchmarks/cpu/ffhq-1024-cpu-backends.md: encoder ~0.6 s, synthesis ~1.9 s, ORT and OpenVINO FP32 within 3 %), so
+the timed part is ~15 s for the two candidates. Toy artifacts: milliseconds.
 
 ``$RESTYLE_RT_AUTO_PROBE``: ``1`` (default) measure or use the cached decision; ``0`` no probe, the static order of
 ``AUTO_ORDER`` (first that starts); ``refresh`` re-measure and overwrite the cached decision.
@@ -109,9 +111,12 @@ def _measured(artifacts, cands, opts, reasons, errors, refresh: bool) -> Backend
             return be
         log.info("backend auto: the cached choice %s no longer starts; measuring again", rec["choice"])
     times: dict[str, float] = {}
-    best: tuple[Backend, float] | None = None
+    best, kept = None, None  # (name, seconds); the last candidate measured, when it is the fastest so far
     load = _load_average()
-    for name in cands:
+    for name in cands:  # one backend alive at a time: the probe's peak memory is the largest one's, not their sum
+        if kept is not None:
+            kept.close()
+            kept = None
         be = _start(name, artifacts, opts, reasons, errors)
         if be is None:
             continue
@@ -124,21 +129,22 @@ def _measured(artifacts, cands, opts, reasons, errors, refresh: bool) -> Backend
             continue
         times[_label(be)] = t
         if best is None or t < best[1]:
-            if best is not None:
-                best[0].close()
-            best = (be, t)
+            best, kept = (name, t), be
         else:
             be.close()
     if best is None:
         raise _none_started(reasons, errors)
-    _write(path, {"choice": best[0].name, "times_s": times, "batch": batch, "key": parts, "load_avg_1m": load,
+    winner = kept or _start(best[0], artifacts, opts, reasons, errors)  # started again unless it ran last
+    if winner is None:
+        raise _none_started(reasons, errors)
+    _write(path, {"choice": best[0], "times_s": times, "batch": batch, "key": parts, "load_avg_1m": load,
                   "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-    _log_choice(best[0], reasons, f"measured now: {_fmt(times)} per step at batch {batch}; cached in {path}")
+    _log_choice(winner, reasons, f"measured now: {_fmt(times)} per step at batch {batch}; cached in {path}")
     if load is not None and load > parts["threads"]:
         log.warning("backend auto: measured while the machine was busy (load average %.1f > %d threads), so the "
                     "times may not rank the backends as they run alone; measure again on a quiet machine with "
                     "%s=refresh", load, parts["threads"], ENV_PROBE)
-    return best[0]
+    return winner
 
 
 def _load_average() -> float | None:
