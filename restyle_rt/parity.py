@@ -117,8 +117,9 @@ TOLERANCES: Dict[Tuple[str, str, str], Tolerance] = {
     # FP32) vs the same FP32 torch references. BF16 keeps 8 mantissa bits: ~1e-2 per call, and the loop compounds
     # it through the feedback image (psp-irse50 fixture: latent 7.0e-3 -> 1.5e-2, image 43.5 -> 36.6 dB over 5 steps;
     # e4e cars fixture, about 2x per step: latent 1.5e-2 -> 9.5e-2, image 37.0 -> 18.2 dB). Per-preset loop numbers
-    # (random weights, 5 steps, vs the torch-official loop) are in benchmarks/README.md ("OpenVINO"). These bounds
-    # miss AUTO_BAR by orders of magnitude, so `auto` never picks BF16.
+    # (random weights, 5 steps, vs the torch-official loop; `restyle-rt bench`, benchmarks/README.md "OpenVINO"):
+    # worst step latent rel-L2 / image PSNR ffhq-1024 2.2e-2 / 27.0 dB (batch 4), church-256 1.0e-1 / 15.9 dB,
+    # cars-512 1.3e-1 / 12.2 dB. These bounds miss AUTO_BAR by orders of magnitude, so `auto` never picks BF16.
     ("openvino", "bf16", "latent_next"): Tolerance(5e-2, note="measured <=1.5e-2 (cars)"),
     ("openvino", "bf16", "residual"): Tolerance(1e-1, note="measured <=2.5e-2 (cars)"),
     ("openvino", "bf16", "image"): Tolerance(5e-2, 30.0, note="measured <=9.0e-3 rel-L2, >=44.0 dB"),

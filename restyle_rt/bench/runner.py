@@ -172,7 +172,8 @@ def current_rss_mb() -> Optional[float]:
 def machine_info(threads: int) -> dict:
     """CPU model, cores, load, memory and library versions (torch read from metadata, never imported)."""
     versions = {"restyle_rt": __version__, "python": platform.python_version()}
-    for pkg in ("numpy", "onnxruntime", "torch", "onnx", "tensorrt", "psutil"):
+    for pkg in ("numpy", "onnxruntime", "openvino", "torch", "onnx", "tensorrt", "tensorrt-rtx-cu13-bindings",
+                "psutil"):
         try:
             versions[pkg] = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:
