@@ -19,10 +19,10 @@ following a fixed order:
    ffhq-1024 batch 1 ORT peaks ~2.8 GB RSS, OpenVINO ~4.2 GB), so the winner is started again unless it ran last.
 4. The decision is **cached** as JSON under ``$RESTYLE_RT_CACHE/auto-backend/`` (default ``~/.cache/restyle-rt``),
    keyed by what can change the answer: CPU model and flags, threads, the graph files' sha256, the backend
-   libraries' versions, the candidates, the other backend options, the batch. A later start with the same key
-   reads the file and starts only the winner. The choice and the measured times are logged at INFO; a probe run
-   while the 1-minute load average exceeds the threads logs a warning (times taken under contention may rank the
-   backends wrongly; ``refresh`` below measures again).
+   libraries' versions, the candidates, the other backend options, the batch, restyle-rt's version. A later start
+   with the same key reads the file and starts only the winner. The choice and the measured times are logged at
+   INFO; a probe run while the 1-minute load average exceeds the threads logs a warning (times taken under
+   contention may rank the backends wrongly; ``refresh`` below measures again).
 
 Cost of a probe (once per key): :data:`WARMUP` + :data:`REPEATS` = 3 loop steps per candidate plus each
 candidate's start (OpenVINO compiles the graphs the first time: ~15 s at 1024 px on the 2-vCPU dev VM, cached by
