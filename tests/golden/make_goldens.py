@@ -35,7 +35,6 @@ import tempfile
 import types
 from argparse import Namespace
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -44,11 +43,16 @@ N_ITERS = 5
 THUMB_W = 16  # golden images are box-averaged down to this width
 
 # name: (encoder_type, dataset_type, output_size, latent_avg_shape, batch). Seeds: sum(map(ord, name)), as in
-# tests/model_fixtures.py, so the four toy configs share their checkpoints (and CI exports) with the parity tests.
+# tests/model_fixtures.py, so the toy configs defined there too share their checkpoints (and CI exports) with the
+# parity tests.
 CONFIGS = {
     "psp-irse50-ffhq": ("BackboneEncoder", "ffhq_encode", 32, "SxD", 2),
     "e4e-irse50-ffhq": ("ProgressiveBackboneEncoder", "ffhq_encode", 32, "D", 2),
     "psp-resnet34-church": ("ResNetBackboneEncoder", "church_encode", 16, "D", 2),
+    # pSp's FPN encoders (GradualStyleEncoder / ResNetGradualStyleEncoder): 32 px gives S = 8, so all three pyramid
+    # levels (styles 0-2, 3-6, 7) are used; the IR-SE50 one is tests/model_fixtures.py's config and seed
+    "psp-fpn-irse50-ffhq": ("GradualStyleEncoder", "ffhq_encode", 32, "SxD", 2),
+    "psp-fpn-resnet34-church": ("ResNetGradualStyleEncoder", "church_encode", 32, "D", 2),
     # (no toy cars: the official code crops rows 64:448 whatever the output size, so cars exist at 512 only)
     # real-size architectures (official channel layouts, 14 / 16 / 18 styles, the cars crop at 512)
     "church-256": ("ResNetBackboneEncoder", "church_encode", 256, "D", 1),
@@ -243,7 +247,7 @@ def make_one(name: str, official_mods, tmp: Path) -> dict:
             "checkpoint_layout_sha256": layout}
 
 
-def official_commit(official: Path, given: Optional[str] = None) -> str:
+def official_commit(official: Path, given: str | None = None) -> str:
     if given:
         return given
     try:
