@@ -130,3 +130,56 @@ def test_cli_calibrate_and_invert_int8(make_toy, rgb_images, tmp_path, capsys):
     assert main(["invert", str(d), str(paths[0]), "--out", str(tmp_path / "o"), "--backend", "ort",
                  "--precision", "int8", "--iters", "2"]) == 0
     assert main(["calibrate", str(d), "--generated", "0"]) == 2  # typed error -> one line, exit 2
+
+
+def test_switch_graph_emulates_the_real_qdq_graphs(make_toy, tmp_path):
+    """The sweep's switchable graph (one session, a mask per configuration) reproduces ``quantize_static``'s
+    graphs for one layer, for every layer and for none."""
+    from restyle_rt.calibration import emulate as E
+    from restyle_rt.calibration import qdq
+    from restyle_rt.calibration.loop import FeedReader, run_loop, session
+
+    d, _ = make_toy("emu")
+    art = A.load(d)
+    x = D.generated(art, 3, 1, seed=0).calib
+    f32 = {g: session(art.graph_path(g)) for g in ("encoder", "synthesis")}
+    feeds = run_loop(art, f32["encoder"], f32["synthesis"], x, 2)
+    enc = qdq.named(art.graph_path("encoder"), tmp_path)
+    ranges = qdq.save_ranges(qdq.compute_ranges(enc, FeedReader(feeds.encoder), "entropy"), tmp_path / "r.json")
+    full = qdq.write_qdq(enc, tmp_path / "all.onnx", ranges, "entropy", "cpu")
+    sw = E.switch_model(enc, full, tmp_path / "sw.onnx", qdq.OP_TYPES)
+    emu = session(sw.path)
+    nodes = qdq.quantizable_nodes(enc)
+    assert nodes and len(sw.owners) >= 2 * len(nodes)  # at least an activation and a weight pair per layer
+    feed = feeds.encoder[1]  # step 2: feedback and latent differ from the averages
+
+    def out(sess):
+        return sess.run(["latent_next"], feed)[0]
+
+    ref = out(f32["encoder"])
+    np.testing.assert_array_equal(out(E.MaskedSession(emu, sw.mask([]))), ref)  # nothing quantized: exact FP32
+    configs = [[n] for n in nodes] + [nodes]
+    for k, include in enumerate(configs):
+        real = out(session(qdq.write_qdq(enc, tmp_path / f"real{k}.onnx", ranges, "entropy", "cpu",
+                                         include=include)))
+        got = out(E.MaskedSession(emu, sw.mask(include)))
+        err = np.linalg.norm(real - ref)
+        assert err > 0, include  # the configuration really quantizes something
+        assert np.linalg.norm(got - real) <= 0.05 * err, include  # emulation error << quantization error
+
+
+def test_fast_entropy_threshold_equals_onnxruntimes():
+    from onnxruntime.quantization.calibrate import HistogramCollector
+
+    from restyle_rt.calibration.qdq import entropy_threshold
+
+    rng = np.random.default_rng(0)
+    ort_col = HistogramCollector("entropy", True, 512, 128, None, None)
+    for data in (rng.standard_normal(20000), np.maximum(rng.standard_normal(20000), 0),  # ReLU: half the bins 0
+                 np.concatenate([rng.standard_normal(20000), 30 * rng.standard_normal(20)]),  # outliers
+                 rng.laplace(size=300)):  # sparse histogram
+        data = data.astype(np.float32)
+        r = float(np.abs(data).max())
+        h, e = np.histogram(data, 512, range=(-r, r))
+        hist = (h, e.astype(np.float32), data.min(), data.max())
+        assert entropy_threshold(hist, 128) == ort_col.get_entropy_threshold(hist, 128)
