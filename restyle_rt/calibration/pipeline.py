@@ -57,7 +57,7 @@ class CalibrationConfig:
     graphs: Sequence[str] = ("encoder", "synthesis")
     sensitivity_images: int = 2
     sensitivity_steps: Optional[int] = None  # loop steps of the sweep (default: steps)
-    keep_rule: str = "share"  # "share" | "bar" (see sensitivity.choose_kept)
+    keep_rule: str = "share"  # "share" | "bar" (see the sensitivity module)
     keep_share: float = 0.5
     max_keep_frac: float = 0.1
     kept: Optional[Dict[str, List[str]]] = None  # explicit kept layers (skips the sweep for those graphs)

@@ -178,35 +178,6 @@ def write_qdq(model_path: Path, out_path: Path, ranges_file: Path, method: str, 
     return Path(out_path)
 
 
-class SweepQuantizer:
-    """Single-layer Q/DQ models in memory for the sensitivity sweep.
-
-    ``quantize_static`` re-reads, shape-infers and writes the whole graph per call (minutes per sweep on a 600 MB
-    encoder); this holds the shape-inferred graph and the ranges once and runs the same ``QDQQuantizer`` that
-    ``quantize_static`` runs, on a copy, returning the serialized model for an in-memory session.
-    """
-
-    def __init__(self, model_path: Path, ranges_file: Path, encoding: str = "cpu"):
-        from onnxruntime.quantization.calibrate import load_tensors_data
-        from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
-
-        self.base = load_model_with_shape_infer(Path(model_path))
-        self.ranges = load_tensors_data(ranges_file)
-        self.encoding = ENCODINGS[encoding]
-
-    def model_bytes(self, include: Sequence[str]) -> bytes:
-        """The serialized Q/DQ model with only ``include`` quantized."""
-        import copy
-
-        from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
-
-        enc = self.encoding
-        q = QDQQuantizer(copy.deepcopy(self.base), True, False, enc["weight_type"], enc["activation_type"],
-                         self.ranges, list(include), [], list(OP_TYPES), dict(enc["extra_options"]))
-        q.quantize_model()
-        return q.model.model.SerializeToString()
-
-
 def save_ranges(ranges: TensorsData, path: Path) -> Path:
     """Save ranges as ORT's JSON calibration cache (reused for every encoding and the sensitivity sweep)."""
     save_tensors_data(ranges, path)

@@ -114,6 +114,19 @@ def test_keep_rule():
     assert S.choose_kept(sens, share=0.5, max_keep_frac=0.1) == ["c0", "c1"]  # 8.0 of 11.1 > half, cap 2
     assert S.choose_kept(sens, share=0.9, max_keep_frac=0.1) == ["c0", "c1"]  # capped at 10 % of 20
     assert S.choose_kept({"a": 1.0}, 0.5, 0.1) == []  # < 10 layers: none kept
+    rows = lambda lat, db: [{"step": 1, "latent_rel_l2": lat, "image_psnr_db": db}]  # noqa: E731
+    sw = S.Sweep(sens, [{"kept": k, "worst_latent_rel_l2": v, "rows": rows(v, 40.0)}
+                        for k, v in enumerate([0.2, 0.1, 0.045, 0.03, 0.01])])
+    bar = {"latent_rel_l2": 0.05, "image_psnr_db": 28.0}
+    assert S.kept_by_rule(sw, "bar", 0.5, 0.1, bar) == ["c0", "c1", "c2"]  # first point with 0.03 <= 0.8 * 0.05
+    sw.curve = sw.curve[:3]  # no point within the cap meets 0.8x the bar: the smallest error
+    assert S.kept_by_rule(sw, "bar", 0.5, 0.1, bar) == ["c0", "c1"]
+    sw.curve[1]["rows"] = rows(0.001, 25.0)  # the image bar counts too
+    sw.curve[1]["worst_latent_rel_l2"] = 0.001
+    sw.curve.append({"kept": 3, "worst_latent_rel_l2": 0.002, "rows": rows(0.002, 31.0)})
+    assert S.kept_by_rule(sw, "bar", 0.5, 0.1, bar) == ["c0", "c1", "c2"]
+    with pytest.raises(InputError, match="keep rule"):
+        S.kept_by_rule(sw, "most", 0.5, 0.1, bar)
     assert meets_bar([{"latent_rel_l2": 0.01, "image_psnr_db": 40.0}])
     assert not meets_bar([{"latent_rel_l2": 0.01, "image_psnr_db": 20.0}])
 
