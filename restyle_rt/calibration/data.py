@@ -81,7 +81,11 @@ def latents_from_mapping(checkpoint: str, art: Artifacts, n: int, psi: float, se
         raise InputError(f"--checkpoint {checkpoint} is a {ck.spec.output_size}px, {ck.spec.n_styles}-style model; "
                          f"the artifacts are {art.spec.output_size}px, {art.spec.n_styles} styles: pass the "
                          "checkpoint they were exported from")
-    _, gen = ck.build()
+    from ..export.nets.synthesis import Generator
+
+    gen = Generator(ck.spec.output_size)  # the mapping network lives in the generator; no need for the encoder
+    gen.load_state_dict(ck.decoder_sd, strict=True)
+    gen.eval()
     z = torch.from_numpy(np.random.default_rng(seed).standard_normal((n, 512)).astype(np.float32))
     avg = torch.from_numpy(art.latent_avg)  # [S, 512]
     with torch.no_grad():
