@@ -59,12 +59,18 @@ def main() -> int:
                    note="2-vCPU VM shared with other helpers' niced jobs (run niced, under a shared bench lock)")
     rec = calibrate(args.artifacts or art, cfg)
     machine["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    tables = {}  # the full per-layer sensitivity tables (the manifest keeps the top 8)
+    for g in rec["sensitivity"]:
+        tsv = Path(args.artifacts or art) / "int8" / f"{g}.sensitivity.tsv"
+        if tsv.is_file():
+            tables[g] = [[n, float(v), k == "1"] for n, v, k in
+                         (line.split("\t") for line in tsv.read_text().splitlines()[1:])]
     out = Path(args.out or f"benchmarks/results/int8_{args.preset}.json")
     doc = {"what": "loop-aware INT8 calibration, per-step accuracy vs FP32 (ONNX Runtime CPU) on held-out "
                    "generated images; PROXY figures (random-weight preset)" + (f"; {args.note}" if args.note else ""),
            "command": " ".join(["python3"] + sys.argv), "preset": args.preset,
            "artifacts": "preset cache" if args.artifacts is None else "a copy of the preset's artifacts",
-           "machine": machine, "int8": rec}
+           "machine": machine, "int8": rec, "sensitivity_tables": tables}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1) + "\n")
     for label, encs in rec["accuracy"].items():

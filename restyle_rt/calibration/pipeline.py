@@ -155,9 +155,11 @@ def calibrate(artifacts_dir, cfg: CalibrationConfig) -> dict:
             for encoding, f in files.items():
                 src = run.tmp / Path(f["file"]).name
                 f.update(_move_graph(src, out_dir), summary=qdq.qdq_summary(out_dir / src.name))
-            for extra in (f"{g}.ranges.json", f"{g}.sensitivity.tsv"):
-                if (run.tmp / extra).exists():
-                    shutil.copy(run.tmp / extra, out_dir / extra)
+            if (run.tmp / f"{g}.ranges.json").exists():
+                shutil.copy(run.tmp / f"{g}.ranges.json", out_dir / f"{g}.ranges.json")
+        for g in rec["sensitivity"]:  # also for a graph not shipped: what the sweep measured is worth keeping
+            if (run.tmp / f"{g}.sensitivity.tsv").exists():
+                shutil.copy(run.tmp / f"{g}.sensitivity.tsv", out_dir / f"{g}.sensitivity.tsv")
     rec["seconds"] = round(time.perf_counter() - t0, 1)
     manifest = A.load(art.root).manifest
     manifest["int8"] = rec
