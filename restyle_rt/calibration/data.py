@@ -116,6 +116,9 @@ def generated(art: Artifacts, n: int, held_out: int, seed: int = 0, checkpoint: 
             return latents_from_mapping(checkpoint, art, count, psi, s), f"generated:mapping(psi={psi})"
         return latents_around_avg(art, count, sigma, s), f"generated:latent_avg+{sigma}*N(0,I)"
 
+    if not checkpoint:
+        log.warning("--generated without --checkpoint: latents latent_avg + %g*N(0, I), not the generator's own "
+                    "distribution; pass the checkpoint the artifacts came from to sample its mapping network", sigma)
     w_cal, how = draw(n, seed)
     w_hold, _ = draw(held_out, seed + HELD_OUT_SEED_OFFSET)
     log.info("calibration data: %d + %d held-out images from %s", n, held_out, how)
