@@ -75,7 +75,6 @@ def switch_model(fp32_path: Path, qdq_path: Path, out_path: Path, op_types: Iter
         for t in list(n.input) + list(n.output):
             tensor_owners.setdefault(t, set()).add(name)
     f32_inits = {t.name: t for t in f32.graph.initializer}
-    q_inits = {t.name for t in q.graph.initializer}
     producer = {o: n for n in q.graph.node for o in n.output}
     consumers: Dict[str, List[onnx.NodeProto]] = {}
     for n in q.graph.node:
@@ -92,11 +91,17 @@ def switch_model(fp32_path: Path, qdq_path: Path, out_path: Path, op_types: Iter
             continue
         src = producer.get(n.input[0])
         if src is not None and src.op_type == "QuantizeLinear":
-            orig, own = src.input[0], tensor_owners.get(src.input[0], set())
-        else:  # a weight or bias: the FP32 initializer the consuming layer had at that input position
-            orig, own = _fp32_initializer(n.output[0], consumers, layers)
-            if orig not in q_inits and orig not in added_names:
-                added.append(f32_inits[orig])
+            # the FP32 tensor is the Q input; a graph output keeps its name on the DQ side (the Q input is renamed)
+            orig = src.input[0]
+            own = tensor_owners.get(orig, set()) | tensor_owners.get(n.output[0], set())
+        else:  # a weight or bias: the FP32 initializer the consuming layer had at that input position, renamed
+            name, own = _fp32_initializer(n.output[0], consumers, layers)  # (a bias DQ output keeps its name)
+            orig = f"{name}__fp32"
+            if orig not in added_names:
+                t = onnx.TensorProto()
+                t.CopyFrom(f32_inits[name])
+                t.name = orig
+                added.append(t)
                 added_names.add(orig)
         k = len(owners)
         owners.append(own)
