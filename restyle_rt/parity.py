@@ -147,6 +147,12 @@ TOLERANCES: Dict[Tuple[str, str, str], Tolerance] = {
     # (see benchmarks/README.md, INT8: per-step figures of the random-weight presets).
     ("ort-int8-loop-toy", "int8", "latent"): Tolerance(0.15, note="worst measured 6.2e-2 (toy, step 3)"),
     ("ort-int8-loop-toy", "int8", "image"): Tolerance(0.3, 24.0, note="worst measured 29.1 dB (toy, enc+syn)"),
+    # church-256 architecture, random weights (tests/calibration/test_calibration_church256.py): INT8 encoder, entropy
+    # ranges from 2 generated images x 2 steps, 'bar' keep rule (4 of 40 kept), 2 held-out images. Measured once
+    # (shared VM, 2026-11-22): worst 2.44e-1 latent / 10.6 dB (step 2, cpu and trt encodings, step-1-only alike).
+    # A proxy bound (random weights compound the error), ~1.4x margin; NOT an accuracy to ship.
+    ("ort-int8-loop-church256-arch", "int8", "latent"): Tolerance(0.35, note="worst measured 2.44e-1 (step 2)"),
+    ("ort-int8-loop-church256-arch", "int8", "image"): Tolerance(0.6, 8.0, note="worst measured 10.6 dB (step 2)"),
 }
 
 

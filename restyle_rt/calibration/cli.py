@@ -30,6 +30,10 @@ def register(subparsers) -> None:
                    help="calibration images the per-layer sensitivity sweep runs the loop on (default 2)")
     p.add_argument("--sensitivity-steps", type=int, default=None, metavar="T",
                    help="loop steps of the sensitivity sweep (default: --steps)")
+    p.add_argument("--keep-rule", choices=("share", "bar"), default="share",
+                   help="which most-sensitive layers stay FP32: 'share' (top layers summing to --keep-share of the "
+                        "total single-layer error) or 'bar' (fewest top layers whose measured all-but-kept loop "
+                        "meets the ship bar on the calibration images); both capped by --max-keep (default share)")
     p.add_argument("--keep-share", type=float, default=0.5, metavar="F",
                    help="keep the most sensitive layers summing to this share of the total (default 0.5)")
     p.add_argument("--max-keep", type=float, default=0.1, metavar="F",
@@ -53,7 +57,8 @@ def run(args) -> int:
                             count=args.count, held_out=args.held_out, steps=args.steps, method=args.method,
                             graphs=("encoder",) if args.encoder_only else ("encoder", "synthesis"),
                             sensitivity_images=args.sensitivity_images,
-                            sensitivity_steps=args.sensitivity_steps, keep_share=args.keep_share,
+                            sensitivity_steps=args.sensitivity_steps, keep_rule=args.keep_rule,
+                            keep_share=args.keep_share,
                             max_keep_frac=args.max_keep, compare_step1=not args.no_step1_compare,
                             batch=args.batch, seed=args.seed,
                             kept={"encoder": [], "synthesis": []} if args.no_sensitivity else None)

@@ -81,7 +81,11 @@ def latents_from_mapping(checkpoint: str, art: Artifacts, n: int, psi: float, se
         raise InputError(f"--checkpoint {checkpoint} is a {ck.spec.output_size}px, {ck.spec.n_styles}-style model; "
                          f"the artifacts are {art.spec.output_size}px, {art.spec.n_styles} styles: pass the "
                          "checkpoint they were exported from")
-    _, gen = ck.build()
+    from ..export.nets.synthesis import Generator
+
+    gen = Generator(ck.spec.output_size)  # the mapping network lives in the generator; no need for the encoder
+    gen.load_state_dict(ck.decoder_sd, strict=True)
+    gen.eval()
     z = torch.from_numpy(np.random.default_rng(seed).standard_normal((n, 512)).astype(np.float32))
     avg = torch.from_numpy(art.latent_avg)  # [S, 512]
     with torch.no_grad():
@@ -112,6 +116,9 @@ def generated(art: Artifacts, n: int, held_out: int, seed: int = 0, checkpoint: 
             return latents_from_mapping(checkpoint, art, count, psi, s), f"generated:mapping(psi={psi})"
         return latents_around_avg(art, count, sigma, s), f"generated:latent_avg+{sigma}*N(0,I)"
 
+    if not checkpoint:
+        log.warning("--generated without --checkpoint: latents latent_avg + %g*N(0, I), not the generator's own "
+                    "distribution; pass the checkpoint the artifacts came from to sample its mapping network", sigma)
     w_cal, how = draw(n, seed)
     w_hold, _ = draw(held_out, seed + HELD_OUT_SEED_OFFSET)
     log.info("calibration data: %d + %d held-out images from %s", n, held_out, how)

@@ -121,6 +121,14 @@ def step_accuracy(ref: LoopFeeds, got: LoopFeeds) -> List[dict]:
     return rows
 
 
+def meets_bar(rows: List[dict], bar: Dict[str, float]) -> bool:
+    """True when every step's latent rel-L2 and image PSNR are within ``bar`` (``latent_rel_l2``,
+    ``image_psnr_db``)."""
+    return bool(rows) and all(r["latent_rel_l2"] <= bar["latent_rel_l2"]
+                              and (r["image_psnr_db"] is None or r["image_psnr_db"] >= bar["image_psnr_db"])
+                              for r in rows)
+
+
 @contextlib.contextmanager
 def quiet_stdout():
     """ORT's histogram collector prints progress to stdout; library code must not."""

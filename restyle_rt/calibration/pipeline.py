@@ -29,8 +29,10 @@ from ..errors import InputError
 from ..parity import TOLERANCES
 from . import data as D
 from . import qdq
+from . import emulate as E
 from . import sensitivity as S
 from .loop import FeedReader, LoopFeeds, run_loop, session, step_accuracy
+from .loop import meets_bar as loop_meets_bar
 
 log = logging.getLogger("restyle_rt")
 
@@ -55,6 +57,7 @@ class CalibrationConfig:
     graphs: Sequence[str] = ("encoder", "synthesis")
     sensitivity_images: int = 2
     sensitivity_steps: Optional[int] = None  # loop steps of the sweep (default: steps)
+    keep_rule: str = "share"  # "share" | "bar" (see the sensitivity module)
     keep_share: float = 0.5
     max_keep_frac: float = 0.1
     kept: Optional[Dict[str, List[str]]] = None  # explicit kept layers (skips the sweep for those graphs)
@@ -67,9 +70,7 @@ class CalibrationConfig:
 
 def meets_bar(rows: List[dict], bar: Dict[str, float] = SHIP_BAR) -> bool:
     """True when every step's latent rel-L2 and image PSNR are within ``bar``."""
-    return bool(rows) and all(r["latent_rel_l2"] <= bar["latent_rel_l2"]
-                              and (r["image_psnr_db"] is None or r["image_psnr_db"] >= bar["image_psnr_db"])
-                              for r in rows)
+    return loop_meets_bar(rows, bar)
 
 
 class _Run:
@@ -89,9 +90,11 @@ class _Run:
 
     def loop(self, x, graphs: Dict[str, Path], steps: Optional[int] = None) -> LoopFeeds:
         """The loop with the given graphs replacing the FP32 ones."""
-        enc = session(graphs["encoder"]) if "encoder" in graphs else self.sess["encoder"]  # path or model bytes
-        syn = session(graphs["synthesis"]) if "synthesis" in graphs else self.sess["synthesis"]
-        return run_loop(self.art, enc, syn, x, steps or self.cfg.steps, self.cfg.batch)
+        def pick(g):  # a graph path, or a session-like object (the sweep's masked session)
+            v = graphs.get(g)
+            return self.sess[g] if v is None else v if hasattr(v, "run") else session(v)
+
+        return run_loop(self.art, pick("encoder"), pick("synthesis"), x, steps or self.cfg.steps, self.cfg.batch)
 
     def feeds(self, graph: str):
         return self.ref_cal.encoder if graph == "encoder" else self.ref_cal.synthesis
@@ -104,15 +107,20 @@ class _Run:
         out = self.tmp / (name or f"{graph}.{encoding}.onnx")
         return qdq.write_qdq(self.fp32[graph], out, ranges, self.cfg.method, encoding, exclude, include)
 
-    def sensitivity(self, graph: str, ranges: Path) -> Dict[str, float]:
-        sweep = qdq.SweepQuantizer(self.fp32[graph], ranges, "cpu")
+    def sweep(self, graph: str, ranges: Path) -> S.Sweep:
+        """Single-layer sensitivities and the keep curve, from one switchable Q/DQ graph (:mod:`.emulate`)."""
+        full = self.quantized(graph, ranges, "cpu", name=f"{graph}.all.cpu.onnx")
+        sw = E.switch_model(self.fp32[graph], full, self.tmp / f"{graph}.switch.onnx", qdq.OP_TYPES)
+        for f in (full, Path(str(full) + ".data")):
+            f.unlink(missing_ok=True)
+        sess = session(sw.path)
 
         def evaluate(include):
-            model = sweep.model_bytes(include)
-            rows = step_accuracy(self.ref_sens, self.loop(self.sens_x, {graph: model}, self.sens_steps))
-            return max(r["latent_rel_l2"] for r in rows)
+            feeds = {graph: E.MaskedSession(sess, sw.mask(include))}
+            return step_accuracy(self.ref_sens, self.loop(self.sens_x, feeds, self.sens_steps))
 
-        return S.measure(qdq.quantizable_nodes(self.fp32[graph]), evaluate, self.cfg.progress, f"{graph} sensitivity")
+        nodes = qdq.quantizable_nodes(self.fp32[graph])
+        return S.sweep(nodes, evaluate, self.cfg.max_keep_frac, self.cfg.progress, graph)
 
 
 def calibrate(artifacts_dir, cfg: CalibrationConfig) -> dict:
@@ -147,9 +155,11 @@ def calibrate(artifacts_dir, cfg: CalibrationConfig) -> dict:
             for encoding, f in files.items():
                 src = run.tmp / Path(f["file"]).name
                 f.update(_move_graph(src, out_dir), summary=qdq.qdq_summary(out_dir / src.name))
-            for extra in (f"{g}.ranges.json", f"{g}.sensitivity.tsv"):
-                if (run.tmp / extra).exists():
-                    shutil.copy(run.tmp / extra, out_dir / extra)
+            if (run.tmp / f"{g}.ranges.json").exists():
+                shutil.copy(run.tmp / f"{g}.ranges.json", out_dir / f"{g}.ranges.json")
+        for g in rec["sensitivity"]:  # also for a graph not shipped: what the sweep measured is worth keeping
+            if (run.tmp / f"{g}.sensitivity.tsv").exists():
+                shutil.copy(run.tmp / f"{g}.sensitivity.tsv", out_dir / f"{g}.sensitivity.tsv")
     rec["seconds"] = round(time.perf_counter() - t0, 1)
     manifest = A.load(art.root).manifest
     manifest["int8"] = rec
@@ -182,15 +192,23 @@ def _record_head(cfg: CalibrationConfig, imgs: D.ImageSet) -> dict:
         "op_types": list(qdq.OP_TYPES),
         "data": {"source": imgs.source, "count": int(len(imgs.calib)), "held_out": int(len(imgs.held_out)),
                  "loop_steps": cfg.steps, "loop_aware": True, "feeds_per_graph": int(len(imgs.calib) * cfg.steps)},
-        "keep_rule": (f"per-layer loop sensitivity (worst latent rel-L2 over {cfg.sensitivity_steps or cfg.steps} "
-                      f"steps) on {cfg.sensitivity_images} calibration image(s); keep the top "
-                      f"layers summing to {cfg.keep_share:.0%} of the total, at most {cfg.max_keep_frac:.0%} of them"),
+        "keep_rule": _rule_text(cfg),
         "ship_bar": dict(SHIP_BAR, rule="every step on the held-out images (the FP16 loop's tolerance)"),
         "encodings": {"cpu": "U8 asymmetric activations (ORT CPU / VNNI)",
                       "trt": "S8 symmetric activations, FP32 bias (TensorRT explicit quantization)"},
-        "graphs": {}, "kept_layers": {}, "sensitivity": {}, "accuracy": {}, "not_shipped": {},
+        "graphs": {}, "kept_layers": {}, "sensitivity": {}, "keep_curve": {}, "accuracy": {}, "not_shipped": {},
         "meets_ship_bar": {},
     }
+
+
+def _rule_text(cfg: CalibrationConfig) -> str:
+    if cfg.kept is not None:
+        return "explicit kept layers (no sensitivity sweep)"
+    how = (f"top layers summing to {cfg.keep_share:.0%} of the total" if cfg.keep_rule == "share" else
+           f"fewest top layers whose all-but-kept loop meets {S.BAR_MARGIN:g}x the ship bar's rel-L2 on those images")
+    return (f"per-layer loop sensitivity (worst latent rel-L2 over {cfg.sensitivity_steps or cfg.steps} steps, "
+            f"emulated Q/DQ) on {cfg.sensitivity_images} calibration image(s); keep in FP32 the {how}, at most "
+            f"{cfg.max_keep_frac:.0%} of the layers (rule {cfg.keep_rule!r})")
 
 
 def _calibrate_graph(run: _Run, graph: str, other: Dict[str, Path], rec: dict) -> Dict[str, Path]:
@@ -200,9 +218,11 @@ def _calibrate_graph(run: _Run, graph: str, other: Dict[str, Path], rec: dict) -
     if cfg.kept is not None and graph in cfg.kept:
         kept, sens = list(cfg.kept[graph]), {}
     else:
-        sens = run.sensitivity(graph, ranges)
-        kept = S.choose_kept(sens, cfg.keep_share, cfg.max_keep_frac)
+        sweep = run.sweep(graph, ranges)
+        sens, curve = sweep.single, sweep.curve
+        kept = S.kept_by_rule(sweep, cfg.keep_rule, cfg.keep_share, cfg.max_keep_frac, SHIP_BAR)
         S.write_table(run.tmp / f"{graph}.sensitivity.tsv", sens, kept)
+        rec["keep_curve"][graph] = curve
     paths = {e: run.quantized(graph, ranges, e, exclude=kept) for e in qdq.ENCODINGS}
     acc = {e: step_accuracy(run.ref_hold, run.loop(run.imgs.held_out, dict(other, **{graph: p})))
            for e, p in paths.items()}

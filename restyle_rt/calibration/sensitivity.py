@@ -1,24 +1,71 @@
-"""Per-layer sensitivity of the loop output to INT8, and the rule that keeps the most sensitive layers in FP32.
+"""Per-layer sensitivity of the loop output to INT8, and the rules that keep the most sensitive layers in FP32.
 
 Sensitivity of a layer = the worst per-step latent rel-L2 of the loop (FP32 elsewhere) against the FP32 loop when
 *only that layer* is quantized (``cpu`` encoding, the calibrated ranges), on a few *calibration* images (never the
-held-out ones).
+held-out ones). The keep curve = the same loop with *every* layer quantized except the k most sensitive, for k = 0 up
+to the cap (``max_keep_frac`` of the layers, floored): whether single-layer errors add up is measured, not assumed.
 
-Keep rule (:func:`choose_kept`): sort layers by sensitivity, keep in FP32 the smallest top set whose summed
-sensitivity reaches ``share`` (default half) of the total over all layers, capped at ``max_keep_frac`` of the
-layers (default 10 %; a graph with fewer than 10 layers keeps none). The result of the rule is then measured
-(the per-step accuracy in the manifest); whether single-layer errors add up is not assumed.
+Keep rules (:func:`kept_by_rule`), both capped at ``max_keep_frac`` of the layers (default 10 %; a graph with fewer
+than 10 layers keeps none):
+
+* ``share``: keep the smallest top set whose summed single-layer sensitivity reaches ``share`` (default half) of
+  the total over all layers.
+* ``bar``: keep the fewest top layers whose keep-curve point meets the ship bar on the calibration images, with
+  :data:`BAR_MARGIN` (latent and image rel-L2 at most that fraction of the bar); when no point within the cap does,
+  the point with the smallest worst-step latent error.
 """
 from __future__ import annotations
 
 import logging
 import math
 from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Sequence
 
 from tqdm import tqdm
 
+from .loop import meets_bar
+
 log = logging.getLogger("restyle_rt")
+
+BAR_MARGIN = 0.8  # the ``bar`` rule aims at this fraction of the ship bar's rel-L2 on the calibration images
+
+Evaluate = Callable[[Sequence[str]], List[dict]]  # quantized layers -> per-step accuracy rows (loop.step_accuracy)
+
+
+@dataclass
+class Sweep:
+    """What the sweep measured.
+
+    Attributes:
+        single: ``{layer: worst-step latent rel-L2 with only that layer quantized}``.
+        curve: per k = 0..cap, ``{"kept": k, "worst_latent_rel_l2", "worst_image_psnr_db", "rows"}`` with every
+            layer quantized except the k most sensitive.
+    """
+
+    single: Dict[str, float]
+    curve: List[dict] = field(default_factory=list)
+
+    def ranked(self) -> List[str]:
+        """Layers, most sensitive first."""
+        return sorted(self.single, key=lambda n: -self.single[n])
+
+
+def sweep(nodes: Sequence[str], evaluate: Evaluate, max_keep_frac: float, progress: bool = True,
+          desc: str = "") -> Sweep:
+    """Single-layer sensitivities of ``nodes``, then the keep curve up to the cap."""
+    single = measure(nodes, lambda inc: max(r["latent_rel_l2"] for r in evaluate(inc)), progress,
+                     f"{desc} sensitivity".strip())
+    out = Sweep(single)
+    ranked = out.ranked()
+    for k in tqdm(range(math.floor(max_keep_frac * len(ranked)) + 1), desc=f"{desc} keep curve".strip(),
+                  unit="point", disable=not progress, dynamic_ncols=True):
+        keep = set(ranked[:k])
+        rows = evaluate([n for n in nodes if n not in keep])
+        psnrs = [r["image_psnr_db"] for r in rows if r["image_psnr_db"] is not None]
+        out.curve.append({"kept": k, "worst_latent_rel_l2": max(r["latent_rel_l2"] for r in rows),
+                          "worst_image_psnr_db": min(psnrs) if psnrs else None, "rows": rows})
+    return out
 
 
 def measure(nodes: Sequence[str], evaluate: Callable[[Sequence[str]], float], progress: bool = True,
@@ -42,6 +89,28 @@ def choose_kept(sens: Dict[str, float], share: float = 0.5, max_keep_frac: float
         kept.append(n)
         acc += max(sens[n], 0.0)
     return kept
+
+
+def choose_kept_bar(sw: Sweep, bar: Dict[str, float], margin: float = BAR_MARGIN) -> List[str]:
+    """The ``bar`` rule (module docstring) on a measured :class:`Sweep`."""
+    if not sw.curve:
+        return []
+    target = {"latent_rel_l2": margin * bar["latent_rel_l2"],
+              "image_psnr_db": bar["image_psnr_db"] - 20.0 * math.log10(margin)}
+    ok = [p for p in sw.curve if meets_bar(p["rows"], target)]
+    best = ok[0] if ok else min(sw.curve, key=lambda p: p["worst_latent_rel_l2"])
+    return sw.ranked()[:best["kept"]]
+
+
+def kept_by_rule(sw: Sweep, rule: str, share: float, max_keep_frac: float, bar: Dict[str, float]) -> List[str]:
+    """Kept layers by ``rule`` (``share`` | ``bar``, module docstring)."""
+    if rule == "share":
+        return choose_kept(sw.single, share, max_keep_frac)
+    if rule == "bar":
+        return choose_kept_bar(sw, bar)
+    from ..errors import InputError
+
+    raise InputError(f"keep rule {rule!r}: expected 'share' or 'bar'")
 
 
 def write_table(path: Path, sens: Dict[str, float], kept: Sequence[str]) -> None:

@@ -114,6 +114,19 @@ def test_keep_rule():
     assert S.choose_kept(sens, share=0.5, max_keep_frac=0.1) == ["c0", "c1"]  # 8.0 of 11.1 > half, cap 2
     assert S.choose_kept(sens, share=0.9, max_keep_frac=0.1) == ["c0", "c1"]  # capped at 10 % of 20
     assert S.choose_kept({"a": 1.0}, 0.5, 0.1) == []  # < 10 layers: none kept
+    rows = lambda lat, db: [{"step": 1, "latent_rel_l2": lat, "image_psnr_db": db}]  # noqa: E731
+    sw = S.Sweep(sens, [{"kept": k, "worst_latent_rel_l2": v, "rows": rows(v, 40.0)}
+                        for k, v in enumerate([0.2, 0.1, 0.045, 0.03, 0.01])])
+    bar = {"latent_rel_l2": 0.05, "image_psnr_db": 28.0}
+    assert S.kept_by_rule(sw, "bar", 0.5, 0.1, bar) == ["c0", "c1", "c2"]  # first point with 0.03 <= 0.8 * 0.05
+    sw.curve = sw.curve[:3]  # no point within the cap meets 0.8x the bar: the smallest error
+    assert S.kept_by_rule(sw, "bar", 0.5, 0.1, bar) == ["c0", "c1"]
+    sw.curve[1]["rows"] = rows(0.001, 25.0)  # the image bar counts too
+    sw.curve[1]["worst_latent_rel_l2"] = 0.001
+    sw.curve.append({"kept": 3, "worst_latent_rel_l2": 0.002, "rows": rows(0.002, 31.0)})
+    assert S.kept_by_rule(sw, "bar", 0.5, 0.1, bar) == ["c0", "c1", "c2"]
+    with pytest.raises(InputError, match="keep rule"):
+        S.kept_by_rule(sw, "most", 0.5, 0.1, bar)
     assert meets_bar([{"latent_rel_l2": 0.01, "image_psnr_db": 40.0}])
     assert not meets_bar([{"latent_rel_l2": 0.01, "image_psnr_db": 20.0}])
 
@@ -130,3 +143,90 @@ def test_cli_calibrate_and_invert_int8(make_toy, rgb_images, tmp_path, capsys):
     assert main(["invert", str(d), str(paths[0]), "--out", str(tmp_path / "o"), "--backend", "ort",
                  "--precision", "int8", "--iters", "2"]) == 0
     assert main(["calibrate", str(d), "--generated", "0"]) == 2  # typed error -> one line, exit 2
+
+
+def test_switch_graph_emulates_the_real_qdq_graphs(make_toy, tmp_path):
+    """The sweep's switchable graph (one session, a mask per configuration) reproduces ``quantize_static``'s
+    graphs for one layer, for every layer and for none."""
+    from restyle_rt.calibration import emulate as E
+    from restyle_rt.calibration import qdq
+    from restyle_rt.calibration.loop import FeedReader, run_loop, session
+
+    d, _ = make_toy("emu")
+    art = A.load(d)
+    x = D.generated(art, 3, 1, seed=0).calib
+    f32 = {g: session(art.graph_path(g)) for g in ("encoder", "synthesis")}
+    feeds = run_loop(art, f32["encoder"], f32["synthesis"], x, 2)
+    enc = qdq.named(art.graph_path("encoder"), tmp_path)
+    ranges = qdq.save_ranges(qdq.compute_ranges(enc, FeedReader(feeds.encoder), "entropy"), tmp_path / "r.json")
+    full = qdq.write_qdq(enc, tmp_path / "all.onnx", ranges, "entropy", "cpu")
+    sw = E.switch_model(enc, full, tmp_path / "sw.onnx", qdq.OP_TYPES)
+    emu = session(sw.path)
+    nodes = qdq.quantizable_nodes(enc)
+    assert nodes and len(sw.owners) >= 2 * len(nodes)  # at least an activation and a weight pair per layer
+    feed = feeds.encoder[1]  # step 2: feedback and latent differ from the averages
+
+    def out(sess):
+        return sess.run(["latent_next"], feed)[0]
+
+    ref = out(f32["encoder"])
+    np.testing.assert_array_equal(out(E.MaskedSession(emu, sw.mask([]))), ref)  # nothing quantized: exact FP32
+    configs = [[n] for n in nodes] + [nodes]
+    for k, include in enumerate(configs):
+        real = out(session(qdq.write_qdq(enc, tmp_path / f"real{k}.onnx", ranges, "entropy", "cpu",
+                                         include=include)))
+        got = out(E.MaskedSession(emu, sw.mask(include)))
+        err = np.linalg.norm(real - ref)
+        assert err > 0, include  # the configuration really quantizes something
+        assert np.linalg.norm(got - real) <= 0.05 * err, include  # emulation error << quantization error
+
+
+def test_fast_entropy_threshold_equals_onnxruntimes():
+    from onnxruntime.quantization.calibrate import HistogramCollector
+
+    from restyle_rt.calibration.qdq import entropy_threshold
+
+    rng = np.random.default_rng(0)
+    ort_col = HistogramCollector("entropy", True, 512, 128, None, None)
+    for data in (rng.standard_normal(20000), np.maximum(rng.standard_normal(20000), 0),  # ReLU: half the bins 0
+                 np.concatenate([rng.standard_normal(20000), 30 * rng.standard_normal(20)]),  # outliers
+                 rng.laplace(size=300)):  # sparse histogram
+        data = data.astype(np.float32)
+        r = float(np.abs(data).max())
+        h, e = np.histogram(data, 512, range=(-r, r))
+        hist = (h, e.astype(np.float32), data.min(), data.max())
+        assert entropy_threshold(hist, 128) == ort_col.get_entropy_threshold(hist, 128)
+
+
+def test_switch_graph_emulates_fused_integer_convolutions(tmp_path):
+    """Conv layers (ORT fuses their Q/DQ into integer kernels; the switchable graph runs FP32 kernels on Q/DQ
+    values): the emulated output of each configuration agrees with the real graph far below the INT8 error."""
+    from onnx import TensorProto, helper
+
+    from restyle_rt.calibration import emulate as E
+    from restyle_rt.calibration import qdq
+    from restyle_rt.calibration.loop import FeedReader, session
+
+    rng = np.random.default_rng(0)
+    w1, w2 = rng.standard_normal((8, 3, 3, 3)) * 0.3, rng.standard_normal((8, 8, 3, 3)) * 0.2
+    inits = [numpy_helper.from_array(a.astype(np.float32), n) for a, n in
+             ((w1, "w1"), (rng.standard_normal(8) * 0.1, "b1"), (w2, "w2"), (rng.standard_normal(8) * 0.1, "b2"))]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["h"], "conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["h"], ["r"], "relu"),
+             helper.make_node("Conv", ["r", "w2", "b2"], ["y"], "conv2", pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(nodes, "convs", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])], inits)
+    f32 = tmp_path / "convs.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(f32))
+    feeds = [{"x": rng.standard_normal((4, 3, 16, 16)).astype(np.float32)}]
+    ranges = qdq.save_ranges(qdq.compute_ranges(f32, FeedReader(feeds, batch=1), "entropy"), tmp_path / "r.json")
+    sw = E.switch_model(f32, qdq.write_qdq(f32, tmp_path / "all.onnx", ranges, "entropy", "cpu"),
+                        tmp_path / "sw.onnx", qdq.OP_TYPES)
+    emu, x = session(sw.path), {"x": feeds[0]["x"][:1]}
+    ref = session(f32).run(["y"], x)[0]
+    for k, include in enumerate((["conv1"], ["conv2"], ["conv1", "conv2"])):
+        real = session(qdq.write_qdq(f32, tmp_path / f"r{k}.onnx", ranges, "entropy", "cpu", include=include))
+        a, b = real.run(["y"], x)[0], E.MaskedSession(emu, sw.mask(include)).run(["y"], x)[0]
+        err = np.linalg.norm(a - ref)
+        assert err > 1e-3 * np.linalg.norm(ref), include
+        assert np.linalg.norm(b - a) <= 0.1 * err, (include, np.linalg.norm(b - a) / err)
