@@ -5,7 +5,8 @@ torch-only check of the same ground truth, so that a change to ``restyle_rt/expo
 e4e delta rule, an equalised-lr scale, the average image) fails without exporting anything. It is the killing test
 selection of the nets' mutation run (docs/mutation.md). One image, one step (w1 = w0 + E(x, y0); G(w1)) on two toy
 configs: ResNet34 + pSp heads (church, 16 px, latent_avg [512]) and IR-SE50 + e4e (ffhq, 32 px). Both toy
-generators have 512 channels everywhere; channel changes are covered by the real-size goldens (church-256, cars-512).
+generators have 512 channels everywhere, so a random 64 px generator with a 512 -> 256 channel change checks the
+export formulation (portable and plugin-node forms) against the official one as well.
 """
 from __future__ import annotations
 
@@ -63,3 +64,30 @@ def test_first_step_matches_official(case, official):
     img = compare(thumb(step.image.numpy()), gold["image_thumbs"][0][:1])
     assert tolerance("golden-torch-step", "fp32", "latent").check(lat) is None, (name, lat)
     assert tolerance("golden-torch-step", "fp32", "image").check(img) is None, (name, img)
+
+
+@pytest.fixture(scope="module")
+def generator_64():
+    """A random 64 px generator with channel_multiplier 1: 512 channels up to 32 px, 256 at 64 px (a channel
+    change, as in every real-size model), with the zero-initialised noise weights and biases made non-zero."""
+    from restyle_rt.export.nets.synthesis import Generator
+
+    with torch.random.fork_rng(), torch.no_grad():  # seeded without touching the other tests' random state
+        torch.manual_seed(64)
+        g = Generator(64, channel_multiplier=1).eval()
+        for p in g.parameters():
+            if not p.abs().sum():  # noise weights, activation and ToRGB biases
+                p.normal_(0, 0.2)
+    return g
+
+
+@torch.no_grad()
+def test_export_synthesis_with_a_channel_change(generator_64):
+    from restyle_rt.export.nets.synthesis import ExportSynthesis
+
+    w = torch.randn(2, generator_64.n_latent, 512, generator=torch.Generator().manual_seed(1))
+    want = generator_64(w)
+    assert want.shape == (2, 3, 64, 64)
+    for plugin in (False, True):  # the portable form and the plugin-node form (eager: the kernels' torch reference)
+        rep = compare(ExportSynthesis(generator_64, plugin=plugin)(w).numpy(), want.numpy())
+        assert tolerance("export-vs-official", "fp32", "image").check(rep) is None, (plugin, rep)

@@ -25,10 +25,12 @@ def test_parse_cc_accepts_the_usual_spellings(text, cc):
     assert records.parse_cc(text) == cc
 
 
-@pytest.mark.parametrize("text", ["8", "", "sm_x", "eight.six"])
+@pytest.mark.parametrize("text", ["8", "", "sm_x", "ab", "eight.six", "8.6.1"])
 def test_parse_cc_refuses_what_is_no_compute_capability(text):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError) as e:
         records.parse_cc(text)
+    if "." not in text:
+        assert str(e.value) == f"compute capability {text!r}: expected MAJOR.MINOR, e.g. 8.6"
 
 
 def test_cc_list_normalises_every_spelling():
@@ -134,6 +136,11 @@ def test_check_record_refusals_name_the_rebuild(art_root):
         artifacts.check_record(_art(art_root, [rec]), "encoder", "fp16", FLAVOUR, "9.9")
     assert str(e.value) == (f"engine {art_root / rec['file']} does not match this machine: built with tensorrt-rtx "
                             f"1.7.1.116, this runtime has tensorrt-rtx 9.9. Run `{fix}`")
+    with pytest.raises(ArtifactError) as e:  # the GPU is compared too; every reason is named
+        artifacts.check_record(_art(art_root, [rec]), "encoder", "fp16", FLAVOUR, "9.9", (7, 5))
+    assert str(e.value) == (f"engine {art_root / rec['file']} does not match this machine: built with tensorrt-rtx "
+                            "1.7.1.116, this runtime has tensorrt-rtx 9.9; built for compute capabilities 8.6, 8.9, "
+                            f"this GPU is 7.5. Run `{fix}`")
     (art_root / rec["file"]).unlink()
     with pytest.raises(ArtifactError) as e:
         artifacts.check_record(_art(art_root, [rec]), "encoder", "fp16", FLAVOUR, VERSION)
@@ -164,6 +171,7 @@ def test_int8_graph_path(art_root):
     with pytest.raises(ArtifactError, match=r"synthesis.cpu.onnx \(INT8 synthesis, listed in the manifest\) is missing"):
         artifacts.int8_graph_path(art, "synthesis")
     assert artifacts.int8_graph_path(_art(art_root, int8={"graphs": {}}), "encoder") is None
+    assert artifacts.int8_graph_path(_art(art_root, int8={"method": "minmax"}), "encoder") is None
 
 
 # --- settings read back from TensorRT (restyle_rt.engine.settings) ---
@@ -176,7 +184,8 @@ class _DType:
 @pytest.mark.parametrize("dtype,name", [(_DType("HALF"), "float16"), (_DType("FLOAT"), "float32"),
                                         (_DType("BF16"), "bfloat16"), (_DType("INT64"), "int64"),
                                         ("DataType.INT8", "int8"), ("DataType.FP8", "float8"),
-                                        (_DType("NEWTYPE"), "newtype"), ("DataType.NEWTYPE", "newtype")])
+                                        (_DType("NEWTYPE"), "newtype"), ("DataType.NEWTYPE", "newtype"),
+                                        ("tensorrt.DataType.HALF", "float16"), ("HALF", "float16")])
 def test_dtype_name(dtype, name):
     assert settings.dtype_name(dtype) == name
 
@@ -235,7 +244,10 @@ def test_settings_read_back_from_tensorrt_on_the_toy(make_toy, trt_info, precisi
     assert sum(got["layer_dtypes"].values()) == outputs > 0
     assert list(got["layer_dtypes"]) == sorted(got["layer_dtypes"])
     assert ("float16" in got["layer_dtypes"]) is (precision == "fp16") and "float32" in got["layer_dtypes"]
-    assert got["runtime_config"]["stream_capture"] is True
+    want_rc = {"execution_context_allocation": "user_managed", "stream_capture": True}
+    if hasattr(trt, "DynamicShapesKernelSpecializationStrategy"):
+        want_rc["dynamic_shapes_kernel_specialization"] = "eager"
+    assert got["runtime_config"] == want_rc
 
 
 # --- settings problems: exact reasons (each one is what `restyle-rt build` prints) ---
@@ -273,6 +285,8 @@ def test_problems_exact_reasons():
     assert _problems(_settings(strongly_typed=False, flags=("REQUIRE_USER_ALLOCATION", "FP16")), **flag_fp16) == [
         ("precision-flag fp16 build without FP16 + OBEY_PRECISION_CONSTRAINTS "
          "(flags: ['REQUIRE_USER_ALLOCATION', 'FP16'])")]
+    assert _problems(_settings(strongly_typed=False, flags=("FP16", "OBEY_PRECISION_CONSTRAINTS")),
+                     user_allocation=False, **flag_fp16) == []  # exactly the two flags (TensorRT 8.5 / 10.x)
     assert _problems(_settings(strongly_typed=False), strongly_typed=False) == []  # fp32 needs no FP16 flag
     assert _problems(_settings(compute_capabilities=["8.6"]), ccs=["8.6", "8.9"]) == [
         "config targets compute capabilities ['8.6'], asked for ['8.6', '8.9']"]
@@ -329,7 +343,7 @@ def test_seed_records(make_toy):
         "avg_feedback": {"file": "avg_feedback.npy", "sha256": artifacts.sha256_file(d / "avg_feedback.npy")}}
 
 
-def test_engine_writes_are_durable(tmp_path, monkeypatch):
+def test_engine_and_manifest_writes_are_durable(tmp_path, monkeypatch):
     """Engines, timing caches and the manifest are fsync'ed (a power cut must not leave a truncated plan behind
     a record)."""
     import os
@@ -389,6 +403,14 @@ def _float64_seed(d):
     np.save(d / artifacts.LATENT_AVG, np.load(d / artifacts.LATENT_AVG).astype(np.float64))
 
 
+def _nan_seed(d):
+    import numpy as np
+
+    lat = np.load(d / artifacts.LATENT_AVG)
+    lat[0, 0] = np.nan
+    np.save(d / artifacts.LATENT_AVG, lat)
+
+
 M = "{d}/manifest.json"
 LOAD_REFUSALS = {
     "no manifest": (lambda d: (d / artifacts.MANIFEST).unlink(),
@@ -408,6 +430,8 @@ LOAD_REFUSALS = {
     "seed file": (lambda d: (d / artifacts.LATENT_AVG).unlink(), "{d}/latent_avg.npy is missing"),
     "pickled seed": (_pickled_seed, "{d}/latent_avg.npy is not a readable .npy file: "),
     "float64 seed": (_float64_seed, "{d}/latent_avg.npy: expected float32 [4, 512], found float64 [4, 512]"),
+    "NaN seed": (_nan_seed, ("{d}/latent_avg.npy: 1 of 2048 values are NaN or Inf; the loop would return NaN latents "
+                             "and black images. Re-export from the checkpoint")),
 }
 
 
@@ -421,3 +445,11 @@ def test_load_refusals_name_the_file_and_the_fix(make_toy, case):
         artifacts.load(d)
     assert str(e.value).startswith(want.format(d=d)), str(e.value)
     assert want.endswith((": ", "(")) or str(e.value) == want.format(d=d)
+
+
+def test_save_manifest_writes_what_load_reads(make_toy):
+    d, _ = make_toy("save")
+    art = artifacts.load(d)
+    art.manifest["engines"] = [_rec()]
+    art.save_manifest()
+    assert artifacts.load(d).manifest["engines"] == [_rec()]
