@@ -168,7 +168,8 @@ def test_int8_graph_path(art_root):
                        "synthesis": {"cpu": {"file": "int8/synthesis.cpu.onnx"}}}}
     art = _art(art_root, int8=int8)
     assert artifacts.int8_graph_path(art, "encoder") == art_root / "int8" / "encoder.cpu.onnx"
-    with pytest.raises(ArtifactError, match=r"synthesis.cpu.onnx \(INT8 synthesis, listed in the manifest\) is missing"):
+    missing = r"synthesis.cpu.onnx \(INT8 synthesis, listed in the manifest\) is missing"
+    with pytest.raises(ArtifactError, match=missing):
         artifacts.int8_graph_path(art, "synthesis")
     assert artifacts.int8_graph_path(_art(art_root, int8={"graphs": {}}), "encoder") is None
     assert artifacts.int8_graph_path(_art(art_root, int8={"method": "minmax"}), "encoder") is None
