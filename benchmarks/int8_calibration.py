@@ -38,8 +38,11 @@ def main() -> int:
     ap.add_argument("--keep-share", type=float, default=0.5)
     ap.add_argument("--max-keep", type=float, default=0.1)
     ap.add_argument("--kept-from", default=None, help="a result JSON whose int8.kept_layers to use (no sweep)")
+    ap.add_argument("--kept-none", action="store_true", help="quantize every layer (no sweep, nothing kept)")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--note", default="", help="appended to the record's 'what'")
+    ap.add_argument("--machine-note", default="2-vCPU VM shared with other niced jobs",
+                    help="what else ran on the machine (recorded beside the load averages)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname).1s %(name)s: %(message)s")
@@ -49,6 +52,8 @@ def main() -> int:
 
     ckpt, art = ensure_preset(args.preset)
     kept = json.loads(Path(args.kept_from).read_text())["int8"]["kept_layers"] if args.kept_from else None
+    if args.kept_none:
+        kept = {"encoder": [], "synthesis": []}
     cfg = CalibrationConfig(generated=args.generated, checkpoint=str(ckpt), held_out=args.held_out,
                             steps=args.steps, method=args.method,
                             graphs=("encoder",) if args.encoder_only else ("encoder", "synthesis"),
@@ -56,7 +61,7 @@ def main() -> int:
                             keep_rule=args.keep_rule, keep_share=args.keep_share, max_keep_frac=args.max_keep,
                             kept=kept, batch=args.batch)
     machine = dict(machine_info(threads=os.cpu_count()),
-                   note="2-vCPU VM shared with other helpers' niced jobs (run niced, under a shared bench lock)")
+                   note=args.machine_note)
     rec = calibrate(args.artifacts or art, cfg)
     machine["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     tables = {}  # the full per-layer sensitivity tables (the manifest keeps the top 8)
