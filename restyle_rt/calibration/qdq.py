@@ -4,8 +4,8 @@ Why ONNX Runtime's quantization tools (``onnxruntime.quantization``: calibrators
 format): they are installed with the runtime's own dependency (no extra, no torch, CPU-only, so CI runs them
 as-is), they write standard ``QuantizeLinear``/``DequantizeLinear`` graphs TensorRT parses, and they take a custom
 ``CalibrationDataReader`` (the loop replay) and a saved range cache (one calibration, many encodings and the
-sensitivity sweep). NVIDIA ModelOpt's ONNX PTQ was not compared (not installed here; see the calibration section of
-the README).
+sensitivity sweep). NVIDIA ModelOpt's ONNX PTQ (``nvidia-modelopt``, on the package index) was not compared: ORT's
+tools met each need above without another dependency; that comparison is still open.
 
 One calibration, two encodings (:data:`ENCODINGS`), both per-channel symmetric INT8 weights:
 
