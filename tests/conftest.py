@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,15 @@ if str(TESTS) not in sys.path:  # make tests/toy_artifacts.py importable from ev
 # backend "auto" takes the static order (trt, ort, openvino) in tests, so that a test using the default backend
 # runs the same backend on every machine; tests/unit/test_auto_backend.py exercises the measured choice itself.
 os.environ.setdefault("RESTYLE_RT_AUTO_PROBE", "0")
+
+# the runtime's caches (OpenVINO blobs, verified hashes, auto-backend decisions, kernels) go to a per-session folder,
+# never the user's ~/.cache/restyle-rt; child processes inherit it; removed when the session ends
+_RUNTIME_CACHE = tempfile.mkdtemp(prefix="restyle-rt-test-cache-")
+os.environ["RESTYLE_RT_CACHE"] = _RUNTIME_CACHE
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(_RUNTIME_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -34,8 +34,8 @@ ABI_VERSION = 1
 
 
 def cache_dir() -> Path:
-    """``$RESTYLE_RT_CACHE/kernels`` or ``~/.cache/restyle_rt/kernels``."""
-    root = os.environ.get("RESTYLE_RT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "restyle_rt")
+    """``$RESTYLE_RT_CACHE/kernels`` or ``~/.cache/restyle-rt/kernels``."""
+    root = os.environ.get("RESTYLE_RT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "restyle-rt")
     return Path(root) / "kernels"
 
 

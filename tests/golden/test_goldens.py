@@ -115,10 +115,24 @@ def _prepared(name: str):
     return entry, gold, _golden_artifacts(name, ckpt)
 
 
+def _prune(name: str) -> None:
+    """With ``RESTYLE_RT_TEST_CACHE_PRUNE=1`` (CI sets it for its throw-away cache), delete a real-size golden's
+    checkpoint and export once its tests are done: they are 1.4-1.8 GB each, and a later use makes them again."""
+    if os.environ.get("RESTYLE_RT_TEST_CACHE_PRUNE") != "1" or name in FIXTURE_CONFIGS:
+        return
+    import shutil
+
+    _prepared.cache_clear()
+    shutil.rmtree(CACHE / f"golden-{name}-{_source_hash()}-artifacts", ignore_errors=True)
+    (CACHE / f"golden-{name}-{_source_hash()}.pt").unlink(missing_ok=True)
+
+
 @pytest.fixture(scope="module", params=list(_params()))
 def golden(request):
+    """Module-scoped and parametrized, so pytest runs all tests of one config before the next (and prunes after)."""
     name, steps = request.param
-    return (name, steps, *_prepared(name))
+    yield (name, steps, *_prepared(name))
+    _prune(name)
 
 
 def test_goldens_say_where_they_come_from():
