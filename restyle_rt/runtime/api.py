@@ -47,7 +47,8 @@ class Inverter:
         self._closed = False
 
     @classmethod
-    def load(cls, artifacts_dir: os.PathLike, backend: str = "auto", verify: bool = True, **opts) -> "Inverter":
+    def load(cls, artifacts_dir: os.PathLike, backend: str = "auto", verify: bool = True,
+             probe_batch: Optional[int] = None, **opts) -> "Inverter":
         """Open an artifacts directory and start a backend on it.
 
         Args:
@@ -57,6 +58,7 @@ class Inverter:
                 (``"ort"``, ``"openvino"``, ``"trt"``).
             verify: check every file against the sha256 in the manifest (cached per file; see
                 :func:`restyle_rt.artifacts.load`). False skips it.
+            probe_batch: with ``"auto"``, the batch you will run, so that the measured choice times it.
             **opts: backend options (for ``ort``: ``providers``, ``threads``, ``device_id``, ``io_binding``).
 
         Returns:
@@ -72,7 +74,7 @@ class Inverter:
         if not isinstance(backend, str):
             raise InputError(f"backend must be a name (str), got {type(backend).__name__} {backend!r}")
         art = _artifacts.load(artifacts_dir, check_hashes=verify)
-        return cls(art, get_backend(backend, art, **opts))
+        return cls(art, get_backend(backend, art, probe_batch=probe_batch, **opts))
 
     @property
     def spec(self) -> ModelSpec:

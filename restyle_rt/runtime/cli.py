@@ -207,7 +207,7 @@ def _invert_all(args, run_dir, work, aligner=None):
     with contextlib.ExitStack() as stack:
         opts = {} if args.precision is None else {"precision": args.precision}
         inv = stack.enter_context(Inverter.load(args.artifacts, backend=args.backend, verify=not args.no_verify,
-                                                **opts))
+                                                probe_batch=args.batch, **opts))
         invert = _bootstrapped(stack, inv, args) if args.bootstrap else inv.invert
         batch = _batch_size(args.batch, inv.profile)
         bar = tqdm(total=len(work), unit="img", desc="invert", file=sys.stderr, dynamic_ncols=True)
@@ -241,7 +241,8 @@ def _bootstrapped(stack, second, args):
     from ..workflows.bootstrap import bootstrap, check_pair
     from .api import Inverter
 
-    first = stack.enter_context(Inverter.load(args.bootstrap, backend=args.backend, verify=not args.no_verify))
+    first = stack.enter_context(Inverter.load(args.bootstrap, backend=args.backend, verify=not args.no_verify,
+                                              probe_batch=args.batch))
     check_pair(first.artifacts, second.artifacts)
     return lambda x, n_iters, return_steps, early_exit: bootstrap(first, second, x, n_iters)
 

@@ -11,6 +11,7 @@ import pytest
 
 from restyle_rt import artifacts
 from restyle_rt.errors import ArtifactError, BackendUnavailable, InputError
+from restyle_rt.runtime.api import Inverter
 from restyle_rt.runtime.backends import choose, get_backend
 from restyle_rt.runtime.backends.ort import OrtBackend
 
@@ -164,6 +165,26 @@ def test_probe_batch_is_clamped_and_checked(toy, auto, monkeypatch):
     monkeypatch.setenv("RESTYLE_RT_AUTO_BATCH", "0")
     with pytest.raises(InputError, match="RESTYLE_RT_AUTO_BATCH='0'; expected a positive integer"):
         choose.probe_batch(art)
+
+
+def test_the_callers_batch_is_probed_unless_the_variable_overrides_it(toy, auto, monkeypatch):
+    art = artifacts.load(toy[0])  # profile [1, 1, 8]
+    assert choose.probe_batch(art) == 1
+    assert choose.probe_batch(art, 3) == 3
+    assert choose.probe_batch(art, 20) == 8
+    with pytest.raises(InputError, match="batch 0; expected a positive integer"):
+        choose.probe_batch(art, 0)
+    with get_backend("auto", art, probe_batch=3) as be:  # the Inverter / `invert --batch` path
+        assert be.name == "b"
+    assert auto["calls"] == [("a", 3), ("b", 3)]
+    monkeypatch.setenv("RESTYLE_RT_AUTO_BATCH", "2")
+    assert choose.probe_batch(art, 3) == 2
+    with Inverter.load(toy[0], backend="auto", probe_batch=5) as inv:
+        assert inv.backend.name == "b"
+    assert auto["calls"][2:] == [("a", 2), ("b", 2)]
+    with get_backend("ort", art, probe_batch=3) as be:  # a named backend ignores the hint
+        assert be.name == "ort"
+    assert len(auto["calls"]) == 4
 
 
 def test_failing_candidates_are_skipped_with_their_reason(toy, auto, monkeypatch, caplog):

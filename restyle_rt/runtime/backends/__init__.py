@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
-from typing import Dict, Tuple, Type
+from typing import Dict, Optional, Tuple, Type
 
 from ...artifacts import Artifacts
 from ...errors import BackendUnavailable, InputError
@@ -70,7 +70,7 @@ def available(name: str) -> Tuple[bool, str]:
     return cls.available()
 
 
-def get_backend(name: str, artifacts: Artifacts, **opts) -> Backend:
+def get_backend(name: str, artifacts: Artifacts, *, probe_batch: Optional[int] = None, **opts) -> Backend:
     """Create a backend for ``artifacts``.
 
     Args:
@@ -78,6 +78,8 @@ def get_backend(name: str, artifacts: Artifacts, **opts) -> Backend:
             here (:func:`restyle_rt.runtime.backends.choose.choose`; each one skipped is logged with its reason;
             options a backend does not take are dropped).
         artifacts: the loaded artifacts directory.
+        probe_batch: with ``"auto"``, the batch the caller will run, which the measured choice times (ignored
+            by a named backend).
         **opts: passed to the backend's constructor.
 
     Raises:
@@ -93,7 +95,7 @@ def get_backend(name: str, artifacts: Artifacts, **opts) -> Backend:
         return backend_class(name)(artifacts, **opts)
     from .choose import choose
 
-    return choose(artifacts, opts)
+    return choose(artifacts, opts, batch=probe_batch)
 
 
 def accepted_options(cls, opts: dict) -> dict:

@@ -13,7 +13,8 @@ following a fixed order:
    :data:`restyle_rt.parity.AUTO_BAR`: FP32 today; BF16 misses the bar, and is never considered on a CPU without
    BF16). A precision the caller names is the caller's choice and is passed on unchanged.
 3. **The probe**: per candidate, one warm-up loop step then :data:`REPEATS` timed steps (``encode`` + ``synthesize``
-   at batch ``$RESTYLE_RT_AUTO_BATCH``, default 1, clamped to the batch profile), fed with the artifacts' own seeds
+   at the caller's batch, e.g. ``invert --batch``; ``$RESTYLE_RT_AUTO_BATCH`` overrides it; default 1; clamped to
+   the batch profile), fed with the artifacts' own seeds
    (``avg_feedback``, ``latent_avg``); the smallest best-of time wins. A candidate that fails to start or to run is
    closed and skipped with its reason logged. One candidate is alive at a time (peak memory: the largest one's; at
    ffhq-1024 batch 1 ORT peaks ~2.8 GB RSS, OpenVINO ~4.2 GB), so the winner is started again unless it ran last.
@@ -64,8 +65,11 @@ _STARTUP_ERRORS = (BackendUnavailable, ArtifactError, InputError)
 _logged_choices: set = set()
 
 
-def choose(artifacts: Artifacts, opts: dict) -> Backend:
+def choose(artifacts: Artifacts, opts: dict, batch: int | None = None) -> Backend:
     """Start the backend ``auto`` stands for (module docstring); logs the choice and every backend skipped.
+
+    ``batch`` is the batch the caller will run (``invert --batch``, the server's max batch): the probe times that one
+    unless ``$RESTYLE_RT_AUTO_BATCH`` says otherwise (:func:`probe_batch`).
 
     Raises:
         BackendUnavailable: no backend is installed, or (with the type every candidate raised, when they agree)
@@ -95,11 +99,11 @@ def choose(artifacts: Artifacts, opts: dict) -> Backend:
                 _log_choice(be, reasons, "static order" if mode == "0" else "the only CPU backend installed")
                 return be
         raise _none_started(reasons, errors)
-    return _measured(artifacts, cands, opts, reasons, errors, refresh=mode == "refresh")
+    return _measured(artifacts, cands, opts, reasons, errors, refresh=mode == "refresh", batch=batch)
 
 
-def _measured(artifacts, cands, opts, reasons, errors, refresh: bool) -> Backend:
-    batch = probe_batch(artifacts)
+def _measured(artifacts, cands, opts, reasons, errors, refresh: bool, batch: int | None) -> Backend:
+    batch = probe_batch(artifacts, batch)
     parts = key_parts(artifacts, cands, opts, batch)
     path = cache_path(parts)
     rec = None if refresh else _read(path)
@@ -171,19 +175,23 @@ def measure(backend: Backend, batch: int) -> float:
     return best
 
 
-def probe_batch(artifacts: Artifacts) -> int:
-    """``$RESTYLE_RT_AUTO_BATCH`` (default 1), clamped to the artifacts' batch profile.
+def probe_batch(artifacts: Artifacts, asked: int | None = None) -> int:
+    """The batch the probe times, clamped to the artifacts' batch profile: ``$RESTYLE_RT_AUTO_BATCH`` when set, else
+    ``asked`` (the caller's batch), else 1.
 
     Raises:
-        InputError: the variable is not a positive integer.
+        InputError: the variable (or ``asked``) is not a positive integer.
     """
-    raw = os.environ.get(ENV_BATCH, "1")
+    raw = os.environ.get(ENV_BATCH)
+    what = f"${ENV_BATCH}={raw!r}"
+    if raw is None:
+        raw, what = ("1" if asked is None else str(asked)), f"batch {asked!r}"
     try:
         b = int(raw)
         if b < 1:
             raise ValueError
     except ValueError:
-        raise InputError(f"${ENV_BATCH}={raw!r}; expected a positive integer (the batch the probe times)") from None
+        raise InputError(f"{what}; expected a positive integer (the batch the probe times)") from None
     prof = artifacts.profile
     return max(prof.min, min(b, prof.max))
 
