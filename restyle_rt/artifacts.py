@@ -65,13 +65,25 @@ def staging_dir(out: os.PathLike, overwrite: bool = False, protect: Sequence[os.
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.replace(out, old / "prev")  # move the previous export aside, put the new one in place, then delete
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out)
+    old = None
+    try:
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            # move the previous export aside, put the new one in place, then delete it; Ctrl-C / SIGTERM are held
+            # over the two renames, so ``out`` is never left missing, and a failed second rename puts it back
+            with fsio.signals_deferred():
+                os.replace(out, old / "prev")
+                try:
+                    os.replace(tmp, out)
+                except BaseException:
+                    os.replace(old / "prev", out)
+                    raise
+        else:
+            os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # already gone after a successful rename
+        if old is not None and out.exists():  # (were the put-back to fail too, the previous export stays in old)
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def is_export(directory: os.PathLike) -> bool:

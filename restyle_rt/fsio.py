@@ -20,6 +20,8 @@ import errno
 import json
 import os
 import secrets
+import signal
+import threading
 from pathlib import Path
 from typing import IO, Iterator, Union
 
@@ -131,6 +133,30 @@ def save_npy(path: PathLike, array, durable: bool = False) -> Path:
     with atomic_open(path, "wb", durable=durable) as f:
         np.save(f, array, allow_pickle=False)
     return Path(path)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT / SIGTERM / SIGHUP for the body (a few renames that must happen together): a signal arriving
+    meanwhile is recorded and raised again, to the handler it would have met, when the body ends. A no-op off the
+    main thread (where Python cannot set handlers). (``pthread_sigmask`` is no use here: it masks one thread only,
+    and the signal goes to any other, e.g. an ONNX Runtime worker, whose C handler still interrupts the main one.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list = []
+    previous = {}
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is not None and signal.getsignal(sig) is not None:  # None: a handler not set from Python
+            previous[sig] = signal.signal(sig, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(received):
+            signal.raise_signal(sig)
 
 
 def check_writable_dir(path: PathLike, what: str) -> Path:

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
+import time
+from pathlib import Path
 
 import pytest
 
@@ -72,6 +75,42 @@ def test_staging_replaces_a_previous_export_and_follows_the_umask(tmp_path, monk
     assert sorted(p.name for p in out.iterdir()) == ["new.onnx"]
     assert stat.S_IMODE(out.stat().st_mode) == 0o755  # mkdtemp alone gives 0o700
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # nothing left aside
+
+
+def test_a_failed_swap_puts_the_previous_export_back(tmp_path, monkeypatch):
+    """Ctrl-C (or any error) between moving the previous export aside and renaming the new one in: ``out`` is the
+    previous export again and nothing is left beside it."""
+    out = tmp_path / "art"
+    out.mkdir()
+    artifacts.write_manifest(out, {"format": artifacts.FORMAT, "format_version": 0})
+    (out / "old.onnx").write_bytes(b"old")
+    real, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append((Path(src).name, Path(dst).name))
+        if len(calls) == 2:  # the new export's rename into place
+            raise KeyboardInterrupt
+        real(src, dst)
+
+    monkeypatch.setattr(artifacts.os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt), artifacts.staging_dir(out, overwrite=True) as tmp:
+        (tmp / "new.onnx").write_bytes(b"new")
+    assert [c[1] for c in calls] == ["prev", "art", "art"]
+    assert (out / "old.onnx").read_bytes() == b"old" and not (out / "new.onnx").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]
+
+
+def test_signals_are_held_over_the_swap_and_delivered_after(tmp_path):
+    from restyle_rt import fsio
+
+    got = []
+    with pytest.raises(KeyboardInterrupt):
+        with fsio.signals_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            got.append("the block finished")
+    assert got == ["the block finished"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is restored
 
 
 def test_staging_removes_its_temporary_directory_on_failure(tmp_path):
