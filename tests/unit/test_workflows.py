@@ -69,7 +69,7 @@ def test_pt_with_code_is_refused_without_running_it(tmp_path):
     with zipfile.ZipFile(p, "w") as z:
         z.writestr("archive/data.pkl", pickle.dumps(Evil(), protocol=2))
         z.writestr("archive/version", "3\n")
-    with pytest.raises(InputError, match="refusing to load io.open"):
+    with pytest.raises(InputError, match=r"refusing to load _?io\.open"):
         directions.load_direction(p)
     assert not marker.exists()
 
