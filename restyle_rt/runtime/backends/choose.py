@@ -68,7 +68,7 @@ _logged_choices: set = set()
 def choose(artifacts: Artifacts, opts: dict, batch: int | None = None) -> Backend:
     """Start the backend ``auto`` stands for (module docstring); logs the choice and every backend skipped.
 
-    ``batch`` is the batch the caller will run (``invert --batch``, the server's max batch): the probe times that one
+    ``batch`` is the batch the caller will run (``invert --batch``; ``Inverter.load(probe_batch=)``): the probe times it
     unless ``$RESTYLE_RT_AUTO_BATCH`` says otherwise (:func:`probe_batch`).
 
     Raises:
