@@ -202,13 +202,17 @@ def _record_head(cfg: CalibrationConfig, imgs: D.ImageSet) -> dict:
 
 
 def _rule_text(cfg: CalibrationConfig) -> str:
-    if cfg.kept is not None:
-        return "explicit kept layers (no sensitivity sweep)"
     how = (f"top layers summing to {cfg.keep_share:.0%} of the total" if cfg.keep_rule == "share" else
            f"fewest top layers whose all-but-kept loop meets {S.BAR_MARGIN:g}x the ship bar's rel-L2 on those images")
-    return (f"per-layer loop sensitivity (worst latent rel-L2 over {cfg.sensitivity_steps or cfg.steps} steps, "
-            f"emulated Q/DQ) on {cfg.sensitivity_images} calibration image(s); keep in FP32 the {how}, at most "
-            f"{cfg.max_keep_frac:.0%} of the layers (rule {cfg.keep_rule!r})")
+    swept = (f"per-layer loop sensitivity (worst latent rel-L2 over {cfg.sensitivity_steps or cfg.steps} steps, "
+             f"emulated Q/DQ) on {cfg.sensitivity_images} calibration image(s); keep in FP32 the {how}, at most "
+             f"{cfg.max_keep_frac:.0%} of the layers (rule {cfg.keep_rule!r})")
+    if cfg.kept is None:
+        return swept
+    given = [g for g in cfg.graphs if g in cfg.kept]  # the sweep runs for a graph the explicit dict does not name
+    rest = [g for g in cfg.graphs if g not in cfg.kept]
+    text = f"explicit kept layers for {', '.join(given) or 'no graph'} (no sensitivity sweep)"
+    return text + (f"; {', '.join(rest)}: {swept}" if rest else "")
 
 
 def _calibrate_graph(run: _Run, graph: str, other: Dict[str, Path], rec: dict) -> Dict[str, Path]:

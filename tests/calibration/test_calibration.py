@@ -230,3 +230,15 @@ def test_switch_graph_emulates_fused_integer_convolutions(tmp_path):
         err = np.linalg.norm(a - ref)
         assert err > 1e-3 * np.linalg.norm(ref), include
         assert np.linalg.norm(b - a) <= 0.1 * err, (include, np.linalg.norm(b - a) / err)
+
+
+def test_recorded_keep_rule_says_which_graphs_were_swept():
+    """Explicit kept layers for one graph only: the other still goes through the sweep, and the record says so."""
+    from restyle_rt.calibration.pipeline import _rule_text
+
+    swept = _rule_text(CalibrationConfig(generated=2))
+    assert swept.startswith("per-layer loop sensitivity") and "rule 'share'" in swept
+    one = _rule_text(CalibrationConfig(generated=2, kept={"encoder": ["/conv1/Conv"]}))
+    assert one == f"explicit kept layers for encoder (no sensitivity sweep); synthesis: {swept}"
+    both = _rule_text(CalibrationConfig(generated=2, kept={"encoder": [], "synthesis": []}))
+    assert both == "explicit kept layers for encoder, synthesis (no sensitivity sweep)"
