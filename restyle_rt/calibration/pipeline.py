@@ -28,8 +28,8 @@ from .. import artifacts as A
 from ..errors import InputError
 from ..parity import TOLERANCES
 from . import data as D
-from . import qdq
 from . import emulate as E
+from . import qdq
 from . import sensitivity as S
 from .loop import FeedReader, LoopFeeds, run_loop, session, step_accuracy
 from .loop import meets_bar as loop_meets_bar
@@ -103,9 +103,9 @@ class _Run:
         r = qdq.compute_ranges(self.fp32[graph], FeedReader(self.feeds(graph), steps, self.cfg.batch), self.cfg.method)
         return qdq.save_ranges(r, self.tmp / f"{graph}{tag}.ranges.json")
 
-    def quantized(self, graph: str, ranges: Path, encoding: str, exclude=(), include=None, name="") -> Path:
+    def quantized(self, graph: str, ranges: Path, encoding: str, exclude=(), name="") -> Path:
         out = self.tmp / (name or f"{graph}.{encoding}.onnx")
-        return qdq.write_qdq(self.fp32[graph], out, ranges, self.cfg.method, encoding, exclude, include)
+        return qdq.write_qdq(self.fp32[graph], out, ranges, self.cfg.method, encoding, exclude)
 
     def sweep(self, graph: str, ranges: Path) -> S.Sweep:
         """Single-layer sensitivities and the keep curve, from one switchable Q/DQ graph (:mod:`.emulate`)."""

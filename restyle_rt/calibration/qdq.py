@@ -162,7 +162,8 @@ def write_qdq(model_path: Path, out_path: Path, ranges_file: Path, method: str, 
         method: the method the ranges were computed with (ORT checks it against the cache).
         encoding: a key of :data:`ENCODINGS`.
         exclude: node names kept in FP32.
-        include: when given, quantize only these nodes (the sensitivity sweep).
+        include: when given, quantize only these nodes (the tests' real single-layer graphs, against which the
+            sweep's emulation is checked).
     """
     if encoding not in ENCODINGS:
         raise InputError(f"encoding {encoding!r}: expected one of {', '.join(ENCODINGS)}")

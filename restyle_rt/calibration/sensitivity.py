@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Dict, List, Sequence
 
 from tqdm import tqdm
 
+from ..errors import InputError
 from .loop import meets_bar
 
 log = logging.getLogger("restyle_rt")
@@ -108,8 +109,6 @@ def kept_by_rule(sw: Sweep, rule: str, share: float, max_keep_frac: float, bar: 
         return choose_kept(sw.single, share, max_keep_frac)
     if rule == "bar":
         return choose_kept_bar(sw, bar)
-    from ..errors import InputError
-
     raise InputError(f"keep rule {rule!r}: expected 'share' or 'bar'")
 
 
