@@ -79,3 +79,11 @@ def test_build_error_carries_the_compiler_output(nvcc, tmp_path, monkeypatch):
         build.run_nvcc(["-c", str(bad), "-o", str(tmp_path / "bad.o")], nvcc)
     with pytest.raises(BuildError, match="nvcc failed"):
         build.build_library(["80"], extra_flags=["--no-such-nvcc-flag"])
+
+
+def test_cache_dir_follows_restyle_rt_cache_else_the_home_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESTYLE_RT_CACHE", str(tmp_path / "c"))
+    assert build.cache_dir() == tmp_path / "c" / "kernels"
+    monkeypatch.delenv("RESTYLE_RT_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert build.cache_dir() == tmp_path / ".cache" / "restyle-rt" / "kernels"  # beside the runtime's other caches
