@@ -29,6 +29,11 @@ PathLike = Union[str, os.PathLike]
 TMP_PREFIX = ".restyle-rt-tmp."  # temporary names start with this; they never survive a failed write
 
 
+def cache_root() -> Path:
+    """restyle-rt's cache directory: ``$RESTYLE_RT_CACHE``, else ``~/.cache/restyle-rt`` (not created here)."""
+    return Path(os.environ.get("RESTYLE_RT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "restyle-rt"))
+
+
 def umask() -> int:
     """The process umask (read without changing it for longer than two syscalls)."""
     mask = os.umask(0o022)

@@ -10,14 +10,17 @@ for the GPU, and nothing is read back per step unless ``return_steps`` asks.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ...artifacts import Artifacts, int8_graph_path
 from ...errors import ArtifactError, BackendUnavailable, InputError
+from ...fsio import cache_root
 from ...spec import BATCH, TensorSpec
 from ..backend import Backend, LoopResult
 from ..loop import check_batch, check_feed, check_images, check_iters, host_loop
@@ -46,7 +49,10 @@ class OrtBackend(Backend):
     Args:
         artifacts: a verified artifacts directory.
         providers: ONNX Runtime execution providers in priority order; default: TensorRT, CUDA, then CPU,
-            among those the installed onnxruntime has. Naming a provider it lacks raises BackendUnavailable.
+            among those the installed onnxruntime has. With the default list, a provider ONNX Runtime cannot
+            start (onnxruntime-gpu lists the TensorRT EP even without TensorRT's libraries) is dropped with a
+            warning and the backend runs on the next one; a list the caller names is strict: its first provider
+            must start, else BackendUnavailable.
         threads: intra-op threads for the CPU provider (default: the CPUs available to this process).
         device_id: the GPU for CUDA/TensorRT providers.
         io_binding: run the loop with IOBinding (default: only on a GPU provider). ``True`` on CPU exercises
@@ -87,6 +93,7 @@ class OrtBackend(Backend):
 
         self._ort = ort
         have = ort.get_available_providers()
+        self.default_providers = not providers
         wanted = (
             list(providers)
             if providers
@@ -99,10 +106,15 @@ class OrtBackend(Backend):
                 f"(available: {have}); install the matching onnxruntime build"
             )
         self.device_id = int(device_id)
-        self.device = "cuda" if wanted[0] in GPU_PROVIDERS else "cpu"
         self.threads = int(threads or default_threads())
         self.sessions = {g: self._session(g, wanted) for g in ("encoder", "synthesis")}
         self.providers = self.sessions["encoder"].get_providers()
+        if self.sessions["synthesis"].get_providers()[0] != self.providers[0]:
+            raise BackendUnavailable(
+                f"ort backend: the encoder runs on {self.providers[0]} but the synthesis on "
+                f"{self.sessions['synthesis'].get_providers()[0]}; check the CUDA/TensorRT install"
+            )
+        self.device = "cuda" if self.providers[0] in GPU_PROVIDERS else "cpu"
         self.io_binding = (self.device != "cpu") if io_binding is None else bool(io_binding)
         self.device_resident = self.device != "cpu"
         log.info("ort backend: providers %s, %d intra-op threads, %s", self.providers, self.threads, self.precision)
@@ -134,11 +146,17 @@ class OrtBackend(Backend):
             )
         except Exception as e:  # ORT raises its own Fail/InvalidGraph/... types
             raise ArtifactError(f"{path}: ONNX Runtime cannot load it: {e}") from None
-        if sess.get_providers()[0] != providers[0]:
-            raise BackendUnavailable(
-                f"ort backend: {providers[0]} could not be initialised for {graph} "
-                f"(session got {sess.get_providers()}); check the CUDA/TensorRT install"
-            )
+        got = sess.get_providers()
+        if got[0] != providers[0]:
+            if not self.default_providers:  # the user named these providers: no silent substitute
+                raise BackendUnavailable(
+                    f"ort backend: {providers[0]} could not be initialised for {graph} "
+                    f"(session got {got}); check the CUDA/TensorRT install"
+                )
+            # the default list: onnxruntime-gpu always lists the TensorRT EP and drops it (or falls back to
+            # CUDA + CPU) when the TensorRT libraries are missing; take what ONNX Runtime could start, say so
+            log.warning("ort backend: %s could not be initialised for %s; running on %s (install TensorRT for the "
+                        "TensorRT EP, or pass providers= to require one)", providers[0], graph, got[0])
         verify_io(sess, self.spec.graph_io(graph), f"{path.name}")
         return sess
 
@@ -148,7 +166,7 @@ class OrtBackend(Backend):
         if provider == "TensorrtExecutionProvider":
             shapes = self.artifacts.profile.shapes(self.spec, graph)
             fmt = lambda k: ",".join(f"{n}:{'x'.join(map(str, s[k]))}" for n, s in shapes.items())  # noqa: E731
-            cache = str(self.artifacts.root / "engines" / "ort-trt-cache")
+            cache = str(trt_ep_cache_dir(self.artifacts))
             return {
                 "device_id": self.device_id,
                 "trt_profile_min_shapes": fmt(0),
@@ -233,6 +251,25 @@ class OrtBackend(Backend):
 
     def close(self) -> None:
         self.sessions = {}
+
+
+def trt_ep_cache_dir(art: Artifacts) -> Path:
+    """Where ORT's TensorRT EP keeps its engines: ``ARTIFACTS/engines/ort-trt-cache``, created here (the EP
+    creates only the last level and fails otherwise); ``$RESTYLE_RT_CACHE/ort-trt/<graphs' hash>`` when the
+    artifacts directory is read-only (e.g. a Triton model repository)."""
+    local = art.root / "engines" / "ort-trt-cache"
+    try:
+        local.mkdir(parents=True, exist_ok=True)
+        if os.access(local, os.W_OK | os.X_OK):
+            return local
+    except OSError:
+        pass
+    key = hashlib.sha256("|".join(str(art.manifest.get("graphs", {}).get(g, {}).get("sha256", g))
+                                  for g in ("encoder", "synthesis")).encode()).hexdigest()[:16]
+    alt = cache_root() / "ort-trt" / key
+    alt.mkdir(parents=True, exist_ok=True)
+    log.info("ort backend: %s is not writable; TensorRT EP engines go to %s", local, alt)
+    return alt
 
 
 def choose_precision(art: Artifacts, precision: str) -> str:
