@@ -29,6 +29,19 @@ is_stream_capturable                        -     -     -     y   V: shared/refe
                                                                    11.x) has no isStreamCapturable; only RTX")
 ======================================== ===== ===== ===== ===== ================================================
 
+Behavioural rules per generation (enforced, not only named):
+
+* **Profiles below 8.6** (8.5): the first context of an engine gets optimisation profile 0, every later one -1
+  while the first lives; ``execute_async_v3`` on profile -1 fails (returns False and logs), as TensorRT 8.5's
+  ``NvInferRuntime.h`` says ("all calls to enqueueV2()/enqueueV3()/executeV2() will fail until a valid profile
+  index has been set"; "Profile 0 has been chosen by another IExecutionContext"). V: the 8.5 header text quoted in
+  the issue. From 8.6 every context starts on profile 0 (I: the same header in 8.6+; not inspected here).
+* **Runtime config lifetime** (``IRuntimeConfig``, 11.1 and RTX): a context whose config has been freed refuses
+  to enqueue with :class:`FakeGpuMisuse` (*stricter*, I: the binding keeps only the engine alive, and NVIDIA's RTX
+  demo keeps the config for the context's whole life; whether TensorRT reads it after creation is not documented).
+* **Shapes at replay**: a CUDA graph replayed after a captured context's input shapes changed raises
+  :class:`FakeGpuMisuse` (tests/fakes/gpu.py).
+
 Semantics: a plan is :func:`make_plan` bytes (a JSON header: generation, profile, builder flags, activation
 memory size; then the ONNX graph) and an engine runs it with ONNX Runtime, reading and writing the simulated
 device memory at the bound addresses, when the stream work runs. ``execute_async_v3`` returns False (as TensorRT
@@ -42,6 +55,7 @@ from __future__ import annotations
 import json
 import logging
 import types
+import weakref
 from dataclasses import dataclass
 from typing import Dict
 
@@ -73,10 +87,11 @@ class Generation:
     without_device_memory: bool
     runtime_config: bool
     rtx: bool
+    shared_profile: bool = True  # every context starts on profile 0 (8.6+); False: only the first one (8.5)
 
 
 GENERATIONS = {
-    "8.5": Generation("8.5", "tensorrt", "8.5.2.2", "tensorrt", False, False, True, False, False),
+    "8.5": Generation("8.5", "tensorrt", "8.5.2.2", "tensorrt", False, False, True, False, False, False),
     "10.3": Generation("10.3", "tensorrt", "10.3.0.30", "tensorrt", True, True, True, False, False),
     "11.1": Generation("11.1", "tensorrt", "11.1.0.5", "tensorrt", True, True, False, True, False),
     "rtx": Generation("rtx", "tensorrt-rtx", "1.7.1.116", "tensorrt_rtx_bindings", True, True, False, True, True),
@@ -108,7 +123,7 @@ def make_trt(generation: str, gpu: FakeGpu):
 
     gen = GENERATIONS[generation]
     mod = types.SimpleNamespace(__name__=gen.module_name, __version__=gen.version, float32=real.float32,
-                                _gen=gen, _gpu=gpu, _contexts=[])
+                                _gen=gen, _gpu=gpu, _contexts=weakref.WeakSet())
     if gen.alloc_strategy:
         mod.ExecutionContextAllocationStrategy = real.ExecutionContextAllocationStrategy
     if gen.rtx:
@@ -155,6 +170,13 @@ def _engine_members(gen: Generation, mod) -> dict:
         self._inputs = {i.name: i.shape for i in self._sess.get_inputs()}
         self._outputs = {o.name: o.shape for o in self._sess.get_outputs()}
         self._names = list(self._inputs) + list(self._outputs)
+        self._profile0 = None  # weakref to the context holding profile 0 (8.5)
+
+    def _profile_for_new_context(self):
+        if gen.shared_profile:
+            return 0
+        holder = self._profile0() if self._profile0 is not None else None
+        return -1 if holder is not None else 0
 
     def create_execution_context(self, *args):
         if args and not gen.alloc_strategy:
@@ -168,6 +190,7 @@ def _engine_members(gen: Generation, mod) -> dict:
         return mod.IExecutionContext(self, user, rc)
 
     members = {
+        "_profile_for_new_context": _profile_for_new_context,
         "__init__": __init__,
         "num_io_tensors": property(lambda self: len(self._names)),
         "get_tensor_name": lambda self, index: self._names[index],
@@ -240,12 +263,16 @@ def _context_members(gen: Generation, mod) -> dict:
     gpu: FakeGpu = mod._gpu
 
     def __init__(self, engine, user_managed, rc=None):
-        self._engine, self._user, self._rc = engine, user_managed, rc
+        self._engine, self._user = engine, user_managed
+        self._rc = weakref.ref(rc) if rc is not None else None  # the real binding does not keep the config alive
+        self._profile = engine._profile_for_new_context()
+        if self._profile == 0 and not gen.shared_profile:
+            engine._profile0 = weakref.ref(self)
         self._shapes: Dict[str, tuple] = {}
         self._addrs: Dict[str, int] = {}
         self._memory = None
         self._shape_version = 0
-        mod._contexts.append(self)
+        mod._contexts.add(self)  # weak: a context dies when its owner drops it, as on TensorRT
 
     def set_input_shape(self, name, shape):
         want = self._engine._inputs.get(name)
@@ -279,13 +306,23 @@ def _context_members(gen: Generation, mod) -> dict:
         if stream is None:
             log.error("fake: execute_async_v3 got %r, not a live stream handle", stream_handle)
             return False
+        if self._profile < 0:
+            log.error("fake %s: execute_async_v3 on a context with optimisation profile -1 (profile 0 has been "
+                      "chosen by another IExecutionContext)", gen.key)
+            return False
+        rc = None
+        if self._rc is not None:
+            rc = self._rc()
+            if rc is None:
+                raise FakeGpuMisuse("enqueue on a context whose IRuntimeConfig was freed (keep the config alive "
+                                    "as long as its context)")
         op = _enqueue_op(self, gen, gpu)
         if op is None:
             return False
         if stream.capture is not None and _allocates(self, gen):
             gpu._unsafe_during_capture(f"{self._engine._head['generation']} enqueue allocating")
             return False
-        if stream.capture is not None and gen.rtx and self._rc is not None and self._rc._kernels == "LAZY":
+        if stream.capture is not None and gen.rtx and rc is not None and rc._kernels == "LAZY":
             raise FakeGpuMisuse("captured an RTX context with LAZY dynamic-shape kernel specialisation: the graph "
                                 "records the generic fallback kernels (set EAGER before capturing)")
         gpu.submit(stream, op)

@@ -5,7 +5,8 @@ Memory (allocated once, through cuda-python; never torch):
 * one activation block shared by every execution context (``USER_MANAGED`` allocation / ``IRuntimeConfig`` on
   TensorRT >= 10 and RTX, ``create_execution_context_without_device_memory`` on 8.5), sized to the larger engine;
   safe because the engines never run concurrently (same stream). Each engine has one context per batch size
-  (:mod:`.trt_engine`), so a graph never replays through a context whose shapes changed after capture;
+  (:mod:`.trt_engine`), so a graph never replays through a context whose shapes changed after capture; below
+  TensorRT 8.6 (one context per engine) a graph is captured again after its context was reshaped;
 * device I/O for the profile's max batch: ``image``, ``feedback`` (written by synthesis, read by the encoder),
   latents ping-ponged between two buffers, the synthesis ``image``, and the loop seeds (latent_avg and
   avg_feedback tiled over the batch);
@@ -85,6 +86,7 @@ class TrtBackend(Backend):
         self.profile = BatchProfile(max(p.min for p in maxes), max(p.min for p in maxes),
                                     min(p.max for p in maxes))  # the engines' own batch range (``--batch``)
         self._graphs: Dict[Tuple[int, int], cuda.CudaGraph] = {}
+        self._stamps: Dict[Tuple[int, int], Tuple[int, int]] = {}  # (b, n) -> engines' reshape counts at capture
         self._runtime = info.module.Runtime(info.module.Logger(info.module.Logger.WARNING))
         self._rt_cache = RuntimeCache(artifacts.root / RUNTIME_CACHE) if info.is_rtx and info.runtime_config else None
         for g, plan in plans.items():
@@ -262,10 +264,21 @@ class TrtBackend(Backend):
         return lat[:rows].copy(), img[:rows].copy(), step_lat, step_img
 
     def _graph(self, b: int, n: int):
-        """The cached loop graph for (b, n), captured on first use; :class:`_Eager` when capture is impossible."""
+        """The cached loop graph for (b, n), captured on first use; :class:`_Eager` when capture is impossible.
+
+        A graph is replayed only while both engines' contexts keep the shapes it was captured with: below TensorRT
+        8.6 one context per engine is reshaped between batch sizes, and a reshape since the capture means a new one.
+        """
         key = (b, n)
-        if key in self._graphs:
-            return self._graphs[key]
+        self.enc.context(b)  # shapes for b (a single-context engine may reshape here)
+        self.syn.context(b)
+        stamp = (self.enc.reshapes, self.syn.reshapes)
+        cached = self._graphs.get(key)
+        if cached is not None:
+            if self._stamps.get(key) == stamp:
+                return cached
+            cached.close()
+            del self._graphs[key]
         self._steps(b, n)  # warm-up: TensorRT does its shape-dependent setup outside the capture
         self.stream.synchronize()
         if not (self.enc.capturable(self.stream, b) and self.syn.capturable(self.stream, b)):
@@ -278,7 +291,7 @@ class TrtBackend(Backend):
         except cuda.CudaError as e:
             graph.close()
             return self._no_graphs(f"CUDA-graph capture failed: {e}", b, n)
-        self._graphs[key] = graph
+        self._graphs[key], self._stamps[key] = graph, stamp
         log.debug("trt backend: captured loop graph for batch %d, %d steps", b, n)
         return graph
 

@@ -5,6 +5,11 @@ changed: a CUDA graph captured through a context stays valid only while that con
 capture, so a context shared between graphs of several batch sizes would replay one graph with another's shape
 state. None of the contexts owns activation memory; all are bound to one block the backend allocates.
 
+Below TensorRT 8.6 (JetPack 5's 8.5) only the first context of an engine gets optimisation profile 0; every later
+one starts at profile -1, on which enqueueV3 fails, and a profile can be held by one context only
+(``NvInferRuntime.h`` 8.5). There the engine keeps **one** context and reshapes it when the batch changes;
+:attr:`TrtEngine.reshapes` counts those changes so the backend can drop CUDA graphs captured with other shapes.
+
 API generations handled (what each lacks is hidden by the fakes in ``tests/fakes`` that the tests run against):
 
 * TensorRT 8.5 (JetPack 5): ``create_execution_context_without_device_memory``, the write-only
@@ -66,7 +71,11 @@ class TrtEngine:
                 raise ArtifactError(f"{name} engine tensor {t!r} is {self.engine.get_tensor_dtype(t)}, expected "
                                     "float32 (graph I/O stays FP32; FP16 lives inside)")
         self.settings: Dict[str, str] = {}
+        self.single_context = not info.is_rtx and info.version_tuple < (8, 6)
+        self.reshapes = 0                     # shape changes of an existing context (single-context engines only)
         self._contexts: Dict[int, object] = {}
+        self._batch_of: Dict[int, int] = {}   # context key -> the batch its input shapes are set for
+        self._configs: Dict[int, object] = {}  # IRuntimeConfig per context, kept alive as long as the context
         self._memory: Tuple[int, int] = (0, 0)
 
     # --- contexts -----------------------------------------------------------------------------------------
@@ -88,10 +97,12 @@ class TrtEngine:
             self.settings["kernel_specialization"] = strategy
         return rc
 
-    def _new_context(self):
+    def _new_context(self, key: int):
         trt = self.info.module
         if self.info.runtime_config:
-            return self.engine.create_execution_context(self._runtime_config())
+            rc = self._runtime_config()
+            self._configs[key] = rc  # the binding keeps only the engine alive; the config lives beside its context
+            return self.engine.create_execution_context(rc)
         if self.info.user_managed_memory:
             self.settings["allocation"] = "USER_MANAGED"
             return self.engine.create_execution_context(trt.ExecutionContextAllocationStrategy.USER_MANAGED)
@@ -99,25 +110,33 @@ class TrtEngine:
         return self.engine.create_execution_context_without_device_memory()
 
     def context(self, batch: int):
-        """The execution context for ``batch``: created on first use with its input shapes set and the shared
-        activation memory bound; never reshaped afterwards.
+        """The execution context for ``batch``, with its input shapes set and the shared activation memory bound.
+
+        From TensorRT 8.6 on, each batch has its own context, created on first use and never reshaped. Below 8.6
+        the engine's one context is reshaped when ``batch`` differs from its current shapes (:attr:`reshapes`).
 
         Raises:
             InputError: TensorRT refused the shapes (outside the engine's optimisation profile).
         """
-        ctx = self._contexts.get(batch)
-        if ctx is not None:
-            return ctx
-        ctx = self._new_context()
+        key = 0 if self.single_context else batch
+        ctx = self._contexts.get(key)
         if ctx is None:
-            raise ArtifactError(f"TensorRT could not create an execution context for the {self.name} engine")
-        for name, shape in self.shapes.items():
-            if not ctx.set_input_shape(name, (batch, *shape)):
-                raise InputError(f"{self.name} engine refused input {name!r} shape {[batch, *shape]} (outside its "
-                                 "optimisation profile?); rebuild with `restyle-rt build --batch MIN,OPT,MAX`")
-        if self._memory[0]:
-            self._bind(ctx)
-        self._contexts[batch] = ctx
+            ctx = self._new_context(key)
+            if ctx is None:
+                self._configs.pop(key, None)
+                raise ArtifactError(f"TensorRT could not create an execution context for the {self.name} engine")
+            if self._memory[0]:
+                self._bind(ctx)
+            self._contexts[key] = ctx
+        if self._batch_of.get(key) != batch:
+            for name, shape in self.shapes.items():
+                if not ctx.set_input_shape(name, (batch, *shape)):
+                    self._batch_of.pop(key, None)
+                    raise InputError(f"{self.name} engine refused input {name!r} shape {[batch, *shape]} (outside "
+                                     "its optimisation profile?); rebuild with `restyle-rt build --batch MIN,OPT,MAX`")
+            if key in self._batch_of:
+                self.reshapes += 1
+            self._batch_of[key] = batch
         return ctx
 
     def bind_memory(self, ptr: int, size: int) -> None:
@@ -166,6 +185,8 @@ class TrtEngine:
 
     def close(self) -> None:
         self._contexts.clear()
+        self._batch_of.clear()
+        self._configs.clear()
         self.engine = None
 
 
