@@ -28,7 +28,10 @@ class Availability(NamedTuple):
 
 
 def _cudart():
-    from cuda.bindings import runtime as cudart  # cuda-python >= 12
+    try:
+        from cuda.bindings import runtime as cudart  # cuda-python 11.8.7+, 12.6+, 13
+    except ImportError:
+        from cuda import cudart  # cuda-python 11.8.3, 12.0-12.5
 
     return cudart
 

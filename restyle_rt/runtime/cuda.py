@@ -2,6 +2,8 @@
 
 Uses the CUDA runtime API of ``cuda-python`` (``cuda.bindings.runtime``; ``cuda.cudart`` on older releases), never
 torch. Every call goes through :func:`check`, which raises :class:`CudaError` naming the call and the CUDA error.
+Only calls whose Python signature is the same in cuda-python 11.8, 12.x and 13.x are used
+(``tests/fakes/cudart_signatures.json``): e.g. ``cudaGraphInstantiateWithFlags``, not ``cudaGraphInstantiate``.
 Buffers are allocated once by their owner and freed by ``close()`` (idempotent). Pointers are plain ints.
 """
 from __future__ import annotations
@@ -90,9 +92,13 @@ def probe() -> DeviceStatus:
         BackendUnavailable: cuda-python is not installed.
     """
     rt = cudart()
-    err, n = rt.cudaGetDeviceCount()
-    drv = rt.cudaDriverGetVersion()
     rtv = rt.cudaRuntimeGetVersion()
+    try:
+        err, n = rt.cudaGetDeviceCount()
+        drv = rt.cudaDriverGetVersion()
+    except RuntimeError as e:  # cuda-python 11 raises when libcuda.so.1 cannot be loaded (12+ return errors)
+        log.debug("cuda-python found no NVIDIA driver: %s", e)
+        err, n, drv = rt.cudaError_t.cudaErrorInsufficientDriver, 0, (rt.cudaError_t.cudaErrorInsufficientDriver, 0)
     driver = int(drv[1]) if drv[0] == rt.cudaError_t.cudaSuccess else 0
     runtime = int(rtv[1]) if rtv[0] == rt.cudaError_t.cudaSuccess else 0
     if err == rt.cudaError_t.cudaSuccess:
@@ -262,7 +268,8 @@ class CudaGraph:
         the block is never masked by ``cudaStreamEndCapture`` reporting the invalidated capture.
 
         Raises:
-            CudaError: capture could not begin, was invalidated, or the graph could not be instantiated.
+            CudaError: capture could not begin, was invalidated, or the graph could not be instantiated (any
+                exception of the instantiation is raised as a CudaError, after the graph is destroyed).
         """
         rt = cudart()
         mode = rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
@@ -277,9 +284,12 @@ class CudaGraph:
             raise
         graph = check(rt.cudaStreamEndCapture(stream.raw), "cudaStreamEndCapture")
         try:
-            self._exec = check(rt.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
-        except CudaError:
+            # not cudaGraphInstantiate: (graph, flags) on CUDA 12+, (graph, logBuffer, bufferSize) on CUDA 11
+            self._exec = check(rt.cudaGraphInstantiateWithFlags(graph, 0), "cudaGraphInstantiateWithFlags")
+        except BaseException as e:
             _destroy_graph(rt, graph)
+            if isinstance(e, Exception) and not isinstance(e, CudaError):
+                raise CudaError(f"cudaGraphInstantiateWithFlags failed: {type(e).__name__}: {e}") from e
             raise
         self._graph = graph
 
@@ -301,8 +311,13 @@ class CudaGraph:
 
 
 def _destroy_graph(rt, graph) -> None:
-    if graph is not None and int(graph):
+    """Destroy the graph of a failed capture (if any); a failure is logged: the earlier error is what is raised."""
+    if graph is None or not int(graph):
+        return
+    try:
         check(rt.cudaGraphDestroy(graph), "cudaGraphDestroy")
+    except CudaError as e:
+        log.debug("%s (after an earlier error)", e)
 
 
 def close_all(*things: Optional[object]) -> None:

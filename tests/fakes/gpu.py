@@ -1,5 +1,10 @@
 """A simulated CUDA device behind the real ``cuda.bindings.runtime`` surface (names, arity, argument types).
 
+Each CUDA major has its own surface (``FakeGpu(cuda_major=11 | 12 | 13)``): the installed cuda-python's is read
+live; the others' come from ``cudart_signatures.json`` (recorded from the real packages by
+``gen_cudart_signatures.py``), so e.g. ``cudaGraphInstantiate(graph, 0)`` is refused on 11 as cuda-python 11 refuses
+it, and a function a major lacks is absent.
+
 What it enforces, as CUDA does (or, marked *stricter*, where CUDA's behaviour is undefined):
 
 * Handles (streams, events, graphs, executable graphs) are opaque objects only the creating call produces; their
@@ -21,12 +26,17 @@ from __future__ import annotations
 
 import bisect
 import ctypes
+import functools
 import itertools
+import json
+from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from .surface import mirror_function
+from .surface import mirror_function, mirror_recorded
+
+SIGNATURES = Path(__file__).with_name("cudart_signatures.json")
 
 DEVICE_BASE = 0x0DE0_0000_0000          # device addresses: a range no host allocation uses
 _tokens = itertools.count(0x5EED_0010, 0x10)
@@ -34,6 +44,20 @@ _tokens = itertools.count(0x5EED_0010, 0x10)
 
 class FakeGpuMisuse(AssertionError):
     """Use of the simulated device that is undefined behaviour on a real GPU (stricter than CUDA)."""
+
+
+@functools.lru_cache(maxsize=None)
+def recorded(major: int) -> dict:
+    """The recorded cudart surface of cuda-python ``major``: its entry of ``cudart_signatures.json``."""
+    table = json.loads(SIGNATURES.read_text())
+    if str(major) not in table:
+        raise AssertionError(f"no recorded cudart surface for CUDA {major}: run tests/fakes/gen_cudart_signatures.py")
+    return table[str(major)]
+
+
+def installed_major(real) -> int:
+    """CUDA major of the installed cuda-bindings (``cudaRuntimeGetVersion`` needs no GPU)."""
+    return int(real.cudaRuntimeGetVersion()[1]) // 1000
 
 
 class Handle:
@@ -77,15 +101,21 @@ class FakeGpu:
 
     Args:
         devices: visible devices.
-        driver_version: ``cudaDriverGetVersion`` (0: no driver installed).
+        driver_version: ``cudaDriverGetVersion`` (0: no driver installed; default ``cuda_major * 1000``).
         count_error: a ``cudaError_t`` name ``cudaGetDeviceCount`` returns instead of success.
         cc: compute capability of device 0.
+        cuda_major: the cuda-python major whose surface :meth:`cudart` has (the installed one is read live, others
+            from ``cudart_signatures.json``); enums are the installed module's, limited to the major's members.
     """
 
-    def __init__(self, devices: int = 1, driver_version: int = 13000, count_error: str = "", cc=(8, 6)):
+    def __init__(self, devices: int = 1, driver_version: Optional[int] = None, count_error: str = "", cc=(8, 6),
+                 cuda_major: int = 13):
         from cuda.bindings import runtime as real
 
         self.real, self.E = real, real.cudaError_t
+        self.cuda_major = cuda_major
+        self.table = None if cuda_major == installed_major(real) else recorded(cuda_major)
+        driver_version = cuda_major * 1000 if driver_version is None else driver_version
         self.devices, self.driver_version, self.count_error, self.cc = devices, driver_version, count_error, cc
         self.mem: Dict[int, np.ndarray] = {}           # device base -> bytes
         self._bases: List[int] = []
@@ -152,25 +182,65 @@ class FakeGpu:
 
 
 class _Cudart:
-    """Attribute access resolves real enums/constants; functions must be implemented here and exist for real."""
+    """Attribute access resolves real enums/constants; functions must be implemented here and exist for real.
+
+    For a major read from the table, a function the table records as absent (``null``) is absent here too, and a
+    function missing from the table makes the fake fail to build (rerun ``gen_cudart_signatures.py``).
+    """
 
     _PASS = ("cudaError_t", "cudaMemcpyKind", "cudaDeviceAttr", "cudaStreamCaptureMode", "cudaStreamCaptureStatus",
              "cudaStreamNonBlocking", "cudaStreamDefault")
 
     def __init__(self, gpu: FakeGpu):
         self._gpu = gpu
-        impl = _Impl(gpu)
+        table = gpu.table
+        impl = _IMPLS.get(gpu.cuda_major, _Impl)(gpu)
         for name in dir(impl):
-            if name.startswith("cuda"):
+            if not name.startswith("cuda"):
+                continue
+            if table is None:
                 setattr(self, name, mirror_function(gpu.real, name, getattr(impl, name)))
+                continue
+            if name not in table["functions"]:
+                raise AssertionError(f"fake implements {name}, which cudart_signatures.json does not record for CUDA "
+                                     f"{gpu.cuda_major}: rerun tests/fakes/gen_cudart_signatures.py")
+            if table["functions"][name] is not None:
+                setattr(self, name, mirror_recorded(table["functions"][name], gpu.real, name, getattr(impl, name),
+                                                    table["package"]))
 
     def __getattr__(self, name):
+        table = self._gpu.table
         if name in self._PASS:
-            return getattr(self._gpu.real, name)
-        if hasattr(self._gpu.real, name):
+            if table is None:
+                return getattr(self._gpu.real, name)
+            if name in table["constants"] and table["constants"][name] is not None:
+                return table["constants"][name]
+            if table["enums"].get(name) is not None:
+                return _EnumView(getattr(self._gpu.real, name), table["enums"][name], table["package"])
+        elif table is None and hasattr(self._gpu.real, name) or table is not None and table["functions"].get(name):
             raise AttributeError(f"fake cudart does not implement {name} (the real module has it): add it to "
                                  "tests/fakes/gpu.py or do not call it")
-        raise AttributeError(f"module 'cuda.bindings.runtime' has no attribute {name!r}")
+        elif table is not None and name not in table["functions"] and hasattr(self._gpu.real, name):
+            raise AttributeError(f"fake cudart does not implement {name}, and cudart_signatures.json does not record "
+                                 f"it for CUDA {self._gpu.cuda_major}: add it to tests/fakes/gpu.py, then rerun "
+                                 "tests/fakes/gen_cudart_signatures.py")
+        module = "cuda.bindings.runtime" if table is None else f"cudart of {table['package']}"
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+
+class _EnumView:
+    """An installed enum class limited to the members another major's cuda-python has (they are the real members)."""
+
+    def __init__(self, enum, members, package: str):
+        self._enum, self._members, self._package = enum, frozenset(members), package
+
+    def __getattr__(self, name):
+        if name in self._enum.__members__ and name not in self._members:
+            raise AttributeError(f"{self._enum.__name__} of {self._package} has no member {name!r}")
+        return getattr(self._enum, name)
+
+    def __call__(self, *args):
+        return self._enum(*args)
 
 
 class _Impl:  # noqa: D101 - one method per cuda-bindings function, same names and parameters
@@ -189,6 +259,8 @@ class _Impl:  # noqa: D101 - one method per cuda-bindings function, same names a
         return self.E.cudaSuccess, self.g.driver_version
 
     def cudaRuntimeGetVersion(self):
+        if self.g.table is not None:
+            return self.E.cudaSuccess, self.g.table["runtime_version"]
         return self.g.real.cudaRuntimeGetVersion()
 
     def cudaGetErrorName(self, error):
@@ -198,7 +270,7 @@ class _Impl:  # noqa: D101 - one method per cuda-bindings function, same names a
         return self.E.cudaSuccess, f"(simulated) {error.name}".encode()
 
     def cudaSetDevice(self, device):
-        return self.E.cudaSuccess if 0 <= device < self.g.devices else self.E.cudaErrorInvalidDevice
+        return (self.E.cudaSuccess if 0 <= device < self.g.devices else self.E.cudaErrorInvalidDevice,)
 
     def cudaDeviceGetAttribute(self, attr, device):
         a = self.g.real.cudaDeviceAttr
@@ -342,6 +414,9 @@ class _Impl:  # noqa: D101 - one method per cuda-bindings function, same names a
         return self.E.cudaSuccess, h
 
     def cudaGraphInstantiate(self, graph, flags):
+        return self.cudaGraphInstantiateWithFlags(graph, flags)
+
+    def cudaGraphInstantiateWithFlags(self, graph, flags):
         ops = self.g.graphs.get(int(graph)) if graph is not None else None
         if ops is None:
             return self.E.cudaErrorInvalidResourceHandle, None
@@ -392,3 +467,24 @@ class _Impl:  # noqa: D101 - one method per cuda-bindings function, same names a
     def cudaEventDestroy(self, event):
         return (self.E.cudaSuccess,) if self.g.events.pop(int(event), None) is not None else \
             (self.E.cudaErrorInvalidResourceHandle,)
+
+
+class _ImplCuda11(_Impl):
+    """cuda-python 11.x where it differs (11.8.3 and 11.8.7 seen to behave alike, without a GPU)."""
+
+    def cudaGraphInstantiate(self, graph, pLogBuffer, bufferSize):  # noqa: N803
+        err, h = self.cudaGraphInstantiateWithFlags(graph, 0)
+        return err, h, None                                # (err, pGraphExec, pErrorNode)
+
+    def cudaGetDeviceCount(self):
+        if self.g.driver_version == 0:                     # no libcuda.so.1: cuda-python 11 raises, 12+ returns
+            raise RuntimeError('Function "cuInit" not found')
+        return super().cudaGetDeviceCount()
+
+    def cudaDriverGetVersion(self):
+        if self.g.driver_version == 0:
+            raise RuntimeError("Failed to dlopen libcuda.so.1")
+        return super().cudaDriverGetVersion()
+
+
+_IMPLS = {11: _ImplCuda11}

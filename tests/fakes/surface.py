@@ -2,7 +2,8 @@
 
 * cuda-bindings (Cython): ``inspect.signature`` gives names and arity; the docstring's first line gives the C types
   (``cudaMemcpyAsync(dst, src, size_t count, kind: cudaMemcpyKind, stream)``): C integers must be ints, enum
-  parameters must be members of the real enum class.
+  parameters must be members of the real enum class; its Returns section gives the values returned. For CUDA majors
+  whose cuda-python is not installed the same facts come from ``cudart_signatures.json`` (:func:`mirror_recorded`).
 * TensorRT(-RTX) bindings (pybind11): each overload's signature is in the docstring
   (``set_tensor_address(self: ...IExecutionContext, name: str, memory: typing.SupportsInt) -> bool``); a call must
   bind to one overload with arguments of the declared kinds.
@@ -29,18 +30,51 @@ class SurfaceError(TypeError):
 
 def cython_surface(real_fn) -> Tuple[inspect.Signature, Dict[str, str]]:
     """(signature, {param: declared type}) of a cuda-bindings function."""
-    sig = inspect.signature(real_fn)
-    first = (real_fn.__doc__ or "").strip().split("\n")[0]
+    return inspect.signature(real_fn), doc_types(doc_first_line(real_fn))
+
+
+def doc_first_line(real_fn) -> str:
+    """The C-typed call line a cuda-bindings docstring starts with."""
+    return (real_fn.__doc__ or "").strip().split("\n")[0].strip()
+
+
+def doc_types(first: str) -> Dict[str, str]:
+    """{param: declared type} of a call line (``cudaGraphInstantiate(graph, char *pLogBuffer, size_t bufferSize)``)."""
     m = re.match(r"\w+\((.*)\)", first)
     types = {}
     for part in _split_params(m.group(1) if m else ""):
         if ":" in part:                                   # "kind: cudaMemcpyKind"
             name, typ = (x.strip() for x in part.split(":", 1))
-        else:                                             # "size_t count" / "dst"
-            words = part.split()
+        else:                                             # "size_t count" / "dst" / "char *pLogBuffer"
+            words = part.replace("*", "* ").split()
             name, typ = words[-1], " ".join(words[:-1])
         types[name] = typ
-    return sig, types
+    return types
+
+
+def cython_returns(real_fn) -> List[str]:
+    """The values a cuda-bindings function returns, from its docstring's Returns section.
+
+    ``["cudaError_t", "pGraphExec: cudaGraphExec_t", "pErrorNode: cudaGraphNode_t"]``: one entry per tuple element.
+    """
+    lines = (real_fn.__doc__ or "").split("\n")
+    out: List[str] = []
+    for i, line in enumerate(lines[:-1]):
+        if line.strip() == "Returns" and set(lines[i + 1].strip()) == {"-"}:
+            indent = len(line) - len(line.lstrip())
+            for entry in lines[i + 2:]:
+                if entry.strip() and len(entry) - len(entry.lstrip()) < indent:
+                    break
+                if not entry.strip() or len(entry) - len(entry.lstrip()) > indent:
+                    continue                              # blank, or an entry's description
+                if entry.strip().startswith("---"):       # the next section's underline
+                    out.pop()
+                    break
+                name, _, typ = (x.strip() for x in entry.partition(" : "))
+                typ = re.sub(r":py:obj:`~?\.?([^`]+)`", r"\1", typ)
+                out.append(f"{name}: {typ}" if typ else name)
+            break
+    return out
 
 
 def _check_cython_arg(real_module, fn_name: str, name: str, typ: str, value) -> None:
@@ -59,7 +93,23 @@ def mirror_function(real_module, name: str, impl: Callable) -> Callable:
     if real_fn is None:
         raise AssertionError(f"fake implements {name}, which {real_module.__name__} does not have")
     sig, types = cython_surface(real_fn)
+    return _mirror(real_module, name, impl, sig, types, cython_returns(real_fn), real_module.__name__)
 
+
+def mirror_recorded(entry: dict, enums, name: str, impl: Callable, origin: str) -> Callable:
+    """``impl`` behind a recorded surface: an entry of ``cudart_signatures.json`` (for a cuda-python not installed).
+
+    Args:
+        entry: ``{"params": [...], "types": {...}, "returns": [...]}``.
+        enums: a module whose enum classes stand in for the recorded enum type names (the installed cuda-bindings).
+        origin: the recorded package, for messages.
+    """
+    sig = inspect.Signature([inspect.Parameter(p, inspect.Parameter.POSITIONAL_OR_KEYWORD) for p in entry["params"]])
+    return _mirror(enums, name, impl, sig, entry["types"], entry["returns"], origin)
+
+
+def _mirror(enums, name: str, impl: Callable, sig: inspect.Signature, types: Dict[str, str], returns: List[str],
+            origin: str) -> Callable:
     @functools.wraps(impl)
     def call(*args, **kwargs):
         try:
@@ -67,8 +117,12 @@ def mirror_function(real_module, name: str, impl: Callable) -> Callable:
         except TypeError as e:
             raise SurfaceError(f"{name}{sig}: {e}") from None
         for pname, value in bound.arguments.items():
-            _check_cython_arg(real_module, name, pname, types.get(pname, ""), value)
-        return impl(*bound.args, **bound.kwargs)
+            _check_cython_arg(enums, name, pname, types.get(pname, ""), value)
+        result = impl(*bound.args, **bound.kwargs)
+        got = len(result) if isinstance(result, tuple) else 1
+        if returns and got != len(returns):
+            raise AssertionError(f"fake {name} returns {got} values; {origin}'s returns {len(returns)}: {returns}")
+        return result
 
     call.__signature__ = sig
     return call
