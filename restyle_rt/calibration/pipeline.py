@@ -26,6 +26,7 @@ import onnxruntime
 
 from .. import artifacts as A
 from ..errors import InputError
+from ..runtime.hostinfo import machine_record
 from ..parity import TOLERANCES
 from . import data as D
 from . import emulate as E
@@ -198,6 +199,9 @@ def _record_head(cfg: CalibrationConfig, imgs: D.ImageSet) -> dict:
                       "trt": "S8 symmetric activations, FP32 bias (TensorRT explicit quantization)"},
         "graphs": {}, "kept_layers": {}, "sensitivity": {}, "keep_curve": {}, "accuracy": {}, "not_shipped": {},
         "meets_ship_bar": {},
+        # INT8 accuracy depends on the CPU's kernels (VNNI / AMX, Intel vs AMD): `precision="auto"` trusts it only
+        # on the CPU it was measured on
+        "measured_on": dict(machine_record(), onnxruntime=onnxruntime.__version__),
     }
 
 

@@ -42,7 +42,6 @@ import importlib
 import json
 import logging
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -52,6 +51,7 @@ from ... import __version__, fsio
 from ...artifacts import Artifacts, sha256_file
 from ...errors import ArtifactError, BackendUnavailable, InputError
 from ..backend import Backend
+from ..hostinfo import cpu_id
 from . import AUTO_ORDER, REGISTRY, accepted_options, available, backend_class
 
 log = logging.getLogger("restyle_rt")
@@ -215,19 +215,6 @@ def key_parts(artifacts: Artifacts, cands: list[str], opts: dict, batch: int) ->
         "options": {k: repr(v) for k, v in sorted(opts.items()) if k != "threads"},
         "batch": int(batch),
     }
-
-
-def cpu_id() -> str:
-    """sha256 of the CPU model name and feature flags (``/proc/cpuinfo``; elsewhere ``platform``'s description)."""
-    ident = f"{platform.machine()}|{platform.processor()}"
-    try:
-        with open("/proc/cpuinfo") as f:
-            fields = dict(ln.split(":", 1) for ln in f.read().split("\n\n")[0].splitlines() if ":" in ln)
-        fields = {k.strip(): v.strip() for k, v in fields.items()}
-        ident += "|" + "|".join(fields.get(k, "") for k in ("model name", "flags", "Features", "CPU part"))
-    except OSError:
-        pass
-    return hashlib.sha256(ident.encode()).hexdigest()[:32]
 
 
 def library_version(name: str) -> str:

@@ -23,6 +23,7 @@ from ...errors import ArtifactError, BackendUnavailable, InputError
 from ...fsio import cache_root
 from ...spec import BATCH, TensorSpec
 from ..backend import Backend, LoopResult
+from ..hostinfo import cpu_id, cpu_model
 from ..loop import check_batch, check_feed, check_images, check_iters, host_loop
 
 log = logging.getLogger("restyle_rt")
@@ -276,7 +277,8 @@ def choose_precision(art: Artifacts, precision: str) -> str:
     """Resolve ``precision`` (``fp32`` | ``int8`` | ``auto``) against the manifest.
 
     ``auto`` picks ``int8`` only when ``manifest["int8"]`` records that every loop step on its held-out images met
-    its ship bar (``meets_ship_bar.encoder``, set by ``restyle-rt calibrate`` from measured accuracy); else ``fp32``.
+    its ship bar (``meets_ship_bar.encoder``, set by ``restyle-rt calibrate`` from measured accuracy) **on this CPU
+    model** (:func:`int8_trusted`); else ``fp32``.
 
     Raises:
         InputError: unknown precision.
@@ -290,11 +292,27 @@ def choose_precision(art: Artifacts, precision: str) -> str:
                             f"run `restyle-rt calibrate {art.root} --images DIR` (or --generated N) first")
     if precision != "auto":
         return precision
-    ok = bool(rec) and bool(rec.get("meets_ship_bar", {}).get("encoder"))
-    log.info("ort backend: precision auto -> %s (%s)", "int8" if ok else "fp32",
-             "INT8 accuracy recorded within its ship bar" if ok else
-             ("no INT8 graphs" if not rec else "recorded INT8 accuracy misses its ship bar"))
+    ok, why = int8_trusted(rec)
+    log.info("ort backend: precision auto -> %s (%s)", "int8" if ok else "fp32", why)
     return "int8" if ok else "fp32"
+
+
+def int8_trusted(rec: Optional[dict]) -> Tuple[bool, str]:
+    """Whether an INT8 record's accuracy may be relied on here: it met its ship bar, measured on this CPU model.
+
+    INT8 accuracy depends on the kernels the library picks for the CPU (on the same Q/DQ graph, OpenVINO was 0.40
+    rel-L2 off ONNX Runtime on an AMD EPYC and 0.08 on an Intel Xeon), so a record from another CPU, or one that
+    does not say where it was measured, is not trusted: run ``restyle-rt calibrate`` on this machine.
+    """
+    if not rec:
+        return False, "no INT8 graphs"
+    if not rec.get("meets_ship_bar", {}).get("encoder"):
+        return False, "recorded INT8 accuracy misses its ship bar"
+    where = rec.get("measured_on") or {}
+    if where.get("cpu_id") != cpu_id():
+        return False, (f"INT8 accuracy was measured on {where.get('cpu') or 'an unrecorded CPU'}, not on this CPU "
+                       f"({cpu_model()}); run `restyle-rt calibrate` here to measure it")
+    return True, "INT8 accuracy recorded within its ship bar on this CPU"
 
 
 def graph_files(art: Artifacts, precision: str) -> dict:

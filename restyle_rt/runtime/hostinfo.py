@@ -1,0 +1,42 @@
+"""What CPU this process runs on: the key under which CPU-dependent measurements (speed, INT8 accuracy) are kept.
+
+INT8 and BF16 results depend on the kernels a library picks for the CPU (VNNI, AMX, AVX-512 BF16; Intel and AMD
+parts take different paths), so an accuracy measured on one CPU model is not evidence on another.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import platform
+from typing import Dict
+
+
+@functools.lru_cache(maxsize=None)
+def _cpuinfo() -> Dict[str, str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            first = f.read().split("\n\n")[0]
+    except OSError:
+        return {}
+    fields = dict(ln.split(":", 1) for ln in first.splitlines() if ":" in ln)
+    return {k.strip(): v.strip() for k, v in fields.items()}
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else ``platform``'s description."""
+    info = _cpuinfo()
+    return info.get("model name") or info.get("CPU part") or platform.processor() or platform.machine()
+
+
+def cpu_id() -> str:
+    """sha256 of the CPU model name and feature flags (``/proc/cpuinfo``; elsewhere ``platform``'s description)."""
+    ident = f"{platform.machine()}|{platform.processor()}"
+    info = _cpuinfo()
+    if info:
+        ident += "|" + "|".join(info.get(k, "") for k in ("model name", "flags", "Features", "CPU part"))
+    return hashlib.sha256(ident.encode()).hexdigest()[:32]
+
+
+def machine_record() -> dict:
+    """``{"cpu": model name, "cpu_id": cpu_id()}``: what a CPU-dependent measurement records about its machine."""
+    return {"cpu": cpu_model(), "cpu_id": cpu_id()}
