@@ -142,7 +142,9 @@ TOLERANCES: Dict[Tuple[str, str, str], Tolerance] = {
     # OpenVINO INT8 vs ONNX Runtime CPU running the *same* explicit Q/DQ graphs (quantize_static, per-channel QInt8
     # on the 32-px fixture): two INT8 implementations of one quantized graph, one call. Not an accuracy-vs-FP32
     # bound (that belongs to the calibration that writes the graphs).
-    ("openvino-vs-ort-qdq", "int8", "residual"): Tolerance(2.5e-1, note="measured 8.2e-2"),
+    # U8 activations (the cpu encoding): residual 9.4e-2 measured on an AMD EPYC Zen 4 (2026-12-03); the older S8
+    # fixture gave 8.2e-2 on an Intel Xeon but 0.40 on the AMD part (OpenVINO's brgconv_avx512_I8 there)
+    ("openvino-vs-ort-qdq", "int8", "residual"): Tolerance(2.5e-1, note="measured 9.4e-2 (AMD), 8.2e-2 (Intel, S8)"),
     ("openvino-vs-ort-qdq", "int8", "image"): Tolerance(7e-2, 30.0, note="measured 1.4e-2, 40.7 dB"),
     ("openvino-vs-ort-qdq", "int8", "feedback"): Tolerance(7e-2, 30.0, note="measured 1.4e-2, 40.7 dB"),
     # INT8 (restyle-rt calibrate: loop-aware entropy ranges, Q/DQ graphs) vs FP32, both ORT CPU, the whole loop on
