@@ -60,3 +60,19 @@ def test_bound_loop_stays_on_the_device(toy, on_fake_cuda, return_steps):
     if return_steps:
         for t in range(n):
             np.testing.assert_allclose(res.step_latents[t], lats[t], rtol=1e-5, atol=1e-5)
+
+
+def test_bound_loop_leaves_the_seeds_alone(toy):
+    """At batch 1 the IOBinding loop's seed buffers were views of the artifacts' latent_avg / avg_feedback, which a
+    CPU OrtValue shares and the ping-pong overwrote: the next call started from wrong seeds (found by the H200 run's
+    CPU dry run)."""
+    art = artifacts.load(toy[0])
+    seeds = art.latent_avg.copy(), art.avg_feedback.copy()
+    x = np.random.default_rng(3).uniform(-1, 1, (1, 3, *art.spec.input_hw)).astype(np.float32)
+    with OrtBackend(art, io_binding=True, threads=1) as be:
+        first = be.run_loop(x, 3).latents
+        np.testing.assert_array_equal(art.latent_avg, seeds[0])
+        np.testing.assert_array_equal(art.avg_feedback, seeds[1])
+        np.testing.assert_array_equal(be.run_loop(x, 3).latents, first)
+    lats, _ = toy[1].loop(x, 3)
+    np.testing.assert_allclose(first, lats[-1], rtol=1e-5, atol=1e-5)

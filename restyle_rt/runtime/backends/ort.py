@@ -218,12 +218,14 @@ class OrtBackend(Backend):
         s, (ih, iw), (h, w) = self.spec.n_styles, self.spec.image_hw, self.spec.input_hw
         dev, ov = (self.device, self.device_id), self._ort.OrtValue
         x = ov.ortvalue_from_numpy(x_host, *dev)  # [B, 3, H, W]
-        w0 = np.ascontiguousarray(np.broadcast_to(self.artifacts.latent_avg, (b, s, 512)))
+        # copies, never views: on the CPU an OrtValue shares the array's memory and the loop writes these buffers
+        # (at batch 1, ascontiguousarray(broadcast_to(seed)) is the seed itself)
+        w0 = np.array(np.broadcast_to(self.artifacts.latent_avg, (b, s, 512)), dtype=np.float32)
         lat = [
             ov.ortvalue_from_numpy(w0, *dev),
             ov.ortvalue_from_shape_and_type((b, s, 512), np.float32, *dev),
         ]
-        y0 = np.ascontiguousarray(np.broadcast_to(self.artifacts.avg_feedback, (b, 3, h, w)))
+        y0 = np.array(np.broadcast_to(self.artifacts.avg_feedback, (b, 3, h, w)), dtype=np.float32)
         y = ov.ortvalue_from_numpy(y0, *dev)  # [B, 3, H, W]
         img = ov.ortvalue_from_shape_and_type((b, 3, ih, iw), np.float32, *dev)  # [B, 3, h, w]
         enc, syn = self.sessions["encoder"], self.sessions["synthesis"]
