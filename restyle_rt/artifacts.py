@@ -49,14 +49,16 @@ def sha256_file(path: os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 @contextlib.contextmanager
-def staging_dir(out: os.PathLike, overwrite: bool = False, protect: Sequence[os.PathLike] = ()) -> Iterator[Path]:
+def staging_dir(out: os.PathLike, overwrite: bool = False, protect: Sequence[os.PathLike] = (),
+                previous: Optional[Callable[[Path], bool]] = None, what: str = "export") -> Iterator[Path]:
     """Yield a temporary sibling directory; on success it atomically replaces ``out``, on error it is removed.
 
-    ``out`` is checked first by :func:`check_replaceable` (``protect`` names the inputs it must not hold). The
-    new directory gets the umask's permissions (``mkdtemp`` alone would leave it ``0o700``: unreadable to a
-    service account reading an export made by CI).
+    ``out`` is checked first by :func:`check_replaceable` (``protect`` names the inputs it must not hold;
+    ``previous`` and ``what`` say what a replaceable ``out`` is, an export by default). The new directory gets
+    the umask's permissions (``mkdtemp`` alone would leave it ``0o700``: unreadable to a service account reading an
+    export made by CI).
     """
-    out = check_replaceable(out, overwrite, protect)
+    out = check_replaceable(out, overwrite, protect, previous=previous, what=what)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
@@ -229,9 +231,8 @@ def seed_records(root: os.PathLike) -> dict:
 
 
 def verified_cache_dir() -> Path:
-    """Where verified hashes are remembered: ``$RESTYLE_RT_CACHE/verified`` (default ``~/.cache/restyle-rt``)."""
-    base = os.environ.get("RESTYLE_RT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "restyle-rt")
-    return Path(base) / "verified"
+    """Where verified hashes are remembered: ``verified`` under :func:`restyle_rt.fsio.cache_root`."""
+    return fsio.cache_root() / "verified"
 
 
 def _verified_key(path: Path, sha256: str) -> str:

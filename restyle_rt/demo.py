@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 
 from .argtypes import positive_int
+from .errors import EXIT_OK
 
 
 def register(sub) -> None:
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     io.write_png(out / "inversion.png", io.to_uint8(res.images[0]))
     print(f"wrote {out / 'inversion.png'}. Random weights: the encoder learnt nothing, so no convergence is "
           "expected; parity with PyTorch is the point.")
-    return 0
+    return EXIT_OK
 
 
 def _torch_reference(ckpt, x, n_iters):

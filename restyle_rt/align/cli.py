@@ -8,6 +8,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ..errors import EXIT_OK, EXIT_SKIPPED
+
 
 def register(subparsers) -> None:
     """Add ``align`` to ``restyle-rt``."""
@@ -21,8 +23,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     """Do ``align``: 0 when every image was aligned, 1 when some were skipped."""
-    from tqdm import tqdm
-
+    from .. import progress
     from ..errors import InputError
     from ..runtime import io
     from .landmarks import Aligner
@@ -33,11 +34,11 @@ def run(args) -> int:
     paths = io.list_images(args.inputs)
     names = io.output_names(paths, args.inputs)
     out, skipped = Path(args.out), 0
-    for p, name in tqdm(list(zip(paths, names)), unit="img", desc="align", file=sys.stderr):
+    for p, name in progress.bar(list(zip(paths, names)), unit="img", desc="align"):
         try:
             io.write_png(out / f"{name}.png", aligner(io.read_image(p), str(p)))
         except InputError as e:
             skipped += 1
-            tqdm.write(f"skipped: {e}", file=sys.stderr)
+            progress.write(f"skipped: {e}")
     print(f"aligned {len(paths) - skipped} image(s) ({skipped} skipped) -> {out}", file=sys.stderr)
-    return 1 if skipped else 0
+    return EXIT_SKIPPED if skipped else EXIT_OK

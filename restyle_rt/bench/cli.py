@@ -18,6 +18,7 @@ import sys
 from typing import List
 
 from ..argtypes import nonneg_int, positive_int, threshold, writable_file
+from ..errors import EXIT_OK
 
 
 def _int_list(text: str) -> List[int]:
@@ -70,7 +71,7 @@ def register(subparsers) -> None:
         type=_preset,
         metavar="NAME",
         help="ffhq-1024 | cars-512 | church-256: random weights, built and exported on first use "
-        "(cached under $RESTYLE_RT_CACHE or ~/.cache/restyle-rt)",
+        "(cached under $RESTYLE_RT_CACHE, else $XDG_CACHE_HOME/restyle-rt, else ~/.cache/restyle-rt)",
     )
     p.add_argument(
         "--checkpoint", metavar="PT", help="source checkpoint of ARTIFACTS (enables the torch baselines)"
@@ -127,7 +128,9 @@ def register(subparsers) -> None:
         type=positive_int,
         default=None,
         metavar="BATCH",
-        help="also profile the ORT graphs per node at this batch (top ops by kernel time)",
+        help="also profile the ORT graphs per node at this batch (top ops by kernel time); the raw traces "
+        "(Perfetto / chrome://tracing) are kept beside --json (OUT's name + .ort-profile.<graph>.json), else in a "
+        "new temporary directory; their paths are printed",
     )
     p.add_argument("--json", metavar="OUT", type=writable_file, help="write the results as JSON")
     p.add_argument("--plot", metavar="OUT.png", type=writable_file,
@@ -171,12 +174,17 @@ def _run(args: argparse.Namespace) -> int:
     if args.memory:
         from .memory import measure_all
 
-        memory = measure_all(art_dir, cfg.backends, cfg.batches, max(cfg.iters), threads)
+        memory = measure_all(art_dir, cfg.backends, cfg.batches, max(cfg.iters), threads, cfg.precisions)
     prof = None
     if args.profile_ort:
         from .profile import profile_ort
 
-        prof = profile_ort(art_dir, args.profile_ort, max(cfg.iters), threads)
+        from pathlib import Path
+
+        beside = Path(args.json) if args.json else None  # the traces go next to the report
+        prof = profile_ort(art_dir, args.profile_ort, max(cfg.iters), threads,
+                           trace_dir=beside.parent if beside else None,
+                           trace_stem=f"{beside.stem}.ort-profile" if beside else "ort-profile")
     machine["load_avg_end"] = runner._load()
     doc = report.document(machine, command_line(args), _source(cfg), results, memory)
     if prof:
@@ -190,6 +198,8 @@ def _run(args: argparse.Namespace) -> int:
 
         print()
         print(profile_table(prof))
+        print("ORT profile traces (open in https://ui.perfetto.dev): " + ", ".join(prof["traces"].values()),
+              file=sys.stderr)
     if args.json:
         print(f"wrote {report.write_json(doc, args.json)}", file=sys.stderr)
     if args.plot:
@@ -201,7 +211,7 @@ def _run(args: argparse.Namespace) -> int:
             else "no plot: matplotlib is not installed (pip install 'restyle-rt[bench]')",
             file=sys.stderr,
         )
-    return 0
+    return EXIT_OK
 
 
 def _check_source(art_dir: str, ckpt: str) -> None:

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import List
+from typing import List, Optional
 
 log = logging.getLogger("restyle_rt")
 
@@ -54,9 +54,11 @@ def buffer_bytes(spec, batch: int) -> int:
 
 
 def measure(
-    artifacts_dir: os.PathLike, backend: str, batch: int, n_iters: int, threads: int, timeout: float = 1800
+    artifacts_dir: os.PathLike, backend: str, batch: int, n_iters: int, threads: int, timeout: float = 1800,
+    precision: Optional[str] = None,
 ) -> dict:
-    """Run :func:`_child` in a fresh interpreter and return its record.
+    """Run :func:`_child` in a fresh interpreter and return its record (``precision`` as ``bench --precision``
+    passes it: ``precision=`` to the backend; None for its default).
 
     Raises:
         RuntimeError: the child failed (its stderr tail is in the message).
@@ -73,38 +75,40 @@ def measure(
             str(n_iters),
             str(threads),
             str(out),
+            precision or "",
         ]
         proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0 or not out.is_file():
-            raise RuntimeError(f"memory measurement of {backend} batch {batch} failed: {proc.stderr[-2000:]}")
+            raise RuntimeError(f"memory measurement of {backend} {precision or ''} batch {batch} failed: "
+                               f"{proc.stderr[-2000:]}")
         return json.loads(out.read_text())
 
 
 def measure_all(
-    artifacts_dir: os.PathLike, backends: List[str], batches: List[int], n_iters: int, threads: int
+    artifacts_dir: os.PathLike, backends: List[str], batches: List[int], n_iters: int, threads: int,
+    precisions: Optional[List[str]] = None,
 ) -> List[dict]:
-    """:func:`measure` for every runtime backend and batch (baselines are skipped: they are not the
-    runtime)."""
-    from .targets import BASELINES
+    """:func:`measure` for every runtime backend, precision and batch (baselines are skipped: they are not the
+    runtime). ``precisions`` are ``bench --precision``'s, planned as the timing runs are
+    (:func:`restyle_rt.bench.targets.plan`)."""
+    from .targets import BASELINES, plan
 
     recs = []
-    for name in backends:
-        if name in BASELINES:
-            continue
+    for name, precision in plan([n for n in backends if n not in BASELINES], precisions):
         for b in batches:
-            log.info("bench --memory: %s batch %d in a fresh process", name, b)
-            recs.append(measure(artifacts_dir, name, b, n_iters, threads))
+            log.info("bench --memory: %s %s batch %d in a fresh process", name, precision or "", b)
+            recs.append(measure(artifacts_dir, name, b, n_iters, threads, precision=precision))
     return recs
 
 
-def _child(artifacts_dir: str, backend: str, batch: int, n_iters: int, threads: int) -> dict:
-    import inspect
-
+def _child(artifacts_dir: str, backend: str, batch: int, n_iters: int, threads: int,
+           precision: Optional[str] = None) -> dict:
     import numpy as np
 
     from .. import artifacts
-    from ..runtime.backends import backend_class, get_backend
+    from ..runtime.backends import backend_class
     from .runner import _status_kb, current_rss_mb, synthetic_images
+    from .targets import RuntimeTarget
 
     backend_class(backend)  # imports the backend's module (onnxruntime, ...) before the baseline reading
     if backend == "ort":
@@ -112,12 +116,8 @@ def _child(artifacts_dir: str, backend: str, batch: int, n_iters: int, threads: 
     art = artifacts.load(artifacts_dir)
     x = synthetic_images(batch, art.spec.input_hw)  # [B, 3, H, W]
     rss_import = current_rss_mb()
-    opts = (
-        {"threads": threads}
-        if "threads" in inspect.signature(backend_class(backend).__init__).parameters
-        else {}
-    )
-    be = get_backend(backend, art, **opts)
+    target = RuntimeTarget(backend, art, threads, precision)  # threads and precision= as the timing runs pass them
+    be = target.backend
     rss_loaded = current_rss_mb()
     res = be.run_loop(np.ascontiguousarray(x), n_iters)
     peak = _status_kb("VmHWM") / 1024
@@ -126,6 +126,7 @@ def _child(artifacts_dir: str, backend: str, batch: int, n_iters: int, threads: 
     mb = 2**20
     return {
         "backend": backend,
+        "precision": target.precision,
         "batch": batch,
         "iters": n_iters,
         "threads": threads,
@@ -142,5 +143,5 @@ def _child(artifacts_dir: str, backend: str, batch: int, n_iters: int, threads: 
 
 if __name__ == "__main__":  # the child process of measure()
     a = sys.argv[1:]
-    rec = _child(a[0], a[1], int(a[2]), int(a[3]), int(a[4]))
+    rec = _child(a[0], a[1], int(a[2]), int(a[3]), int(a[4]), a[6] if len(a) > 6 and a[6] else None)
     Path(a[5]).write_text(json.dumps(rec))

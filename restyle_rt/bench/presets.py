@@ -4,7 +4,8 @@ A preset is one of :data:`restyle_rt.export.fixtures.PRESETS` (``ffhq-1024``, ``
 ``church-256``). On first use a random-weight checkpoint is written with
 :func:`~restyle_rt.export.fixtures.make_checkpoint` and exported with
 :func:`~restyle_rt.export.onnx.export_artifacts`; both are cached under
-``$RESTYLE_RT_CACHE/presets/<name>`` (default ``~/.cache/restyle-rt/presets/<name>``)::
+``presets/<name>`` under :func:`restyle_rt.fsio.cache_root` (``$RESTYLE_RT_CACHE``, else
+``$XDG_CACHE_HOME/restyle-rt``, else ``~/.cache/restyle-rt``)::
 
     <name>/checkpoint.pt      the official-format checkpoint (the torch baselines load it)
     <name>/artifacts/         the exported artifacts directory (the runtime backends load it)
@@ -16,11 +17,11 @@ minutes and about 10 GB of peak memory; church-256 about a minute.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Tuple
 
+from .. import fsio
 from ..errors import InputError
 
 log = logging.getLogger("restyle_rt")
@@ -33,9 +34,8 @@ ARTIFACTS = "artifacts"
 
 
 def cache_root() -> Path:
-    """``$RESTYLE_RT_CACHE`` or ``~/.cache/restyle-rt``."""
-    env = os.environ.get("RESTYLE_RT_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "restyle-rt"
+    """:func:`restyle_rt.fsio.cache_root` (kept for callers of this name)."""
+    return fsio.cache_root()
 
 
 def check_preset(name: str) -> str:

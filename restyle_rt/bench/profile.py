@@ -2,7 +2,8 @@
 
 The sessions are made with the ort backend's CPU settings (all graph optimisations, ``threads`` intra-op
 threads, sequential execution); the residual loop runs ``n_iters`` steps after one untimed warm-up step; the
-profiler's ``Node`` events are summed by operator type and by node, per graph.
+profiler's ``Node`` events are summed by operator type and by node, per graph. The raw traces (Chrome trace
+format: open them in https://ui.perfetto.dev or chrome://tracing) are kept, one file per graph.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import tempfile
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -66,11 +67,17 @@ def summarize_events(events: List[dict], top: int = 12) -> dict:
     }
 
 
-def profile_ort(artifacts_dir: os.PathLike, batch: int, n_iters: int, threads: int) -> dict:
-    """Profile ``n_iters`` loop steps at ``batch``; returns ``{"batch", "iters", "threads", graph: summary}``.
+def profile_ort(artifacts_dir: os.PathLike, batch: int, n_iters: int, threads: int,
+                trace_dir: Optional[os.PathLike] = None, trace_stem: str = "ort-profile") -> dict:
+    """Profile ``n_iters`` loop steps at ``batch``; returns ``{"batch", "iters", "threads", "traces", graph:
+    summary}``.
 
-    Each graph's summary covers all its calls after the warm-up step (ms summed over ``n_iters`` calls).
+    Each graph's summary covers all its calls after the warm-up step (ms summed over ``n_iters`` calls). The raw
+    traces are kept as ``trace_dir/<trace_stem>.<graph>.json`` (``traces``: graph -> path); without ``trace_dir``,
+    in a new directory under the system's temporary directory.
     """
+    from .. import fsio
+
     from .. import artifacts
     from .runner import synthetic_images
 
@@ -78,7 +85,8 @@ def profile_ort(artifacts_dir: os.PathLike, batch: int, n_iters: int, threads: i
     x = synthetic_images(batch, art.spec.input_hw)  # [B, 3, H, W]
     w = np.ascontiguousarray(np.broadcast_to(art.latent_avg, (batch, *art.latent_avg.shape)))  # [B, S, 512]
     y = np.ascontiguousarray(np.broadcast_to(art.avg_feedback, (batch, *art.avg_feedback.shape)))
-    out = {"batch": batch, "iters": n_iters, "threads": threads}
+    out = {"batch": batch, "iters": n_iters, "threads": threads, "traces": {}}
+    keep = Path(trace_dir) if trace_dir is not None else Path(tempfile.mkdtemp(prefix="restyle-rt-ort-profile-"))
     with tempfile.TemporaryDirectory() as d:
         enc = _session(art.graph_path("encoder"), threads, str(Path(d) / "encoder"))
         syn = _session(art.graph_path("synthesis"), threads, str(Path(d) / "synthesis"))
@@ -86,7 +94,10 @@ def profile_ort(artifacts_dir: os.PathLike, batch: int, n_iters: int, threads: i
             w = enc.run(["latent_next"], {"image": x, "feedback": y, "latent": w})[0]
             _, y = syn.run(["image", "feedback"], {"latent": w})
         for g, s in (("encoder", enc), ("synthesis", syn)):
-            out[g] = summarize_events(_after_first_run(json.loads(Path(s.end_profiling()).read_text())))
+            raw = Path(s.end_profiling()).read_bytes()
+            out[g] = summarize_events(_after_first_run(json.loads(raw)))
+            trace = fsio.write_bytes(keep / f"{trace_stem}.{g}.json", raw)  # kept for Perfetto
+            out["traces"][g] = str(trace)
     return out
 
 

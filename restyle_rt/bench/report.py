@@ -155,6 +155,7 @@ def memory_table(memory: Sequence[dict]) -> str:
             + " | ".join(
                 [
                     m["backend"],
+                    m.get("precision") or "",
                     str(m["batch"]),
                     str(m["iters"]),
                     f"{m['weights_mb']:.1f}",

@@ -4,6 +4,7 @@ Registration imports nothing heavy; onnxruntime's quantization tools are importe
 """
 from __future__ import annotations
 
+from ..errors import EXIT_OK
 
 
 def register(subparsers) -> None:
@@ -69,4 +70,4 @@ def run(args) -> int:
             print(f"{label} [{enc}] per step latent rel-L2/image PSNR: {cells}")
     print(json.dumps({"graphs": rec["graphs"], "kept_layers": rec["kept_layers"],
                       "not_shipped": rec["not_shipped"]}, indent=1))
-    return 0
+    return EXIT_OK

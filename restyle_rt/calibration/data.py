@@ -59,7 +59,7 @@ def from_folder(art: Artifacts, folder: str, count: Optional[int], held_out: int
     if count is not None:
         cal = cal[:count]
     hw = art.spec.input_hw
-    read = lambda ps: np.stack([io.preprocess(io.read_image(p), hw) for p in ps]).astype(np.float32)  # noqa: E731
+    read = lambda ps: np.stack([io.preprocess_file(p, hw) for p in ps]).astype(np.float32)  # noqa: E731
     return ImageSet(read(cal), read(hold), f"images:{folder}")
 
 

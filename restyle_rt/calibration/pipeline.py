@@ -8,7 +8,8 @@
 6. the record in ``manifest["int8"]``. The synthesis Q/DQ graphs are kept only if the INT8 loop meets the ship bar.
 
 Files written into the artifacts dir: ``int8/<graph>.<encoding>.onnx`` (+ ``.data``), ``int8/<graph>.ranges.json``
-(ORT's calibration cache), ``int8/<graph>.sensitivity.tsv``.
+(ORT's calibration cache), ``int8/<graph>.sensitivity.tsv``, and with matplotlib ``int8/<graph>.keep_curve.png``
+and ``int8/accuracy.png`` (:mod:`.plots`).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from ..runtime.hostinfo import machine_record
 from ..parity import TOLERANCES
 from . import data as D
 from . import emulate as E
-from . import qdq
+from . import plots, qdq
 from . import sensitivity as S
 from .loop import FeedReader, LoopFeeds, run_loop, session, step_accuracy
 from .loop import meets_bar as loop_meets_bar
@@ -166,6 +167,7 @@ def calibrate(artifacts_dir, cfg: CalibrationConfig) -> dict:
     manifest["int8"] = rec
     A.write_manifest(art.root, manifest)
     log.info("INT8 graphs written to %s (%s) in %.0f s", out_dir, ", ".join(rec["graphs"]), rec["seconds"])
+    plots.write_plots_if_available(rec, out_dir)  # keep curves and per-step accuracy as PNGs (needs matplotlib)
     return rec
 
 

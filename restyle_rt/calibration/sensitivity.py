@@ -22,9 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Sequence
 
-from tqdm import tqdm
-
 from ..errors import InputError
+from ..progress import bar as progress_bar
 from .loop import meets_bar
 
 log = logging.getLogger("restyle_rt")
@@ -59,8 +58,8 @@ def sweep(nodes: Sequence[str], evaluate: Evaluate, max_keep_frac: float, progre
                      f"{desc} sensitivity".strip())
     out = Sweep(single)
     ranked = out.ranked()
-    for k in tqdm(range(math.floor(max_keep_frac * len(ranked)) + 1), desc=f"{desc} keep curve".strip(),
-                  unit="point", disable=not progress, dynamic_ncols=True):
+    for k in progress_bar(range(math.floor(max_keep_frac * len(ranked)) + 1), desc=f"{desc} keep curve".strip(),
+                          unit="point", show=progress):
         keep = set(ranked[:k])
         rows = evaluate([n for n in nodes if n not in keep])
         psnrs = [r["image_psnr_db"] for r in rows if r["image_psnr_db"] is not None]
@@ -73,7 +72,7 @@ def measure(nodes: Sequence[str], evaluate: Callable[[Sequence[str]], float], pr
             desc: str = "sensitivity") -> Dict[str, float]:
     """``{node: evaluate([node])}``: the loop error with only ``node`` quantized, for every node."""
     out = {}
-    for node in tqdm(nodes, desc=desc, unit="layer", disable=not progress, dynamic_ncols=True):
+    for node in progress_bar(nodes, desc=desc, unit="layer", show=progress):
         out[node] = float(evaluate([node]))
     return out
 

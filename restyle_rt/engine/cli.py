@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import InputError
+from ..errors import EXIT_OK, InputError
 
 
 def _batch(text: str):
@@ -53,4 +53,4 @@ def run(args) -> int:
                             compute_capabilities=ccs, flavour=args.flavour)
     for line in summarize(records):
         print(line)
-    return 0
+    return EXIT_OK

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..argtypes import positive_int
+from ..errors import EXIT_OK
 
 # what `export` accepts (kept in step with export.checkpoint, which cannot be imported here: it imports torch)
 ENCODER_TYPES = ("BackboneEncoder", "ResNetBackboneEncoder", "ProgressiveBackboneEncoder",
@@ -24,7 +25,6 @@ def register(sub) -> None:
                         "directory, or one holding the checkpoint)")
     p.add_argument("--plugin-variant", action="store_true",
                    help="also write synthesis.plugin.onnx with ModulatedConv2d nodes for the TensorRT plugin")
-    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_export)
 
     m = sub.add_parser("make-checkpoint", help="random-weight model in the official checkpoint format",
@@ -52,9 +52,10 @@ def _export(args: argparse.Namespace) -> int:
     from .onnx import export_artifacts
 
     out = export_artifacts(args.checkpoint, args.out, opset=args.opset, max_batch=args.max_batch,
-                           overwrite=args.force, progress=not args.no_progress, plugin_variant=args.plugin_variant)
+                           overwrite=args.force, progress=not getattr(args, "no_progress", False),
+                           plugin_variant=args.plugin_variant)
     print(f"wrote {out}")
-    return 0
+    return EXIT_OK
 
 
 def _make(args: argparse.Namespace) -> int:
@@ -66,4 +67,4 @@ def _make(args: argparse.Namespace) -> int:
     et, dt, size = PRESETS[args.preset] if args.preset else (args.encoder_type, args.dataset_type, args.output_size)
     make_checkpoint(args.out, et, dt, size, seed=args.seed)
     print(f"wrote {args.out} ({et}, {dt}, {size})")
-    return 0
+    return EXIT_OK

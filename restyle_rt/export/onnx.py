@@ -7,23 +7,24 @@ report into the manifest. Any tolerance exceeded -> :class:`ParityError` and no 
 """
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import os
 import platform
 import time
 import warnings
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .. import __version__
 from ..artifacts import (AVG_FEEDBACK, FORMAT, FORMAT_VERSION, LATENT_AVG, check_replaceable, graph_file,
                          seed_records, sha256_file, staging_dir, write_manifest)
 from ..errors import ParityError
 from ..parity import check
+from ..progress import bar as progress_bar
 from ..spec import BATCH, BatchProfile
 from .checkpoint import load_checkpoint
 from .fixtures import sample_images
@@ -154,7 +155,7 @@ def export_artifacts(checkpoint: os.PathLike, out_dir: os.PathLike, opset: int =
         CheckpointError: the checkpoint is not usable. ParityError: a graph disagrees with torch.
     """
     t0 = time.perf_counter()
-    bar = tqdm(total=6, desc="export", disable=not progress, unit="step", leave=False)
+    bar = progress_bar(total=6, desc="export", show=progress, unit="step", leave=False)
     try:
         return _export(checkpoint, out_dir, opset, max_batch, overwrite, bar, t0, plugin_variant)
     finally:
@@ -198,10 +199,22 @@ def _export(checkpoint, out_dir, opset, max_batch, overwrite, bar, t0, plugin_va
     return Path(out_dir)
 
 
-def _manifest(ckpt, spec, root: Path, opset: int, max_batch: int, report: dict, seconds: float) -> dict:
+def tool_versions() -> Dict[str, Optional[str]]:
+    """What made the graphs, for the manifest: onnxslim rewrites them (None: not installed, so not slimmed)."""
     import onnx
     import onnxruntime
 
+    try:
+        import onnxslim
+
+        slim = getattr(onnxslim, "__version__", None) or importlib.metadata.version("onnxslim")
+    except (ImportError, importlib.metadata.PackageNotFoundError):
+        slim = None
+    return {"restyle_rt": __version__, "torch": torch.__version__, "onnx": onnx.__version__, "onnxslim": slim,
+            "onnxruntime": onnxruntime.__version__, "numpy": np.__version__, "python": platform.python_version()}
+
+
+def _manifest(ckpt, spec, root: Path, opset: int, max_batch: int, report: dict, seconds: float) -> dict:
     graphs = {}
     for g in ("encoder", "synthesis"):
         ins, outs = spec.graph_io(g)
@@ -221,8 +234,7 @@ def _manifest(ckpt, spec, root: Path, opset: int, max_batch: int, report: dict, 
         "graphs": graphs,
         "seeds": seed_records(root),
         "parity": report,
-        "versions": {"restyle_rt": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
-                     "onnxruntime": onnxruntime.__version__, "python": platform.python_version()},
+        "versions": tool_versions(),
         "export_seconds": round(seconds, 2),
         "modconv": {"default": "portable",
                     "why": "the fused ModulatedConv2d plugin has not been measured faster on a GPU yet"},

@@ -34,9 +34,10 @@ ABI_VERSION = 1
 
 
 def cache_dir() -> Path:
-    """``$RESTYLE_RT_CACHE/kernels`` or ``~/.cache/restyle-rt/kernels``."""
-    root = os.environ.get("RESTYLE_RT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "restyle-rt")
-    return Path(root) / "kernels"
+    """``kernels`` under :func:`restyle_rt.fsio.cache_root`."""
+    from ..fsio import cache_root
+
+    return cache_root() / "kernels"
 
 
 def find_nvcc() -> Optional[str]:

@@ -35,6 +35,11 @@ class Inverter:
     """ReStyle inversion with one backend over one artifacts directory.
 
     Use :meth:`load` to make one, and close it (or use it as a context manager) to release the backend.
+    :meth:`invert` returns a :class:`~restyle_rt.runtime.backend.LoopResult` (``to_uint8()``, ``save(dir)``).
+
+    Not thread-safe: a backend reuses its state between calls (OpenVINO's infer requests and their output
+    tensors; TensorRT's device buffers, stream and CUDA graphs). Use one Inverter per thread, or hold a lock around
+    each call. The arrays a call returns are the caller's own and stay valid after later calls.
 
     Attributes:
         artifacts: the verified :class:`~restyle_rt.artifacts.Artifacts`.
@@ -59,7 +64,8 @@ class Inverter:
             verify: check every file against the sha256 in the manifest (cached per file; see
                 :func:`restyle_rt.artifacts.load`). False skips it.
             probe_batch: with ``"auto"``, the batch you will run, so that the measured choice times it.
-            **opts: backend options (for ``ort``: ``providers``, ``threads``, ``device_id``, ``io_binding``).
+            **opts: backend options (``ort``: ``providers`` as names or ``(name, options)`` tuples, ``threads``,
+                ``device_id``, ``io_binding``; ``openvino``: ``device``, ``precision``, ``threads``).
 
         Returns:
             A ready Inverter.
@@ -113,12 +119,11 @@ class Inverter:
         out = np.empty((len(images), 3, *hw), np.float32)  # [B, 3, H, W]
         for i, item in enumerate(images):
             if isinstance(item, (str, os.PathLike, bytes)):
-                img = io.read_image(item)
+                out[i] = io.preprocess_file(item, hw)  # decoded and resized in Pillow, no full-size array
             elif isinstance(item, np.ndarray):
-                img = item
+                out[i] = io.preprocess(item, hw)
             else:
                 raise InputError(f"image {i}: expected a path or an [H, W, 3] uint8 array, got {type(item).__name__}")
-            out[i] = io.preprocess(img, hw)
         return out
 
     def invert(
@@ -128,7 +133,7 @@ class Inverter:
         return_steps: bool = False,
         early_exit: Optional[float] = None,
     ) -> LoopResult:
-        """Invert images with ``n_iters`` ReStyle steps.
+        """Invert images with ``n_iters`` ReStyle steps (one call at a time per Inverter: see the class).
 
         Args:
             images: see :meth:`preprocess`.

@@ -10,8 +10,10 @@ Lifecycle: use as a context manager (``with backend: ...``) or call :meth:`close
 from __future__ import annotations
 
 import abc
+import os
 from dataclasses import dataclass, field
-from typing import ClassVar, List, Optional, Tuple
+from pathlib import Path
+from typing import ClassVar, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -37,6 +39,51 @@ class LoopResult:
     step_latents: List[np.ndarray] = field(default_factory=list)
     step_images: List[np.ndarray] = field(default_factory=list)
     stages: dict = field(default_factory=dict)
+
+    def to_uint8(self) -> np.ndarray:
+        """The final images as [B, h, w, 3] uint8 RGB, by the official ``tensor2im`` (clip to [-1, 1], x255,
+        truncate; what ``restyle-rt invert`` writes)."""
+        from .io import to_uint8
+
+        return np.stack([to_uint8(im) for im in self.images]) if len(self.images) else \
+            np.zeros((0, *self.images.shape[2:], 3), np.uint8)
+
+    def save(self, directory: os.PathLike, names: Optional[Sequence[str]] = None) -> List[Path]:
+        """Write ``DIR/NAME.png`` per image (:meth:`to_uint8`) and ``DIR/latents.npy`` ([B, S, 512] float32; with
+        steps also ``DIR/step_latents.npy`` [B, T, S, 512]). Each file appears complete or not at all
+        (:mod:`restyle_rt.fsio`).
+
+        Args:
+            directory: created when missing.
+            names: one per image (``/`` makes subfolders); default ``000``, ``001``, ...
+
+        Returns:
+            The paths written.
+
+        Raises:
+            InputError: ``names`` does not give one distinct, relative name per image.
+        """
+        from ..errors import InputError
+        from ..fsio import save_npy
+        from .io import write_png
+
+        out, n = Path(directory), len(self.images)
+        names = [f"{i:03d}" for i in range(n)] if names is None else [str(x) for x in names]
+        if len(names) != n or len(set(names)) != n:
+            raise InputError(f"save: expected {n} distinct names, one per image, got {len(names)} "
+                             f"({len(set(names))} distinct)")
+        bad = [x for x in names if not x or Path(x).is_absolute() or ".." in Path(x).parts]
+        if bad:
+            raise InputError(f"save: names must be relative paths inside {out}, got {bad}")
+        written = []
+        for name, img in zip(names, self.to_uint8()):
+            write_png(out / f"{name}.png", img)
+            written.append(out / f"{name}.png")
+        written.append(save_npy(out / "latents.npy", np.ascontiguousarray(self.latents, np.float32), durable=True))
+        if self.step_latents:
+            steps = np.stack(self.step_latents, axis=1).astype(np.float32, copy=False)  # [B, T, S, 512]
+            written.append(save_npy(out / "step_latents.npy", steps, durable=True))
+        return written
 
 
 class Backend(abc.ABC):

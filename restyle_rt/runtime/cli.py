@@ -8,6 +8,7 @@ Outputs under ``--out DIR`` (NAME is the input's stem, or its path below an inpu
     DIR/steps/<t>/NAME.png       every step t = 1..N            (--save-steps)
     DIR/strips/NAME.png          steps left to right, then the input      (--strip)
     DIR/latents.npy, latents.json  [N_images, T, S, 512] float32 + input names, steps used   (--save-latents)
+    DIR/report.html              this run's inputs, steps (or final images), steps used, timings   (--report)
 
 Every file is written under a temporary name and renamed: an interrupted or failed run leaves only complete
 files (and, with --save-latents, latents.npy for every image that finished). --out must not be an input
@@ -17,8 +18,8 @@ replaced (the run says how many); --resume skips images whose outputs are comple
 time writes an --out (a lock in DIR/.restyle-rt, which also keeps per-image latents and the run settings).
 
 A file that cannot be decoded, or whose inversion is not finite, is reported on one line and skipped; the exit
-code is then 1 (0 when all worked; 2 bad arguments or artifacts; 3 output unwritable, full or locked; 130/143
-interrupted).
+code is then 1 (0 when all worked; 2 bad arguments or artifacts; 3 output unwritable, full or locked; 6 the
+backend cannot run here; 130/143 interrupted; `restyle-rt --help` lists every code).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import time
 from pathlib import Path
 
 from ..argtypes import threshold
+from ..errors import EXIT_OK, EXIT_SKIPPED
 
 
 def register(subparsers) -> None:
@@ -78,6 +80,7 @@ def register(subparsers) -> None:
         "--save-latents", action="store_true", help="write latents.npy [N, T, S, 512] + latents.json"
     )
     p.add_argument("--strip", action="store_true", help="write steps left to right then the input, per image")
+    p.add_argument("--report", action="store_true", help="write DIR/report.html: one page showing this run")
     p.add_argument(
         "--early-exit",
         type=threshold,
@@ -127,7 +130,6 @@ def run(args) -> int:
     from . import io
     from .outputs import RunDir
 
-    _quiet_opencv()
     if args.iters < 1:
         raise InputError(f"--iters must be >= 1, got {args.iters}")
     if args.batch is not None and args.batch < 1:
@@ -158,7 +160,8 @@ def run(args) -> int:
     try:
         todo = set(run_dir.plan(names, args.resume))
         work = [(p, n) for p, n in zip(paths, names) if n in todo]
-        done, skipped, label, dt = _invert_all(args, run_dir, work, aligner)
+        report = _report(args, settings) if getattr(args, "report", False) else None
+        done, skipped, label, dt = _invert_all(args, run_dir, work, aligner, report)
     except BaseException:  # Ctrl-C, SIGTERM, a full disk: the images finished so far keep complete outputs and,
         if args.save_latents:  # where the disk allows, latents.npy (they are kept per image for --resume anyway)
             _salvage_latents(run_dir, names)
@@ -167,12 +170,14 @@ def run(args) -> int:
         run_dir.close()
     if args.save_latents:
         run_dir.write_latents_index(names)
+    if report is not None:
+        report.write(label, dt)
     print(
         f"inverted {done} image(s) ({skipped} skipped{_resumed(len(paths) - len(work))}) in {dt:.2f} s, "
         f"{done / max(dt, 1e-9):.2f} images/s [{label}, {args.iters} iters] -> {run_dir.out}",
         file=sys.stderr,
     )
-    return 1 if skipped else 0
+    return EXIT_SKIPPED if skipped else EXIT_OK
 
 
 def _salvage_latents(run_dir, names) -> None:
@@ -189,15 +194,21 @@ def _resumed(n: int) -> str:
     return f", {n} already complete" if n else ""
 
 
-def _invert_all(args, run_dir, work, aligner=None):
+def _report(args, settings):
+    from .report import RunReport
+
+    return RunReport(args.out, settings, args.save_steps, args.strip)
+
+
+def _invert_all(args, run_dir, work, aligner=None, report=None):
     """Invert ``work`` [(path, name)] batch by batch, writing each image's outputs as its batch finishes.
 
     Returns:
         (images written, images skipped, "backend" label, seconds).
     """
     import numpy as np
-    from tqdm import tqdm
 
+    from .. import progress
     from ..errors import InputError
     from . import io
     from .api import Inverter
@@ -210,22 +221,27 @@ def _invert_all(args, run_dir, work, aligner=None):
                                                 probe_batch=args.batch, **opts))
         invert = _bootstrapped(stack, inv, args) if args.bootstrap else inv.invert
         batch = _batch_size(args.batch, inv.profile)
-        bar = tqdm(total=len(work), unit="img", desc="invert", file=sys.stderr, dynamic_ncols=True)
+        bar = progress.bar(total=len(work), unit="img", desc="invert")
         for i in range(0, len(work), batch):
-            imgs, ok = [], []
+            imgs, ok, ok_paths = [], [], []
             for p, n in work[i : i + batch]:
                 try:
-                    img = io.read_image(p)
-                    img = aligner(img, str(p)) if aligner is not None else img
+                    img = aligner(io.read_image(p), str(p)) if aligner is not None else p  # a path: read by Pillow
                     imgs.append(inv.preprocess([img])[0])  # decoded originals are not kept
                     ok.append(n)
+                    ok_paths.append(p)
                 except InputError as e:
                     skipped += 1
                     bar.write(f"skipped: {e}", file=sys.stderr)
             if imgs:
                 x = np.stack(imgs)  # [b, 3, H, W]
+                t_batch = time.perf_counter()
                 res = invert(x, n_iters=args.iters, return_steps=keep_steps, early_exit=args.early_exit)
+                t_batch = time.perf_counter() - t_batch
                 bad = _write(run_dir, ok, x, res, args)
+                if report is not None:
+                    failed = {ok[j] for j in np.flatnonzero(~_finite_mask(res))}
+                    report.add_batch(ok, ok_paths, res.steps_used, run_dir.n_steps, t_batch, failed)
                 for msg in bad:
                     bar.write(f"skipped: {msg}", file=sys.stderr)
                 done += len(ok) - len(bad)
@@ -294,12 +310,3 @@ def _finite_mask(res):
     arrays = [res.latents, res.images, *res.step_latents, *res.step_images]
     return np.logical_and.reduce([np.isfinite(a.reshape(a.shape[0], -1)).all(axis=1) for a in arrays])
 
-
-def _quiet_opencv() -> None:
-    """OpenCV logs decode warnings to stderr itself; bad files are reported by us, once."""
-    try:
-        import cv2
-
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-    except (ImportError, AttributeError):
-        pass

@@ -16,13 +16,15 @@ from typing import Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import BackendUnavailable, RestyleError
+from ..errors import EXIT_BACKEND, BackendUnavailable, RestyleError
 
 log = logging.getLogger("restyle_rt")
 
 
 class CudaError(RestyleError):
-    """A CUDA runtime call failed."""
+    """A CUDA runtime call failed (the CLI exits with :data:`~restyle_rt.errors.EXIT_BACKEND`)."""
+
+    exit_status = EXIT_BACKEND
 
 
 def cudart():

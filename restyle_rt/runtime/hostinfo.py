@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import platform
-from typing import Dict
+from typing import Dict, FrozenSet
 
 
 @functools.lru_cache(maxsize=None)
@@ -26,6 +26,12 @@ def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo``), else ``platform``'s description."""
     info = _cpuinfo()
     return info.get("model name") or info.get("CPU part") or platform.processor() or platform.machine()
+
+
+def cpu_flags() -> FrozenSet[str]:
+    """The CPU's feature flags (``/proc/cpuinfo`` ``flags`` on x86, ``Features`` on ARM); empty elsewhere."""
+    info = _cpuinfo()
+    return frozenset((info.get("flags") or info.get("Features") or "").split())
 
 
 def cpu_id() -> str:

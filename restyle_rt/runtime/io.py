@@ -1,37 +1,43 @@
 """Runtime image I/O: list, decode, resize and normalise like the official transforms; convert outputs back.
 
-Decoding uses OpenCV (``IMREAD_COLOR | IMREAD_ANYDEPTH``: EXIF orientation applied, grayscale and palette
-expanded to three channels, alpha **dropped**, the same as the official ``PIL.Image.open(p).convert('RGB')``),
-and falls back to Pillow for what OpenCV cannot read (when Pillow is installed). 16-bit images keep their high
-byte (``v >> 8``), which is how Pillow reads 48-bit RGB PNGs; note the official loader would *saturate* a
-16-bit grayscale PNG at 255 instead.
+Everything goes through Pillow, as the official loader does (``PIL.Image.open(p).convert('RGB')`` then
+``transforms.Resize``, which is Pillow's ``Image.resize(size, BILINEAR)``), so the encoder sees the same bytes.
+Decoding: grayscale, palette, CMYK and LA/RGBA converted by Pillow's ``convert('RGB')`` (alpha **dropped**); EXIF
+orientation applied (``ImageOps.exif_transpose``; the official loader does not, so a rotated phone photo is
+inverted upright here). 16-bit images keep their high byte (``v >> 8``), which is how Pillow reads 48-bit RGB PNGs;
+note the official loader would *saturate* a 16-bit grayscale PNG at 255 instead. Single-channel float TIFFs are read
+as [0, 1] and refused when they hold NaN/Inf.
 
-Resizing re-implements Pillow's ``Image.resize(size, BILINEAR)`` (triangle filter, antialiased on downscale,
-22-bit fixed-point coefficients, horizontal pass then vertical pass, each rounded to uint8) in NumPy, so that
-the encoder sees the bytes the official ``transforms.Resize`` produces; ``tests/unit/test_io.py`` bounds the
-difference.
+Strips and animations resize with Pillow's bicubic, as the official script's coupled output does.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io as _io
 import os
+import threading
 import warnings
 from pathlib import Path
-from typing import Iterable, List, Sequence, Tuple
+from typing import TYPE_CHECKING, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .. import fsio
 from ..errors import InputError
 
+if TYPE_CHECKING:
+    from PIL import Image
+
 # Decoded size limit, checked from the file's header before decoding (a 1.1 MB PNG can decode to 2.85 GB). Pillow's
 # own default (MAX_IMAGE_PIXELS, ~89.5 Mpx = 268 MB as RGB); override with $RESTYLE_RT_MAX_PIXELS.
 MAX_PIXELS = int(os.environ.get("RESTYLE_RT_MAX_PIXELS", "89478485"))
-# OpenCV applies its own header check (default 2**30 px) with this limit when it is set before cv2 is imported.
-os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tiff", ".tif", ".webp")
-_PRECISION_BITS = 32 - 8 - 2  # Pillow's Resample.c fixed-point precision for 8-bit images
+# zlib level 1 with the Z_RLE strategy (3): OpenCV's PNG defaults, which this module used before. Measured on a
+# 1024 px output: 51 ms (OpenCV: 48 ms); Pillow's default (level 6) took 5-9x as long on the loaded dev VM.
+PNG_OPTIONS = {"compress_level": 1, "compress_type": 3}
+_UNLIMITED = threading.Lock()  # held while Pillow's own bomb limit is lifted for an image our limit allows
 
 
 # --- listing ------------------------------------------------------------------------------------------------
@@ -107,8 +113,26 @@ def read_image(path: os.PathLike) -> np.ndarray:
         [H, W, 3] uint8 RGB, EXIF orientation applied, alpha dropped.
 
     Raises:
-        InputError: the file is missing, empty, not a regular file, or cannot be decoded (names the file).
+        InputError: the file is missing, empty, not a regular file, larger than :data:`MAX_PIXELS`, or cannot be
+            decoded (names the file).
     """
+    return np.array(_load(path), dtype=np.uint8)  # a writable copy
+
+
+def preprocess_file(path: os.PathLike, hw: Tuple[int, int]) -> np.ndarray:
+    """``preprocess(read_image(path), hw)``, without turning the full-size image into an array and back.
+
+    Returns:
+        [3, H, W] float32 in [-1, 1].
+
+    Raises:
+        InputError: as :func:`read_image`.
+    """
+    return _normalise(_resize_pil(_load(path), hw))
+
+
+def _load(path: os.PathLike) -> "Image.Image":
+    """:func:`read_image`'s checks and decode, returning the loaded RGB Pillow image."""
     if isinstance(path, bytes):
         raise InputError(f"{path[:40]!r}: bytes are not a path; pass a str or Path (os.fsdecode(p)), or decode the "
                          "image data yourself and pass an [H, W, 3] uint8 array")
@@ -121,46 +145,65 @@ def read_image(path: os.PathLike) -> np.ndarray:
         raise InputError(f"{p}: cannot be read ({e.strerror or e})") from None
     if not data:
         raise InputError(f"{p}: empty file (0 bytes)")
-    check_pixels(p)
-    try:
-        img = _decode_cv2(data)
-    except ValueError as e:  # decoded, but not usable pixels (NaN in a float TIFF, an odd pixel type)
-        raise InputError(f"{p}: {e}") from None
-    if img is None:
-        img = _decode_pil(p)
-    if img is None:
+    im = _decode(_io.BytesIO(data), str(p))
+    if im is None:
         raise InputError(f"{p}: not a readable image (corrupt, truncated or an unsupported format)")
-    return img
+    return im
 
 
 def check_pixels(path, limit: int = 0, name: str = "") -> None:
     """Refuse an image whose header declares more than ``limit`` (default :data:`MAX_PIXELS`) pixels.
 
-    ``path`` is a file path or a binary file object (encoded bytes); ``name`` names it in the message.
-
-    Reads the header only (Pillow's lazy ``Image.open``); without Pillow, OpenCV's own header check applies
-    (``OPENCV_IO_MAX_IMAGE_PIXELS``, set from :data:`MAX_PIXELS` when this module is imported first).
+    ``path`` is a file path or a binary file object (encoded bytes); ``name`` names it in the message. Reads the
+    header only (Pillow's lazy ``Image.open``); a file Pillow cannot parse is left to the decoder to report.
 
     Raises:
         InputError: naming the declared size and the limit.
     """
+    try:
+        with _open(path, name or str(path), limit):
+            pass
+    except InputError:
+        raise
+    except Exception:  # noqa: BLE001 - not a format Pillow knows: the decoder reports it
+        return
+
+
+@contextlib.contextmanager
+def _open(src, name: str, limit: int = 0) -> Iterator["Image.Image"]:
+    """Pillow's lazy ``Image.open`` with our size limit instead of Pillow's (checked from the header).
+
+    Raises:
+        InputError: the header declares more than ``limit`` (default :data:`MAX_PIXELS`) pixels.
+    """
+    from PIL import Image
+
     limit = limit or MAX_PIXELS
-    try:
-        from PIL import Image
-    except ImportError:
-        return
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we decide, with our own message
-            with Image.open(path) as im:
-                w, h = im.size
-    except Image.DecompressionBombError as e:  # Pillow's own check (2x its limit) fired while reading the header
-        w, h = _declared(str(e)), 1
-    except Exception:  # noqa: BLE001 - not a format Pillow knows: the decoders report it
-        return
-    if w * h > limit:
-        raise InputError(f"{name or path}: declares {w * h / 1e6:.0f} Mpx, above the {limit / 1e6:.0f} Mpx limit "
-                         "(set RESTYLE_RT_MAX_PIXELS to allow more); not decoded")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we decide, with our own message
+        try:
+            im = Image.open(src)
+        except Image.DecompressionBombError as e:  # Pillow's own check (2x its limit) fired on the header
+            if _declared(str(e)) > limit:
+                _refuse(name, _declared(str(e)), limit)
+            with _UNLIMITED:  # our limit was raised above Pillow's: open again without Pillow's
+                saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+                try:
+                    if hasattr(src, "seek"):
+                        src.seek(0)
+                    im = Image.open(src)
+                finally:
+                    Image.MAX_IMAGE_PIXELS = saved
+    with im:
+        w, h = im.size
+        if w * h > limit:
+            _refuse(name, w * h, limit)
+        yield im
+
+
+def _refuse(name: str, pixels: int, limit: int) -> None:
+    raise InputError(f"{name}: declares {pixels / 1e6:.0f} Mpx, above the {limit / 1e6:.0f} Mpx limit "
+                     "(set RESTYLE_RT_MAX_PIXELS to allow more); not decoded")
 
 
 def _declared(msg: str) -> int:
@@ -182,117 +225,86 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
         [H, W, 3] uint8 RGB, EXIF orientation applied, alpha dropped.
 
     Raises:
-        InputError: empty or undecodable bytes (names ``name``).
+        InputError: empty, too large or undecodable bytes (names ``name``).
     """
-    import io as _io
-
     if not data:
         raise InputError(f"{name}: empty image (0 bytes)")
-    check_pixels(_io.BytesIO(bytes(data)), name=name)
-    try:
-        img = _decode_cv2(bytes(data))
-    except ValueError as e:  # decoded, but not usable pixels (NaN in a float TIFF, an odd pixel type)
-        raise InputError(f"{name}: {e}") from None
-    if img is None:
-        img = _decode_pil(_io.BytesIO(bytes(data)))
-    if img is None:
+    im = _decode(_io.BytesIO(bytes(data)), name)
+    if im is None:
         raise InputError(f"{name}: not a readable image ({len(data)} bytes; corrupt, truncated or an unsupported "
                          "format)")
-    return img
+    return np.array(im, dtype=np.uint8)  # a writable copy
 
 
-def _decode_cv2(data: bytes):
-    import cv2
+def _decode(src, name: str) -> Optional["Image.Image"]:
+    """Decode with Pillow to a loaded RGB image; None for data Pillow cannot read.
 
-    buf = np.frombuffer(data, dtype=np.uint8)
+    Raises:
+        InputError: too many pixels declared, or decoded pixels that are not usable (NaN in a float TIFF).
+    """
+    from PIL import Image, ImageOps
+
     try:
-        img = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)  # BGR, orientation applied
-    except cv2.error:
+        with _open(src, name) as im:
+            try:
+                ImageOps.exif_transpose(im, in_place=True)  # (no copy when there is nothing to rotate)
+            except Exception:  # noqa: BLE001 - a malformed EXIF block is ignored; pixel errors surface below
+                pass
+            if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):  # 16/32-bit gray, float: see _to_uint8
+                return Image.fromarray(np.repeat(_to_uint8(np.asarray(im))[:, :, None], 3, axis=2))
+            if im.mode != "RGB":
+                return im.convert("RGB")
+            im.load()
+            return im
+    except InputError:
+        raise
+    except _Unusable as e:  # decoded, but not usable pixels
+        raise InputError(f"{name}: {e}") from None
+    except Exception:  # noqa: BLE001 - Pillow raises many types for bad data; the caller reports the file
         return None
-    if img is None or img.ndim != 3 or img.shape[2] != 3 or img.size == 0:
-        return None
-    img = _to_uint8(img)
-    return np.ascontiguousarray(img[:, :, ::-1])  # [H, W, 3] RGB
 
 
-def _decode_pil(path):  # a Path or a binary file object
-    try:
-        from PIL import Image, ImageOps
-    except ImportError:
-        return None
-    try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                a = np.asarray(im, dtype=np.uint32)
-                return np.repeat(_to_uint8(a)[:, :, None], 3, axis=2)
-            return np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.uint8))
-    except Exception:  # Pillow raises many types for bad data; the caller reports the file
-        return None
+class _Unusable(ValueError):
+    """Decoded pixels that cannot be turned into uint8 RGB."""
 
 
 def _to_uint8(a: np.ndarray) -> np.ndarray:
+    """16-bit (and 32-bit int) gray: the high byte of the 16-bit value; float: [0, 1] scaled to [0, 255]."""
     if a.dtype == np.uint8:
         return a
-    if a.dtype in (np.uint16, np.uint32):
-        return (np.minimum(a, 65535) >> 8).astype(np.uint8)  # keep the high byte
-    if a.dtype.kind == "f":  # float TIFF/EXR-like data in [0, 1]
+    if a.dtype.kind in "ui":
+        return (np.clip(a, 0, 65535).astype(np.uint32) >> 8).astype(np.uint8)  # keep the high byte
+    if a.dtype.kind == "f":  # float TIFF data in [0, 1]
         if not np.isfinite(a).all():
-            raise ValueError("NaN/Inf pixel values")
+            raise _Unusable("NaN/Inf pixel values")
         return (np.clip(a, 0.0, 1.0) * 255.0).astype(np.uint8)
-    raise ValueError(f"unsupported pixel type {a.dtype}")
+    raise _Unusable(f"unsupported pixel type {a.dtype}")
 
 
 # --- resize and normalise -----------------------------------------------------------------------------------
 
 
-def _coeffs(in_size: int, out_size: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Pillow's ``precompute_coeffs`` + ``normalize_coeffs_8bpc`` for the bilinear filter.
+def _pil(img: np.ndarray) -> "Image.Image":
+    from PIL import Image
 
-    Returns:
-        (index [out, k] int64 clamped into range, weight [out, k] int64 fixed-point, zero past each tap span).
-    """
-    scale = in_size / out_size
-    filterscale = max(scale, 1.0)
-    support = 1.0 * filterscale
-    ksize = int(np.ceil(support)) * 2 + 1
-    centers = (np.arange(out_size) + 0.5) * scale  # [out]
-    xmin = np.maximum((centers - support + 0.5).astype(np.int64), 0)  # C truncation of positive values
-    xmax = np.minimum((centers + support + 0.5).astype(np.int64), in_size) - xmin
-    taps = np.arange(ksize)  # [k]
-    x = (taps[None, :] + xmin[:, None] - centers[:, None] + 0.5) * (1.0 / filterscale)  # [out, k]
-    w = np.clip(1.0 - np.abs(x), 0.0, None)
-    w[taps[None, :] >= xmax[:, None]] = 0.0
-    total = w.sum(axis=1, keepdims=True)
-    w = np.divide(w, total, out=w, where=total != 0)
-    fixed = np.where(w < 0, -0.5, 0.5) + w * (1 << _PRECISION_BITS)
-    idx = np.minimum(xmin[:, None] + taps[None, :], in_size - 1)
-    return idx, np.trunc(fixed).astype(np.int64)
-
-
-def _resample_axis(a: np.ndarray, out_size: int, axis: int) -> np.ndarray:
-    idx, k = _coeffs(a.shape[axis], out_size)  # [out, K]
-    shape = [1] * a.ndim
-    shape[axis] = out_size
-    acc = np.full(a.shape[:axis] + (out_size,) + a.shape[axis + 1 :], 1 << (_PRECISION_BITS - 1), np.int64)
-    for j in range(idx.shape[1]):
-        acc += np.take(a, idx[:, j], axis=axis).astype(np.int64) * k[:, j].reshape(shape)
-    return np.clip(acc >> _PRECISION_BITS, 0, 255).astype(np.uint8)
+    return Image.fromarray(np.ascontiguousarray(img))
 
 
 def resize_bilinear(img: np.ndarray, hw: Tuple[int, int]) -> np.ndarray:
-    """Pillow-exact ``Image.resize((W, H), BILINEAR)`` of an [h, w, C] uint8 image (aspect ratio not kept)."""
+    """Pillow's ``Image.resize((W, H), BILINEAR)`` (the official ``transforms.Resize``) of an [h, w, 3] uint8 image.
+
+    The aspect ratio is not kept; the result is [H, W, 3] uint8.
+    """
+    if img.shape[:2] == (int(hw[0]), int(hw[1])):
+        return img
+    return _resize_pil(_pil(img), hw)
+
+
+def _resize_pil(im: "Image.Image", hw: Tuple[int, int]) -> np.ndarray:
+    from PIL import Image
+
     h, w = int(hw[0]), int(hw[1])
-    out = np.ascontiguousarray(img)
-    dh, dw = out.shape[0] - h, out.shape[1] - w
-    # Recent Pillow (13.0 checked) runs the vertical pass first when the height shrinks more than twice the
-    # width; older Pillow (the official 2021 environment) always went horizontal first. The two orders differ
-    # by at most 1 level.
-    vertical_first = dh > 0 and dh > 2 * dw
-    for axis, size in ((0, h), (1, w)) if vertical_first else ((1, w), (0, h)):
-        if out.shape[axis] != size:
-            out = _resample_axis(out, size, axis=axis)  # [H, W, C] after both passes
-    return out
+    return np.asarray(im if im.size == (w, h) else im.resize((w, h), Image.BILINEAR))  # [H, W, 3] uint8
 
 
 def preprocess(img: np.ndarray, hw: Tuple[int, int]) -> np.ndarray:
@@ -307,7 +319,12 @@ def preprocess(img: np.ndarray, hw: Tuple[int, int]) -> np.ndarray:
     """
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
         raise InputError(f"expected an [H, W, 3] uint8 RGB image, got {img.dtype} {list(img.shape)}")
-    x = resize_bilinear(img, hw).astype(np.float32) / np.float32(255.0)  # [H, W, 3]
+    return _normalise(resize_bilinear(img, hw))
+
+
+def _normalise(img: np.ndarray) -> np.ndarray:
+    """[H, W, 3] uint8 -> [3, H, W] float32: ``ToTensor`` + ``Normalize(0.5, 0.5)``."""
+    x = img.astype(np.float32) / np.float32(255.0)  # [H, W, 3]
     x = (x - np.float32(0.5)) / np.float32(0.5)
     return np.ascontiguousarray(x.transpose(2, 0, 1))  # [3, H, W]
 
@@ -321,20 +338,21 @@ def to_uint8(img: np.ndarray) -> np.ndarray:
 
 
 def resize_for_display(img: np.ndarray, hw: Tuple[int, int]) -> np.ndarray:
-    """Bicubic resize of an [h, w, 3] uint8 image for strips (the official coupled output uses bicubic)."""
-    import cv2
+    """Pillow's bicubic resize of an [h, w, 3] uint8 image for strips (the official coupled output's
+    ``Image.resize(..., Image.BICUBIC)``)."""
+    from PIL import Image
 
     if img.shape[:2] == tuple(hw):
         return img
-    return cv2.resize(img, (int(hw[1]), int(hw[0])), interpolation=cv2.INTER_CUBIC)
+    return np.asarray(_pil(img).resize((int(hw[1]), int(hw[0])), Image.BICUBIC))
 
 
 def write_png(path: os.PathLike, img: np.ndarray) -> None:
     """Write an [h, w, 3] uint8 RGB image as PNG, creating parent directories."""
-    import cv2
-
     p = Path(path)
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(img[:, :, ::-1]))
-    if not ok:
-        raise InputError(f"{p}: PNG encoding failed for an image of shape {list(img.shape)}")
-    fsio.write_bytes(p, buf)  # temporary name + rename: never a truncated PNG
+    buf = _io.BytesIO()
+    try:
+        _pil(img).save(buf, format="PNG", **PNG_OPTIONS)
+    except (TypeError, ValueError, OSError) as e:
+        raise InputError(f"{p}: PNG encoding failed for an image of shape {list(np.shape(img))} ({e})") from None
+    fsio.write_bytes(p, buf.getbuffer())  # temporary name + rename: never a truncated PNG

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import EXIT_OK
+
 DEFAULT_MAX_ITERS = 20  # == protocol.DEFAULT_MAX_ITERS (protocol imports numpy; registration must stay light)
+IMAGE_FORMATS = ("raw", "png", "jpeg")  # == protocol.IMAGE_FORMATS
 
 
 def register(subparsers) -> None:
@@ -35,6 +38,9 @@ def register(subparsers) -> None:
     p.add_argument("--instances", type=int, default=1, metavar="N", help="model instances (default 1)")
     p.add_argument("--drain-timeout", type=int, default=10, metavar="S",
                    help="on SIGTERM/SIGINT, wait at most this long for in-flight requests (default 10)")
+    p.add_argument("--image-format", choices=IMAGE_FORMATS, default="raw",
+                   help="images answered as raw UINT8 pixels (`image`) or PNG/JPEG file bytes (`image_encoded`) "
+                        "when a request sends no `image_format` (default raw)")
     p.set_defaults(func=run_serve)
 
     r = subparsers.add_parser(
@@ -56,6 +62,11 @@ def register(subparsers) -> None:
     r.add_argument("--max-queue-size", type=int, default=64, metavar="N", help="bounded queue of `restyle`")
     r.add_argument("--timeout-ms", type=int, default=30000, metavar="MS", help="default queue timeout of `restyle`")
     r.add_argument("--max-iters", type=int, default=DEFAULT_MAX_ITERS, metavar="N", help="largest `iters` accepted")
+    r.add_argument("--image-format", choices=IMAGE_FORMATS, default="raw",
+                   help="`restyle`'s image answer when a request sends no `image_format` (default raw)")
+    r.add_argument("--no-warmup", action="store_true",
+                   help="no `model_warmup` in the encoder/synthesis configs (default: one all-zeros request at "
+                        "load)")
     r.add_argument("--overwrite", action="store_true", help="replace an existing repository directory")
     r.set_defaults(func=run_repo)
 
@@ -68,10 +79,11 @@ def run_serve(args: argparse.Namespace) -> int:
         grpc_port=args.grpc_port if args.grpc_port is not None else args.port + 1,
         metrics_port=args.metrics_port if args.metrics_port is not None else args.port + 2,
         max_queue_delay_us=args.max_queue_delay_us, max_queue_size=args.max_queue_size, timeout_ms=args.timeout_ms,
-        max_iters=args.max_iters, instances=args.instances, drain_timeout_s=args.drain_timeout)
+        max_iters=args.max_iters, instances=args.instances, drain_timeout_s=args.drain_timeout,
+        image_format=args.image_format)
     with Server(cfg) as srv:
         srv.wait()
-    return 0
+    return EXIT_OK
 
 
 def run_repo(args: argparse.Namespace) -> int:
@@ -79,8 +91,9 @@ def run_repo(args: argparse.Namespace) -> int:
 
     cfg = RepoConfig(graphs=args.graphs, precision=args.precision, instances=args.instances, kind=args.kind,
                      max_queue_delay_us=args.max_queue_delay_us, max_queue_size=args.max_queue_size,
-                     timeout_ms=args.timeout_ms, max_iters=args.max_iters)
+                     timeout_ms=args.timeout_ms, max_iters=args.max_iters, image_format=args.image_format,
+                     warmup=not args.no_warmup)
     out = write_repository(args.artifacts, args.out, cfg, overwrite=args.overwrite)
     for line in out.summary():
         print(line)
-    return 0
+    return EXIT_OK

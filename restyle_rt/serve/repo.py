@@ -8,6 +8,11 @@ Layout written under ``--out``::
     restyle/1/model.py       (restyle_rt.serve.triton_models.restyle_model)
     restyle/1/artifacts/     manifest.json, latent_avg.npy, avg_feedback.npy (what seeds the loop)
 
+``encoder`` and ``synthesis`` are warmed up at load (``model_warmup``: one batch-1 request of zeros for every input,
+so ONNX Runtime's or TensorRT's first-call costs are paid before the model reports ready); ``warmup=False`` leaves it
+out. ``restyle`` itself has none: a warm-up request runs while the server is loading, and Triton refuses the BLS
+calls it would make then ("Server not ready", tried on the PyTriton wheel's tritonserver).
+
 ``restyle`` has the same tensors and semantics as ``restyle-rt serve`` (:mod:`restyle_rt.serve.protocol`); the
 loop cannot be an ensemble (ensembles are DAGs, the loop is not), hence BLS. Its Python environment must be able to
 ``import restyle_rt`` (``pip install restyle-rt`` in the container, or an ``EXECUTION_ENV_PATH`` archive).
@@ -53,6 +58,13 @@ class RepoConfig:
     max_queue_size: int = 64
     timeout_ms: int = 30000
     max_iters: int = protocol.DEFAULT_MAX_ITERS
+    image_format: str = "raw"
+    warmup: bool = True
+
+    def __post_init__(self):
+        if self.image_format not in protocol.IMAGE_FORMATS:
+            raise InputError(f"image format {self.image_format!r}: expected one of "
+                             f"{', '.join(protocol.IMAGE_FORMATS)}")
 
 
 @dataclasses.dataclass
@@ -91,6 +103,14 @@ def _batching(profile, cfg: RepoConfig, queue: bool) -> str:
                   f"    allow_timeout_override: true\n  }}\n")
     return (f"dynamic_batching {{\n  preferred_batch_size: [ {pref} ]\n"
             f"  max_queue_delay_microseconds: {cfg.max_queue_delay_us}\n{policy}}}\n")
+
+
+def _warmup(rows) -> str:
+    """``model_warmup``: one batch-1 sample with zeros for every input (zeros are valid graph inputs)."""
+    inputs = "".join(f'    inputs {{\n      key: "{name}"\n      value: {{\n'
+                     f"        data_type: {_TYPES[np.dtype(dt).type]}\n        dims: {_dims(dims)}\n"
+                     f"        zero_data: true\n      }}\n    }}\n" for name, dt, dims, _ in rows)
+    return f'model_warmup [\n  {{\n    name: "zeros"\n    batch_size: 1\n{inputs}  }}\n]\n'
 
 
 def _instances(cfg: RepoConfig, kind: str) -> str:
@@ -136,7 +156,8 @@ def _write_graph(art, graph: str, platform: str, out: Path, cfg: RepoConfig) -> 
         kind = cfg.kind or "KIND_CPU"
     ins, outs = _graph_rows(art.spec, graph)
     text = (f'name: "{graph}"\n{head}\nmax_batch_size: {art.profile.max}\n' + _tensor_block("input", ins)
-            + _tensor_block("output", outs) + _batching(art.profile, cfg, queue=False) + _instances(cfg, kind))
+            + _tensor_block("output", outs) + _batching(art.profile, cfg, queue=False) + _instances(cfg, kind)
+            + (_warmup(ins) if cfg.warmup else ""))
     fsio.write_text(out / graph / "config.pbtxt", text)
 
 
@@ -149,7 +170,8 @@ def _write_restyle(art, out: Path, cfg: RepoConfig) -> None:
     for name in (_artifacts.LATENT_AVG, _artifacts.AVG_FEEDBACK):
         shutil.copyfile(art.root / name, vdir / "artifacts" / name)
     ins, outs = protocol.io_table(art.spec)
-    params = f'parameters: {{\n  key: "max_iters"\n  value: {{ string_value: "{cfg.max_iters}" }}\n}}\n'
+    params = "".join(f'parameters: {{\n  key: "{k}"\n  value: {{ string_value: "{v}" }}\n}}\n'
+                     for k, v in (("max_iters", cfg.max_iters), ("image_format", cfg.image_format)))
     text = (f'name: "{protocol.MODEL_NAME}"\nbackend: "python"\nmax_batch_size: {art.profile.max}\n'
             + _tensor_block("input", ins) + _tensor_block("output", outs)
             + _batching(art.profile, cfg, queue=True) + _instances(cfg, "KIND_CPU") + params)
@@ -163,7 +185,8 @@ def write_repository(artifacts_dir, out, cfg: Optional[RepoConfig] = None, overw
         artifacts_dir: the directory written by ``restyle-rt export`` (and ``restyle-rt build``).
         out: the repository directory to write.
         cfg: platform, batching and instance settings.
-        overwrite: replace ``out`` when it exists.
+        overwrite: replace ``out`` when it exists (atomically: the new repository is written beside it and
+            swapped in; on any failure the previous one is left as it was).
 
     Returns:
         The written :class:`Repository`.
@@ -177,15 +200,15 @@ def write_repository(artifacts_dir, out, cfg: Optional[RepoConfig] = None, overw
     if out.exists() and not overwrite:
         raise InputError(f"{out} exists; pass --overwrite to replace it")
     # never the cwd, a parent, the artifacts, or a directory that is not a previous repository (before any work)
-    _artifacts.check_replaceable(out, True, protect=[artifacts_dir], what="model repository",
-                                 previous=lambda p: (p / protocol.MODEL_NAME / "config.pbtxt").is_file())
+    replaceable = dict(protect=[artifacts_dir], what="model repository",
+                       previous=lambda p: (p / protocol.MODEL_NAME / "config.pbtxt").is_file())
+    _artifacts.check_replaceable(out, True, **replaceable)
     art = _artifacts.load(artifacts_dir)
-    if out.exists():
-        shutil.rmtree(out)
     platform = _choose_platform(art, cfg)
-    out.mkdir(parents=True)
-    for g in GRAPHS:
-        _write_graph(art, g, platform, out, cfg)
-    _write_restyle(art, out, cfg)
+    # written beside ``out`` and swapped in whole (as ``export`` does): a failure leaves the previous repository
+    with _artifacts.staging_dir(out, overwrite=True, **replaceable) as tmp:
+        for g in GRAPHS:
+            _write_graph(art, g, platform, tmp, cfg)
+        _write_restyle(art, tmp, cfg)
     log.info("wrote Triton model repository %s (graphs: %s)", out, platform)
     return Repository(out, {"encoder": platform, "synthesis": platform, protocol.MODEL_NAME: "python (BLS)"})

@@ -41,6 +41,7 @@ class ServeConfig:
         max_iters: the largest ``iters`` a request may ask for.
         instances: model instances (each runs its own loop; on CPU keep 1 unless cores are idle).
         drain_timeout_s: how long shutdown waits for in-flight requests.
+        image_format: how images are answered when a request does not say (``raw``, ``png``, ``jpeg``).
     """
 
     artifacts: str
@@ -56,9 +57,10 @@ class ServeConfig:
     max_iters: int = protocol.DEFAULT_MAX_ITERS
     instances: int = 1
     drain_timeout_s: int = 10
+    image_format: str = "raw"
 
 
-def infer_function(inverter, max_iters: int) -> Callable:
+def infer_function(inverter, max_iters: int, image_format: str = "raw") -> Callable:
     """The PyTriton inference callable: a list of requests in, one output dict (or error) per request out."""
     hw = inverter.spec.input_hw
 
@@ -67,7 +69,7 @@ def infer_function(inverter, max_iters: int) -> Callable:
 
     def infer(requests):
         t0 = time.perf_counter()
-        results = protocol.run_requests(invert, [r.data for r in requests], hw, max_iters)
+        results = protocol.run_requests(invert, [r.data for r in requests], hw, max_iters, image_format)
         log.debug("execution: %d requests in %.1f ms", len(requests), 1e3 * (time.perf_counter() - t0))
         return [_error_response(r) if isinstance(r, protocol.RequestError) else r for r in results]
 
@@ -140,7 +142,8 @@ class Server:
         inputs, outputs = protocol.io_table(self.inverter.spec)
         self.triton = Triton(config=triton_config(self.cfg))
         self.triton.bind(model_name=protocol.MODEL_NAME,
-                         infer_func=[infer_function(inv, self.cfg.max_iters) for inv in self.inverters],
+                         infer_func=[infer_function(inv, self.cfg.max_iters, self.cfg.image_format)
+                                     for inv in self.inverters],
                          inputs=_tensors(inputs), outputs=_tensors(outputs),
                          config=model_config(self.cfg, self.inverter.profile), strict=False)
         self.triton.run()

@@ -3,14 +3,15 @@
 The notebook inverts K images, appends the first again (so the video loops), and for each consecutive pair (a, b)
 decodes ``w = alpha * w_b + (1 - alpha) * w_a`` for alpha in ``[0]*5 + linspace(0, 1, n_transition) + [1]*5``
 (``n_transition = 25``) at 15 fps. Beside each frame it shows a top-down wipe from input a to input b (row
-``int((size - 1) * alpha)``). Frames are written as a video (OpenCV: ``.mp4``/``.avi``) or a GIF (Pillow).
+``int((size - 1) * alpha)``). Frames are written as a video through PyAV (``pip install 'restyle-rt[video]'``:
+``.mp4`` is H.264 in yuv420p, which browsers play; ``.avi`` is Motion JPEG) or as a GIF (Pillow, no extra).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -20,6 +21,12 @@ from ..runtime import io
 from .common import synthesize_all
 
 HOLD = 5  # frames held at each end of a transition (the notebook's [0]*5 ... [1]*5)
+# extension -> (PyAV codec, pixel format, codec options). H.264 at CRF 18: visually lossless, the frames are smooth.
+VIDEO_CODECS: Dict[str, Tuple[str, str, Dict[str, str]]] = {
+    ".mp4": ("libx264", "yuv420p", {"crf": "18", "preset": "medium"}),
+    ".avi": ("mjpeg", "yuvj420p", {"q:v": "3"}),
+}
+VIDEO_EXTRA = "pip install 'restyle-rt[video]'"
 
 
 def alpha_schedule(n_transition: int = 25, hold: int = HOLD) -> np.ndarray:
@@ -76,21 +83,20 @@ def render(backend, profile, latents: np.ndarray, n_transition: int = 25, loop: 
 
 
 def write_video(path: os.PathLike, frames: Sequence[np.ndarray], fps: float = 15.0) -> Path:
-    """Write RGB uint8 frames to ``.mp4``/``.avi`` (OpenCV) or ``.gif`` (Pillow); atomic (temp name + rename).
+    """Write RGB uint8 frames to ``.mp4`` (H.264) / ``.avi`` (MJPEG) with PyAV, or ``.gif`` with Pillow; atomic
+    (temp name + rename).
 
     Raises:
-        InputError: no frames, an unknown extension, a writer that cannot be opened, or Pillow missing for GIF.
+        InputError: no frames, an unknown extension, PyAV missing (names the ``[video]`` extra) or unable to encode.
     """
     p = Path(os.fsdecode(path))
     if not frames:
         raise InputError("no frames to write")
-    ext = p.suffix.lower()
-    if ext not in (".mp4", ".avi", ".gif"):
-        raise InputError(f"{p}: unknown video type {ext!r}; use .mp4, .avi or .gif")
+    ext = check_writable_type(p)
     with fsio.atomic_path(p) as tmp:
         work = tmp.with_name(tmp.name + ext)  # the writers pick the container from the extension
         try:
-            (_write_gif if ext == ".gif" else _write_cv2)(work, frames, fps)
+            (_write_gif if ext == ".gif" else _write_av)(work, frames, fps)
             os.replace(work, tmp)
         finally:
             if work.exists():
@@ -98,28 +104,48 @@ def write_video(path: os.PathLike, frames: Sequence[np.ndarray], fps: float = 15
     return p
 
 
-def _write_cv2(path: Path, frames: Sequence[np.ndarray], fps: float) -> None:
-    import cv2
+def check_writable_type(path: os.PathLike) -> str:
+    """The lower-case extension of ``path`` when this install can write it (fail early, before any model loads).
 
+    Raises:
+        InputError: not .mp4/.avi/.gif, or a video type without PyAV (naming the ``[video]`` extra).
+    """
+    ext = Path(os.fsdecode(path)).suffix.lower()
+    if ext not in (*VIDEO_CODECS, ".gif"):
+        raise InputError(f"{path}: unknown video type {ext!r}; use .mp4, .avi or .gif")
+    if ext in VIDEO_CODECS:
+        try:
+            import av  # noqa: F401
+        except ImportError:
+            raise InputError(f"writing {ext} needs PyAV: {VIDEO_EXTRA} (or write a .gif)") from None
+    return ext
+
+
+def _write_av(path: Path, frames: Sequence[np.ndarray], fps: float) -> None:
+    """Encode with PyAV (FFmpeg); odd frame sizes are padded by one edge row/column (4:2:0 needs even sizes)."""
+    from fractions import Fraction
+
+    import av  # (check_writable_type has checked it imports)
+
+    codec, pix_fmt, options = VIDEO_CODECS[path.suffix.lower()]
     h, w = frames[0].shape[:2]
-    fourcc = cv2.VideoWriter_fourcc(*("mp4v" if path.suffix.lower() == ".mp4" else "MJPG"))
-    writer = cv2.VideoWriter(str(path), fourcc, float(fps), (w, h))
-    if not writer.isOpened():
-        raise InputError(f"OpenCV cannot open a video writer for {path} ({w}x{h} at {fps} fps); "
-                         "try .avi, or .gif with Pillow installed")
+    pad = ((0, h % 2), (0, w % 2), (0, 0))
     try:
-        for f in frames:
-            writer.write(np.ascontiguousarray(f[:, :, ::-1]))
-    finally:
-        writer.release()
+        with av.open(str(path), "w", options={"movflags": "+faststart"} if codec == "libx264" else {}) as out:
+            stream = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1001), options=options)
+            stream.width, stream.height, stream.pix_fmt = w + w % 2, h + h % 2, pix_fmt
+            for f in frames:
+                img = np.ascontiguousarray(np.pad(f, pad, mode="edge") if any(pad[0] + pad[1]) else f)
+                out.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+            out.mux(stream.encode(None))  # flush the encoder
+    except (av.FFmpegError, ValueError) as e:  # (an FFmpeg build without the codec: UnknownCodecError, a ValueError)
+        raise InputError(f"PyAV cannot write {path.suffix} ({codec}, {w}x{h} at {fps:g} fps): {e}") from None
     if not path.is_file() or path.stat().st_size == 0:
-        raise InputError(f"OpenCV wrote nothing to {path}")
+        raise InputError(f"PyAV wrote nothing to {path}")
 
 
 def _write_gif(path: Path, frames: Sequence[np.ndarray], fps: float) -> None:
-    try:
-        from PIL import Image
-    except ImportError:
-        raise InputError("writing a GIF needs Pillow (`pip install pillow`); or write .mp4 / .avi") from None
+    from PIL import Image
+
     ims = [Image.fromarray(f) for f in frames]
     ims[0].save(path, format="GIF", save_all=True, append_images=ims[1:], duration=int(round(1000 / fps)), loop=0)

@@ -21,6 +21,8 @@ import re
 import sys
 from pathlib import Path
 
+from ..errors import EXIT_OK
+
 
 def register(subparsers) -> None:
     """Add ``edit`` and ``animate`` to ``restyle-rt``."""
@@ -35,7 +37,7 @@ def register(subparsers) -> None:
                               epilog="\n".join(__doc__.splitlines()[5:]))
     _common(e)
     e.add_argument("--direction", required=True, action="append", metavar="FILE",
-                   help="direction .pt (read without torch) or .npy; repeat for several")
+                   help="direction .pt (read without torch), .safetensors or .npy; repeat for several")
     e.add_argument("--factors", default="-5,5", metavar="F|A,B[,STEP]",
                    help="one factor, or the official range(A, B) (default -5,5: -5..4)")
     e.add_argument("--out", required=True, metavar="DIR", help="output directory")
@@ -114,14 +116,14 @@ def run_edit(args) -> int:
         if lock is not None:
             lock.close()
     print(f"edited {n} image(s) x {n_dirs} direction(s) x {len(factors)} factor(s) -> {out}", file=sys.stderr)
-    return 0
+    return EXIT_OK
 
 
 def _edit(args, out, factors, paths, names):
     """Render and write every strip; returns (images, directions)."""
     import numpy as np
-    from tqdm import tqdm
 
+    from .. import progress
     from ..runtime import io
     from ..runtime.api import Inverter
     from .common import synthesize_all
@@ -132,7 +134,7 @@ def _edit(args, out, factors, paths, names):
         dirs = {Path(d).stem: fit_direction(load_direction(d), inv.spec.n_styles, d) for d in args.direction}
         lat, names, inputs = _sources(args, inv, paths, names)
         inversions = synthesize_all(inv.backend, inv.profile, lat)  # [N, 3, h, w]
-        bar = tqdm(total=len(dirs) * len(factors) * len(lat), unit="img", desc="edit", file=sys.stderr)
+        bar = progress.bar(total=len(dirs) * len(factors) * len(lat), unit="img", desc="edit")
         strips = {n: [] for n in names}
         for dname, d in dirs.items():
             edits = render_edits(inv.backend, inv.profile, lat, d, factors, bar.update)  # [N, F, 3, h, w]
@@ -154,13 +156,11 @@ def _edit(args, out, factors, paths, names):
 def run_animate(args) -> int:
     """Do ``animate``; returns 0. ``--out`` may not be an input image, and one process at a time writes it (a
     lock in ``.restyle-rt/`` beside it); both checked before any model loads."""
-    from tqdm import tqdm
-
-    from .. import fsio
+    from .. import fsio, progress
     from ..errors import InputError
     from ..runtime.api import Inverter
     from ..runtime.outputs import check_no_overwrite, lock_dir
-    from .animation import interpolate, render, write_video
+    from .animation import check_writable_type, interpolate, render, write_video
 
     if args.frames < 2:
         raise InputError(f"--frames must be >= 2, got {args.frames}")
@@ -169,6 +169,7 @@ def run_animate(args) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in (".mp4", ".avi", ".gif"):
         raise InputError(f"--out {out}: use a .mp4, .avi or .gif file name")
+    check_writable_type(out)  # PyAV installed for .mp4 / .avi
     fsio.check_writable_file(out, "--out")
     paths, names = _plan(args, out)
     check_no_overwrite([out], paths)
@@ -177,7 +178,7 @@ def run_animate(args) -> int:
         with Inverter.load(args.artifacts, backend=args.backend) as inv:
             lat, _names, inputs = _sources(args, inv, paths, names)
             n_frames = interpolate(lat, args.frames, not args.no_loop)[0].shape[0]
-            with tqdm(total=n_frames, unit="frame", desc="animate", file=sys.stderr) as bar:
+            with progress.bar(total=n_frames, unit="frame", desc="animate") as bar:
                 frames = render(inv.backend, inv.profile, lat, args.frames, not args.no_loop,
                                 None if args.no_inputs else inputs, bar.update)
         write_video(out, frames, args.fps)
@@ -185,4 +186,4 @@ def run_animate(args) -> int:
         if lock is not None:
             lock.close()
     print(f"wrote {len(frames)} frames at {args.fps:g} fps -> {out}", file=sys.stderr)
-    return 0
+    return EXIT_OK

@@ -1,32 +1,42 @@
-"""Edit directions (InterFaceGAN ``.pt`` tensors or ``.npy`` arrays), read without torch.
+"""Edit directions (InterFaceGAN ``.pt`` tensors, ``.safetensors`` or ``.npy`` arrays), read without torch.
 
 The official directions are ``torch.save``-d tensors: age and smile are [1, 512], pose is [1, 18, 512], and
 ``pose.pt`` was saved on a CUDA device. A ``.pt`` file in PyTorch's zip format is a pickle (``*/data.pkl``) whose
 tensors point at raw little-endian storages (``*/data/<key>``). :func:`load_direction` reads it with an unpickler
 that accepts only the few globals a plain tensor needs (the tensor rebuild function and the typed storage classes);
 anything else in the pickle is refused, so nothing in a user's file is executed. The storage's device (``cuda:0``)
-is ignored: the bytes are the same.
+is ignored: the bytes are the same. bfloat16 storages are widened to float32 (the top 16 bits of a float32).
+
+A ``.safetensors`` file (8-byte little-endian header length, a JSON header, raw little-endian data) is parsed
+directly: it must hold one tensor of dtype F32, F16, BF16 or F64. Every malformed file raises :class:`InputError`.
 """
 
 from __future__ import annotations
 
 import io
+import json
+import math
 import os
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Tuple
+from typing import Tuple, Union
 
 import numpy as np
 
 from ..errors import InputError
+
+_BF16 = "bfloat16"  # no numpy dtype: stored as uint16, widened to float32 by _bf16_to_f32
+# a direction is at most [1, 18, 512]; anything far bigger is refused before it is allocated
+MAX_ELEMENTS = 1 << 24
+_MAX_PICKLE_BYTES = 1 << 24
 
 # torch.<Name>Storage -> numpy dtype (the typed storages torch.save records for each tensor dtype)
 _STORAGES = {
     "FloatStorage": np.float32,
     "DoubleStorage": np.float64,
     "HalfStorage": np.float16,
-    "BFloat16Storage": None,  # no numpy dtype: refused with a message
+    "BFloat16Storage": _BF16,
     "LongStorage": np.int64,
     "IntStorage": np.int32,
     "ShortStorage": np.int16,
@@ -41,10 +51,30 @@ class _StorageType:
         self.name = name
 
 
+def _bf16_to_f32(raw: bytes) -> np.ndarray:
+    """Little-endian bfloat16 bytes -> float32 (a bfloat16 is the upper half of a float32)."""
+    u16 = np.frombuffer(raw, dtype="<u2")
+    return (u16.astype(np.uint32) << 16).view(np.float32)
+
+
+def _is_ints(v, n: int = -1) -> bool:
+    """``v`` is a tuple/list of non-negative ints (of length ``n`` unless -1)."""
+    return (isinstance(v, (tuple, list)) and (n < 0 or len(v) == n)
+            and all(type(x) is int and x >= 0 for x in v))
+
+
 def _rebuild_tensor(storage, offset, size, stride, *_ignored):
     """numpy twin of ``torch._utils._rebuild_tensor_v2``: a strided view of the storage, copied."""
+    if not isinstance(storage, np.ndarray) or storage.ndim != 1:
+        raise InputError(f"tensor storage is a {type(storage).__name__}, not a stored array")
+    if type(offset) is not int or offset < 0 or not _is_ints(size) or not _is_ints(stride, len(size)):
+        raise InputError(f"tensor geometry offset={offset!r} size={size!r} stride={stride!r} is not valid")
+    if math.prod(size) > MAX_ELEMENTS:
+        raise InputError(f"tensor of shape {list(size)} is far larger than a direction")
     item = storage.itemsize
     if not size:
+        if offset >= storage.size:
+            raise InputError(f"scalar tensor at offset {offset} overruns its {storage.size}-element storage")
         return storage[offset:offset + 1].reshape(()).copy()
     need = offset + 1 + sum((n - 1) * s for n, s in zip(size, stride))
     if need > storage.size:
@@ -76,37 +106,93 @@ class _TensorUnpickler(pickle.Unpickler):
         if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
             raise InputError(f"unexpected persistent id {pid!r} in a direction file")
         _, stype, key, _location, numel = pid[:5]
-        dtype = _STORAGES.get(getattr(stype, "name", ""), None)
-        if dtype is None:
-            raise InputError(f"direction storage type {getattr(stype, 'name', stype)!r} is not supported "
-                             "(save it as float32)")
-        raw = self._archive.read(f"{self._prefix}data/{key}")
-        arr = np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<"))
-        if arr.size != int(numel):
-            raise InputError(f"storage {key} holds {arr.size} elements, the pickle says {numel}")
-        return arr.astype(dtype, copy=False)
+        name = stype.name if isinstance(stype, _StorageType) else None
+        if name not in _STORAGES:
+            raise InputError(f"direction storage type {stype!r} is not supported (save it as float32)")
+        if not isinstance(key, str) or type(numel) is not int or not 0 <= numel <= MAX_ELEMENTS:
+            raise InputError(f"storage {key!r} of {numel!r} elements is not a valid direction storage")
+        dtype = _STORAGES[name]
+        itemsize = 2 if dtype == _BF16 else np.dtype(dtype).itemsize
+        info = self._archive.getinfo(f"{self._prefix}data/{key}")  # KeyError: a missing storage
+        if info.file_size != numel * itemsize:  # checked before reading: no decompression bomb
+            raise InputError(f"storage {key} holds {info.file_size} bytes, the pickle says {numel} elements "
+                             f"of {itemsize} bytes")
+        raw = self._archive.read(info)
+        if dtype == _BF16:
+            return _bf16_to_f32(raw)
+        return np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype, copy=False)
 
 
 def _read_pt(path: Path) -> np.ndarray:
     if not zipfile.is_zipfile(path):
         raise InputError(f"{path} is not a PyTorch zip-format file (legacy torch.save format or not a .pt); "
                          "convert it where torch is present: np.save('d.npy', torch.load('d.pt').cpu().numpy())")
-    with zipfile.ZipFile(path) as z:
-        pkl = [n for n in z.namelist() if n.endswith("data.pkl") and n.count("/") == 1]
-        if len(pkl) != 1:
-            raise InputError(f"{path}: expected one */data.pkl in the archive, found {len(pkl)}")
-        prefix = pkl[0][: -len("data.pkl")]
-        try:
+    try:
+        with zipfile.ZipFile(path) as z:
+            pkl = [n for n in z.namelist() if n.endswith("data.pkl") and n.count("/") == 1]
+            if len(pkl) != 1:
+                raise InputError(f"{path}: expected one */data.pkl in the archive, found {len(pkl)}")
+            if z.getinfo(pkl[0]).file_size > _MAX_PICKLE_BYTES:
+                raise InputError(f"{path}: its pickle is far larger than one tensor's")
+            prefix = pkl[0][: -len("data.pkl")]
             obj = _TensorUnpickler(z.read(pkl[0]), z, prefix).load()
-        except (pickle.UnpicklingError, EOFError, KeyError, ValueError) as e:
-            raise InputError(f"{path}: not a readable tensor file ({type(e).__name__}: {e})") from None
+    except InputError as e:
+        raise InputError(f"{path}: {e}" if str(path) not in str(e) else str(e)) from None
+    except Exception as e:  # a hostile or corrupt file may fail anywhere in zipfile/pickle: always an input error
+        raise InputError(f"{path}: not a readable tensor file ({type(e).__name__}: {e})") from None
     if not isinstance(obj, np.ndarray):
         raise InputError(f"{path} holds a {type(obj).__name__}, expected one tensor")
     return obj
 
 
-def load_direction(path: os.PathLike) -> np.ndarray:
-    """Read an edit direction from ``.pt`` (torch zip format, read without torch) or ``.npy``.
+# safetensors dtype -> (numpy dtype, bytes per element)
+_SAFETENSORS = {"F32": ("<f4", 4), "F16": ("<f2", 2), "BF16": (_BF16, 2), "F64": ("<f8", 8)}
+_MAX_HEADER_BYTES = 100 << 20  # the format's own limit
+
+
+def _read_safetensors(path: Path) -> np.ndarray:
+    """The one tensor of a ``.safetensors`` file (F32/F16/BF16/F64), parsed without the safetensors package."""
+    size = path.stat().st_size
+    if size > 8 + _MAX_HEADER_BYTES + 8 * MAX_ELEMENTS:  # before reading it into memory
+        raise InputError(f"{path}: {size} bytes is far larger than one direction")
+    data = path.read_bytes()
+    if len(data) < 8:
+        raise InputError(f"{path}: too short for a safetensors file")
+    n = int.from_bytes(data[:8], "little")
+    if n > min(_MAX_HEADER_BYTES, len(data) - 8):
+        raise InputError(f"{path}: safetensors header of {n} bytes does not fit the {len(data)}-byte file")
+    try:
+        header = json.loads(data[8:8 + n].decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise InputError(f"{path}: safetensors header is not JSON ({e})") from None
+    if not isinstance(header, dict):
+        raise InputError(f"{path}: safetensors header is not a JSON object")
+    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+    if len(tensors) != 1:
+        raise InputError(f"{path} holds {len(tensors)} tensors ({', '.join(sorted(tensors)[:5])}), expected one")
+    (name, info), = tensors.items()
+    if not isinstance(info, dict):
+        raise InputError(f"{path}: tensor {name!r} has no dtype/shape/data_offsets entry")
+    dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if dtype not in _SAFETENSORS:
+        raise InputError(f"{path}: tensor {name!r} has dtype {dtype!r}; supported: {', '.join(_SAFETENSORS)}")
+    if not _is_ints(shape) or not _is_ints(offsets, 2) or offsets[0] > offsets[1]:
+        raise InputError(f"{path}: tensor {name!r} has shape {shape!r} / data_offsets {offsets!r}, not valid")
+    if math.prod(shape) > MAX_ELEMENTS:
+        raise InputError(f"{path}: tensor of shape {list(shape)} is far larger than a direction")
+    np_dtype, itemsize = _SAFETENSORS[dtype]
+    body = memoryview(data)[8 + n:]
+    lo, hi = offsets
+    if hi > len(body) or hi - lo != math.prod(shape) * itemsize:
+        raise InputError(f"{path}: tensor {name!r} ({dtype} {list(shape)}) does not match its data_offsets "
+                         f"{offsets} in a {len(body)}-byte buffer")
+    raw = bytes(body[lo:hi])
+    arr = _bf16_to_f32(raw) if np_dtype == _BF16 else np.frombuffer(raw, dtype=np_dtype)
+    return arr.reshape(shape)
+
+
+def load_direction(path: Union[str, os.PathLike]) -> np.ndarray:
+    """Read an edit direction from ``.pt`` (torch zip format), ``.safetensors`` or ``.npy``, without torch.
 
     Args:
         path: the direction file.
@@ -121,10 +207,17 @@ def load_direction(path: os.PathLike) -> np.ndarray:
     if not p.is_file():
         raise InputError(f"direction file {p} does not exist")
     if p.suffix.lower() == ".npy":
-        try:
-            arr = np.load(p, allow_pickle=False)
-        except ValueError as e:
-            raise InputError(f"{p}: not a plain .npy array ({e})") from None
+        try:  # mapped first, so a header declaring a huge array allocates nothing
+            arr = np.load(p, mmap_mode="r", allow_pickle=False)
+            if arr.size > MAX_ELEMENTS:
+                raise InputError(f"{p}: array of shape {list(arr.shape)} is far larger than a direction")
+            arr = np.array(arr)
+        except InputError:
+            raise
+        except Exception as e:  # numpy's format parser fails in many ways on a corrupt file
+            raise InputError(f"{p}: not a plain .npy array ({type(e).__name__}: {e})") from None
+    elif p.suffix.lower() == ".safetensors":
+        arr = _read_safetensors(p)
     else:
         arr = _read_pt(p)
     if arr.dtype.kind not in "fiu":

@@ -49,6 +49,13 @@ def test_manifest_records_graphs_data_and_per_step_accuracy(calibrated):
         assert f.is_file()
 
 
+def test_calibrate_writes_its_plots(calibrated):
+    pytest.importorskip("matplotlib")
+    d, rec = calibrated
+    want = {f"{g}.keep_curve.png" for g in rec["keep_curve"]} | {"accuracy.png"}
+    assert "encoder.keep_curve.png" in want and all((d / "int8" / f).stat().st_size > 0 for f in want)
+
+
 def test_held_out_accuracy_within_the_measured_toy_bound(calibrated):
     from restyle_rt.parity import tolerance
 

@@ -85,5 +85,6 @@ def test_cache_dir_follows_restyle_rt_cache_else_the_home_cache(tmp_path, monkey
     monkeypatch.setenv("RESTYLE_RT_CACHE", str(tmp_path / "c"))
     assert build.cache_dir() == tmp_path / "c" / "kernels"
     monkeypatch.delenv("RESTYLE_RT_CACHE")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     assert build.cache_dir() == tmp_path / ".cache" / "restyle-rt" / "kernels"  # beside the runtime's other caches

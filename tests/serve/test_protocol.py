@@ -94,6 +94,61 @@ def test_early_exit_per_request(inv):
     assert sorted(c[3] is None for c in calls) == [False, True]  # two loop groups: with and without early exit
 
 
+def _decode_png(b: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(b)).convert("RGB"))
+
+
+def test_encoded_images_instead_of_raw(inv):
+    x = inv.preprocess([np.random.default_rng(k).integers(0, 256, (30, 30, 3), dtype=np.uint8) for k in range(2)])
+    steps = np.array([[True], [True]])
+    reqs = [{"images": x, "iters": np.array([[2], [2]], np.int32), "return_steps": steps},  # raw: as before
+            {"images": x, "iters": np.array([[2], [2]], np.int32), "return_steps": steps,
+             "image_format": np.array([[b"png"], [b"png"]], dtype=object)},
+            {"images": x[:1], "iters": np.array([[2]], np.int32), "image_format": np.array([[b"JPG"]], dtype=object)}]
+    run, calls = _invert(inv)
+    raw, png, jpg = protocol.run_requests(run, reqs, inv.spec.input_hw)
+    assert calls == [(4, 2, True, None), (1, 2, False, None)]  # the format does not split a loop group
+    assert set(raw) == {"latents", "image", "steps_used", "step_latents", "step_images"}  # unchanged contract
+    assert set(png) == {"latents", "steps_used", "step_latents", "image_encoded", "step_images_encoded"}
+    assert png["image_encoded"].shape == (2, 1) and png["step_images_encoded"].shape == (2, 2)
+    for i in range(2):  # PNG is lossless: the same pixels as the raw answer
+        np.testing.assert_array_equal(_decode_png(png["image_encoded"][i, 0]), raw["image"][i])
+        for t in range(2):
+            np.testing.assert_array_equal(_decode_png(png["step_images_encoded"][i, t]), raw["step_images"][i, t])
+    np.testing.assert_array_equal(png["latents"], raw["latents"])
+    blob = jpg["image_encoded"][0, 0]
+    assert blob[:3] == b"\xff\xd8\xff" and "image" not in jpg
+    assert blob == protocol.encode_image(raw["image"][0], "jpeg")  # the raw answer's pixels, JPEG-encoded
+    assert np.abs(_decode_png(blob).astype(int) - raw["image"][0]).mean() < 20  # lossy (noise image, 4:2:0)
+
+
+def test_server_default_format_and_bad_format(inv):
+    good = {"images": np.zeros((1, 3, 16, 16), np.float32), "iters": np.array([[1]], np.int32)}
+    bad = dict(good, image_format=np.array([[b"webp"]], dtype=object))
+    raw_asked = dict(good, image_format=np.array([[b"raw"]], dtype=object))
+    run, _ = _invert(inv)
+    out = protocol.run_requests(run, [good, bad, raw_asked], inv.spec.input_hw, default_format="png")
+    assert "image_encoded" in out[0] and "image" not in out[0]  # the server's default
+    assert isinstance(out[1], protocol.RequestError) and "expected one of raw, png, jpeg" in str(out[1])
+    assert "image" in out[2] and "image_encoded" not in out[2]  # a request overrides the default
+    mixed = dict(good, images=np.zeros((2, 3, 16, 16), np.float32), iters=np.array([[1], [1]], np.int32),
+                 image_format=np.array([[b"png"], [b"raw"]], dtype=object))
+    assert "same value" in str(protocol.run_requests(run, [mixed], inv.spec.input_hw)[0])
+
+
+def test_io_table_declares_the_encoded_tensors(inv):
+    ins, outs = protocol.io_table(inv.spec)
+    assert ("image_format", np.bytes_, (1,), True) in ins
+    assert ("image_encoded", np.bytes_, (1,), False) in outs
+    assert ("step_images_encoded", np.bytes_, (-1,), False) in outs
+    assert len({n for n, *_ in ins + outs}) == len(ins) + len(outs)  # no name is both an input and an output
+    from restyle_rt.serve import cli
+
+    assert cli.IMAGE_FORMATS == protocol.IMAGE_FORMATS  # the CLI's copy (registration does not import numpy)
+
+
 def test_libpython_first_on_ld_library_path(monkeypatch):
     monkeypatch.setenv("LD_LIBRARY_PATH", "/opt/x:/opt/y")
     env.fix_libpython_path()
@@ -157,8 +212,9 @@ def test_serve_cli_without_the_extra_says_how_to_install(toy, capsys):
     if not _needs_extra():
         pytest.skip("the [serve] extra is installed here")
     from restyle_rt.cli import main
+    from restyle_rt.errors import EXIT_BACKEND
 
-    assert main(["serve", str(toy[0])]) == 2
+    assert main(["serve", str(toy[0])]) == EXIT_BACKEND
     err = capsys.readouterr().err
     assert "restyle-rt[serve]" in err and "numpy<2" in err
 

@@ -51,7 +51,7 @@ def _inputs(blobs=None, images=None, iters=3, **extra):
     ins.append(it)
     for name, (dtype, value) in extra.items():
         t = hc.InferInput(name, [n, 1], dtype)
-        t.set_data_from_numpy(np.full((n, 1), value, {"BOOL": np.bool_, "FP32": np.float32}[dtype]))
+        t.set_data_from_numpy(np.full((n, 1), value, {"BOOL": np.bool_, "FP32": np.float32, "BYTES": object}[dtype]))
         ins.append(t)
     return ins
 
@@ -88,7 +88,8 @@ def test_health_config_and_metrics(servers, toy):
     assert cfg["max_batch_size"] == 8  # the toy artifacts' profile max
     assert cfg["dynamic_batching"]["preferred_batch_size"] == [8]
     assert cfg["dynamic_batching"]["default_queue_policy"]["max_queue_size"] == 64
-    assert {t["name"] for t in cfg["input"]} == {"image_bytes", "images", "iters", "early_exit", "return_steps"}
+    assert {t["name"] for t in cfg["input"]} == {"image_bytes", "images", "iters", "early_exit", "return_steps",
+                                                 "image_format"}
     assert _metric(s.metrics, "nv_inference_exec_count") >= 0
 
 
@@ -124,6 +125,27 @@ def test_concurrent_requests_match_inverter_and_batch(servers, toy):
     execs = _metric(s.metrics, "nv_inference_exec_count") - execs0
     served = _metric(s.metrics, "nv_inference_request_success") - reqs0
     assert served == 12 and 1 <= execs < 12, f"{served} requests in {execs} executions: no dynamic batching"
+
+
+def test_png_answer_over_http(servers, toy):
+    """``image_format`` png: the same pixels as the raw answer, as PNG files, final and per step."""
+    import tritonclient.http as hc
+    from PIL import Image
+
+    s = servers["main"]
+    client = hc.InferenceServerClient(s.url)
+    try:
+        raw = client.infer("restyle", _inputs(blobs=[_png(7)], iters=2, return_steps=("BOOL", True)))
+        png = client.infer("restyle", _inputs(blobs=[_png(7)], iters=2, return_steps=("BOOL", True),
+                                              image_format=("BYTES", b"png")))
+    finally:
+        client.close()
+    enc, steps = png.as_numpy("image_encoded"), png.as_numpy("step_images_encoded")
+    assert enc.shape == (1, 1) and steps.shape == (1, 2) and png.as_numpy("image") is None
+    decode = lambda b: np.asarray(Image.open(io.BytesIO(b)).convert("RGB"))  # noqa: E731
+    np.testing.assert_array_equal(decode(enc[0, 0]), raw.as_numpy("image")[0])
+    np.testing.assert_array_equal(decode(steps[0, 0]), raw.as_numpy("step_images")[0, 0])
+    assert len(enc[0, 0]) < raw.as_numpy("image")[0].nbytes + 1024
 
 
 def test_grpc_request(servers, toy):

@@ -52,6 +52,32 @@ def test_repository_layout(toy, tmp_path):
         write_repository(art, tmp_path / "ort")
 
 
+def _tree(root: Path) -> dict:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_overwrite_is_atomic(toy, tmp_path, monkeypatch):
+    """--overwrite writes beside the old repository and swaps it in: a failure mid-write leaves the old one whole.
+    (Needs no PyTriton: runs in the main lane too.)"""
+    from restyle_rt.serve import repo as repo_mod
+
+    write_repository(toy[0], tmp_path / "r", RepoConfig(graphs="python", instances=2))
+    before = _tree(tmp_path / "r")
+
+    def fail(*a, **k):  # after both graphs were written into the new tree
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(repo_mod, "_write_restyle", fail)
+    with pytest.raises(OSError, match="No space left"):
+        write_repository(toy[0], tmp_path / "r", RepoConfig(graphs="python", instances=3), overwrite=True)
+    assert _tree(tmp_path / "r") == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]  # no staging directory left beside it
+    monkeypatch.undo()
+    write_repository(toy[0], tmp_path / "r", RepoConfig(graphs="python", instances=3), overwrite=True)
+    assert "count: 3" in (tmp_path / "r" / "encoder" / "config.pbtxt").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+
+
 def test_configs_parse(toy, tmp_path):
     write_repository(toy[0], tmp_path / "ort", RepoConfig(graphs="auto", instances=2))
     enc = _parse_config(tmp_path / "ort" / "encoder" / "config.pbtxt")
@@ -68,6 +94,34 @@ def test_configs_parse(toy, tmp_path):
     assert types["image"] == pb.TYPE_UINT8 and types["latents"] == pb.TYPE_FP32
     assert {i.name: i.data_type for i in bls.input}["image_bytes"] == pb.TYPE_STRING
     assert list(bls.dynamic_batching.preferred_batch_size) == [8]  # profile (1, 1, 8): opt 1 is not preferred
+
+
+@pytest.mark.parametrize("graphs", ["onnxruntime_onnx", "python"])
+def test_warmup_and_image_format_in_config(toy, tmp_path, graphs):
+    pb = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient[grpc] not installed")
+
+    write_repository(toy[0], tmp_path / "r", RepoConfig(graphs=graphs, image_format="png"))
+    for graph, dims in (("encoder", {"image": [3, 16, 16], "feedback": [3, 16, 16], "latent": [4, 512]}),
+                        ("synthesis", {"latent": [4, 512]})):
+        (warm,) = _parse_config(tmp_path / "r" / graph / "config.pbtxt").model_warmup
+        assert warm.batch_size == 1 and {k: list(v.dims) for k, v in warm.inputs.items()} == dims
+        assert all(v.zero_data and v.data_type == pb.TYPE_FP32 for v in warm.inputs.values())
+    bls = _parse_config(tmp_path / "r" / "restyle" / "config.pbtxt")
+    assert not bls.model_warmup  # a BLS warm-up would call the graphs while the server loads: refused there
+    assert bls.parameters["image_format"].string_value == "png"
+    types = {o.name: o.data_type for o in bls.output}
+    assert types["image_encoded"] == pb.TYPE_STRING and types["step_images_encoded"] == pb.TYPE_STRING
+    assert {i.name: i.data_type for i in bls.input}["image_format"] == pb.TYPE_STRING
+    write_repository(toy[0], tmp_path / "cold", RepoConfig(warmup=False))
+    assert not _parse_config(tmp_path / "cold" / "encoder" / "config.pbtxt").model_warmup
+    with pytest.raises(InputError, match="image format"):
+        RepoConfig(image_format="gif")
+
+
+def test_graph_models_warm_up_at_load(repo_server):
+    log = repo_server.log.read_text(errors="replace")
+    for graph in ("encoder", "synthesis"):
+        assert f"model '{graph}' instance {graph}_0_0 is running warmup sample 'zeros'" in log, graph
 
 
 def test_tensorrt_plan_config_is_validated_not_run(make_toy, tmp_path):
@@ -90,7 +144,7 @@ def test_tensorrt_plan_config_is_validated_not_run(make_toy, tmp_path):
 class Tritonserver:
     """The PyTriton wheel's tritonserver on a model repository, loopback only, in its own session."""
 
-    def __init__(self, repo: Path, work: Path):
+    def __init__(self, repo: Path, work: Path, *extra: str):
         import pytriton
         from pytriton.utils.distribution import get_libs_path
 
@@ -111,7 +165,8 @@ class Tritonserver:
         cmd = [str(dist / "bin" / "tritonserver"), f"--model-repository={repo}", f"--backend-directory={work}/backends",
                "--http-address=127.0.0.1", f"--http-port={self.http}", "--grpc-address=127.0.0.1",
                f"--grpc-port={grpc}", "--metrics-address=127.0.0.1", f"--metrics-port={metrics}",
-               "--exit-timeout-secs=10", f"--backend-config=python,shm-region-prefix-name=restyle{os.getpid()}_"]
+               "--exit-timeout-secs=10", f"--backend-config=python,shm-region-prefix-name=restyle{os.getpid()}_",
+               *extra]
         self.log = work / "tritonserver.log"
         self._f = open(self.log, "wb")
         self.proc = subprocess.Popen(cmd, stdout=self._f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -157,7 +212,7 @@ def repo_server(toy, tmp_path_factory):
         pytest.skip(why)
     work = tmp_path_factory.mktemp("triton-repo")
     write_repository(toy[0], work / "models", RepoConfig(graphs="python", max_queue_delay_us=100000))
-    srv = Tritonserver(work / "models", work)
+    srv = Tritonserver(work / "models", work, "--log-verbose=1")  # verbose: the log says when warm-ups run
     try:
         srv.wait_ready()
         yield srv
@@ -177,6 +232,7 @@ def test_bls_repository_runs_and_matches_inverter(repo_server, toy):
         assert all(client.is_model_ready(m) for m in ("encoder", "synthesis", "restyle"))
         futs = [client.async_infer("restyle", _inputs(blobs=[b], return_steps=("BOOL", True))) for b in blobs]
         futs.append(client.async_infer("restyle", _inputs(blobs=[b"garbage"])))
+        futs.append(client.async_infer("restyle", _inputs(blobs=[blobs[0]], image_format=("BYTES", b"jpeg"))))
         res = []
         for f in futs:
             try:
@@ -193,6 +249,8 @@ def test_bls_repository_runs_and_matches_inverter(repo_server, toy):
     assert_batch_parity(steps[:, 0], ref.step_latents[0])
     assert isinstance(res[4], InferenceServerException) and "not a readable image" in res[4].message()
     assert res[4].status() == "400"
+    jpeg = res[5].as_numpy("image_encoded")  # BYTES out of the BLS model
+    assert jpeg.shape == (1, 1) and jpeg[0, 0][:3] == b"\xff\xd8\xff" and res[5].as_numpy("image") is None
 
 
 def test_cli(toy, tmp_path, capsys):

@@ -65,8 +65,9 @@ def test_rtx_aot_build_asks_for_no_device(rtx, built, art_dir, monkeypatch):
 
 def test_cli_current_on_hopper_is_one_line(rtx, built, art_dir, monkeypatch, capsys):
     from restyle_rt.cli import main
+    from restyle_rt.errors import EXIT_BUILD
 
     monkeypatch.setattr(B, "_device_cc", lambda: (9, 0))
-    assert main(["build", str(art_dir), "--compute-capability", "current"]) == 2
+    assert main(["build", str(art_dir), "--compute-capability", "current"]) == EXIT_BUILD
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "restyle-rt build: error:" in err[0] and "9.0" in err[0], err

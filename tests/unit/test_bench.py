@@ -225,8 +225,8 @@ def test_peak_rss_tracks_allocation():
 def test_memory_ratio_fields(toy):
     from restyle_rt.bench import memory
 
-    rec = memory.measure(toy[0], "ort", 2, 2, 1)
-    assert rec["weights_mb"] > 0 and rec["buffers_mb"] > 0
+    rec = memory.measure(toy[0], "ort", 2, 2, 1, precision="fp32")
+    assert rec["weights_mb"] > 0 and rec["buffers_mb"] > 0 and rec["precision"] == "fp32"
     assert math.isclose(rec["ratio"], rec["runtime_peak_mb"] / (rec["weights_mb"] + rec["buffers_mb"]))
 
 
@@ -288,3 +288,89 @@ def test_accuracy_agreement_per_step():
     a = agreement(ref, got, 2)
     assert a["latent_rel_l2"][0] == 0 and a["latent_rel_l2"][1] == pytest.approx(0.1, rel=1e-5)
     assert a["image_psnr_db"][0] is None and a["image_psnr_db"][1] == pytest.approx(40.0, abs=1e-3)
+
+
+def _mem_rec(backend="openvino", precision="bf16", batch=4):
+    return {"backend": backend, "precision": precision, "batch": batch, "iters": 5, "threads": 2, "weights_mb": 1.5,
+            "buffers_mb": 0.25, "rss_import_mb": 80.0, "rss_loaded_mb": 90.0, "peak_rss_mb": 120.0,
+            "runtime_peak_mb": 40.0, "ratio": 22.86, "steps": 5}
+
+
+def test_memory_table_has_a_cell_under_every_header():
+    rows = [[c.strip() for c in line.strip("|").split("|")]
+            for line in report.memory_table([_mem_rec(), _mem_rec("ort", "fp32", 1)]).splitlines()]
+    head, rule, body = rows[0], rows[1], rows[2:]
+    assert len(rule) == len(head) == 10 and all(len(r) == len(head) for r in body)
+    cells = [dict(zip(head, r)) for r in body]
+    assert [(c["backend"], c["precision"], c["batch"], c["iters"]) for c in cells] == [
+        ("openvino", "bf16", "4", "5"), ("ort", "fp32", "1", "5")]
+    assert cells[0]["peak RSS MB"] == "120" and cells[0]["ratio to weights+buffers"] == "22.86"
+
+
+def test_memory_runs_each_precision_of_each_backend(toy, monkeypatch):
+    from restyle_rt.bench import memory
+
+    calls = []
+    monkeypatch.setattr(memory, "measure", lambda art, name, b, n, t, precision=None: calls.append(
+        (name, precision, b)) or _mem_rec(name, precision, b))
+    memory.measure_all(toy[0], ["ort", "torch-official", "openvino"], [1, 2], 1, 1, ["fp32", "bf16"])
+    assert calls == [("ort", "fp32", 1), ("ort", "fp32", 2),  # ort has no bf16: skipped, as the timing runs do
+                     ("openvino", "fp32", 1), ("openvino", "fp32", 2), ("openvino", "bf16", 1),
+                     ("openvino", "bf16", 2)]  # (baselines are not the runtime: not measured)
+    calls.clear()
+    memory.measure_all(toy[0], ["ort"], [1], 1, 1)
+    assert calls == [("ort", None, 1)]
+
+
+def test_bench_cli_memory_precision_and_kept_ort_traces(toy, tmp_path, monkeypatch, capsys):
+    from restyle_rt.bench import memory
+
+    calls = []
+    monkeypatch.setattr(memory, "measure", lambda art, name, b, n, t, precision=None: calls.append(
+        (name, precision, b)) or _mem_rec(name, precision or "fp32", b))
+    out = tmp_path / "rep" / "b.json"
+    assert main(["bench", str(toy[0]), "--backend", "ort", "--precision", "fp32", "--batch", "1", "--iters", "1",
+                 "--warmup", "0", "--repeat", "1", "--no-accuracy", "--memory", "--profile-ort", "1",
+                 "--json", str(out)]) == 0
+    assert calls == [("ort", "fp32", 1)]  # --precision reaches the memory runs
+    std = capsys.readouterr()
+    assert "| ort | fp32 | 1 | 1 |" in std.out  # the memory table's precision column
+    doc = json.loads(out.read_text())
+    traces = doc["ort_profile"]["traces"]
+    assert traces == {g: str(out.parent / f"b.ort-profile.{g}.json") for g in ("encoder", "synthesis")}
+    for g, path in traces.items():
+        events = json.loads(open(path).read())  # Chrome trace format (a list of events): Perfetto opens it
+        assert any(e.get("cat") == "Node" for e in events), g
+        assert path in std.err
+    assert doc["memory"][0]["precision"] == "fp32"
+
+
+def test_profile_traces_kept_without_a_report(toy):
+    import shutil
+    from pathlib import Path
+
+    from restyle_rt.bench.profile import profile_ort
+
+    prof = profile_ort(toy[0], 1, 1, 1)
+    paths = [Path(p) for p in prof["traces"].values()]
+    try:
+        assert [p.name for p in paths] == ["ort-profile.encoder.json", "ort-profile.synthesis.json"]
+        assert all(p.is_file() and p.stat().st_size > 0 for p in paths)
+        assert paths[0].parent.name.startswith("restyle-rt-ort-profile-")
+    finally:
+        shutil.rmtree(paths[0].parent, ignore_errors=True)
+
+
+def test_pynvml_is_declared_by_the_bench_extra_and_stays_optional(monkeypatch):
+    """``bench`` reads GPU memory through ``pynvml`` (nvidia-ml-py's module): declared, imported only when used."""
+    import subprocess
+    import sys
+    import tomllib
+    from pathlib import Path
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    assert any(r.startswith("nvidia-ml-py") for r in pyproject["project"]["optional-dependencies"]["bench"])
+    code = "import sys, restyle_rt.bench.targets, restyle_rt.bench.cli; print('pynvml' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # not installed: no number, no error
+    assert targets._nvml_used_mb(0) is None

@@ -333,6 +333,7 @@ def test_verified_cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("RESTYLE_RT_CACHE", str(tmp_path / "c"))
     assert artifacts.verified_cache_dir() == tmp_path / "c" / "verified"
     monkeypatch.delenv("RESTYLE_RT_CACHE")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert artifacts.verified_cache_dir() == tmp_path / "home" / ".cache" / "restyle-rt" / "verified"
 

@@ -18,7 +18,8 @@ following a fixed order:
    (``avg_feedback``, ``latent_avg``); the smallest best-of time wins. A candidate that fails to start or to run is
    closed and skipped with its reason logged. One candidate is alive at a time (peak memory: the largest one's; at
    ffhq-1024 batch 1 ORT peaks ~2.8 GB RSS, OpenVINO ~4.2 GB), so the winner is started again unless it ran last.
-4. The decision is **cached** as JSON under ``$RESTYLE_RT_CACHE/auto-backend/`` (default ``~/.cache/restyle-rt``),
+4. The decision is **cached** as JSON under ``auto-backend/`` in :func:`restyle_rt.fsio.cache_root`
+   (``$RESTYLE_RT_CACHE``, else ``$XDG_CACHE_HOME/restyle-rt``, else ``~/.cache/restyle-rt``),
    keyed by what can change the answer: CPU model and flags, threads, the graph files' sha256, the backend
    libraries' versions, the candidates, the other backend options, the batch, restyle-rt's version. A later start
    with the same key reads the file and starts only the winner. The choice and the measured times are logged at
@@ -227,9 +228,8 @@ def library_version(name: str) -> str:
 
 
 def cache_dir() -> Path:
-    """``$RESTYLE_RT_CACHE/auto-backend`` (default ``~/.cache/restyle-rt/auto-backend``)."""
-    root = os.environ.get("RESTYLE_RT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "restyle-rt")
-    return Path(root) / "auto-backend"
+    """``auto-backend`` under :func:`restyle_rt.fsio.cache_root`."""
+    return fsio.cache_root() / "auto-backend"
 
 
 def cache_path(parts: dict) -> Path:

@@ -1,4 +1,5 @@
-"""OpenVINO backend (CPU): the artifacts' ONNX graphs through OpenVINO's own runtime, FP32, BF16 or INT8.
+"""OpenVINO backend (CPU; GPU / NPU with ``device=``): the artifacts' ONNX graphs through OpenVINO's own runtime,
+FP32, BF16 or INT8.
 
 Why OpenVINO's API and not ONNX Runtime's OpenVINO execution provider: the EP ships as a separate onnxruntime
 build (``onnxruntime-openvino``) that replaces the ``onnxruntime`` wheel the core runtime depends on, and it hides
@@ -24,8 +25,9 @@ Precisions (``precision=``):
 * ``auto``: the fastest precision this CPU has whose *measured* loop accuracy (``parity.TOLERANCES``) meets the
   stated bar :data:`restyle_rt.parity.AUTO_BAR`; the choice is logged.
 
-Compiled models are cached in ``cache_dir`` (default ``$RESTYLE_RT_CACHE/openvino``, else
-``~/.cache/restyle-rt/openvino``; OpenVINO keys each blob by a hash of the model and the compile options, so one
+Compiled models are cached in ``cache_dir`` (default ``openvino`` under :func:`restyle_rt.fsio.cache_root`:
+``$RESTYLE_RT_CACHE``, else ``$XDG_CACHE_HOME/restyle-rt``, else ``~/.cache/restyle-rt``; OpenVINO keys each
+blob by a hash of the model and the compile options, so one
 directory serves every artifacts dir), so a second start skips compilation. One infer request per graph
 is created once and reused; ``encode``/``synthesize`` return views of its output tensors, which the next call
 overwrites (the ABC's contract: copy what you keep).
@@ -36,10 +38,11 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ... import fsio
 from ...artifacts import Artifacts, int8_graph_path
 from ...errors import ArtifactError, BackendUnavailable, InputError
 from ...spec import BATCH
@@ -50,6 +53,7 @@ log = logging.getLogger("restyle_rt")
 
 PRECISIONS = ("fp32", "bf16", "int8")
 HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
+DEVICE_KINDS = ("CPU", "GPU", "NPU")  # OpenVINO's device names (``GPU.1``: the second GPU)
 
 
 def cpu_has_bf16() -> bool:
@@ -63,7 +67,7 @@ def cpu_has_bf16() -> bool:
 
 
 class OpenVinoBackend(Backend):
-    """Runs ``encoder.onnx`` and ``synthesis.onnx`` (or their INT8 Q/DQ versions) with OpenVINO on the CPU.
+    """Runs ``encoder.onnx`` and ``synthesis.onnx`` (or their INT8 Q/DQ versions) with OpenVINO on one device.
 
     Args:
         artifacts: a verified artifacts directory.
@@ -72,11 +76,15 @@ class OpenVinoBackend(Backend):
         hint: ``latency`` (default: one stream using every thread; the loop issues one request at a time) or
             ``throughput`` (OpenVINO picks the streams; only worth it when several loops run concurrently).
         cache_dir: compiled-model cache; ``""`` disables caching.
+        device: an OpenVINO device name: ``"CPU"`` (default), ``"GPU"``, ``"GPU.1"``, ``"NPU"``, among
+            ``ov.Core().available_devices``. ``threads`` and ``bf16`` apply to the CPU only; ``auto`` is ``fp32``
+            elsewhere (the measured accuracy bar is the CPU's). Only the CPU has been run here.
 
     Raises:
-        BackendUnavailable: openvino is missing, or BF16 is asked for on a CPU without it.
+        BackendUnavailable: openvino is missing, the device is not available here, or BF16 is asked for on a
+            device without it.
         ArtifactError: a graph does not match ``spec.graph_io``, or INT8 graphs are asked for and absent.
-        InputError: an unknown precision or hint.
+        InputError: an unknown precision, hint or device name.
     """
 
     name = "openvino"
@@ -89,6 +97,7 @@ class OpenVinoBackend(Backend):
         threads: Optional[int] = None,
         hint: str = "latency",
         cache_dir: Optional[os.PathLike] = None,
+        device: str = "CPU",
     ):
         super().__init__(artifacts)
         import openvino as ov
@@ -97,22 +106,25 @@ class OpenVinoBackend(Backend):
 
         if hint not in HINTS:
             raise InputError(f"openvino backend: hint must be one of {sorted(HINTS)}, got {hint!r}")
-        self.precision = resolve_precision(precision)
+        self.core = ov.Core()
+        self.device = check_device(list(self.core.available_devices), device)
+        self.precision = resolve_precision(precision, self.device)
+        if self.precision == "bf16" and self.device != "CPU":
+            raise InputError(f"openvino backend: precision 'bf16' runs on the CPU device only, not {self.device}")
         if self.precision == "bf16" and not cpu_has_bf16():
             raise BackendUnavailable(
                 "openvino backend: precision 'bf16' needs a CPU with BF16 (AVX512-BF16 or AMX); "
                 "this one has none: use precision='fp32'"
             )
         self.threads, self.hint = int(threads or default_threads()), hint
-        self.core = ov.Core()
         self.cache_dir = _cache_dir(cache_dir)
         if self.cache_dir:
             self.core.set_property({"CACHE_DIR": str(self.cache_dir)})
         self.compiled = {g: self._compile(g) for g in ("encoder", "synthesis")}
         self.requests = {g: c.create_infer_request() for g, c in self.compiled.items()}
         self._outputs = {g: {o.get_any_name(): o for o in c.outputs} for g, c in self.compiled.items()}
-        log.info("openvino backend: %s, %d threads, %s hint, cache %s", self.precision, self.threads, hint,
-                 self.cache_dir or "off")
+        log.info("openvino backend: %s on %s, %d threads, %s hint, cache %s", self.precision, self.device,
+                 self.threads, hint, self.cache_dir or "off")
 
     @classmethod
     def available(cls) -> Tuple[bool, str]:
@@ -138,12 +150,13 @@ class OpenVinoBackend(Backend):
         config = {
             "INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32",
             "PERFORMANCE_HINT": HINTS[self.hint],
-            "INFERENCE_NUM_THREADS": self.threads,
         }
+        if self.device == "CPU":  # a CPU-plugin property; other plugins refuse it
+            config["INFERENCE_NUM_THREADS"] = self.threads
         try:  # from the path, so that a cache hit skips reading the ONNX file too
-            compiled = self.core.compile_model(str(path), "CPU", config)
+            compiled = self.core.compile_model(str(path), self.device, config)
         except Exception as e:  # OpenVINO raises RuntimeError subclasses of its own
-            raise ArtifactError(f"{path}: OpenVINO cannot load or compile it: {e}") from None
+            raise ArtifactError(f"{path}: OpenVINO cannot load or compile it for {self.device}: {e}") from None
         verify_io(compiled, self.spec.graph_io(graph), path.name)
         return compiled
 
@@ -167,9 +180,33 @@ class OpenVinoBackend(Backend):
         self.requests, self.compiled = {}, {}
 
 
-def resolve_precision(precision: str) -> str:
-    """``precision`` itself, or for ``auto`` the fastest one this CPU has whose measured loop accuracy meets
-    :data:`restyle_rt.parity.AUTO_BAR` (logged).
+def check_device(available: List[str], device: str) -> str:
+    """``device`` when OpenVINO can run on it here (``available``: ``ov.Core().available_devices``).
+
+    ``"GPU"`` names the first GPU when OpenVINO lists ``GPU.0``, ``GPU.1``; ``"GPU.0"`` the only one when it lists
+    ``GPU``.
+
+    Raises:
+        BackendUnavailable: a CPU/GPU/NPU device this machine does not have (the available ones named).
+        InputError: not an OpenVINO device name.
+    """
+    if not isinstance(device, str) or not device:
+        raise InputError(f"openvino backend: device must be a device name such as 'CPU' or 'GPU', got {device!r}")
+    kind, _, index = device.partition(".")
+    if (device in available or any(a.partition(".")[0] == device for a in available)
+            or (kind == "GPU" and index == "0" and kind in available)):
+        return device
+    have = ", ".join(available) or "none"
+    if kind in DEVICE_KINDS and (not index or index.isdigit()):
+        raise BackendUnavailable(f"openvino backend: device {device!r} is not available here (OpenVINO sees {have}); "
+                                 "install its driver / OpenVINO plugin, or use one of those")
+    raise InputError(f"openvino backend: unknown device {device!r}; OpenVINO names devices "
+                     f"{', '.join(DEVICE_KINDS)} (GPU.1: the second GPU); available here: {have}")
+
+
+def resolve_precision(precision: str, device: str = "CPU") -> str:
+    """``precision`` itself, or for ``auto`` the fastest one this device has whose measured loop accuracy meets
+    :data:`restyle_rt.parity.AUTO_BAR` (logged; BF16 is considered on the CPU only).
 
     Raises:
         InputError: not one of :data:`PRECISIONS` nor ``auto``.
@@ -182,6 +219,9 @@ def resolve_precision(precision: str) -> str:
 
     reasons = []
     for cand in ("bf16", "fp32"):  # fastest first (INT8 needs calibrated graphs: only on request)
+        if cand == "bf16" and device != "CPU":
+            reasons.append(f"bf16: CPU only, not {device}")
+            continue
         if cand == "bf16" and not cpu_has_bf16():
             reasons.append("bf16: this CPU has no BF16")
             continue
@@ -197,9 +237,7 @@ def _cache_dir(cache_dir: Optional[os.PathLike]) -> Optional[Path]:
     if cache_dir == "":
         return None
     if cache_dir is None:
-        root = os.environ.get("RESTYLE_RT_CACHE")
-        cache_dir = Path(root).expanduser() if root else Path.home() / ".cache" / "restyle-rt"
-        cache_dir = cache_dir / "openvino"
+        cache_dir = fsio.cache_root() / "openvino"
     path = Path(cache_dir)
     path.mkdir(parents=True, exist_ok=True)
     return path

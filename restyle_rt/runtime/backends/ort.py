@@ -14,7 +14,7 @@ import hashlib
 import logging
 import os
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -49,7 +49,10 @@ class OrtBackend(Backend):
 
     Args:
         artifacts: a verified artifacts directory.
-        providers: ONNX Runtime execution providers in priority order; default: TensorRT, CUDA, then CPU,
+        providers: ONNX Runtime execution providers in priority order, each a name or, as ONNX Runtime takes them,
+            a ``(name, options)`` tuple whose options are merged over the backend's own for that provider (e.g.
+            ``("CUDAExecutionProvider", {"gpu_mem_limit": 2 << 30})``; a ``device_id`` there also sets the device
+            the loop's buffers live on); default: TensorRT, CUDA, then CPU,
             among those the installed onnxruntime has. With the default list, a provider ONNX Runtime cannot
             start (onnxruntime-gpu lists the TensorRT EP even without TensorRT's libraries) is dropped with a
             warning and the backend runs on the next one; a list the caller names is strict: its first provider
@@ -69,6 +72,8 @@ class OrtBackend(Backend):
     Raises:
         ArtifactError: a graph's inputs/outputs do not match ``spec.graph_io``.
         BackendUnavailable: onnxruntime is missing, or a requested provider is not available.
+        InputError: a provider entry that is neither a name nor a ``(name, dict)`` tuple, a provider named twice,
+            or GPU providers whose options name different ``device_id``s.
     """
 
     name = "ort"
@@ -77,7 +82,7 @@ class OrtBackend(Backend):
     def __init__(
         self,
         artifacts: Artifacts,
-        providers: Optional[Sequence[str]] = None,
+        providers: Optional[Sequence[Union[str, Tuple[str, dict]]]] = None,
         threads: Optional[int] = None,
         device_id: int = 0,
         io_binding: Optional[bool] = None,
@@ -95,8 +100,9 @@ class OrtBackend(Backend):
         self._ort = ort
         have = ort.get_available_providers()
         self.default_providers = not providers
+        named, self.provider_options = split_providers(providers or ())
         wanted = (
-            list(providers)
+            named
             if providers
             else [p for p in GPU_PROVIDERS if p in have] + ["CPUExecutionProvider"]
         )
@@ -106,7 +112,7 @@ class OrtBackend(Backend):
                 f"ort backend: execution provider(s) {missing} are not in this onnxruntime "
                 f"(available: {have}); install the matching onnxruntime build"
             )
-        self.device_id = int(device_id)
+        self.device_id = _device_id(self.provider_options, device_id)
         self.threads = int(threads or default_threads())
         self.sessions = {g: self._session(g, wanted) for g in ("encoder", "synthesis")}
         self.providers = self.sessions["encoder"].get_providers()
@@ -162,6 +168,10 @@ class OrtBackend(Backend):
         return sess
 
     def _provider_options(self, provider: str, graph: str) -> dict:
+        """The backend's options for ``provider``, with the caller's (``providers=[(name, options)]``) over them."""
+        return {**self._default_options(provider, graph), **self.provider_options.get(provider, {})}
+
+    def _default_options(self, provider: str, graph: str) -> dict:
         if provider == "CUDAExecutionProvider":
             return {"device_id": self.device_id}
         if provider == "TensorrtExecutionProvider":
@@ -256,9 +266,50 @@ class OrtBackend(Backend):
         self.sessions = {}
 
 
+def split_providers(providers: Sequence[Union[str, Tuple[str, dict]]]) -> Tuple[List[str], Dict[str, dict]]:
+    """``providers`` as ONNX Runtime takes them (names, or ``(name, options)`` tuples) -> (names, {name: options}).
+
+    Raises:
+        InputError: an entry of another form, or a provider named twice.
+    """
+    if isinstance(providers, str):
+        providers = [providers]
+    names, options = [], {}
+    for p in providers:
+        if isinstance(p, str):
+            name, opts = p, None
+        elif isinstance(p, (tuple, list)) and len(p) == 2 and isinstance(p[0], str) and isinstance(p[1], Mapping):
+            name, opts = p[0], dict(p[1])
+        else:
+            raise InputError(f"ort backend: a provider is a name or a (name, options dict) tuple, got {p!r}")
+        if name in names:
+            raise InputError(f"ort backend: provider {name} is named twice in {list(providers)!r}")
+        names.append(name)
+        if opts is not None:
+            options[name] = opts
+    return names, options
+
+
+def _device_id(options: Dict[str, dict], default: int) -> int:
+    """The GPU the sessions and the loop's buffers use: a ``device_id`` in the GPU providers' options, else
+    ``default``.
+
+    Raises:
+        InputError: the CUDA and TensorRT providers' options name different devices.
+    """
+    try:
+        ids = {int(options[p]["device_id"]) for p in GPU_PROVIDERS if "device_id" in options.get(p, {})}
+    except (TypeError, ValueError) as e:
+        raise InputError(f"ort backend: a provider's device_id must be an integer ({e})") from None
+    if len(ids) > 1:
+        raise InputError(f"ort backend: the GPU providers' options name different device_id values {sorted(ids)}; "
+                         "the encoder and synthesis run on one device")
+    return ids.pop() if ids else int(default)
+
+
 def trt_ep_cache_dir(art: Artifacts) -> Path:
     """Where ORT's TensorRT EP keeps its engines: ``ARTIFACTS/engines/ort-trt-cache``, created here (the EP
-    creates only the last level and fails otherwise); ``$RESTYLE_RT_CACHE/ort-trt/<graphs' hash>`` when the
+    creates only the last level and fails otherwise); ``ort-trt/<graphs' hash>`` under ``fsio.cache_root()`` when the
     artifacts directory is read-only (e.g. a Triton model repository)."""
     local = art.root / "engines" / "ort-trt-cache"
     try:

@@ -67,6 +67,8 @@ class TritonPythonModel:
         self.inverter = Inverter(art, BLSBackend(art))
         param = cfg.get("parameters", {}).get("max_iters", {}).get("string_value")
         self.max_iters = int(param) if param else protocol.DEFAULT_MAX_ITERS
+        fmt = cfg.get("parameters", {}).get("image_format", {}).get("string_value")
+        self.image_format = protocol.parse_image_format(fmt) if fmt else "raw"
         self.input_names = [t["name"] for t in cfg["input"]]
 
     def _invert(self, x, n_iters, return_steps, early_exit):
@@ -77,7 +79,8 @@ class TritonPythonModel:
         for r in requests:
             tensors = {n: pb_utils.get_input_tensor_by_name(r, n) for n in self.input_names}
             reqs.append({n: t.as_numpy() for n, t in tensors.items() if t is not None})
-        results = protocol.run_requests(self._invert, reqs, self.inverter.spec.input_hw, self.max_iters)
+        results = protocol.run_requests(self._invert, reqs, self.inverter.spec.input_hw, self.max_iters,
+                                        self.image_format)
         responses = []
         for r, res in zip(requests, results):
             if isinstance(res, protocol.RequestError):
