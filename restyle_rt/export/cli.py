@@ -36,6 +36,9 @@ def register(sub) -> None:
     m.add_argument("--dataset-type", default="ffhq_encode")
     m.add_argument("--output-size", type=int, default=64, choices=OUTPUT_SIZES, metavar="{8,16,...,1024}")
     m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--fit", action="store_true",
+                   help="fit the encoder so the loop converges on images its own (random) generator draws "
+                        "(restyle_rt.export.fit; ResNet34 encoders; minutes at 64 px); a fixture, not a photo model")
     m.set_defaults(func=_make)
 
 
@@ -65,6 +68,17 @@ def _make(args: argparse.Namespace) -> int:
     from .fixtures import PRESETS, make_checkpoint
 
     et, dt, size = PRESETS[args.preset] if args.preset else (args.encoder_type, args.dataset_type, args.output_size)
+    if args.fit:
+        from .fit import SUPPORTED, fit_encoder
+
+        if et not in SUPPORTED:
+            from ..errors import InputError
+
+            raise InputError(f"make-checkpoint --fit: encoder type {et} is not supported "
+                             f"(fits: {', '.join(SUPPORTED)})")
     make_checkpoint(args.out, et, dt, size, seed=args.seed)
-    print(f"wrote {args.out} ({et}, {dt}, {size})")
+    if args.fit:
+        rep = fit_encoder(args.out, args.out, seed=args.seed)
+        print(f"fitted the encoder in {rep['time_s']:.0f} s ({rep['config']['method']}, k={rep['config']['k']})")
+    print(f"wrote {args.out} ({et}, {dt}, {size}{', fitted encoder' if args.fit else ''})")
     return EXIT_OK
