@@ -88,3 +88,18 @@ def test_cache_dir_follows_restyle_rt_cache_else_the_home_cache(tmp_path, monkey
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     assert build.cache_dir() == tmp_path / ".cache" / "restyle-rt" / "kernels"  # beside the runtime's other caches
+
+
+def test_runner_imports_cudart_of_older_cuda_python(monkeypatch):
+    """cuda-python 11.8.3 and 12.0-12.5 have only ``cuda.cudart`` (no ``cuda.bindings``): the runner takes it."""
+    import sys
+    import types
+
+    stub = types.ModuleType("cuda.cudart")
+    pkg = types.ModuleType("cuda")
+    pkg.cudart = stub
+    monkeypatch.setitem(sys.modules, "cuda", pkg)
+    monkeypatch.setitem(sys.modules, "cuda.cudart", stub)
+    monkeypatch.setitem(sys.modules, "cuda.bindings", None)          # import of cuda.bindings fails
+    monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", None)
+    assert runner._cudart() is stub
