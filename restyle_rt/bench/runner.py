@@ -24,6 +24,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import InputError
+from ..runtime.hostinfo import cpu_model
 from .targets import make_target, plan
 
 log = logging.getLogger("restyle_rt")
@@ -183,7 +184,7 @@ def machine_info(threads: int) -> dict:
     except AttributeError:
         affinity = None
     info = {
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "logical_cpus": os.cpu_count(),
         "cpus_available": affinity,
         "platform": platform.platform(),
@@ -196,17 +197,6 @@ def machine_info(threads: int) -> dict:
     except (ValueError, OSError, AttributeError):
         pass
     return info
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _load() -> Optional[List[float]]:
