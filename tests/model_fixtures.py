@@ -50,6 +50,29 @@ def checkpoint_path(name: str) -> Path:
     return path
 
 
+def fitted_checkpoint_path(name: str = "psp-resnet34-church", seed: int = 0) -> Path:
+    """Path of the cached *fitted* checkpoint made from ``name`` (:func:`restyle_rt.export.fit.fit_encoder`, whose
+    loop converges; ResNet34 configs only), made on first use."""
+    from restyle_rt.export.fit import fit_encoder
+
+    path = CACHE / f"{name}-fitted{seed}-{_source_hash()}.pt"
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        fit_encoder(checkpoint_path(name), tmp, seed=seed)
+        os.replace(tmp, path)
+    return path
+
+
+def fitted_artifacts_path(name: str = "psp-resnet34-church", seed: int = 0) -> Path:
+    """Path of the cached artifacts exported from :func:`fitted_checkpoint_path` (made on first use)."""
+    from restyle_rt.export import export_artifacts
+
+    out = CACHE / f"{name}-fitted{seed}-{_source_hash()}-artifacts"
+    if not (out / "manifest.json").exists():
+        export_artifacts(fitted_checkpoint_path(name, seed), out, max_batch=4, overwrite=True, progress=False)
+    return out
+
+
 def artifacts_path(name: str) -> Path:
     """Path of the cached artifacts dir exported from checkpoint ``name`` (made on first use)."""
     from restyle_rt.export import export_artifacts

@@ -443,6 +443,27 @@ def _save(ckpt_in, ckpt_out, enc: ReStyleEncoder, config: dict) -> None:
 
 # --- measuring the loop ------------------------------------------------------------------------------------
 
+@torch.no_grad()
+def sample_targets(ckpt: os.PathLike, n: int, seed: int = 1_000_003, *, batch: int = 8) -> Tuple[np.ndarray, np.ndarray]:
+    """Targets with known true latents: ``n`` latents of the fit's distribution (see :func:`loop_errors`), drawn
+    with ``seed``, and the images the checkpoint's generator draws from them.
+
+    Returns:
+        (latents [n, S, 512] float32, images [n, h, w, 3] uint8: ``tensor2im`` of the generator's output).
+    """
+    from ..runtime import io
+
+    c = load_checkpoint(ckpt)
+    fitcfg = c.opts.get(FIT_KEY) or {}
+    k, psi = int(fitcfg.get("k", DEFAULTS["k"])), float(fitcfg.get("psi", DEFAULTS["psi"]))
+    _, gen_net = c.build()
+    u = principal_subspace(gen_net, k, int(fitcfg.get("pca_seed", 0)), int(fitcfg.get("n_pca", DEFAULTS["n_pca"])))
+    a = sample_coords(gen_net, c.latent_avg, u, n, psi, torch.Generator().manual_seed(seed))
+    w = coords_to_latent(a, c.latent_avg, u)
+    img, _ = _render(SynthesisGraph(gen_net, c.spec).eval(), w, batch)
+    return w.numpy().astype(np.float32), np.stack([io.to_uint8(i.numpy()) for i in img])
+
+
 def loop_errors(ckpt: os.PathLike, n_samples: int = 8, n_iters: int = 5, seed: int = 1_000_003, *,
                 k: Optional[int] = None, psi: Optional[float] = None, pca_seed: Optional[int] = None,
                 n_pca: Optional[int] = None, batch: int = 8) -> Dict:
