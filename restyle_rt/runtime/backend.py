@@ -31,6 +31,7 @@ class LoopResult:
         step_latents: per step t=1..T, [B, S, 512] (only with return_steps).
         step_images: per step, [B, 3, h, w] (only with return_steps).
         stages: seconds spent per stage (``encoder``, ``synthesis``, ``copies``), when the backend measures them.
+        feedback: [B, 3, H, W] float32, the last step's feedback (the host loop sets it: a warm start's state).
     """
 
     latents: np.ndarray
@@ -39,6 +40,7 @@ class LoopResult:
     step_latents: List[np.ndarray] = field(default_factory=list)
     step_images: List[np.ndarray] = field(default_factory=list)
     stages: dict = field(default_factory=dict)
+    feedback: Optional[np.ndarray] = None
 
     def to_uint8(self) -> np.ndarray:
         """The final images as [B, h, w, 3] uint8 RGB, by the official ``tensor2im`` (clip to [-1, 1], x255,

@@ -12,13 +12,17 @@ update ``delta_t = sqrt(mean((w_t - w_{t-1})**2))`` (RMS over its S x 512 entrie
 latent and image stay those of step t, and it leaves the active set, so later steps run the backend on the
 remaining images only. ``LoopResult.steps_used`` gives each image's step count; per-step outputs repeat the
 frozen values.
+
+Warm start (``start=(w, y)``, used by :mod:`restyle_rt.workflows.video`): the loop runs the same recursion from a
+given state instead of the seeds, e.g. the previous video frame's final latent and feedback
+(``LoopResult.feedback``). ``host_loop(x, m + n)`` and ``host_loop(x, n, start=(w_m, y_m))`` run the same steps.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -111,6 +115,7 @@ def host_loop(
     n_iters: int,
     return_steps: bool = False,
     early_exit: Optional[float] = None,
+    start: Optional[Tuple[np.ndarray, np.ndarray]] = None,
 ) -> LoopResult:
     """Run the residual loop with host (NumPy) buffers on any backend.
 
@@ -120,10 +125,12 @@ def host_loop(
         n_iters: N >= 1 steps.
         return_steps: also return every step's latents and images.
         early_exit: stop an image once its latent update RMS falls below this (see module docstring).
+        start: (latents [B or 1, S, 512], feedback [B or 1, 3, H, W]) float32 to start from instead of
+            (``latent_avg``, ``avg_feedback``): a warm start (copied, never written).
 
     Returns:
-        LoopResult with latents [B, S, 512], images [B, 3, h, w], steps_used [B] and, when asked, per-step
-        arrays.
+        LoopResult with latents [B, S, 512], images [B, 3, h, w], feedback [B, 3, H, W] (the last step's, what a
+        warm start continues from), steps_used [B] and, when asked, per-step arrays.
 
     Raises:
         InputError: bad shapes or arguments, or a batch outside the artifacts' profile.
@@ -136,14 +143,15 @@ def host_loop(
     s = art.spec.n_styles
     ih, iw = art.spec.image_hw
     # Output buffers; while no image has exited they are also the working buffers.
+    w0, y0 = (art.latent_avg[None], art.avg_feedback[None]) if start is None else check_start(start, art.spec, b)
     lat = np.empty((b, s, 512), np.float32)  # [B, S, 512]
-    lat[:] = art.latent_avg[None]
+    lat[:] = w0
     img = np.empty((b, 3, ih, iw), np.float32)  # [B, 3, h, w]
     fb = np.empty((b, 3) + tuple(art.spec.input_hw), np.float32)  # [B, 3, H, W]
-    fb[:] = art.avg_feedback[None]
+    fb[:] = y0
     steps = np.full(b, n_iters, dtype=np.int64)
     state = _Active(x, lat, fb, img, compact=False)
-    res = LoopResult(latents=lat, images=img, steps_used=steps)
+    res = LoopResult(latents=lat, images=img, steps_used=steps, feedback=fb)
     res.stages = {"encoder": 0.0, "synthesis": 0.0, "copies": 0.0}
     for t in range(1, n_iters + 1):
         if state.size:
@@ -151,6 +159,7 @@ def host_loop(
             if state.compact:  # scatter the active images into the outputs
                 lat[state.idx] = state.lat
                 img[state.idx] = state.img
+                fb[state.idx] = state.fb
             if early_exit is not None:
                 done = delta < early_exit
                 if done.any():
@@ -162,6 +171,29 @@ def host_loop(
     if early_exit is not None:
         log.debug("early exit %.3g: steps used %s", early_exit, steps.tolist())
     return res
+
+
+def check_start(start, spec, b: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Validate a warm-start state ``(latents, feedback)``: float32, finite, [B or 1, S, 512] and [B or 1, 3, H, W].
+
+    Raises:
+        InputError: naming the part and its expected vs actual dtype/shape, or non-finite values.
+    """
+    try:
+        w, y = start
+    except (TypeError, ValueError):
+        raise InputError("start must be a (latents, feedback) pair") from None
+    h, wd = spec.input_hw
+    out = []
+    for name, a, tail in (("latents", w, (spec.n_styles, 512)), ("feedback", y, (3, h, wd))):
+        a = np.asarray(a)
+        if a.dtype != np.float32 or a.ndim != 1 + len(tail) or a.shape[1:] != tail or a.shape[0] not in (1, b):
+            raise InputError(f"start {name}: expected float32 [{b} or 1, {', '.join(map(str, tail))}], got "
+                             f"{a.dtype} {list(a.shape)}")
+        if not np.isfinite(a).all():
+            raise InputError(f"start {name}: non-finite values")
+        out.append(a)
+    return out[0], out[1]
 
 
 class _Active:
