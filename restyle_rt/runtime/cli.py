@@ -48,17 +48,7 @@ def register(subparsers) -> None:
         "inputs", metavar="INPUT", nargs="+", help="image files or directories (searched recursively)"
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    p.add_argument("--iters", type=int, default=5, metavar="N", help="ReStyle steps per image (default 5)")
-    p.add_argument(
-        "--batch",
-        type=int,
-        default=None,
-        metavar="N",
-        help="images per backend call (default: the artifacts' profile max)",
-    )
-    p.add_argument(
-        "--backend", default="auto", metavar="NAME", help="BACKENDS (default auto)"
-    )
+    add_loop_options(p)
     p.add_argument(
         "--bootstrap",
         metavar="ARTIFACTS1",
@@ -67,14 +57,6 @@ def register(subparsers) -> None:
     )
     p.add_argument("--align", action="store_true",
                    help="FFHQ-align faces first (official recipe; needs the [align] extra); no face: skipped")
-    p.add_argument(
-        "--precision",
-        default=None,
-        choices=("fp32", "fp16", "bf16", "int8", "auto"),
-        help="graphs/engines to run: ort takes fp32 | int8 | auto (INT8 only if the calibration's measured "
-        "accuracy met its bar); openvino fp32 | bf16 | int8 | auto; trt fp32 | fp16 | int8 engines "
-        "(default: the backend's own)",
-    )
     p.add_argument("--save-steps", action="store_true", help="write one PNG per image per step")
     p.add_argument(
         "--save-latents", action="store_true", help="write latents.npy [N, T, S, 512] + latents.json"
@@ -92,11 +74,56 @@ def register(subparsers) -> None:
         "--resume", action="store_true",
         help="skip images whose outputs in --out are complete (same settings); without it they are replaced",
     )
+    p.set_defaults(func=run)
+
+
+def add_loop_options(p) -> None:
+    """``--iters``, ``--batch``, ``--backend``, ``--precision``, ``--no-verify``: how the loop runs, for ``invert``
+    and ``eval`` alike (checked by :func:`check_loop_options`, turned into ``Inverter.load`` arguments by
+    :func:`load_options`)."""
+    p.add_argument("--iters", type=int, default=5, metavar="N", help="ReStyle steps per image (default 5)")
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        metavar="N",
+        help="images per backend call (default: the artifacts' profile max)",
+    )
+    p.add_argument(
+        "--backend", default="auto", metavar="NAME", help="BACKENDS (default auto)"
+    )
+    p.add_argument(
+        "--precision",
+        default=None,
+        choices=("fp32", "fp16", "bf16", "int8", "auto"),
+        help="graphs/engines to run: ort takes fp32 | int8 | auto (INT8 only if the calibration's measured "
+        "accuracy met its bar); openvino fp32 | bf16 | int8 | auto; trt fp32 | fp16 | int8 engines "
+        "(default: the backend's own)",
+    )
     p.add_argument(
         "--no-verify", action="store_true",
         help="do not check the artifacts' files against the sha256 recorded in their manifest",
     )
-    p.set_defaults(func=run)
+
+
+def check_loop_options(args) -> None:
+    """Refuse ``--iters`` or ``--batch`` below 1 (before anything is read or loaded).
+
+    Raises:
+        InputError: naming the option.
+    """
+    from ..errors import InputError
+
+    if args.iters < 1:
+        raise InputError(f"--iters must be >= 1, got {args.iters}")
+    if args.batch is not None and args.batch < 1:
+        raise InputError(f"--batch must be >= 1, got {args.batch}")
+
+
+def load_options(args) -> dict:
+    """``Inverter.load`` keyword arguments from :func:`add_loop_options`' options (all but the directory)."""
+    opts = {} if args.precision is None else {"precision": args.precision}
+    return {"backend": args.backend, "verify": not args.no_verify, "probe_batch": args.batch, **opts}
 
 
 class BackendNames:
@@ -130,10 +157,7 @@ def run(args) -> int:
     from . import io
     from .outputs import RunDir
 
-    if args.iters < 1:
-        raise InputError(f"--iters must be >= 1, got {args.iters}")
-    if args.batch is not None and args.batch < 1:
-        raise InputError(f"--batch must be >= 1, got {args.batch}")
+    check_loop_options(args)
     if args.bootstrap:
         from .. import artifacts
         from ..workflows.bootstrap import check_pair
@@ -216,9 +240,7 @@ def _invert_all(args, run_dir, work, aligner=None, report=None):
     done, skipped, t0 = 0, 0, time.perf_counter()
     keep_steps = args.save_steps or args.strip or args.save_latents
     with contextlib.ExitStack() as stack:
-        opts = {} if args.precision is None else {"precision": args.precision}
-        inv = stack.enter_context(Inverter.load(args.artifacts, backend=args.backend, verify=not args.no_verify,
-                                                probe_batch=args.batch, **opts))
+        inv = stack.enter_context(Inverter.load(args.artifacts, **load_options(args)))
         invert = _bootstrapped(stack, inv, args) if args.bootstrap else inv.invert
         batch = _batch_size(args.batch, inv.profile)
         bar = progress.bar(total=len(work), unit="img", desc="invert")
