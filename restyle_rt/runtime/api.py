@@ -15,14 +15,14 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .. import artifacts as _artifacts
 from ..errors import ClosedError, InputError
 from ..spec import BatchProfile, ModelSpec
-from . import io
+from . import io, pipeline
 from .backend import Backend, LoopResult
 from .loop import check_iters, concat_results, pad_to, profile_chunks
 
@@ -164,6 +164,66 @@ class Inverter:
             log.warning("images %s: the inversion is not finite (NaN/Inf latents); check the inputs and artifacts",
                         bad.tolist())
         return res
+
+    def invert_files(
+        self,
+        paths: Sequence[Union[str, os.PathLike]],
+        n_iters: int = 5,
+        batch: Optional[int] = None,
+        workers: Optional[int] = None,
+        return_steps: bool = False,
+        early_exit: Optional[float] = None,
+        skip_errors: bool = False,
+        jpeg_draft: bool = False,
+        prefetch: int = pipeline.DEFAULT_DEPTH,
+    ) -> Iterator[Tuple[List[Path], LoopResult]]:
+        """Invert image files batch by batch, reading and preprocessing the next batches on threads meanwhile.
+
+        Yields one ``(paths, result)`` per batch, in input order, as soon as the batch is inverted: the results
+        are the same, bit for bit, as :meth:`invert` on the same batches (the backend makes the same calls). Reader
+        threads decode and resize (Pillow releases the GIL there) while the loop runs, at most ``prefetch``
+        batches ahead (:mod:`restyle_rt.runtime.pipeline`). Stopping early (``break``, an exception) shuts them
+        down when the iterator is closed: iterate to the end, or wrap it in ``contextlib.closing``.
+
+        Args:
+            paths: image files, in order (for directories, :func:`restyle_rt.runtime.io.list_images` first).
+            n_iters, return_steps, early_exit: as :meth:`invert`.
+            batch: images per batch (default ``profile.max``; above it, :meth:`invert` runs chunks).
+            workers: reader threads (default :func:`~restyle_rt.runtime.pipeline.default_workers`, at most 4);
+                0 reads each batch on this thread when it is due, as :meth:`invert` does.
+            skip_errors: an unreadable file is logged and left out of its batch (a batch with none left is not
+                yielded) instead of raising InputError.
+            jpeg_draft: decode JPEGs at reduced scale (faster, not the official bytes; see
+                :func:`restyle_rt.runtime.io.preprocess_file`).
+            prefetch: batches read ahead of the one being inverted (>= 1).
+
+        Yields:
+            (the batch's paths as ``Path``, minus skipped ones; its :class:`LoopResult`).
+
+        Raises:
+            InputError: bad arguments, or an unreadable file without ``skip_errors`` (after the batches before
+                it were yielded).
+        """
+        self._check_open()  # arguments are checked here, before the first batch is asked for
+        check_iters(n_iters, early_exit)
+        if isinstance(paths, (str, os.PathLike, bytes)):
+            raise InputError(f"invert_files takes a sequence of files, got one path {paths!r}; pass [path]")
+        hw = self.spec.input_hw
+        files = [p if isinstance(p, bytes) else Path(p) for p in paths]  # bytes: refused by the reader, by name
+        pre = pipeline.Prefetcher(files, lambda p: io.preprocess_file(p, hw, jpeg_draft),
+                                  self.profile.max if batch is None else batch, workers, prefetch)
+        return self._invert_batches(pre, n_iters, return_steps, early_exit, skip_errors)
+
+    def _invert_batches(self, pre: pipeline.Prefetcher, n_iters: int, return_steps: bool,
+                        early_exit: Optional[float], skip_errors: bool) -> Iterator[Tuple[List[Path], LoopResult]]:
+        with pre:
+            for b in pre:
+                for _, e in b.errors:
+                    if not skip_errors:
+                        raise e
+                    log.warning("skipped: %s", e)
+                if b.items:
+                    yield b.items, self.invert(b.x, n_iters, return_steps, early_exit)
 
     def close(self) -> None:
         """Release the backend. Idempotent; the Inverter cannot be used afterwards."""

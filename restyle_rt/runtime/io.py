@@ -37,7 +37,10 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tiff", ".tif", ".
 # zlib level 1 with the Z_RLE strategy (3): OpenCV's PNG defaults, which this module used before. Measured on a
 # 1024 px output: 51 ms (OpenCV: 48 ms); Pillow's default (level 6) took 5-9x as long on the loaded dev VM.
 PNG_OPTIONS = {"compress_level": 1, "compress_type": 3}
-_UNLIMITED = threading.Lock()  # held while Pillow's own bomb limit is lifted for an image our limit allows
+# Held while an image's header is parsed: warnings.catch_warnings() and Pillow's MAX_IMAGE_PIXELS (lifted for an
+# image our limit allows) are process-wide, and reader threads (runtime/pipeline.py) open images concurrently. The
+# header only: decoding and resizing run outside it.
+_OPENING = threading.Lock()
 
 
 # --- listing ------------------------------------------------------------------------------------------------
@@ -119,8 +122,21 @@ def read_image(path: os.PathLike) -> np.ndarray:
     return np.array(_load(path), dtype=np.uint8)  # a writable copy
 
 
-def preprocess_file(path: os.PathLike, hw: Tuple[int, int]) -> np.ndarray:
+def preprocess_file(path: os.PathLike, hw: Tuple[int, int], jpeg_draft: bool = False) -> np.ndarray:
     """``preprocess(read_image(path), hw)``, without turning the full-size image into an array and back.
+
+    Thread-safe (Pillow releases the GIL while it decodes and resizes): :mod:`restyle_rt.runtime.pipeline` calls
+    it from reader threads.
+
+    Args:
+        path: the file.
+        hw: encoder input (H, W).
+        jpeg_draft: let libjpeg decode a JPEG at 1/2, 1/4 or 1/8 scale (Pillow's ``Image.draft``; the largest
+            scale that keeps both sides >= max(H, W)) before the bilinear resize. Several times faster on large
+            photos, but **not** the official transforms' bytes: on 12 MP JPEGs resized to 256 x 256 the encoder
+            input differs by up to 4 of 255 levels (mean 0.66), and the fitted church fixture's 5-step latents by
+            5e-3 rel-L2 (final image 55 dB against the exact path): far inside the reduced-precision bars, far
+            outside FP32 parity (``benchmarks/input_pipeline.py --draft-accuracy``). Off by default.
 
     Returns:
         [3, H, W] float32 in [-1, 1].
@@ -128,11 +144,13 @@ def preprocess_file(path: os.PathLike, hw: Tuple[int, int]) -> np.ndarray:
     Raises:
         InputError: as :func:`read_image`.
     """
-    return _normalise(_resize_pil(_load(path), hw))
+    draft = (max(hw),) * 2 if jpeg_draft else None  # square: an EXIF rotation swaps the sides afterwards
+    return _normalise(_resize_pil(_load(path, draft), hw))
 
 
-def _load(path: os.PathLike) -> "Image.Image":
-    """:func:`read_image`'s checks and decode, returning the loaded RGB Pillow image."""
+def _load(path: os.PathLike, draft: Optional[Tuple[int, int]] = None) -> "Image.Image":
+    """:func:`read_image`'s checks and decode, returning the loaded RGB Pillow image (``draft``: see
+    :func:`_decode`)."""
     if isinstance(path, bytes):
         raise InputError(f"{path[:40]!r}: bytes are not a path; pass a str or Path (os.fsdecode(p)), or decode the "
                          "image data yourself and pass an [H, W, 3] uint8 array")
@@ -145,7 +163,7 @@ def _load(path: os.PathLike) -> "Image.Image":
         raise InputError(f"{p}: cannot be read ({e.strerror or e})") from None
     if not data:
         raise InputError(f"{p}: empty file (0 bytes)")
-    im = _decode(_io.BytesIO(data), str(p))
+    im = _decode(_io.BytesIO(data), str(p), draft)
     if im is None:
         raise InputError(f"{p}: not a readable image (corrupt, truncated or an unsupported format)")
     return im
@@ -179,21 +197,21 @@ def _open(src, name: str, limit: int = 0) -> Iterator["Image.Image"]:
     from PIL import Image
 
     limit = limit or MAX_PIXELS
-    with warnings.catch_warnings():
+    with _OPENING, warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we decide, with our own message
         try:
             im = Image.open(src)
         except Image.DecompressionBombError as e:  # Pillow's own check (2x its limit) fired on the header
             if _declared(str(e)) > limit:
                 _refuse(name, _declared(str(e)), limit)
-            with _UNLIMITED:  # our limit was raised above Pillow's: open again without Pillow's
-                saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-                try:
-                    if hasattr(src, "seek"):
-                        src.seek(0)
-                    im = Image.open(src)
-                finally:
-                    Image.MAX_IMAGE_PIXELS = saved
+            # our limit was raised above Pillow's: open again without Pillow's (under _OPENING)
+            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                if hasattr(src, "seek"):
+                    src.seek(0)
+                im = Image.open(src)
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
     with im:
         w, h = im.size
         if w * h > limit:
@@ -236,8 +254,11 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
     return np.array(im, dtype=np.uint8)  # a writable copy
 
 
-def _decode(src, name: str) -> Optional["Image.Image"]:
+def _decode(src, name: str, draft: Optional[Tuple[int, int]] = None) -> Optional["Image.Image"]:
     """Decode with Pillow to a loaded RGB image; None for data Pillow cannot read.
+
+    ``draft`` (w, h): a JPEG is decoded at the smallest 1/2, 1/4, 1/8 scale still at least that size
+    (:func:`_draft_scale`); other formats, and None, decode at full size.
 
     Raises:
         InputError: too many pixels declared, or decoded pixels that are not usable (NaN in a float TIFF).
@@ -246,6 +267,9 @@ def _decode(src, name: str) -> Optional["Image.Image"]:
 
     try:
         with _open(src, name) as im:
+            scale = _draft_scale(im, draft)
+            if scale > 1:  # before anything loads the pixels
+                im.draft(None, (im.size[0] // scale, im.size[1] // scale))
             try:
                 ImageOps.exif_transpose(im, in_place=True)  # (no copy when there is nothing to rotate)
             except Exception:  # noqa: BLE001 - a malformed EXIF block is ignored; pixel errors surface below
@@ -262,6 +286,20 @@ def _decode(src, name: str) -> Optional["Image.Image"]:
         raise InputError(f"{name}: {e}") from None
     except Exception:  # noqa: BLE001 - Pillow raises many types for bad data; the caller reports the file
         return None
+
+
+def _draft_scale(im: "Image.Image", need: Optional[Tuple[int, int]]) -> int:
+    """The JPEG DCT scale (8, 4, 2; 1 = none) for Pillow's ``Image.draft``: the largest that leaves both sides at
+    least ``need`` and divides both exactly. (A side that does not divide gets a partly padded last row or column
+    that the resize would then stretch over: up to 18 levels off on a 1200 x 900 test image at 1/8, against 4 when
+    it divides. Cameras' sizes are multiples of 8 or 16.)"""
+    if need is None or im.format != "JPEG":
+        return 1
+    w, h = im.size
+    for s in (8, 4, 2):
+        if w % s == 0 and h % s == 0 and w // s >= need[0] and h // s >= need[1]:
+            return s
+    return 1
 
 
 class _Unusable(ValueError):
