@@ -17,9 +17,10 @@ an input directory is walked. Existing outputs are
 replaced (the run says how many); --resume skips images whose outputs are complete instead. One process at a
 time writes an --out (a lock in DIR/.restyle-rt, which also keeps per-image latents and the run settings).
 
-A file that cannot be decoded, or whose inversion is not finite, is reported on one line and skipped; the exit
-code is then 1 (0 when all worked; 2 bad arguments or artifacts; 3 output unwritable, full or locked; 6 the
-backend cannot run here; 130/143 interrupted; `restyle-rt --help` lists every code).
+Images are read and resized on --workers threads while the loop runs, a batch or two ahead (the outputs are the
+same as with --workers 0). A file that cannot be decoded, or whose inversion is not finite, is reported on one
+line and skipped; the exit code is then 1 (0 when all worked; 2 bad arguments or artifacts; 3 output unwritable,
+full or locked; 6 the backend cannot run here; 130/143 interrupted; `restyle-rt --help` lists every code).
 """
 
 from __future__ import annotations
@@ -73,6 +74,16 @@ def register(subparsers) -> None:
     p.add_argument(
         "--resume", action="store_true",
         help="skip images whose outputs in --out are complete (same settings); without it they are replaced",
+    )
+    p.add_argument(
+        "--workers", type=int, default=None, metavar="N",
+        help="threads reading and resizing images while the loop runs, up to 2 batches ahead (default: the "
+        "CPUs, at most 4; 0: read each batch on the main thread when it is due)",
+    )
+    p.add_argument(
+        "--jpeg-draft", action="store_true",
+        help="decode JPEGs at 1/2-1/8 scale before the resize: several times faster on large photos, but not the "
+        "official transforms' bytes (up to ~4 of 255 levels off at the encoder input; not with --align)",
     )
     p.set_defaults(func=run)
 
@@ -158,6 +169,10 @@ def run(args) -> int:
     from .outputs import RunDir
 
     check_loop_options(args)
+    if args.workers is not None and args.workers < 0:
+        raise InputError(f"--workers must be >= 0, got {args.workers}")
+    if args.jpeg_draft and args.align:
+        raise InputError("--jpeg-draft does not apply to --align (alignment reads the image at full size)")
     if args.bootstrap:
         from .. import artifacts
         from ..workflows.bootstrap import check_pair
@@ -168,6 +183,8 @@ def run(args) -> int:
                    artifacts.load(args.artifacts, check_hashes=False))
     settings = {"artifacts": str(Path(args.artifacts).resolve()), "iters": args.iters, "early_exit": args.early_exit,
                 "bootstrap": str(Path(args.bootstrap).resolve()) if args.bootstrap else None, "align": args.align}
+    if args.jpeg_draft:  # changes the encoder input: --resume must not mix it with exact decoding
+        settings["jpeg_draft"] = True
     aligner = None
     if args.align:  # before any model loads: a missing extra fails fast
         from ..align.landmarks import Aligner
@@ -233,9 +250,8 @@ def _invert_all(args, run_dir, work, aligner=None, report=None):
     import numpy as np
 
     from .. import progress
-    from ..errors import InputError
-    from . import io
     from .api import Inverter
+    from .pipeline import Prefetcher
 
     done, skipped, t0 = 0, 0, time.perf_counter()
     keep_steps = args.save_steps or args.strip or args.save_latents
@@ -244,19 +260,16 @@ def _invert_all(args, run_dir, work, aligner=None, report=None):
         invert = _bootstrapped(stack, inv, args) if args.bootstrap else inv.invert
         batch = _batch_size(args.batch, inv.profile)
         bar = progress.bar(total=len(work), unit="img", desc="invert")
-        for i in range(0, len(work), batch):
-            imgs, ok, ok_paths = [], [], []
-            for p, n in work[i : i + batch]:
-                try:
-                    img = aligner(io.read_image(p), str(p)) if aligner is not None else p  # a path: read by Pillow
-                    imgs.append(inv.preprocess([img])[0])  # decoded originals are not kept
-                    ok.append(n)
-                    ok_paths.append(p)
-                except InputError as e:
-                    skipped += 1
-                    bar.write(f"skipped: {e}", file=sys.stderr)
-            if imgs:
-                x = np.stack(imgs)  # [b, 3, H, W]
+        # closed before the backends (Ctrl-C, an error): the readers stop first; decoded originals are not kept
+        batches = stack.enter_context(Prefetcher(work, _loader(inv.spec.input_hw, aligner, args.jpeg_draft), batch,
+                                                 args.workers))
+        for b in batches:
+            for (_, n), e in b.errors:
+                skipped += 1
+                bar.write(f"skipped: {e}", file=sys.stderr)
+            if b.items:
+                ok_paths, ok = [p for p, _ in b.items], [n for _, n in b.items]
+                x = b.x  # [b, 3, H, W]
                 t_batch = time.perf_counter()
                 res = invert(x, n_iters=args.iters, return_steps=keep_steps, early_exit=args.early_exit)
                 t_batch = time.perf_counter() - t_batch
@@ -268,10 +281,29 @@ def _invert_all(args, run_dir, work, aligner=None, report=None):
                     bar.write(f"skipped: {msg}", file=sys.stderr)
                 done += len(ok) - len(bad)
                 skipped += len(bad)
-            bar.update(len(work[i : i + batch]))
+            bar.update(b.size)
         bar.close()
         label = inv.backend.name
     return done, skipped, label, time.perf_counter() - t0
+
+
+def _loader(hw, aligner=None, jpeg_draft=False):
+    """``load((path, name)) -> [3, H, W]`` float32 encoder input, for the reader threads (InputError: skipped)."""
+    import threading
+
+    from . import io
+
+    if aligner is None:
+        return lambda item: io.preprocess_file(item[0], hw, jpeg_draft)  # decoded and resized by Pillow
+    lock = threading.Lock()
+
+    def load(item):
+        img = io.read_image(item[0])
+        with lock:  # one landmark detection at a time (dlib's detector and predictor are shared)
+            img = aligner(img, str(item[0]))
+        return io.preprocess(img, hw)
+
+    return load
 
 
 def _bootstrapped(stack, second, args):

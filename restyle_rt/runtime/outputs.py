@@ -112,7 +112,8 @@ class RunDir:
         run_file = self.out / STATE / "run.json"
         if resume and run_file.is_file():
             before = json.loads(run_file.read_text())
-            diff = {k: (before.get(k), v) for k, v in self.settings.items() if before.get(k) != v}
+            keys = [*self.settings, *(k for k in before if k not in self.settings)]  # absent: an option left off
+            diff = {k: (before.get(k), self.settings.get(k)) for k in keys if before.get(k) != self.settings.get(k)}
             if diff:
                 said = ", ".join(f"{k} {a!r} then, {b!r} now" for k, (a, b) in diff.items())
                 raise InputError(f"--resume: {self.out} was written with other settings ({said}); rerun with the "

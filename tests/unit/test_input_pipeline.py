@@ -244,3 +244,90 @@ def test_jpeg_draft_is_off_by_default_and_close_when_on(tmp_path):
     Image.open(p).save(png)
     np.testing.assert_array_equal(io.preprocess_file(png, (64, 64), jpeg_draft=True),
                                   io.preprocess_file(png, (64, 64)))  # not a JPEG: no draft
+
+
+# --- restyle-rt invert --workers --------------------------------------------------------------------------------
+
+
+def _tree(out):
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
+            if p.is_file() and ".restyle-rt" not in p.parts}
+
+
+def test_cli_workers_write_the_same_bytes_as_serial(toy, rgb_images, tmp_path, capfd):
+    from restyle_rt.cli import main
+
+    folder = rgb_images(9, folder="photos", size=(30, 26))[0].parent
+    bad = folder / "img004b.png"  # sorts mid-folder, between img004 and img005
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    trees, skipped = {}, {}
+    for workers in ("0", "1", "3"):
+        out = tmp_path / f"out{workers}"
+        argv = ["invert", str(toy[0]), str(folder), "--out", str(out), "--iters", "3", "--batch", "2", "--backend",
+                "ort", "--save-steps", "--save-latents", "--strip", "--workers", workers]
+        assert main(argv) == 1  # one file skipped
+        err = capfd.readouterr().err
+        skipped[workers] = [ln for ln in err.replace("\r", "\n").splitlines() if ln.startswith("skipped:")]
+        assert "inverted 9 image(s) (1 skipped)" in err
+        trees[workers] = _tree(out)
+    assert len(skipped["0"]) == 1 and "img004b.png" in skipped["0"][0]
+    assert skipped["1"] == skipped["0"] and skipped["3"] == skipped["0"]
+    assert len(trees["0"]) == 9 * 5 + 2  # final + 3 steps + strip per image, latents.npy and .json
+    assert trees["1"] == trees["0"] and trees["3"] == trees["0"]  # bit for bit
+    assert not _readers()
+
+
+def test_cli_workers_and_jpeg_draft_options(toy, rgb_images, tmp_path, capfd):
+    from restyle_rt.cli import main
+
+    p = rgb_images(2, ext=".jpg")
+    # --backend ort: `auto` imports OpenVINO, whose telemetry forks a child that inherits (and briefly holds) the
+    # --out lock, so an immediate rerun in the same process may find it taken
+    base = ["invert", str(toy[0]), *map(str, p), "--iters", "1", "--backend", "ort"]
+    assert main([*base, "--out", str(tmp_path / "a"), "--workers", "-1"]) == 2
+    assert "--workers must be >= 0, got -1" in capfd.readouterr().err
+    out = tmp_path / "d"
+    assert main([*base, "--out", str(out), "--jpeg-draft"]) == 0
+    assert main([*base, "--out", str(out), "--resume"]) == 2  # draft outputs are not mixed with exact ones
+    assert "jpeg_draft True then, None now" in capfd.readouterr().err
+    assert main([*base, "--out", str(out), "--resume", "--jpeg-draft"]) == 0
+    out = tmp_path / "e"
+    assert main([*base, "--out", str(out)]) == 0
+    assert main([*base, "--out", str(out), "--resume", "--jpeg-draft"]) == 2
+    assert main([*base, "--out", str(out), "--resume", "--workers", "0"]) == 0  # readers do not change outputs
+
+
+def test_cli_align_runs_one_alignment_at_a_time_and_skips_faceless(toy, rgb_images, tmp_path, capfd, monkeypatch):
+    from restyle_rt.align import landmarks
+    from restyle_rt.cli import main
+
+    inside, calls = [0], []
+
+    class FakeAligner:  # dlib's detector is shared by the readers: they must take turns
+        def __call__(self, image, name="image"):
+            inside[0] += 1
+            try:
+                assert inside[0] == 1, "two alignments at once"
+                calls.append(name)
+                time.sleep(0.01)
+                if "img003" in name:
+                    raise InputError(f"{name}: no face found")
+                return image[::-1].copy()  # "aligned": flipped
+            finally:
+                inside[0] -= 1
+
+    monkeypatch.setattr(landmarks, "Aligner", FakeAligner)
+    folder = rgb_images(7, folder="faces", size=(30, 26))[0].parent
+    out = tmp_path / "out"
+    assert main(["invert", str(toy[0]), str(folder), "--out", str(out), "--iters", "1", "--batch", "2",
+                 "--backend", "ort", "--align", "--workers", "3", "--save-latents"]) == 1
+    err = capfd.readouterr().err
+    assert "skipped: " in err and "img003.png: no face found" in err
+    assert len(calls) == 7 and not _readers()
+    names = [f"img{i:03d}" for i in range(7) if i != 3]
+    assert sorted(p.stem for p in out.glob("*.png")) == names
+    with Inverter.load(toy[0], backend="ort") as inv:  # the aligned (flipped) images were inverted, in order
+        x = np.stack([io.preprocess(io.read_image(folder / f"{n}.png")[::-1].copy(), (16, 16)) for n in names])
+        ref = inv.invert(x, n_iters=1)  # (one batch of 6, where the run made batches of 2)
+    np.testing.assert_allclose(np.load(out / "latents.npy")[:, 0], ref.latents, rtol=0, atol=1e-6)
+    assert main(["invert", str(toy[0]), str(folder), "--out", str(out), "--align", "--jpeg-draft"]) == 2
