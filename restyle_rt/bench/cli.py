@@ -134,7 +134,8 @@ def register(subparsers) -> None:
     )
     p.add_argument("--json", metavar="OUT", type=writable_file, help="write the results as JSON")
     p.add_argument("--plot", metavar="OUT.png", type=writable_file,
-                   help="latency per image vs batch (needs matplotlib)")
+                   help="latency per image vs batch, and speed against accuracy with the ship bar drawn "
+                   "(needs matplotlib)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar while a preset is built")
     p.set_defaults(func=_run)
 

@@ -9,7 +9,9 @@ JSON schema (``SCHEMA_VERSION`` 1)::
      "results": [{"backend", "precision", "kind", "batch", "iters", "seconds_per_image", "p50_s", "p90_s", "p99_s",
                   "images_per_s", "stages": {"encoder", "synthesis", "copies", "glue"}, "peak_rss_mb",
                   "accuracy": {"reference", "latent_rel_l2": [per step], "image_rel_l2": [...],
-                               "image_psnr_db": [...]} or null, ...}],
+                               "image_psnr_db": [...], on a fitted checkpoint also "target_psnr_db",
+                               "reference_target_psnr_db", "target_psnr_change_db", "truth_latent_rms",
+                               "reference_truth_latent_rms" [per step] and "meets_bar"} or null, ...}],
      "memory": [...]}      (only with --memory; see restyle_rt.bench.memory)
 
 Latencies are seconds per batch loop unless named ``*_per_image_s``; ``seconds_per_image`` is
@@ -85,6 +87,24 @@ def _accuracy_cells(r: dict) -> List[str]:
     return [f"{max(acc['latent_rel_l2']):.2e}", f"{min(psnr):.1f}" if psnr else "inf"]
 
 
+def _target_cells(r: dict) -> List[str]:
+    """PSNR against the target and its change relative to the FP32 reference (last step), and the ship bar."""
+    acc = r.get("accuracy") or {}
+    if not acc.get("target_psnr_db"):
+        return ["-", "-", "-"]
+    bar = {True: "meets", False: "fails", None: "-"}[acc.get("meets_bar")]
+    return [f"{acc['target_psnr_db'][-1]:.2f}", f"{acc['target_psnr_change_db'][-1]:+.2f}", bar]
+
+
+def _last_ref_psnr(r: dict, cap: float) -> Optional[float]:
+    """The last step's image PSNR against the FP32 reference (``cap`` when identical), None if not measured."""
+    acc = r.get("accuracy")
+    if not acc:
+        return None
+    v = acc["image_psnr_db"][-1]
+    return cap if v is None else min(float(v), cap)
+
+
 def _g(v: float) -> str:
     """4 significant digits, no exponent for the usual range."""
     return f"{v:.4g}" if abs(v) >= 1e-4 or v == 0 else f"{v:.2e}"
@@ -113,6 +133,9 @@ def markdown_table(results: Sequence[dict], reference: str = "torch-official") -
         "latent rel-L2 (worst step)",
         "image PSNR dB (worst step)",
     ]
+    target = any((r.get("accuracy") or {}).get("target_psnr_db") for r in results)
+    if target:
+        head += ["PSNR vs target dB (last step)", "change vs FP32 dB", "ship bar"]
     if sp:
         head.append(f"x vs {reference}")
     if steps:
@@ -125,6 +148,8 @@ def markdown_table(results: Sequence[dict], reference: str = "torch-official") -
         row += [_g(st.get(k, float("nan"))) for k in ("encoder", "synthesis", "copies", "glue")]
         row.append("-" if r.get("peak_rss_mb") is None else f"{r['peak_rss_mb']:.0f}")
         row += _accuracy_cells(r)
+        if target:
+            row += _target_cells(r)
         if sp:
             v = sp.get(_key(r))
             row.append("-" if v is None else f"{v:.2f}")
@@ -186,7 +211,9 @@ def plot(results: Sequence[dict], path: os.PathLike, title: str = "") -> Optiona
         log.warning("--plot: matplotlib is not installed; pip install 'restyle-rt[bench]' (no plot written)")
         return None
     iters = sorted({r["iters"] for r in results})
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    with_acc = any(r.get("accuracy") for r in results)
+    fig, axes = plt.subplots(1, 2 if with_acc else 1, figsize=(13 if with_acc else 7, 4.5), squeeze=False)
+    ax = axes[0][0]
     for name, prec in dict.fromkeys((r["backend"], r.get("precision")) for r in results):
         for n in iters:
             pts = sorted(
@@ -204,6 +231,8 @@ def plot(results: Sequence[dict], path: os.PathLike, title: str = "") -> Optiona
     ax.set_title(title or "restyle-rt bench")
     ax.grid(True, alpha=0.3)
     ax.legend()
+    if with_acc:
+        _accuracy_panel(axes[0][1], results)
     from ..fsio import atomic_open
 
     fig.tight_layout()
@@ -211,3 +240,33 @@ def plot(results: Sequence[dict], path: os.PathLike, title: str = "") -> Optiona
         fig.savefig(f, dpi=110, format="png")
     plt.close(fig)
     return Path(path)
+
+
+def _accuracy_panel(ax, results: Sequence[dict], cap: float = 80.0) -> None:
+    """Speed against accuracy: one point per result (seconds per image, last step's image PSNR against the FP32
+    loop), the ship bar's PSNR line drawn; results that fail the bar are hollow and named so."""
+    from .accuracy import BAR_REF_PSNR_DB, BAR_TARGET_LOSS_DB
+
+    for r in results:
+        y = _last_ref_psnr(r, cap)
+        if y is None:
+            continue
+        acc = r["accuracy"]
+        ok = acc.get("meets_bar")
+        if ok is None:
+            ok = y >= BAR_REF_PSNR_DB  # random weights: only the image bar can be judged
+        prec = r.get("precision")
+        label = f"{r['backend']}{'' if prec in (None, 'fp32') else ' ' + prec} b{r['batch']} n{r['iters']}"
+        if acc.get("target_psnr_change_db"):
+            label += f" ({acc['target_psnr_change_db'][-1]:+.2f} dB vs target)"
+        if not ok:
+            label += " FAILS"
+        ax.scatter([r["seconds_per_image"]], [y], marker="o", s=40, label=label,
+                   facecolors="none" if not ok else None, edgecolors="C3" if not ok else None)
+    ax.axhline(BAR_REF_PSNR_DB, color="C3", linestyle="--", linewidth=1,
+               label=f"ship bar: >= {BAR_REF_PSNR_DB:g} dB vs FP32, <= {BAR_TARGET_LOSS_DB:g} dB lost vs target")
+    ax.set_xlabel("seconds per image (p50)")
+    ax.set_ylabel(f"image PSNR vs FP32 loop, last step (dB; identical = {cap:g})")
+    ax.set_title("speed and accuracy")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)

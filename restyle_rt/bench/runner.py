@@ -290,7 +290,14 @@ def run(cfg: BenchConfig, on_result: Optional[Callable[[dict], None]] = None) ->
             f"re-export with --max-batch {max(cfg.batches)}"
         )
     pairs = plan(cfg.backends, cfg.precisions)  # refuses a precision a target cannot run, before any work
-    x_all = synthetic_images(max(cfg.batches), art.spec.input_hw, cfg.seed)  # [Bmax, 3, H, W]
+    truth = None
+    if cfg.accuracy and cfg.checkpoint is not None and _fitted_source(art):
+        from .accuracy import fitted_targets
+
+        x_all, truth = fitted_targets(cfg.checkpoint, max(cfg.batches), art.spec.input_hw)
+        log.info("bench: fitted checkpoint: inputs are %d images its generator drew from known latents", len(x_all))
+    else:
+        x_all = synthetic_images(max(cfg.batches), art.spec.input_hw, cfg.seed)  # [Bmax, 3, H, W]
     refs = None
     if cfg.accuracy:
         from .accuracy import reference_steps
@@ -299,11 +306,17 @@ def run(cfg: BenchConfig, on_result: Optional[Callable[[dict], None]] = None) ->
         refs = reference_steps(art, cfg.checkpoint, xs, max(cfg.iters), cfg.threads)
     results = []
     for name, precision in pairs:
-        results += _run_target(cfg, art, name, precision, x_all, refs, on_result)
+        results += _run_target(cfg, art, name, precision, x_all, refs, on_result, truth)
     return results
 
 
-def _run_target(cfg: BenchConfig, art, name: str, precision, x_all, refs, on_result) -> List[dict]:
+def _fitted_source(art) -> bool:
+    from .accuracy import _torch_importable, is_fitted
+
+    return is_fitted(art) and _torch_importable()
+
+
+def _run_target(cfg: BenchConfig, art, name: str, precision, x_all, refs, on_result, truth=None) -> List[dict]:
     """Every (batch, iters) configuration of one target; the target is closed before returning."""
     t0 = time.perf_counter()
     rss0 = current_rss_mb()
@@ -336,7 +349,7 @@ def _run_target(cfg: BenchConfig, art, name: str, precision, x_all, refs, on_res
                 }
                 rec.update(time_config(target, x, n, cfg.warmup, cfg.repeat, cfg.early_exit))
                 if refs is not None:
-                    agree = agreement(refs[b], got, n)
+                    agree = agreement(refs[b], got, n, truth.take(b) if truth is not None else None)
                 rec["accuracy"] = agree
                 results.append(rec)
                 if on_result:

@@ -5,6 +5,7 @@ Nothing here asserts on a timing: the toy graphs run in microseconds and the mac
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import re
@@ -374,3 +375,48 @@ def test_pynvml_is_declared_by_the_bench_extra_and_stays_optional(monkeypatch):
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
     monkeypatch.setitem(sys.modules, "pynvml", None)  # not installed: no number, no error
     assert targets._nvml_used_mb(0) is None
+
+
+def test_agreement_against_known_truth_and_the_ship_bar():
+    from restyle_rt.bench.accuracy import BAR_TARGET_LOSS_DB, Steps, Truth, agreement
+
+    tgt = np.zeros((1, 3, 4, 4), np.float32)
+    truth = Truth(tgt, np.zeros((1, 2, 512), np.float32))
+    ref = Steps("ref", [np.full((1, 2, 512), 0.1, np.float32)], [np.full((1, 3, 4, 4), 0.02, np.float32)])
+    # 0.02 off the target: 40 dB for the reference; a loop 0.0202 off loses 0.087 dB, 0.0206 off loses 0.26 dB
+    near = Steps("near", [np.full((1, 2, 512), 0.1, np.float32)], [np.full((1, 3, 4, 4), 0.0202, np.float32)])
+    far = Steps("far", [np.full((1, 2, 512), 0.2, np.float32)], [np.full((1, 3, 4, 4), 0.0206, np.float32)])
+    a = agreement(ref, near, 1, truth)
+    assert a["reference_target_psnr_db"][0] == pytest.approx(40.0, abs=1e-3)
+    assert a["target_psnr_change_db"][0] == pytest.approx(-20 * np.log10(1.01), abs=1e-3)
+    assert a["truth_latent_rms"][0] == pytest.approx(0.1, rel=1e-5)
+    assert a["image_psnr_db"][0] == pytest.approx(80.0, abs=0.1)  # 2e-4 off the reference: far above 35 dB
+    assert a["meets_bar"] is True
+    b = agreement(ref, far, 1, truth)
+    assert b["target_psnr_change_db"][0] < -BAR_TARGET_LOSS_DB and b["meets_bar"] is False
+    assert b["reference_truth_latent_rms"][0] == pytest.approx(0.1, rel=1e-5)
+    assert "meets_bar" not in agreement(ref, far, 1)  # random weights: no answer to lose
+
+
+def test_bench_on_a_fitted_checkpoint_measures_against_the_truth(tmp_path, capsys):
+    """A fitted checkpoint's bench inputs are images its generator drew from known latents; each result says how
+    close its loop gets to them, relative to the FP32 reference, and the plot shows speed against accuracy."""
+    pytest.importorskip("torch")
+    from model_fixtures import fitted_artifacts_path, fitted_checkpoint_path
+
+    art, ckpt = fitted_artifacts_path(), fitted_checkpoint_path()
+    out = tmp_path / "b.json"
+    argv = ["bench", str(art), "--checkpoint", str(ckpt), "--backend", "ort", "--batch", "2", "--iters", "3",
+            "--repeat", "1", "--warmup", "0", "--json", str(out)]
+    if importlib.util.find_spec("matplotlib"):
+        argv += ["--plot", str(tmp_path / "p.png")]
+    assert main(argv) == 0
+    acc = json.loads(out.read_text())["results"][0]["accuracy"]
+    # the fitted loop converges: PSNR against the target rises and the latent error to the truth falls
+    assert acc["target_psnr_db"][0] < acc["target_psnr_db"][1] < acc["target_psnr_db"][2]
+    assert acc["truth_latent_rms"][0] > acc["truth_latent_rms"][1] > acc["truth_latent_rms"][2]
+    assert abs(acc["target_psnr_change_db"][-1]) < 0.01 and acc["meets_bar"] is True  # ORT FP32 is FP32
+    table = capsys.readouterr().out
+    assert "PSNR vs target dB (last step)" in table and "| meets |" in table
+    if importlib.util.find_spec("matplotlib"):
+        assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
