@@ -74,6 +74,12 @@ def register(subparsers) -> None:
         "(cached under $RESTYLE_RT_CACHE, else $XDG_CACHE_HOME/restyle-rt, else ~/.cache/restyle-rt)",
     )
     p.add_argument(
+        "--fitted",
+        action="store_true",
+        help="with --preset: the preset with its encoder fitted to its own generator (church-256), so the loop "
+        "converges and each result's accuracy is also measured against known answers (built once, minutes)",
+    )
+    p.add_argument(
         "--checkpoint", metavar="PT", help="source checkpoint of ARTIFACTS (enables the torch baselines)"
     )
     p.add_argument(
@@ -150,8 +156,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.preset:
         from .presets import ensure_preset
 
-        ckpt_p, art_p = ensure_preset(args.preset, progress=not args.no_progress)
+        ckpt_p, art_p = ensure_preset(args.preset, progress=not args.no_progress, fitted=args.fitted)
         art_dir, ckpt = str(art_p), ckpt or str(ckpt_p)
+    elif args.fitted:
+        raise InputError("--fitted applies to --preset (a fitted checkpoint of your own: pass it as --checkpoint)")
     if ckpt is not None:
         _check_source(art_dir, ckpt)
     threads = args.threads or targets.default_threads()
@@ -251,6 +259,8 @@ def command_line(args: argparse.Namespace) -> str:
     """The command, rebuilt from the parsed arguments (so it is exact however bench was invoked)."""
     parts = ["restyle-rt", "bench"]
     parts += ["--preset", args.preset] if args.preset else [args.artifacts]
+    if getattr(args, "fitted", False):
+        parts.append("--fitted")
     for flag, val in (
         ("--checkpoint", args.checkpoint),
         ("--backend", args.backend),

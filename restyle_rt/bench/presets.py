@@ -12,6 +12,10 @@ A preset is one of :data:`restyle_rt.export.fixtures.PRESETS` (``ffhq-1024``, ``
 
 The weights are meaningless; only the shapes and the compute matter. Building ffhq-1024 takes several
 minutes and about 10 GB of peak memory; church-256 about a minute.
+
+``fitted=True`` (``bench --fitted``) caches under ``presets/<name>-fitted`` the same checkpoint with its encoder
+*fitted* to its own generator (:mod:`restyle_rt.export.fit`: its loop converges, so accuracy can be measured
+against known answers). Only presets with a ResNet34 encoder at a 256x256 input can be fitted (``church-256``).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ log = logging.getLogger("restyle_rt")
 
 # Kept in step with restyle_rt.export.fixtures.PRESETS (which imports torch; this module must not).
 PRESET_NAMES = ("ffhq-1024", "cars-512", "church-256")
+FITTABLE = ("church-256",)  # ResNet34 encoder at 256x256 input (restyle_rt.export.fit.SUPPORTED)
 PRESET_SEED = 0
 CHECKPOINT = "checkpoint.pt"
 ARTIFACTS = "artifacts"
@@ -49,17 +54,23 @@ def check_preset(name: str) -> str:
     return name
 
 
-def preset_dir(name: str) -> Path:
+def preset_dir(name: str, fitted: bool = False) -> Path:
     """The cache directory of preset ``name`` (not created)."""
-    return cache_root() / "presets" / check_preset(name)
+    check_preset(name)
+    if fitted and name not in FITTABLE:
+        raise InputError(f"preset {name!r} cannot be fitted (a ResNet34 encoder at 256x256 input is needed); "
+                         f"fittable: {', '.join(FITTABLE)}")
+    return cache_root() / "presets" / (f"{name}-fitted" if fitted else name)
 
 
-def ensure_preset(name: str, progress: bool = True) -> Tuple[Path, Path]:
+def ensure_preset(name: str, progress: bool = True, fitted: bool = False) -> Tuple[Path, Path]:
     """Build (once) and return the preset's (checkpoint path, artifacts dir).
 
     Args:
         name: a preset name from :data:`PRESET_NAMES`.
         progress: show the exporter's progress bar.
+        fitted: the checkpoint with its encoder fitted to its generator (:data:`FITTABLE` presets; the fit
+            takes minutes to tens of minutes on 2 cores, once).
 
     Returns:
         (checkpoint .pt, artifacts directory).
@@ -68,7 +79,7 @@ def ensure_preset(name: str, progress: bool = True) -> Tuple[Path, Path]:
         InputError: unknown preset.
         BackendUnavailable: torch (the ``export`` extra) is missing and the preset is not cached yet.
     """
-    root = preset_dir(name)
+    root = preset_dir(name, fitted)
     ckpt, art = root / CHECKPOINT, root / ARTIFACTS
     if ckpt.is_file() and (art / "manifest.json").is_file():
         log.debug("preset %s cached at %s", name, root)
@@ -94,7 +105,15 @@ def ensure_preset(name: str, progress: bool = True) -> Tuple[Path, Path]:
             size,
             root,
         )
-        make_checkpoint(ckpt, encoder_type, dataset_type, size, seed=PRESET_SEED)  # written atomically
+        if fitted:
+            from ..export.fit import fit_encoder
+
+            base, _ = ensure_preset(name, progress)
+            log.info("preset %s: fitting its encoder to its generator (first use: minutes)", name)
+            rep = fit_encoder(base, ckpt, seed=PRESET_SEED)  # written atomically
+            log.info("preset %s: fitted in %.0f s (%s)", name, rep["time_s"], rep["config"]["method"])
+        else:
+            make_checkpoint(ckpt, encoder_type, dataset_type, size, seed=PRESET_SEED)  # written atomically
         log.info("preset %s: checkpoint written in %.1f s", name, time.perf_counter() - t0)
     if not (art / "manifest.json").is_file():
         t0 = time.perf_counter()

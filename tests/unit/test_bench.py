@@ -420,3 +420,17 @@ def test_bench_on_a_fitted_checkpoint_measures_against_the_truth(tmp_path, capsy
     assert "PSNR vs target dB (last step)" in table and "| meets |" in table
     if importlib.util.find_spec("matplotlib"):
         assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_fitted_applies_to_fittable_presets_only(tmp_path, monkeypatch, capsys):
+    from restyle_rt.bench import presets
+
+    monkeypatch.setenv("RESTYLE_RT_CACHE", str(tmp_path))
+    assert presets.preset_dir("church-256", fitted=True).name == "church-256-fitted"
+    with pytest.raises(InputError, match="cannot be fitted"):
+        presets.preset_dir("ffhq-1024", fitted=True)
+    assert main(["bench", "--preset", "cars-512", "--fitted", "--no-accuracy"]) == 2
+    assert "cannot be fitted" in capsys.readouterr().err
+    assert main(["bench", str(tmp_path), "--fitted"]) == 2
+    assert "--fitted applies to --preset" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing built
