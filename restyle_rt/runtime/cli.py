@@ -83,7 +83,7 @@ def register(subparsers) -> None:
     p.add_argument(
         "--jpeg-draft", action="store_true",
         help="decode JPEGs at 1/2-1/8 scale before the resize: several times faster on large photos, but not the "
-        "official transforms' bytes (up to ~4 of 255 levels off at the encoder input; not with --align)",
+        "official transforms' bytes (up to ~5 of 255 levels off at the encoder input; not with --align)",
     )
     p.set_defaults(func=run)
 

@@ -133,10 +133,11 @@ def preprocess_file(path: os.PathLike, hw: Tuple[int, int], jpeg_draft: bool = F
         hw: encoder input (H, W).
         jpeg_draft: let libjpeg decode a JPEG at 1/2, 1/4 or 1/8 scale (Pillow's ``Image.draft``; the largest
             scale that keeps both sides >= max(H, W)) before the bilinear resize. Several times faster on large
-            photos, but **not** the official transforms' bytes: on 12 MP JPEGs resized to 256 x 256 the encoder
-            input differs by up to 4 of 255 levels (mean 0.66), and the fitted church fixture's 5-step latents by
-            5e-3 rel-L2 (final image 55 dB against the exact path): far inside the reduced-precision bars, far
-            outside FP32 parity (``benchmarks/input_pipeline.py --draft-accuracy``). Off by default.
+            photos, but **not** the official transforms' bytes: on synthetic 12 MP JPEGs resized to 256 x 256
+            (decoded at 1/8) the encoder input differs by up to 5 of 255 levels (mean 0.7), and the fitted church
+            fixture's latents after 5 steps by 3e-3 to 5e-3 rel-L2 (final image 55-57 dB against the exact path):
+            inside the reduced-precision bars (35 dB), far outside FP32 parity (1e-4 rel-L2 over the loop); see
+            ``benchmarks/input_pipeline.py --draft-accuracy``. Off by default.
 
     Returns:
         [3, H, W] float32 in [-1, 1].
