@@ -22,7 +22,6 @@ against exact decoding, on the same artifacts.
 from __future__ import annotations
 
 import argparse
-import io as _io
 import json
 import os
 import re
