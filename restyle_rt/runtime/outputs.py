@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import weakref
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -218,6 +219,24 @@ def check_no_overwrite(outputs: Sequence[Path], inputs: Sequence[Path], what: st
                               f"choose another {what}")
 
 
+_HELD_LOCKS: "weakref.WeakSet" = weakref.WeakSet()  # lock files this process holds open
+
+
+def _drop_locks_in_child() -> None:
+    """After ``fork``: close the child's copies of the lock files. An ``flock`` belongs to the open file, which a
+    forked child shares; a child that outlives the command (OpenVINO's telemetry forks one from a thread) would
+    otherwise keep ``--out`` locked after the parent released it."""
+    for f in list(_HELD_LOCKS):
+        try:
+            f.close()
+        except OSError:
+            pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_locks_in_child)
+
+
 def lock_dir(directory: Path, command: str, name: str = "lock", target: Optional[Path] = None):
     """Create ``directory/.restyle-rt/`` and take an exclusive ``flock`` on its file ``name`` (the holder's pid
     in it); returns the open file (closing it releases the lock), or None where there is no ``fcntl``.
@@ -245,4 +264,5 @@ def lock_dir(directory: Path, command: str, name: str = "lock", target: Optional
     f.truncate()
     f.write(str(os.getpid()))
     f.flush()
+    _HELD_LOCKS.add(f)
     return f

@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import os
 import struct
 import zlib
 
@@ -225,3 +226,32 @@ def test_api_reports_non_finite_and_0_255_inputs_per_image(toy):
         y[0] = 200.0
         with pytest.raises(InputError, match=r"preprocessed images \[0\] have values up to 200.*expected \[-1, 1\]"):
             inv.invert(y)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_does_not_keep_the_out_lock(tmp_path):
+    """A child forked while --out is locked (OpenVINO's telemetry forks one from a thread) and outliving the
+    command must not hold the lock: the next run on the same --out takes it."""
+    from restyle_rt.runtime.outputs import lock_dir
+
+    lock = lock_dir(tmp_path, "invert")
+    r, w = os.pipe()
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: say it runs, wait until the parent says so, then exit without cleanup
+        os.close(w)
+        os.write(ready_w, b"r")
+        os.read(r, 1)
+        os._exit(0)
+    os.close(r)
+    os.close(ready_w)
+    assert os.read(ready_r, 1) == b"r"              # the child is past fork (and its at-fork hooks)
+    os.close(ready_r)
+    try:
+        lock.close()                                # the command ends; its child lives on
+        again = lock_dir(tmp_path, "invert")        # raised OutputError("... pid <ours>") before
+        again.close()
+    finally:
+        os.write(w, b"x")
+        os.close(w)
+        os.waitpid(pid, 0)
