@@ -36,6 +36,7 @@ COMMANDS = (
     "restyle_rt.demo",            # demo
     "restyle_rt.serve.cli",       # serve, triton-repo
     "restyle_rt.workflows.cli",   # edit, animate
+    "restyle_rt.workflows.video_cli",  # video
     "restyle_rt.workflows.eval_cli",  # eval
     "restyle_rt.align.cli",       # align
     "restyle_rt.info",            # info

@@ -9,9 +9,10 @@ decodes ``w = alpha * w_b + (1 - alpha) * w_a`` for alpha in ``[0]*5 + linspace(
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -82,15 +83,19 @@ def render(backend, profile, latents: np.ndarray, n_transition: int = 25, loop: 
     return out
 
 
-def write_video(path: os.PathLike, frames: Sequence[np.ndarray], fps: float = 15.0) -> Path:
+def write_video(path: os.PathLike, frames: Iterable[np.ndarray], fps: float = 15.0) -> Path:
     """Write RGB uint8 frames to ``.mp4`` (H.264) / ``.avi`` (MJPEG) with PyAV, or ``.gif`` with Pillow; atomic
     (temp name + rename).
 
+    ``frames`` may be a generator: PyAV encodes each frame as it comes (a video never holds the clip; a GIF does).
+    An exception raised by the generator leaves no file behind.
+
     Raises:
-        InputError: no frames, an unknown extension, PyAV missing (names the ``[video]`` extra) or unable to encode.
+        InputError: no frames, frames of different sizes, an unknown extension, PyAV missing (names the
+            ``[video]`` extra) or unable to encode.
     """
     p = Path(os.fsdecode(path))
-    if not frames:
+    if isinstance(frames, Sequence) and not frames:
         raise InputError("no frames to write")
     ext = check_writable_type(p)
     with fsio.atomic_path(p) as tmp:
@@ -121,20 +126,28 @@ def check_writable_type(path: os.PathLike) -> str:
     return ext
 
 
-def _write_av(path: Path, frames: Sequence[np.ndarray], fps: float) -> None:
-    """Encode with PyAV (FFmpeg); odd frame sizes are padded by one edge row/column (4:2:0 needs even sizes)."""
+def _write_av(path: Path, frames: Iterable[np.ndarray], fps: float) -> None:
+    """Encode with PyAV (FFmpeg), one frame at a time; odd frame sizes are padded by one edge row/column (4:2:0
+    needs even sizes)."""
     from fractions import Fraction
 
     import av  # (check_writable_type has checked it imports)
 
     codec, pix_fmt, options = VIDEO_CODECS[path.suffix.lower()]
-    h, w = frames[0].shape[:2]
+    it = iter(frames)
+    first = next(it, None)
+    if first is None:
+        raise InputError("no frames to write")
+    h, w = first.shape[:2]
     pad = ((0, h % 2), (0, w % 2), (0, 0))
     try:
         with av.open(str(path), "w", options={"movflags": "+faststart"} if codec == "libx264" else {}) as out:
             stream = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1001), options=options)
             stream.width, stream.height, stream.pix_fmt = w + w % 2, h + h % 2, pix_fmt
-            for f in frames:
+            for i, f in enumerate(itertools.chain([first], it)):
+                if f.shape[:2] != (h, w):
+                    raise InputError(f"frame {i} is {f.shape[1]}x{f.shape[0]}, the video {w}x{h}: every frame "
+                                     "must have the first one's size")
                 img = np.ascontiguousarray(np.pad(f, pad, mode="edge") if any(pad[0] + pad[1]) else f)
                 out.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
             out.mux(stream.encode(None))  # flush the encoder
@@ -144,8 +157,10 @@ def _write_av(path: Path, frames: Sequence[np.ndarray], fps: float) -> None:
         raise InputError(f"PyAV wrote nothing to {path}")
 
 
-def _write_gif(path: Path, frames: Sequence[np.ndarray], fps: float) -> None:
+def _write_gif(path: Path, frames: Iterable[np.ndarray], fps: float) -> None:
     from PIL import Image
 
     ims = [Image.fromarray(f) for f in frames]
+    if not ims:
+        raise InputError("no frames to write")
     ims[0].save(path, format="GIF", save_all=True, append_images=ims[1:], duration=int(round(1000 / fps)), loop=0)
