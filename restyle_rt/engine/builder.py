@@ -1,25 +1,16 @@
-"""Build TensorRT / TensorRT-RTX engines for an artifacts directory.
+"""Build TensorRT / TensorRT-RTX engines for an artifacts directory, directly on the TensorRT API.
 
-Two precision paths (shared/reference/tensorrt-and-peers.md §3a):
+Two precision paths, chosen from the installed TensorRT (:class:`restyle_rt.runtime.trt_compat.TrtInfo`):
 
-* **strongly typed** (TensorRT >= 10.12, 11.x, TensorRT-RTX): the engine computes in the ONNX's own types. FP32
-  engines build from ``<graph>.onnx``; FP16 engines from ``engines/<graph>.fp16.onnx``, derived by
-  :mod:`restyle_rt.export.fp16` (demodulation, normalisation and latent accumulation stay FP32 inside it).
+* **strongly typed** (TensorRT >= 10.12, 11.x, TensorRT-RTX): FP32 engines build from ``<graph>.onnx``, FP16 engines
+  from ``engines/<graph>.fp16.onnx`` (:mod:`restyle_rt.export.fp16`: demodulation, normalisation and latent
+  accumulation stay FP32 inside it).
 * **precision flags** (TensorRT 8.5 - 10.11, e.g. JetPack 5/6): ``BuilderFlag.FP16`` on the FP32 ONNX, with the
-  same keep-in-FP32 node set pinned to FP32 through layer precision + ``OBEY_PRECISION_CONSTRAINTS``.
+  same keep-in-FP32 node set pinned through layer precision + ``OBEY_PRECISION_CONSTRAINTS``.
 
-FP32 engines clear ``BuilderFlag.TF32`` so that "fp32" means IEEE FP32. TensorRT-RTX engines set
-``BuilderFlag.REQUIRE_USER_ALLOCATION``: the backend captures its loop as a CUDA graph, and RTX contexts are
-stream-capturable only with it (the build also fails, instead of the capture, if a graph ever needs runtime
-allocation). Every build reads its settings back from TensorRT, checks them against what the backend needs and
-records them (:mod:`.settings`).
-
-Written directly against the TensorRT API (identical for both flavours) rather than through Polygraphy, which is
-therefore not a dependency: it switches to TensorRT-RTX only through a process-global environment variable read at
-its import; its engine loader and ``inspect model`` on a plan deserialize (need a GPU driver); a TensorRT-RTX plan
-shows as one fused node, so per-layer engine precision says little; and the settings it would print for a network
-are read here from the same TensorRT objects. TensorRT-vs-ONNX Runtime parity is checked through the backend
-itself (tests/gpu). For ad-hoc per-layer debugging on a GPU, ``polygraphy run G.onnx --trt --onnxrt`` still works.
+FP32 engines clear ``BuilderFlag.TF32`` (IEEE FP32). TensorRT-RTX engines set ``BuilderFlag.REQUIRE_USER_ALLOCATION``
+(the backend's CUDA-graph capture needs it). Every build reads its settings back from TensorRT, checks them against
+what the backend needs and records them (:mod:`.settings`). Why not Polygraphy: docs/architecture.md.
 """
 from __future__ import annotations
 

@@ -1,27 +1,10 @@
 """FP16 ONNX graphs derived from the FP32 export, with a clear keep-in-FP32 rule, and their ORT *proxy* parity.
 
-Why a focused pass and not ``onnxruntime.transformers.float16`` / onnxconverter-common: with a node block list that
-converter wraps *every* blocked node in its own Cast pair (fp32 -> fp16 -> fp32 between two blocked nodes) and
-converts the blocked nodes' Constant inputs to fp16 first, so the demodulation sum of squares is rounded to FP16
-between ReduceSum/MatMul and Add, and the 1e-8 epsilon underflows to 0: exactly the hazard it was asked to avoid
-(checked with onnxruntime 1.31 on a toy modulated conv). This pass gives every tensor one precision, decided by its
-producer, and inserts one shared Cast where a consumer needs the other one.
-
-Keep-in-FP32 rule (:func:`keep_fp32_nodes`):
-
-1. *Demodulation and what feeds it*: every ``Sqrt``, ``Reciprocal`` and ``Pow`` with a negative or fractional
-   constant exponent is an anchor. Its ancestors are kept back to (not including) the activation convolutions
-   (``Conv``/``ConvTranspose``), i.e. rsqrt(s*s @ wsq + 1e-8), the modulation ``Gemm`` and the latent slices.
-   Consumers that only rescale an anchor by constants (``Div``/``Mul``/reshapes) are kept too, so the demod factor
-   leaves FP32 once, at the multiply with the FP16 activations.
-2. *Normalisation with statistics*: LayerNormalization, InstanceNormalization, GroupNormalization, LpNormalization,
-   MeanVarianceNormalization, ReduceSumSquare, ReduceL2 (inference BatchNormalization is a per-channel affine map
-   with constant statistics; it stays FP16 so TensorRT can fuse it into the neighbouring convolution).
-3. *Latent accumulation*: the node producing ``latent_next`` (through trailing reshapes) and every ``Add`` that the
-   ``latent`` input reaches through reshapes only. Graph inputs and outputs stay FP32; casts live inside.
-
-Everything else that computes in float becomes FP16. Initializers used only by FP16 nodes are stored as FP16
-(clipped to +-65504); one used by both precisions is duplicated.
+Every tensor gets one precision, decided by its producer; one shared Cast is inserted where a consumer needs the
+other one. Graph inputs and outputs stay FP32 (casts live inside). The nodes kept in FP32 are those of
+:func:`keep_fp32_nodes`; everything else that computes in float becomes FP16. Initializers used only by FP16 nodes are
+stored as FP16 (clipped to +-65504); one used by both precisions is duplicated. Why a pass of its own rather than
+onnxconverter-common's converter: docs/architecture.md.
 """
 from __future__ import annotations
 
@@ -51,16 +34,8 @@ LATENT_INPUT, LATENT_OUTPUT = "latent", "latent_next"
 FP16_SUFFIX = "__fp16"
 FP16_MAX = 65504.0
 
-# (comparison, precision, output) -> Tolerance, for parity.TOLERANCES (owned by the export author; merge there).
-# "ort-fp16-proxy": ONNX Runtime CPU, <graph>.fp16.onnx vs <graph>.onnx, one graph call on the same random inputs.
-# It is a proxy for TensorRT FP16: same storage rounding, but ORT CPU may run some FP16 nodes in FP32 internally.
-# Measured (random-weight pSp IR-SE50 FFHQ fixtures, batch 1-2, latents around latent_avg, onnxruntime 1.31):
-#   32px fixture: latent_next 1.24e-3; image/feedback 6.8e-4 rel-L2, 65.3 dB.  64px: 1.43e-3; 7.3e-4, 63.7 dB.
-#   1024px (S=18, benchmarks/trt_build_ffhq1024.py export): 1.44e-3; 8.8e-4, 58.7 dB.
-#   (Same 1024 synthesis with *everything* FP16, keep=set(): 1.12e-3, 56.6 dB: random weights do not reach the
-#   overflow/underflow regime, so the keep rule is a guard rail here, not a measured necessity.)
-# Bounds keep ~7x on rel-L2 over the worst of those, and >=8 dB on PSNR.
-# The FP16 entries live in the one tolerance table (parity.TOLERANCES, kind "ort-fp16-proxy").
+# The FP16 entries of the one tolerance table (parity.TOLERANCES, kind "ort-fp16-proxy": ORT CPU, <graph>.fp16.onnx
+# vs <graph>.onnx, one call; a proxy for TensorRT FP16). How they were measured: benchmarks/README.md.
 FP16_TOLERANCES: Dict[tuple, Tolerance] = {k: v for k, v in TOLERANCES.items() if k[1] == "fp16"}
 
 
@@ -122,7 +97,18 @@ def _is_anchor(g, node) -> bool:
 
 
 def keep_fp32_nodes(model) -> Set[str]:
-    """Names of the nodes the FP16 graph computes in FP32 (the rule in the module docstring)."""
+    """Names of the nodes the FP16 graph computes in FP32.
+
+    1. *Demodulation and what feeds it*: every ``Sqrt``, ``Reciprocal`` and ``Pow`` with a negative or fractional
+       constant exponent is an anchor. Its ancestors are kept back to (not including) the activation convolutions
+       (``Conv``/``ConvTranspose``), i.e. rsqrt(s*s @ wsq + 1e-8), the modulation ``Gemm`` and the latent slices.
+       Consumers that only rescale an anchor by constants (``Div``/``Mul``/reshapes) are kept too, so the demod
+       factor leaves FP32 once, at the multiply with the FP16 activations.
+    2. *Normalisation with statistics*: :data:`KEEP_FP32_OPS` (inference BatchNormalization, a per-channel affine
+       map with constant statistics, stays FP16 so TensorRT can fuse it into the neighbouring convolution).
+    3. *Latent accumulation*: the node producing ``latent_next`` (through trailing reshapes) and every ``Add`` that
+       the ``latent`` input reaches through reshapes only.
+    """
     g = model.graph
     producer = {o: n for n in g.node for o in n.output if o}
     consumers = defaultdict(list)

@@ -1,7 +1,7 @@
 """Read and preprocess images on a few threads while the loop runs: batches in order, a bounded read-ahead.
 
-A 12 MP JPEG costs ~125 ms to decode and ~33 ms to resize in Pillow (issue 20's figures), which releases the GIL in
-both, so a small thread pool overlaps them with the backend's loop (ONNX Runtime, OpenVINO and TensorRT release it too).
+Pillow releases the GIL while it decodes and resizes, so a small thread pool overlaps that work with the backend's
+loop (ONNX Runtime, OpenVINO and TensorRT release it too); what it costs on 12 MP photos: benchmarks/README.md.
 :class:`Prefetcher` cuts the inputs into fixed batches (the same batches a serial run makes, so the backend sees
 the same calls and the outputs are bit-identical), reads up to ``depth`` batches ahead of the one the consumer
 holds, and hands them over in input order. Memory stays bounded: while the consumer holds a batch, at most ``depth``

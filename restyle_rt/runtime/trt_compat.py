@@ -4,7 +4,7 @@ One import point for both flavours, their version, and the feature flags the bui
 Selection order: ``RESTYLE_RT_TRT=tensorrt|tensorrt-rtx`` when set, else ``tensorrt``, else TensorRT-RTX
 (``tensorrt_rtx``, or the ``tensorrt_rtx_bindings`` module of the ``tensorrt-rtx-cu13-bindings`` wheel).
 
-Feature facts used (sources in shared/reference/tensorrt-and-peers.md §3a, §3e):
+Feature facts used (from NVIDIA's TensorRT and TensorRT-RTX documentation; docs/architecture.md):
 
 * strong typing: the ``STRONGLY_TYPED`` network flag exists from 9.x/10.x; weak typing is deprecated in 10.12 and
   removed in 11.0; TensorRT-RTX is strongly typed only. We build strongly typed where the flag exists and the
@@ -196,4 +196,3 @@ def try_load_trt(flavour: str = ""):
         return load_trt(flavour)
     except BackendUnavailable:
         return None
-

@@ -1,7 +1,7 @@
 """Backend registry: names -> backend classes, imported lazily so that listing them costs nothing.
 
 ``get_backend("auto", art)``: ``trt`` when it starts, else the installed CPU backend that measures fastest on this
-machine at a precision meeting its accuracy bar (decision cached; :mod:`.choose` has the rule, its cost and the
+machine at a precision meeting its accuracy bar (decision cached; :mod:`.choose` has the rule and the
 ``RESTYLE_RT_AUTO_PROBE`` override). The choice is logged with what was measured.
 A backend asked for by name that cannot run raises :class:`BackendUnavailable` naming what to install; there
 is no silent fallback from a named backend.

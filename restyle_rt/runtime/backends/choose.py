@@ -1,39 +1,18 @@
 """Backend ``auto``: TensorRT when usable, else the CPU backend that *measures* fastest on this machine.
 
-Which CPU backend is faster depends on the CPU, the model and the batch (issue #13's probe: OpenVINO FP32 1.31x
-ONNX Runtime on the church-256 encoder at batch 1, 0.97x on its synthesis), so ``auto`` measures instead of
-following a fixed order:
-
-1. Every backend of :data:`~restyle_rt.runtime.backends.AUTO_ORDER` that is not a CPU backend (``trt``) is tried
-   first, in that order; the first that starts is used, with no probe.
-2. Otherwise the installed CPU backends (:data:`MEASURED`: ``ort``, ``openvino``) are the candidates. Each starts
-   at the precision its *own* rule gives it, so the probe only compares precisions that meet their stated accuracy
-   bar: ``ort`` FP32 (INT8 only on ``precision="auto"`` when the calibration's measured accuracy met its ship bar),
-   ``openvino`` precision ``auto`` (the fastest precision this CPU has whose measured loop bound meets
-   :data:`restyle_rt.parity.AUTO_BAR`: FP32 today; BF16 misses the bar, and is never considered on a CPU without
-   BF16). A precision the caller names is the caller's choice and is passed on unchanged.
-3. **The probe**: per candidate, one warm-up loop step then :data:`REPEATS` timed steps (``encode`` + ``synthesize``
-   at the caller's batch, e.g. ``invert --batch``; ``$RESTYLE_RT_AUTO_BATCH`` overrides it; default 1; clamped to
-   the batch profile), fed with the artifacts' own seeds
-   (``avg_feedback``, ``latent_avg``); the smallest best-of time wins. A candidate that fails to start or to run is
-   closed and skipped with its reason logged. One candidate is alive at a time (peak memory: the largest one's; at
-   ffhq-1024 batch 1 ORT peaks ~2.8 GB RSS, OpenVINO ~4.2 GB), so the winner is started again unless it ran last.
-4. The decision is **cached** as JSON under ``auto-backend/`` in :func:`restyle_rt.fsio.cache_root`
-   (``$RESTYLE_RT_CACHE``, else ``$XDG_CACHE_HOME/restyle-rt``, else ``~/.cache/restyle-rt``),
-   keyed by what can change the answer: CPU model and flags, threads, the graph files' sha256, the backend
-   libraries' versions, the candidates, the other backend options, the batch, restyle-rt's version. A later start
-   with the same key reads the file and starts only the winner. The choice and the measured times are logged at
-   INFO; a probe run while the 1-minute load average exceeds the threads logs a warning (times taken under
-   contention may rank the backends wrongly; ``refresh`` below measures again).
-
-Cost of a probe (once per key): :data:`WARMUP` + :data:`REPEATS` = 3 loop steps per candidate plus each
-candidate's start (OpenVINO compiles the graphs the first time: ~15 s at 1024 px on the 2-vCPU dev VM, cached by
-OpenVINO afterwards), plus possibly one more start of the winner. At ffhq-1024 batch 1 a step is ~2.5 s there
-(benchmarks/cpu/ffhq-1024-cpu-backends.md: encoder ~0.6 s, synthesis ~1.9 s, ORT and OpenVINO FP32 within 3 %), so
-the timed part is ~15 s for the two candidates. Toy artifacts: milliseconds.
+1. The non-CPU backends of :data:`~restyle_rt.runtime.backends.AUTO_ORDER` (``trt``) are tried first, in order; the
+   first that starts is used, with no probe.
+2. Otherwise the installed CPU backends (:data:`MEASURED`) are timed, each at the precision its own rule gives it
+   (a precision the caller names is passed on unchanged): :data:`WARMUP` then :data:`REPEATS` loop steps
+   (``encode`` + ``synthesize``) at the caller's batch (``$RESTYLE_RT_AUTO_BATCH`` overrides it; default 1; clamped
+   to the batch profile), one candidate alive at a time; the smallest best-of time wins. A candidate that fails to
+   start or to run is closed and skipped, its reason logged.
+3. The decision is cached as JSON under ``auto-backend/`` in :func:`restyle_rt.fsio.cache_root`, keyed by
+   :func:`key_parts`; a later start with the same key starts only the winner. The choice and the times are logged.
 
 ``$RESTYLE_RT_AUTO_PROBE``: ``1`` (default) measure or use the cached decision; ``0`` no probe, the static order of
-``AUTO_ORDER`` (first that starts); ``refresh`` re-measure and overwrite the cached decision.
+``AUTO_ORDER`` (first that starts); ``refresh`` re-measure and overwrite the cached decision. Why it measures:
+docs/architecture.md; what a probe costs: benchmarks/README.md.
 """
 
 from __future__ import annotations

@@ -1,36 +1,20 @@
-"""OpenVINO backend (CPU; GPU / NPU with ``device=``): the artifacts' ONNX graphs through OpenVINO's own runtime,
-FP32, BF16 or INT8.
-
-Why OpenVINO's API and not ONNX Runtime's OpenVINO execution provider: the EP ships as a separate onnxruntime
-build (``onnxruntime-openvino``) that replaces the ``onnxruntime`` wheel the core runtime depends on, and it hides
-the two controls this backend needs: the inference-precision hint and per-node FP32 pinning
-(``disable_fp16_compression`` runtime info). The ``openvino`` wheel installs beside onnxruntime and leaves numpy
-alone.
+"""OpenVINO backend (CPU; GPU / NPU with ``device=``): the artifacts' ONNX graphs through OpenVINO's own runtime
+(not ONNX Runtime's OpenVINO EP: docs/architecture.md), FP32, BF16 or INT8.
 
 Precisions (``precision=``):
 
-* ``fp32``: ``INFERENCE_PRECISION_HINT=f32``. Set explicitly: on a CPU with BF16 (AVX512-BF16 / AMX) OpenVINO's
-  *default* hint is bf16.
-* ``bf16``: ``INFERENCE_PRECISION_HINT=bf16``, only on a CPU that has BF16 (``BackendUnavailable`` otherwise).
-  What stays FP32, measured on church-256 (OpenVINO 2026.4, Xeon with AMX): the CPU plugin keeps the *graph tail*
-  (every node after the last convolution / fully-connected layer) in FP32 by itself, so the latent accumulation
-  ``latent + E(x, y)`` already adds in FP32 (only the residual E(x, y) is BF16-rounded). Pinning more nodes to
-  FP32 is possible only through IR ``rt_info`` (``DisablePrecisionConversion``: a typed C++ attribute that the
-  Python API cannot create, and the legacy ``disable_fp16_compression`` key is ignored), via a save/edit/read IR
-  round trip. Measured with it: keeping every demodulation chain FP32 lowers the synthesis per-call rel-L2 only
-  from 1.22e-2 to 1.10e-2, and keeping *every* non-convolution node FP32 to 0.95e-2: the BF16 convolutions
-  themselves carry the error, so this backend pins nothing more (see ``parity.TOLERANCES`` for the loop).
+* ``fp32``: ``INFERENCE_PRECISION_HINT=f32``, set explicitly (on a CPU with BF16 OpenVINO's default hint is bf16).
+* ``bf16``: ``INFERENCE_PRECISION_HINT=bf16``, only on a CPU that has BF16 (``BackendUnavailable`` otherwise). The
+  CPU plugin keeps the graph tail, hence the latent accumulation, in FP32; nothing more is pinned.
 * ``int8``: the explicit Q/DQ graphs ``restyle-rt calibrate`` recorded (``manifest["int8"]``, the CPU encoding the
   ort backend runs too); a graph it shipped none for stays FP32. ``ArtifactError`` when the artifacts have none.
 * ``auto``: the fastest precision this CPU has whose *measured* loop accuracy (``parity.TOLERANCES``) meets the
   stated bar :data:`restyle_rt.parity.AUTO_BAR`; the choice is logged.
 
-Compiled models are cached in ``cache_dir`` (default ``openvino`` under :func:`restyle_rt.fsio.cache_root`:
-``$RESTYLE_RT_CACHE``, else ``$XDG_CACHE_HOME/restyle-rt``, else ``~/.cache/restyle-rt``; OpenVINO keys each
-blob by a hash of the model and the compile options, so one
-directory serves every artifacts dir), so a second start skips compilation. One infer request per graph
-is created once and reused; ``encode``/``synthesize`` return views of its output tensors, which the next call
-overwrites (the ABC's contract: copy what you keep).
+Compiled models are cached in ``cache_dir`` (default ``openvino`` under :func:`restyle_rt.fsio.cache_root`; OpenVINO
+keys each blob by a hash of the model and the compile options, so one directory serves every artifacts dir). One
+infer request per graph is created once and reused; ``encode``/``synthesize`` return views of its output tensors,
+which the next call overwrites (the ABC's contract: copy what you keep).
 """
 
 from __future__ import annotations

