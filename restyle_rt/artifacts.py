@@ -360,4 +360,3 @@ def int8_graph_path(art: Artifacts, graph: str) -> Optional[Path]:
     if not path.is_file():
         raise ArtifactError(f"{path} (INT8 {graph}, listed in the manifest) is missing; re-run `restyle-rt calibrate`")
     return path
-

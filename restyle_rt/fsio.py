@@ -18,7 +18,6 @@ Never imports torch or anything heavy: the runtime uses it.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import secrets
@@ -229,8 +228,3 @@ def check_writable_file(path: PathLike, what: str) -> Path:
                                                                                   else "an empty path"))
     check_writable_dir(p.parent, what)
     return p
-
-
-def is_disk_full(e: BaseException) -> bool:
-    """True for ENOSPC / EDQUOT (no space, quota exceeded)."""
-    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))

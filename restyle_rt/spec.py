@@ -141,6 +141,3 @@ class BatchProfile:
 
     def to_list(self) -> List[int]:
         return [self.min, self.opt, self.max]
-
-
-DEFAULT_PROFILE = BatchProfile()

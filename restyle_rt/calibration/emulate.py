@@ -127,4 +127,3 @@ def _fp32_initializer(dq_out: str, consumers, layers) -> tuple:
             pos = list(c.input).index(dq_out)
             return layers[c.name].input[pos], {c.name}
     raise ValueError(f"DequantizeLinear output {dq_out!r} of an initializer feeds no quantized layer")
-

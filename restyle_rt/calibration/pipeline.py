@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -67,7 +67,6 @@ class CalibrationConfig:
     batch: int = 4
     seed: int = 0
     progress: bool = True
-    extra: dict = field(default_factory=dict)
 
 
 def meets_bar(rows: List[dict], bar: Dict[str, float] = SHIP_BAR) -> bool:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Iterable, List, Optional, Sequence, Tuple
 
 from ..artifacts import (  # noqa: F401 - re-exported: the load-side check lives with the manifest
-    MANIFEST, build_command, cc_str, check_record, incompatibility, write_bytes_atomic, write_manifest)
+    MANIFEST, cc_str, check_record, incompatibility, write_bytes_atomic, write_manifest)
 
 ENGINES_DIR = "engines"
 PRECISIONS = ("fp32", "fp16", "int8")

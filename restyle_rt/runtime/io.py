@@ -170,24 +170,6 @@ def _load(path: os.PathLike, draft: Optional[Tuple[int, int]] = None) -> "Image.
     return im
 
 
-def check_pixels(path, limit: int = 0, name: str = "") -> None:
-    """Refuse an image whose header declares more than ``limit`` (default :data:`MAX_PIXELS`) pixels.
-
-    ``path`` is a file path or a binary file object (encoded bytes); ``name`` names it in the message. Reads the
-    header only (Pillow's lazy ``Image.open``); a file Pillow cannot parse is left to the decoder to report.
-
-    Raises:
-        InputError: naming the declared size and the limit.
-    """
-    try:
-        with _open(path, name or str(path), limit):
-            pass
-    except InputError:
-        raise
-    except Exception:  # noqa: BLE001 - not a format Pillow knows: the decoder reports it
-        return
-
-
 @contextlib.contextmanager
 def _open(src, name: str, limit: int = 0) -> Iterator["Image.Image"]:
     """Pillow's lazy ``Image.open`` with our size limit instead of Pillow's (checked from the header).

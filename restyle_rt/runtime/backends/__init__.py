@@ -107,4 +107,3 @@ def accepted_options(cls, opts: dict) -> dict:
     if dropped:
         log.debug("backend %s ignores options %s", cls.name, dropped)
     return {k: v for k, v in opts.items() if k in params}
-
