@@ -270,7 +270,7 @@ def _render(backend, profile, ready, edit, side_by_side: bool, smoothed: bool) -
 
 def invert_video(inv, source: os.PathLike, out: os.PathLike, settings: VideoSettings,
                  latents: Optional[os.PathLike] = None, fps: Optional[float] = None,
-                 progress: bool = True) -> VideoReport:
+                 progress: bool = True, on_frame: Optional[Callable[[FrameResult], None]] = None) -> VideoReport:
     """Invert (and edit) the clip ``source`` into the video ``out`` (.mp4 H.264 or .avi MJPEG) and, when asked,
     its latents (``latents`` .npy [N, S, 512] float32, one row per written frame, and a .json beside it with the
     input frame indices, steps per frame, skipped frames and settings).
@@ -283,6 +283,7 @@ def invert_video(inv, source: os.PathLike, out: os.PathLike, settings: VideoSett
         latents: where to write the latents, or None.
         fps: output frame rate (default: the input's).
         progress: draw a progress bar (on a terminal).
+        on_frame: called with each :class:`FrameResult` before it is encoded (e.g. to watch a long clip).
 
     Returns:
         VideoReport.
@@ -313,6 +314,8 @@ def invert_video(inv, source: os.PathLike, out: os.PathLike, settings: VideoSett
                 report.indices.append(r.index)
                 report.steps.append(r.steps)
                 report.cold += r.cold
+                if on_frame is not None:
+                    on_frame(r)
                 yield r.frame
             if not report.indices:
                 why = f": no face found in any of its {report.frames_in} frames" if report.skipped else ""
