@@ -32,7 +32,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -220,6 +220,7 @@ class VideoReport:
     frames_in: int = 0
     frames_out: int = 0
     skipped: List[int] = field(default_factory=list)
+    reasons: Dict[int, str] = field(default_factory=dict)
     steps: List[int] = field(default_factory=list)
     indices: List[int] = field(default_factory=list)
     cold: int = 0
@@ -240,19 +241,26 @@ def invert_frames(backend, profile, spec, frames: Iterable[np.ndarray], settings
     warm = WarmStart(backend, profile, s.iters, None if s.cold else s.iters_next, s.early_exit)
     window = LatentWindow(s.smooth)
     edit = None if s.edit is None else np.asarray(s.edit, np.float32).reshape(spec.n_styles, 512)
+
+    def render(ready):
+        return _render(backend, profile, ready, edit, s.side_by_side, s.smooth > 0)
+
     for i, frame in enumerate(frames):
         report.frames_in += 1
         shown = frame if s.aligner is None else s.aligner(frame)
-        if shown is None:
+        res = cold = None
+        if shown is not None:
+            res, cold = warm(io.preprocess(shown, spec.input_hw)[None])  # [1, 3, H, W] in
+        if res is None or not np.isfinite(res.latents[0]).all():  # skipped: the window ends, the next is cold
             report.skipped.append(i)
+            report.reasons[i] = "no face found" if res is None else "the inversion is not finite (NaN/Inf)"
+            log.warning("frame %d: %s; skipped", i, report.reasons[i])
             warm.reset()
-            yield from _render(backend, profile, window.flush(), edit, s.side_by_side, s.smooth > 0)
+            yield from render(window.flush())
             continue
-        x = io.preprocess(shown, spec.input_hw)[None]  # [1, 3, H, W]
-        res, cold = warm(x)
         item = (i, shown, res.images[0], int(res.steps_used[0]), cold)
-        yield from _render(backend, profile, window.push(res.latents[0], item), edit, s.side_by_side, s.smooth > 0)
-    yield from _render(backend, profile, window.flush(), edit, s.side_by_side, s.smooth > 0)
+        yield from render(window.push(res.latents[0], item))
+    yield from render(window.flush())
 
 
 def _render(backend, profile, ready, edit, side_by_side: bool, smoothed: bool) -> Iterator[FrameResult]:
@@ -318,7 +326,8 @@ def invert_video(inv, source: os.PathLike, out: os.PathLike, settings: VideoSett
                     on_frame(r)
                 yield r.frame
             if not report.indices:
-                why = f": no face found in any of its {report.frames_in} frames" if report.skipped else ""
+                why = f": {', '.join(sorted(set(report.reasons.values())))} in all {report.frames_in} frames" \
+                    if report.skipped else ""
                 raise InputError(f"{src.path}: no frame to write{why}")
 
         write_video(out, frames(), report.fps)

@@ -107,8 +107,9 @@ def run(args) -> int:
     finally:
         if lock is not None:
             lock.close()
-    for i in report.skipped:
-        print(f"restyle-rt video: skipped frame {i}: no face found", file=sys.stderr)
+    if report.skipped:  # each was logged as it happened
+        print(f"restyle-rt video: skipped {len(report.skipped)} frame(s): "
+              + ", ".join(f"{i} ({report.reasons.get(i, '?')})" for i in report.skipped), file=sys.stderr)
     warm = report.frames_out - report.cold
     print(f"wrote {report.frames_out} of {report.frames_in} frames ({report.fps:g} fps) -> {out} in "
           f"{report.seconds:.1f} s ({report.frames_in / max(report.seconds, 1e-9):.2f} frames/s; "

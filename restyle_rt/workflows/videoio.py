@@ -9,6 +9,7 @@ MP4/MOV/AVI; containers without a count, such as MPEG-TS, are only caught when a
 
 from __future__ import annotations
 
+import logging
 import os
 from fractions import Fraction
 from pathlib import Path
@@ -18,6 +19,8 @@ import numpy as np
 
 from ..errors import InputError
 from .animation import VIDEO_EXTRA
+
+log = logging.getLogger("restyle_rt")
 
 DEFAULT_FPS = Fraction(25)  # when the container gives no frame rate
 
@@ -80,6 +83,9 @@ class VideoSource:
                 raise InputError(f"{self.path}: frame {self.decoded} is {hw[1]}x{hw[0]}, the clip started at "
                                  f"{first[1]}x{first[0]}; a size change mid-stream is not supported (split the "
                                  "clip, or scale it to one size first, e.g. ffmpeg -vf scale=W:H)")
+            if self.decoded == 0 and getattr(frame, "rotation", 0):
+                log.warning("%s: the clip asks to be shown rotated by %s degrees; frames are used as stored (rotate "
+                            "it first, e.g. ffmpeg -i IN -c:a copy OUT re-encodes upright)", self.path, frame.rotation)
             img = frame.to_ndarray(format="rgb24")  # [h, w, 3] uint8
             self.decoded += 1
             yield img

@@ -374,7 +374,7 @@ def test_cli_align_without_any_face_is_an_error_and_writes_nothing(toy, clips, t
     rc = main(["video", str(d), str(clips / "ok.mp4"), "--out", str(tmp_path / "v.mp4"), "--align",
                "--backend", "ort", "--no-progress"])
     assert rc == EXIT_USAGE
-    assert "no frame to write: no face found in any of its 30 frames" in capsys.readouterr().err
+    assert "no frame to write: no face found in all 30 frames" in capsys.readouterr().err
     assert _clean(tmp_path) == []
 
 
@@ -394,8 +394,32 @@ def test_cli_exit_1_when_frames_were_skipped(toy, clips, tmp_path, capsys, monke
                "2", "--iters-next", "1", "--backend", "ort", "--no-progress"])
     err = capsys.readouterr().err
     assert rc == EXIT_SKIPPED, err
-    assert "skipped frame 0: no face found" in err and "skipped frame 7: no face found" in err
+    assert "skipped 2 frame(s): 0 (no face found), 7 (no face found)" in err
     meta = json.loads((tmp_path / "v.latents.json").read_text())
     assert meta["skipped"] == [0, 7] and len(meta["frames"]) == 28
     assert meta["steps_used"][:8] == [2, 1, 1, 1, 1, 1, 2, 1]  # cold at the first frame and after the miss
     assert os.path.getsize(tmp_path / "v.mp4") > 0
+
+
+def test_a_non_finite_frame_is_skipped_and_the_next_starts_cold(be):
+    """A frame whose inversion is NaN/Inf is skipped (named) and never becomes the next frame's warm start."""
+
+    class NanOnWhite:
+        def __init__(self, inner):
+            self.inner, self.artifacts, self.spec, self.name = inner, inner.artifacts, inner.spec, "nan-on-white"
+
+        def encode(self, image, feedback, latent):
+            out = self.inner.encode(image, feedback, latent)
+            return out * np.float32(np.nan) if image.min() > 0.99 else out
+
+        def synthesize(self, latent):
+            return self.inner.synthesize(latent)
+
+    frames = _frames(5, 16, 16)
+    frames[2] = np.full_like(frames[2], 255)
+    rep = video.VideoReport()
+    s = video.VideoSettings(iters=2, iters_next=1)
+    out = list(video.invert_frames(NanOnWhite(be), be.artifacts.profile, be.spec, frames, s, rep))
+    assert [r.index for r in out] == [0, 1, 3, 4] and [r.cold for r in out] == [True, False, True, False]
+    assert rep.reasons == {2: "the inversion is not finite (NaN/Inf)"}
+    assert all(np.isfinite(r.latent).all() for r in out)
