@@ -106,11 +106,11 @@ def ensure_preset(name: str, progress: bool = True, fitted: bool = False) -> Tup
             root,
         )
         if fitted:
-            from ..export.fit import fit_encoder
+            from ..export.fit import PRESET_FIT, fit_encoder
 
             base, _ = ensure_preset(name, progress)
             log.info("preset %s: fitting its encoder to its generator (first use: minutes)", name)
-            rep = fit_encoder(base, ckpt, seed=PRESET_SEED)  # written atomically
+            rep = fit_encoder(base, ckpt, seed=PRESET_SEED, **PRESET_FIT.get(name, {}))  # written atomically
             log.info("preset %s: fitted in %.0f s (%s)", name, rep["time_s"], rep["config"]["method"])
         else:
             make_checkpoint(ckpt, encoder_type, dataset_type, size, seed=PRESET_SEED)  # written atomically

@@ -69,7 +69,7 @@ def _make(args: argparse.Namespace) -> int:
 
     et, dt, size = PRESETS[args.preset] if args.preset else (args.encoder_type, args.dataset_type, args.output_size)
     if args.fit:
-        from .fit import SUPPORTED, fit_encoder
+        from .fit import PRESET_FIT, SUPPORTED, fit_encoder
 
         if et not in SUPPORTED:
             from ..errors import InputError
@@ -78,7 +78,7 @@ def _make(args: argparse.Namespace) -> int:
                              f"(fits: {', '.join(SUPPORTED)})")
     make_checkpoint(args.out, et, dt, size, seed=args.seed)
     if args.fit:
-        rep = fit_encoder(args.out, args.out, seed=args.seed)
+        rep = fit_encoder(args.out, args.out, seed=args.seed, **PRESET_FIT.get(args.preset, {}))
         print(f"fitted the encoder in {rep['time_s']:.0f} s ({rep['config']['method']}, k={rep['config']['k']})")
     print(f"wrote {args.out} ({et}, {dt}, {size}{', fitted encoder' if args.fit else ''})")
     return EXIT_OK
