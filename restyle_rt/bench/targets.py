@@ -17,7 +17,6 @@ formulation.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 from typing import Dict, List, Optional, Tuple
@@ -122,10 +121,10 @@ class RuntimeTarget:
         from ..runtime.backends import backend_class, get_backend
 
         self.name = name
-        params = inspect.signature(backend_class(name).__init__).parameters
-        opts = {"threads": threads} if "threads" in params else {}
-        if "precision" in params:
-            default = params["precision"].default
+        cls = backend_class(name)  # what it takes: its declared options and precisions
+        opts = {"threads": threads} if "threads" in cls.options else {}
+        if "precision" in cls.options:
+            default = cls.precisions[0]
             if precision is not None:
                 opts["precision"] = precision
         else:
@@ -244,21 +243,22 @@ class TorchTarget:
 
 
 def takes_precision(name: str) -> bool:
-    """Whether target ``name`` takes a ``precision=`` option (baselines never do)."""
+    """Whether target ``name`` takes a ``precision=`` option (its class declares it in ``options``; baselines
+    never do)."""
     if name in BASELINES:
         return False
     from ..runtime.backends import backend_class
 
-    return "precision" in inspect.signature(backend_class(name).__init__).parameters
+    return "precision" in backend_class(name).options
 
 
 def supported_precisions(name: str) -> Tuple[str, ...]:
-    """The precisions backend ``name`` runs (its module's ``PRECISIONS``); ``("fp32",)`` for the rest."""
+    """The precisions backend ``name`` runs (its class's ``precisions``); ``("fp32",)`` for the rest."""
     if not takes_precision(name):
         return ("fp32",)
     from ..runtime.backends import backend_class
 
-    return tuple(getattr(inspect.getmodule(backend_class(name)), "PRECISIONS", ("fp32",)))
+    return tuple(backend_class(name).precisions)
 
 
 def plan(names: List[str], precisions: Optional[List[str]]) -> List[Tuple[str, Optional[str]]]:

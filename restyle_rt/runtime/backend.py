@@ -13,7 +13,7 @@ import abc
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, List, Optional, Sequence, Tuple
+from typing import ClassVar, FrozenSet, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -91,14 +91,27 @@ class LoopResult:
 class Backend(abc.ABC):
     """Runs ``encoder`` and ``synthesis`` of one artifacts directory.
 
-    Class attributes:
-        name: the ``--backend`` name.
-        extra: what to ``pip install`` when it is unavailable (named in ``BackendUnavailable``).
+    Class attributes (what the backend can do, declared once; ``auto``, the bench and the CLI read them, and
+    ``tests/unit/test_layout.py`` checks that every backend declares them):
+        name: the ``--backend`` name (its registry key).
+        extra: the restyle-rt extra that installs its library (``pip install 'restyle-rt[<extra>]'``); ``""`` when
+            the library is a core dependency.
+        library: the import name of the library it runs on; its ``__version__`` is part of ``auto``'s cached
+            decision.
+        precisions: the ``precision=`` values its constructor accepts, its default first (``("fp32",)`` and no
+            ``precision`` option: FP32 only).
+        options: the keyword options its constructor accepts (``auto`` passes each backend only these).
+        probed_by_auto: True for a CPU backend that ``auto`` times against the others; False for one that ``auto``
+            tries first and takes when it starts (an accelerator).
         device_resident: True when run_loop keeps tensors on an accelerator.
     """
 
     name: ClassVar[str] = ""
     extra: ClassVar[str] = ""
+    library: ClassVar[str] = ""
+    precisions: ClassVar[Tuple[str, ...]] = ("fp32",)
+    options: ClassVar[FrozenSet[str]] = frozenset()
+    probed_by_auto: ClassVar[bool] = False
     device_resident: ClassVar[bool] = False
 
     def __init__(self, artifacts: Artifacts):

@@ -106,10 +106,10 @@ def add_loop_options(p) -> None:
     p.add_argument(
         "--precision",
         default=None,
-        choices=("fp32", "fp16", "bf16", "int8", "auto"),
-        help="graphs/engines to run: ort takes fp32 | int8 | auto (INT8 only if the calibration's measured "
-        "accuracy met its bar); openvino fp32 | bf16 | int8 | auto; trt fp32 | fp16 | int8 engines "
-        "(default: the backend's own)",
+        choices=PrecisionChoices(),
+        metavar="PRECISION",
+        help="graphs/engines to run, per backend: PRECISIONS (default: the backend's own, listed first; auto runs "
+        "a lower precision only where its measured accuracy met its bar)",
     )
     p.add_argument(
         "--no-verify", action="store_true",
@@ -137,9 +137,26 @@ def load_options(args) -> dict:
     return {"backend": args.backend, "verify": not args.no_verify, "probe_batch": args.batch, **opts}
 
 
+class PrecisionChoices:
+    """``--precision``'s choices: every precision a registered backend declares (``Backend.precisions``), read
+    when an argument is checked or help is printed, not at registration (importing the backends loads numpy)."""
+
+    def _all(self) -> tuple:
+        from .backends import precisions
+
+        return tuple(dict.fromkeys(p for ps in precisions().values() for p in ps))
+
+    def __contains__(self, value) -> bool:
+        return value in self._all()
+
+    def __iter__(self):
+        return iter(self._all())
+
+
 class BackendNames:
-    """Help-formatter mixin: ``BACKENDS`` in an option's help becomes the registered backend names when help is
-    printed (importing the registry loads numpy, which registration must not). Used by every ``--backend``."""
+    """Help-formatter mixin: ``BACKENDS`` in an option's help becomes the registered backend names, and
+    ``PRECISIONS`` each backend's declared precisions, when help is printed (importing the registry loads numpy,
+    which registration must not). Used by every ``--backend`` and ``--precision``."""
 
     def _get_help_string(self, action):
         text = super()._get_help_string(action)
@@ -147,6 +164,10 @@ class BackendNames:
             from .backends import names
 
             text = text.replace("BACKENDS", " | ".join(names()))
+        if "PRECISIONS" in text:
+            from .backends import precisions
+
+            text = text.replace("PRECISIONS", "; ".join(f"{n} {' | '.join(ps)}" for n, ps in precisions().items()))
         return text
 
 

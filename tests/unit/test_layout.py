@@ -3,7 +3,9 @@
 * imports flow down the layer table (read statically from every ``import``, the lazy ones inside functions too),
   with the known exceptions named below;
 * the torch-free layers never import torch;
-* every ``Backend`` subclass under ``runtime/backends/`` is in the registry, and every registry entry exists;
+* every ``Backend`` subclass under ``runtime/backends/`` is in the registry, every registry entry exists, each class
+  declares what it can do (extra, library, precisions, options, probed_by_auto), and a new backend needs no other
+  edit for ``auto``, the bench and the CLI to see it;
 * every command module is in ``restyle_rt.cli.COMMANDS``, every entry registers a command, and registering all of
   them imports nothing heavy.
 """
@@ -19,6 +21,9 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Set, Tuple
 
 import pytest
+
+from restyle_rt.runtime.backend import Backend
+from restyle_rt.runtime.backends import REGISTRY
 
 pytestmark = pytest.mark.unit
 
@@ -210,13 +215,114 @@ def test_every_backend_class_is_registered_under_its_name():
 
 
 def test_auto_lists_only_registered_backends():
-    from restyle_rt.runtime.backends import AUTO_ORDER, REGISTRY, choose
+    from restyle_rt.runtime.backends import AUTO_ORDER, REGISTRY, backend_class, choose
 
     assert set(AUTO_ORDER) <= set(REGISTRY)
     assert set(choose.MEASURED) <= set(AUTO_ORDER)
     # the cached decision is keyed by each measured backend's library version
-    assert set(choose.MEASURED) <= set(choose.LIBRARIES)
+    assert all(backend_class(n).library for n in choose.MEASURED)
     assert all(extra for _, _, extra in REGISTRY.values()), "each registry line names what to install"
+
+
+CAPABILITIES = ("extra", "library", "precisions", "options", "probed_by_auto")
+
+
+def _extras() -> Set[str]:
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        tomllib = pytest.importorskip("tomli")
+    return set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+
+
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_every_backend_declares_what_it_can_do(name):
+    """Each backend class states its capabilities in its own body (docs/architecture.md, "A new backend"), and the
+    declaration agrees with its constructor and with pyproject.toml."""
+    import inspect
+
+    from restyle_rt.runtime.backends import backend_class
+
+    cls, install = backend_class(name), REGISTRY[name][2]
+    assert set(CAPABILITIES) <= set(vars(cls)), f"{cls.__name__} must declare {', '.join(CAPABILITIES)}"
+    assert isinstance(cls.library, str) and cls.library
+    assert isinstance(cls.probed_by_auto, bool)
+    assert cls.extra == "" or (cls.extra in _extras() and f"restyle-rt[{cls.extra}]" in install), \
+        "extra: '' (core) or a pyproject extra, which the registry line tells to install"
+    params = inspect.signature(cls.__init__).parameters
+    kw = {k for k, p in params.items() if k not in ("self", "artifacts") and p.kind is not p.VAR_KEYWORD}
+    assert isinstance(cls.options, frozenset) and cls.options == kw, "options: what the constructor takes"
+    assert isinstance(cls.precisions, tuple) and cls.precisions and len(set(cls.precisions)) == len(cls.precisions)
+    if "precision" in cls.options:  # the default first (None: the backend picks from what is built, fp16 first)
+        assert params["precision"].default in (None, cls.precisions[0])
+    else:
+        assert cls.precisions == ("fp32",)
+
+
+class _NewBackend(Backend):
+    """A backend as its own file would declare it (ONNX Runtime runs the graphs underneath)."""
+
+    name = "newbe"
+    extra = ""
+    library = "restyle_rt_no_such_library"
+    precisions = ("fp32", "fp8")
+    options = frozenset({"precision", "threads"})
+    probed_by_auto = True
+
+    def __init__(self, artifacts, precision: str = "fp32", threads=None):
+        from restyle_rt.runtime.backends.ort import OrtBackend
+
+        super().__init__(artifacts)
+        self.precision, self.threads = precision, threads
+        self._ort = OrtBackend(artifacts, threads=threads)
+
+    @classmethod
+    def available(cls):
+        return True, ""
+
+    def encode(self, image, feedback, latent):
+        return self._ort.encode(image, feedback, latent)
+
+    def synthesize(self, latent):
+        return self._ort.synthesize(latent)
+
+    def close(self):
+        self._ort.close()
+
+
+def test_adding_a_backend_is_one_file_and_one_registry_line(toy, monkeypatch, tmp_path, capsys):
+    """A new module (here a fake one) and its REGISTRY line, and nothing else: auto probes it, the bench plans its
+    precisions, and the CLI accepts and lists them."""
+    import types
+
+    from restyle_rt import artifacts
+    from restyle_rt.bench import targets
+    from restyle_rt.cli import build_parser
+    from restyle_rt.runtime import backends
+    from restyle_rt.runtime.backends import choose
+
+    module = types.ModuleType("restyle_rt_newbe")
+    module.NewBackend = _NewBackend
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setitem(backends.REGISTRY, "newbe", (module.__name__, "NewBackend", "pip install newbe"))
+
+    assert "newbe" in backends.names() and "newbe" in choose.MEASURED and backends.AUTO_ORDER[-1] == "newbe"
+    monkeypatch.setenv("RESTYLE_RT_AUTO_PROBE", "1")
+    monkeypatch.setenv("RESTYLE_RT_CACHE", str(tmp_path))
+    choose._logged_choices.clear()
+    # fp8 is this backend's own: ort and openvino refuse it and are skipped, so auto measures and takes newbe
+    with backends.get_backend("auto", artifacts.load(toy[0]), precision="fp8", threads=1, spinning=True) as be:
+        assert (be.name, be.precision, be.threads) == ("newbe", "fp8", 1)
+    assert choose.library_version("newbe") == "missing"
+
+    assert "newbe" in targets.runtime_names()
+    assert targets.plan(["newbe", "ort"], ["fp32", "fp8"]) == [("newbe", "fp32"), ("newbe", "fp8"), ("ort", "fp32")]
+
+    parser = build_parser()
+    assert parser.parse_args(["invert", "A", "x", "--out", "o", "--precision", "fp8"]).precision == "fp8"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["invert", "--help"])
+    assert "newbe fp32 | fp8" in " ".join(capsys.readouterr().out.split())
 
 
 # --- commands: one module and one COMMANDS line -----------------------------------------------------------------

@@ -9,10 +9,10 @@ is no silent fallback from a named backend.
 
 from __future__ import annotations
 
+import collections.abc
 import importlib
-import inspect
 import logging
-from typing import Dict, Optional, Tuple, Type
+from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple, Type
 
 from ...artifacts import Artifacts
 from ...errors import BackendUnavailable, InputError
@@ -20,7 +20,9 @@ from ..backend import Backend
 
 log = logging.getLogger("restyle_rt")
 
-# name -> (module, class, what to install when it is unavailable)
+# name -> (module, class, what to install when the module cannot be imported). What each backend can do (its
+# precisions, options, library, extra, whether `auto` probes it) is declared on its class (runtime.backend.Backend):
+# adding a backend is its module and this one line.
 REGISTRY: Dict[str, Tuple[str, str, str]] = {
     "ort": ("restyle_rt.runtime.backends.ort", "OrtBackend", "pip install 'restyle-rt' (onnxruntime is core)"),
     "trt": ("restyle_rt.runtime.backends.trt", "TrtBackend",
@@ -28,10 +30,75 @@ REGISTRY: Dict[str, Tuple[str, str, str]] = {
     "openvino": ("restyle_rt.runtime.backends.openvino", "OpenVinoBackend", "pip install 'restyle-rt[openvino]'"),
 }
 # PyTorch reference loops are benchmark baselines (restyle_rt.bench), not runtime backends: the runtime is torch-free.
-# `auto`: the GPU backend first; the CPU backends (choose.MEASURED) are then ranked by a measurement on this machine
-# (which is faster depends on the CPU, the model and the batch). This order is used as is only with
-# RESTYLE_RT_AUTO_PROBE=0 (or when a single CPU backend is installed).
-AUTO_ORDER = ("trt", "ort", "openvino")
+
+
+class RegistryView(collections.abc.Sequence):
+    """A tuple of backend names derived from :data:`REGISTRY` and the classes' declarations each time it is read,
+    so that a backend registered later is seen (``AUTO_ORDER``, ``choose.MEASURED``)."""
+
+    def __init__(self, derive: Callable[[], Tuple[str, ...]]):
+        self._derive = derive
+
+    def __getitem__(self, i):
+        return self._derive()[i]
+
+    def __len__(self) -> int:
+        return len(self._derive())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._derive())
+
+    def __contains__(self, name) -> bool:
+        return name in self._derive()
+
+    def __eq__(self, other) -> bool:
+        return tuple(self) == tuple(other) if isinstance(other, (tuple, list, RegistryView)) else NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def __repr__(self) -> str:
+        return repr(self._derive())
+
+
+def _probed(name: str) -> Optional[bool]:
+    """Whether ``auto`` probes backend ``name`` (its class's ``probed_by_auto``); None when it cannot be imported."""
+    try:
+        return bool(backend_class(name).probed_by_auto)
+    except BackendUnavailable:
+        return None
+
+
+def auto_order() -> Tuple[str, ...]:
+    """The backends ``auto`` tries, in order: first those it does not probe (an accelerator, taken when it starts;
+    a backend whose module cannot be imported is listed here, so that its reason is logged), then those it times
+    (:func:`measured`), each group in registry order."""
+    probed = {n: _probed(n) for n in REGISTRY}
+    return tuple(n for n in REGISTRY if not probed[n]) + tuple(n for n in REGISTRY if probed[n])
+
+
+def measured() -> Tuple[str, ...]:
+    """The CPU backends ``auto`` chooses between by measuring them (``probed_by_auto``), in registry order."""
+    return tuple(n for n in REGISTRY if _probed(n))
+
+
+# `auto`: the accelerator backends first; the CPU backends (choose.MEASURED) are then ranked by a measurement on this
+# machine. This order is used as is only with RESTYLE_RT_AUTO_PROBE=0 (or when a single CPU backend is installed).
+AUTO_ORDER: Sequence[str] = RegistryView(auto_order)
+
+
+def precisions() -> Dict[str, Tuple[str, ...]]:
+    """``{backend: the precisions it accepts, its default first}`` for every registered backend that takes a
+    ``precision`` option and can be imported."""
+    out = {}
+    for n in REGISTRY:
+        try:
+            cls = backend_class(n)
+        except BackendUnavailable:
+            continue
+        if "precision" in cls.options:
+            out[n] = tuple(cls.precisions)
+    return out
 
 
 def names() -> Tuple[str, ...]:
@@ -99,11 +166,9 @@ def get_backend(name: str, artifacts: Artifacts, *, probe_batch: Optional[int] =
 
 
 def accepted_options(cls, opts: dict) -> dict:
-    """The options ``cls`` accepts (with ``auto`` the caller cannot know which backend gets them)."""
-    params = inspect.signature(cls.__init__).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return dict(opts)
-    dropped = sorted(set(opts) - set(params))
+    """The options ``cls`` accepts (its declared ``options``; with ``auto`` the caller cannot know which backend
+    gets them)."""
+    dropped = sorted(set(opts) - set(cls.options))
     if dropped:
         log.debug("backend %s ignores options %s", cls.name, dropped)
-    return {k: v for k, v in opts.items() if k in params}
+    return {k: v for k, v in opts.items() if k in cls.options}

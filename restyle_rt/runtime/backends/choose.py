@@ -1,12 +1,12 @@
 """Backend ``auto``: TensorRT when usable, else the CPU backend that *measures* fastest on this machine.
 
-1. The non-CPU backends of :data:`~restyle_rt.runtime.backends.AUTO_ORDER` (``trt``) are tried first, in order; the
-   first that starts is used, with no probe.
-2. Otherwise the installed CPU backends (:data:`MEASURED`) are timed, each at the precision its own rule gives it
-   (a precision the caller names is passed on unchanged): :data:`WARMUP` then :data:`REPEATS` loop steps
-   (``encode`` + ``synthesize``) at the caller's batch (``$RESTYLE_RT_AUTO_BATCH`` overrides it; default 1; clamped
-   to the batch profile), one candidate alive at a time; the smallest best-of time wins. A candidate that fails to
-   start or to run is closed and skipped, its reason logged.
+1. The backends that do not declare ``probed_by_auto`` (``trt``) are tried first, in the order of
+   :data:`~restyle_rt.runtime.backends.AUTO_ORDER`; the first that starts is used, with no probe.
+2. Otherwise the installed CPU backends (:data:`MEASURED`: those declaring ``probed_by_auto``) are timed, each at
+   the precision its own rule gives it (a precision the caller names is passed on unchanged): :data:`WARMUP` then
+   :data:`REPEATS` loop steps (``encode`` + ``synthesize``) at the caller's batch (``$RESTYLE_RT_AUTO_BATCH``
+   overrides it; default 1; clamped to the batch profile), one candidate alive at a time; the smallest best-of time
+   wins. A candidate that fails to start or to run is closed and skipped, its reason logged.
 3. The decision is cached as JSON under ``auto-backend/`` in :func:`restyle_rt.fsio.cache_root`, keyed by
    :func:`key_parts`; a later start with the same key starts only the winner. The choice and the times are logged.
 
@@ -32,12 +32,13 @@ from ...artifacts import Artifacts, sha256_file
 from ...errors import ArtifactError, BackendUnavailable, InputError
 from ..backend import Backend
 from ..hostinfo import cpu_id
-from . import AUTO_ORDER, REGISTRY, accepted_options, available, backend_class
+from . import AUTO_ORDER, RegistryView, accepted_options, available, backend_class, measured
 
 log = logging.getLogger("restyle_rt")
 
-LIBRARIES = {"ort": "onnxruntime", "openvino": "openvino"}  # backend -> the library whose version is in the key
-MEASURED = ("ort", "openvino")  # CPU backends chosen by measurement (in AUTO_ORDER's order when not measured)
+# CPU backends chosen by measurement (in AUTO_ORDER's order when not measured): derived from the classes'
+# `probed_by_auto` each time it is read
+MEASURED = RegistryView(measured)
 ENV_PROBE, ENV_BATCH = "RESTYLE_RT_AUTO_PROBE", "RESTYLE_RT_AUTO_BATCH"
 WARMUP, REPEATS = 1, 2
 PROBE_VERSION = 1  # bump when what the probe measures changes: old cached decisions then no longer match
@@ -198,11 +199,12 @@ def key_parts(artifacts: Artifacts, cands: list[str], opts: dict, batch: int) ->
 
 
 def library_version(name: str) -> str:
-    """The version of the library backend ``name`` runs on (its module's ``__version__``)."""
-    lib = LIBRARIES.get(name, REGISTRY[name][0] if name in REGISTRY else name)
+    """The version of the library backend ``name`` runs on (its class's ``library``, that module's
+    ``__version__``); ``"missing"`` when it cannot be imported."""
     try:
-        return str(getattr(importlib.import_module(lib), "__version__", "?"))
-    except ImportError:
+        lib = backend_class(name).library
+        return str(getattr(importlib.import_module(lib), "__version__", "?")) if lib else "?"
+    except (BackendUnavailable, InputError, ImportError):
         return "missing"
 
 

@@ -72,7 +72,11 @@ class OpenVinoBackend(Backend):
     """
 
     name = "openvino"
-    extra = "pip install 'restyle-rt[openvino]'"
+    extra = "openvino"
+    library = "openvino"
+    precisions = ("auto",) + PRECISIONS
+    options = frozenset({"precision", "threads", "hint", "cache_dir", "device"})
+    probed_by_auto = True
 
     def __init__(
         self,

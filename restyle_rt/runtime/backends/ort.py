@@ -74,7 +74,12 @@ class OrtBackend(Backend):
     """
 
     name = "ort"
-    extra = "onnxruntime (a core dependency: `pip install restyle-rt`)"
+    extra = ""  # onnxruntime is a core dependency
+    library = "onnxruntime"
+    precisions = PRECISIONS
+    options = frozenset({"providers", "threads", "device_id", "io_binding", "spinning", "cpu_arena", "mem_pattern",
+                         "precision"})
+    probed_by_auto = True
 
     def __init__(
         self,

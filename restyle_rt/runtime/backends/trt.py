@@ -63,6 +63,10 @@ class TrtBackend(Backend):
 
     name = "trt"
     extra = "trt"
+    library = "tensorrt"  # or tensorrt_rtx (trt_compat picks the flavour); auto does not probe it, so no version key
+    precisions = ("fp16", "fp32", "int8")  # engines; the default is the best one recorded, fp16 first
+    options = frozenset({"precision", "device", "cuda_graph", "verify_hash"})
+    probed_by_auto = False
     device_resident = True
 
     def __init__(self, artifacts: Artifacts, precision: Optional[str] = None, device: int = 0,
