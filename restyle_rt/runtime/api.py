@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -24,7 +24,7 @@ from ..errors import ClosedError, InputError
 from ..spec import BatchProfile, ModelSpec
 from . import io, pipeline
 from .backend import Backend, LoopResult
-from .loop import check_iters, concat_results, pad_to, profile_chunks
+from .loop import check_iters, concat_results, run_in_chunks, synthesize_all
 
 log = logging.getLogger("restyle_rt")
 
@@ -153,17 +153,30 @@ class Inverter:
         x = self.preprocess(images)  # [B, 3, H, W]
         if x.shape[0] == 0:
             raise InputError("no images to invert")
-        parts: List[LoopResult] = []
-        for start, stop in profile_chunks(self.profile, x.shape[0]):
-            chunk = pad_to(x[start:stop], self.profile.min)  # a short tail padded up to the profile minimum
-            r = self.backend.run_loop(chunk, n_iters, return_steps, early_exit)
-            parts.append(r if len(chunk) == stop - start else _take(r, stop - start))
-        res = concat_results(parts)
+        res = concat_results(run_in_chunks(
+            self.profile, x, lambda chunk: self.backend.run_loop(chunk, n_iters, return_steps, early_exit)))
         bad = np.flatnonzero(~np.isfinite(res.latents.reshape(len(res.latents), -1)).all(axis=1))
         if bad.size:
             log.warning("images %s: the inversion is not finite (NaN/Inf latents); check the inputs and artifacts",
                         bad.tolist())
         return res
+
+    def synthesize(self, latents: np.ndarray, progress: Optional[Callable[[int], object]] = None) -> np.ndarray:
+        """Images = G(latents) through the backend, in chunks of ``profile.max`` (a short tail padded up to
+        ``profile.min``); a copy the backend does not reuse.
+
+        Args:
+            latents: [N, S, 512] float32 W+ latents (e.g. ``LoopResult.latents``, or edited ones).
+            progress: called with the number of latents done after each chunk (e.g. ``tqdm.update``).
+
+        Returns:
+            [N, 3, h, w] float32 images in about [-1, 1] (unclamped, as :attr:`LoopResult.images`).
+
+        Raises:
+            InputError: latents not [N, S, 512] with N >= 1.
+        """
+        self._check_open()
+        return synthesize_all(self.backend, self.profile, latents, progress)
 
     def invert_files(
         self,
@@ -263,15 +276,3 @@ def check_batch_values(x: np.ndarray) -> np.ndarray:
                          "expected [-1, 1] (x / 127.5 - 1 of 0..255 pixels); pass uint8 [H, W, 3] arrays to have "
                          "them normalised")
     return x
-
-
-def _take(r: LoopResult, n: int) -> LoopResult:
-    """The first ``n`` images of a LoopResult (drops profile-minimum padding)."""
-    return LoopResult(
-        latents=r.latents[:n],
-        images=r.images[:n],
-        steps_used=r.steps_used[:n],
-        step_latents=[a[:n] for a in r.step_latents],
-        step_images=[a[:n] for a in r.step_images],
-        stages=r.stages,
-    )

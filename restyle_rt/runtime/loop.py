@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple, TypeVar
 
 import numpy as np
 
@@ -31,6 +31,7 @@ from ..spec import BatchProfile
 from .backend import Backend, LoopResult
 
 log = logging.getLogger("restyle_rt")
+T = TypeVar("T")
 
 
 def check_batch(profile: BatchProfile, batch: int, who: str) -> None:
@@ -61,8 +62,8 @@ def check_images(images: np.ndarray, input_hw, who: str = "loop") -> np.ndarray:
 
 
 def profile_chunks(profile: BatchProfile, n: int):
-    """``(start, stop)`` slices of ``range(n)`` of at most ``profile.max`` rows (pad a short tail with
-    :func:`pad_to` up to ``profile.min``, and drop the padding rows' results)."""
+    """``(start, stop)`` slices of ``range(n)`` of at most ``profile.max`` rows (:func:`run_in_chunks` pads a short
+    one up to ``profile.min`` and drops the padding rows' results)."""
     for start in range(0, n, profile.max):
         yield start, min(start + profile.max, n)
 
@@ -70,6 +71,72 @@ def profile_chunks(profile: BatchProfile, n: int):
 def pad_to(x: np.ndarray, rows: int) -> np.ndarray:
     """``x`` with its last row repeated up to ``rows`` rows (``x`` itself when it has that many)."""
     return x if len(x) >= rows else np.concatenate([x, np.repeat(x[-1:], rows - len(x), axis=0)])
+
+
+def run_in_chunks(profile: BatchProfile, x: np.ndarray, fn: Callable[[np.ndarray], T],
+                  progress: Optional[Callable[[int], object]] = None) -> List[T]:
+    """Run ``fn`` on ``x`` [N, ...] chunk by chunk, within the batch profile: the one batching rule of the runtime.
+
+    Chunks are consecutive rows, in order, of ``profile.max`` rows each but the last; a chunk shorter than
+    ``profile.min`` is padded up to it by repeating its last row (:func:`pad_to`), and that chunk's result is trimmed
+    back to its real rows (:func:`take_rows`).
+
+    Args:
+        profile: the batch range ``fn`` accepts.
+        x: the rows to split (images, latents).
+        fn: called once per chunk with [b, ...], ``profile.min <= b <= profile.max``; returns a result whose arrays
+            have ``b`` rows (an array, a :class:`LoopResult`, or tuples/lists of them).
+        progress: called with the number of real rows done after each chunk (e.g. ``tqdm.update``).
+
+    Returns:
+        One result per chunk, each with the chunk's real rows only (:func:`concat_results` joins LoopResults).
+    """
+    out: List[T] = []
+    for start, stop in profile_chunks(profile, len(x)):
+        chunk = pad_to(x[start:stop], profile.min)
+        r = fn(chunk)
+        out.append(r if len(chunk) == stop - start else take_rows(r, stop - start))
+        if progress is not None:
+            progress(stop - start)
+    return out
+
+
+def take_rows(result, n: int):
+    """The first ``n`` rows of a chunk's result (drops padding rows): of an array, of every per-image field of a
+    :class:`LoopResult` (stage times kept), or of each element of a tuple or list of those."""
+    if isinstance(result, np.ndarray):
+        return result[:n]
+    if isinstance(result, LoopResult):
+        return LoopResult(
+            latents=result.latents[:n],
+            images=result.images[:n],
+            steps_used=result.steps_used[:n],
+            step_latents=[a[:n] for a in result.step_latents],
+            step_images=[a[:n] for a in result.step_images],
+            stages=result.stages,
+            feedback=None if result.feedback is None else result.feedback[:n],
+        )
+    if type(result) in (tuple, list):
+        return type(result)(take_rows(r, n) for r in result)
+    raise TypeError(f"take_rows: cannot trim a {type(result).__name__}; return arrays, LoopResults or tuples/lists")
+
+
+def synthesize_all(backend: Backend, profile: BatchProfile, latents: np.ndarray, progress=None) -> np.ndarray:
+    """Images [N, 3, h, w] = G(latents [N, S, 512]) in profile-sized chunks (:func:`run_in_chunks`).
+
+    Args:
+        backend: a runtime backend (``synthesize`` returns views it may reuse: copied here).
+        profile: the batch range it accepts (the artifacts' or an engine's).
+        latents: [N, S, 512] float32.
+        progress: optional callable taking the number of latents done in each chunk (e.g. ``tqdm.update``).
+
+    Raises:
+        InputError: latents not [N, S, 512] with N >= 1.
+    """
+    lat = np.ascontiguousarray(latents, np.float32)
+    if lat.ndim != 3 or lat.shape[0] == 0:
+        raise InputError(f"expected latents [N, S, 512] with N >= 1, got {list(lat.shape)}")
+    return np.concatenate(run_in_chunks(profile, lat, lambda w: np.array(backend.synthesize(w)[0]), progress))
 
 
 def check_feed(artifacts, graph: str, feed: dict, who: str) -> int:

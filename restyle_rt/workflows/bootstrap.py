@@ -8,13 +8,11 @@ encoder input size (the official script pools model 2's images with model 1's po
 
 from __future__ import annotations
 
-from typing import List
-
 import numpy as np
 
 from ..errors import InputError
 from ..runtime.backend import LoopResult
-from ..runtime.loop import check_iters, pad_to, profile_chunks
+from ..runtime.loop import check_iters, run_in_chunks
 
 
 def check_pair(first, second) -> None:
@@ -50,17 +48,10 @@ def bootstrap(first, second, images, n_iters: int = 1) -> LoopResult:
     x = second.preprocess(images)  # [B, 3, H, W]
     if x.shape[0] == 0:
         raise InputError("no images to invert")
-    profile = _common_profile(first, second)
-    steps_lat: List[List[np.ndarray]] = [[] for _ in range(n_iters + 1)]
-    steps_img: List[List[np.ndarray]] = [[] for _ in range(n_iters + 1)]
-
-    for start, stop in profile_chunks(profile, x.shape[0]):
-        xb = pad_to(x[start:stop], profile.min)  # a short tail padded up to the profile minimum
-        for t, (lat, img) in enumerate(_chunk_steps(first, second, xb, n_iters)):
-            steps_lat[t].append(lat[: stop - start])
-            steps_img[t].append(img[: stop - start])
-    lat = [np.concatenate(s) for s in steps_lat]
-    img = [np.concatenate(s) for s in steps_img]
+    # per chunk: [(latents, images) per step]
+    chunks = run_in_chunks(_common_profile(first, second), x, lambda xb: list(_chunk_steps(first, second, xb, n_iters)))
+    lat = [np.concatenate([c[t][0] for c in chunks]) for t in range(n_iters + 1)]
+    img = [np.concatenate([c[t][1] for c in chunks]) for t in range(n_iters + 1)]
     return LoopResult(latents=lat[-1], images=img[-1], steps_used=np.full(x.shape[0], n_iters + 1, np.int64),
                       step_latents=lat, step_images=img)
 

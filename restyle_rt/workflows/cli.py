@@ -126,14 +126,13 @@ def _edit(args, out, factors, paths, names):
     from .. import progress
     from ..runtime import io
     from ..runtime.api import Inverter
-    from .common import synthesize_all
     from .directions import fit_direction, load_direction
     from .editing import render_edits
 
     with Inverter.load(args.artifacts, backend=args.backend) as inv:
         dirs = {Path(d).stem: fit_direction(load_direction(d), inv.spec.n_styles, d) for d in args.direction}
         lat, names, inputs = _sources(args, inv, paths, names)
-        inversions = synthesize_all(inv.backend, inv.profile, lat)  # [N, 3, h, w]
+        inversions = inv.synthesize(lat)  # [N, 3, h, w]
         bar = progress.bar(total=len(dirs) * len(factors) * len(lat), unit="img", desc="edit")
         strips = {n: [] for n in names}
         for dname, d in dirs.items():

@@ -1,4 +1,5 @@
-"""Helpers the workflows share: batched synthesis within the artifacts' profile, latents files."""
+"""Helpers the workflows share: batched synthesis within the artifacts' profile (:func:`synthesize_all`, from
+:mod:`restyle_rt.runtime.loop`), latents files."""
 
 from __future__ import annotations
 
@@ -10,29 +11,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import InputError
-from ..runtime.loop import pad_to, profile_chunks
-from ..spec import BatchProfile
-
-
-def synthesize_all(backend, profile: BatchProfile, latents: np.ndarray, progress=None) -> np.ndarray:
-    """Images [N, 3, h, w] = G(latents [N, S, 512]) in profile-sized batches.
-
-    Args:
-        backend: a runtime backend (``synthesize`` returns views it may reuse: copied here).
-        profile: the artifacts' batch profile.
-        latents: [N, S, 512] float32.
-        progress: optional callable taking the number of latents done in each chunk (e.g. ``tqdm.update``).
-    """
-    lat = np.ascontiguousarray(latents, np.float32)
-    if lat.ndim != 3 or lat.shape[0] == 0:
-        raise InputError(f"expected latents [N, S, 512] with N >= 1, got {list(lat.shape)}")
-    out: List[np.ndarray] = []
-    for start, stop in profile_chunks(profile, lat.shape[0]):
-        img, _ = backend.synthesize(pad_to(lat[start:stop], profile.min))  # [b, 3, h, w]
-        out.append(np.array(img[: stop - start]))
-        if progress is not None:
-            progress(stop - start)
-    return np.concatenate(out)
+from ..runtime.loop import synthesize_all  # noqa: F401 - the workflows' chunked synthesis (Inverter.synthesize)
 
 
 def load_latents(path: os.PathLike, n_styles: int) -> Tuple[np.ndarray, List[str]]:

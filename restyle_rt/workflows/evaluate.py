@@ -216,8 +216,6 @@ def evaluate(inverter, images: Sequence[ImageSource], n_iters: int = 5, true_lat
         InputError: no images, an unreadable image (named), bad ``n_iters`` / ``batch`` / ``true_latents``, or a
             generator output smaller than the 11x11 SSIM window.
     """
-    from .common import synthesize_all
-
     images = list(images)
     n = len(images)
     if n == 0:
@@ -245,7 +243,7 @@ def evaluate(inverter, images: Sequence[ImageSource], n_iters: int = 5, true_lat
     psnr, ssim, msssim = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
     lat_err = None if truth is None else np.full(shape, np.nan)
     avg_lat = np.asarray(inverter.artifacts.latent_avg, np.float32)  # [S, 512]
-    avg_img = synthesize_all(inverter.backend, inverter.profile, avg_lat[None])[0]  # [3, h, w]
+    avg_img = inverter.synthesize(avg_lat[None])[0]  # [3, h, w]
 
     def score(i: int, t: int, img: np.ndarray, ref: np.ndarray) -> None:
         if not np.isfinite(img).all():

@@ -89,3 +89,62 @@ def test_concat_results_joins_chunks():
     assert [s[:, 0, 0].tolist() for s in out.step_latents] == [[1, 1, 2], [2, 2, 3]]
     assert [s[:, 0, 0, 0].tolist() for s in out.step_images] == [[1, 1, 2], [2, 2, 3]]
     assert out.stages == {"encoder": 3.0, "synthesis": 1.0}
+
+
+# --- run_in_chunks: the one batching rule (Inverter.invert, synthesize_all, bootstrap, the trt backend) ----------
+
+def test_run_in_chunks_sizes_order_padding_and_trimming():
+    """Chunks of profile.max rows in order; a ragged tail is padded to profile.min with its last row, and each
+    result is trimmed back to the real rows."""
+    from restyle_rt.runtime.loop import run_in_chunks
+    from restyle_rt.spec import BatchProfile
+
+    x = np.arange(11, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)  # [11, 3], row i == i
+    seen, done = [], []
+
+    def fn(chunk):
+        seen.append(chunk[:, 0].tolist())
+        return chunk * 10
+
+    parts = run_in_chunks(BatchProfile(3, 4, 4), x, fn, progress=done.append)
+    assert seen == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10]]  # chunk size profile.max; the tail (3) fits min 3
+    assert done == [4, 4, 3]
+    np.testing.assert_array_equal(np.concatenate(parts), x * 10)  # order kept
+
+    seen.clear()
+    parts = run_in_chunks(BatchProfile(3, 4, 4), x[:9], fn)  # tail of 1 row, below min 3
+    assert seen == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 8, 8]]  # padded with its last row
+    assert [len(p) for p in parts] == [4, 4, 1]  # trimmed to the real rows
+    np.testing.assert_array_equal(np.concatenate(parts), x[:9] * 10)
+
+
+def test_run_in_chunks_trims_loop_results_and_tuples():
+    from restyle_rt.runtime.loop import run_in_chunks, take_rows
+    from restyle_rt.spec import BatchProfile
+
+    x = np.zeros((5, 2, 512), np.float32)
+    parts = run_in_chunks(BatchProfile(4, 4, 4), x, lambda c: _part(len(c), 1.0))  # 4 + 1 padded to 4
+    assert [len(p.latents) for p in parts] == [4, 1]
+    tail = parts[1]
+    assert [len(a) for a in tail.step_latents + tail.step_images] == [1] * 4
+    assert len(tail.steps_used) == len(tail.images) == 1 and tail.stages == {"encoder": 1.5, "synthesis": 0.5}
+    assert len(concat_results(parts).latents) == 5
+    pair = run_in_chunks(BatchProfile(2, 2, 2), x[:1], lambda c: [(c, c[:, :1])])[0]
+    assert isinstance(pair, list) and [a.shape[0] for a in pair[0]] == [1, 1]
+    with pytest.raises(TypeError, match="cannot trim a dict"):
+        take_rows({"a": x}, 1)
+
+
+def test_inverter_synthesize_chunks_and_matches_one_call(toy):
+    """Inverter.synthesize: profile-sized chunks (toy profile [1, 1, 8]: 8 + 3), the same images as single calls,
+    a copy the backend does not reuse."""
+    from restyle_rt import Inverter
+
+    lat = np.random.default_rng(0).normal(size=(11, artifacts.load(toy[0]).spec.n_styles, 512)).astype(np.float32)
+    done = []
+    with Inverter.load(toy[0], backend="ort") as inv:
+        imgs = inv.synthesize(lat, progress=done.append)
+        one = np.array(inv.backend.synthesize(lat[9:10])[0])
+        inv.backend.synthesize(lat[:1])  # would overwrite a view of the backend's buffers
+    assert imgs.shape == (11, 3, *inv.spec.image_hw) and done == [8, 3]
+    np.testing.assert_allclose(imgs[9:10], one, rtol=1e-5, atol=1e-6)

@@ -33,7 +33,7 @@ from ...errors import ArtifactError, BackendUnavailable, RestyleError
 from ...spec import BatchProfile
 from .. import cuda
 from ..backend import Backend, LoopResult
-from ..loop import check_batch, check_images, check_iters, pad_to
+from ..loop import check_batch, check_images, check_iters, concat_results, pad_to, run_in_chunks
 from ..trt_compat import try_load_trt, trt_cuda_major
 from .trt_engine import RuntimeCache, TrtEngine
 
@@ -150,7 +150,9 @@ class TrtBackend(Backend):
         self.act = cuda.DeviceBuffer(mem)
         self.enc.bind_memory(self.act.ptr, mem)
         self.syn.bind_memory(self.act.ptr, mem)
-        dev = lambda s: cuda.DeviceBuffer(_nbytes((B, *s)))  # noqa: E731
+        def dev(shape) -> cuda.DeviceBuffer:
+            return cuda.DeviceBuffer(_nbytes((B, *shape)))
+
         self.d_image, self.d_fb, self.d_img = dev(self.shape_x), dev(self.shape_x), dev(self.shape_img)
         self.d_lat = (dev(self.shape_w), dev(self.shape_w))
         self.d_lat_avg, self.d_fb_avg = dev(self.shape_w), dev(self.shape_x)
@@ -209,8 +211,7 @@ class TrtBackend(Backend):
         """One encoder call; returns a new array (not a view of the backend's staging memory)."""
         n = image.shape[0]
         b = self._batch(n)
-        f32 = lambda a: pad_to(np.ascontiguousarray(a, np.float32), b)  # noqa: E731
-        image, feedback, latent = f32(image), f32(feedback), f32(latent)
+        image, feedback, latent = (pad_to(np.ascontiguousarray(a, np.float32), b) for a in (image, feedback, latent))
         self._upload(image, self.d_image)
         self._upload(feedback, self.d_fb, image.nbytes)
         self._upload(latent, self.d_lat[0], 2 * image.nbytes)
@@ -237,25 +238,20 @@ class TrtBackend(Backend):
         if early_exit is not None:
             return super().run_loop(images, n_iters, return_steps=return_steps, early_exit=early_exit)
         x = check_images(images, self.spec.input_hw, "trt backend")
-        parts = [self._run_chunk(x[i:i + self.bmax], n_iters, return_steps) for i in range(0, len(x), self.bmax)]
-        cat = lambda k: np.concatenate([p[k] for p in parts])  # noqa: E731
-        steps = [(np.concatenate([p[2][t] for p in parts]), np.concatenate([p[3][t] for p in parts]))
-                 for t in range(n_iters)] if return_steps else []
-        return LoopResult(latents=cat(0), images=cat(1), steps_used=np.full(len(x), n_iters, np.int64),
-                          step_latents=[s[0] for s in steps], step_images=[s[1] for s in steps])
+        return concat_results(run_in_chunks(self.profile, x, lambda c: self._run_chunk(c, n_iters, return_steps)))
 
-    def _run_chunk(self, x: np.ndarray, n: int, return_steps: bool):
-        rows = len(x)
-        b = self._batch(rows)
-        self._upload(pad_to(x, b), self.d_image)
+    def _run_chunk(self, x: np.ndarray, n: int, return_steps: bool) -> LoopResult:
+        """The loop on one chunk of ``profile.min..max`` rows (:func:`run_in_chunks` pads and trims)."""
+        b = self._batch(len(x))
+        self._upload(x, self.d_image)
         step_lat, step_img = [], []
         if return_steps:
             def grab(t, lat):
                 w = self._download(lat, self.h_lat, (b, *self.shape_w))
                 y = self._download(self.d_img, self.h_img, (b, *self.shape_img))
                 self.stream.synchronize()
-                step_lat.append(w[:rows].copy())
-                step_img.append(y[:rows].copy())
+                step_lat.append(w.copy())
+                step_img.append(y.copy())
 
             self._steps(b, n, grab)
         elif self.use_graphs:
@@ -265,7 +261,8 @@ class TrtBackend(Backend):
         lat = self._download(self.d_lat[n % 2], self.h_lat, (b, *self.shape_w))
         img = self._download(self.d_img, self.h_img, (b, *self.shape_img))
         self.stream.synchronize()
-        return lat[:rows].copy(), img[:rows].copy(), step_lat, step_img
+        return LoopResult(latents=lat.copy(), images=img.copy(), steps_used=np.full(b, n, np.int64),
+                          step_latents=step_lat, step_images=step_img)
 
     def _graph(self, b: int, n: int):
         """The cached loop graph for (b, n), captured on first use; :class:`_Eager` when capture is impossible.
