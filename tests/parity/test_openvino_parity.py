@@ -120,6 +120,31 @@ def test_compiled_model_cache(tmp_path):
         assert all(c.get_property("LOADED_FROM_CACHE") for c in be.compiled.values())
 
 
+@pytest.mark.skipif(not cpu_has_bf16(), reason="CPU has no BF16")
+def test_mixed_is_the_bf16_loop_with_an_fp32_last_synthesis(ov_cache):
+    """``mixed``: the loop's steps are BF16's (same latents as ``bf16``), and each image's output is the FP32
+    synthesis of its final latent, also for images that exit early."""
+    art = load(artifacts_path(EXPORTED[0]))
+    x = sample_images(3, art.spec.input_hw, torch.Generator().manual_seed(11)).numpy()
+    with get_backend("openvino", art, precision="bf16", cache_dir=ov_cache) as be:
+        bf16 = be.run_loop(x, 3, return_steps=True)
+    with get_backend("openvino", art, precision="fp32", cache_dir=ov_cache) as be:
+        fp32_img, fp32_fb = (a.copy() for a in be.synthesize(bf16.latents))
+    with get_backend("openvino", art, precision="mixed", cache_dir=ov_cache) as be:
+        assert be.precision == "mixed"
+        mixed = be.run_loop(x, 3, return_steps=True)
+        early = be.run_loop(x, 3, early_exit=1e9)  # every image exits after step 1
+        step1_img, _ = (a.copy() for a in be.synthesize_final(early.latents))
+    for t in range(3):
+        np.testing.assert_array_equal(mixed.step_latents[t], bf16.step_latents[t])
+    np.testing.assert_array_equal(mixed.step_images[1], bf16.step_images[1])  # inside the loop: BF16
+    np.testing.assert_allclose(mixed.images, fp32_img, rtol=0, atol=1e-6)     # the output: FP32's synthesis
+    np.testing.assert_allclose(mixed.feedback, fp32_fb, rtol=0, atol=1e-6)
+    assert compare(bf16.images, fp32_img).rel_l2 > 1e-4                       # which BF16's is not
+    assert (early.steps_used == 1).all()
+    np.testing.assert_allclose(early.images, step1_img, rtol=0, atol=1e-6)
+
+
 def test_auto_precision_meets_the_bar(ov_cache, caplog):
     art = load(artifacts_path(EXPORTED[0]))
     with caplog.at_level("INFO", logger="restyle_rt"), get_backend(
