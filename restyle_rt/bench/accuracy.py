@@ -21,12 +21,12 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from ..parity import SHIP_REF_PSNR_DB as BAR_REF_PSNR_DB  # the ship bar (restyle_rt/parity.py)
+from ..parity import SHIP_TARGET_LOSS_DB as BAR_TARGET_LOSS_DB
 from ..parity import compare
 
 log = logging.getLogger("restyle_rt")
 
-BAR_TARGET_LOSS_DB = 0.2   # a precision may lose at most this much PSNR against the target relative to FP32
-BAR_REF_PSNR_DB = 35.0     # ... and its image must stay at least this close to the FP32 loop's image
 TARGET_SEED = 1_000_003    # held out: the fit draws with seeds 0 (PCA) and 1 (training)
 
 

@@ -14,7 +14,10 @@ pytestmark = pytest.mark.unit
 
 
 def _record(**over):
-    rec = {"graphs": {}, "meets_ship_bar": {"encoder": True}, "measured_on": hostinfo.machine_record()}
+    rows = [{"step": 1, "latent_rel_l2": 1e-2, "image_psnr_db": 40.0}, {"step": 2, "latent_rel_l2": 1e-2,
+                                                                       "image_psnr_db": 36.0}]
+    rec = {"graphs": {}, "meets_ship_bar": {"encoder": True}, "measured_on": hostinfo.machine_record(),
+           "accuracy": {"encoder": {"cpu": rows}}}
     rec.update(over)
     return rec
 
@@ -27,6 +30,14 @@ def test_trusted_only_on_the_cpu_it_was_measured_on(monkeypatch):
     assert not ok and "an unrecorded CPU" in why
     assert int8_trusted(_record(meets_ship_bar={"encoder": False}))[0] is False
     assert int8_trusted(None) == (False, "no INT8 graphs")
+    low = _record(accuracy={"encoder": {"cpu": [{"step": 1, "latent_rel_l2": 1e-2, "image_psnr_db": 34.3}]}})
+    ok, why = int8_trusted(low)             # within calibrate's per-step bar, not 35 dB from FP32 at the end
+    assert not ok and "34.3 dB against FP32's; the ship bar asks >= 35 dB" in why
+    assert int8_trusted(_record(accuracy={}))[0] is False                   # an older record: not trusted
+    both = _record(graphs={"encoder": {}, "synthesis": {}},  # with an INT8 synthesis, its loop's figures count
+                   accuracy={"encoder": {"cpu": [{"image_psnr_db": 40.0}]},
+                             "encoder+synthesis": {"cpu": [{"image_psnr_db": 30.0}]}})
+    assert int8_trusted(both)[0] is False
     monkeypatch.setattr(ort_backend, "cpu_id", lambda: "another")  # the same record read on another machine
     assert int8_trusted(_record())[0] is False
 

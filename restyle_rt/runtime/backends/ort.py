@@ -18,6 +18,7 @@ import numpy as np
 
 from ...artifacts import Artifacts, int8_graph_path
 from ...errors import ArtifactError, BackendUnavailable, InputError
+from ...parity import SHIP_REF_PSNR_DB
 from ...fsio import cache_root
 from ...spec import BATCH, TensorSpec
 from ..backend import Backend, LoopResult
@@ -332,8 +333,9 @@ def choose_precision(art: Artifacts, precision: str) -> str:
     """Resolve ``precision`` (``fp32`` | ``int8`` | ``auto``) against the manifest.
 
     ``auto`` picks ``int8`` only when ``manifest["int8"]`` records that every loop step on its held-out images met
-    its ship bar (``meets_ship_bar.encoder``, set by ``restyle-rt calibrate`` from measured accuracy) **on this CPU
-    model** (:func:`int8_trusted`); else ``fp32``.
+    its ship bar (``meets_ship_bar.encoder``, set by ``restyle-rt calibrate`` from measured accuracy), that the last
+    step's image stayed >= :data:`restyle_rt.parity.SHIP_REF_PSNR_DB` from FP32's, all **on this CPU model**
+    (:func:`int8_trusted`); else ``fp32``.
 
     Raises:
         InputError: unknown precision.
@@ -363,11 +365,26 @@ def int8_trusted(rec: Optional[dict]) -> Tuple[bool, str]:
         return False, "no INT8 graphs"
     if not rec.get("meets_ship_bar", {}).get("encoder"):
         return False, "recorded INT8 accuracy misses its ship bar"
+    psnr = _last_step_psnr(rec)
+    if psnr is None or psnr < SHIP_REF_PSNR_DB:
+        return False, (f"the INT8 loop's last image is {'not recorded' if psnr is None else f'{psnr:.1f} dB'} "
+                       f"against FP32's; the ship bar asks >= {SHIP_REF_PSNR_DB:g} dB")
     where = rec.get("measured_on") or {}
     if where.get("cpu_id") != cpu_id():
         return False, (f"INT8 accuracy was measured on {where.get('cpu') or 'an unrecorded CPU'}, not on this CPU "
                        f"({cpu_model()}); run `restyle-rt calibrate` here to measure it")
     return True, "INT8 accuracy recorded within its ship bar on this CPU"
+
+
+def _last_step_psnr(rec: dict) -> Optional[float]:
+    """The recorded image PSNR against FP32 after the last step of the INT8 loop the runtime would run (encoder,
+    or encoder + synthesis when a synthesis graph was shipped), CPU encoding; inf when identical, None if absent."""
+    label = "encoder+synthesis" if "synthesis" in (rec.get("graphs") or {}) else "encoder"
+    rows = ((rec.get("accuracy") or {}).get(label) or {}).get("cpu") or []
+    if not rows:
+        return None
+    v = rows[-1].get("image_psnr_db")
+    return float("inf") if v is None else float(v)
 
 
 def graph_files(art: Artifacts, precision: str) -> dict:
