@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tempfile
 import time
@@ -29,10 +28,10 @@ def main() -> int:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
-    from restyle_rt.artifacts import MANIFEST, load
+    from restyle_rt.artifacts import load
     from restyle_rt.bench.accuracy import Steps, agreement, fitted_targets
     from restyle_rt.bench.presets import ensure_preset
-    from restyle_rt.export.fp16 import export_fp16
+    from restyle_rt.export.fp16 import fp16_artifacts
     from restyle_rt.runtime.backends import get_backend
     from restyle_rt.runtime.hostinfo import machine_record
 
@@ -41,16 +40,7 @@ def main() -> int:
     x, truth = fitted_targets(str(ckpt), args.batch, art32.spec.input_hw)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        manifest = json.loads((Path(art_dir) / MANIFEST).read_text())
-        for g in ("encoder", "synthesis"):
-            export_fp16(art32.graph_path(g), tmp / f"{g}.fp16.onnx")
-            manifest["graphs"][g] = dict(manifest["graphs"][g], file=f"{g}.fp16.onnx")
-            for k in ("sha256", "data_file", "data_sha256"):
-                manifest["graphs"][g].pop(k, None)
-        for name in ("latent_avg.npy", "avg_feedback.npy"):
-            shutil.copy(Path(art_dir) / name, tmp / name)
-        (tmp / MANIFEST).write_text(json.dumps(manifest))
+        tmp = fp16_artifacts(art_dir, tmp)
         runs = {}
         for label, art in (("ort fp32", art32), ("ort fp16 graphs (proxy)", load(tmp))):
             with get_backend("ort", art) as be:

@@ -300,6 +300,29 @@ def proxy_parity(fp32_path: os.PathLike, fp16_path: os.PathLike,
     return reports
 
 
+def fp16_artifacts(artifacts_dir: os.PathLike, out_dir: os.PathLike) -> Path:
+    """Write into ``out_dir`` an artifacts directory whose graphs are the FP16 graphs of ``artifacts_dir``'s (the
+    manifest copied, pointing at them, their hashes dropped; the loop seeds copied), so the runtime's own loop runs
+    them unchanged. Returns ``out_dir``."""
+    import json
+    import shutil
+
+    from ..artifacts import MANIFEST, load
+
+    src, out = Path(artifacts_dir), Path(out_dir)
+    art32 = load(src)
+    manifest = json.loads((src / MANIFEST).read_text())
+    for g in ("encoder", "synthesis"):
+        export_fp16(art32.graph_path(g), out / f"{g}.fp16.onnx")
+        manifest["graphs"][g] = dict(manifest["graphs"][g], file=f"{g}.fp16.onnx")
+        for k in ("sha256", "data_file", "data_sha256"):
+            manifest["graphs"][g].pop(k, None)
+    for name in ("latent_avg.npy", "avg_feedback.npy"):
+        shutil.copy(src / name, out / name)
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    return out
+
+
 def proxy_loop_parity(artifacts_dir: os.PathLike, images: np.ndarray, n_iters: int = 5,
                       work_dir: Optional[os.PathLike] = None) -> list:
     """FP16 *proxy* parity of the whole loop, per iteration: the ORT backend on the FP16 graphs vs on the FP32 ones.
@@ -310,26 +333,15 @@ def proxy_loop_parity(artifacts_dir: os.PathLike, images: np.ndarray, n_iters: i
     Returns:
         One dict per step: latent rel-L2, image rel-L2 and image PSNR (dB) of FP16 against FP32.
     """
-    import json
-    import shutil
     import tempfile
 
-    from ..artifacts import MANIFEST, load
+    from ..artifacts import load
     from ..runtime.backends import get_backend
 
     src = Path(artifacts_dir)
     art32 = load(src)
     with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
-        tmp = Path(tmp)
-        manifest = json.loads((src / MANIFEST).read_text())
-        for g in ("encoder", "synthesis"):
-            export_fp16(art32.graph_path(g), tmp / f"{g}.fp16.onnx")
-            manifest["graphs"][g] = dict(manifest["graphs"][g], file=f"{g}.fp16.onnx")
-            for k in ("sha256", "data_file", "data_sha256"):
-                manifest["graphs"][g].pop(k, None)
-        for name in ("latent_avg.npy", "avg_feedback.npy"):
-            shutil.copy(src / name, tmp / name)
-        (tmp / MANIFEST).write_text(json.dumps(manifest))
+        tmp = fp16_artifacts(src, tmp)
         results = []
         for art in (art32, load(tmp)):
             with get_backend("ort", art) as be:
