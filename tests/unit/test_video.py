@@ -404,9 +404,18 @@ def test_cli_exit_1_when_frames_were_skipped(toy, clips, tmp_path, capsys, monke
 def test_a_non_finite_frame_is_skipped_and_the_next_starts_cold(be):
     """A frame whose inversion is NaN/Inf is skipped (named) and never becomes the next frame's warm start."""
 
-    class NanOnWhite:
+    from restyle_rt.runtime.backend import Backend
+
+    class NanOnWhite(Backend):
+        name = "nan-on-white"
+
         def __init__(self, inner):
-            self.inner, self.artifacts, self.spec, self.name = inner, inner.artifacts, inner.spec, "nan-on-white"
+            super().__init__(inner.artifacts)
+            self.inner = inner
+
+        @classmethod
+        def available(cls):
+            return True, ""
 
         def encode(self, image, feedback, latent):
             out = self.inner.encode(image, feedback, latent)
