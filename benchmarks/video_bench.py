@@ -35,7 +35,6 @@ from restyle_rt import Inverter  # noqa: E402
 from restyle_rt.bench.runner import machine_info  # noqa: E402
 from restyle_rt.runtime import io  # noqa: E402
 from restyle_rt.workflows.animation import write_video  # noqa: E402
-from restyle_rt.workflows.common import synthesize_all  # noqa: E402
 from restyle_rt.workflows.video import VideoSettings, invert_video  # noqa: E402
 from video_clips import path_latents, render  # noqa: E402
 
@@ -77,7 +76,7 @@ def quality_runs(inv, lat_true, frames, work: Path, fps: float) -> list:
         rep = invert_video(inv, clip, out, VideoSettings(**kw), latents=lat_path, progress=False)
         cpu = time.process_time() - cpu0  # CPU seconds of this process: less sensitive to other jobs than wall time
         w = np.load(lat_path)
-        imgs = np.stack([io.to_uint8(i) for i in synthesize_all(inv.backend, inv.profile, w)])
+        imgs = np.stack([io.to_uint8(i) for i in inv.synthesize(w)])
         err = np.sqrt(((w - lat_true) ** 2).reshape(len(w), -1).mean(1))
         p = psnr(imgs, frames)
         rows.append(dict(

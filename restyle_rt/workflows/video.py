@@ -40,7 +40,6 @@ from .. import fsio
 from ..errors import InputError
 from ..runtime import io
 from ..runtime.loop import check_iters, host_loop, pad_to
-from .common import synthesize_all
 
 log = logging.getLogger("restyle_rt")
 
@@ -228,22 +227,23 @@ class VideoReport:
     fps: float = 0.0
 
 
-def invert_frames(backend, profile, spec, frames: Iterable[np.ndarray], settings: VideoSettings,
+def invert_frames(inv, frames: Iterable[np.ndarray], settings: VideoSettings,
                   report: Optional[VideoReport] = None) -> Iterator[FrameResult]:
-    """Invert a stream of [h, w, 3] uint8 RGB frames; yields one :class:`FrameResult` per frame written
-    (frames without a face under ``settings.aligner`` are skipped and listed in ``report.skipped``).
+    """Invert a stream of [h, w, 3] uint8 RGB frames with the :class:`~restyle_rt.Inverter` ``inv``; yields one
+    :class:`FrameResult` per frame written (frames without a face under ``settings.aligner``, or whose inversion is
+    not finite, are skipped and listed in ``report.skipped`` with ``report.reasons``).
 
-    Lazy: each frame is decoded, inverted and yielded before the next is read (``settings.smooth`` frames
-    later with smoothing on).
+    Lazy: each frame is read, inverted and yielded before the next is read (``settings.smooth`` frames later with
+    smoothing on).
     """
-    s = settings
+    s, spec = settings, inv.spec
     report = report if report is not None else VideoReport()
-    warm = WarmStart(backend, profile, s.iters, None if s.cold else s.iters_next, s.early_exit)
+    warm = WarmStart(inv.backend, inv.profile, s.iters, None if s.cold else s.iters_next, s.early_exit)
     window = LatentWindow(s.smooth)
     edit = None if s.edit is None else np.asarray(s.edit, np.float32).reshape(spec.n_styles, 512)
 
     def render(ready):
-        return _render(backend, profile, ready, edit, s.side_by_side, s.smooth > 0)
+        return _render(inv, ready, edit, s.side_by_side, s.smooth > 0)
 
     for i, frame in enumerate(frames):
         report.frames_in += 1
@@ -263,11 +263,11 @@ def invert_frames(backend, profile, spec, frames: Iterable[np.ndarray], settings
     yield from render(window.flush())
 
 
-def _render(backend, profile, ready, edit, side_by_side: bool, smoothed: bool) -> Iterator[FrameResult]:
+def _render(inv, ready, edit, side_by_side: bool, smoothed: bool) -> Iterator[FrameResult]:
     """Decode what the frame shows: the smoothed latent's image (when smoothing), the edit, side by side."""
     for w, (i, shown, image, steps, cold) in ready:
         lats = ([w] if smoothed else []) + ([w + edit] if edit is not None else [])
-        imgs = synthesize_all(backend, profile, np.stack(lats)) if lats else []  # [k, 3, h, w]
+        imgs = inv.synthesize(np.stack(lats)) if lats else []  # [k, 3, h, w]
         recon = io.to_uint8(imgs[0] if smoothed else image)  # [h, w, 3]
         main = io.to_uint8(imgs[-1]) if edit is not None else recon
         if side_by_side:
@@ -316,7 +316,7 @@ def invert_video(inv, source: os.PathLike, out: os.PathLike, settings: VideoSett
                                                 show=progress))
 
         def frames() -> Iterator[np.ndarray]:
-            for r in invert_frames(inv.backend, inv.profile, inv.spec, bar, settings, report):
+            for r in invert_frames(inv, bar, settings, report):
                 if rows is not None:
                     rows.write(r.latent)
                 report.indices.append(r.index)

@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("av", reason="video needs the [video] extra (PyAV)")
 
-from restyle_rt import artifacts  # noqa: E402
+from restyle_rt import Inverter, artifacts  # noqa: E402
 from restyle_rt.cli import main  # noqa: E402
 from restyle_rt.errors import EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, InputError  # noqa: E402
 from restyle_rt.runtime import io  # noqa: E402
@@ -56,6 +56,11 @@ def be(toy):
     d, ref = toy
     with OrtBackend(artifacts.load(d), threads=1) as b:
         yield b
+
+
+@pytest.fixture(scope="module")
+def inv(be):
+    return Inverter(be.artifacts, be)
 
 
 # --- decode / encode -------------------------------------------------------------------------------------------
@@ -214,7 +219,7 @@ def test_smoothed_aligner_averages_landmarks_and_restarts_after_a_miss():
 
 # --- the pipeline on the toy --------------------------------------------------------------------------------
 
-def test_invert_frames_skips_frames_without_a_face_and_restarts_cold(be):
+def test_invert_frames_skips_frames_without_a_face_and_restarts_cold(inv):
     frames = _frames(7, 16, 16)
     no_face = {2, 3}
     it = iter(range(7))
@@ -224,18 +229,18 @@ def test_invert_frames_skips_frames_without_a_face_and_restarts_cold(be):
 
     rep = video.VideoReport()
     s = video.VideoSettings(iters=3, iters_next=1, smooth=1, aligner=aligner)
-    out = list(video.invert_frames(be, be.artifacts.profile, be.spec, frames, s, rep))
+    out = list(video.invert_frames(inv, frames, s, rep))
     assert [r.index for r in out] == [0, 1, 4, 5, 6] and rep.skipped == [2, 3]
     assert [r.cold for r in out] == [True, False, True, False, False]
     assert [r.steps for r in out] == [3, 1, 3, 1, 1]
     assert all(r.frame.shape == (24, 24, 3) for r in out)
 
 
-def test_side_by_side_and_edit_panels(be):
+def test_side_by_side_and_edit_panels(inv, be):
     frames = _frames(2, 16, 16)
     d = np.random.default_rng(1).normal(size=(4, 512)).astype(np.float32)
     s = video.VideoSettings(iters=2, iters_next=1, edit=d, side_by_side=True)
-    out = list(video.invert_frames(be, be.artifacts.profile, be.spec, frames, s))
+    out = list(video.invert_frames(inv, frames, s))
     f = out[0].frame
     assert f.shape == (24, 72, 3)
     recon = io.to_uint8(be.synthesize(out[0].latent[None])[0][0])
@@ -306,8 +311,6 @@ def test_bad_clips_are_refused_and_nothing_is_written(toy, clips, tmp_path, caps
 
 
 def test_an_interrupt_mid_clip_leaves_nothing(toy, clips, tmp_path):
-    from restyle_rt import Inverter
-
     d, _ = toy
     n = iter(range(100))
 
@@ -316,8 +319,8 @@ def test_an_interrupt_mid_clip_leaves_nothing(toy, clips, tmp_path):
             raise KeyboardInterrupt
         return frame
 
-    with Inverter.load(d, backend="ort") as inv, pytest.raises(KeyboardInterrupt):
-        video.invert_video(inv, clips / "ok.mp4", tmp_path / "v.mp4", video.VideoSettings(aligner=aligner),
+    with Inverter.load(d, backend="ort") as inv2, pytest.raises(KeyboardInterrupt):
+        video.invert_video(inv2, clips / "ok.mp4", tmp_path / "v.mp4", video.VideoSettings(aligner=aligner),
                            latents=tmp_path / "v.latents.npy", progress=False)
     assert _clean(tmp_path) == []
 
@@ -428,7 +431,7 @@ def test_a_non_finite_frame_is_skipped_and_the_next_starts_cold(be):
     frames[2] = np.full_like(frames[2], 255)
     rep = video.VideoReport()
     s = video.VideoSettings(iters=2, iters_next=1)
-    out = list(video.invert_frames(NanOnWhite(be), be.artifacts.profile, be.spec, frames, s, rep))
+    out = list(video.invert_frames(Inverter(be.artifacts, NanOnWhite(be)), frames, s, rep))
     assert [r.index for r in out] == [0, 1, 3, 4] and [r.cold for r in out] == [True, False, True, False]
     assert rep.reasons == {2: "the inversion is not finite (NaN/Inf)"}
     assert all(np.isfinite(r.latent).all() for r in out)

@@ -56,9 +56,7 @@ def _errors(w, lat):
 def test_warm_start_tracks_the_truth_with_fewer_steps(clip):
     art, lat, frames, no_move, _ = clip
     with Inverter.load(art, backend="ort") as inv:
-        runs = {n: list(invert_frames(inv.backend, inv.profile, inv.spec, frames, VideoSettings(iters=5,
-                                                                                                 iters_next=n)))
-                for n in (1, 2)}
+        runs = {n: list(invert_frames(inv, frames, VideoSettings(iters=5, iters_next=n))) for n in (1, 2)}
     e1, e2 = (_errors(np.stack([r.latent for r in runs[n]]), lat) for n in (1, 2))
     assert [r.steps for r in runs[2]] == [5] + [2] * (N - 1) and [r.cold for r in runs[2]] == [True] + [False] * 5
     assert e2[0] < 0.05 * no_move[0], (e2, no_move)  # the cold first frame: measured 0.025 x
