@@ -435,3 +435,12 @@ def test_a_non_finite_frame_is_skipped_and_the_next_starts_cold(be):
     assert [r.index for r in out] == [0, 1, 3, 4] and [r.cold for r in out] == [True, False, True, False]
     assert rep.reasons == {2: "the inversion is not finite (NaN/Inf)"}
     assert all(np.isfinite(r.latent).all() for r in out)
+
+
+def test_early_exit_applies_per_frame(inv):
+    """--early-exit stops each frame's own loop (cold or warm) once its update is below the threshold."""
+    frames = _frames(4, 16, 16)
+    out = list(video.invert_frames(inv, frames, video.VideoSettings(iters=4, iters_next=3, early_exit=1e9)))
+    assert [r.steps for r in out] == [1, 1, 1, 1]
+    out = list(video.invert_frames(inv, frames, video.VideoSettings(iters=4, iters_next=3, early_exit=0.0)))
+    assert [r.steps for r in out] == [4, 3, 3, 3]
