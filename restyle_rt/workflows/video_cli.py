@@ -2,8 +2,8 @@
 
 Frame 1 runs --iters steps from the loop seeds; every later frame runs --iters-next steps from the previous
 frame's final latent and feedback (--cold: every frame from the seeds, the official per-frame inversion). Writes
---out (.mp4 H.264 or .avi MJPEG, at the input's frame rate) and the per-frame latents (--latents-out, default
-OUT.latents.npy [N, S, 512] + OUT.latents.json: input frame index and steps of each row, skipped frames).
+--out (.mp4 H.264 or .avi MJPEG, at the input's frame rate; no audio) and the per-frame latents (--latents-out,
+default OUT.latents.npy [N, S, 512] + OUT.latents.json: input frame index and steps of each row, skipped frames).
 
 Edits: --direction FILE --factor F (repeat both; one --factor applies to every direction) writes w + sum f_i d_i,
 with the same direction files as `edit`. --side-by-side writes [input, inversion, edit] per frame.
