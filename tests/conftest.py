@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
 
 import pytest
+
+# A runner that starts pytest in the background of a non-interactive shell (`cmd &`, nohup) leaves SIGINT ignored,
+# and Python then installs no KeyboardInterrupt handler: the tests of interrupt handling need Python's default.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 TESTS = Path(__file__).resolve().parent
 if str(TESTS) not in sys.path:  # make tests/toy_artifacts.py importable from every test module
