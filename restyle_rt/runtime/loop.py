@@ -223,20 +223,16 @@ def host_loop(
     for t in range(1, n_iters + 1):
         if state.size:
             delta = _step(backend, state, res.stages, last=t == n_iters)
+            done = None if early_exit is None else delta < early_exit
+            if done is not None and done.any() and t < n_iters:  # their last step: output from the final synthesis
+                _final_images(backend, state, done, res.stages)
             if state.compact:  # scatter the active images into the outputs
                 lat[state.idx] = state.lat
                 img[state.idx] = state.img
                 fb[state.idx] = state.fb
-            if early_exit is not None:
-                done = delta < early_exit
-                if done.any():
-                    steps[state.idx[done]] = t
-                    if t < n_iters:  # an image's last step: its output from the final synthesis
-                        _final_images(backend, state, done, res.stages)
-                        if state.compact:
-                            img[state.idx[done]] = state.img[done]
-                            fb[state.idx[done]] = state.fb[done]
-                    state = state.keep(~done)
+            if done is not None and done.any():
+                steps[state.idx[done]] = t
+                state = state.keep(~done)
         if return_steps:
             res.step_latents.append(lat.copy())
             res.step_images.append(img.copy())
@@ -295,8 +291,8 @@ class _Active:
 def _final_images(backend: Backend, st: _Active, done: np.ndarray, stages: dict) -> None:
     """Images that exit early: their last step's output again through ``synthesize_final`` (only where a backend
     overrides it: the whole active batch, which fits the profile, then the exiting rows kept)."""
-    if type(backend).synthesize_final is Backend.synthesize_final:
-        return
+    if getattr(backend.synthesize_final, "__func__", None) is Backend.synthesize_final:
+        return  # the backend's final synthesis is its ordinary one: the image is already that
     t0 = time.perf_counter()
     image, feedback = backend.synthesize_final(st.lat)  # [A, 3, h, w], [A, 3, H, W]
     st.img[done] = image[done]

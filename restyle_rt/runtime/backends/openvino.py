@@ -117,6 +117,7 @@ class OpenVinoBackend(Backend):
         self.compiled = {g: self._compile(g) for g in ("encoder", "synthesis")}
         if self.precision == "mixed":  # the last step's synthesis, in FP32
             self.compiled["synthesis_final"] = self._compile("synthesis", hint="f32")
+            self.synthesize_final = self._synthesize_fp32  # other precisions keep Backend's (= synthesize)
         self.requests = {g: c.create_infer_request() for g, c in self.compiled.items()}
         self._outputs = {g: {o.get_any_name(): o for o in c.outputs} for g, c in self.compiled.items()}
         log.info("openvino backend: %s on %s, %d threads, %s hint, cache %s", self.precision, self.device,
@@ -172,9 +173,8 @@ class OpenVinoBackend(Backend):
         out = self._run("synthesis", {"latent": latent})
         return out["image"], out["feedback"]  # [B, 3, h, w], [B, 3, H, W], views
 
-    def synthesize_final(self, latent: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        if "synthesis_final" not in self.requests:
-            return self.synthesize(latent)
+    def _synthesize_fp32(self, latent: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """``mixed``: the last step's synthesis, FP32 (views, as :meth:`synthesize`)."""
         out = self._run("synthesis_final", {"latent": latent})
         return out["image"], out["feedback"]
 
