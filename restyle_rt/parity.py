@@ -173,11 +173,45 @@ AUTO_BAR = {"latent": TOLERANCES[("ort-loop", "fp32", "latent")], "image": TOLER
 # The ship bar of a reduced precision, judged on a loop that converges (a fitted preset: restyle_rt.export.fit) after
 # its last step: it costs the user at most SHIP_TARGET_LOSS_DB of PSNR against the target image relative to FP32, and
 # its image stays at least SHIP_REF_PSNR_DB from the FP32 loop's. `restyle-rt bench` on a fitted checkpoint reports
-# both halves per result; an INT8 record (no known targets) can show only the second. Measured on the fitted
-# church-256 (5 steps, batch 4, AMD EPYC Zen 4): OpenVINO BF16 -0.84 dB / 40.4 dB, "mixed" -0.51 dB / 41.2 dB, so
-# neither ships and `auto` keeps FP32 (benchmarks/README.md, "Fitted church-256").
+# both halves per result; an INT8 record (no known targets) can show only the second.
 SHIP_TARGET_LOSS_DB = 0.2
 SHIP_REF_PSNR_DB = 35.0
+
+
+@dataclass(frozen=True)
+class ShipVerdict:
+    """A reduced precision's ship bar, measured on a fitted preset's last step: PSNR against the target relative to
+    FP32's (dB; the bar: >= -SHIP_TARGET_LOSS_DB) and PSNR against the FP32 loop's image (>= SHIP_REF_PSNR_DB)."""
+
+    target_change_db: float
+    ref_psnr_db: float
+    measured: str
+
+    @property
+    def meets(self) -> bool:
+        return self.target_change_db >= -SHIP_TARGET_LOSS_DB and self.ref_psnr_db >= SHIP_REF_PSNR_DB
+
+
+# (backend, precision) -> {the CPU's BF16 path (runtime.hostinfo.bf16_path): verdict}. BF16 kernels differ by path
+# (AMX tiles vs AVX-512 BF16 dot products), so `precision="auto"` trusts a verdict only on the path it was measured
+# on; a path with no entry runs FP32. Measured with `restyle-rt bench --preset church-256 --fitted` (5 steps, 4
+# held-out targets, batch 4; benchmarks/fitted-church-256.md).
+_FITTED_AMD = "fitted church-256, 5 steps, batch 4, AMD EPYC Zen 4"
+SHIP_VERDICTS = {
+    ("openvino", "bf16"): {"avx512_bf16": ShipVerdict(-0.84, 40.4, _FITTED_AMD)},
+    ("openvino", "mixed"): {"avx512_bf16": ShipVerdict(+0.29, 49.0, _FITTED_AMD)},
+}
+
+
+def ship_verdict(backend: str, precision: str, bf16_path: str) -> Tuple[bool, str]:
+    """Whether (``backend``, ``precision``) met the ship bar on a CPU with this BF16 path; (ok, why)."""
+    rec = SHIP_VERDICTS.get((backend, precision), {})
+    v = rec.get(bf16_path)
+    if v is None:
+        where = ", ".join(sorted(rec)) or "no CPU"
+        return False, f"ship bar not measured on a {bf16_path or 'non-BF16'} CPU (measured on {where})"
+    got = f"{v.target_change_db:+.2f} dB vs target, {v.ref_psnr_db:.1f} dB vs FP32 ({v.measured})"
+    return v.meets, ("meets the ship bar: " if v.meets else "misses the ship bar: ") + got
 
 
 def meets_auto_bar(kind: str, precision: str) -> Tuple[bool, str]:
