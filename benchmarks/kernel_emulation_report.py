@@ -22,10 +22,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "kernels"))
 
+from emu import emulate
 from kernel_cases import LAYER_KINDS, make_layer, stylegan2_layer_shapes
 from test_emulated import _reduced_size, rel_l2
 
-from restyle_rt.kernels import emulate
 from restyle_rt.kernels import reference as R
 
 

@@ -1,11 +1,11 @@
 """The CUDA kernels, compiled from the same source for the CPU emulator, against the float64 NumPy reference.
 
-``restyle_rt/kernels/emulate.py`` builds ``modconv.cu`` with g++, ``modulated_conv/emu/cuda_emu.h`` and
-``-fsanitize=address,undefined -fno-sanitize-recover=all``; every run is a subprocess that fails on any sanitizer
-report. The launch code (grid, block, shared-memory bytes, path choice) is the CUDA build's own. Covered: every
-distinct modulated-conv layer of the StyleGAN2 generators with 256, 512 and 1024 px outputs (real channel counts
-and kernel types; spatial size reduced, keeping partial and multiple 8x16 tiles where the layer is cheap enough),
-FP32 and FP16 storage. What the emulator does not model is listed at the top of cuda_emu.h.
+``emu/emulate.py`` (test machinery beside this file) builds the package's ``modconv.cu`` with g++,
+``emu/cuda_emu.h`` and ``-fsanitize=address,undefined -fno-sanitize-recover=all``; every run is a subprocess that
+fails on any sanitizer report. The launch code (grid, block, shared-memory bytes, path choice) is the CUDA build's
+own. Covered: every distinct modulated-conv layer of the StyleGAN2 generators with 256, 512 and 1024 px outputs (real
+channel counts and kernel types; spatial size reduced, keeping partial and multiple 8x16 tiles where the layer is
+cheap enough), FP32 and FP16 storage. What the emulator does not model is listed at the top of emu/cuda_emu.h.
 """
 
 import os
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from emu import emulate
 from kernel_cases import LAYER_KINDS, make_layer, stylegan2_layer_shapes
 
-from restyle_rt.kernels import emulate
 from restyle_rt.kernels import reference as R
 
 SHAPES = stylegan2_layer_shapes((256, 512, 1024))
