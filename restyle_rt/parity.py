@@ -161,6 +161,25 @@ TOLERANCES: Dict[Tuple[str, str, str], Tolerance] = {
     # A proxy bound (random weights compound the error), ~1.4x margin; NOT an accuracy to ship.
     ("ort-int8-loop-church256-arch", "int8", "latent"): Tolerance(0.35, note="worst measured 2.44e-1 (step 2)"),
     ("ort-int8-loop-church256-arch", "int8", "image"): Tolerance(0.6, 8.0, note="worst measured 10.6 dB (step 2)"),
+    # The modulated convolution alone (restyle_rt/kernels, tests/kernels): one layer's output [B, Cout, Hout, Wout]
+    # vs the float64 NumPy reference (kernels.reference.styled_conv_np), not a graph output. The "-fp16-io" kinds
+    # store x and the output in FP16 and accumulate in FP32; their reference gets the same FP16 x.
+    # torch fp32 formulations (ref / grouped / phase) over the three layer kinds, batch 1/3, Cin 12..512
+    # (tests/kernels/test_reference.py sizes, 2026-11); ~10x margin.
+    ("modconv-formulations", "fp32", "out"): Tolerance(5e-6, note="measured <= 5.6e-7"),
+    # the fused CUDA kernel (kernels.runner), fp32 with fp32 accumulation, on an H100 (benchmarks/gpu/README.md,
+    # 2026-11-22).
+    ("modconv-cuda", "fp32", "out"): Tolerance(1e-5, note="measured pass/fail only: every case of tests/kernels/"
+                                                          "test_gpu.py passed under it; values not recorded"),
+    # FP16 rounding of x and out alone gives ~2^-11 relative; the same H100 run.
+    ("modconv-cuda-fp16-io", "fp16", "out"): Tolerance(2e-3, note="measured worst 2.11e-4 (3x3), 2.12e-4 (up 3x3), "
+                                                                  "2.30e-4 (ToRGB)"),
+    # The same CUDA source on the CPU emulator (tests/kernels/emu: g++ -O2, exact fmaf/rsqrtf): every StyleGAN2 layer
+    # shape at 256/512/1024 px plus the Cin 3072..4097 ToRGB cases, measured by benchmarks/kernel_emulation_report.py
+    # (results/kernel_emulation.json, 2026-11-22). FP32 accumulation over Cin*9 up to 4608 terms; ~2.3x margin.
+    ("modconv-emulated", "fp32", "out"): Tolerance(3e-6, note="measured max 1.28e-6"),
+    # output rounding alone is bounded by 2^-11 = 4.9e-4 relative (same report)
+    ("modconv-emulated-fp16-io", "fp16", "out"): Tolerance(5e-4, note="measured max 2.31e-4"),
 }
 
 
