@@ -27,7 +27,8 @@ import sys
 from pathlib import Path
 
 from ..errors import EXIT_OK
-from .args import RawBackendHelpFormatter, add_artifacts, add_loop_options, batch_size, check_loop_options, load_options
+from .args import (RawBackendHelpFormatter, add_artifacts, add_loop_options, add_out_dir, batch_size,
+                   check_loop_options, load_options)
 
 OUTPUTS = ("eval.json", "eval.csv")
 PLOT = "eval.png"
@@ -45,7 +46,7 @@ def register(subparsers) -> None:
     add_loop_options(p)
     p.add_argument("--true-latents", metavar="FILE.npy",
                    help="true W+ latents [N, S, 512], one per image in listed order: adds the latent RMS error")
-    p.add_argument("--out", metavar="DIR", help="write eval.json and eval.csv (and eval.png with --plot) here")
+    add_out_dir(p, help="write eval.json and eval.csv (and eval.png with --plot) here", required=False)
     p.add_argument("--plot", action="store_true", help="also write DIR/eval.png, per-step curves (needs matplotlib)")
     p.set_defaults(func=run)
 
