@@ -1,9 +1,9 @@
 """TensorRT / TensorRT-RTX engines: build them for an artifacts directory, record them, check them at load.
 
-``build_engines`` (``restyle-rt build``, :mod:`.cli`) writes ``ARTIFACTS/engines/<graph>.<precision>.engine`` and
-one record per engine in ``manifest["engines"]``, with the build settings read back from TensorRT
-(:mod:`.settings`); ``check_record`` refuses an engine built for another TensorRT or GPU. Names are imported
-lazily so that registering the ``build`` command imports nothing heavy.
+``build_engines`` (``restyle-rt build``, :mod:`restyle_rt.cli.build`) writes
+``ARTIFACTS/engines/<graph>.<precision>.engine`` and one record per engine in ``manifest["engines"]``, with the build
+settings read back from TensorRT (:mod:`.settings`); ``check_record`` refuses an engine built for another TensorRT
+or GPU. Names are imported lazily so that registering the ``build`` command imports nothing heavy.
 """
 import importlib
 

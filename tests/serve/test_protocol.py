@@ -144,7 +144,7 @@ def test_io_table_declares_the_encoded_tensors(inv):
     assert ("image_encoded", np.bytes_, (1,), False) in outs
     assert ("step_images_encoded", np.bytes_, (-1,), False) in outs
     assert len({n for n, *_ in ins + outs}) == len(ins) + len(outs)  # no name is both an input and an output
-    from restyle_rt.serve import cli
+    from restyle_rt.cli import serve as cli
 
     assert cli.IMAGE_FORMATS == protocol.IMAGE_FORMATS  # the CLI's copy (registration does not import numpy)
 
@@ -197,7 +197,7 @@ def test_cli_registration_is_light_and_in_step():
     import sys
 
     code = ("import argparse, json, sys; sys.modules['torch'] = None\n"
-            "from restyle_rt.serve import cli\n"
+            "from restyle_rt.cli import serve as cli\n"
             "p = argparse.ArgumentParser(); cli.register(p.add_subparsers())\n"
             "a = p.parse_args(['serve', 'A'])\n"
             "heavy = [m for m in ('numpy', 'onnxruntime', 'cv2', 'pytriton') if sys.modules.get(m) is not None]\n"

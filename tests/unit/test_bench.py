@@ -372,7 +372,7 @@ def test_pynvml_is_declared_by_the_bench_extra_and_stays_optional(monkeypatch):
 
     pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
     assert any(r.startswith("nvidia-ml-py") for r in pyproject["project"]["optional-dependencies"]["bench"])
-    code = "import sys, restyle_rt.bench.targets, restyle_rt.bench.cli; print('pynvml' in sys.modules)"
+    code = "import sys, restyle_rt.bench.targets, restyle_rt.cli.bench; print('pynvml' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
     monkeypatch.setitem(sys.modules, "pynvml", None)  # not installed: no number, no error
     assert targets._nvml_used_mb(0) is None

@@ -177,7 +177,8 @@ def test_make_checkpoint_refuses_what_export_refuses(tmp_path, argv):
 
 def test_make_checkpoint_choices_match_the_loader():
     pytest.importorskip("torch")
-    from restyle_rt.export import checkpoint, cli
+    from restyle_rt.cli import export as cli
+    from restyle_rt.export import checkpoint
 
     assert set(cli.ENCODER_TYPES) == set(checkpoint.SUPPORTED_ENCODERS)
     assert min(cli.OUTPUT_SIZES) == checkpoint.MIN_OUTPUT_SIZE

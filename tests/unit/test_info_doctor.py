@@ -197,4 +197,4 @@ def test_info_and_doctor_register_nothing_heavy():
     """)
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout) == {"heavy": [], "funcs": ["restyle_rt.info", "restyle_rt.doctor"]}
+    assert json.loads(r.stdout) == {"heavy": [], "funcs": ["restyle_rt.cli.info", "restyle_rt.cli.doctor"]}

@@ -232,7 +232,7 @@ def test_api_reports_non_finite_and_0_255_inputs_per_image(toy):
 def test_a_forked_child_does_not_keep_the_out_lock(tmp_path):
     """A child forked while --out is locked (OpenVINO's telemetry forks one from a thread) and outliving the
     command must not hold the lock: the next run on the same --out takes it."""
-    from restyle_rt.runtime.outputs import lock_dir
+    from restyle_rt.cli.outputs import lock_dir
 
     lock = lock_dir(tmp_path, "invert")
     r, w = os.pipe()

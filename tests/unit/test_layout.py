@@ -1,13 +1,19 @@
 """The package's shape as docs/architecture.md states it, enforced where a test can.
 
 * imports flow down the layer table (read statically from every ``import``, the lazy ones inside functions too),
-  with the known exceptions named below;
+  with no exception: the runtime reaches no layer above it, and nothing imports a command module;
+* every command lives in the ``restyle_rt/cli/`` package, which holds only the dispatcher, its entry points, the
+  modules the commands share (argument groups, the ``--out`` manager) and one module per command; no library module
+  defines a command or imports argparse;
 * the torch-free layers never import torch;
 * every ``Backend`` subclass under ``runtime/backends/`` is in the registry, every registry entry exists, each class
   declares what it can do (extra, library, precisions, options, probed_by_auto), and a new backend needs no other
   edit for ``auto``, the bench and the CLI to see it;
 * every command module is in ``restyle_rt.cli.COMMANDS``, every entry registers a command, and registering all of
   them imports nothing heavy.
+
+Each structural rule is a function returning its violations; the tests run it on the package and on the package
+with one violating module injected, so a rule that stops seeing anything fails too.
 """
 from __future__ import annotations
 
@@ -31,8 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PKG = ROOT / "restyle_rt"
 
 # docs/architecture.md, "Layers": top-level modules of the core layer, and the layer each may import from.
-CORE = {"errors", "spec", "artifacts", "fsio", "parity", "metrics", "progress", "argtypes", "__version__"}
-TOP_COMMANDS = {"cli", "__main__", "demo", "info", "doctor"}
+CORE = {"errors", "spec", "artifacts", "fsio", "parity", "metrics", "progress", "__version__"}
 ALLOWED: Dict[str, Set[str]] = {
     "core": {"core"},
     "kernels": {"core"},
@@ -46,19 +51,16 @@ ALLOWED: Dict[str, Set[str]] = {
     "bench": {"core", "export", "runtime"},
     "package": {"core", "runtime"},  # restyle_rt/__init__.py: the lazy public API (Inverter, load_artifacts)
 }
-TORCH_FREE = {"core", "runtime", "engine", "align", "workflows", "serve", "package"}
-TORCH_FREE_MODULES = {"restyle_rt.cli", "restyle_rt.__main__", "restyle_rt.info", "restyle_rt.doctor"}
+ALLOWED["cli"] = set(ALLOWED) | {"cli"}  # the top layer: the commands drive every layer below
+TORCH_FREE = {"core", "runtime", "engine", "align", "workflows", "serve", "package", "cli"}
+TORCH_COMMANDS = {"restyle_rt.cli.demo"}  # samples the fitted model's true latent and runs the PyTorch reference
 
-# Known exceptions (docs/architecture.md, "Known exceptions"), to go with the planned restyle_rt/cli/ package. Another
-# change is editing runtime/cli.py now, so they are recorded here instead of moved.
-LAYER_EXCEPTIONS = {
-    # `invert --bootstrap` and `invert --align`: the invert command lives in the runtime package
-    ("restyle_rt.runtime.cli", "workflows"),
-    ("restyle_rt.runtime.cli", "align"),
-}
-# Command modules may import the option helpers (BackendHelpFormatter, BackendNames, add_loop_options, ...) that
-# live in the invert command's module.
-SHARED_COMMAND_MODULE = "restyle_rt.runtime.cli"
+# the cli package (docs/architecture.md, "A new command")
+DISPATCHER = "restyle_rt.cli"  # main + COMMANDS: reaches its commands by import string only
+ENTRY_POINTS = {"restyle_rt.__main__", "restyle_rt.cli.__main__"}  # python -m restyle_rt / restyle_rt.cli
+SHARED = {"restyle_rt.cli.args", "restyle_rt.cli.outputs"}  # what commands share: argument groups, --out manager
+
+Tree = Dict[str, Tuple[bool, ast.Module]]  # dotted module name -> (is a package's __init__, its parsed source)
 
 
 def _dotted(path: Path) -> str:
@@ -67,35 +69,38 @@ def _dotted(path: Path) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def _modules() -> Dict[str, Path]:
-    return {_dotted(p): p for p in sorted(PKG.rglob("*.py"))}
+def _package() -> Tree:
+    """Every module of restyle_rt, parsed (read-only: :func:`_injected` copies it)."""
+    return {_dotted(p): (p.name == "__init__.py", ast.parse(p.read_text(), str(p))) for p in sorted(PKG.rglob("*.py"))}
 
 
-@functools.lru_cache(maxsize=None)
-def _tree(path: Path) -> ast.Module:
-    return ast.parse(path.read_text(), str(path))
+def _injected(modules: Dict[str, str]) -> Tree:
+    """The package with ``modules`` ({dotted name: source}) added or replacing the real ones."""
+    real = _package()
+    return {**real, **{m: (real.get(m, (False,))[0], ast.parse(textwrap.dedent(src))) for m, src in modules.items()}}
 
 
-def _defines(path: Path, name: str) -> bool:
-    return any(isinstance(n, ast.FunctionDef) and n.name == name for n in _tree(path).body)
+def _defines(tree: ast.Module, name: str) -> bool:
+    return any(isinstance(n, ast.FunctionDef) and n.name == name for n in tree.body)
 
 
-def _is_command(mod: str) -> bool:
-    return mod in ("restyle_rt.cli", "restyle_rt.__main__") or _defines(_modules()[mod], "register")
+def _commands(mods: Tree) -> Set[str]:
+    """The command modules: those that define ``register(subparsers)``."""
+    return {m for m, (_, tree) in mods.items() if _defines(tree, "register")}
 
 
-def _resolve(dotted: str) -> str:
+def _resolve(mods: Tree, dotted: str) -> str:
     """The module a dotted import name lands in: itself when it is a module, else its parent (an attribute)."""
-    while dotted not in _modules() and "." in dotted:
+    while dotted not in mods and "." in dotted:
         dotted = dotted.rsplit(".", 1)[0]
     return dotted
 
 
-def _imports(mod: str) -> Iterator[Tuple[str, int]]:
-    """(imported restyle_rt module, line) for every import in ``mod``, at any depth (lazy imports included)."""
-    path = _modules()[mod]
-    package = mod if path.name == "__init__.py" else mod.rsplit(".", 1)[0]
-    for node in ast.walk(_tree(path)):
+def _imported(mods: Tree, mod: str) -> Iterator[Tuple[str, int]]:
+    """(absolute name, line) of every import in ``mod``, at any depth (lazy imports included)."""
+    is_pkg, tree = mods[mod]
+    package = mod if is_pkg else mod.rsplit(".", 1)[0]
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -108,82 +113,156 @@ def _imports(mod: str) -> Iterator[Tuple[str, int]]:
         else:
             continue
         for name in names:
-            if name == "restyle_rt" or name.startswith("restyle_rt."):
-                yield _resolve(name), node.lineno
+            yield name, node.lineno
+
+
+def _imports(mods: Tree, mod: str) -> Iterator[Tuple[str, int]]:
+    """(imported restyle_rt module, line) for every import of restyle_rt in ``mod``."""
+    for name, line in _imported(mods, mod):
+        if name == "restyle_rt" or name.startswith("restyle_rt."):
+            yield _resolve(mods, name), line
 
 
 def _layer(mod: str) -> str:
     parts = mod.split(".")
     if len(parts) == 1:
         return "package"
+    if parts[1] == "__main__":
+        return "cli"
     if parts[1] in CORE:
         return "core"
-    if parts[1] in TOP_COMMANDS:
-        return "commands"
     if parts[1] in ALLOWED:
         return parts[1]
     raise AssertionError(f"{mod}: in no layer of docs/architecture.md; add it to the table there and here")
 
 
+# --- the rules: each returns its violations --------------------------------------------------------------------
+
+def _layer_violations(mods: Tree) -> List[str]:
+    """Imports against the "may import" column (the dispatcher: core and the argument groups only; an entry point:
+    the dispatcher only)."""
+    bad: List[str] = []
+    for mod in mods:
+        src = _layer(mod)
+        for target, line in _imports(mods, mod):
+            dst = _layer(target)
+            dst = "core" if dst == "package" else dst  # `from .. import __version__`: the package root is light
+            if mod == DISPATCHER:
+                ok = dst == "core" or target == "restyle_rt.cli.args"
+            elif mod in ENTRY_POINTS:
+                ok = target == DISPATCHER
+            else:
+                ok = dst == src or dst in ALLOWED[src]
+            if not ok:
+                bad.append(f"{mod}:{line}: {src} imports {target} ({dst})")
+    return bad
+
+
+def _runtime_upward(mods: Tree) -> Set[Tuple[str, str]]:
+    """(runtime module, layer) for every import from the runtime into a layer other than core and runtime."""
+    return {(mod, _layer(t)) for mod in mods if _layer(mod) == "runtime"
+            for t, _ in _imports(mods, mod) if _layer(t) not in ("core", "runtime", "package")}
+
+
+def _command_import_violations(mods: Tree) -> List[str]:
+    """Imports of a command module or of the dispatcher (the entry points excepted)."""
+    commands = _commands(mods) | {DISPATCHER}
+    return [f"{mod}:{line}: imports the command module {target}" for mod in mods for target, line in _imports(mods, mod)
+            if target != mod and target in commands and not (mod in ENTRY_POINTS and target == DISPATCHER)]
+
+
+def _placement_violations(mods: Tree) -> List[str]:
+    """A command outside restyle_rt/cli/, argparse imported outside it, or a cli module that is none of: the
+    dispatcher, an entry point, a shared module, a command."""
+    commands = _commands(mods)
+    bad = [f"{m}: defines register(subparsers) outside restyle_rt/cli/" for m in commands if _layer(m) != "cli"]
+    bad += [f"{m}:{line}: imports argparse outside restyle_rt/cli/" for m in mods if _layer(m) != "cli"
+            for name, line in _imported(mods, m) if name.split(".")[0] == "argparse"]
+    bad += [f"{m}: in restyle_rt/cli/ but neither a command (register) nor the dispatcher, an entry point or SHARED"
+            for m in mods if _layer(m) == "cli" and m not in commands | SHARED | ENTRY_POINTS | {DISPATCHER}]
+    return bad
+
+
+def _torch_violations(mods: Tree) -> List[str]:
+    bad = []
+    for mod, (_, tree) in mods.items():
+        if _layer(mod) not in TORCH_FREE or mod in TORCH_COMMANDS:
+            continue
+        for node in ast.walk(tree):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            bad += [f"{mod}:{node.lineno}: {n}" for n in names if n.split(".")[0] == "torch"]
+    return bad
+
+
+# --- the package obeys them ------------------------------------------------------------------------------------
+
 def test_every_module_is_in_a_layer():
-    for mod in _modules():
+    for mod in _package():
         _layer(mod)
 
 
 def test_imports_flow_down_the_layer_table():
-    bad: List[str] = []
-    for mod in _modules():
-        src = _layer(mod)
-        for target, line in _imports(mod):
-            dst = _layer(target)
-            dst = "core" if dst == "package" else dst  # `from .. import __version__`: the package root is light
-            if (mod, dst) in LAYER_EXCEPTIONS or (target == SHARED_COMMAND_MODULE and _is_command(mod)):
-                continue
-            if mod == "restyle_rt.cli":  # the dispatcher reaches its commands by import string only
-                ok = dst == "core"
-            elif mod == "restyle_rt.__main__":
-                ok = target == "restyle_rt.cli"
-            elif src == "commands":  # demo, info, doctor: any library layer
-                ok = dst != "commands"
-            else:
-                ok = dst == src or dst in ALLOWED[src]
-            if not ok:
-                bad.append(f"{_modules()[mod].relative_to(ROOT)}:{line}: {src} imports {target} ({dst})")
-    assert bad == []
+    assert _layer_violations(_package()) == []
 
 
-def test_the_runtime_reaches_no_command_layer_except_the_named_exceptions():
-    """The issue's "no arrow from the runtime up": only the invert command module, and only as recorded above."""
-    up = {"workflows", "align", "serve", "bench", "export", "engine", "calibration", "kernels", "commands"}
-    found = {(mod, _layer(t)) for mod in _modules() if _layer(mod) == "runtime"
-             for t, _ in _imports(mod) if _layer(t) in up}
-    assert found <= LAYER_EXCEPTIONS
+def test_the_runtime_reaches_no_layer_above_it():
+    """The issue's "no arrow from the runtime up": not even from a command (they live in restyle_rt/cli/)."""
+    assert _runtime_upward(_package()) == set()
 
 
-def test_no_library_module_imports_a_command_module():
-    bad = []
-    for mod in _modules():
-        for target, line in _imports(mod):
-            if target == mod or not _is_command(target):
-                continue
-            if mod == "restyle_rt.__main__" and target == "restyle_rt.cli":
-                continue
-            if target == SHARED_COMMAND_MODULE and _is_command(mod):
-                continue
-            bad.append(f"{_modules()[mod].relative_to(ROOT)}:{line}: imports the command module {target}")
-    assert bad == []
+def test_no_module_imports_a_command_module():
+    assert _command_import_violations(_package()) == []
+
+
+def test_every_command_lives_in_the_cli_package():
+    assert _placement_violations(_package()) == []
 
 
 def test_torch_free_layers_never_import_torch():
-    bad = []
-    for mod, path in _modules().items():
-        if _layer(mod) not in TORCH_FREE and mod not in TORCH_FREE_MODULES:
-            continue
-        for node in ast.walk(_tree(path)):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
-            bad += [f"{path.relative_to(ROOT)}:{node.lineno}: {n}" for n in names if n.split(".")[0] == "torch"]
-    assert bad == []
+    assert _torch_violations(_package()) == []
+
+
+# --- and each rule sees a violation injected into it -----------------------------------------------------------
+
+@pytest.mark.parametrize("rule,modules,culprit", [
+    # the runtime reaching up, at module top and lazily inside a function (the old invert-in-runtime arrows)
+    (_layer_violations, {"restyle_rt.runtime.x": "from ..cli.outputs import RunDir"}, "restyle_rt.runtime.x"),
+    (_layer_violations, {"restyle_rt.runtime.x": """
+        def f():
+            from ..workflows.bootstrap import bootstrap
+    """}, "restyle_rt.runtime.x"),
+    (_layer_violations, {"restyle_rt.workflows.x": "from restyle_rt.serve import protocol"}, "restyle_rt.workflows.x"),
+    # the dispatcher importing a command instead of naming it in COMMANDS; an entry point importing a command
+    (_layer_violations, {"restyle_rt.cli": "from . import invert"}, "restyle_rt.cli"),
+    (_layer_violations, {"restyle_rt.__main__": "from .cli.invert import run"}, "restyle_rt.__main__"),
+    # a command importing another command's module (shared code goes to cli/args.py or cli/outputs.py)
+    (_command_import_violations, {"restyle_rt.cli.x": """
+        from .invert import run
+
+        def register(subparsers):
+            pass
+    """}, "restyle_rt.cli.x"),
+    (_command_import_violations, {"restyle_rt.serve.x": "from restyle_rt.cli import main"}, "restyle_rt.serve.x"),
+    # command code in a library package: a register(), argparse; a cli module that is no command nor shared
+    (_placement_violations, {"restyle_rt.workflows.x_cli": "def register(subparsers):\n    pass"},
+     "restyle_rt.workflows.x_cli"),
+    (_placement_violations, {"restyle_rt.runtime.x": "def f():\n    import argparse"}, "restyle_rt.runtime.x"),
+    (_placement_violations, {"restyle_rt.cli.helpers": "X = 1"}, "restyle_rt.cli.helpers"),
+    # torch where it must never be
+    (_torch_violations, {"restyle_rt.runtime.x": "def f():\n    import torch.nn"}, "restyle_rt.runtime.x"),
+    (_torch_violations, {"restyle_rt.cli.x": "from torch import nn\ndef register(subparsers):\n    pass"},
+     "restyle_rt.cli.x"),
+])
+def test_each_rule_fails_on_an_injected_violation(rule, modules, culprit):
+    assert rule(_package()) == []
+    bad = rule(_injected(modules))
+    assert bad and all(b.startswith(f"{culprit}:") for b in bad), bad
+
+
+def test_the_runtime_rule_fails_on_an_injected_violation():
+    got = _runtime_upward(_injected({"restyle_rt.runtime.x": "from ..cli import args"}))
+    assert got == {("restyle_rt.runtime.x", "cli")}
 
 
 # --- backends: one file and one registry line --------------------------------------------------------------------
@@ -191,10 +270,10 @@ def test_torch_free_layers_never_import_torch():
 def _backend_classes() -> Dict[Tuple[str, str], str]:
     """{(module, class): its ``name`` attribute} for every Backend subclass defined under runtime/backends/."""
     found: Dict[Tuple[str, str], str] = {}
-    for mod, path in _modules().items():
+    for mod, (_, tree) in _package().items():
         if not mod.startswith("restyle_rt.runtime.backends."):
             continue
-        for node in _tree(path).body:
+        for node in tree.body:
             bases = {getattr(b, "id", getattr(b, "attr", "")) for b in getattr(node, "bases", [])}
             if isinstance(node, ast.ClassDef) and "Backend" in bases:
                 names = [s.value.value for s in node.body if isinstance(s, ast.Assign)
@@ -330,9 +409,9 @@ def test_adding_a_backend_is_one_file_and_one_registry_line(toy, monkeypatch, tm
 def test_every_command_module_is_in_commands():
     from restyle_rt.cli import COMMANDS
 
-    modules = {m for m in _modules() if m != "restyle_rt.cli" and _defines(_modules()[m], "register")}
     assert len(COMMANDS) == len(set(COMMANDS))
-    assert set(COMMANDS) == modules, "a module with register(subparsers) must be in restyle_rt.cli.COMMANDS"
+    assert set(COMMANDS) == _commands(_package()), \
+        "a module with register(subparsers) must be in restyle_rt.cli.COMMANDS"
 
 
 def test_registering_every_command_imports_nothing_heavy():

@@ -36,7 +36,7 @@ def test_invert_register_imports_nothing_heavy():
     got = _run("""
         import argparse, json, sys
         sys.modules["torch"] = None
-        from restyle_rt.runtime import cli
+        from restyle_rt.cli import invert as cli
         p = argparse.ArgumentParser(); cli.register(p.add_subparsers())
         args = p.parse_args(["invert", "A", "x.png", "--out", "o"])
         heavy = [m for m in ("numpy", "onnxruntime", "cv2", "tqdm") if sys.modules.get(m) is not None]
@@ -52,7 +52,7 @@ def test_whole_inversion_without_torch(toy, rgb_images, tmp_path):
     got = _run(f"""
         import argparse, json, sys
         sys.modules["torch"] = None  # any `import torch` now raises ImportError
-        from restyle_rt.runtime import cli
+        from restyle_rt.cli import invert as cli
         p = argparse.ArgumentParser(); cli.register(p.add_subparsers())
         args = p.parse_args(["invert", {str(toy[0])!r}, *{[str(p) for p in paths]!r}, "--out", {str(out)!r},
                              "--iters", "2", "--save-latents"])

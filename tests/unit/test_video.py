@@ -21,7 +21,8 @@ from restyle_rt.errors import EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, InputError  # n
 from restyle_rt.runtime import io  # noqa: E402
 from restyle_rt.runtime.backends.ort import OrtBackend  # noqa: E402
 from restyle_rt.runtime.loop import host_loop  # noqa: E402
-from restyle_rt.workflows import video, video_cli  # noqa: E402
+from restyle_rt.cli import video as video_cli  # noqa: E402
+from restyle_rt.workflows import video  # noqa: E402
 from restyle_rt.workflows.animation import write_video  # noqa: E402
 from restyle_rt.workflows.videoio import NpyRows, VideoSource  # noqa: E402
 

@@ -17,8 +17,8 @@ import shlex
 import sys
 from typing import List
 
-from ..argtypes import nonneg_int, positive_int, threshold, writable_file
 from ..errors import EXIT_OK
+from .args import add_artifacts, add_early_exit, nonneg_int, positive_int, writable_file
 
 
 def _int_list(text: str) -> List[int]:
@@ -46,13 +46,11 @@ def _precisions(text: str) -> List[str]:
 
 
 def _preset(text: str) -> str:
-    from .presets import PRESET_NAMES
+    from ..bench.presets import PRESET_NAMES
 
     if text not in PRESET_NAMES:
         raise argparse.ArgumentTypeError(f"unknown preset {text!r}; choose one of {', '.join(PRESET_NAMES)}")
     return text
-
-
 
 
 def register(subparsers) -> None:
@@ -65,7 +63,7 @@ def register(subparsers) -> None:
         epilog="\n".join(__doc__.splitlines()[2:]),
     )
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("artifacts", nargs="?", metavar="ARTIFACTS", help="artifacts directory")
+    add_artifacts(src, optional=True)
     src.add_argument(
         "--preset",
         type=_preset,
@@ -110,16 +108,10 @@ def register(subparsers) -> None:
     p.add_argument(
         "--repeat", type=positive_int, default=5, metavar="N", help="timed loops per config (default 5)"
     )
-    p.add_argument(
-        "--early-exit",
-        type=threshold,
-        default=None,
-        metavar="THRESH",
-        help="per-image early exit on the latent-update RMS (runtime backends; not official)",
-    )
+    add_early_exit(p, "per-image early exit on the latent-update RMS (runtime backends; not official)")
     p.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="intra-op threads for ORT and torch alike (default: the CPUs available)",
@@ -143,18 +135,17 @@ def register(subparsers) -> None:
                    help="latency per image vs batch, and speed against accuracy with the ship bar drawn "
                    "(needs matplotlib)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar while a preset is built")
-    p.set_defaults(func=_run)
+    p.set_defaults(func=run)
 
 
-def _run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """Do ``bench``: runs every configuration, prints the tables and writes --json / --plot."""
+    from ..bench import report, runner, targets
     from ..errors import InputError
-    from . import report, runner, targets
 
-    if args.threads is not None and args.threads < 1:
-        raise InputError(f"--threads must be >= 1, got {args.threads}")
     art_dir, ckpt = args.artifacts, args.checkpoint
     if args.preset:
-        from .presets import ensure_preset
+        from ..bench.presets import ensure_preset
 
         ckpt_p, art_p = ensure_preset(args.preset, progress=not args.no_progress, fitted=args.fitted)
         art_dir, ckpt = str(art_p), ckpt or str(ckpt_p)
@@ -181,14 +172,14 @@ def _run(args: argparse.Namespace) -> int:
     results = runner.run(cfg, on_result=_progress)
     memory = None
     if args.memory:
-        from .memory import measure_all
+        from ..bench.memory import measure_all
 
         memory = measure_all(art_dir, cfg.backends, cfg.batches, max(cfg.iters), threads, cfg.precisions)
     prof = None
     if args.profile_ort:
-        from .profile import profile_ort
-
         from pathlib import Path
+
+        from ..bench.profile import profile_ort
 
         beside = Path(args.json) if args.json else None  # the traces go next to the report
         prof = profile_ort(art_dir, args.profile_ort, max(cfg.iters), threads,
@@ -203,7 +194,7 @@ def _run(args: argparse.Namespace) -> int:
         print()
         print(report.memory_table(memory))
     if prof:
-        from .profile import profile_table
+        from ..bench.profile import profile_table
 
         print()
         print(profile_table(prof))
@@ -288,7 +279,7 @@ def _source(cfg) -> dict:
     import json
     from pathlib import Path
 
-    from .memory import weights_bytes
+    from ..bench.memory import weights_bytes
 
     man = json.loads((Path(cfg.artifacts_dir) / "manifest.json").read_text())
     return {

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 
-from .argtypes import positive_int
-from .errors import EXIT_OK
+from ..errors import EXIT_OK
+from .args import positive_int
 
 
-def register(sub) -> None:
-    p = sub.add_parser("demo", help="fitted toy model -> export -> invert, with per-step numbers",
-                       description=__doc__.split("\n\n")[0])
+def register(subparsers) -> None:
+    """Add ``demo`` to ``restyle-rt``."""
+    p = subparsers.add_parser("demo", help="fitted toy model -> export -> invert, with per-step numbers",
+                              description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="demo", help="working directory (default ./demo)")
     p.add_argument("--iters", type=positive_int, default=5)
     p.add_argument("--seed", type=int, default=0)
@@ -32,17 +33,17 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .fsio import check_writable_dir
+    from ..fsio import check_writable_dir
 
     out = check_writable_dir(args.out, "--out")  # before torch is imported
 
     import numpy as np
 
-    from .export import export_artifacts
-    from .export.fixtures import make_checkpoint
-    from .parity import compare
-    from .runtime import io
-    from .runtime.api import Inverter
+    from ..export import export_artifacts
+    from ..export.fixtures import make_checkpoint
+    from ..parity import compare
+    from ..runtime import io
+    from ..runtime.api import Inverter
 
     out.mkdir(parents=True, exist_ok=True)
     base = out / "restyle_psp_church_random.pt"
@@ -52,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"[1/4] writing a random-weight checkpoint in the official format: {base}")
         make_checkpoint(base, "ResNetBackboneEncoder", "church_encode", 64, seed=args.seed)
     if not ckpt.exists():
-        from .export.fit import fit_encoder
+        from ..export.fit import fit_encoder
 
         print(f"[1/4] fitting its encoder to invert its own generator (a fixture, not a photo model): {ckpt}")
         rep = fit_encoder(base, ckpt, seed=args.seed)
@@ -92,15 +93,15 @@ def _true_latent(ckpt, seed: int, random_encoder: bool):
     import numpy as np
     import torch
 
-    from .export.checkpoint import load_checkpoint
+    from ..export.checkpoint import load_checkpoint
 
     c = load_checkpoint(ckpt)
     la = c.latent_avg
     if random_encoder:
         rng = np.random.default_rng(seed)
         return la.numpy()[None] + 0.5 * rng.standard_normal((1, *la.shape), np.float32)
-    from .export.fit import FIT_KEY, coords_to_latent, principal_subspace, sample_coords
-    from .export.reference import TorchModels
+    from ..export.fit import FIT_KEY, coords_to_latent, principal_subspace, sample_coords
+    from ..export.reference import TorchModels
 
     cfg = c.opts[FIT_KEY]
     gen_net = TorchModels.from_checkpoint(c).synthesis_official.net
@@ -113,8 +114,8 @@ def _torch_reference(ckpt, x, n_iters):
     try:
         import torch
 
-        from .export.checkpoint import load_checkpoint
-        from .export.reference import TorchModels, reference_loop
+        from ..export.checkpoint import load_checkpoint
+        from ..export.reference import TorchModels, reference_loop
     except ImportError:
         return None
     models = TorchModels.from_checkpoint(load_checkpoint(ckpt))

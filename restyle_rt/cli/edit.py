@@ -8,7 +8,7 @@ edit outputs under ``--out DIR`` (NAME is the input's stem)::
     DIR/<direction>/NAME.png   [input, inversion, edit_1 .. edit_F] left to right (official editing_results)
     DIR/coupled/NAME.png       the direction strips stacked, when every direction has the same factor count
 
-Before any model loads, as ``invert`` does (:mod:`restyle_rt.runtime.outputs`): no output may overwrite an input
+Before any model loads, as ``invert`` does (:mod:`restyle_rt.cli.outputs`): no output may overwrite an input
 (``--out`` is not an input directory; images already under ``--out`` are not read from an input directory that
 contains it), and one process at a time writes an ``--out`` (edit: ``DIR/.restyle-rt/lock``; animate:
 ``.restyle-rt/FILE.lock`` beside the video). Every file is written under a temporary name and renamed.
@@ -16,33 +16,27 @@ contains it), and one process at a time writes an ``--out`` (edit: ``DIR/.restyl
 
 from __future__ import annotations
 
-import argparse
-import re
 import sys
 from pathlib import Path
 
 from ..errors import EXIT_OK
+from .args import (BackendHelpFormatter, RawBackendHelpFormatter, accept_negative_lists, add_artifacts, add_backend,
+                   add_iters, add_out_dir, check_loop_options, load_options)
 
 
 def register(subparsers) -> None:
     """Add ``edit`` and ``animate`` to ``restyle-rt``."""
-    from ..runtime.cli import BackendHelpFormatter, BackendNames
-
-    class _Raw(BackendNames, argparse.RawDescriptionHelpFormatter):
-        pass
-
     e = subparsers.add_parser("edit", help="InterFaceGAN edits of inverted images",
                               description=__doc__.split("\n\n")[0],
-                              formatter_class=_Raw,
+                              formatter_class=RawBackendHelpFormatter,
                               epilog="\n".join(__doc__.splitlines()[5:]))
     _common(e)
     e.add_argument("--direction", required=True, action="append", metavar="FILE",
                    help="direction .pt (read without torch), .safetensors or .npy; repeat for several")
     e.add_argument("--factors", default="-5,5", metavar="F|A,B[,STEP]",
                    help="one factor, or the official range(A, B) (default -5,5: -5..4)")
-    e.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    # let `--factors -5,5` parse as a value (argparse only takes plain negative numbers for values by itself)
-    e._negative_number_matcher = re.compile(r"^-\d*\.?\d+(,-?\d*\.?\d+)*$")
+    add_out_dir(e)
+    accept_negative_lists(e)  # `--factors -5,5`
     e.set_defaults(func=run_edit)
     a = subparsers.add_parser("animate", help="video interpolating between the inversions of several images",
                               formatter_class=BackendHelpFormatter,
@@ -58,11 +52,11 @@ def register(subparsers) -> None:
 
 
 def _common(p) -> None:
-    p.add_argument("artifacts", metavar="ARTIFACTS", help="artifacts directory (from `restyle-rt export`)")
+    add_artifacts(p)
     p.add_argument("inputs", metavar="INPUT", nargs="*", help="image files or directories")
     p.add_argument("--latents", metavar="NPY", help="start from saved latents instead of inverting images")
-    p.add_argument("--iters", type=int, default=5, metavar="N", help="ReStyle steps per image (default 5)")
-    p.add_argument("--backend", default="auto", metavar="NAME", help="BACKENDS (default auto)")
+    add_iters(p)
+    add_backend(p)
 
 
 def _plan(args, out_dir) -> tuple:
@@ -70,12 +64,11 @@ def _plan(args, out_dir) -> tuple:
     without files under ``out_dir`` found by walking an input directory that contains it (earlier outputs)."""
     from ..errors import InputError
     from ..runtime import io
-    from ..runtime.outputs import exclude_under
+    from .outputs import exclude_under
 
     if bool(args.latents) == bool(args.inputs):
         raise InputError("give either INPUT images or --latents, not both or neither")
-    if args.iters < 1:
-        raise InputError(f"--iters must be >= 1, got {args.iters}")
+    check_loop_options(args)
     if args.latents:
         return [], []
     paths = exclude_under(out_dir, io.list_images(args.inputs), args.inputs)
@@ -87,7 +80,7 @@ def _plan(args, out_dir) -> tuple:
 def _sources(args, inv, paths, names):
     """(latents [N, S, 512], names, input images uint8 or None) from --latents or by inverting ``paths``."""
     from ..runtime import io
-    from .common import load_latents
+    from ..workflows.common import load_latents
 
     if args.latents:
         lat, names = load_latents(args.latents, inv.spec.n_styles)
@@ -100,8 +93,8 @@ def _sources(args, inv, paths, names):
 def run_edit(args) -> int:
     """Do ``edit``; returns 0. ``--out`` is checked (not an input directory, no output over an input) and locked
     against a second writer before any model loads."""
-    from ..runtime.outputs import check_no_overwrite, check_out_dir, lock_dir
-    from .editing import parse_factors
+    from ..workflows.editing import parse_factors
+    from .outputs import check_no_overwrite, check_out_dir, lock_dir
 
     factors = parse_factors(args.factors)
     out = Path(args.out)
@@ -126,10 +119,10 @@ def _edit(args, out, factors, paths, names):
     from .. import progress
     from ..runtime import io
     from ..runtime.api import Inverter
-    from .directions import fit_direction, load_direction
-    from .editing import render_edits
+    from ..workflows.directions import fit_direction, load_direction
+    from ..workflows.editing import render_edits
 
-    with Inverter.load(args.artifacts, backend=args.backend) as inv:
+    with Inverter.load(args.artifacts, **load_options(args)) as inv:
         dirs = {Path(d).stem: fit_direction(load_direction(d), inv.spec.n_styles, d) for d in args.direction}
         lat, names, inputs = _sources(args, inv, paths, names)
         inversions = inv.synthesize(lat)  # [N, 3, h, w]
@@ -158,8 +151,8 @@ def run_animate(args) -> int:
     from .. import fsio, progress
     from ..errors import InputError
     from ..runtime.api import Inverter
-    from ..runtime.outputs import check_no_overwrite, lock_dir
-    from .animation import check_writable_type, interpolate, render, write_video
+    from ..workflows.animation import check_writable_type, interpolate, render, write_video
+    from .outputs import check_no_overwrite, lock_dir
 
     if args.frames < 2:
         raise InputError(f"--frames must be >= 2, got {args.frames}")
@@ -174,7 +167,7 @@ def run_animate(args) -> int:
     check_no_overwrite([out], paths)
     lock = lock_dir(out.parent, "animate", name=f"{out.name}.lock", target=out)
     try:
-        with Inverter.load(args.artifacts, backend=args.backend) as inv:
+        with Inverter.load(args.artifacts, **load_options(args)) as inv:
             lat, _names, inputs = _sources(args, inv, paths, names)
             n_frames = interpolate(lat, args.frames, not args.no_loop)[0].shape[0]
             with progress.bar(total=n_frames, unit="frame", desc="animate") as bar:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import EXIT_OK
+from .args import BackendHelpFormatter, add_artifacts, add_backend, add_out_dir
 
 DEFAULT_MAX_ITERS = 20  # == protocol.DEFAULT_MAX_ITERS (protocol imports numpy; registration must stay light)
 IMAGE_FORMATS = ("raw", "png", "jpeg")  # == protocol.IMAGE_FORMATS
@@ -12,16 +13,14 @@ IMAGE_FORMATS = ("raw", "png", "jpeg")  # == protocol.IMAGE_FORMATS
 
 def register(subparsers) -> None:
     """Add the ``serve`` and ``triton-repo`` subcommands to ``restyle-rt``."""
-    from ..runtime.cli import BackendHelpFormatter
-
     p = subparsers.add_parser(
         "serve", formatter_class=BackendHelpFormatter,
         help="serve an artifacts directory on Triton Inference Server (PyTriton; [serve] extra)",
         description="Serve one artifacts directory as the Triton model `restyle` (KServe v2 HTTP and gRPC, dynamic "
                     "batching, health, metrics). Loopback only unless --host says otherwise. Needs the [serve] "
                     "extra (it pins numpy<2; install it in its own venv).")
-    p.add_argument("artifacts", metavar="ARTIFACTS", help="artifacts directory (from `restyle-rt export`)")
-    p.add_argument("--backend", default="auto", metavar="NAME", help="runtime backend: BACKENDS (default auto)")
+    add_artifacts(p)
+    add_backend(p)
     p.add_argument("--threads", type=int, default=None, metavar="N", help="ORT intra-op threads per instance")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 exposes it)")
     p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
@@ -48,8 +47,8 @@ def register(subparsers) -> None:
         description="Write a standard Triton model repository for NVIDIA's Triton container: `encoder` and "
                     "`synthesis` (tensorrt_plan when engines are built, else onnxruntime_onnx) and a Python-backend "
                     "BLS model `restyle` that drives the loop with the same tensors as `restyle-rt serve`.")
-    r.add_argument("artifacts", metavar="ARTIFACTS", help="artifacts directory (from `restyle-rt export`)")
-    r.add_argument("--out", required=True, metavar="DIR", help="model repository directory to write")
+    add_artifacts(r)
+    add_out_dir(r, help="model repository directory to write")
     r.add_argument("--graphs", choices=("auto", "tensorrt_plan", "onnxruntime_onnx", "python"), default="auto",
                    help="how encoder/synthesis are served (default auto: tensorrt_plan when engines are built, "
                         "else onnxruntime_onnx; python: ONNX Runtime inside the Python backend)")
@@ -68,11 +67,12 @@ def register(subparsers) -> None:
                    help="no `model_warmup` in the encoder/synthesis configs (default: one all-zeros request at "
                         "load)")
     r.add_argument("--overwrite", action="store_true", help="replace an existing repository directory")
-    r.set_defaults(func=run_repo)
+    r.set_defaults(func=run_triton_repo)
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from .server import ServeConfig, Server
+    """Do ``serve``: runs the server until SIGTERM / SIGINT."""
+    from ..serve.server import ServeConfig, Server
 
     cfg = ServeConfig(
         artifacts=args.artifacts, backend=args.backend, threads=args.threads, host=args.host, port=args.port,
@@ -86,8 +86,9 @@ def run_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def run_repo(args: argparse.Namespace) -> int:
-    from .repo import RepoConfig, write_repository
+def run_triton_repo(args: argparse.Namespace) -> int:
+    """Do ``triton-repo``: writes the model repository and prints what it holds."""
+    from ..serve.repo import RepoConfig, write_repository
 
     cfg = RepoConfig(graphs=args.graphs, precision=args.precision, instances=args.instances, kind=args.kind,
                      max_queue_delay_us=args.max_queue_delay_us, max_queue_size=args.max_queue_size,

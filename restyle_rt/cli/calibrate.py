@@ -5,6 +5,7 @@ Registration imports nothing heavy; onnxruntime's quantization tools are importe
 from __future__ import annotations
 
 from ..errors import EXIT_OK
+from .args import add_artifacts
 
 
 def register(subparsers) -> None:
@@ -14,7 +15,7 @@ def register(subparsers) -> None:
         description="Run the FP32 loop over calibration images, collect activation ranges from every step, keep "
                     "the most loop-sensitive layers in FP32, write explicit Q/DQ graphs into ARTIFACTS/int8 and "
                     "record them, with their per-step accuracy on held-out images, in manifest.json.")
-    p.add_argument("artifacts", metavar="ARTIFACTS", help="directory written by `restyle-rt export`")
+    add_artifacts(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", metavar="DIR", help="folder of in-domain images (the last --held-out, sorted, "
                                                      "are held out for accuracy)")
@@ -52,7 +53,7 @@ def run(args) -> int:
     """Do ``calibrate``; prints a per-step accuracy summary."""
     import json
 
-    from .pipeline import CalibrationConfig, calibrate
+    from ..calibration.pipeline import CalibrationConfig, calibrate
 
     cfg = CalibrationConfig(images=args.images, generated=args.generated, checkpoint=args.checkpoint,
                             count=args.count, held_out=args.held_out, steps=args.steps, method=args.method,

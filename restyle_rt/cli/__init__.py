@@ -1,9 +1,13 @@
 """`restyle-rt` command line: thin. Parse -> library call; typed errors become one line and an exit code.
 
-Each subcommand lives in its own module exposing ``register(subparsers)``, which adds a parser whose
-``func(args) -> int`` default does the work. Registration must import nothing heavy (no torch, no TensorRT):
-the runtime commands have to work on a torch-free box. The common options (``-v``, ``-q``, ``--log-level``,
-``--no-progress``) are added to every subcommand's parser too, so they work before and after the subcommand.
+Every command lives in this package, one module per command (or per small family), each exposing
+``register(subparsers)``, which adds a parser whose ``func(args) -> int`` default (``run``, or ``run_<command>`` in a
+family) does the work: build a config from the arguments, call the library, return a named exit code. Options
+several commands share are declared and validated once, in :mod:`restyle_rt.cli.args`; the ``--out`` manager of
+``invert``, ``edit``, ``animate``, ``eval`` and ``video`` is :mod:`restyle_rt.cli.outputs`. Registration must
+import nothing heavy (no torch, no TensorRT, no numpy): the runtime commands have to work on a torch-free box. The
+common options (``-v``, ``-q``, ``--log-level``, ``--no-progress``) are added to every subcommand's parser too, so
+they work before and after the subcommand.
 """
 from __future__ import annotations
 
@@ -14,8 +18,9 @@ import signal
 import sys
 from typing import List, Optional
 
-from . import __version__
-from .errors import EXIT_INTERRUPTED, EXIT_MEANINGS, EXIT_OK, EXIT_USAGE, RestyleError, Terminated, exit_code
+from .. import __version__
+from ..errors import EXIT_INTERRUPTED, EXIT_MEANINGS, EXIT_OK, EXIT_USAGE, RestyleError, Terminated, exit_code
+from .args import add_common_options
 
 
 def exit_code_table() -> str:
@@ -24,23 +29,21 @@ def exit_code_table() -> str:
 
 
 EXIT_CODES = exit_code_table()
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-
-# subcommand modules, in --help order
+# command modules, in --help order
 COMMANDS = (
-    "restyle_rt.export.cli",      # export
-    "restyle_rt.runtime.cli",     # invert
-    "restyle_rt.engine.cli",      # build
-    "restyle_rt.calibration.cli",  # calibrate
-    "restyle_rt.bench.cli",       # bench
-    "restyle_rt.demo",            # demo
-    "restyle_rt.serve.cli",       # serve, triton-repo
-    "restyle_rt.workflows.cli",   # edit, animate
-    "restyle_rt.workflows.video_cli",  # video
-    "restyle_rt.workflows.eval_cli",  # eval
-    "restyle_rt.align.cli",       # align
-    "restyle_rt.info",            # info
-    "restyle_rt.doctor",          # doctor
+    "restyle_rt.cli.export",      # export, make-checkpoint
+    "restyle_rt.cli.invert",      # invert
+    "restyle_rt.cli.build",       # build
+    "restyle_rt.cli.calibrate",   # calibrate
+    "restyle_rt.cli.bench",       # bench
+    "restyle_rt.cli.demo",        # demo
+    "restyle_rt.cli.serve",       # serve, triton-repo
+    "restyle_rt.cli.edit",        # edit, animate
+    "restyle_rt.cli.video",       # video
+    "restyle_rt.cli.eval",        # eval
+    "restyle_rt.cli.align",       # align
+    "restyle_rt.cli.info",        # info
+    "restyle_rt.cli.doctor",      # doctor
 )
 
 
@@ -64,41 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-class _Quiet(argparse.Action):
-    """``-q``: warnings and errors only, and no progress bars."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        namespace.log_level, namespace.progress_off = "WARNING", True
-
-
-def add_common_options(parser: argparse.ArgumentParser, top: bool) -> None:
-    """``-v``, ``-q``, ``--log-level``, ``--no-progress`` on ``parser``.
-
-    On a subcommand's parser (``top=False``) their defaults are SUPPRESS, so that an option given before the
-    subcommand is not reset by the subcommand's defaults; an option string the subcommand defines itself is left
-    to it.
-    """
-    group = parser if top else parser.add_argument_group("common options")
-    d = {} if top else {"default": argparse.SUPPRESS}
-    taken = set(parser._option_string_actions)
-
-    def add(*flags, **kw):
-        flags = [f for f in flags if f not in taken]
-        if flags:
-            group.add_argument(*flags, **{**kw, **d})
-
-    add("-v", "--verbose", dest="log_level", action="store_const", const="DEBUG", default="INFO",
-        help="debug logging (--log-level DEBUG)")
-    add("-q", "--quiet", dest="log_level", action=_Quiet, nargs=0, default="INFO",
-        help="warnings and errors only, no progress bars")
-    add("--log-level", dest="log_level", type=str.upper, choices=LOG_LEVELS, metavar="LEVEL", default="INFO",
-        help=f"log level: {', '.join(LOG_LEVELS)} (default INFO; the last of -v, -q, --log-level wins)")
-    add("--no-progress", dest="progress_off", action="store_true", default=False,
-        help="no progress bars (they are drawn only when stderr is a terminal)")
-
-
 def main(argv: Optional[List[str]] = None) -> int:
-    from . import progress
+    from .. import progress
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -147,7 +117,3 @@ def _one_line(e: BaseException) -> str:
         where = f"{e.filename}: " if e.filename else ""
         return f"{where}{e.strerror or e}"
     return str(e)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,12 +16,12 @@ written: the video and the latents appear complete or not at all.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from ..argtypes import nonneg_int, positive_int, threshold
 from ..errors import EXIT_OK, EXIT_SKIPPED
+from .args import (RawBackendHelpFormatter, add_artifacts, add_backend, add_early_exit, add_no_verify, load_options,
+                   nonneg_int, positive_int)
 
 # restyle_rt.workflows.video's defaults, restated so that registration imports nothing heavy (a test keeps them equal)
 DEFAULT_ITERS, DEFAULT_ITERS_NEXT, DEFAULT_ALIGN_SMOOTH = 5, 2, 0.5
@@ -29,15 +29,10 @@ DEFAULT_ITERS, DEFAULT_ITERS_NEXT, DEFAULT_ALIGN_SMOOTH = 5, 2, 0.5
 
 def register(subparsers) -> None:
     """Add ``video`` to ``restyle-rt``."""
-    from ..runtime.cli import BackendNames
-
-    class _Raw(BackendNames, argparse.RawDescriptionHelpFormatter):
-        pass
-
     p = subparsers.add_parser("video", help="invert (and edit) a video clip frame by frame, warm-started",
-                              description=__doc__.split("\n\n")[0], formatter_class=_Raw,
+                              description=__doc__.split("\n\n")[0], formatter_class=RawBackendHelpFormatter,
                               epilog="\n".join(__doc__.splitlines()[2:]))
-    p.add_argument("artifacts", metavar="ARTIFACTS", help="artifacts directory (from `restyle-rt export`)")
+    add_artifacts(p)
     p.add_argument("input", metavar="CLIP", help="input video (anything FFmpeg decodes)")
     p.add_argument("--out", required=True, metavar="FILE", help="output video: .mp4 (H.264) or .avi (MJPEG)")
     p.add_argument("--iters", type=positive_int, default=DEFAULT_ITERS, metavar="N",
@@ -45,8 +40,7 @@ def register(subparsers) -> None:
     p.add_argument("--iters-next", type=positive_int, default=DEFAULT_ITERS_NEXT, metavar="N",
                    help=f"steps of each later frame, from the previous frame's state (default {DEFAULT_ITERS_NEXT})")
     p.add_argument("--cold", action="store_true", help="every frame from the seeds with --iters steps")
-    p.add_argument("--early-exit", type=threshold, default=None, metavar="THRESH",
-                   help="stop a frame once its latent update RMS is below THRESH (not official)")
+    add_early_exit(p, "stop a frame once its latent update RMS is below THRESH (not official)")
     p.add_argument("--smooth", type=nonneg_int, default=0, metavar="R",
                    help="average the latents over frames t-R..t+R (triangular weights; R frames of latency); "
                         "default 0: off")
@@ -62,9 +56,8 @@ def register(subparsers) -> None:
     p.add_argument("--latents-out", metavar="NPY", help="per-frame latents (default: OUT.latents.npy)")
     p.add_argument("--no-latents", action="store_true", help="do not write the latents")
     p.add_argument("--fps", type=float, default=None, help="output frame rate (default: the input's)")
-    p.add_argument("--backend", default="auto", metavar="NAME", help="BACKENDS (default auto)")
-    p.add_argument("--no-verify", action="store_true",
-                   help="do not check the artifacts' files against the sha256 recorded in their manifest")
+    add_backend(p)
+    add_no_verify(p)
     p.set_defaults(func=run)
 
 
@@ -73,8 +66,8 @@ def run(args) -> int:
     input, not locked by another run) before any model loads."""
     from .. import fsio
     from ..errors import InputError
-    from ..runtime.outputs import check_no_overwrite, lock_dir
-    from .animation import VIDEO_CODECS, check_writable_type
+    from ..workflows.animation import VIDEO_CODECS, check_writable_type
+    from .outputs import check_no_overwrite, lock_dir
 
     out, src = Path(args.out), Path(args.input)
     if out.suffix.lower() not in VIDEO_CODECS:
@@ -122,11 +115,11 @@ def _run(args, src: Path, out: Path, latents):
     import numpy as np
 
     from ..runtime.api import Inverter
-    from .directions import fit_direction, load_direction
-    from .video import SmoothedAligner, VideoSettings, invert_video
+    from ..workflows.directions import fit_direction, load_direction
+    from ..workflows.video import SmoothedAligner, VideoSettings, invert_video
 
     aligner = SmoothedAligner(smooth=args.align_smooth) if args.align else None  # fails fast without the extra
-    with Inverter.load(args.artifacts, backend=args.backend, verify=not args.no_verify) as inv:
+    with Inverter.load(args.artifacts, **load_options(args)) as inv:
         edit = None
         if args.direction:
             factors = args.factor * len(args.direction) if len(args.factor) == 1 else args.factor

@@ -25,14 +25,14 @@ full or locked; 6 the backend cannot run here; 130/143 interrupted; `restyle-rt 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import sys
 import time
 from pathlib import Path
 
-from ..argtypes import threshold
 from ..errors import EXIT_OK, EXIT_SKIPPED
+from .args import (RawBackendHelpFormatter, add_artifacts, add_early_exit, add_loop_options, add_out_dir, batch_size,
+                   check_loop_options, load_options)
 
 
 def register(subparsers) -> None:
@@ -41,14 +41,14 @@ def register(subparsers) -> None:
         "invert",
         help="invert images with exported artifacts",
         description=__doc__.splitlines()[0],
-        formatter_class=_Formatter,
+        formatter_class=RawBackendHelpFormatter,
         epilog=_epilog(),
     )
-    p.add_argument("artifacts", metavar="ARTIFACTS", help="artifacts directory (from `restyle-rt export`)")
+    add_artifacts(p)
     p.add_argument(
         "inputs", metavar="INPUT", nargs="+", help="image files or directories (searched recursively)"
     )
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    add_out_dir(p)
     add_loop_options(p)
     p.add_argument(
         "--bootstrap",
@@ -64,13 +64,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("--strip", action="store_true", help="write steps left to right then the input, per image")
     p.add_argument("--report", action="store_true", help="write DIR/report.html: one page showing this run")
-    p.add_argument(
-        "--early-exit",
-        type=threshold,
-        default=None,
-        metavar="THRESH",
-        help="stop an image once the RMS of its latent update is below THRESH (not official)",
-    )
+    add_early_exit(p, "stop an image once the RMS of its latent update is below THRESH (not official)")
     p.add_argument(
         "--resume", action="store_true",
         help="skip images whose outputs in --out are complete (same settings); without it they are replaced",
@@ -88,97 +82,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def add_loop_options(p) -> None:
-    """``--iters``, ``--batch``, ``--backend``, ``--precision``, ``--no-verify``: how the loop runs, for ``invert``
-    and ``eval`` alike (checked by :func:`check_loop_options`, turned into ``Inverter.load`` arguments by
-    :func:`load_options`)."""
-    p.add_argument("--iters", type=int, default=5, metavar="N", help="ReStyle steps per image (default 5)")
-    p.add_argument(
-        "--batch",
-        type=int,
-        default=None,
-        metavar="N",
-        help="images per backend call (default: the artifacts' profile max)",
-    )
-    p.add_argument(
-        "--backend", default="auto", metavar="NAME", help="BACKENDS (default auto)"
-    )
-    p.add_argument(
-        "--precision",
-        default=None,
-        choices=PrecisionChoices(),
-        metavar="PRECISION",
-        help="graphs/engines to run, per backend: PRECISIONS (default: the backend's own, listed first; auto runs "
-        "a lower precision only where its measured accuracy met its bar)",
-    )
-    p.add_argument(
-        "--no-verify", action="store_true",
-        help="do not check the artifacts' files against the sha256 recorded in their manifest",
-    )
-
-
-def check_loop_options(args) -> None:
-    """Refuse ``--iters`` or ``--batch`` below 1 (before anything is read or loaded).
-
-    Raises:
-        InputError: naming the option.
-    """
-    from ..errors import InputError
-
-    if args.iters < 1:
-        raise InputError(f"--iters must be >= 1, got {args.iters}")
-    if args.batch is not None and args.batch < 1:
-        raise InputError(f"--batch must be >= 1, got {args.batch}")
-
-
-def load_options(args) -> dict:
-    """``Inverter.load`` keyword arguments from :func:`add_loop_options`' options (all but the directory)."""
-    opts = {} if args.precision is None else {"precision": args.precision}
-    return {"backend": args.backend, "verify": not args.no_verify, "probe_batch": args.batch, **opts}
-
-
-class PrecisionChoices:
-    """``--precision``'s choices: every precision a registered backend declares (``Backend.precisions``), read
-    when an argument is checked or help is printed, not at registration (importing the backends loads numpy)."""
-
-    def _all(self) -> tuple:
-        from .backends import precisions
-
-        return tuple(dict.fromkeys(p for ps in precisions().values() for p in ps))
-
-    def __contains__(self, value) -> bool:
-        return value in self._all()
-
-    def __iter__(self):
-        return iter(self._all())
-
-
-class BackendNames:
-    """Help-formatter mixin: ``BACKENDS`` in an option's help becomes the registered backend names, and
-    ``PRECISIONS`` each backend's declared precisions, when help is printed (importing the registry loads numpy,
-    which registration must not). Used by every ``--backend`` and ``--precision``."""
-
-    def _get_help_string(self, action):
-        text = super()._get_help_string(action)
-        if "BACKENDS" in text:
-            from .backends import names
-
-            text = text.replace("BACKENDS", " | ".join(names()))
-        if "PRECISIONS" in text:
-            from .backends import precisions
-
-            text = text.replace("PRECISIONS", "; ".join(f"{n} {' | '.join(ps)}" for n, ps in precisions().items()))
-        return text
-
-
-class BackendHelpFormatter(BackendNames, argparse.HelpFormatter):
-    """argparse's default formatter, with :class:`BackendNames`."""
-
-
-class _Formatter(BackendNames, argparse.RawDescriptionHelpFormatter):
-    pass
-
-
 def _epilog() -> str:
     return "\n".join(__doc__.splitlines()[2:])
 
@@ -186,7 +89,7 @@ def _epilog() -> str:
 def run(args) -> int:
     """Do ``invert``: returns 0 when every image was written, 1 when some were skipped."""
     from ..errors import InputError
-    from . import io
+    from ..runtime import io
     from .outputs import RunDir
 
     check_loop_options(args)
@@ -257,7 +160,7 @@ def _resumed(n: int) -> str:
 
 
 def _report(args, settings):
-    from .report import RunReport
+    from ..runtime.report import RunReport
 
     return RunReport(args.out, settings, args.save_steps, args.strip)
 
@@ -271,15 +174,15 @@ def _invert_all(args, run_dir, work, aligner=None, report=None):
     import numpy as np
 
     from .. import progress
-    from .api import Inverter
-    from .pipeline import Prefetcher
+    from ..runtime.api import Inverter
+    from ..runtime.pipeline import Prefetcher
 
     done, skipped, t0 = 0, 0, time.perf_counter()
     keep_steps = args.save_steps or args.strip or args.save_latents
     with contextlib.ExitStack() as stack:
         inv = stack.enter_context(Inverter.load(args.artifacts, **load_options(args)))
         invert = _bootstrapped(stack, inv, args) if args.bootstrap else inv.invert
-        batch = _batch_size(args.batch, inv.profile)
+        batch = batch_size(args.batch, inv.profile)
         bar = progress.bar(total=len(work), unit="img", desc="invert")
         # closed before the backends (Ctrl-C, an error): the readers stop first; decoded originals are not kept
         batches = stack.enter_context(Prefetcher(work, _loader(inv.spec.input_hw, aligner, args.jpeg_draft), batch,
@@ -312,7 +215,7 @@ def _loader(hw, aligner=None, jpeg_draft=False):
     """``load((path, name)) -> [3, H, W]`` float32 encoder input, for the reader threads (InputError: skipped)."""
     import threading
 
-    from . import io
+    from ..runtime import io
 
     if aligner is None:
         return lambda item: io.preprocess_file(item[0], hw, jpeg_draft)  # decoded and resized by Pillow
@@ -329,8 +232,8 @@ def _loader(hw, aligner=None, jpeg_draft=False):
 
 def _bootstrapped(stack, second, args):
     """``invert``-like callable running the bootstrap pair (model 1 = ``--bootstrap``, model 2 = ARTIFACTS)."""
+    from ..runtime.api import Inverter
     from ..workflows.bootstrap import bootstrap, check_pair
-    from .api import Inverter
 
     first = stack.enter_context(Inverter.load(args.bootstrap, backend=args.backend, verify=not args.no_verify,
                                               probe_batch=args.batch))
@@ -338,24 +241,11 @@ def _bootstrapped(stack, second, args):
     return lambda x, n_iters, return_steps, early_exit: bootstrap(first, second, x, n_iters)
 
 
-def _batch_size(asked, profile) -> int:
-    """``--batch``, capped at the artifacts' profile max (Inverter.invert runs at most that many at once)."""
-    import logging
-
-    if asked is None:
-        return profile.max
-    if asked > profile.max:
-        logging.getLogger("restyle_rt").warning(
-            "--batch %d is above the artifacts' batch profile max %d; using %d", asked, profile.max, profile.max)
-        return profile.max
-    return asked
-
-
 def _write(run_dir, names, x, res, args) -> list:
     """Write each image's outputs (finite ones only); returns one message per image skipped as non-finite."""
     import numpy as np
 
-    from . import io
+    from ..runtime import io
 
     out, bad = run_dir.out, []
     finite = _finite_mask(res)

@@ -14,7 +14,7 @@ import os
 import platform
 from typing import Any, Dict, List
 
-from .errors import EXIT_BACKEND, EXIT_OK
+from ..errors import EXIT_BACKEND, EXIT_OK
 
 # distributions whose versions matter (absent ones are reported as not installed)
 LIBRARIES = ("numpy", "onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "opencv-python-headless",
@@ -29,10 +29,10 @@ CPU_FLAGS = {
 }
 
 
-def register(sub) -> None:
+def register(subparsers) -> None:
     """Add ``doctor`` to ``restyle-rt``."""
-    p = sub.add_parser("doctor", help="which backends can run here and why not; CPU, libraries, CUDA",
-                       description=__doc__.split("\n\n")[0].replace("``", ""))
+    p = subparsers.add_parser("doctor", help="which backends can run here and why not; CPU, libraries, CUDA",
+                              description=__doc__.split("\n\n")[0].replace("``", ""))
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.set_defaults(func=run)
 
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
 def report() -> Dict[str, Any]:
     """Everything ``doctor`` checks, as plain data."""
-    from . import __version__
+    from .. import __version__
 
     return {"restyle_rt": __version__, "python": platform.python_version(), "platform": platform.platform(),
             "backends": _backends(), "onnxruntime_providers": _ort_providers(), "openvino_devices": _ov_devices(),
@@ -54,7 +54,7 @@ def report() -> Dict[str, Any]:
 
 
 def _backends() -> Dict[str, dict]:
-    from .runtime.backends import REGISTRY, available
+    from ..runtime.backends import REGISTRY, available
 
     out = {}
     for name in REGISTRY:
@@ -85,7 +85,7 @@ def _ov_devices() -> List[str]:
 
 
 def _cpu() -> Dict[str, Any]:
-    from .runtime.hostinfo import cpu_flags, cpu_model
+    from ..runtime.hostinfo import cpu_flags, cpu_model
 
     flags = cpu_flags()
     arch = "arm" if "asimd" in flags or platform.machine().lower() in ("aarch64", "arm64") else "x86"
@@ -105,7 +105,7 @@ def _cpu() -> Dict[str, Any]:
 
 
 def _tensorrt() -> Dict[str, Any]:
-    from .runtime.trt_compat import TENSORRT, TENSORRT_RTX, try_load_trt
+    from ..runtime.trt_compat import TENSORRT, TENSORRT_RTX, try_load_trt
 
     out = {}
     for flavour in (TENSORRT, TENSORRT_RTX):
@@ -117,8 +117,8 @@ def _tensorrt() -> Dict[str, Any]:
 def _cuda() -> Dict[str, Any]:
     """cuda-python's view: devices (:func:`restyle_rt.runtime.cuda.device_count`), their compute capability, the
     driver and runtime versions, or why there is none."""
-    from .errors import RestyleError
-    from .runtime import cuda
+    from ..errors import RestyleError
+    from ..runtime import cuda
 
     out: Dict[str, Any] = {"cuda_python": True, "devices": [], "driver": None, "runtime": None, "error": ""}
     try:

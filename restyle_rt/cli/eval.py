@@ -27,6 +27,8 @@ import sys
 from pathlib import Path
 
 from ..errors import EXIT_OK
+from .args import (RawBackendHelpFormatter, add_artifacts, add_loop_options, add_out_dir, batch_size,
+                   check_loop_options, load_options)
 
 OUTPUTS = ("eval.json", "eval.csv")
 PLOT = "eval.png"
@@ -34,22 +36,17 @@ PLOT = "eval.png"
 
 def register(subparsers) -> None:
     """Add ``eval`` to ``restyle-rt``."""
-    from ..runtime.cli import BackendNames, add_loop_options
-
-    class _Raw(BackendNames, argparse.RawDescriptionHelpFormatter):
-        pass
-
     p = subparsers.add_parser("eval", help="inversion quality per step: PSNR, SSIM, MS-SSIM (no LPIPS / ID)",
                               description="Inversion quality per loop step against the inputs: PSNR, SSIM, MS-SSIM "
                                           "and, given the true latents, the latent error.",
-                              formatter_class=_Raw,
+                              formatter_class=RawBackendHelpFormatter,
                               epilog="\n".join(__doc__.splitlines()[4:]))
-    p.add_argument("artifacts", metavar="ARTIFACTS", help="artifacts directory (from `restyle-rt export`)")
+    add_artifacts(p)
     p.add_argument("inputs", metavar="IMAGES", nargs="+", help="image files or directories (searched recursively)")
     add_loop_options(p)
     p.add_argument("--true-latents", metavar="FILE.npy",
                    help="true W+ latents [N, S, 512], one per image in listed order: adds the latent RMS error")
-    p.add_argument("--out", metavar="DIR", help="write eval.json and eval.csv (and eval.png with --plot) here")
+    add_out_dir(p, help="write eval.json and eval.csv (and eval.png with --plot) here", required=False)
     p.add_argument("--plot", action="store_true", help="also write DIR/eval.png, per-step curves (needs matplotlib)")
     p.set_defaults(func=run)
 
@@ -71,10 +68,9 @@ def run(args) -> int:
     from ..errors import InputError
     from ..runtime import io
     from ..runtime.api import Inverter
-    from ..runtime.cli import _batch_size, check_loop_options, load_options
     from ..runtime.hostinfo import machine_record
-    from ..runtime.outputs import check_no_overwrite, check_out_dir, exclude_under
-    from . import evaluate as ev
+    from ..workflows import evaluate as ev
+    from .outputs import check_no_overwrite, check_out_dir, exclude_under
 
     check_loop_options(args)
     if args.plot and not args.out:
@@ -97,7 +93,7 @@ def run(args) -> int:
         truth = ev.load_true_latents(args.true_latents, len(paths), spec.n_styles)
     with Inverter.load(args.artifacts, **load_options(args)) as inv:
         with progress.bar(total=len(paths), unit="img", desc="eval") as bar:
-            res = ev.evaluate(inv, paths, args.iters, truth, names=names, batch=_batch_size(args.batch, inv.profile),
+            res = ev.evaluate(inv, paths, args.iters, truth, names=names, batch=batch_size(args.batch, inv.profile),
                               progress=bar.update)
         precision = getattr(inv.backend, "precision", None)
     res.extra = {"command": command_line(args), "machine": machine_record(),

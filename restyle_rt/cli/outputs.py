@@ -1,5 +1,5 @@
 """The ``--out`` directory of one ``restyle-rt invert`` run: what it will write, checked before any model loads.
-(The checks and the lock are module functions that ``edit`` and ``animate`` use too.)
+(The checks and the lock are module functions that ``edit``, ``animate``, ``eval`` and ``video`` use too.)
 
 * **Never an input.** ``--out`` may not be empty, nor an input directory, and no planned output may be an input
   file (``--save-steps`` included); images already under ``--out`` are not picked up from an input directory that

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ..errors import EXIT_OK, EXIT_SKIPPED
+from .args import add_out_dir, positive_int
 
 
 def register(subparsers) -> None:
@@ -16,8 +17,9 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("align", help="FFHQ-align face images (needs the [align] extra)",
                               description=__doc__.splitlines()[0])
     p.add_argument("inputs", metavar="INPUT", nargs="+", help="image files or directories")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    p.add_argument("--size", type=int, default=256, help="output size in pixels (default 256, as the official)")
+    add_out_dir(p)
+    p.add_argument("--size", type=positive_int, default=256,
+                   help="output size in pixels (default 256, as the official)")
     p.set_defaults(func=run)
 
 
@@ -26,10 +28,8 @@ def run(args) -> int:
     from .. import progress
     from ..errors import InputError
     from ..runtime import io
-    from .landmarks import Aligner
+    from ..align.landmarks import Aligner
 
-    if args.size < 1:
-        raise InputError(f"--size must be >= 1, got {args.size}")
     aligner = Aligner(args.size)
     paths = io.list_images(args.inputs)
     names = io.output_names(paths, args.inputs)

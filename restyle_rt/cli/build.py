@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import EXIT_OK, InputError
+from .args import add_artifacts
 
 
 def _batch(text: str):
@@ -22,11 +23,12 @@ def _batch(text: str):
 
 
 def register(subparsers) -> None:
+    """Add ``build`` to ``restyle-rt``."""
     p = subparsers.add_parser(
         "build", help="build TensorRT / TensorRT-RTX engines for an artifacts directory",
         description="Build one engine per graph into ARTIFACTS/engines/ and record them in manifest.json. "
                     "TensorRT-RTX builds ahead of time without a GPU; standard TensorRT builds on the target GPU.")
-    p.add_argument("artifacts", help="directory written by `restyle-rt export`")
+    add_artifacts(p)
     p.add_argument("--precision", choices=("fp16", "fp32", "int8"), default="fp16",
                    help="engine precision (default fp16); int8 builds the Q/DQ graphs of `restyle-rt calibrate`")
     p.add_argument("--batch", type=_batch, default=None, metavar="MIN,OPT,MAX",
@@ -43,7 +45,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from . import build_engines, summarize
+    from ..engine import build_engines, summarize
 
     ccs = [c for c in args.compute_capability.split(",") if c] if args.compute_capability else None
     if ccs and "current" in ccs and len(ccs) > 1:

@@ -15,14 +15,15 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from .errors import EXIT_OK
+from ..errors import EXIT_OK
+from .args import add_artifacts
 
 
-def register(sub) -> None:
+def register(subparsers) -> None:
     """Add ``info`` to ``restyle-rt``."""
-    p = sub.add_parser("info", help="what an artifacts directory holds: spec, graphs, engines, INT8, parity",
-                       description=__doc__.split("\n\n")[0].replace("``", ""))
-    p.add_argument("artifacts", metavar="ARTIFACTS", help="directory written by `restyle-rt export`")
+    p = subparsers.add_parser("info", help="what an artifacts directory holds: spec, graphs, engines, INT8, parity",
+                              description=__doc__.split("\n\n")[0].replace("``", ""))
+    add_artifacts(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument("--verify", action="store_true",
                    help="also hash graphs and engines against the manifest (seconds for large graphs; remembered)")
@@ -42,7 +43,7 @@ def describe(artifacts_dir: os.PathLike, verify: bool = False) -> Dict[str, Any]
     Raises:
         ArtifactError: not a readable artifacts directory.
     """
-    from . import artifacts as A
+    from .. import artifacts as A
 
     art = A.load(artifacts_dir, check_hashes=False)
     m = art.manifest
@@ -70,8 +71,8 @@ def _size(path: Path) -> Optional[int]:
 
 def _graph(root: Path, rec: dict, verify: bool) -> dict:
     """Files, bytes on disk, recorded hashes and (``verify``) whether they still match."""
-    from . import artifacts as A
-    from .errors import ArtifactError
+    from .. import artifacts as A
+    from ..errors import ArtifactError
 
     files = [rec["file"]] + ([rec["data_file"]] if rec.get("data_file") else [])
     sizes = [_size(root / f) for f in files]
@@ -91,14 +92,14 @@ def _graph(root: Path, rec: dict, verify: bool) -> dict:
 
 def _engines(art, verify: bool) -> dict:
     """Each engine record, and whether the trt backend would load it here."""
-    from . import artifacts as A
-    from .errors import ArtifactError, RestyleError
+    from .. import artifacts as A
+    from ..errors import ArtifactError, RestyleError
 
     records = art.manifest.get("engines") or []
     out: Dict[str, Any] = {"runtime": None, "device_cc": None, "note": "", "records": []}
     if not records:
         return out
-    from .runtime.trt_compat import try_load_trt
+    from ..runtime.trt_compat import try_load_trt
 
     info = try_load_trt()
     cc = None
@@ -107,7 +108,7 @@ def _engines(art, verify: bool) -> dict:
     else:
         out["runtime"] = {"flavour": info.flavour, "version": info.version}
         try:
-            from .runtime import cuda
+            from ..runtime import cuda
 
             cc = cuda.compute_capability(0) if cuda.device_count() > 0 else None
             out["note"] = "" if cc else "compute capability not checked: no CUDA device"
@@ -137,7 +138,7 @@ def _int8(rec: Optional[dict]) -> Optional[dict]:
     """The calibration record's essentials, and whether it was measured on this CPU."""
     if not rec:
         return None
-    from .runtime.hostinfo import cpu_id
+    from ..runtime.hostinfo import cpu_id
 
     where = rec.get("measured_on") or None
     return {
