@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PKG = ROOT / "restyle_rt"
 
 # docs/architecture.md, "Layers": top-level modules of the core layer, and the layer each may import from.
-CORE = {"errors", "spec", "artifacts", "fsio", "parity", "metrics", "progress", "argtypes", "__version__"}
+CORE = {"errors", "spec", "manifest", "artifacts", "fsio", "parity", "metrics", "progress", "argtypes", "__version__"}
 TOP_COMMANDS = {"cli", "__main__", "demo", "info", "doctor"}
 ALLOWED: Dict[str, Set[str]] = {
     "core": {"core"},
