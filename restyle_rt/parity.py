@@ -161,6 +161,25 @@ TOLERANCES: Dict[Tuple[str, str, str], Tolerance] = {
     # A proxy bound (random weights compound the error), ~1.4x margin; NOT an accuracy to ship.
     ("ort-int8-loop-church256-arch", "int8", "latent"): Tolerance(0.35, note="worst measured 2.44e-1 (step 2)"),
     ("ort-int8-loop-church256-arch", "int8", "image"): Tolerance(0.6, 8.0, note="worst measured 10.6 dB (step 2)"),
+    # The modulated convolution alone (restyle_rt/kernels, tests/kernels): one layer's output [B, Cout, Hout, Wout]
+    # vs the float64 NumPy reference (kernels.reference.styled_conv_np), not a graph output. The "-fp16-io" kinds
+    # store x and the output in FP16 and accumulate in FP32; their reference gets the same FP16 x.
+    # torch fp32 formulations (ref / grouped / phase) over the three layer kinds, batch 1/3, Cin 12..512
+    # (tests/kernels/test_reference.py sizes, 2026-11); ~10x margin.
+    ("modconv-formulations", "fp32", "out"): Tolerance(5e-6, note="measured <= 5.6e-7"),
+    # the fused CUDA kernel (kernels.runner), fp32 with fp32 accumulation, on an H100 (benchmarks/gpu/README.md,
+    # 2026-11-22).
+    ("modconv-cuda", "fp32", "out"): Tolerance(1e-5, note="measured pass/fail only: every case of tests/kernels/"
+                                                          "test_gpu.py passed under it; values not recorded"),
+    # FP16 rounding of x and out alone gives ~2^-11 relative; the same H100 run.
+    ("modconv-cuda-fp16-io", "fp16", "out"): Tolerance(2e-3, note="measured worst 2.11e-4 (3x3), 2.12e-4 (up 3x3), "
+                                                                  "2.30e-4 (ToRGB)"),
+    # The same CUDA source on the CPU emulator (tests/kernels/emu: g++ -O2, exact fmaf/rsqrtf): every StyleGAN2 layer
+    # shape at 256/512/1024 px plus the Cin 3072..4097 ToRGB cases, measured by benchmarks/kernel_emulation_report.py
+    # (results/kernel_emulation.json, 2026-11-22). FP32 accumulation over Cin*9 up to 4608 terms; ~2.3x margin.
+    ("modconv-emulated", "fp32", "out"): Tolerance(3e-6, note="measured max 1.28e-6"),
+    # output rounding alone is bounded by 2^-11 = 4.9e-4 relative (same report)
+    ("modconv-emulated-fp16-io", "fp16", "out"): Tolerance(5e-4, note="measured max 2.31e-4"),
 }
 
 
@@ -173,11 +192,45 @@ AUTO_BAR = {"latent": TOLERANCES[("ort-loop", "fp32", "latent")], "image": TOLER
 # The ship bar of a reduced precision, judged on a loop that converges (a fitted preset: restyle_rt.export.fit) after
 # its last step: it costs the user at most SHIP_TARGET_LOSS_DB of PSNR against the target image relative to FP32, and
 # its image stays at least SHIP_REF_PSNR_DB from the FP32 loop's. `restyle-rt bench` on a fitted checkpoint reports
-# both halves per result; an INT8 record (no known targets) can show only the second. Measured on the fitted
-# church-256 (5 steps, batch 4, AMD EPYC Zen 4): OpenVINO BF16 -0.84 dB / 40.4 dB, "mixed" -0.51 dB / 41.2 dB, so
-# neither ships and `auto` keeps FP32 (benchmarks/README.md, "Fitted church-256").
+# both halves per result; an INT8 record (no known targets) can show only the second.
 SHIP_TARGET_LOSS_DB = 0.2
 SHIP_REF_PSNR_DB = 35.0
+
+
+@dataclass(frozen=True)
+class ShipVerdict:
+    """A reduced precision's ship bar, measured on a fitted preset's last step: PSNR against the target relative to
+    FP32's (dB; the bar: >= -SHIP_TARGET_LOSS_DB) and PSNR against the FP32 loop's image (>= SHIP_REF_PSNR_DB)."""
+
+    target_change_db: float
+    ref_psnr_db: float
+    measured: str
+
+    @property
+    def meets(self) -> bool:
+        return self.target_change_db >= -SHIP_TARGET_LOSS_DB and self.ref_psnr_db >= SHIP_REF_PSNR_DB
+
+
+# (backend, precision) -> {the CPU's BF16 path (runtime.hostinfo.bf16_path): verdict}. BF16 kernels differ by path
+# (AMX tiles vs AVX-512 BF16 dot products), so `precision="auto"` trusts a verdict only on the path it was measured
+# on; a path with no entry runs FP32. Measured with `restyle-rt bench --preset church-256 --fitted` (5 steps, 4
+# held-out targets, batch 4; benchmarks/fitted-church-256.md).
+_FITTED_AMD = "fitted church-256, 5 steps, batch 4, AMD EPYC Zen 4"
+SHIP_VERDICTS = {
+    ("openvino", "bf16"): {"avx512_bf16": ShipVerdict(-0.84, 40.4, _FITTED_AMD)},
+    ("openvino", "mixed"): {"avx512_bf16": ShipVerdict(+0.29, 49.0, _FITTED_AMD)},
+}
+
+
+def ship_verdict(backend: str, precision: str, bf16_path: str) -> Tuple[bool, str]:
+    """Whether (``backend``, ``precision``) met the ship bar on a CPU with this BF16 path; (ok, why)."""
+    rec = SHIP_VERDICTS.get((backend, precision), {})
+    v = rec.get(bf16_path)
+    if v is None:
+        where = ", ".join(sorted(rec)) or "no CPU"
+        return False, f"ship bar not measured on a {bf16_path or 'non-BF16'} CPU (measured on {where})"
+    got = f"{v.target_change_db:+.2f} dB vs target, {v.ref_psnr_db:.1f} dB vs FP32 ({v.measured})"
+    return v.meets, ("meets the ship bar: " if v.meets else "misses the ship bar: ") + got
 
 
 def meets_auto_bar(kind: str, precision: str) -> Tuple[bool, str]:

@@ -39,7 +39,7 @@ def path_latents(ckpt: os.PathLike, n_frames: int, n_keys: int, seed: int = 7) -
 def render(backend, profile, latents: np.ndarray) -> np.ndarray:
     """[N, h, w, 3] uint8 frames the generator draws from ``latents`` (``tensor2im``)."""
     from restyle_rt.runtime import io
-    from restyle_rt.workflows.common import synthesize_all
+    from restyle_rt.runtime.loop import synthesize_all
 
     return np.stack([io.to_uint8(i) for i in synthesize_all(backend, profile, latents)])
 

@@ -250,7 +250,7 @@ def _check_source(art_dir: str, ckpt: str) -> None:
 def _progress(rec: dict) -> None:
     print(
         f"  {rec['backend']:>14} {rec.get('precision') or '':>5}  batch {rec['batch']:>2}  iters {rec['iters']:>2}: "
-        f"{rec['seconds_per_image']:.3f} s/image (p50), load {rec['load_before']}",
+        f"{rec['p50_per_image_s']:.3f} s/image (p50), load {rec['load_before']}",
         file=sys.stderr,
     )
 

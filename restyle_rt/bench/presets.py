@@ -38,11 +38,6 @@ CHECKPOINT = "checkpoint.pt"
 ARTIFACTS = "artifacts"
 
 
-def cache_root() -> Path:
-    """:func:`restyle_rt.fsio.cache_root` (kept for callers of this name)."""
-    return fsio.cache_root()
-
-
 def check_preset(name: str) -> str:
     """Return ``name`` if it is a known preset.
 
@@ -60,7 +55,7 @@ def preset_dir(name: str, fitted: bool = False) -> Path:
     if fitted and name not in FITTABLE:
         raise InputError(f"preset {name!r} cannot be fitted (a ResNet34 encoder at 256x256 input is needed); "
                          f"fittable: {', '.join(FITTABLE)}")
-    return cache_root() / "presets" / (f"{name}-fitted" if fitted else name)
+    return fsio.cache_root() / "presets" / (f"{name}-fitted" if fitted else name)
 
 
 def ensure_preset(name: str, progress: bool = True, fitted: bool = False) -> Tuple[Path, Path]:

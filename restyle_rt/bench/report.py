@@ -6,16 +6,18 @@ JSON schema (``SCHEMA_VERSION`` 1)::
      "machine": {"cpu_model", "logical_cpus", "cpus_available", "load_avg", "threads", "versions", ...},
      "command": "restyle-rt bench ...",
      "source": {"artifacts", "checkpoint", "preset", "spec", "graph_bytes"},
-     "results": [{"backend", "precision", "kind", "batch", "iters", "seconds_per_image", "p50_s", "p90_s", "p99_s",
-                  "images_per_s", "stages": {"encoder", "synthesis", "copies", "glue"}, "peak_rss_mb",
+     "results": [{"backend", "precision", "kind", "batch", "iters", "p50_s", "p90_s", "p99_s", "p50_per_image_s",
+                  "p90_per_image_s", "p99_per_image_s", "images_per_s",
+                  "stages": {"encoder", "synthesis", "copies", "glue"}, "peak_rss_mb",
                   "accuracy": {"reference", "latent_rel_l2": [per step], "image_rel_l2": [...],
                                "image_psnr_db": [...], on a fitted checkpoint also "target_psnr_db",
                                "reference_target_psnr_db", "target_psnr_change_db", "truth_latent_rms",
                                "reference_truth_latent_rms" [per step] and "meets_bar"} or null, ...}],
      "memory": [...]}      (only with --memory; see restyle_rt.bench.memory)
 
-Latencies are seconds per batch loop unless named ``*_per_image_s``; ``seconds_per_image`` is
-``p50_s / batch`` and ``images_per_s`` is ``batch / p50_s``. ``stages`` are mean seconds per batch loop.
+Latencies are seconds per batch loop unless named ``*_per_image_s`` (``p50_per_image_s`` is ``p50_s / batch``;
+records written before it was the only name also carry it as ``seconds_per_image``); ``images_per_s`` is
+``batch / p50_s``. ``stages`` are mean seconds per batch loop.
 """
 
 from __future__ import annotations
@@ -32,10 +34,10 @@ REQUIRED_FIELDS = (
     "backend",
     "batch",
     "iters",
-    "seconds_per_image",
     "p50_s",
     "p90_s",
     "p99_s",
+    "p50_per_image_s",
     "images_per_s",
     "stages",
     "peak_rss_mb",
@@ -66,9 +68,9 @@ def write_json(doc: dict, path: os.PathLike) -> Path:
 
 
 def _speedups(results: Sequence[dict], reference: str) -> Dict[tuple, float]:
-    ref = {(r["batch"], r["iters"]): r["seconds_per_image"] for r in results if r["backend"] == reference}
+    ref = {(r["batch"], r["iters"]): r["p50_per_image_s"] for r in results if r["backend"] == reference}
     return {
-        _key(r): ref[(r["batch"], r["iters"])] / r["seconds_per_image"]
+        _key(r): ref[(r["batch"], r["iters"])] / r["p50_per_image_s"]
         for r in results
         if (r["batch"], r["iters"]) in ref
     }
@@ -144,7 +146,7 @@ def markdown_table(results: Sequence[dict], reference: str = "torch-official") -
     for r in results:
         st = r.get("stages", {})
         row = [r["backend"], str(r.get("precision") or "-"), str(r["batch"]), str(r["iters"])]
-        row += [_g(r[k]) for k in ("seconds_per_image", "p50_s", "p90_s", "p99_s", "images_per_s")]
+        row += [_g(r[k]) for k in ("p50_per_image_s", "p50_s", "p90_s", "p99_s", "images_per_s")]
         row += [_g(st.get(k, float("nan"))) for k in ("encoder", "synthesis", "copies", "glue")]
         row.append("-" if r.get("peak_rss_mb") is None else f"{r['peak_rss_mb']:.0f}")
         row += _accuracy_cells(r)
@@ -217,7 +219,7 @@ def plot(results: Sequence[dict], path: os.PathLike, title: str = "") -> Optiona
     for name, prec in dict.fromkeys((r["backend"], r.get("precision")) for r in results):
         for n in iters:
             pts = sorted(
-                (r["batch"], r["seconds_per_image"])
+                (r["batch"], r["p50_per_image_s"])
                 for r in results
                 if r["backend"] == name and r.get("precision") == prec and r["iters"] == n
             )
@@ -261,7 +263,7 @@ def _accuracy_panel(ax, results: Sequence[dict], cap: float = 80.0) -> None:
             label += f" ({acc['target_psnr_change_db'][-1]:+.2f} dB vs target)"
         if not ok:
             label += " FAILS"
-        ax.scatter([r["seconds_per_image"]], [y], marker="o", s=40, label=label,
+        ax.scatter([r["p50_per_image_s"]], [y], marker="o", s=40, label=label,
                    facecolors="none" if not ok else None, edgecolors="C3" if not ok else None)
     ax.axhline(BAR_REF_PSNR_DB, color="C3", linestyle="--", linewidth=1,
                label=f"ship bar: >= {BAR_REF_PSNR_DB:g} dB vs FP32, <= {BAR_TARGET_LOSS_DB:g} dB lost vs target")

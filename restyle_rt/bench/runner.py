@@ -220,7 +220,6 @@ def summarize(times: List[float], batch: int) -> Dict[str, float]:
         "p99_s": p99,
         "mean_s": float(t.mean()),
         "min_s": float(t.min()),
-        "seconds_per_image": p50 / batch,
         "p50_per_image_s": p50 / batch,
         "p90_per_image_s": p90 / batch,
         "p99_per_image_s": p99 / batch,

@@ -5,10 +5,10 @@
 * ``build``      nvcc build of ``libmodconv_kernels.so`` into a source-hash cache; ``load_library``;
                  ``plugin_library_path`` for the TensorRT runtime.
 * ``runner``     NumPy-in/NumPy-out execution through cuda-python; ``available()``.
-* ``emulate``    the same CUDA source compiled by g++ on a CPU emulation of CUDA (``modulated_conv/emu``),
-                 under ASan + UBSan: kernel numerics and launch bounds checked without a GPU.
-* ``modulated_conv/``  CUDA sources, C ABI (modconv.h), TensorRT plugins, CMakeLists.txt, CONTRACT.md,
-                       emu/ (CPU emulation of the CUDA subset the kernels use).
+* ``modulated_conv/``  CUDA sources, C ABI (modconv.h), TensorRT plugins, CMakeLists.txt, CONTRACT.md.
+
+The CPU emulation of the CUDA source (the same ``modconv.cu`` compiled by g++ under ASan + UBSan, so kernel numerics
+and launch bounds are checked without a GPU) is test machinery: ``tests/kernels/emu/``.
 
 Nothing here compiles or touches a GPU at import time.
 """

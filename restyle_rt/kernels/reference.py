@@ -315,25 +315,3 @@ def modulated_conv2d_node_np(inputs, attrs) -> np.ndarray:
 
 
 PLUGIN_REFS = {"ModulatedConv2d": modulated_conv2d_node_np}
-
-# Tolerances for the kernel tests, keyed (comparison, precision); each says how it was measured. Same convention as
-# parity.TOLERANCES (rel-L2 bound), kept here because these compare single ops, not graph outputs.
-TOLERANCES = {
-    # torch fp32 formulations (ref/grouped/phase) vs the float64 NumPy reference: measured <= 5.6e-7 rel-L2 over the
-    # three layer kinds, batch 1/3, Cin 12..512 (tests/kernels/test_reference.py sizes, 2026-11); ~10x margin.
-    ("formulations", "fp32"): 5e-6,
-    # fused CUDA kernel vs NumPy float64 reference, fp32 with fp32 accumulation: every case of tests/kernels/test_gpu.py
-    # passed under it on an H100 (benchmarks/gpu/README.md, 2026-11-22); the values themselves were not recorded.
-    ("cuda", "fp32"): 1e-5,
-    # FP16 I/O (fp32 accumulate) vs float64 reference; FP16 rounding of x and out alone gives ~2^-11 relative.
-    # Measured on the same H100 run: worst 2.11e-4 (3x3), 2.12e-4 (up 3x3), 2.30e-4 (ToRGB).
-    ("cuda", "fp16"): 2e-3,
-    # The same CUDA source on the CPU emulator (emulate.py, g++ -O2, exact fmaf/rsqrtf) vs the float64 NumPy
-    # reference: every StyleGAN2 layer shape at 256/512/1024 px plus the Cin 3072..4097 ToRGB cases, measured by
-    # benchmarks/kernel_emulation_report.py (results/kernel_emulation.json, 2026-11-22): max rel-L2 FP32 1.28e-6
-    # (FP32 accumulation over Cin*9 up to 4608 terms); ~2.3x margin.
-    ("emulated", "fp32"): 3e-6,
-    # FP16 x/out storage, FP32 accumulation; the reference gets the same FP16 x. Output rounding alone is bounded by
-    # 2^-11 = 4.9e-4 relative; measured max 2.31e-4 (same report).
-    ("emulated", "fp16"): 5e-4,
-}

@@ -14,7 +14,6 @@ from typing import List, NamedTuple, Optional, Tuple
 import numpy as np
 
 from ..errors import BackendUnavailable, BuildError
-from .build import plugin_library_path  # noqa: F401  (re-exported for the TensorRT runtime)
 
 
 class Availability(NamedTuple):

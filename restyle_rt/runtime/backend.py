@@ -131,11 +131,6 @@ class Backend(abc.ABC):
     def synthesize(self, latent: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         """(image [B,3,h,w], feedback [B,3,H,W]) = G(latent)."""
 
-    def synthesize_final(self, latent: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """The synthesis of an image's *last* step (what the user gets). The same as :meth:`synthesize` unless a
-        backend runs the steps inside the loop at a lower precision than the output (OpenVINO ``mixed``)."""
-        return self.synthesize(latent)
-
     def run_loop(self, images: np.ndarray, n_iters: int, return_steps: bool = False,
                  early_exit: Optional[float] = None) -> LoopResult:
         """N residual steps from (latent_avg, avg_feedback). Default: the generic host loop."""

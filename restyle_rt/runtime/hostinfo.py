@@ -43,6 +43,13 @@ def cpu_id() -> str:
     return hashlib.sha256(ident.encode()).hexdigest()[:32]
 
 
+def bf16_path() -> str:
+    """Which BF16 matrix path this CPU gives the libraries: ``amx_bf16`` (Intel AMX tiles), ``avx512_bf16``
+    (AVX-512 BF16 dot products: Cooper Lake, AMD Zen 4) or ``""`` (none). BF16 accuracy is recorded per path."""
+    flags = cpu_flags()
+    return next((p for p in ("amx_bf16", "avx512_bf16") if p in flags), "")
+
+
 def machine_record() -> dict:
     """``{"cpu": model name, "cpu_id": cpu_id()}``: what a CPU-dependent measurement records about its machine."""
     return {"cpu": cpu_model(), "cpu_id": cpu_id()}

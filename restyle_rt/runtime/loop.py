@@ -222,10 +222,8 @@ def host_loop(
     res.stages = {"encoder": 0.0, "synthesis": 0.0, "copies": 0.0}
     for t in range(1, n_iters + 1):
         if state.size:
-            delta = _step(backend, state, res.stages, last=t == n_iters)
+            delta = _step(backend, state, res.stages)
             done = None if early_exit is None else delta < early_exit
-            if done is not None and done.any() and t < n_iters:  # their last step: output from the final synthesis
-                _final_images(backend, state, done, res.stages)
             if state.compact:  # scatter the active images into the outputs
                 lat[state.idx] = state.lat
                 img[state.idx] = state.img
@@ -288,28 +286,15 @@ class _Active:
         )
 
 
-def _final_images(backend: Backend, st: _Active, done: np.ndarray, stages: dict) -> None:
-    """Images that exit early: their last step's output again through ``synthesize_final`` (only where a backend
-    overrides it: the whole active batch, which fits the profile, then the exiting rows kept)."""
-    if getattr(backend.synthesize_final, "__func__", None) is Backend.synthesize_final:
-        return  # the backend's final synthesis is its ordinary one: the image is already that
-    t0 = time.perf_counter()
-    image, feedback = backend.synthesize_final(st.lat)  # [A, 3, h, w], [A, 3, H, W]
-    st.img[done] = image[done]
-    st.fb[done] = feedback[done]
-    stages["synthesis"] += time.perf_counter() - t0
-
-
-def _step(backend: Backend, st: _Active, stages: dict, last: bool = False) -> np.ndarray:
-    """One encoder + synthesis step on the active set, in place; returns the latent update RMS [A]. On the ``last``
-    step the image comes from ``backend.synthesize_final``."""
+def _step(backend: Backend, st: _Active, stages: dict) -> np.ndarray:
+    """One encoder + synthesis step on the active set, in place; returns the latent update RMS [A]."""
     t0 = time.perf_counter()
     w_next = backend.encode(st.x, st.fb, st.lat)  # [A, S, 512]
     t1 = time.perf_counter()
     np.copyto(st.prev, st.lat)
     np.copyto(st.lat, w_next)
     t2 = time.perf_counter()
-    image, feedback = (backend.synthesize_final if last else backend.synthesize)(st.lat)  # [A,3,h,w], [A,3,H,W]
+    image, feedback = backend.synthesize(st.lat)  # [A, 3, h, w], [A, 3, H, W]
     t3 = time.perf_counter()
     np.copyto(st.img, image)
     np.copyto(st.fb, feedback)

@@ -19,7 +19,6 @@ import numpy as np
 from .. import fsio
 from ..errors import InputError
 from ..runtime import io
-from .common import synthesize_all
 
 HOLD = 5  # frames held at each end of a transition (the notebook's [0]*5 ... [1]*5)
 # extension -> (PyAV codec, pixel format, codec options). H.264 at CRF 18: visually lossless, the frames are smooth.
@@ -66,11 +65,12 @@ def wipe(image_a: np.ndarray, image_b: np.ndarray, alpha: float) -> np.ndarray:
     return out
 
 
-def render(backend, profile, latents: np.ndarray, n_transition: int = 25, loop: bool = True,
+def render(inv, latents: np.ndarray, n_transition: int = 25, loop: bool = True,
            inputs: Optional[Sequence[np.ndarray]] = None, progress=None) -> List[np.ndarray]:
-    """Decode the interpolation into uint8 frames [h, w(, x2), 3] (with the input wipe beside when given)."""
+    """Decode the interpolation into uint8 frames [h, w(, x2), 3] (with the input wipe beside when given), through
+    the :class:`~restyle_rt.Inverter` ``inv`` (:meth:`~restyle_rt.Inverter.synthesize`)."""
     frames, pairs, alphas = interpolate(latents, n_transition, loop)
-    imgs = synthesize_all(backend, profile, frames, progress)  # [F, 3, h, w]
+    imgs = inv.synthesize(frames, progress)  # [F, 3, h, w]
     out = []
     k = np.asarray(latents).shape[0]
     for img, p, a in zip(imgs, pairs, alphas):

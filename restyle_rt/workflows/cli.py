@@ -136,7 +136,7 @@ def _edit(args, out, factors, paths, names):
         bar = progress.bar(total=len(dirs) * len(factors) * len(lat), unit="img", desc="edit")
         strips = {n: [] for n in names}
         for dname, d in dirs.items():
-            edits = render_edits(inv.backend, inv.profile, lat, d, factors, bar.update)  # [N, F, 3, h, w]
+            edits = render_edits(inv, lat, d, factors, bar.update)  # [N, F, 3, h, w]
             for i, name in enumerate(names):
                 inv_im = io.to_uint8(inversions[i])
                 h, w = inv_im.shape[:2]
@@ -178,7 +178,7 @@ def run_animate(args) -> int:
             lat, _names, inputs = _sources(args, inv, paths, names)
             n_frames = interpolate(lat, args.frames, not args.no_loop)[0].shape[0]
             with progress.bar(total=n_frames, unit="frame", desc="animate") as bar:
-                frames = render(inv.backend, inv.profile, lat, args.frames, not args.no_loop,
+                frames = render(inv, lat, args.frames, not args.no_loop,
                                 None if args.no_inputs else inputs, bar.update)
         write_video(out, frames, args.fps)
     finally:

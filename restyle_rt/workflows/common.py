@@ -1,5 +1,5 @@
-"""Helpers the workflows share: batched synthesis within the artifacts' profile (:func:`synthesize_all`, from
-:mod:`restyle_rt.runtime.loop`), latents files."""
+"""Helpers the workflows share: latents files. (Batched synthesis within the artifacts' profile is
+:meth:`restyle_rt.Inverter.synthesize`.)"""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..errors import InputError
-from ..runtime.loop import synthesize_all  # noqa: F401 - the workflows' chunked synthesis (Inverter.synthesize)
 
 
 def load_latents(path: os.PathLike, n_styles: int) -> Tuple[np.ndarray, List[str]]:

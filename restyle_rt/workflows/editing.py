@@ -13,7 +13,6 @@ from typing import List, Sequence, Union
 import numpy as np
 
 from ..errors import InputError
-from .common import synthesize_all
 from .directions import fit_direction
 
 
@@ -56,10 +55,11 @@ def edit_latents(latents: np.ndarray, direction: np.ndarray, factors: Sequence[f
     return lat[:, None] + f * d[None, None]  # [N, F, S, 512]
 
 
-def render_edits(backend, profile, latents: np.ndarray, direction: np.ndarray, factors: Sequence[float],
+def render_edits(inv, latents: np.ndarray, direction: np.ndarray, factors: Sequence[float],
                  progress=None) -> np.ndarray:
-    """Images [N, F, 3, h, w] of every edit, decoded in profile-sized batches."""
+    """Images [N, F, 3, h, w] of every edit, decoded by the :class:`~restyle_rt.Inverter` ``inv``
+    (:meth:`~restyle_rt.Inverter.synthesize`: profile-sized batches)."""
     edited = edit_latents(latents, direction, factors)  # [N, F, S, 512]
     n, k = edited.shape[:2]
-    imgs = synthesize_all(backend, profile, edited.reshape(n * k, *edited.shape[2:]), progress)
+    imgs = inv.synthesize(edited.reshape(n * k, *edited.shape[2:]), progress)
     return imgs.reshape(n, k, *imgs.shape[1:])  # [N, F, 3, h, w]

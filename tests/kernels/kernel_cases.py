@@ -1,6 +1,8 @@
-"""Shared cases of tests/kernels: the layer kinds and a random-input maker (imported by the tests)."""
+"""Shared cases of tests/kernels: the layer kinds, a random-input maker and the tolerances (imported by the tests)."""
 
 import numpy as np
+
+from restyle_rt import parity
 
 # (name, kernel_size, upsample, demodulate, activate): the three layer kinds of the StyleGAN2 synthesis
 # network.
@@ -9,6 +11,14 @@ LAYER_KINDS = [
     ("up3x3", 3, True, True, True),
     ("torgb1x1", 1, False, False, False),
 ]
+
+
+def tolerance(comparison, precision):
+    """The rel-L2 bound of one layer vs the float64 NumPy reference, from the one tolerance table: comparison
+    'formulations' (torch), 'cuda' or 'emulated'; precision 'fp32', or 'fp16' (FP16 storage, FP32 accumulation: the
+    table's '-fp16-io' kinds)."""
+    kind = f"modconv-{comparison}" + ("-fp16-io" if precision == "fp16" else "")
+    return parity.tolerance(kind, precision, "out").rel_l2
 
 
 def make_layer(kind, batch, cin, cout, h, w=None, seed=0, noise="full"):

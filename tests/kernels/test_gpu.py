@@ -8,7 +8,7 @@ of the Cin chunk (8), and every noise mode.
 import numpy as np
 import pytest
 
-from kernel_cases import LAYER_KINDS, make_layer
+from kernel_cases import LAYER_KINDS, make_layer, tolerance
 from restyle_rt.kernels import reference as R
 from restyle_rt.kernels import runner
 
@@ -37,22 +37,22 @@ def _check(kind, batch, size, dtype, noise="full"):
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("kind", LAYER_KINDS, ids=[k[0] for k in LAYER_KINDS])
 def test_fp32_matches_reference(cuda_device, kind, batch, size):
-    assert _check(kind, batch, size, np.float32) < R.TOLERANCES[("cuda", "fp32")]
+    assert _check(kind, batch, size, np.float32) < tolerance("cuda", "fp32")
 
 
 @pytest.mark.parametrize("kind", LAYER_KINDS, ids=[k[0] for k in LAYER_KINDS])
 def test_fp16_matches_reference(cuda_device, kind, record_property):
     err = max(_check(kind, b, size, np.float16) for b in (1, 3) for size in SIZES)
     record_property("fp16_rel_l2", err)  # measured value lands in the junit report
-    assert err < R.TOLERANCES[("cuda", "fp16")]
+    assert err < tolerance("cuda", "fp16")
 
 
 @pytest.mark.parametrize("noise", ["scalar", None])
 def test_noise_modes(cuda_device, noise):
-    assert _check(LAYER_KINDS[1], 2, SIZES[0], np.float32, noise=noise) < R.TOLERANCES[("cuda", "fp32")]
+    assert _check(LAYER_KINDS[1], 2, SIZES[0], np.float32, noise=noise) < tolerance("cuda", "fp32")
 
 
 @pytest.mark.parametrize("cin,cout", [(4096, 3), (4097, 3), (12288, 4)])
 def test_1x1_small_cout_beyond_default_shared_memory(cuda_device, cin, cout):
     # Defect 10 on a GPU: Cin past the 48 KiB dynamic shared-memory budget of the small-Cout path (tiled fallback).
-    assert _check(LAYER_KINDS[2], 1, (cin, cout, 3, 5), np.float32, noise="scalar") < R.TOLERANCES[("cuda", "fp32")]
+    assert _check(LAYER_KINDS[2], 1, (cin, cout, 3, 5), np.float32, noise="scalar") < tolerance("cuda", "fp32")

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from kernel_cases import LAYER_KINDS, make_layer
+from kernel_cases import LAYER_KINDS, make_layer, tolerance
 from restyle_rt.kernels import reference as R
 
-TOL = R.TOLERANCES[("formulations", "fp32")]
+TOL = tolerance("formulations", "fp32")
 
 
 def rel_l2(a, b):
@@ -104,6 +104,6 @@ def test_plugin_node_reference_attrs_and_dtype():
     attrs = dict(demodulate=1, upsample=1, activate=1, kernel_size=3)
     out = R.PLUGIN_REFS["ModulatedConv2d"]([x.astype(np.float16), s, w, b, n], attrs)
     assert out.dtype == np.float16 and out.shape == (1, 4, 8, 8)
-    assert rel_l2(out, _run("grouped", x, s, w, b, n, kind)) < R.TOLERANCES[("cuda", "fp16")]
+    assert rel_l2(out, _run("grouped", x, s, w, b, n, kind)) < tolerance("cuda", "fp16")
     with pytest.raises(ValueError, match="kernel_size"):
         R.PLUGIN_REFS["ModulatedConv2d"]([x, s, w, b, n], dict(attrs, kernel_size=1))

@@ -47,7 +47,7 @@ def test_editing_matches_official(models, inverters):
     w = m.ckpt.latent_avg[None] + 0.3 * torch.randn(2, s, 512, generator=g)  # [2, S, 512]
     for d in (torch.randn(1, 512, generator=g), torch.randn(1, s, 512, generator=g)):  # age/smile- and pose-like
         factors = editing.parse_factors("-2,2")
-        got = editing.render_edits(inv.backend, inv.profile, w.numpy(), d.numpy(), factors)  # [2, F, 3, h, w]
+        got = editing.render_edits(inv, w.numpy(), d.numpy(), factors)  # [2, F, 3, h, w]
         with torch.no_grad():
             for j, f in enumerate(range(-2, 2)):  # official: range(*factor_range)
                 ref, _ = m.synthesis_official(w + f * d)  # d [1, 512] or [1, S, 512] broadcasts as in torch
@@ -80,7 +80,7 @@ def test_animation_frames_match_official(models, inverters):
     m, inv = models[FIRST], inverters[FIRST]
     g = torch.Generator().manual_seed(2)
     lat = (m.ckpt.latent_avg[None] + 0.3 * torch.randn(2, m.ckpt.spec.n_styles, 512, generator=g)).numpy()
-    frames = animation.render(inv.backend, inv.profile, lat, n_transition=3, loop=False)
+    frames = animation.render(inv, lat, n_transition=3, loop=False)
     alphas = [0] * 5 + np.linspace(0, 1, 3).tolist() + [1] * 5
     assert len(frames) == len(alphas)
     with torch.no_grad():

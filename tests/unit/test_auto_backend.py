@@ -219,15 +219,21 @@ def test_a_usable_gpu_backend_is_taken_without_probing(toy, auto):
     assert auto["calls"] == []
 
 
-def test_a_precision_missing_the_bar_is_never_chosen(toy, auto, monkeypatch, caplog, tmp_path):
-    """OpenVINO BF16 would be fastest, and the CPU "has" BF16; its recorded loop bound misses parity.AUTO_BAR, so
-    auto runs OpenVINO FP32 (openvino's precision rule decides before anything is timed)."""
+@pytest.mark.parametrize("path, precision", [("amx_bf16", "fp32"), ("avx512_bf16", "mixed")])
+def test_a_precision_missing_the_bar_is_never_chosen(toy, auto, monkeypatch, caplog, tmp_path, path, precision):
+    """OpenVINO BF16 would be fastest, and the CPU "has" BF16; BF16 misses the ship bar on every BF16 path recorded
+    (parity.SHIP_VERDICTS) and ``mixed`` meets it on AVX-512 BF16 only, so auto runs OpenVINO FP32 on an AMX CPU
+    and ``mixed`` on an AVX-512 BF16 one (openvino's precision rule decides before anything is timed)."""
     ov = pytest.importorskip("restyle_rt.runtime.backends.openvino")
     if not ov.OpenVinoBackend.available()[0]:
         pytest.skip("openvino is not usable here")
+    if precision != "fp32" and not ov.cpu_has_bf16():
+        pytest.skip("this CPU cannot run BF16")
+    from restyle_rt.runtime import hostinfo
     from restyle_rt.runtime.backends import available, backend_class
 
     monkeypatch.setattr(ov, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(hostinfo, "bf16_path", lambda: path)
     monkeypatch.setattr(choose, "available", available)
     monkeypatch.setattr(choose, "backend_class", backend_class)
     monkeypatch.setattr(choose, "AUTO_ORDER", ("ort", "openvino"))
@@ -235,8 +241,9 @@ def test_a_precision_missing_the_bar_is_never_chosen(toy, auto, monkeypatch, cap
     auto["times"].update(ort=0.5, openvino=0.01)
     with caplog.at_level(logging.INFO, logger="restyle_rt"):
         with get_backend("auto", artifacts.load(toy[0]), cache_dir=tmp_path / "ov") as be:
-            assert (be.name, be.precision) == ("openvino", "fp32")
-    assert "backend auto -> openvino fp32 (measured now: openvino fp32 0.01 s, ort fp32 0.5 s" in _choices(caplog)[0]
+            assert (be.name, be.precision) == ("openvino", precision)
+    assert (f"backend auto -> openvino {precision} (measured now: openvino {precision} 0.01 s, ort fp32 0.5 s"
+            in _choices(caplog)[0])
 
 
 def test_real_probe_on_toy_artifacts_times_each_candidate(toy, monkeypatch, tmp_path):
@@ -249,7 +256,11 @@ def test_real_probe_on_toy_artifacts_times_each_candidate(toy, monkeypatch, tmp_
     with get_backend("auto", artifacts.load(toy[0])) as be:
         rec = json.loads(next(choose.cache_dir().glob("*.json")).read_text())
         assert rec["choice"] == be.name
-    assert set(rec["times_s"]) == {"ort fp32", "openvino fp32"} and all(t > 0 for t in rec["times_s"].values())
+    from restyle_rt.runtime.backends.openvino import resolve_precision
+
+    ov_precision = resolve_precision("auto")  # this CPU's: mixed where its ship bar was measured, else fp32
+    assert set(rec["times_s"]) == {"ort fp32", f"openvino {ov_precision}"}
+    assert all(t > 0 for t in rec["times_s"].values())
     assert min(rec["times_s"], key=rec["times_s"].get).startswith(rec["choice"])
 
 

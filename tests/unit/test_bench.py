@@ -13,8 +13,9 @@ import re
 import numpy as np
 import pytest
 
+from restyle_rt import fsio
 from restyle_rt.bench import report, runner, targets
-from restyle_rt.bench.presets import PRESET_NAMES, cache_root, check_preset, preset_dir
+from restyle_rt.bench.presets import PRESET_NAMES, check_preset, preset_dir
 from restyle_rt.cli import main
 from restyle_rt.errors import InputError
 
@@ -79,7 +80,7 @@ def test_json_numbers_consistent(bench_doc):
     for r in doc["results"]:
         b = r["batch"]
         assert math.isclose(r["images_per_s"], b / r["p50_s"], rel_tol=1e-9)
-        assert math.isclose(r["seconds_per_image"], r["p50_s"] / b, rel_tol=1e-9)
+        assert math.isclose(r["p50_per_image_s"], r["p50_s"] / b, rel_tol=1e-9)
         assert r["p50_s"] <= r["p90_s"] <= r["p99_s"] <= max(r["samples_s"]) + 1e-12
         assert math.isclose(r["p50_s"], float(np.median(r["samples_s"])), rel_tol=1e-9)
         assert all(v >= 0 for v in r["stages"].values())
@@ -98,7 +99,7 @@ def test_plot_written(bench_doc):
 def test_markdown_table(bench_doc):
     doc, _ = bench_doc
     res = [dict(r) for r in doc["results"]]
-    res += [dict(r, backend="torch-official", seconds_per_image=r["seconds_per_image"] * 2) for r in res]
+    res += [dict(r, backend="torch-official", p50_per_image_s=r["p50_per_image_s"] * 2) for r in res]
     md = report.markdown_table(res).splitlines()
     assert md[0].startswith("| backend | precision | batch | iters |") and "x vs torch-official" in md[0]
     assert len(md) == 2 + len(res)
@@ -192,7 +193,7 @@ def test_default_backends_without_checkpoint():
 
 def test_preset_cache_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("RESTYLE_RT_CACHE", str(tmp_path / "c"))
-    assert cache_root() == tmp_path / "c"
+    assert fsio.cache_root() == tmp_path / "c"
     assert preset_dir("church-256") == tmp_path / "c" / "presets" / "church-256"
     assert set(PRESET_NAMES) == {"ffhq-1024", "cars-512", "church-256"}
 

@@ -46,7 +46,7 @@ def test_every_cache_lives_under_the_cache_root(tmp_path, monkeypatch):
     assert choose.cache_dir() == root / "auto-backend"
     assert artifacts.verified_cache_dir() == root / "verified"
     assert build.cache_dir() == root / "kernels"
-    assert presets.cache_root() == root and presets.preset_dir("church-256") == root / "presets" / "church-256"
+    assert fsio.cache_root() == root and presets.preset_dir("church-256") == root / "presets" / "church-256"
     assert openvino._cache_dir(None) == root / "openvino"
 
 

@@ -166,33 +166,3 @@ def test_short_tail_padded_to_profile_min(make_toy):
     np.testing.assert_allclose(res.latents, ref.loop(x, 2)[0][-1], atol=ATOL, rtol=0)
 
 
-class FinalBackend(NumpyBackend):
-    """Steps inside the loop run a perturbed synthesis (a lower precision's stand-in); synthesize_final the exact
-    one, as the OpenVINO ``mixed`` precision does."""
-
-    def synthesize(self, latent):
-        image, feedback = super().synthesize(latent)
-        return image + 0.25, feedback + 0.25
-
-    def synthesize_final(self, latent):
-        self.calls.append(("final", latent.shape[0]))
-        return self.ref.synthesize(latent)
-
-
-@pytest.mark.parametrize("early_exit", [None, 0.002])
-def test_the_last_step_of_each_image_comes_from_synthesize_final(toy, early_exit):
-    d, ref = toy
-    be = FinalBackend(artifacts.load(d), ref)
-    x = _images(5)
-    res = host_loop(be, x, 4, return_steps=True, early_exit=early_exit)
-    exact_img, exact_fb = ref.synthesize(res.latents)
-    np.testing.assert_allclose(res.images, exact_img, atol=ATOL)  # every image's output: the exact synthesis
-    np.testing.assert_allclose(res.feedback, exact_fb, atol=ATOL)
-    going = res.steps_used > 1  # images still iterating after step 1: its image came from the loop's synthesis
-    assert going.any()
-    perturbed, _ = NumpyBackend.synthesize(be, res.step_latents[0][going])
-    np.testing.assert_allclose(res.step_images[0][going], perturbed + 0.25, atol=ATOL)
-    if early_exit is not None:
-        assert res.steps_used.min() < 4  # some image exited early; its output is exact too (checked above)
-    else:
-        assert [c for c in be.calls if c[0] == "final"] == [("final", 5)]  # once, on the last step only

@@ -119,6 +119,7 @@ def test_parse_factors_follows_official_range():
 
 
 def test_edit_latents_and_render(toy):
+    from restyle_rt import Inverter
     from restyle_rt.artifacts import load
     from restyle_rt.runtime.backends import get_backend
 
@@ -133,8 +134,8 @@ def test_edit_latents_and_render(toy):
         for j, f in enumerate(factors):
             np.testing.assert_allclose(ed[i, j], lat[i] + f * d, rtol=0, atol=1e-6)
     art = load(art_dir)
-    with get_backend("ort", art) as be:
-        imgs = editing.render_edits(be, art.profile, lat, d, factors)  # [3, 3, 3, h, w]
+    with Inverter(art, get_backend("ort", art)) as inv:
+        imgs = editing.render_edits(inv, lat, d, factors)  # [3, 3, 3, h, w]
     for i in range(3):
         for j, f in enumerate(factors):
             np.testing.assert_allclose(imgs[i, j], ref.synthesize((lat[i] + f * d)[None])[0][0], atol=1e-5)

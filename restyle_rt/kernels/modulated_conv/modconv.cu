@@ -28,7 +28,8 @@ struct identity {
 };
 
 // cudaLaunchKernel with the kernel's own parameter types (the argument array must match them exactly). The CPU
-// emulator (emu/cuda_emu.h) implements the same call, so this launch code is what the emulated tests run.
+// emulator (tests/kernels/emu/cuda_emu.h) implements the same call, so this launch code is what the emulated tests
+// run.
 template <typename... P>
 cudaError_t launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
                    typename identity<P>::type... args) {

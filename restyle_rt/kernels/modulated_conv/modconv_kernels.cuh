@@ -210,7 +210,7 @@ __global__ void __launch_bounds__(kThreads) modconv_tiled(const Args a) {
 
 // ---------------------------------------------------------------------------------------------------------------
 // Dynamic shared memory of a launch. One declaration for all instantiations (CUDA requires one type per extern
-// __shared__ name); under the CPU emulator (emu/cuda_emu.h) the emulator's per-block buffer.
+// __shared__ name); under the CPU emulator (tests/kernels/emu/cuda_emu.h) the emulator's per-block buffer.
 #ifdef CUDA_EMU
 template <typename T>
 __device__ __forceinline__ T* dynamic_smem() { return cuda_emu::dynamic_smem<T>(); }

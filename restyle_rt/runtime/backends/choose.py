@@ -41,7 +41,7 @@ log = logging.getLogger("restyle_rt")
 MEASURED = RegistryView(measured)
 ENV_PROBE, ENV_BATCH = "RESTYLE_RT_AUTO_PROBE", "RESTYLE_RT_AUTO_BATCH"
 WARMUP, REPEATS = 1, 2
-PROBE_VERSION = 1  # bump when what the probe measures changes: old cached decisions then no longer match
+PROBE_VERSION = 2  # bump when what the probe measures changes: old cached decisions then no longer match
 _STARTUP_ERRORS = (BackendUnavailable, ArtifactError, InputError)
 _logged_choices: set = set()
 

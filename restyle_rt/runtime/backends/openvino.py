@@ -6,14 +6,13 @@ Precisions (``precision=``):
 * ``fp32``: ``INFERENCE_PRECISION_HINT=f32``, set explicitly (on a CPU with BF16 OpenVINO's default hint is bf16).
 * ``bf16``: ``INFERENCE_PRECISION_HINT=bf16``, only on a CPU that has BF16 (``BackendUnavailable`` otherwise). The
   CPU plugin keeps the graph tail, hence the latent accumulation, in FP32; nothing more is pinned.
-* ``mixed``: BF16 (as ``bf16``) for every graph call inside the loop, and an FP32 synthesis for each image's last
-  step, so the image returned is FP32's synthesis of the BF16 loop's latent. In a loop that contracts, the steps'
-  BF16 errors are corrected by the next step, the last synthesis's are not (fitted church-256, 5 steps: the BF16
-  loop's latent is as close to the truth as FP32's; against the target its image loses 0.84 dB, ``mixed`` 0.51).
+* ``mixed``: precision per graph (:data:`GRAPH_HINTS`): the encoder in BF16, the synthesis in FP32. The encoder's
+  BF16 error is a residual the next step corrects; the synthesis's reaches the image the user gets, and is spread
+  evenly over its layers, so no per-layer FP32 set recovers it cheaply (``benchmarks/fitted-church-256.md``).
 * ``int8``: the explicit Q/DQ graphs ``restyle-rt calibrate`` recorded (``manifest["int8"]``, the CPU encoding the
   ort backend runs too); a graph it shipped none for stays FP32. ``ArtifactError`` when the artifacts have none.
-* ``auto``: the fastest precision this CPU has whose *measured* loop accuracy (``parity.TOLERANCES``) meets the
-  stated bar :data:`restyle_rt.parity.AUTO_BAR`; the choice is logged.
+* ``auto``: the fastest precision that met the ship bar on a fitted model on a CPU with this one's BF16 path
+  (``parity.SHIP_VERDICTS``: ``mixed`` on AVX-512 BF16 CPUs today), else ``fp32``; the choice is logged.
 
 Compiled models are cached in ``cache_dir`` (default ``openvino`` under :func:`restyle_rt.fsio.cache_root`; OpenVINO
 keys each blob by a hash of the model and the compile options, so one directory serves every artifacts dir). One
@@ -41,6 +40,13 @@ log = logging.getLogger("restyle_rt")
 
 PRECISIONS = ("fp32", "bf16", "mixed", "int8")
 BF16_PRECISIONS = ("bf16", "mixed")
+# INFERENCE_PRECISION_HINT per graph and precision (int8 runs the Q/DQ graphs with the f32 hint).
+GRAPH_HINTS = {
+    "fp32": {"encoder": "f32", "synthesis": "f32"},
+    "bf16": {"encoder": "bf16", "synthesis": "bf16"},
+    "mixed": {"encoder": "bf16", "synthesis": "f32"},
+    "int8": {"encoder": "f32", "synthesis": "f32"},
+}
 HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
 DEVICE_KINDS = ("CPU", "GPU", "NPU")  # OpenVINO's device names (``GPU.1``: the second GPU)
 
@@ -60,7 +66,7 @@ class OpenVinoBackend(Backend):
 
     Args:
         artifacts: a verified artifacts directory.
-        precision: ``auto`` (default), ``fp32``, ``bf16`` or ``int8`` (see the module docstring).
+        precision: ``auto`` (default), ``fp32``, ``bf16``, ``mixed`` or ``int8`` (see the module docstring).
         threads: ``INFERENCE_NUM_THREADS`` (default: the CPUs available to this process).
         hint: ``latency`` (default: one stream using every thread; the loop issues one request at a time) or
             ``throughput`` (OpenVINO picks the streams; only worth it when several loops run concurrently).
@@ -115,9 +121,6 @@ class OpenVinoBackend(Backend):
         if self.cache_dir:
             self.core.set_property({"CACHE_DIR": str(self.cache_dir)})
         self.compiled = {g: self._compile(g) for g in ("encoder", "synthesis")}
-        if self.precision == "mixed":  # the last step's synthesis, in FP32
-            self.compiled["synthesis_final"] = self._compile("synthesis", hint="f32")
-            self.synthesize_final = self._synthesize_fp32  # other precisions keep Backend's (= synthesize)
         self.requests = {g: c.create_infer_request() for g, c in self.compiled.items()}
         self._outputs = {g: {o.get_any_name(): o for o in c.outputs} for g, c in self.compiled.items()}
         log.info("openvino backend: %s on %s, %d threads, %s hint, cache %s", self.precision, self.device,
@@ -142,10 +145,10 @@ class OpenVinoBackend(Backend):
             return self.artifacts.graph_path(graph)
         return path
 
-    def _compile(self, graph: str, hint: Optional[str] = None):
+    def _compile(self, graph: str):
         path = self._graph_file(graph)
         config = {
-            "INFERENCE_PRECISION_HINT": hint or ("bf16" if self.precision in BF16_PRECISIONS else "f32"),
+            "INFERENCE_PRECISION_HINT": GRAPH_HINTS[self.precision][graph],
             "PERFORMANCE_HINT": HINTS[self.hint],
         }
         if self.device == "CPU":  # a CPU-plugin property; other plugins refuse it
@@ -160,7 +163,7 @@ class OpenVinoBackend(Backend):
     # --- host API -------------------------------------------------------------------------------------------
 
     def _run(self, graph: str, feed: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        check_feed(self.artifacts, graph.replace("_final", ""), feed, "openvino backend")
+        check_feed(self.artifacts, graph, feed, "openvino backend")
         feed = {k: np.ascontiguousarray(v) for k, v in feed.items()}
         res = self.requests[graph].infer(feed, share_inputs=True, share_outputs=True)
         return {name: res[port] for name, port in self._outputs[graph].items()}
@@ -172,11 +175,6 @@ class OpenVinoBackend(Backend):
     def synthesize(self, latent: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         out = self._run("synthesis", {"latent": latent})
         return out["image"], out["feedback"]  # [B, 3, h, w], [B, 3, H, W], views
-
-    def _synthesize_fp32(self, latent: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """``mixed``: the last step's synthesis, FP32 (views, as :meth:`synthesize`)."""
-        out = self._run("synthesis_final", {"latent": latent})
-        return out["image"], out["feedback"]
 
     def close(self) -> None:
         self.requests, self.compiled = {}, {}
@@ -207,8 +205,9 @@ def check_device(available: List[str], device: str) -> str:
 
 
 def resolve_precision(precision: str, device: str = "CPU") -> str:
-    """``precision`` itself, or for ``auto`` the fastest one this device has whose measured loop accuracy meets
-    :data:`restyle_rt.parity.AUTO_BAR` (logged; BF16 is considered on the CPU only).
+    """``precision`` itself, or for ``auto`` the fastest one this device can run that meets its bar (logged): ``bf16``
+    then ``mixed`` when :data:`restyle_rt.parity.SHIP_VERDICTS` records that it met the ship bar on a CPU with this
+    one's BF16 path (CPU device only), else ``fp32`` (the reference, :data:`restyle_rt.parity.AUTO_BAR`).
 
     Raises:
         InputError: not one of :data:`PRECISIONS` nor ``auto``.
@@ -217,19 +216,22 @@ def resolve_precision(precision: str, device: str = "CPU") -> str:
         return precision
     if precision != "auto":
         raise InputError(f"openvino backend: precision must be one of {PRECISIONS + ('auto',)}, got {precision!r}")
-    from ...parity import meets_auto_bar
+    from ...parity import meets_auto_bar, ship_verdict
+    from ..hostinfo import bf16_path
 
     reasons = []
-    for cand in ("bf16", "fp32"):  # fastest first (INT8 needs calibrated graphs: only on request)
-        if cand == "bf16" and device != "CPU":
-            reasons.append(f"bf16: CPU only, not {device}")
+    for cand in ("bf16", "mixed", "fp32"):  # fastest first (INT8 needs calibrated graphs: only on request)
+        if cand in BF16_PRECISIONS and device != "CPU":
+            reasons.append(f"{cand}: CPU only, not {device}")
             continue
-        if cand == "bf16" and not cpu_has_bf16():
-            reasons.append("bf16: this CPU has no BF16")
+        if cand in BF16_PRECISIONS and not cpu_has_bf16():
+            reasons.append(f"{cand}: this CPU has no BF16")
             continue
-        ok, why = meets_auto_bar("openvino-loop", cand)
+        ok, why = (ship_verdict("openvino", cand, bf16_path()) if cand in BF16_PRECISIONS
+                   else meets_auto_bar("openvino-loop", cand))
         if ok:
-            log.info("openvino backend: precision auto -> %s%s", cand, f" ({'; '.join(reasons)})" if reasons else "")
+            said = "; ".join(reasons + ([f"{cand}: {why}"] if why else []))
+            log.info("openvino backend: precision auto -> %s%s", cand, f" ({said})" if said else "")
             return cand
         reasons.append(f"{cand}: {why}")
     raise InputError("openvino backend: no precision meets the accuracy bar: " + "; ".join(reasons))

@@ -1,12 +1,13 @@
-"""Run the CUDA kernels of ``modulated_conv/`` on the CPU, from the same source, under ASan + UBSan.
+"""Run the CUDA kernels of ``restyle_rt/kernels/modulated_conv/`` on the CPU, from the same source, under ASan+UBSan.
 
-``modconv.cu`` and ``modconv_kernels.cuh`` are compiled by the host C++ compiler (g++) with a small emulation of
-the CUDA subset they use (``modulated_conv/emu/cuda_emu.h``: block threads as fibers, ``__shared__``, dynamic
-shared memory with CUDA's 48 KiB default limit, ``__syncthreads``, warp shuffles, ``cudaLaunchKernel``,
-``_Float16`` for ``__half``). The host launch code (grid, block, shared-memory sizes, path choice) is the one the
-nvcc build runs, so a wrong launch bound fails here as it would on a GPU. The driver
-(``emu/modconv_emu_main.cpp``) calls the C ABI of ``modconv.h`` like ``runner.py`` does. Every run is a separate
-process built with ``-fsanitize=address,undefined -fno-sanitize-recover=all``: any sanitizer report fails it.
+Test machinery (not shipped in the package): ``modconv.cu`` and ``modconv_kernels.cuh`` are compiled from the
+package's source directory by the host C++ compiler (g++) with a small emulation of the CUDA subset they use (this
+folder: ``cuda_emu.h``: block threads as fibers, ``__shared__``, dynamic shared memory with CUDA's 48 KiB default
+limit, ``__syncthreads``, warp shuffles, ``cudaLaunchKernel``, ``_Float16`` for ``__half``). The host launch code
+(grid, block, shared-memory sizes, path choice) is the one the nvcc build runs, so a wrong launch bound fails here as
+it would on a GPU. The driver (``modconv_emu_main.cpp``) calls the C ABI of ``modconv.h`` like
+``restyle_rt/kernels/runner.py`` does. Every run is a separate process built with
+``-fsanitize=address,undefined -fno-sanitize-recover=all``: any sanitizer report fails it.
 
 Slow (each GPU thread is a fiber) and meant for tests: keep spatial sizes small.
 """
@@ -24,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BuildError
-from .build import KERNEL_HEADERS, KERNEL_SOURCES, SOURCE_DIR, cache_dir
+from restyle_rt.errors import BuildError
+from restyle_rt.kernels.build import KERNEL_HEADERS, KERNEL_SOURCES, SOURCE_DIR, cache_dir
 
 log = logging.getLogger("restyle_rt")
 
-EMU_DIR = SOURCE_DIR / "emu"
+EMU_DIR = Path(__file__).resolve().parent
 EMU_SOURCES = ("cuda_emu.h", "modconv_emu_main.cpp", "include/cuda_runtime.h", "include/cuda_fp16.h")
 SANITIZE = ("-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer")
 CXX_FLAGS = ("-std=c++17", "-O2", "-g", "-Wall", "-Wno-unknown-pragmas", "-rdynamic", *SANITIZE)
@@ -52,9 +53,12 @@ def find_cxx() -> str | None:
 
 def _hash(cxx: str) -> str:
     h = hashlib.sha256()
-    for rel in (*KERNEL_SOURCES, *KERNEL_HEADERS, *(f"emu/{e}" for e in EMU_SOURCES)):
+    for rel in (*KERNEL_SOURCES, *KERNEL_HEADERS):
         h.update(rel.encode())
         h.update((SOURCE_DIR / rel).read_bytes())
+    for rel in EMU_SOURCES:
+        h.update(f"emu/{rel}".encode())
+        h.update((EMU_DIR / rel).read_bytes())
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False).stdout
     h.update(repr((CXX_FLAGS, version.splitlines()[:1])).encode())
     return h.hexdigest()[:16]
@@ -79,9 +83,9 @@ def build_emulator(force: bool = False, root: os.PathLike | None = None, timeout
         return exe
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-        cmd = [cxx, *CXX_FLAGS, f"-I{EMU_DIR / 'include'}", f"-I{EMU_DIR}", "-include", str(EMU_DIR / "cuda_emu.h"),
-               "-x", "c++", str(SOURCE_DIR / "modconv.cu"), "-x", "none", str(EMU_DIR / "modconv_emu_main.cpp"),
-               "-o", str(Path(tmp) / exe.name)]
+        cmd = [cxx, *CXX_FLAGS, f"-I{EMU_DIR / 'include'}", f"-I{EMU_DIR}", f"-I{SOURCE_DIR}",
+               "-include", str(EMU_DIR / "cuda_emu.h"), "-x", "c++", str(SOURCE_DIR / "modconv.cu"),
+               "-x", "none", str(EMU_DIR / "modconv_emu_main.cpp"), "-o", str(Path(tmp) / exe.name)]
         log.info("emulator build: %s", " ".join(cmd))
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
         if proc.returncode != 0:

@@ -1,4 +1,4 @@
-// Driver of the CPU-emulated kernels (restyle_rt/kernels/emulate.py builds it with g++ and the sanitizers).
+// Driver of the CPU-emulated kernels (tests/kernels/emu/emulate.py builds it with g++ and the sanitizers).
 //
 //   modconv_emu CASE_DIR...   run each case through the C ABI of modconv.h, exactly as the CUDA runner does:
 //                             CASE_DIR/case.txt = "batch cin cout h w k demod up act noise_numel dtype has_bias",
@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "../modconv.h"
+#include "modconv.h"  // restyle_rt/kernels/modulated_conv (on the -I path)
 #include "cuda_emu.h"
 
 namespace {

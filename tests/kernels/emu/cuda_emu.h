@@ -1,5 +1,5 @@
 // CPU emulation of the small CUDA subset the modulated-conv kernels use, so the SAME modconv.cu / modconv_kernels.cuh
-// compile with g++ and run under AddressSanitizer + UndefinedBehaviorSanitizer (restyle_rt/kernels/emulate.py).
+// compile with g++ and run under AddressSanitizer + UndefinedBehaviorSanitizer (tests/kernels/emu/emulate.py).
 //
 // Execution model: one launch runs its blocks one after another; the threads of a block are fibers (ucontext) on
 // one OS thread, switched only at __syncthreads() and warp shuffles, so

@@ -1,0 +1,1 @@
+"""CPU emulation of the CUDA subset the modulated-conv kernels use (test machinery; not part of the package)."""
