@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import statistics
 import sys
@@ -25,12 +26,13 @@ def targets(art, ckpt, threads: int) -> dict:
     from restyle_rt.bench.targets import TorchTarget
     from restyle_rt.runtime.backends.ort import OrtBackend
 
+    int8 = art.manifest.int8
     enc_only = copy.copy(art)
-    enc_only.manifest = copy.deepcopy(art.manifest)
-    enc_only.manifest["int8"]["graphs"].pop("synthesis", None)
+    enc_only.manifest = dataclasses.replace(art.manifest, int8=dataclasses.replace(
+        int8, graphs={g: v for g, v in int8.graphs.items() if g != "synthesis"}))
     out = {"ort-fp32": OrtBackend(art, threads=threads), "ort-int8-enc": OrtBackend(enc_only, threads=threads,
                                                                                      precision="int8")}
-    if "synthesis" in art.manifest["int8"]["graphs"]:
+    if "synthesis" in int8.graphs:
         out["ort-int8"] = OrtBackend(art, threads=threads, precision="int8")
     out["torch-official"] = TorchTarget("torch-official", ckpt, threads)
     return out
@@ -72,7 +74,7 @@ def main() -> int:
                          "all_s_per_image": ts, "speedup_vs_torch_official": base / med,
                          "precision": "fp32" if name in ("ort-fp32", "torch-official") else "int8"})
             print(f"b{b} {name:15s} {med * 1e3:8.1f} ms/img  x{base / med:.2f} vs torch-official", flush=True)
-    rec = art.manifest["int8"]
+    rec = art.manifest.int8.to_dict()
     doc = {"what": "ORT INT8 vs ORT FP32 vs torch-official, whole loop, per image (median over interleaved repeats)",
            "command": " ".join(["python3"] + sys.argv), "preset": args.preset,
            "machine": dict(machine_info(threads=threads),

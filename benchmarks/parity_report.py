@@ -49,7 +49,7 @@ def main() -> int:
             _step(e.latent.numpy(), e.image.numpy(), o.latent.numpy(), o.image.numpy()) for e, o in zip(exp, off)]}
         if name in EXPORTED:
             art = load(artifacts_path(name))
-            rec["export_manifest_parity"] = art.manifest["parity"]
+            rec["export_manifest_parity"] = art.manifest.parity
             with get_backend("ort", art) as be:
                 res = be.run_loop(x.numpy(), args.iters, return_steps=True)
             rec["ort_loop_vs_official_per_step"] = [

@@ -90,16 +90,17 @@ def main() -> int:
     if (args.artifacts / "bench-export.json").exists():
         result["export"] = json.loads((args.artifacts / "bench-export.json").read_text())
     art = artifacts.load(args.artifacts)
-    result["onnx_bytes"] = {g: art.manifest["graphs"][g]["bytes"] for g in ("encoder", "synthesis")}  # + .data
+    result["onnx_bytes"] = {g: art.manifest.graphs[g].bytes for g in ("encoder", "synthesis")}  # + .data
     result["builds"] = {p: build(args.artifacts, p) for p in ("fp16", "fp32")}
     art = artifacts.load(args.artifacts)
     from restyle_rt.runtime.trt_compat import load_trt  # after the builds: keep the parent small
 
     info = load_trt()
     result["trt"] = {"flavour": info.flavour, "version": info.version}
-    result["engines"] = [{k: r[k] for k in ("graph", "precision", "size_bytes", "build_seconds", "strongly_typed",
-                                            "compute_capabilities", "profile", "trt_flavour", "trt_version")}
-                         for r in art.manifest.get("engines", [])]
+    result["engines"] = [{k: r.to_dict()[k] for k in ("graph", "precision", "size_bytes", "build_seconds",
+                                                       "strongly_typed", "compute_capabilities", "profile",
+                                                       "trt_flavour", "trt_version")}
+                         for r in art.manifest.engines]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({"engines": result["engines"], "builds": {p: {k: v for k, v in b.items() if k != "log"}

@@ -7,8 +7,10 @@ Layout::
     DIR/engines/<name>.engine      (added by ``restyle-rt build``; recorded under manifest["engines"])
 
 Writers go through :func:`staging_dir` so a failed export leaves nothing half-written; readers go through
-:func:`load` which refuses a manifest or file set it does not understand, naming both sides. Engines are checked
-against the running TensorRT / GPU by :func:`check_record` (flavour, version, compute capability, size, hash).
+:func:`load` which refuses a manifest or file set it does not understand, naming both sides. The manifest is read
+into the frozen dataclasses of :mod:`restyle_rt.manifest` (:func:`read_manifest`), which hold its one format check.
+Engines are checked against the running TensorRT / GPU by :func:`check_record` (flavour, version, compute capability,
+size, hash).
 """
 from __future__ import annotations
 
@@ -21,17 +23,15 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import fsio
 from .errors import ArtifactError, OutputError
+from .manifest import FORMAT, FORMAT_VERSION, MANIFEST, EngineRecord, Manifest  # noqa: F401 - re-exported
 from .spec import GRAPHS, BatchProfile, ModelSpec
 
-FORMAT = "restyle-rt-artifacts"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
 LATENT_AVG = "latent_avg.npy"
 AVG_FEEDBACK = "avg_feedback.npy"
 
@@ -134,9 +134,27 @@ def check_replaceable(out: os.PathLike, overwrite: bool, protect: Sequence[os.Pa
     return path
 
 
-def write_manifest(directory: os.PathLike, manifest: dict) -> None:
-    """Write ``manifest.json`` atomically (temporary name + rename, fsync'ed)."""
-    fsio.write_json(Path(directory) / MANIFEST, manifest, durable=True)
+def write_manifest(directory: os.PathLike, manifest: Union[Manifest, dict]) -> None:
+    """Write ``manifest.json`` atomically (temporary name + rename, fsync'ed): a :class:`Manifest` as its
+    ``to_dict()``, a dict (the exporter's) as it is."""
+    data = manifest.to_dict() if isinstance(manifest, Manifest) else manifest
+    fsio.write_json(Path(directory) / MANIFEST, data, durable=True)
+
+
+def read_manifest(directory: os.PathLike) -> Manifest:
+    """The manifest of an artifacts directory, checked (:meth:`Manifest.from_dict`) but no file it names.
+
+    Raises:
+        ArtifactError: no ``manifest.json``, not JSON, or a manifest this runtime does not understand.
+    """
+    root = Path(directory)
+    mpath = root / MANIFEST
+    _require(mpath.is_file(), f"{root} has no {MANIFEST}; is it an artifacts dir written by `restyle-rt export`?")
+    try:
+        data = json.loads(mpath.read_text())
+    except (OSError, ValueError) as e:
+        raise ArtifactError(f"{mpath} is not valid JSON: {e}") from None
+    return Manifest.from_dict(data, where=str(mpath))
 
 
 @dataclass
@@ -145,24 +163,25 @@ class Artifacts:
 
     Attributes:
         root: the directory.
-        manifest: the parsed ``manifest.json``.
-        spec: the model spec it was exported with.
+        manifest: the parsed ``manifest.json`` (replace it with :func:`dataclasses.replace`, then
+            :meth:`save_manifest`).
+        spec: the model spec it was exported with (``manifest.spec``).
         latent_avg: [S, 512] float32, the loop's w0.
         avg_feedback: [3, H, W] float32, the loop's y0.
     """
 
     root: Path
-    manifest: dict
+    manifest: Manifest
     spec: ModelSpec
     latent_avg: np.ndarray
     avg_feedback: np.ndarray
 
     def graph_path(self, graph: str) -> Path:
-        return self.root / self.manifest["graphs"][graph]["file"]
+        return self.root / self.manifest.graphs[graph].file
 
     @property
     def profile(self) -> BatchProfile:
-        return BatchProfile(*self.manifest.get("batch_profile", [1, 1, 8]))
+        return self.manifest.profile
 
     def save_manifest(self) -> None:
         write_manifest(self.root, self.manifest)
@@ -184,41 +203,25 @@ def load(directory: os.PathLike, check_hashes: bool = True) -> Artifacts:
             a ``stat``. Pass False (CLI: ``--no-verify``) to skip it.
 
     Raises:
-        ArtifactError: naming what is missing or what does not match (expected vs. found), or a seed holding
-            NaN/Inf.
+        ArtifactError: naming what is missing or what does not match (expected vs. found), a manifest this
+            runtime does not understand (:func:`read_manifest`), or a seed holding NaN/Inf.
     """
     if isinstance(directory, bytes):
         raise ArtifactError(f"artifacts directory {directory!r} is bytes; pass a str or Path (os.fsdecode(p))")
     root = Path(directory)
     _require(root.is_dir(), f"artifacts directory {root} does not exist (make one with `restyle-rt export`)")
-    mpath = root / MANIFEST
-    _require(mpath.is_file(), f"{root} has no {MANIFEST}; is it an artifacts dir written by `restyle-rt export`?")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except (OSError, ValueError) as e:
-        raise ArtifactError(f"{mpath} is not valid JSON: {e}") from None
-    _require(isinstance(manifest, dict), f"{mpath}: expected a JSON object, found {type(manifest).__name__}")
-    _require(manifest.get("format") == FORMAT, f"{mpath}: format is {manifest.get('format')!r}, expected {FORMAT!r}")
-    ver = manifest.get("format_version")
-    _require(ver == FORMAT_VERSION, f"{mpath}: format_version {ver!r} is not understood by this runtime "
-             f"(expects {FORMAT_VERSION}); re-export with this restyle-rt version")
-    try:
-        spec = ModelSpec.from_dict(manifest["spec"])
-    except (KeyError, TypeError) as e:
-        raise ArtifactError(f"{mpath}: spec is malformed ({e})") from None
-    graphs = manifest.get("graphs", {})
+    manifest = read_manifest(root)
+    spec = manifest.spec
     for g in GRAPHS:
-        _require(g in graphs, f"{mpath}: graphs.{g} missing")
-        for key, hkey in (("file", "sha256"), ("data_file", "data_sha256")):
-            if key not in graphs[g]:
-                continue
-            p = root / graphs[g][key]
+        for name, sha256 in manifest.graphs[g].files():
+            p = root / name
             _require(p.is_file(), f"{p} listed in the manifest is missing")
-            if check_hashes and hkey in graphs[g]:
-                verify_file(p, graphs[g][hkey])
+            if check_hashes and sha256 is not None:
+                verify_file(p, sha256)
     if check_hashes:
-        for rec in manifest.get("seeds", {}).values():
-            verify_file(root / rec["file"], rec["sha256"])
+        for rec in manifest.seeds.values():
+            if rec.sha256 is not None:
+                verify_file(root / rec.file, rec.sha256)
     lat = _load_array(root / LATENT_AVG, (spec.n_styles, 512))
     fb = _load_array(root / AVG_FEEDBACK, (3, *spec.input_hw))
     return Artifacts(root=root, manifest=manifest, spec=spec, latent_avg=lat, avg_feedback=fb)
@@ -277,12 +280,9 @@ def _load_array(path: Path, shape: tuple) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def find_engine(art: Artifacts, graph: str, precision: str) -> Optional[dict]:
+def find_engine(art: Artifacts, graph: str, precision: str) -> Optional[EngineRecord]:
     """The manifest's engine record for (graph, precision), or None."""
-    for rec in art.manifest.get("engines", []):
-        if rec.get("graph") == graph and rec.get("precision") == precision:
-            return rec
-    return None
+    return art.manifest.find_engine(graph, precision)
 
 
 # --- engine records: the load-time compatibility check (the build side writes them: restyle_rt.engine.records) ---
@@ -302,14 +302,15 @@ def build_command(art_root: Path, precision: str) -> str:
     return f"restyle-rt build {art_root} --precision {precision} --rebuild"
 
 
-def incompatibility(record: dict, flavour: str, version: str, device_cc: Optional[Tuple[int, int]]) -> List[str]:
+def incompatibility(record: EngineRecord, flavour: str, version: str,
+                    device_cc: Optional[Tuple[int, int]]) -> List[str]:
     """Why ``record`` cannot run with this TensorRT / GPU (empty when it can)."""
     why = []
-    if record.get("trt_flavour") != flavour:
-        why.append(f"built with {record.get('trt_flavour')!r}, this runtime is {flavour!r}")
-    elif record.get("trt_version") != version:
-        why.append(f"built with {flavour} {record.get('trt_version')}, this runtime has {flavour} {version}")
-    ccs = record.get("compute_capabilities") or []
+    if record.trt_flavour != flavour:
+        why.append(f"built with {record.trt_flavour!r}, this runtime is {flavour!r}")
+    elif record.trt_version != version:
+        why.append(f"built with {flavour} {record.trt_version}, this runtime has {flavour} {version}")
+    ccs = record.compute_capabilities
     if device_cc is not None and cc_str(device_cc) not in ccs:
         why.append(f"built for compute capabilities {', '.join(ccs) or '(none recorded)'}, "
                    f"this GPU is {cc_str(device_cc)}")
@@ -317,7 +318,7 @@ def incompatibility(record: dict, flavour: str, version: str, device_cc: Optiona
 
 
 def check_record(art: Artifacts, graph: str, precision: str, flavour: str, version: str,
-                 device_cc: Optional[Tuple[int, int]] = None, verify_hash: bool = False) -> dict:
+                 device_cc: Optional[Tuple[int, int]] = None, verify_hash: bool = False) -> EngineRecord:
     """The engine record for (graph, precision), verified against this runtime.
 
     Raises:
@@ -328,13 +329,13 @@ def check_record(art: Artifacts, graph: str, precision: str, flavour: str, versi
     if rec is None:
         raise ArtifactError(f"{art.root} has no {graph} {precision} engine in its manifest; "
                             f"build one with `{fix.replace(' --rebuild', '')}`")
-    path = art.root / rec["file"]
+    path = art.root / rec.file
     if not path.is_file():
         raise ArtifactError(f"engine {path} listed in the manifest is missing; run `{fix}`")
     size = path.stat().st_size
-    if rec.get("size_bytes") not in (None, size):
-        raise ArtifactError(f"engine {path}: {size} bytes on disk, manifest says {rec['size_bytes']}; run `{fix}`")
-    if verify_hash and rec.get("sha256") and sha256_file(path) != rec["sha256"]:
+    if rec.size_bytes not in (None, size):
+        raise ArtifactError(f"engine {path}: {size} bytes on disk, manifest says {rec.size_bytes}; run `{fix}`")
+    if verify_hash and rec.sha256 and sha256_file(path) != rec.sha256:
         raise ArtifactError(f"engine {path}: sha256 differs from the manifest; run `{fix}`")
     why = incompatibility(rec, flavour, version, device_cc)
     if why:
@@ -349,14 +350,14 @@ def int8_graph_path(art: Artifacts, graph: str) -> Optional[Path]:
     Raises:
         ArtifactError: the artifacts were never calibrated, or a recorded file is missing.
     """
-    rec = art.manifest.get("int8")
-    if not rec:
+    rec = art.manifest.int8
+    if rec is None:
         raise ArtifactError(f"{art.root} has no INT8 graphs (manifest 'int8'): run `restyle-rt calibrate "
                             f"{art.root}` first, or use fp32")
-    enc = rec.get("graphs", {}).get(graph)
-    if enc is None:
+    encodings = rec.graphs.get(graph)
+    if encodings is None:
         return None
-    path = art.root / enc["cpu"]["file"]
+    path = art.root / encodings["cpu"].file
     if not path.is_file():
         raise ArtifactError(f"{path} (INT8 {graph}, listed in the manifest) is missing; re-run `restyle-rt calibrate`")
     return path

@@ -1159,8 +1159,8 @@ def cmd_rtx_engine(args) -> int:
     for prec in args.precision:
         recs += build_engines(out, precision=prec, workspace_gb=0.5, flavour="tensorrt-rtx")
     for r in recs:
-        print(f"{r['graph']} {r['precision']}: {r['size_bytes']} bytes, {r['trt_flavour']} {r['trt_version']}, "
-              f"targets {', '.join(r.get('compute_capabilities') or [])}")
+        print(f"{r.graph} {r.precision}: {r.size_bytes} bytes, {r.trt_flavour} {r.trt_version}, "
+              f"targets {', '.join(r.compute_capabilities)}")
     print(f"{out}: {path_bytes(out) / MiB:.2f} MiB")
     return 0
 
@@ -1220,10 +1220,10 @@ def rtx_probe(engine_dir: Path, info, rep: Report, args) -> None:
     rep["product"] = _product_trt(art, images, args.iters)
     rep.save()
     raw = []
-    for rec in art.manifest.get("engines", []):
+    for rec in art.manifest.engines:
         lines: List[str] = []
-        plan = (engine_dir / rec["file"]).read_bytes()
-        row = {"file": rec["file"], "built_for": rec.get("compute_capabilities"), "bytes": len(plan)}
+        plan = (engine_dir / rec.file).read_bytes()
+        row = {"file": rec.file, "built_for": list(rec.compute_capabilities), "bytes": len(plan)}
         runtime = trt.Runtime(_trt_logger(trt, lines))
         with contextlib.suppress(Exception):
             validity, diag = runtime.get_engine_validity(plan)
@@ -1287,7 +1287,8 @@ def _build_current(engine_dir: Path, images: np.ndarray, iters: int) -> dict:
         try:
             recs = build_engines(copy, precision="fp32", workspace_gb=0.5, compute_capabilities=["current"],
                                  flavour="tensorrt-rtx")
-            out["built"] = [{k: r.get(k) for k in ("graph", "size_bytes", "compute_capabilities")} for r in recs]
+            out["built"] = [{"graph": r.graph, "size_bytes": r.size_bytes,
+                             "compute_capabilities": list(r.compute_capabilities)} for r in recs]
             out["product"] = _product_trt(A.load(copy), images, iters)
         except Exception as e:  # noqa: BLE001
             out["error"] = f"{type(e).__name__}: {e}"[:3000]

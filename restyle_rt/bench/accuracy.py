@@ -21,6 +21,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from ..manifest import Source
 from ..parity import SHIP_REF_PSNR_DB as BAR_REF_PSNR_DB  # the ship bar (restyle_rt/parity.py)
 from ..parity import SHIP_TARGET_LOSS_DB as BAR_TARGET_LOSS_DB
 from ..parity import compare
@@ -132,7 +133,8 @@ def truth_rms(latents: np.ndarray, truth: np.ndarray) -> float:
 
 def is_fitted(art) -> bool:
     """Whether the artifacts were exported from a fitted checkpoint (the manifest's ``source.fit``)."""
-    return bool((art.manifest.get("source") or {}).get("fit"))
+    source = art.manifest.source
+    return isinstance(source, Source) and bool(source.fit)
 
 
 def fitted_targets(checkpoint: str, n: int, hw, seed: int = TARGET_SEED):

@@ -28,14 +28,11 @@ log = logging.getLogger("restyle_rt")
 
 def weights_bytes(artifacts_dir: os.PathLike) -> int:
     """Bytes of the two graphs the runtime loads (``encoder``, ``synthesis``) and their external-data files."""
+    from ..artifacts import read_manifest
+
     root = Path(artifacts_dir)
-    graphs = json.loads((root / "manifest.json").read_text())["graphs"]
-    total = 0
-    for g in ("encoder", "synthesis"):
-        for key in ("file", "data_file"):
-            if key in graphs[g]:
-                total += (root / graphs[g][key]).stat().st_size
-    return total
+    graphs = read_manifest(root).graphs
+    return sum((root / name).stat().st_size for g in ("encoder", "synthesis") for name, _ in graphs[g].files())
 
 
 def buffer_bytes(spec, batch: int) -> int:

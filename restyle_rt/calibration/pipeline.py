@@ -14,6 +14,7 @@ and ``int8/accuracy.png`` (:mod:`.plots`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -27,6 +28,7 @@ import onnxruntime
 
 from .. import artifacts as A
 from ..errors import InputError
+from ..manifest import Int8Record
 from ..runtime.hostinfo import machine_record
 from ..parity import TOLERANCES
 from . import data as D
@@ -128,7 +130,7 @@ def calibrate(artifacts_dir, cfg: CalibrationConfig) -> dict:
     """Calibrate, write the Q/DQ graphs into ``artifacts_dir/int8`` and record them in the manifest.
 
     Returns:
-        The ``manifest["int8"]`` record.
+        The ``manifest["int8"]`` record, as written (JSON).
 
     Raises:
         InputError: bad options (both or neither image source, unknown method or graph).
@@ -162,11 +164,11 @@ def calibrate(artifacts_dir, cfg: CalibrationConfig) -> dict:
             if (run.tmp / f"{g}.sensitivity.tsv").exists():
                 shutil.copy(run.tmp / f"{g}.sensitivity.tsv", out_dir / f"{g}.sensitivity.tsv")
     rec["seconds"] = round(time.perf_counter() - t0, 1)
-    manifest = A.load(art.root).manifest
-    manifest["int8"] = rec
-    A.write_manifest(art.root, manifest)
+    record = Int8Record.from_dict(rec, where="the int8 record")
+    manifest = A.load(art.root).manifest  # as on disk now (an engine build may have recorded engines meanwhile)
+    A.write_manifest(art.root, dataclasses.replace(manifest, int8=record))
     log.info("INT8 graphs written to %s (%s) in %.0f s", out_dir, ", ".join(rec["graphs"]), rec["seconds"])
-    plots.write_plots_if_available(rec, out_dir)  # keep curves and per-step accuracy as PNGs (needs matplotlib)
+    plots.write_plots_if_available(record, out_dir)  # keep curves and per-step accuracy as PNGs (needs matplotlib)
     return rec
 
 

@@ -1,4 +1,5 @@
-"""PNG plots of a calibration record (``manifest["int8"]``), written next to the INT8 graphs.
+"""PNG plots of a calibration record (``manifest["int8"]``, :class:`restyle_rt.manifest.Int8Record`), written next to
+the INT8 graphs.
 
 * ``<graph>.keep_curve.png``: the sweep's keep curve, worst latent rel-L2 and worst image PSNR of the loop on the
   calibration images against the number of most-sensitive layers kept in FP32, the kept count marked.
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from .. import fsio
+from ..manifest import Int8Record
 
 log = logging.getLogger("restyle_rt")
 
@@ -111,7 +113,7 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]+", "_", name)
 
 
-def write_plots(record: dict, out_dir) -> List[Path]:
+def write_plots(record: Int8Record, out_dir) -> List[Path]:
     """Write the keep-curve and accuracy plots of a ``manifest["int8"]`` record into ``out_dir``.
 
     Raises:
@@ -120,19 +122,19 @@ def write_plots(record: dict, out_dir) -> List[Path]:
     import matplotlib  # noqa: F401  (fail early, before any file)
 
     out = Path(out_dir)
-    bar = {k: v for k, v in record.get("ship_bar", {}).items() if isinstance(v, (int, float))}
+    bar = {k: v for k, v in (record.ship_bar or {}).items() if isinstance(v, (int, float))}
     written = []
-    for graph, curve in record.get("keep_curve", {}).items():
+    for graph, curve in record.keep_curve.items():
         if curve:
-            kept = record.get("kept_layers", {}).get(graph)
+            kept = record.kept_layers.get(graph)
             written.append(keep_curve_plot(graph, curve, None if kept is None else len(kept), bar,
                                            out / f"{_safe(graph)}.keep_curve.png"))
-    if record.get("accuracy"):
-        written.append(accuracy_plot(record["accuracy"], bar, out / "accuracy.png"))
+    if record.accuracy:
+        written.append(accuracy_plot(record.accuracy, bar, out / "accuracy.png"))
     return written
 
 
-def write_plots_if_available(record: dict, out_dir) -> List[Path]:
+def write_plots_if_available(record: Int8Record, out_dir) -> List[Path]:
     """:func:`write_plots`, or nothing when matplotlib is missing; a plot never fails a finished calibration."""
     try:
         paths = write_plots(record, out_dir)

@@ -217,17 +217,17 @@ def run(args: argparse.Namespace) -> int:
 def _check_source(art_dir: str, ckpt: str) -> None:
     """Refuse a --checkpoint that is not the one ARTIFACTS was exported from (torch baselines would compare
     different models); compares the file's sha256 with the manifest's ``source.sha256``."""
-    import json
     from pathlib import Path
 
-    from ..artifacts import sha256_file
-    from ..errors import InputError
+    from ..artifacts import read_manifest, sha256_file
+    from ..errors import ArtifactError, InputError
+    from ..manifest import Source
 
     try:
-        src = json.loads((Path(art_dir) / "manifest.json").read_text()).get("source")
-    except (OSError, ValueError):
+        src = read_manifest(art_dir).source
+    except ArtifactError:
         return  # artifacts problems are reported, with their fix, when the artifacts are loaded
-    want = src.get("sha256") if isinstance(src, dict) else None
+    want = src.sha256 if isinstance(src, Source) else None
     if not want:
         return
     if not Path(ckpt).is_file():
@@ -235,7 +235,7 @@ def _check_source(art_dir: str, ckpt: str) -> None:
     got = sha256_file(ckpt)
     if got != want:
         raise InputError(f"--checkpoint {ckpt} (sha256 {got[:12]}…) is not the checkpoint {art_dir} was exported "
-                         f"from ({src.get('checkpoint')}, sha256 {want[:12]}…); pass that one")
+                         f"from ({src.checkpoint}, sha256 {want[:12]}…); pass that one")
 
 
 def _progress(rec: dict) -> None:
@@ -276,18 +276,16 @@ def command_line(args: argparse.Namespace) -> str:
 
 
 def _source(cfg) -> dict:
-    import json
-    from pathlib import Path
-
+    from ..artifacts import read_manifest
     from ..bench.memory import weights_bytes
 
-    man = json.loads((Path(cfg.artifacts_dir) / "manifest.json").read_text())
+    man = read_manifest(cfg.artifacts_dir)
     return {
         "artifacts": str(cfg.artifacts_dir),
         "checkpoint": cfg.checkpoint,
         "preset": cfg.preset,
-        "spec": man.get("spec"),
+        "spec": man.spec.to_dict(),
         "graph_bytes": weights_bytes(cfg.artifacts_dir),
-        "export_seconds": man.get("export_seconds"),
+        "export_seconds": man.export_seconds,
         "seed": cfg.seed,
     }

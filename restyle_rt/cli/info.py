@@ -44,24 +44,25 @@ def describe(artifacts_dir: os.PathLike, verify: bool = False) -> Dict[str, Any]
         ArtifactError: not a readable artifacts directory.
     """
     from .. import artifacts as A
+    from ..manifest import GraphEntry, Source
 
     art = A.load(artifacts_dir, check_hashes=False)
     m = art.manifest
     return {
         "artifacts": str(art.root.resolve()),
-        "format_version": m.get("format_version"),
+        "format_version": m.format_version,
         "spec": art.spec.to_dict(),
         "batch_profile": art.profile.to_list(),
-        "precision": m.get("precision"),
-        "opset": m.get("opset"),
-        "source": m.get("source"),
-        "versions": m.get("versions"),
-        "graphs": {g: _graph(art.root, rec, verify) for g, rec in m.get("graphs", {}).items()},
-        "variants": {k: _graph(art.root, rec, verify) for k, rec in (m.get("variants") or {}).items()
-                     if isinstance(rec, dict) and "file" in rec},
+        "precision": m.precision,
+        "opset": m.opset,
+        "source": m.source.to_dict() if isinstance(m.source, Source) else m.source,
+        "versions": m.versions,
+        "graphs": {g: _graph(art.root, rec, verify) for g, rec in m.graphs.items()},
+        "variants": {k: _graph(art.root, GraphEntry.from_dict(rec), verify) for k, rec in (m.variants or {}).items()
+                     if isinstance(rec, dict) and isinstance(rec.get("file"), str)},
         "engines": _engines(art, verify),
-        "int8": _int8(m.get("int8")),
-        "parity": _parity(m.get("parity")),
+        "int8": _int8(m.int8),
+        "parity": _parity(m.parity),
     }
 
 
@@ -69,21 +70,21 @@ def _size(path: Path) -> Optional[int]:
     return path.stat().st_size if path.is_file() else None
 
 
-def _graph(root: Path, rec: dict, verify: bool) -> dict:
-    """Files, bytes on disk, recorded hashes and (``verify``) whether they still match."""
+def _graph(root: Path, rec, verify: bool) -> dict:
+    """Files, bytes on disk, recorded hashes and (``verify``) whether they still match (``rec``: a GraphEntry)."""
     from .. import artifacts as A
     from ..errors import ArtifactError
 
-    files = [rec["file"]] + ([rec["data_file"]] if rec.get("data_file") else [])
+    files = [rec.file] + ([rec.data_file] if rec.data_file else [])
     sizes = [_size(root / f) for f in files]
     missing = [f for f, n in zip(files, sizes) if n is None]
     out = {"files": files, "bytes": None if missing else sum(sizes), "missing": missing,
-           "sha256": rec.get("sha256"), "data_sha256": rec.get("data_sha256"), "verified": None}
+           "sha256": rec.sha256, "data_sha256": rec.data_sha256, "verified": None}
     if verify and not out["missing"]:
         try:
-            for f, key in zip(files, ("sha256", "data_sha256")):
-                if rec.get(key):
-                    A.verify_file(root / f, rec[key])
+            for f, sha256 in zip(files, (rec.sha256, rec.data_sha256)):
+                if sha256:
+                    A.verify_file(root / f, sha256)
             out["verified"] = True
         except ArtifactError:
             out["verified"] = False
@@ -95,7 +96,7 @@ def _engines(art, verify: bool) -> dict:
     from .. import artifacts as A
     from ..errors import ArtifactError, RestyleError
 
-    records = art.manifest.get("engines") or []
+    records = art.manifest.engines
     out: Dict[str, Any] = {"runtime": None, "device_cc": None, "note": "", "records": []}
     if not records:
         return out
@@ -116,16 +117,16 @@ def _engines(art, verify: bool) -> dict:
             out["note"] = f"compute capability not checked: {e}"
     out["device_cc"] = A.cc_str(cc) if cc else None
     for rec in records:
-        row = {k: rec.get(k) for k in ("graph", "precision", "file", "size_bytes", "sha256", "trt_flavour",
-                                       "trt_version", "compute_capabilities", "profile", "strongly_typed",
-                                       "built_at")}
-        row["bytes"] = _size(art.root / rec["file"]) if rec.get("file") else None
+        stored = rec.to_dict()
+        row = {k: stored.get(k) for k in ("graph", "precision", "file", "size_bytes", "sha256", "trt_flavour",
+                                          "trt_version", "compute_capabilities", "profile", "strongly_typed",
+                                          "built_at")}
+        row["bytes"] = _size(art.root / rec.file)
         if info is None:
             row["status"], row["detail"] = "unchecked", "cannot check: no TensorRT"
         else:
             try:
-                A.check_record(art, rec.get("graph"), rec.get("precision"), info.flavour, info.version, cc,
-                               verify_hash=verify)
+                A.check_record(art, rec.graph, rec.precision, info.flavour, info.version, cc, verify_hash=verify)
                 row["status"] = "ok"
                 row["detail"] = f"matches {info.flavour} {info.version}" + (f"; {out['note']}" if out["note"] else "")
             except ArtifactError as e:
@@ -134,26 +135,26 @@ def _engines(art, verify: bool) -> dict:
     return out
 
 
-def _int8(rec: Optional[dict]) -> Optional[dict]:
-    """The calibration record's essentials, and whether it was measured on this CPU."""
-    if not rec:
+def _int8(rec) -> Optional[dict]:
+    """The calibration record's essentials (``rec``: an Int8Record), and whether it was measured on this CPU."""
+    if rec is None or not rec.to_dict():
         return None
     from ..runtime.hostinfo import cpu_id
 
-    where = rec.get("measured_on") or None
+    where = rec.measured_on or None
     return {
-        "method": rec.get("method"),
-        "tool": rec.get("tool"),
-        "data": rec.get("data"),
-        "keep_rule": rec.get("keep_rule"),
-        "graphs": {g: sorted(encs) for g, encs in (rec.get("graphs") or {}).items()},
-        "kept_layers": {g: list(v) for g, v in (rec.get("kept_layers") or {}).items()},
-        "not_shipped": rec.get("not_shipped") or {},
-        "meets_ship_bar": rec.get("meets_ship_bar") or {},
-        "ship_bar": rec.get("ship_bar"),
+        "method": rec.method,
+        "tool": rec.tool,
+        "data": rec.data,
+        "keep_rule": rec.keep_rule,
+        "graphs": {g: sorted(encs) for g, encs in rec.graphs.items()},
+        "kept_layers": {g: list(v) for g, v in rec.kept_layers.items()},
+        "not_shipped": rec.not_shipped,
+        "meets_ship_bar": rec.meets_ship_bar,
+        "ship_bar": rec.ship_bar,
         "accuracy": {label: {enc: [{k: r.get(k) for k in ("step", "latent_rel_l2", "image_psnr_db")} for r in rows]
                              for enc, rows in encs.items()}
-                     for label, encs in (rec.get("accuracy") or {}).items()},
+                     for label, encs in rec.accuracy.items()},
         "measured_on": where,
         "measured_on_this_cpu": None if not where or "cpu_id" not in where else where["cpu_id"] == cpu_id(),
     }

@@ -24,6 +24,7 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple
 from .. import artifacts as A
 from .. import fsio
 from ..errors import BuildError
+from ..manifest import EngineRecord
 from ..runtime.trt_compat import TrtInfo, load_trt
 from ..spec import GRAPHS, BatchProfile, ModelSpec
 from . import records as R
@@ -264,7 +265,7 @@ def expected_io(spec: ModelSpec, graph: str) -> Dict[str, Tuple[str, List[int]]]
 
 
 def _source_sha(art: A.Artifacts, graph: str) -> str:
-    return art.manifest["graphs"][graph].get("sha256") or A.sha256_file(art.graph_path(graph))
+    return art.manifest.graphs[graph].sha256 or A.sha256_file(art.graph_path(graph))
 
 
 def _onnx_for(art: A.Artifacts, graph: str, precision: str, strongly_typed: bool) -> Tuple[Path, Set[str]]:
@@ -303,11 +304,11 @@ def int8_onnx(art: A.Artifacts, graph: str) -> Optional[Path]:
     Raises:
         BuildError: the artifacts were never calibrated.
     """
-    rec = art.manifest.get("int8")
-    if not rec:
+    rec = art.manifest.int8
+    if rec is None:
         raise BuildError(f"{art.root} has no INT8 graphs; run `restyle-rt calibrate {art.root} --images DIR` first")
-    enc = rec.get("graphs", {}).get(graph)
-    return art.root / enc["trt"]["file"] if enc else None
+    encodings = rec.graphs.get(graph)
+    return art.root / encodings["trt"].file if encodings else None
 
 
 def int8_fp16_onnx(src: Path, dst: Path) -> Path:
@@ -332,7 +333,7 @@ def int8_fp16_onnx(src: Path, dst: Path) -> Path:
 def build_engines(artifacts_dir, precision: str = "fp16", profile: Optional[BatchProfile] = None,
                   workspace_gb: float = 4.0, timing_cache=None, rebuild: bool = False,
                   compute_capabilities: Optional[Sequence[str]] = None, graphs: Sequence[str] = GRAPHS,
-                  flavour: str = "") -> List[dict]:
+                  flavour: str = "") -> List[EngineRecord]:
     """Build (or keep, when current) one engine per graph and record each in ``manifest["engines"]``.
 
     Args:
@@ -347,14 +348,14 @@ def build_engines(artifacts_dir, precision: str = "fp16", profile: Optional[Batc
         flavour: force "tensorrt" or "tensorrt-rtx".
 
     Returns:
-        The engine records (also written to the manifest).
+        The engine records (also written to the manifest), kept or built, in the order of ``graphs``.
 
     Raises:
         BuildError, ArtifactError, BackendUnavailable.
     """
     if precision not in R.PRECISIONS:
         raise BuildError(f"precision {precision!r}: expected one of {', '.join(R.PRECISIONS)}")
-    art = A.load(artifacts_dir)
+    art = A.load(artifacts_dir)  # verified once; each built record is written back through the manifest on disk
     fsio.check_writable_dir(art.root / R.ENGINES_DIR, "engines directory")  # before TensorRT loads or builds
     if timing_cache:
         fsio.check_writable_file(timing_cache, "--timing-cache")
@@ -365,12 +366,12 @@ def build_engines(artifacts_dir, precision: str = "fp16", profile: Optional[Batc
     ccs = builder.target_ccs(_device_cc() if builder.needs_device() else None)
     out = []
     for graph in graphs:
-        want = {"trt_flavour": info.flavour, "trt_version": info.version, "compute_capabilities": ccs,
-                "profile": opts.profile.to_list(), "source_sha256": _source_sha(art, graph),
-                "require_user_allocation": builder.user_allocation}
-        existing = A.find_engine(A.load(art.root), graph, precision)
+        want = R.BuildRequest(trt_flavour=info.flavour, trt_version=info.version, compute_capabilities=tuple(ccs),
+                              profile=opts.profile, source_sha256=_source_sha(art, graph),
+                              require_user_allocation=builder.user_allocation)
+        existing = A.find_engine(art, graph, precision)
         if not rebuild and R.is_current(art.root, existing, want):
-            log.info("%s %s engine is up to date (%s)", graph, precision, existing["file"])
+            log.info("%s %s engine is up to date (%s)", graph, precision, existing.file)
             out.append(existing)
             continue
         onnx_path, keep = _onnx_for(art, graph, precision, builder.strongly_typed)
@@ -384,13 +385,14 @@ def build_engines(artifacts_dir, precision: str = "fp16", profile: Optional[Batc
         R.write_bytes_atomic(path, plan)
         rec = dict(graph=graph, precision=precision, file=R.engine_file(graph, precision),
                    # the settings read back from TensorRT win over what was asked for
-                   sha256=A.sha256_file(path), size_bytes=path.stat().st_size, **{**want, **settings},
+                   sha256=A.sha256_file(path), size_bytes=path.stat().st_size, **{**want.to_dict(), **settings},
                    build_seconds=round(seconds, 2), workspace_gb=workspace_gb,
                    onnx={"file": str(onnx_path.relative_to(art.root)), "sha256": A.sha256_file(onnx_path)},
                    built_at=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
-        R.upsert_record(art.root, rec)
-        log.info("built %s %s engine: %d bytes in %.1f s", graph, precision, rec["size_bytes"], seconds)
-        out.append(rec)
+        record = EngineRecord.from_dict(rec, where=f"{graph} {precision} engine record")
+        art.manifest = R.upsert_record(art.root, record)
+        log.info("built %s %s engine: %d bytes in %.1f s", graph, precision, record.size_bytes, seconds)
+        out.append(record)
     return out
 
 

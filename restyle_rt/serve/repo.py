@@ -127,7 +127,7 @@ def _choose_platform(art, cfg: RepoConfig) -> str:
     if cfg.graphs != "auto":
         return cfg.graphs
     recs = [_artifacts.find_engine(art, g, cfg.precision) for g in GRAPHS]
-    if all(r and r.get("trt_flavour") == "tensorrt" for r in recs):
+    if all(r is not None and r.trt_flavour == "tensorrt" for r in recs):
         return "tensorrt_plan"
     return "onnxruntime_onnx"
 
@@ -135,19 +135,19 @@ def _choose_platform(art, cfg: RepoConfig) -> str:
 def _write_graph(art, graph: str, platform: str, out: Path, cfg: RepoConfig) -> None:
     vdir = out / graph / "1"
     vdir.mkdir(parents=True)
-    entry = art.manifest["graphs"][graph]
+    entry = art.manifest.graphs[graph]
     if platform == "tensorrt_plan":
         rec = _artifacts.find_engine(art, graph, cfg.precision)
-        if not rec or rec.get("trt_flavour") != "tensorrt":
+        if rec is None or rec.trt_flavour != "tensorrt":
             raise ArtifactError(f"{art.root}: no standard-TensorRT {cfg.precision} engine for {graph} "
                                 f"(TensorRT-RTX engines do not load in Triton's tensorrt backend); run "
                                 f"`restyle-rt build {art.root} --precision {cfg.precision} --flavour tensorrt`")
-        shutil.copyfile(art.root / rec["file"], vdir / "model.plan")
+        shutil.copyfile(art.root / rec.file, vdir / "model.plan")
         head, kind = 'platform: "tensorrt_plan"', cfg.kind or "KIND_GPU"
     else:
-        shutil.copyfile(art.root / entry["file"], vdir / "model.onnx")
-        if "data_file" in entry:  # external weights keep the name the graph refers to
-            shutil.copyfile(art.root / entry["data_file"], vdir / entry["data_file"])
+        shutil.copyfile(art.root / entry.file, vdir / "model.onnx")
+        if entry.data_file is not None:  # external weights keep the name the graph refers to
+            shutil.copyfile(art.root / entry.data_file, vdir / entry.data_file)
         if platform == "python":
             shutil.copyfile(_TEMPLATES / "graph_model.py", vdir / "model.py")
             head = 'backend: "python"'
@@ -165,7 +165,8 @@ def _write_restyle(art, out: Path, cfg: RepoConfig) -> None:
     vdir = out / protocol.MODEL_NAME / "1"
     (vdir / "artifacts").mkdir(parents=True)
     shutil.copyfile(_TEMPLATES / "restyle_model.py", vdir / "model.py")
-    manifest = {k: v for k, v in art.manifest.items() if k != "engines"}
+    manifest = art.manifest.to_dict()  # as exported, without the engines (the graph models carry them)
+    manifest.pop("engines", None)
     fsio.write_text(vdir / "artifacts" / _artifacts.MANIFEST, json.dumps(manifest, indent=1))
     for name in (_artifacts.LATENT_AVG, _artifacts.AVG_FEEDBACK):
         shutil.copyfile(art.root / name, vdir / "artifacts" / name)

@@ -1,6 +1,7 @@
 """Loop-aware INT8 calibration end to end on the toy model: data, Q/DQ graphs, manifest, runtime, CLI."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -37,8 +38,9 @@ def _qdq_nodes(path):
 
 def test_manifest_records_graphs_data_and_per_step_accuracy(calibrated):
     d, rec = calibrated
-    man = A.load(d).manifest["int8"]
+    man = A.load(d).manifest.int8.to_dict()
     assert man == json.loads(json.dumps(rec))
+    assert json.dumps(A.read_manifest(d).to_dict(), indent=2) + "\n" == (d / A.MANIFEST).read_text()  # round trip
     assert man["data"]["count"] == 6 and man["data"]["held_out"] == 3 and man["data"]["loop_aware"]
     assert man["data"]["feeds_per_graph"] == 6 * 3
     assert set(man["graphs"]["encoder"]) == {"cpu", "trt"}
@@ -96,9 +98,11 @@ def test_runtime_runs_int8_and_auto_follows_the_recorded_bar(calibrated, caplog)
     ok = rec["meets_ship_bar"]["encoder"] and (last["image_psnr_db"] or float("inf")) >= SHIP_REF_PSNR_DB
     assert rec["measured_on"]["cpu_id"] == hostinfo.cpu_id() and rec["measured_on"]["cpu"] == hostinfo.cpu_model()
     assert OrtBackend(art, precision="auto").precision == ("int8" if ok else "fp32")
-    art.manifest["int8"]["meets_ship_bar"]["encoder"] = False
+    int8 = art.manifest.int8
+    missed = dataclasses.replace(int8, meets_ship_bar={**int8.meets_ship_bar, "encoder": False})
+    art.manifest = dataclasses.replace(art.manifest, int8=missed)
     assert OrtBackend(art, precision="auto").precision == "fp32"
-    del art.manifest["int8"]
+    art.manifest = dataclasses.replace(art.manifest, int8=None)
     with pytest.raises(ArtifactError, match="restyle-rt calibrate"):
         OrtBackend(art, precision="int8")
     assert OrtBackend(art, precision="auto").precision == "fp32"
@@ -150,7 +154,7 @@ def test_cli_calibrate_and_invert_int8(make_toy, rgb_images, tmp_path, capsys):
     assert main(["calibrate", str(d), "--images", str(paths[0].parent), "--held-out", "2", "--steps", "2",
                  "--encoder-only"]) == 0
     assert "per step latent rel-L2" in capsys.readouterr().out
-    assert A.load(d).manifest["int8"]["data"]["source"].startswith("images:")
+    assert A.load(d).manifest.int8.data["source"].startswith("images:")
     assert main(["invert", str(d), str(paths[0]), "--out", str(tmp_path / "o"), "--backend", "ort",
                  "--precision", "int8", "--iters", "2"]) == 0
     assert main(["calibrate", str(d), "--generated", "0"]) == 2  # typed error -> one line, exit 2

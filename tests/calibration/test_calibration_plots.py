@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from restyle_rt.calibration import plots
+from restyle_rt.manifest import Int8Record
 
 pytestmark = pytest.mark.unit
 
@@ -17,18 +18,18 @@ def _rows(scale: float, psnr0: float):
             for t in range(1, 6)]
 
 
-def _record() -> dict:
+def _record() -> Int8Record:
     curve = [{"kept": k, "worst_latent_rel_l2": 0.2 / (k + 1), "worst_image_psnr_db": 12.0 + 2 * k,
               "rows": _rows(0.04 / (k + 1), 30)} for k in range(5)]
     identical = [dict(r, image_psnr_db=None) for r in _rows(0.0, 0)]  # PSNR None: identical images
-    return {
+    return Int8Record.from_dict({
         "ship_bar": {"latent_rel_l2": 0.05, "image_psnr_db": 28.0, "rule": "every step"},
         "keep_curve": {"encoder": curve, "synthesis/odd name": curve[:3]},
         "kept_layers": {"encoder": ["a", "b"], "synthesis/odd name": []},
         "accuracy": {"encoder": {"cpu": _rows(0.01, 40), "trt": _rows(0.02, 38)},
                      "encoder (step-1-only calibration)": {"cpu": _rows(0.03, 35)},
                      "encoder+synthesis": {"cpu": identical}},
-    }
+    })
 
 
 def test_plots_from_a_synthetic_record(tmp_path):
@@ -48,7 +49,7 @@ def test_plots_from_a_synthetic_record(tmp_path):
 
 def test_no_curve_no_accuracy_no_plot(tmp_path):
     pytest.importorskip("matplotlib")
-    assert plots.write_plots({"keep_curve": {"encoder": []}, "accuracy": {}}, tmp_path) == []
+    assert plots.write_plots(Int8Record.from_dict({"keep_curve": {"encoder": []}, "accuracy": {}}), tmp_path) == []
 
 
 def test_without_matplotlib_nothing_is_written(tmp_path, monkeypatch, caplog):

@@ -7,6 +7,7 @@ bounds of the tolerance table. INT8: explicit Q/DQ graphs made here with ``onnxr
 (``int8``), run by OpenVINO and compared with ONNX Runtime running the same Q/DQ graphs. Also: the compiled-model
 cache, ``auto`` precision, errors.
 """
+import dataclasses
 import json
 import shutil
 
@@ -20,6 +21,7 @@ from restyle_rt.errors import ArtifactError, InputError
 from restyle_rt.export.checkpoint import load_checkpoint
 from restyle_rt.export.fixtures import sample_images
 from restyle_rt.export.reference import TorchModels, reference_loop
+from restyle_rt.manifest import Int8Record
 from restyle_rt.parity import compare, meets_auto_bar, ship_verdict, tolerance
 from restyle_rt.runtime.hostinfo import bf16_path
 from restyle_rt.runtime.backends import get_backend
@@ -207,13 +209,13 @@ def int8_artifacts(tmp_path_factory):
         def get_next(self):
             return next(self.it, None)
 
-    art.manifest["int8"] = {"graphs": {}}  # the record layout restyle-rt calibrate writes (CPU encoding)
+    int8 = {"graphs": {}}  # the record layout restyle-rt calibrate writes (CPU encoding)
     for g in ("encoder", "synthesis"):
         out = root / f"{g}.int8.onnx"
         quantize_static(str(art.graph_path(g)), str(out), Reader(feeds[g]), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
-        art.manifest["int8"]["graphs"][g] = {"cpu": {"file": out.name}}
-    write_manifest(root, art.manifest)
+        int8["graphs"][g] = {"cpu": {"file": out.name}}
+    write_manifest(root, dataclasses.replace(art.manifest, int8=Int8Record.from_dict(int8)))
     return load(root)
 
 

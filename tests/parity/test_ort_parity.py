@@ -31,11 +31,11 @@ def case(request):
 def test_manifest_records_contract_and_parity(case):
     name, art, models = case
     m = art.manifest
-    assert m["spec"] == models.ckpt.spec.to_dict()
-    assert m["source"]["sha256"] == models.ckpt.sha256
+    assert m.spec.to_dict() == models.ckpt.spec.to_dict()
+    assert m.source.sha256 == models.ckpt.sha256
     for graph, outputs in (("encoder", ["latent_next", "residual"]), ("synthesis", ["image", "feedback"])):
         for out in outputs:
-            rep = m["parity"][graph]["ort"][out]
+            rep = m.parity[graph]["ort"][out]
             assert tolerance("ort", "fp32", out).check(_Rep(rep)) is None
     import onnx
 

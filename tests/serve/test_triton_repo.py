@@ -52,6 +52,44 @@ def test_repository_layout(toy, tmp_path):
         write_repository(art, tmp_path / "ort")
 
 
+def test_bls_model_reads_the_copied_manifest(make_toy, tmp_path, monkeypatch):
+    """The ``restyle`` model file as Triton's Python backend loads it (``triton_python_backend_utils`` stubbed, each
+    BLS call answered by the ort backend): the manifest is copied without its engine records and read back through
+    ``restyle_rt.artifacts.read_manifest``; the loop matches the Inverter's. (Needs no PyTriton: main lane.)"""
+    import importlib.util
+    import types
+
+    from restyle_rt import artifacts
+    from restyle_rt.runtime.backends.ort import OrtBackend
+
+    art, _ = make_toy("bls")
+    manifest = json.loads((art / "manifest.json").read_text())
+    manifest["engines"] = [{"graph": "encoder", "precision": "fp16", "file": "engines/encoder.fp16.engine",
+                            "trt_flavour": "tensorrt-rtx"}]
+    (art / "manifest.json").write_text(json.dumps(manifest))
+    write_repository(art, tmp_path / "r", RepoConfig(graphs="python"))
+    vdir = tmp_path / "r" / "restyle" / "1"
+    copied = json.loads((vdir / "artifacts" / "manifest.json").read_text())
+    assert copied == {k: v for k, v in manifest.items() if k != "engines"}
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", types.ModuleType("triton_python_backend_utils"))
+    spec = importlib.util.spec_from_file_location("restyle_bls_model_under_test", vdir / "model.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    ort = OrtBackend(artifacts.load(art), threads=1)
+    monkeypatch.setattr(mod, "_call", lambda model, inputs, outputs: (
+        [ort.encode(**inputs)] if model == "encoder" else list(ort.synthesize(inputs["latent"]))))
+    model = mod.TritonPythonModel()
+    model.initialize({"model_config": json.dumps({"input": [{"name": "images"}], "parameters": {}})})
+    loaded = artifacts.load(art)
+    assert model.inverter.artifacts.manifest == artifacts.read_manifest(vdir / "artifacts")
+    assert (model.inverter.spec, model.inverter.profile) == (loaded.spec, loaded.profile)
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 3, *loaded.spec.input_hw)).astype(np.float32)
+    got = model._invert(x, 2, False, None)
+    with Inverter(loaded, ort) as inv:
+        want = inv.invert(x, n_iters=2)
+    np.testing.assert_array_equal(got.latents, want.latents)
+
+
 def _tree(root: Path) -> dict:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 

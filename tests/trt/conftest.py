@@ -72,12 +72,12 @@ def art_dir(fixture_src, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def built(trt_info, art_dir):
-    """{(graph, precision): record} after building fp32 and fp16 engines once."""
+    """{(graph, precision): record (its JSON)} after building fp32 and fp16 engines once."""
     from restyle_rt.engine import build_engines
 
     out = {}
     with info_logs():
         for precision in ("fp32", "fp16"):
             for rec in build_engines(art_dir, precision=precision, workspace_gb=1.0):
-                out[(rec["graph"], precision)] = rec
+                out[(rec.graph, precision)] = rec.to_dict()
     return out

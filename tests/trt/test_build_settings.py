@@ -156,7 +156,7 @@ def test_record_without_settings_is_rebuilt(built, art_dir, trt_info, tmp_path):
     for key in ("require_user_allocation", "builder_flags", "io", "layer_dtypes", "runtime_config"):
         old.pop(key)
     artifacts.write_manifest(dst, manifest)
-    (rec,) = B.build_engines(dst, precision="fp32", workspace_gb=1.0, graphs=["synthesis"])
+    (rec,) = [r.to_dict() for r in B.build_engines(dst, precision="fp32", workspace_gb=1.0, graphs=["synthesis"])]
     assert rec.get("require_user_allocation") is hasattr(trt_info.module.BuilderFlag, "REQUIRE_USER_ALLOCATION")
     assert "io" in rec and "runtime_config" in rec
 

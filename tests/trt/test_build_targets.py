@@ -60,7 +60,7 @@ def test_rtx_aot_build_asks_for_no_device(rtx, built, art_dir, monkeypatch):
     assert not _builder(rtx, None).needs_device() and not _builder(rtx, ["8.6"]).needs_device()
     assert _builder(rtx, ["current"]).needs_device()
     recs = B.build_engines(art_dir, precision="fp16", workspace_gb=1.0)   # current engines: kept, not rebuilt
-    assert [r["built_at"] for r in recs] == [built[(r["graph"], "fp16")]["built_at"] for r in recs]
+    assert [r.built_at for r in recs] == [built[(r.graph, "fp16")]["built_at"] for r in recs]
 
 
 def test_cli_current_on_hopper_is_one_line(rtx, built, art_dir, monkeypatch, capsys):

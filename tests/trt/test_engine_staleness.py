@@ -14,6 +14,7 @@ from restyle_rt import artifacts
 from restyle_rt.engine import builder as builder_mod
 from restyle_rt.engine import check_record, records
 from restyle_rt.errors import ArtifactError
+from restyle_rt.manifest import EngineRecord
 from restyle_rt.spec import BatchProfile
 
 pytestmark = pytest.mark.trt
@@ -46,7 +47,7 @@ def _build(root, **kw):
 
 def _edit_record(root, graph, precision, **changes):
     rec = artifacts.find_engine(artifacts.load(root), graph, precision)
-    records.upsert_record(root, dict(rec, **changes))
+    records.upsert_record(root, EngineRecord.from_dict({**rec.to_dict(), **changes}))
 
 
 def test_current_engines_are_not_rebuilt(toy_dir, builds):
@@ -71,14 +72,14 @@ def test_changed_source_graph_is_rebuilt(toy_dir, builds):
     _build(toy_dir)
     assert [g for g, _ in builds[2:]] == ["encoder"]
     rec = artifacts.find_engine(artifacts.load(toy_dir), "encoder", "fp32")
-    assert rec["source_sha256"] == artifacts.sha256_file(path)
+    assert rec.source_sha256 == artifacts.sha256_file(path)
 
 
 def test_changed_profile_is_rebuilt(toy_dir, builds):
     _build(toy_dir)
     _build(toy_dir, profile=BatchProfile(1, 2, 4))
     assert len(builds) == 4
-    assert artifacts.find_engine(artifacts.load(toy_dir), "synthesis", "fp32")["profile"] == [1, 2, 4]
+    assert artifacts.find_engine(artifacts.load(toy_dir), "synthesis", "fp32").profile.to_list() == [1, 2, 4]
 
 
 @pytest.mark.parametrize("field,value", [("trt_version", "0.0.1"), ("trt_flavour", "other-trt"),
@@ -88,7 +89,7 @@ def test_engine_from_another_build_is_rebuilt(toy_dir, builds, field, value):
     _edit_record(toy_dir, "encoder", "fp32", **{field: value})
     _build(toy_dir)
     assert [g for g, _ in builds[2:]] == ["encoder"], field
-    assert artifacts.find_engine(artifacts.load(toy_dir), "encoder", "fp32")[field] != value
+    assert artifacts.find_engine(artifacts.load(toy_dir), "encoder", "fp32").to_dict()[field] != value
 
 
 def test_precisions_are_separate_engines(toy_dir, builds, trt_info):
@@ -96,15 +97,15 @@ def test_precisions_are_separate_engines(toy_dir, builds, trt_info):
     _build(toy_dir, precision="fp16")
     assert len(builds) == 4  # an fp32 engine never stands in for fp16
     art = artifacts.load(toy_dir)
-    assert {r["file"] for r in art.manifest["engines"]} == {records.engine_file(g, p) for g in ("encoder", "synthesis")
-                                                            for p in ("fp32", "fp16")}
+    assert {r.file for r in art.manifest.engines} == {records.engine_file(g, p) for g in ("encoder", "synthesis")
+                                                      for p in ("fp32", "fp16")}
 
 
 def test_stale_engine_is_refused_at_load(toy_dir, builds, trt_info):
     """The runtime side: a record from another TensorRT version, or one missing for the precision, is refused."""
     _build(toy_dir)
     art = artifacts.load(toy_dir)
-    assert check_record(art, "encoder", "fp32", trt_info.flavour, trt_info.version)["graph"] == "encoder"
+    assert check_record(art, "encoder", "fp32", trt_info.flavour, trt_info.version).graph == "encoder"
     with pytest.raises(ArtifactError, match="no encoder fp16 engine"):
         check_record(art, "encoder", "fp16", trt_info.flavour, trt_info.version)
     _edit_record(toy_dir, "encoder", "fp32", trt_version="0.0.1")

@@ -23,12 +23,13 @@ def calibrated_toy(tmp_path_factory):
 def test_int8_engines_build_from_the_trt_encoding(trt_info, calibrated_toy):
     from restyle_rt.engine import build_engines
 
-    recs = {r["graph"]: r for r in build_engines(calibrated_toy, precision="int8", compute_capabilities=["8.6"])}
+    recs = {r.graph: r.to_dict() for r in build_engines(calibrated_toy, precision="int8",
+                                                         compute_capabilities=["8.6"])}
     enc = recs["encoder"]
     assert enc["precision"] == "int8" and enc["size_bytes"] > 0
     # strongly typed: the Q/DQ graph with FP16 elsewhere; precision flags: the Q/DQ graph itself
     assert enc["onnx"]["file"] in ("engines/encoder.int8.fp16.onnx", "int8/encoder.trt.onnx")
-    assert A.find_engine(A.load(calibrated_toy), "encoder", "int8")["sha256"] == enc["sha256"]
+    assert A.find_engine(A.load(calibrated_toy), "encoder", "int8").sha256 == enc["sha256"]
 
 
 def test_cpu_encoding_is_refused_by_tensorrt_with_its_reason(trt_info, calibrated_toy):

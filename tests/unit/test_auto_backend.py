@@ -4,6 +4,7 @@ ONNX Runtime backends under other names, plus the real OpenVINO backend where it
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 
@@ -143,7 +144,9 @@ def test_each_key_part_invalidates_the_cache(toy, make_toy, auto, monkeypatch, p
     elif part == "graphs":
         art = artifacts.load(make_toy("other", seed=1)[0])
     elif part == "weights":  # external weights: the manifest's data_sha256 (toy graphs keep their weights inline)
-        art.manifest["graphs"]["synthesis"]["data_sha256"] = "0" * 64
+        m = art.manifest
+        syn = dataclasses.replace(m.graphs["synthesis"], data_sha256="0" * 64)
+        art.manifest = dataclasses.replace(m, graphs={**m.graphs, "synthesis": syn})
     elif part == "versions":
         monkeypatch.setattr(choose, "library_version", lambda n: "99.0")
     elif part == "batch":

@@ -6,6 +6,7 @@ configure only, under a second). Each expectation is written out here, not compu
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -13,6 +14,8 @@ import pytest
 from restyle_rt import artifacts
 from restyle_rt.engine import records, settings
 from restyle_rt.errors import ArtifactError
+from restyle_rt.manifest import EngineRecord, Int8Record
+from restyle_rt.spec import BatchProfile
 
 pytestmark = pytest.mark.unit
 
@@ -46,7 +49,7 @@ def _rec(graph="encoder", precision="fp16", **kw):
     rec = {"graph": graph, "precision": precision, "file": records.engine_file(graph, precision), "size_bytes": 4,
            "build_seconds": 12.34, "trt_flavour": FLAVOUR, "trt_version": VERSION,
            "compute_capabilities": ["8.6", "8.9"]}
-    return {**rec, **kw}
+    return EngineRecord.from_dict({**rec, **kw})
 
 
 def test_summarize_is_one_line_per_record():
@@ -63,7 +66,7 @@ def art_root(make_toy):
 
 
 def _write_engine(root, rec, data=b"plan"):
-    (root / rec["file"]).write_bytes(data)
+    (root / rec.file).write_bytes(data)
     return rec
 
 
@@ -72,7 +75,7 @@ def test_upsert_replaces_only_its_own_record_and_keeps_them_sorted(art_root):
         records.upsert_record(art_root, _rec(g, p))
     m = records.upsert_record(art_root, _rec("encoder", "fp16", trt_version="new"))
     on_disk = json.loads((art_root / artifacts.MANIFEST).read_text())
-    assert m == on_disk
+    assert m.to_dict() == on_disk
     assert [(r["graph"], r["precision"]) for r in on_disk["engines"]] == [
         ("encoder", "fp16"), ("encoder", "fp32"), ("synthesis", "fp32")]
     assert [r["trt_version"] for r in on_disk["engines"]] == ["new", VERSION, VERSION]
@@ -80,21 +83,35 @@ def test_upsert_replaces_only_its_own_record_and_keeps_them_sorted(art_root):
 
 
 def test_is_current_needs_the_file_its_size_and_every_wanted_key(art_root):
-    want = {"trt_version": VERSION, "profile": [1, 1, 8]}
-    rec = _rec(profile=[1, 1, 8])
+    want = records.BuildRequest(trt_flavour=FLAVOUR, trt_version=VERSION, compute_capabilities=("8.6", "8.9"),
+                                profile=BatchProfile(1, 1, 8), source_sha256="abc", require_user_allocation=True)
+    rec = _rec(profile=[1, 1, 8], source_sha256="abc", require_user_allocation=True)
     assert not records.is_current(art_root, None, want)
     assert not records.is_current(art_root, rec, want)  # no file yet
     _write_engine(art_root, rec, b"plan")
     assert records.is_current(art_root, rec, want)
-    assert not records.is_current(art_root, dict(rec, size_bytes=5), want)
-    assert not records.is_current(art_root, rec, {**want, "profile": [1, 2, 8]})
-    assert not records.is_current(art_root, rec, {**want, "source_sha256": "abc"})  # a key the record lacks
+    assert not records.is_current(art_root, dataclasses.replace(rec, size_bytes=5), want)
+    assert not records.is_current(art_root, rec, dataclasses.replace(want, profile=BatchProfile(1, 2, 8)))
+    for key, other in (("trt_flavour", "tensorrt"), ("trt_version", "1.8"), ("compute_capabilities", ("8.6",)),
+                       ("source_sha256", "def"), ("require_user_allocation", False)):
+        assert not records.is_current(art_root, rec, dataclasses.replace(want, **{key: other})), key
+    unsourced = _rec(profile=[1, 1, 8], require_user_allocation=True)
+    assert not records.is_current(art_root, unsourced, want)  # a key the record lacks
 
 
-def _art(root, engines=(), **manifest):
+def test_build_request_is_what_the_record_stores():
+    want = records.BuildRequest(trt_flavour=FLAVOUR, trt_version=VERSION, compute_capabilities=("8.6",),
+                                profile=BatchProfile(1, 2, 4), source_sha256="abc", require_user_allocation=False)
+    assert want.to_dict() == {"trt_flavour": FLAVOUR, "trt_version": VERSION, "compute_capabilities": ["8.6"],
+                              "profile": [1, 2, 4], "source_sha256": "abc", "require_user_allocation": False}
+    rec = EngineRecord.from_dict({"graph": "encoder", "precision": "fp32", "file": "e", **want.to_dict()})
+    assert all(getattr(rec, f.name) == getattr(want, f.name) for f in dataclasses.fields(want))
+
+
+def _art(root, engines=(), int8=None):
     art = artifacts.load(root)
-    art.manifest["engines"] = list(engines)
-    art.manifest.update(manifest)
+    art.manifest = dataclasses.replace(art.manifest, engines=tuple(engines),
+                                       int8=None if int8 is None else Int8Record.from_dict(int8))
     return art
 
 
@@ -130,21 +147,22 @@ def test_check_record_refusals_name_the_rebuild(art_root):
     assert str(e.value) == (f"{art_root} has no encoder fp32 engine in its manifest; build one with "
                             f"`restyle-rt build {art_root} --precision fp32`")
     with pytest.raises(ArtifactError) as e:
-        artifacts.check_record(_art(art_root, [dict(rec, size_bytes=5)]), "encoder", "fp16", FLAVOUR, VERSION)
-    assert str(e.value) == (f"engine {art_root / rec['file']}: 4 bytes on disk, manifest says 5; run `{fix}`")
+        artifacts.check_record(_art(art_root, [dataclasses.replace(rec, size_bytes=5)]), "encoder", "fp16", FLAVOUR,
+                               VERSION)
+    assert str(e.value) == (f"engine {art_root / rec.file}: 4 bytes on disk, manifest says 5; run `{fix}`")
     with pytest.raises(ArtifactError) as e:
         artifacts.check_record(_art(art_root, [rec]), "encoder", "fp16", FLAVOUR, "9.9")
-    assert str(e.value) == (f"engine {art_root / rec['file']} does not match this machine: built with tensorrt-rtx "
+    assert str(e.value) == (f"engine {art_root / rec.file} does not match this machine: built with tensorrt-rtx "
                             f"1.7.1.116, this runtime has tensorrt-rtx 9.9. Run `{fix}`")
     with pytest.raises(ArtifactError) as e:  # the GPU is compared too; every reason is named
         artifacts.check_record(_art(art_root, [rec]), "encoder", "fp16", FLAVOUR, "9.9", (7, 5))
-    assert str(e.value) == (f"engine {art_root / rec['file']} does not match this machine: built with tensorrt-rtx "
+    assert str(e.value) == (f"engine {art_root / rec.file} does not match this machine: built with tensorrt-rtx "
                             "1.7.1.116, this runtime has tensorrt-rtx 9.9; built for compute capabilities 8.6, 8.9, "
                             f"this GPU is 7.5. Run `{fix}`")
-    (art_root / rec["file"]).unlink()
+    (art_root / rec.file).unlink()
     with pytest.raises(ArtifactError) as e:
         artifacts.check_record(_art(art_root, [rec]), "encoder", "fp16", FLAVOUR, VERSION)
-    assert str(e.value) == f"engine {art_root / rec['file']} listed in the manifest is missing; run `{fix}`"
+    assert str(e.value) == f"engine {art_root / rec.file} listed in the manifest is missing; run `{fix}`"
 
 
 def test_check_record_compares_the_hash_only_when_asked(art_root):
@@ -153,9 +171,10 @@ def test_check_record_compares_the_hash_only_when_asked(art_root):
     assert artifacts.check_record(art, "encoder", "fp16", FLAVOUR, VERSION) is rec
     with pytest.raises(ArtifactError, match="sha256 differs from the manifest"):
         artifacts.check_record(art, "encoder", "fp16", FLAVOUR, VERSION, verify_hash=True)
-    good = dict(rec, sha256=artifacts.sha256_file(art_root / rec["file"]))
+    good = dataclasses.replace(rec, sha256=artifacts.sha256_file(art_root / rec.file))
     assert artifacts.check_record(_art(art_root, [good]), "encoder", "fp16", FLAVOUR, VERSION, verify_hash=True)
-    unsized = {k: v for k, v in good.items() if k != "size_bytes"}  # an older record without a size
+    # an older record without a size
+    unsized = EngineRecord.from_dict({k: v for k, v in good.to_dict().items() if k != "size_bytes"})
     assert artifacts.check_record(_art(art_root, [unsized]), "encoder", "fp16", FLAVOUR, VERSION) is unsized
 
 
@@ -452,6 +471,6 @@ def test_load_refusals_name_the_file_and_the_fix(make_toy, case):
 def test_save_manifest_writes_what_load_reads(make_toy):
     d, _ = make_toy("save")
     art = artifacts.load(d)
-    art.manifest["engines"] = [_rec()]
+    art.manifest = dataclasses.replace(art.manifest, engines=(_rec(),))
     art.save_manifest()
-    assert artifacts.load(d).manifest["engines"] == [_rec()]
+    assert artifacts.load(d).manifest.engines == (_rec(),)

@@ -1,11 +1,13 @@
 """``precision="auto"`` trusts an INT8 record only where its accuracy was measured: this CPU model, within its bar."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
 
 from restyle_rt import artifacts
+from restyle_rt.manifest import Int8Record
 from restyle_rt.runtime import hostinfo
 from restyle_rt.runtime.backends import ort as ort_backend
 from restyle_rt.runtime.backends.ort import choose_precision, int8_trusted
@@ -19,7 +21,7 @@ def _record(**over):
     rec = {"graphs": {}, "meets_ship_bar": {"encoder": True}, "measured_on": hostinfo.machine_record(),
            "accuracy": {"encoder": {"cpu": rows}}}
     rec.update(over)
-    return rec
+    return Int8Record.from_dict(rec)
 
 
 def test_trusted_only_on_the_cpu_it_was_measured_on(monkeypatch):
@@ -44,9 +46,9 @@ def test_trusted_only_on_the_cpu_it_was_measured_on(monkeypatch):
 
 def test_auto_precision_follows_the_trust_rule(toy, caplog):
     art = artifacts.load(toy[0])
-    art.manifest["int8"] = _record()
+    art.manifest = dataclasses.replace(art.manifest, int8=_record())
     assert choose_precision(art, "auto") == "int8"
-    art.manifest["int8"] = _record(measured_on={"cpu": "Intel Xeon", "cpu_id": "x"})
+    art.manifest = dataclasses.replace(art.manifest, int8=_record(measured_on={"cpu": "Intel Xeon", "cpu_id": "x"}))
     with caplog.at_level(logging.INFO, logger="restyle_rt"):
         assert choose_precision(art, "auto") == "fp32"
     assert "precision auto -> fp32 (INT8 accuracy was measured on Intel Xeon" in caplog.text

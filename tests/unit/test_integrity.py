@@ -51,7 +51,7 @@ def flip(path, n=64, offset=None):
 def test_untouched_export_loads(make_toy):
     d, _ = hashed_toy(make_toy)
     art = artifacts.load(d)
-    assert art.manifest["seeds"]["latent_avg"]["file"] == artifacts.LATENT_AVG
+    assert art.manifest.seeds["latent_avg"].file == artifacts.LATENT_AVG
 
 
 @pytest.mark.parametrize("victim", ["encoder.onnx", "encoder.onnx.data", "synthesis.onnx", "latent_avg.npy",

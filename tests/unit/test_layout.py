@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PKG = ROOT / "restyle_rt"
 
 # docs/architecture.md, "Layers": top-level modules of the core layer, and the layer each may import from.
-CORE = {"errors", "spec", "artifacts", "fsio", "parity", "metrics", "progress", "__version__"}
+CORE = {"errors", "spec", "manifest", "artifacts", "fsio", "parity", "metrics", "progress", "__version__"}
 ALLOWED: Dict[str, Set[str]] = {
     "core": {"core"},
     "kernels": {"core"},

@@ -182,9 +182,9 @@ def key_parts(artifacts: Artifacts, cands: list[str], opts: dict, batch: int) ->
     from .ort import default_threads
 
     graphs = {}  # the graph files' sha256 and their external weights' (recorded in the manifest at export)
-    for g, rec in sorted(artifacts.manifest.get("graphs", {}).items()):
-        graphs[g] = [rec.get("sha256") or sha256_file(artifacts.graph_path(g)), rec.get("data_sha256")]
-    int8 = artifacts.manifest.get("int8")
+    for g, rec in sorted(artifacts.manifest.graphs.items()):
+        graphs[g] = [rec.sha256 or sha256_file(artifacts.graph_path(g)), rec.data_sha256]
+    int8 = artifacts.manifest.int8.to_dict() if artifacts.manifest.int8 is not None else None  # as recorded
     return {
         "probe": PROBE_VERSION,
         "restyle_rt": __version__,  # the backends' precision rules and the tolerance table come with it

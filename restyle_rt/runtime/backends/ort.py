@@ -18,6 +18,7 @@ import numpy as np
 
 from ...artifacts import Artifacts, int8_graph_path
 from ...errors import ArtifactError, BackendUnavailable, InputError
+from ...manifest import Int8Record
 from ...parity import SHIP_REF_PSNR_DB
 from ...fsio import cache_root
 from ...spec import BATCH, TensorSpec
@@ -321,7 +322,7 @@ def trt_ep_cache_dir(art: Artifacts) -> Path:
             return local
     except OSError:
         pass
-    key = hashlib.sha256("|".join(str(art.manifest.get("graphs", {}).get(g, {}).get("sha256", g))
+    key = hashlib.sha256("|".join(art.manifest.graphs[g].sha256 or g
                                   for g in ("encoder", "synthesis")).encode()).hexdigest()[:16]
     alt = cache_root() / "ort-trt" / key
     alt.mkdir(parents=True, exist_ok=True)
@@ -343,8 +344,8 @@ def choose_precision(art: Artifacts, precision: str) -> str:
     """
     if precision not in PRECISIONS:
         raise InputError(f"ort backend: precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
-    rec = art.manifest.get("int8")
-    if precision == "int8" and not rec:
+    rec = art.manifest.int8
+    if precision == "int8" and rec is None:
         raise ArtifactError(f"{art.root}: no INT8 graphs (manifest has no 'int8' record); "
                             f"run `restyle-rt calibrate {art.root} --images DIR` (or --generated N) first")
     if precision != "auto":
@@ -354,33 +355,33 @@ def choose_precision(art: Artifacts, precision: str) -> str:
     return "int8" if ok else "fp32"
 
 
-def int8_trusted(rec: Optional[dict]) -> Tuple[bool, str]:
+def int8_trusted(rec: Optional[Int8Record]) -> Tuple[bool, str]:
     """Whether an INT8 record's accuracy may be relied on here: it met its ship bar, measured on this CPU model.
 
     INT8 accuracy depends on the kernels the library picks for the CPU (on the same Q/DQ graph, OpenVINO was 0.40
     rel-L2 off ONNX Runtime on an AMD EPYC and 0.08 on an Intel Xeon), so a record from another CPU, or one that
     does not say where it was measured, is not trusted: run ``restyle-rt calibrate`` on this machine.
     """
-    if not rec:
+    if rec is None:
         return False, "no INT8 graphs"
-    if not rec.get("meets_ship_bar", {}).get("encoder"):
+    if not rec.meets_ship_bar.get("encoder"):
         return False, "recorded INT8 accuracy misses its ship bar"
     psnr = _last_step_psnr(rec)
     if psnr is None or psnr < SHIP_REF_PSNR_DB:
         return False, (f"the INT8 loop's last image is {'not recorded' if psnr is None else f'{psnr:.1f} dB'} "
                        f"against FP32's; the ship bar asks >= {SHIP_REF_PSNR_DB:g} dB")
-    where = rec.get("measured_on") or {}
+    where = rec.measured_on or {}
     if where.get("cpu_id") != cpu_id():
         return False, (f"INT8 accuracy was measured on {where.get('cpu') or 'an unrecorded CPU'}, not on this CPU "
                        f"({cpu_model()}); run `restyle-rt calibrate` here to measure it")
     return True, "INT8 accuracy recorded within its ship bar on this CPU"
 
 
-def _last_step_psnr(rec: dict) -> Optional[float]:
+def _last_step_psnr(rec: Int8Record) -> Optional[float]:
     """The recorded image PSNR against FP32 after the last step of the INT8 loop the runtime would run (encoder,
     or encoder + synthesis when a synthesis graph was shipped), CPU encoding; inf when identical, None if absent."""
-    label = "encoder+synthesis" if "synthesis" in (rec.get("graphs") or {}) else "encoder"
-    rows = ((rec.get("accuracy") or {}).get(label) or {}).get("cpu") or []
+    label = "encoder+synthesis" if "synthesis" in rec.graphs else "encoder"
+    rows = (rec.accuracy.get(label) or {}).get("cpu") or []
     if not rows:
         return None
     v = rows[-1].get("image_psnr_db")

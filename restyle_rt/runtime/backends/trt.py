@@ -85,8 +85,8 @@ class TrtBackend(Backend):
         plans, maxes = {}, []
         for g in ("encoder", "synthesis"):
             rec = A.check_record(artifacts, g, self.precision, info.flavour, info.version, cc, verify_hash)
-            plans[g] = (artifacts.root / rec["file"]).read_bytes()
-            maxes.append(BatchProfile(*rec.get("profile", artifacts.profile.to_list())))
+            plans[g] = (artifacts.root / rec.file).read_bytes()
+            maxes.append(rec.profile or artifacts.profile)
         self.profile = BatchProfile(max(p.min for p in maxes), max(p.min for p in maxes),
                                     min(p.max for p in maxes))  # the engines' own batch range (``--batch``)
         self._graphs: Dict[Tuple[int, int], cuda.CudaGraph] = {}

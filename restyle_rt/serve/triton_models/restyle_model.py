@@ -17,11 +17,10 @@ from types import SimpleNamespace
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from restyle_rt.artifacts import AVG_FEEDBACK, LATENT_AVG, MANIFEST
+from restyle_rt.artifacts import AVG_FEEDBACK, LATENT_AVG, read_manifest
 from restyle_rt.runtime.api import Inverter
 from restyle_rt.runtime.backend import Backend
 from restyle_rt.serve import protocol
-from restyle_rt.spec import BatchProfile, ModelSpec
 
 
 def _call(model, inputs, outputs):
@@ -60,9 +59,8 @@ class TritonPythonModel:
     def initialize(self, args):
         cfg = json.loads(args["model_config"])
         root = Path(__file__).resolve().parent / "artifacts"
-        manifest = json.loads((root / MANIFEST).read_text())
-        art = SimpleNamespace(root=root, manifest=manifest, spec=ModelSpec.from_dict(manifest["spec"]),
-                              profile=BatchProfile(*manifest.get("batch_profile", [1, 1, 8])),
+        manifest = read_manifest(root)  # the graphs are the repository's models: only the manifest and seeds here
+        art = SimpleNamespace(root=root, manifest=manifest, spec=manifest.spec, profile=manifest.profile,
                               latent_avg=np.load(root / LATENT_AVG), avg_feedback=np.load(root / AVG_FEEDBACK))
         self.inverter = Inverter(art, BLSBackend(art))
         param = cfg.get("parameters", {}).get("max_iters", {}).get("string_value")
