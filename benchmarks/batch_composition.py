@@ -13,6 +13,7 @@ import numpy as np
 
 from restyle_rt import Inverter
 from restyle_rt.parity import compare
+
 art = sys.argv[1]
 rng = np.random.default_rng(0)
 imgs = [(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8) * rng.uniform(0.3, 1)).astype(np.uint8) for _ in range(8)]

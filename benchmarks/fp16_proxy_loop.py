@@ -25,10 +25,11 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--out", default="benchmarks/results/fp16_proxy_loop.json")
     args = ap.parse_args()
-    from restyle_rt.artifacts import load
-    from restyle_rt.export.fp16 import proxy_loop_parity
-    from restyle_rt.export.fixtures import sample_images
     import torch
+
+    from restyle_rt.artifacts import load
+    from restyle_rt.export.fixtures import sample_images
+    from restyle_rt.export.fp16 import proxy_loop_parity
 
     spec = load(args.artifacts).spec
     x = sample_images(args.batch, spec.input_hw, torch.Generator().manual_seed(7)).numpy().astype(np.float32)

@@ -60,7 +60,7 @@ def main() -> int:
     for b in (int(v) for v in args.batches.split(",")):
         x = synthetic_images(b, art.spec.input_hw, seed=0)
         times = {k: [] for k in tg}
-        for name, t in tg.items():  # warm-up
+        for t in tg.values():  # warm-up
             t.run(x, args.iters, None) if hasattr(t, "kind") else t.run_loop(x, args.iters)
         for _ in range(args.repeat):
             for name, t in tg.items():

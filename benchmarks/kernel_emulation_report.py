@@ -22,11 +22,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "kernels"))
 
-from emu import emulate
-from kernel_cases import LAYER_KINDS, make_layer, stylegan2_layer_shapes, tolerance
-from test_emulated import _reduced_size, rel_l2
+from emu import emulate  # noqa: E402 - after the sys.path insert
+from kernel_cases import LAYER_KINDS, make_layer, stylegan2_layer_shapes, tolerance  # noqa: E402 - after the sys.path insert
+from test_emulated import _reduced_size, rel_l2  # noqa: E402 - after the sys.path insert
 
-from restyle_rt.kernels import reference as R
+from restyle_rt.kernels import reference as R  # noqa: E402 - after the sys.path insert
 
 
 def _cpu() -> float:

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from model_fixtures import CONFIGS, EXPORTED, artifacts_path, checkpoint_path  # noqa: E402
+
 from restyle_rt.artifacts import load  # noqa: E402
 from restyle_rt.export.checkpoint import load_checkpoint  # noqa: E402
 from restyle_rt.export.fixtures import sample_images  # noqa: E402

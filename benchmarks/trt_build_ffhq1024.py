@@ -31,8 +31,8 @@ def machine() -> dict:
 
 def export(ckpt: Path | None, out: Path) -> dict:
     """Make the checkpoint (if needed) and export it, in a child process; timings are kept next to the export."""
-    code = ("import json, sys, time; sys.path.insert(0, %r); import trt_build_ffhq1024 as b; "
-            "print(json.dumps(b._export_here(*json.loads(sys.argv[1]))))") % str(Path(__file__).parent)
+    code = (f"import json, sys, time; sys.path.insert(0, {str(Path(__file__).parent)!r}); import trt_build_ffhq1024 as b; "
+            "print(json.dumps(b._export_here(*json.loads(sys.argv[1]))))")
     arg = json.dumps([str(ckpt) if ckpt else None, str(out)])
     done = subprocess.run([sys.executable, "-c", code, arg], cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:

@@ -12,14 +12,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
 
 from restyle_rt import artifacts
 
 SIZES = {"church-256": 751_566_411, "ffhq-1024": 957_499_216}  # graph_bytes of the committed CPU benchmarks
 
 
-def main(out: str, scratch: Optional[str] = None) -> None:
+def main(out: str, scratch: str | None = None) -> None:
     rows = {}
     with tempfile.TemporaryDirectory(dir=scratch) as d:
         os.environ["RESTYLE_RT_CACHE"] = str(Path(d) / "cache")

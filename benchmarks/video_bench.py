@@ -31,12 +31,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from video_clips import path_latents, render  # noqa: E402
+
 from restyle_rt import Inverter  # noqa: E402
 from restyle_rt.bench.runner import machine_info  # noqa: E402
 from restyle_rt.runtime import io  # noqa: E402
 from restyle_rt.workflows.animation import write_video  # noqa: E402
 from restyle_rt.workflows.video import VideoSettings, invert_video  # noqa: E402
-from video_clips import path_latents, render  # noqa: E402
 
 MODES = [  # (label, settings)
     ("cold 5", dict(cold=True, iters=5)),

@@ -21,9 +21,9 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -50,7 +50,7 @@ def sha256_file(path: os.PathLike, chunk: int = 1 << 20) -> str:
 
 @contextlib.contextmanager
 def staging_dir(out: os.PathLike, overwrite: bool = False, protect: Sequence[os.PathLike] = (),
-                previous: Optional[Callable[[Path], bool]] = None, what: str = "export") -> Iterator[Path]:
+                previous: Callable[[Path], bool] | None = None, what: str = "export") -> Iterator[Path]:
     """Yield a temporary sibling directory; on success it atomically replaces ``out``, on error it is removed.
 
     ``out`` is checked first by :func:`check_replaceable` (``protect`` names the inputs it must not hold;
@@ -97,7 +97,7 @@ def is_export(directory: os.PathLike) -> bool:
 
 
 def check_replaceable(out: os.PathLike, overwrite: bool, protect: Sequence[os.PathLike] = (),
-                      previous: Optional[Callable[[Path], bool]] = None, what: str = "export") -> Path:
+                      previous: Callable[[Path], bool] | None = None, what: str = "export") -> Path:
     """Check, before any work, that the artifacts directory ``out`` may be written (and replaced).
 
     ``out`` may be missing or empty; with ``overwrite`` it may also be a previous export (``previous(out)`` true;
@@ -134,7 +134,7 @@ def check_replaceable(out: os.PathLike, overwrite: bool, protect: Sequence[os.Pa
     return path
 
 
-def write_manifest(directory: os.PathLike, manifest: Union[Manifest, dict]) -> None:
+def write_manifest(directory: os.PathLike, manifest: Manifest | dict) -> None:
     """Write ``manifest.json`` atomically (temporary name + rename, fsync'ed): a :class:`Manifest` as its
     ``to_dict()``, a dict (the exporter's) as it is."""
     data = manifest.to_dict() if isinstance(manifest, Manifest) else manifest
@@ -280,14 +280,14 @@ def _load_array(path: Path, shape: tuple) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-def find_engine(art: Artifacts, graph: str, precision: str) -> Optional[EngineRecord]:
+def find_engine(art: Artifacts, graph: str, precision: str) -> EngineRecord | None:
     """The manifest's engine record for (graph, precision), or None."""
     return art.manifest.find_engine(graph, precision)
 
 
 # --- engine records: the load-time compatibility check (the build side writes them: restyle_rt.engine.records) ---
 
-def cc_str(cc: Tuple[int, int]) -> str:
+def cc_str(cc: tuple[int, int]) -> str:
     """(8, 6) -> ``"8.6"``."""
     return f"{cc[0]}.{cc[1]}"
 
@@ -303,7 +303,7 @@ def build_command(art_root: Path, precision: str) -> str:
 
 
 def incompatibility(record: EngineRecord, flavour: str, version: str,
-                    device_cc: Optional[Tuple[int, int]]) -> List[str]:
+                    device_cc: tuple[int, int] | None) -> list[str]:
     """Why ``record`` cannot run with this TensorRT / GPU (empty when it can)."""
     why = []
     if record.trt_flavour != flavour:
@@ -318,7 +318,7 @@ def incompatibility(record: EngineRecord, flavour: str, version: str,
 
 
 def check_record(art: Artifacts, graph: str, precision: str, flavour: str, version: str,
-                 device_cc: Optional[Tuple[int, int]] = None, verify_hash: bool = False) -> EngineRecord:
+                 device_cc: tuple[int, int] | None = None, verify_hash: bool = False) -> EngineRecord:
     """The engine record for (graph, precision), verified against this runtime.
 
     Raises:
@@ -343,7 +343,7 @@ def check_record(art: Artifacts, graph: str, precision: str, flavour: str, versi
     return rec
 
 
-def int8_graph_path(art: Artifacts, graph: str) -> Optional[Path]:
+def int8_graph_path(art: Artifacts, graph: str) -> Path | None:
     """The CPU-encoding Q/DQ graph ``restyle-rt calibrate`` recorded for ``graph`` (``manifest["int8"]``), or None
     when it shipped none for that graph (it stays FP32).
 

@@ -3,7 +3,7 @@
 Each class carries its exit code (``exit_status``); :func:`exit_code` maps an error to it, and ``restyle-rt --help``
 prints :data:`EXIT_MEANINGS`, so the table and the codes cannot drift apart.
 """
-from typing import ClassVar, Dict
+from typing import ClassVar
 
 # Exit codes of the `restyle-rt` command (`restyle-rt --help`, README "Files, failures and exit codes").
 EXIT_OK = 0           # everything asked for was done
@@ -16,7 +16,7 @@ EXIT_BACKEND = 6      # the backend cannot run here: missing library, no GPU, un
 EXIT_INTERRUPTED = 130  # SIGINT (128 + 2). Finished outputs are complete on disk.
 EXIT_TERMINATED = 143   # SIGTERM (128 + 15), handled as SIGINT.
 
-EXIT_MEANINGS: Dict[int, str] = {
+EXIT_MEANINGS: dict[int, str] = {
     EXIT_OK: "everything asked for was done",
     EXIT_SKIPPED: "done, but some inputs were skipped (each one named on stderr)",
     EXIT_USAGE: "bad arguments, or an unusable input, checkpoint or artifacts directory (one line on stderr)",

@@ -23,10 +23,11 @@ import os
 import secrets
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Iterator, Union
+from typing import IO
 
-PathLike = Union[str, os.PathLike]
+PathLike = str | os.PathLike
 TMP_PREFIX = ".restyle-rt-tmp."  # temporary names start with this; they never survive a failed write
 
 

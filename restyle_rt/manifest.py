@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple, Union
+from typing import Any, NamedTuple
 
 from .errors import ArtifactError
 from .spec import GRAPHS, BatchProfile, ModelSpec
@@ -40,17 +41,17 @@ class Where(NamedTuple):
     file: str
     path: str = ""
 
-    def __truediv__(self, key: str) -> "Where":
+    def __truediv__(self, key: str) -> Where:
         return Where(self.file, f"{self.path}.{key}" if self.path else str(key))
 
-    def at(self, index: int) -> "Where":
+    def at(self, index: int) -> Where:
         return Where(self.file, f"{self.path}[{index}]")
 
     def error(self, msg: str) -> ArtifactError:
         return ArtifactError(f"{self.file}: {self.path} {msg}" if self.path else f"{self.file}: {msg}")
 
 
-def _where(where: Union[str, Where]) -> Where:
+def _where(where: str | Where) -> Where:
     return where if isinstance(where, Where) else Where(str(where))
 
 
@@ -153,14 +154,14 @@ class Record:
     """
 
     extra: Mapping[str, Json] = field(default_factory=dict, kw_only=True, repr=False)
-    key_order: Tuple[str, ...] = field(default=(), kw_only=True, repr=False, compare=False)
+    key_order: tuple[str, ...] = field(default=(), kw_only=True, repr=False, compare=False)
 
     @classmethod
-    def _data_fields(cls) -> Tuple[dataclasses.Field, ...]:
+    def _data_fields(cls) -> tuple[dataclasses.Field, ...]:
         return tuple(f for f in dataclasses.fields(cls) if f.name not in _OWN)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Json], where: Union[str, Where] = MANIFEST):
+    def from_dict(cls, d: Mapping[str, Json], where: str | Where = MANIFEST):
         """Read a record from its JSON object.
 
         Args:
@@ -173,7 +174,7 @@ class Record:
         w = _where(where)
         if not isinstance(d, dict):
             raise w.error(f"is {_kind_of(d)}, expected an object")
-        kw: Dict[str, Any] = {}
+        kw: dict[str, Any] = {}
         for f in cls._data_fields():
             if f.name in d:
                 kw[f.name] = f.metadata["codec"].decode(d[f.name], w / f.name)
@@ -183,13 +184,13 @@ class Record:
         extra = {k: copy.deepcopy(v) for k, v in d.items() if k not in known}
         return cls(**kw, extra=extra, key_order=tuple(d))
 
-    def to_dict(self) -> Dict[str, Json]:
+    def to_dict(self) -> dict[str, Json]:
         """The record as JSON: what :meth:`from_dict` read (see the module docstring), with any change made since."""
         fields = {f.name: f for f in self._data_fields()}
         order = list(self.key_order)
         order += [k for k in fields if k not in self.key_order]
         order += [k for k in self.extra if k not in self.key_order and k not in fields]
-        out: Dict[str, Json] = {}
+        out: dict[str, Json] = {}
         for k in order:
             if k in fields:
                 value = getattr(self, k)
@@ -217,11 +218,11 @@ class FileRef(Record):
     (``seeds``), the ONNX an engine was built from (``onnx``)."""
 
     file: str = _field(TEXT)
-    sha256: Optional[str] = _field(TEXT, None)
-    data_file: Optional[str] = _field(TEXT, None)
-    data_sha256: Optional[str] = _field(TEXT, None)
+    sha256: str | None = _field(TEXT, None)
+    data_file: str | None = _field(TEXT, None)
+    data_sha256: str | None = _field(TEXT, None)
 
-    def files(self) -> Tuple[Tuple[str, Optional[str]], ...]:
+    def files(self) -> tuple[tuple[str, str | None], ...]:
         """``((file, sha256), (data_file, data_sha256))``, the second only when the graph keeps external data."""
         pairs = [(self.file, self.sha256)]
         if self.data_file is not None:
@@ -233,26 +234,26 @@ class FileRef(Record):
 class GraphEntry(FileRef):
     """``graphs.<graph>`` (and a ``variants`` entry): the ONNX file, its external weights, hashes and I/O."""
 
-    bytes: Optional[int] = _field(INTEGER, None)
-    inputs: Optional[Json] = _field(JSON, None)
-    outputs: Optional[Json] = _field(JSON, None)
+    bytes: int | None = _field(INTEGER, None)
+    inputs: Json | None = _field(JSON, None)
+    outputs: Json | None = _field(JSON, None)
 
 
 @dataclass(frozen=True)
 class Int8File(FileRef):
     """One Q/DQ graph of ``int8.graphs.<graph>.<encoding>`` and its node counts (``summary``)."""
 
-    summary: Optional[Json] = _field(OBJECT, None)
+    summary: Json | None = _field(OBJECT, None)
 
 
 @dataclass(frozen=True)
 class Source(Record):
     """``source``: the checkpoint the graphs were exported from, and the fitted fixture's record (``fit``)."""
 
-    checkpoint: Optional[str] = _field(TEXT, None)
-    sha256: Optional[str] = _field(TEXT, None)
-    latent_avg_shape: Optional[Tuple[int, ...]] = _field(_array(INTEGER), None)
-    fit: Optional[Json] = _field(OBJECT, None)
+    checkpoint: str | None = _field(TEXT, None)
+    sha256: str | None = _field(TEXT, None)
+    latent_avg_shape: tuple[int, ...] | None = _field(_array(INTEGER), None)
+    fit: Json | None = _field(OBJECT, None)
 
 
 SOURCE = _Codec(lambda v, w: Source.from_dict(v, w) if isinstance(v, dict) else copy.deepcopy(v),
@@ -272,25 +273,25 @@ class EngineRecord(Record):
     graph: str = _field(TEXT)
     precision: str = _field(TEXT)
     file: str = _field(TEXT)
-    sha256: Optional[str] = _field(TEXT, None)
-    size_bytes: Optional[int] = _field(INTEGER, None)
-    trt_flavour: Optional[str] = _field(TEXT, None)
-    trt_version: Optional[str] = _field(TEXT, None)
-    compute_capabilities: Tuple[str, ...] = _field(_array(TEXT), ())
-    profile: Optional[BatchProfile] = _field(PROFILE, None)
-    source_sha256: Optional[str] = _field(TEXT, None)
-    require_user_allocation: Optional[bool] = _field(BOOLEAN, None)
-    builder_flags: Tuple[str, ...] = _field(_array(TEXT), ())
-    strongly_typed: Optional[bool] = _field(BOOLEAN, None)
-    tf32: Optional[bool] = _field(BOOLEAN, None)
-    optimization_profiles: Optional[int] = _field(INTEGER, None)
-    io: Optional[Json] = _field(OBJECT, None)
-    layer_dtypes: Optional[Json] = _field(OBJECT, None)
-    runtime_config: Optional[Json] = _field(OBJECT, None)
-    build_seconds: Optional[float] = _field(NUMBER, None)
-    workspace_gb: Optional[float] = _field(NUMBER, None)
-    onnx: Optional[FileRef] = _field(_nested(FileRef), None)
-    built_at: Optional[str] = _field(TEXT, None)
+    sha256: str | None = _field(TEXT, None)
+    size_bytes: int | None = _field(INTEGER, None)
+    trt_flavour: str | None = _field(TEXT, None)
+    trt_version: str | None = _field(TEXT, None)
+    compute_capabilities: tuple[str, ...] = _field(_array(TEXT), ())
+    profile: BatchProfile | None = _field(PROFILE, None)
+    source_sha256: str | None = _field(TEXT, None)
+    require_user_allocation: bool | None = _field(BOOLEAN, None)
+    builder_flags: tuple[str, ...] = _field(_array(TEXT), ())
+    strongly_typed: bool | None = _field(BOOLEAN, None)
+    tf32: bool | None = _field(BOOLEAN, None)
+    optimization_profiles: int | None = _field(INTEGER, None)
+    io: Json | None = _field(OBJECT, None)
+    layer_dtypes: Json | None = _field(OBJECT, None)
+    runtime_config: Json | None = _field(OBJECT, None)
+    build_seconds: float | None = _field(NUMBER, None)
+    workspace_gb: float | None = _field(NUMBER, None)
+    onnx: FileRef | None = _field(_nested(FileRef), None)
+    built_at: str | None = _field(TEXT, None)
 
 
 @dataclass(frozen=True)
@@ -304,13 +305,13 @@ class Int8Record(Record):
     ``ship_bar``, and ``measured_on`` on which CPU. Everything but ``graphs`` and the texts stays JSON.
     """
 
-    tool: Optional[str] = _field(TEXT, None)
-    method: Optional[str] = _field(TEXT, None)
-    op_types: Tuple[str, ...] = _field(_array(TEXT), ())
-    data: Optional[Json] = _field(OBJECT, None)
-    keep_rule: Optional[str] = _field(TEXT, None)
-    ship_bar: Optional[Json] = _field(OBJECT, None)
-    encodings: Optional[Json] = _field(OBJECT, None)
+    tool: str | None = _field(TEXT, None)
+    method: str | None = _field(TEXT, None)
+    op_types: tuple[str, ...] = _field(_array(TEXT), ())
+    data: Json | None = _field(OBJECT, None)
+    keep_rule: str | None = _field(TEXT, None)
+    ship_bar: Json | None = _field(OBJECT, None)
+    encodings: Json | None = _field(OBJECT, None)
     graphs: Mapping[str, Mapping[str, Int8File]] = _field(_mapping(_mapping(_nested(Int8File))), factory=dict)
     kept_layers: Json = _field(OBJECT, factory=dict)
     sensitivity: Json = _field(OBJECT, factory=dict)
@@ -318,8 +319,8 @@ class Int8Record(Record):
     accuracy: Json = _field(OBJECT, factory=dict)
     not_shipped: Json = _field(OBJECT, factory=dict)
     meets_ship_bar: Json = _field(OBJECT, factory=dict)
-    measured_on: Optional[Json] = _field(OBJECT, None)
-    seconds: Optional[float] = _field(NUMBER, None)
+    measured_on: Json | None = _field(OBJECT, None)
+    seconds: float | None = _field(NUMBER, None)
 
 
 @dataclass(frozen=True)
@@ -333,22 +334,22 @@ class Manifest(Record):
     format: str = _field(TEXT)
     format_version: int = _field(INTEGER)
     spec: ModelSpec = _field(SPEC)
-    source: Optional[Union[Source, Json]] = _field(SOURCE, None)
-    precision: Optional[str] = _field(TEXT, None)
-    opset: Optional[int] = _field(INTEGER, None)
-    batch_profile: Optional[BatchProfile] = _field(PROFILE, None)
+    source: Source | Json | None = _field(SOURCE, None)
+    precision: str | None = _field(TEXT, None)
+    opset: int | None = _field(INTEGER, None)
+    batch_profile: BatchProfile | None = _field(PROFILE, None)
     graphs: Mapping[str, GraphEntry] = _field(_mapping(_nested(GraphEntry)), factory=dict)
     seeds: Mapping[str, FileRef] = _field(_mapping(_nested(FileRef)), factory=dict)
-    parity: Optional[Json] = _field(JSON, None)
-    versions: Optional[Json] = _field(JSON, None)
-    export_seconds: Optional[float] = _field(NUMBER, None)
-    modconv: Optional[Json] = _field(JSON, None)
-    variants: Optional[Json] = _field(JSON, None)
-    engines: Tuple[EngineRecord, ...] = _field(_array(_nested(EngineRecord)), ())
-    int8: Optional[Int8Record] = _field(_nested(Int8Record), None)
+    parity: Json | None = _field(JSON, None)
+    versions: Json | None = _field(JSON, None)
+    export_seconds: float | None = _field(NUMBER, None)
+    modconv: Json | None = _field(JSON, None)
+    variants: Json | None = _field(JSON, None)
+    engines: tuple[EngineRecord, ...] = _field(_array(_nested(EngineRecord)), ())
+    int8: Int8Record | None = _field(_nested(Int8Record), None)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Json], where: Union[str, Where] = MANIFEST) -> "Manifest":
+    def from_dict(cls, d: Mapping[str, Json], where: str | Where = MANIFEST) -> Manifest:
         """Read a manifest, refusing one this runtime does not understand.
 
         Args:
@@ -381,7 +382,7 @@ class Manifest(Record):
         """The batch profile the graphs were exported for (1/1/8 when none is recorded)."""
         return self.batch_profile or BatchProfile(1, 1, 8)
 
-    def find_engine(self, graph: str, precision: str) -> Optional[EngineRecord]:
+    def find_engine(self, graph: str, precision: str) -> EngineRecord | None:
         """The engine record for (graph, precision), or None."""
         return next((r for r in self.engines if (r.graph, r.precision) == (graph, precision)), None)
 

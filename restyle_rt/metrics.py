@@ -17,8 +17,6 @@
 
 from __future__ import annotations
 
-from typing import Tuple
-
 import numpy as np
 
 WIN_SIZE = 11
@@ -34,7 +32,7 @@ def gaussian_window(size: int = WIN_SIZE, sigma: float = SIGMA) -> np.ndarray:
     return g / g.sum()
 
 
-def _as_float(a: np.ndarray, b: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+def _as_float(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     a, b = np.asarray(a), np.asarray(b)
     if a.shape != b.shape:
         raise ValueError(f"images differ in shape: {list(a.shape)} vs {list(b.shape)}")
@@ -61,7 +59,7 @@ def _filter_valid(x: np.ndarray, g: np.ndarray) -> np.ndarray:
     return sum(g[i] * rows[:, i: w - k + 1 + i] for i in range(k))  # [h-k+1, w-k+1, c]
 
 
-def _ssim_cs(x: np.ndarray, y: np.ndarray, data_range: float) -> Tuple[np.ndarray, np.ndarray]:
+def _ssim_cs(x: np.ndarray, y: np.ndarray, data_range: float) -> tuple[np.ndarray, np.ndarray]:
     """(SSIM, contrast-structure) per channel [c] of float64 [h, w, c] images: the valid maps' means."""
     if min(x.shape[:2]) < WIN_SIZE:
         raise ValueError(f"an image of {x.shape[0]}x{x.shape[1]} px is smaller than the {WIN_SIZE}x{WIN_SIZE} "
@@ -87,7 +85,7 @@ def ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0) -> float:
     return float(_ssim_cs(x, y, data_range)[0].mean())
 
 
-def ms_ssim_scales(hw: Tuple[int, int], max_scales: int = len(MS_SSIM_WEIGHTS)) -> int:
+def ms_ssim_scales(hw: tuple[int, int], max_scales: int = len(MS_SSIM_WEIGHTS)) -> int:
     """How many MS-SSIM scales an image of ``hw`` allows: the 11x11 window must fit the last (pooled) scale; 0 when
     it does not fit even the image itself."""
     side, n = min(int(hw[0]), int(hw[1])), 0

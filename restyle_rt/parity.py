@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -20,7 +19,7 @@ class Report:
     mean_abs: float
     rel_l2: float
     psnr_db: float
-    worst_index: Tuple[int, ...]
+    worst_index: tuple[int, ...]
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -48,10 +47,10 @@ class Tolerance:
     """A bound on one output: rel-L2 at most ``rel_l2`` and (for images) PSNR at least ``min_psnr_db``."""
 
     rel_l2: float
-    min_psnr_db: Optional[float] = None
+    min_psnr_db: float | None = None
     note: str = ""
 
-    def check(self, rep: Report) -> Optional[str]:
+    def check(self, rep: Report) -> str | None:
         """None when within bounds, else a message naming the violated bound."""
         if not rep.rel_l2 <= self.rel_l2:
             return f"rel-L2 {rep.rel_l2:.3g} > {self.rel_l2:.3g}"
@@ -63,7 +62,7 @@ class Tolerance:
 # (comparison, precision, output) -> Tolerance.  Each note quotes the worst value measured on the re-initialised
 # random-weight fixtures (tests/model_fixtures.py: pSp/e4e x IR-SE50/ResNet34, ffhq- and cars-like, both
 # latent_avg shapes; torch 2.13 CPU, onnxruntime 1.31 CPU); bounds keep >= ~5x margin on rel-L2 and >= 20 dB on PSNR.
-TOLERANCES: Dict[Tuple[str, str, str], Tolerance] = {
+TOLERANCES: dict[tuple[str, str, str], Tolerance] = {
     # export formulation (batched heads, static weights, activation modulation, folded noise) vs the official
     # formulation (head loop, grouped conv, upfirdn2d), torch fp32, one call
     ("export-vs-official", "fp32", "latent_next"): Tolerance(1e-5, note="measured 0 (identical) to 1.1e-6"),
@@ -222,7 +221,7 @@ SHIP_VERDICTS = {
 }
 
 
-def ship_verdict(backend: str, precision: str, bf16_path: str) -> Tuple[bool, str]:
+def ship_verdict(backend: str, precision: str, bf16_path: str) -> tuple[bool, str]:
     """Whether (``backend``, ``precision``) met the ship bar on a CPU with this BF16 path; (ok, why)."""
     rec = SHIP_VERDICTS.get((backend, precision), {})
     v = rec.get(bf16_path)
@@ -233,7 +232,7 @@ def ship_verdict(backend: str, precision: str, bf16_path: str) -> Tuple[bool, st
     return v.meets, ("meets the ship bar: " if v.meets else "misses the ship bar: ") + got
 
 
-def meets_auto_bar(kind: str, precision: str) -> Tuple[bool, str]:
+def meets_auto_bar(kind: str, precision: str) -> tuple[bool, str]:
     """Whether the loop bounds recorded for (``kind``, ``precision``) meet :data:`AUTO_BAR`; (ok, why not)."""
     for out, bar in AUTO_BAR.items():
         tol = TOLERANCES.get((kind, precision, out))
@@ -253,7 +252,7 @@ def tolerance(kind: str, precision: str, output: str) -> Tolerance:
                        "add one to parity.TOLERANCES") from None
 
 
-def check(kind: str, precision: str, outputs: Dict[str, np.ndarray], refs: Dict[str, np.ndarray]) -> Dict[str, dict]:
+def check(kind: str, precision: str, outputs: dict[str, np.ndarray], refs: dict[str, np.ndarray]) -> dict[str, dict]:
     """Compare each output with its reference; raise ParityError listing every failing output."""
     reports, failures = {}, []
     for name, ref in refs.items():

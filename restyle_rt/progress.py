@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from typing import Iterable, Iterator, Optional
+from collections.abc import Iterable, Iterator
 
 _enabled = True  # False: `--no-progress` / `-q` for this command
 
@@ -27,7 +27,7 @@ def enabled() -> bool:
     return _enabled
 
 
-def bar(iterable: Optional[Iterable] = None, *, show: bool = True, **kw):
+def bar(iterable: Iterable | None = None, *, show: bool = True, **kw):
     """A tqdm bar on stderr (``tqdm.auto``: a widget in notebooks), off when forbidden or not on a terminal.
 
     Args:

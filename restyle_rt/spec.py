@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Tuple
 
 BATCH = "batch"  # the one symbolic (dynamic) dimension
 
@@ -26,10 +25,10 @@ class TensorSpec:
     """One graph input or output: name, shape (ints or the symbol ``BATCH``), dtype name."""
 
     name: str
-    shape: Tuple
+    shape: tuple
     dtype: str = "float32"
 
-    def concrete(self, batch: int) -> Tuple[int, ...]:
+    def concrete(self, batch: int) -> tuple[int, ...]:
         return tuple(batch if d == BATCH else int(d) for d in self.shape)
 
 
@@ -48,8 +47,8 @@ class ModelSpec:
 
     n_styles: int
     output_size: int
-    input_hw: Tuple[int, int]
-    image_hw: Tuple[int, int]
+    input_hw: tuple[int, int]
+    image_hw: tuple[int, int]
     encoder_type: str
     dataset_type: str
 
@@ -66,7 +65,7 @@ class ModelSpec:
         return "resnet34" if self.encoder_type.startswith("ResNet") else "ir_se50"
 
     @classmethod
-    def from_opts(cls, opts: dict) -> "ModelSpec":
+    def from_opts(cls, opts: dict) -> ModelSpec:
         """Build from an official checkpoint's ``opts`` (never guessed)."""
         r = int(opts["output_size"])
         dataset = str(opts.get("dataset_type", "ffhq_encode"))
@@ -86,14 +85,14 @@ class ModelSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelSpec":
+    def from_dict(cls, d: dict) -> ModelSpec:
         d = dict(d)
         d["input_hw"], d["image_hw"] = tuple(d["input_hw"]), tuple(d["image_hw"])
         return cls(**d)
 
     # --- the graph contract -------------------------------------------------------------------------------
 
-    def encoder_io(self) -> Tuple[List[TensorSpec], List[TensorSpec]]:
+    def encoder_io(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
         """``encoder.onnx``: (image, feedback, latent) -> latent_next = latent + E(concat(image, feedback))."""
         h, w = self.input_hw
         ins = [
@@ -103,7 +102,7 @@ class ModelSpec:
         ]
         return ins, [TensorSpec("latent_next", (BATCH, self.n_styles, 512))]
 
-    def synthesis_io(self) -> Tuple[List[TensorSpec], List[TensorSpec]]:
+    def synthesis_io(self) -> tuple[list[TensorSpec], list[TensorSpec]]:
         """``synthesis.onnx``: latent -> (image [crop], feedback pooled to the encoder resolution)."""
         h, w = self.input_hw
         ih, iw = self.image_hw
@@ -111,7 +110,7 @@ class ModelSpec:
         outs = [TensorSpec("image", (BATCH, 3, ih, iw)), TensorSpec("feedback", (BATCH, 3, h, w))]
         return ins, outs
 
-    def graph_io(self, graph: str) -> Tuple[List[TensorSpec], List[TensorSpec]]:
+    def graph_io(self, graph: str) -> tuple[list[TensorSpec], list[TensorSpec]]:
         if graph == "encoder":
             return self.encoder_io()
         if graph == "synthesis":
@@ -134,10 +133,10 @@ class BatchProfile:
         if not (1 <= self.min <= self.opt <= self.max):
             raise ValueError(f"batch profile needs 1 <= min <= opt <= max, got {self.min},{self.opt},{self.max}")
 
-    def shapes(self, spec: ModelSpec, graph: str) -> Dict[str, Tuple[Tuple[int, ...], ...]]:
+    def shapes(self, spec: ModelSpec, graph: str) -> dict[str, tuple[tuple[int, ...], ...]]:
         """Per-input (min, opt, max) concrete shapes."""
         ins, _ = spec.graph_io(graph)
         return {t.name: (t.concrete(self.min), t.concrete(self.opt), t.concrete(self.max)) for t in ins}
 
-    def to_list(self) -> List[int]:
+    def to_list(self) -> list[int]:
         return [self.min, self.opt, self.max]

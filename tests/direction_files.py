@@ -6,7 +6,7 @@ import io
 import json
 import struct
 import zipfile
-from typing import Dict, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -50,7 +50,7 @@ def bf16_bytes(a: np.ndarray) -> bytes:
     return (np.ascontiguousarray(a, np.float32).view(np.uint32) >> 16).astype("<u2").tobytes()
 
 
-def safetensors_bytes(tensors: Dict[str, tuple], metadata: Dict[str, str] = None) -> bytes:
+def safetensors_bytes(tensors: dict[str, tuple], metadata: dict[str, str] = None) -> bytes:
     """A ``.safetensors`` file: ``{name: (dtype, shape, raw bytes)}`` laid out as the format says."""
     header, body = {}, b""
     for name, (dtype, shape, raw) in tensors.items():

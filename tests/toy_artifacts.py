@@ -16,8 +16,8 @@ shrink and different images converge after different numbers of steps (useful fo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import onnx
@@ -98,7 +98,7 @@ def _vi(name: str, shape) -> onnx.ValueInfoProto:
     )
 
 
-def encoder_graph(w: ToyWeights, names: Optional[dict] = None) -> onnx.ModelProto:
+def encoder_graph(w: ToyWeights, names: dict | None = None) -> onnx.ModelProto:
     """The toy encoder; ``names`` renames I/O (to make contract-breaking graphs)."""
     nm = {
         "image": "image",
@@ -132,7 +132,7 @@ def encoder_graph(w: ToyWeights, names: Optional[dict] = None) -> onnx.ModelProt
     return _model(g)
 
 
-def synthesis_graph(w: ToyWeights, names: Optional[dict] = None) -> onnx.ModelProto:
+def synthesis_graph(w: ToyWeights, names: dict | None = None) -> onnx.ModelProto:
     """The toy synthesis network."""
     nm = {"latent": "latent", "image": "image", "feedback": "feedback", **(names or {})}
     s = w.spec
@@ -176,10 +176,10 @@ def build(
     spec: ModelSpec = TOY_SPEC,
     seed: int = 0,
     profile: Sequence[int] = (1, 1, 8),
-    encoder_names: Optional[dict] = None,
-    synthesis_names: Optional[dict] = None,
+    encoder_names: dict | None = None,
+    synthesis_names: dict | None = None,
     format_version: int = artifacts.FORMAT_VERSION,
-) -> Tuple[Path, NumpyToy]:
+) -> tuple[Path, NumpyToy]:
     """Write a toy artifacts dir at ``out``; returns (dir, its NumPy restatement)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

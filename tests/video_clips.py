@@ -9,7 +9,6 @@ graph (ONNX Runtime, the generator the runtime inverts against) and written with
 from __future__ import annotations
 
 import os
-from typing import Tuple
 
 import numpy as np
 
@@ -45,7 +44,7 @@ def render(backend, profile, latents: np.ndarray) -> np.ndarray:
 
 
 def make_clip(artifacts_dir: os.PathLike, ckpt: os.PathLike, path: os.PathLike, n_frames: int = 24,
-              n_keys: int = 3, fps: float = 24.0, seed: int = 7) -> Tuple[np.ndarray, np.ndarray]:
+              n_keys: int = 3, fps: float = 24.0, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
     """Write the clip to ``path`` (.mp4 H.264 / .avi MJPEG); returns (true latents [N, S, 512], frames as drawn
     [N, h, w, 3] uint8, before the codec)."""
     from restyle_rt import artifacts

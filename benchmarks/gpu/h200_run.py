@@ -51,8 +51,8 @@ import tempfile
 import time
 import zipfile
 from base64 import urlsafe_b64encode
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -94,7 +94,7 @@ def utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _run_text(cmd: Sequence[str], timeout: float = 20.0) -> Optional[str]:
+def _run_text(cmd: Sequence[str], timeout: float = 20.0) -> str | None:
     """stdout of ``cmd`` stripped, or None when it is missing, fails or hangs."""
     try:
         p = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout, check=False)
@@ -103,7 +103,7 @@ def _run_text(cmd: Sequence[str], timeout: float = 20.0) -> Optional[str]:
     return p.stdout.strip() if p.returncode == 0 else None
 
 
-def _dist_version(name: str) -> Optional[str]:
+def _dist_version(name: str) -> str | None:
     import importlib.metadata as md
 
     try:
@@ -153,14 +153,14 @@ def machine_info() -> dict:
     return info
 
 
-def _loadavg() -> Optional[List[float]]:
+def _loadavg() -> list[float] | None:
     try:
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:
         return None
 
 
-def find_tool(name: str) -> Optional[str]:
+def find_tool(name: str) -> str | None:
     """``name`` on PATH, else under $CUDA_HOME/bin or /usr/local/cuda/bin."""
     found = shutil.which(name)
     if found:
@@ -189,7 +189,7 @@ def _jsonable(x):
 class Report:
     """One subcommand's JSON report: machine facts, status, payload; saved atomically after every change asked."""
 
-    def __init__(self, path: Optional[os.PathLike], subcommand: str, argv: Sequence[str]):
+    def __init__(self, path: os.PathLike | None, subcommand: str, argv: Sequence[str]):
         self.path = Path(path) if path else None
         self.t0 = time.perf_counter()
         self.data: dict = {"tool": "benchmarks/gpu/h200_run.py", "subcommand": subcommand,
@@ -292,7 +292,7 @@ def _record_name(names: Iterable[str]) -> str:
     return rec[0]
 
 
-def encode_wheel_xz(wheel: Path, drop: Sequence[str] = (), dict_size: Optional[int] = None) -> Tuple[bytes, dict]:
+def encode_wheel_xz(wheel: Path, drop: Sequence[str] = (), dict_size: int | None = None) -> tuple[bytes, dict]:
     """The wheel's members (minus those matching ``drop``) as one tar, xz-compressed (x86 BCJ filter, preset 9e,
     dictionary up to 128 MiB: onnxruntime-gpu's CUDA EP library goes from 231 MB deflated to ~185 MB; a larger
     dictionary gained < 0.5 %). The wheel's own RECORD travels unchanged."""
@@ -323,7 +323,7 @@ def encode_wheel_xz(wheel: Path, drop: Sequence[str] = (), dict_size: Optional[i
 def decode_wheel_xz(payload: bytes, out: Path, dropped: Sequence[str]) -> dict:
     """Rebuild a wheel from :func:`encode_wheel_xz`'s payload: every member is checked against the wheel's own
     RECORD (sha256 and size); the written RECORD omits the dropped members. Members are stored, not deflated."""
-    members: Dict[str, Tuple[bytes, int]] = {}
+    members: dict[str, tuple[bytes, int]] = {}
     with lzma.LZMAFile(io.BytesIO(payload)) as xz, tarfile.open(fileobj=xz, mode="r|") as tar:
         for ti in tar:
             if not ti.isfile():
@@ -370,7 +370,7 @@ def decode_wheel_xz(payload: bytes, out: Path, dropped: Sequence[str]) -> dict:
 
 
 def split_files(files: Sequence[Path], out: Path, size: int, encoding: str = "raw", drop: Sequence[str] = (),
-                xz_dict: Optional[int] = None) -> dict:
+                xz_dict: int | None = None) -> dict:
     """Encode ``files`` (in this order: what is needed first goes first) into one stream and cut it into pieces of at
     most ``size`` bytes, ``out/part-NNN``, plus ``out/pieces.json`` (sha256 of every piece, of every file's stream
     bytes and of every source file)."""
@@ -455,7 +455,7 @@ def read_manifest(d: Path) -> dict:
     return m
 
 
-def piece_status(d: Path, m: dict) -> Dict[str, str]:
+def piece_status(d: Path, m: dict) -> dict[str, str]:
     """``{piece: "ok" | "missing" | "corrupt (...)"}`` for every piece of the manifest, checked by size and sha256."""
     out = {}
     for p in m["pieces"]:
@@ -495,7 +495,7 @@ def stash_pieces(src: Path, into: Path) -> dict:
     return piece_status(into, m)
 
 
-def join_pieces(d: Path, out: Path, only: Sequence[str] = (), complete_only: bool = False) -> List[dict]:
+def join_pieces(d: Path, out: Path, only: Sequence[str] = (), complete_only: bool = False) -> list[dict]:
     """Reassemble files from the pieces in ``d`` into ``out`` (a directory, or a file path when one file is asked
     for); each file's stream bytes and its source are checked by sha256 (wheel-xz: every member against RECORD).
 
@@ -629,12 +629,12 @@ def cmd_pieces(args) -> int:
 
 # --- ONNX Runtime on the GPU ----------------------------------------------------------------------------------------
 
-def restyle_cli(*argv: str) -> List[str]:
+def restyle_cli(*argv: str) -> list[str]:
     """The ``restyle-rt`` command line run from this checkout (the device machine has no installed entry point)."""
     return [sys.executable, "-c", "import sys; from restyle_rt.cli import main; sys.exit(main())", *argv]
 
 
-def export_commands(preset: str, work: Path) -> List[List[str]]:
+def export_commands(preset: str, work: Path) -> list[list[str]]:
     """The two commands that make a random-weight preset's artifacts under ``work/preset`` (torch: child process)."""
     d = work / preset
     return [restyle_cli("make-checkpoint", str(d / "checkpoint.pt"), "--preset", preset),
@@ -797,7 +797,7 @@ def check_ort_gpu(providers: Sequence[str]) -> dict:
     return facts
 
 
-def make_images(batch: int, hw: Tuple[int, int], seed: int = 7) -> np.ndarray:
+def make_images(batch: int, hw: tuple[int, int], seed: int = 7) -> np.ndarray:
     """[B, 3, H, W] float32 in [-1, 1]: smooth random fields plus fine noise (not zeros, not white noise)."""
     rng = np.random.default_rng(seed)
     h, w = hw
@@ -816,9 +816,9 @@ def _backend_classes():
     class OptionsBackend(OrtBackend):
         """The product's backend with extra CUDA EP provider options (e.g. ``use_tf32=0``)."""
 
-        cuda_options: Dict[str, str] = {}
+        cuda_options: dict[str, str] = {}
 
-        def __init__(self, artifacts, cuda_options: Optional[Dict[str, str]] = None, **kw):
+        def __init__(self, artifacts, cuda_options: dict[str, str] | None = None, **kw):
             self.cuda_options = dict(cuda_options or {})
             super().__init__(artifacts, **kw)
 
@@ -834,7 +834,7 @@ def _backend_classes():
         from 1 (0 is ORT's). Inputs are written in place (``OrtValue.update_inplace``). On the CPU provider the same
         code runs without the graph option (tests)."""
 
-        def __init__(self, artifacts, cuda_options: Optional[Dict[str, str]] = None, **kw):
+        def __init__(self, artifacts, cuda_options: dict[str, str] | None = None, **kw):
             opts = dict(cuda_options or {})
             opts["enable_cuda_graph"] = "1"
             self._bufs: dict = {}
@@ -899,7 +899,7 @@ def _backend_classes():
     return OptionsBackend, GraphLoopBackend
 
 
-def step_parity(got, ref, key: Optional[str]) -> List[dict]:
+def step_parity(got, ref, key: str | None) -> list[dict]:
     """Per step: latent rel-L2, image rel-L2 / PSNR / max-abs of ``got`` against ``ref``, with the verdict against
     ``parity.TOLERANCES[(key, precision, ...)]`` when ``key`` names an entry."""
     from restyle_rt.parity import TOLERANCES, compare
@@ -926,7 +926,7 @@ def _stats(ts: Sequence[float]) -> dict:
             "mean_s": sum(s) / len(s)}
 
 
-def gpu_mem_used_mib() -> Optional[int]:
+def gpu_mem_used_mib() -> int | None:
     out = _run_text(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"], timeout=10)
     try:
         return int(out.splitlines()[0]) if out else None
@@ -949,7 +949,7 @@ class SeedGuard:
 
 
 def run_config(backend, images: np.ndarray, batches: Sequence[int], iters: int, warmup: int, repeat: int,
-               ref: Dict[int, object], key: Optional[str], parity_batches: Sequence[int], on_row: Callable) -> None:
+               ref: dict[int, object], key: str | None, parity_batches: Sequence[int], on_row: Callable) -> None:
     """Time one backend at every batch: first call (cuDNN search, graph capture), per-step parity, then ``warmup``
     untimed and ``repeat`` timed loops; ``on_row`` gets each batch's row as soon as it exists."""
     for b in batches:
@@ -959,9 +959,9 @@ def run_config(backend, images: np.ndarray, batches: Sequence[int], iters: int, 
 
         def loop(steps: bool = False):
             try:
-                return backend.run_loop(x, iters, return_steps=steps)
+                return backend.run_loop(x, iters, return_steps=steps)  # noqa: B023 - called in this iteration
             finally:
-                guard.check()
+                guard.check()  # noqa: B023 - called in this iteration
 
         try:
             t0 = time.perf_counter()
@@ -1022,7 +1022,7 @@ def cmd_ort_loop(args) -> int:
     return 0
 
 
-def ort_loop(art32: Path, work: Path, providers: List[str], rep: Report, args) -> bool:
+def ort_loop(art32: Path, work: Path, providers: list[str], rep: Report, args) -> bool:
     """Every (precision, mode, batch) of the ORT loop on ``providers`` against the CPU FP32 loop; rows go into the
     report as they come. Returns False when any configuration failed."""
     from restyle_rt.artifacts import load
@@ -1087,7 +1087,7 @@ def ort_loop(art32: Path, work: Path, providers: List[str], rep: Report, args) -
                 rep["rows"].append({**base, **row})
                 rep.save()
                 p = row.get("parity_vs_cpu_fp32") or [{}]
-                print(f"  {prec:11s} {mode:10s} b{row['batch']}: " + (
+                print(f"  {prec:11s} {mode:10s} b{row['batch']}: " + (  # noqa: B023 - called in this iteration
                     f"p50 {row['p50_s'] * 1e3:8.2f} ms/loop, {row['images_per_s']:8.1f} img/s, step {p[-1].get('step')}"
                     f" latent {p[-1].get('latent_rel_l2', float('nan')):.2e} PSNR "
                     f"{p[-1].get('image_psnr_db', float('nan')):.1f} dB" if "p50_s" in row else row.get("error", "")),
@@ -1105,9 +1105,9 @@ def default_providers_probe(art, images: np.ndarray, iters: int, ref: dict) -> d
     """The product's default provider choice (``OrtBackend(art)``: TensorRT, CUDA, then CPU among those this
     onnxruntime has), as a user gets it: which providers the session ends up with, or the refusal, and one batch-1
     loop against the CPU loop."""
-    from restyle_rt.runtime.backends.ort import OrtBackend
-
     import onnxruntime as ort
+
+    from restyle_rt.runtime.backends.ort import OrtBackend
 
     out: dict = {"available": ort.get_available_providers()}
     t0 = time.perf_counter()
@@ -1165,7 +1165,7 @@ def cmd_rtx_engine(args) -> int:
     return 0
 
 
-def _trt_logger(trt, lines: List[str]):
+def _trt_logger(trt, lines: list[str]):
     class _Log(trt.ILogger):
         def __init__(self):
             trt.ILogger.__init__(self)
@@ -1221,14 +1221,14 @@ def rtx_probe(engine_dir: Path, info, rep: Report, args) -> None:
     rep.save()
     raw = []
     for rec in art.manifest.engines:
-        lines: List[str] = []
+        lines: list[str] = []
         plan = (engine_dir / rec.file).read_bytes()
         row = {"file": rec.file, "built_for": list(rec.compute_capabilities), "bytes": len(plan)}
         runtime = trt.Runtime(_trt_logger(trt, lines))
         with contextlib.suppress(Exception):
             validity, diag = runtime.get_engine_validity(plan)
             row["validity"] = str(validity)
-            members = getattr(trt, "EngineInvalidityDiagnostics").__members__.items()
+            members = trt.EngineInvalidityDiagnostics.__members__.items()
             row["diagnostics"] = [n for n, v in members if int(diag) & int(v)]
         try:
             eng = runtime.deserialize_cuda_engine(plan)
@@ -1302,7 +1302,7 @@ def _build_current(engine_dir: Path, images: np.ndarray, iters: int) -> dict:
 class _ListHandler(logging.Handler):
     def __init__(self):
         super().__init__(logging.DEBUG)
-        self.lines: List[str] = []
+        self.lines: list[str] = []
 
     def emit(self, record):
         self.lines.append(f"{record.levelname}: {record.getMessage()}"[:500])
@@ -1315,7 +1315,7 @@ PYTEST_RE = re.compile(r"=+ (.*\b(passed|failed|error|errors|skipped|deselected)
 FINDING_RE = re.compile(r"^={9}\s+(?!ERROR SUMMARY|RACECHECK SUMMARY|LEAK SUMMARY|COMPUTE-SANITIZER)([^=\s].*)$")
 
 
-def sanitizer_command(sanitizer: str, tool: str, tests: Sequence[str], k: Optional[str], junit: Path) -> List[str]:
+def sanitizer_command(sanitizer: str, tool: str, tests: Sequence[str], k: str | None, junit: Path) -> list[str]:
     """compute-sanitizer around pytest in this interpreter; only the application process is sanitized (nvcc, run
     by the kernel build, is not); findings exit with SANITIZER_EXIT."""
     cmd = [sanitizer, "--tool", tool, "--error-exitcode", str(SANITIZER_EXIT), "--target-processes",
@@ -1414,7 +1414,7 @@ def _trim(text: str, cap: int) -> str:
     return text[: cap // 2] + f"\n... [{len(text) - cap} characters cut] ...\n" + text[-cap // 2:]
 
 
-_CHILD: List[subprocess.Popen] = []
+_CHILD: list[subprocess.Popen] = []
 
 
 def _kill_child() -> None:
@@ -1423,7 +1423,7 @@ def _kill_child() -> None:
             os.killpg(p.pid, signal.SIGKILL)
 
 
-def _run_limited(cmd: Sequence[str], timeout: float, cwd: Path) -> Tuple[str, Optional[int], bool]:
+def _run_limited(cmd: Sequence[str], timeout: float, cwd: Path) -> tuple[str, int | None, bool]:
     """Run ``cmd`` in its own process group; on timeout kill the group. Returns (output, exit code, timed out)."""
     with tempfile.TemporaryFile("w+") as out:
         p = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT, cwd=str(cwd), env=_child_env(),
@@ -1469,7 +1469,7 @@ def _existing(p: Path) -> Path:
 
 # --- command line ---------------------------------------------------------------------------------------------------
 
-def _ints(text: str) -> List[int]:
+def _ints(text: str) -> list[int]:
     try:
         vals = [int(x) for x in str(text).split(",") if x.strip()]
     except ValueError:
@@ -1480,7 +1480,7 @@ def _ints(text: str) -> List[int]:
 
 
 def _choices(allowed: Sequence[str]):
-    def parse(text: str) -> List[str]:
+    def parse(text: str) -> list[str]:
         vals = [x for x in str(text).split(",") if x]
         bad = [v for v in vals if v not in allowed]
         if bad or not vals:
@@ -1592,7 +1592,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv

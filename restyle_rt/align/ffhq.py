@@ -11,14 +11,12 @@ Needs Pillow and SciPy (the ``[align]`` extra); no torch.
 
 from __future__ import annotations
 
-from typing import Tuple
-
 import numpy as np
 
 from ..errors import InputError
 
 
-def quad_from_landmarks(lm: np.ndarray) -> Tuple[np.ndarray, float]:
+def quad_from_landmarks(lm: np.ndarray) -> tuple[np.ndarray, float]:
     """The oriented crop square of the FFHQ recipe: (quad [4, 2] corners, qsize its side length)."""
     lm = np.asarray(lm, np.float64)
     if lm.shape != (68, 2):
@@ -66,7 +64,7 @@ def align(image: np.ndarray, landmarks: np.ndarray, output_size: int = 256, tran
     return np.asarray(img)
 
 
-def _bounds(quad: np.ndarray) -> Tuple[int, int, int, int]:
+def _bounds(quad: np.ndarray) -> tuple[int, int, int, int]:
     return (int(np.floor(min(quad[:, 0]))), int(np.floor(min(quad[:, 1]))),
             int(np.ceil(max(quad[:, 0]))), int(np.ceil(max(quad[:, 1]))))
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -37,7 +36,7 @@ class DlibLandmarks:
     Like the official ``get_landmark``, when several faces are found the last detection is used.
     """
 
-    def __init__(self, predictor_path: Optional[os.PathLike] = None):
+    def __init__(self, predictor_path: os.PathLike | None = None):
         try:
             import dlib
         except ImportError:
@@ -46,7 +45,7 @@ class DlibLandmarks:
         self._detector = dlib.get_frontal_face_detector()
         self._predictor = dlib.shape_predictor(str(path))
 
-    def __call__(self, image: np.ndarray) -> Optional[np.ndarray]:
+    def __call__(self, image: np.ndarray) -> np.ndarray | None:
         """[68, 2] float64 (x, y) landmarks of the last face found in an [h, w, 3] uint8 RGB image, or None."""
         a = np.ascontiguousarray(image)
         if a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8:
@@ -61,7 +60,7 @@ class DlibLandmarks:
 class Aligner:
     """Landmarks + the FFHQ recipe: ``aligner(image) -> aligned uint8 image`` or an InputError naming the image."""
 
-    def __init__(self, output_size: int = 256, transform_size: Optional[int] = None, landmarks=None):
+    def __init__(self, output_size: int = 256, transform_size: int | None = None, landmarks=None):
         self.output_size = int(output_size)
         self.transform_size = int(transform_size or output_size)
         self.landmarks = landmarks if landmarks is not None else DlibLandmarks()

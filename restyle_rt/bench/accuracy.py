@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -39,7 +38,7 @@ class Truth:
     targets: np.ndarray
     latents: np.ndarray
 
-    def take(self, n: int) -> "Truth":
+    def take(self, n: int) -> Truth:
         return Truth(self.targets[:n], self.latents[:n])
 
 
@@ -48,12 +47,12 @@ class Steps:
     """Per-step loop outputs: latents [B, S, 512] and images [B, 3, h, w], one array per step."""
 
     label: str
-    latents: List[np.ndarray]
-    images: List[np.ndarray]
+    latents: list[np.ndarray]
+    images: list[np.ndarray]
 
 
-def reference_steps(art, checkpoint: Optional[str], xs: Dict[int, np.ndarray], n_iters: int,
-                    threads: int) -> Dict[int, Steps]:
+def reference_steps(art, checkpoint: str | None, xs: dict[int, np.ndarray], n_iters: int,
+                    threads: int) -> dict[int, Steps]:
     """The FP32 reference loop for each batch in ``xs`` (batch -> [B, 3, H, W] inputs), ``n_iters`` steps."""
     if checkpoint is not None and _torch_importable():
         return _torch_reference(checkpoint, xs, n_iters, threads)
@@ -68,7 +67,7 @@ def reference_steps(art, checkpoint: Optional[str], xs: Dict[int, np.ndarray], n
     return out
 
 
-def _torch_reference(checkpoint: str, xs: Dict[int, np.ndarray], n_iters: int, threads: int) -> Dict[int, Steps]:
+def _torch_reference(checkpoint: str, xs: dict[int, np.ndarray], n_iters: int, threads: int) -> dict[int, Steps]:
     import torch
 
     from ..export.checkpoint import load_checkpoint
@@ -85,7 +84,7 @@ def _torch_reference(checkpoint: str, xs: Dict[int, np.ndarray], n_iters: int, t
     return out
 
 
-def agreement(ref: Steps, got: Steps, n_iters: int, truth: Optional[Truth] = None) -> dict:
+def agreement(ref: Steps, got: Steps, n_iters: int, truth: Truth | None = None) -> dict:
     """Per-step agreement of ``got`` with ``ref`` over the first ``n_iters`` steps (JSON-ready); with ``truth``,
     also each loop's PSNR against the targets and latent RMS to the truth, and the ship-bar verdict."""
     lat = [compare(got.latents[t], ref.latents[t]) for t in range(n_iters)]
@@ -110,7 +109,7 @@ def agreement(ref: Steps, got: Steps, n_iters: int, truth: Optional[Truth] = Non
     return out
 
 
-def meets_bar(acc: dict) -> Optional[bool]:
+def meets_bar(acc: dict) -> bool | None:
     """The ship bar on the last step: None without target figures (random weights: no answer to lose)."""
     if not acc or "target_psnr_change_db" not in acc:
         return None

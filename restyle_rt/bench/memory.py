@@ -21,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import List, Optional
 
 log = logging.getLogger("restyle_rt")
 
@@ -52,7 +51,7 @@ def buffer_bytes(spec, batch: int) -> int:
 
 def measure(
     artifacts_dir: os.PathLike, backend: str, batch: int, n_iters: int, threads: int, timeout: float = 1800,
-    precision: Optional[str] = None,
+    precision: str | None = None,
 ) -> dict:
     """Run :func:`_child` in a fresh interpreter and return its record (``precision`` as ``bench --precision``
     passes it: ``precision=`` to the backend; None for its default).
@@ -82,9 +81,9 @@ def measure(
 
 
 def measure_all(
-    artifacts_dir: os.PathLike, backends: List[str], batches: List[int], n_iters: int, threads: int,
-    precisions: Optional[List[str]] = None,
-) -> List[dict]:
+    artifacts_dir: os.PathLike, backends: list[str], batches: list[int], n_iters: int, threads: int,
+    precisions: list[str] | None = None,
+) -> list[dict]:
     """:func:`measure` for every runtime backend, precision and batch (baselines are skipped: they are not the
     runtime). ``precisions`` are ``bench --precision``'s, planned as the timing runs are
     (:func:`restyle_rt.bench.targets.plan`)."""
@@ -99,7 +98,7 @@ def measure_all(
 
 
 def _child(artifacts_dir: str, backend: str, batch: int, n_iters: int, threads: int,
-           precision: Optional[str] = None) -> dict:
+           precision: str | None = None) -> dict:
     import numpy as np
 
     from .. import artifacts

@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Tuple
 
 from .. import fsio
 from ..errors import InputError
@@ -58,7 +57,7 @@ def preset_dir(name: str, fitted: bool = False) -> Path:
     return fsio.cache_root() / "presets" / (f"{name}-fitted" if fitted else name)
 
 
-def ensure_preset(name: str, progress: bool = True, fitted: bool = False) -> Tuple[Path, Path]:
+def ensure_preset(name: str, progress: bool = True, fitted: bool = False) -> tuple[Path, Path]:
     """Build (once) and return the preset's (checkpoint path, artifacts dir).
 
     Args:

@@ -14,7 +14,6 @@ import os
 import tempfile
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -35,16 +34,16 @@ def _session(path: Path, threads: int, prefix: str):
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
-def summarize_events(events: List[dict], top: int = 12) -> dict:
+def summarize_events(events: list[dict], top: int = 12) -> dict:
     """Sum the profiler's ``Node`` kernel events (``*_kernel_time``) by op type and by node name.
 
     Returns:
         ``{"total_ms", "by_op": [{"op", "ms", "share", "count"}], "top_nodes": [{"node", "op", "ms"}]}``.
     """
-    by_op: Dict[str, float] = defaultdict(float)
-    count: Dict[str, int] = defaultdict(int)
-    by_node: Dict[str, float] = defaultdict(float)
-    node_op: Dict[str, str] = {}
+    by_op: dict[str, float] = defaultdict(float)
+    count: dict[str, int] = defaultdict(int)
+    by_node: dict[str, float] = defaultdict(float)
+    node_op: dict[str, str] = {}
     for e in events:
         if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
             continue
@@ -68,7 +67,7 @@ def summarize_events(events: List[dict], top: int = 12) -> dict:
 
 
 def profile_ort(artifacts_dir: os.PathLike, batch: int, n_iters: int, threads: int,
-                trace_dir: Optional[os.PathLike] = None, trace_stem: str = "ort-profile") -> dict:
+                trace_dir: os.PathLike | None = None, trace_stem: str = "ort-profile") -> dict:
     """Profile ``n_iters`` loop steps at ``batch``; returns ``{"batch", "iters", "threads", "traces", graph:
     summary}``.
 
@@ -76,9 +75,7 @@ def profile_ort(artifacts_dir: os.PathLike, batch: int, n_iters: int, threads: i
     traces are kept as ``trace_dir/<trace_stem>.<graph>.json`` (``traces``: graph -> path); without ``trace_dir``,
     in a new directory under the system's temporary directory.
     """
-    from .. import fsio
-
-    from .. import artifacts
+    from .. import artifacts, fsio
     from .runner import synthetic_images
 
     art = artifacts.load(artifacts_dir)
@@ -101,7 +98,7 @@ def profile_ort(artifacts_dir: os.PathLike, batch: int, n_iters: int, threads: i
     return out
 
 
-def _after_first_run(events: List[dict]) -> List[dict]:
+def _after_first_run(events: list[dict]) -> list[dict]:
     """The events from the second ``model_run`` on (the first is the warm-up step)."""
     runs = sorted(e["ts"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
     return [e for e in events if e.get("ts", 0) >= runs[1]] if len(runs) > 1 else events

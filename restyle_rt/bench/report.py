@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
 
 log = logging.getLogger("restyle_rt")
 
@@ -45,7 +45,7 @@ REQUIRED_FIELDS = (
 
 
 def document(
-    machine: dict, command: str, source: dict, results: List[dict], memory: Optional[List[dict]] = None
+    machine: dict, command: str, source: dict, results: list[dict], memory: list[dict] | None = None
 ) -> dict:
     """Assemble the JSON document (see the module docstring)."""
     doc = {
@@ -67,7 +67,7 @@ def write_json(doc: dict, path: os.PathLike) -> Path:
     return _atomic_json(path, doc)
 
 
-def _speedups(results: Sequence[dict], reference: str) -> Dict[tuple, float]:
+def _speedups(results: Sequence[dict], reference: str) -> dict[tuple, float]:
     ref = {(r["batch"], r["iters"]): r["p50_per_image_s"] for r in results if r["backend"] == reference}
     return {
         _key(r): ref[(r["batch"], r["iters"])] / r["p50_per_image_s"]
@@ -80,7 +80,7 @@ def _key(r: dict) -> tuple:
     return r["backend"], r.get("precision"), r["batch"], r["iters"]
 
 
-def _accuracy_cells(r: dict) -> List[str]:
+def _accuracy_cells(r: dict) -> list[str]:
     """Worst-over-steps latent rel-L2 and lowest image PSNR, or dashes when not measured."""
     acc = r.get("accuracy")
     if not acc:
@@ -89,7 +89,7 @@ def _accuracy_cells(r: dict) -> List[str]:
     return [f"{max(acc['latent_rel_l2']):.2e}", f"{min(psnr):.1f}" if psnr else "inf"]
 
 
-def _target_cells(r: dict) -> List[str]:
+def _target_cells(r: dict) -> list[str]:
     """PSNR against the target and its change relative to the FP32 reference (last step), and the ship bar."""
     acc = r.get("accuracy") or {}
     if not acc.get("target_psnr_db"):
@@ -98,7 +98,7 @@ def _target_cells(r: dict) -> List[str]:
     return [f"{acc['target_psnr_db'][-1]:.2f}", f"{acc['target_psnr_change_db'][-1]:+.2f}", bar]
 
 
-def _last_ref_psnr(r: dict, cap: float) -> Optional[float]:
+def _last_ref_psnr(r: dict, cap: float) -> float | None:
     """The last step's image PSNR against the FP32 reference (``cap`` when identical), None if not measured."""
     acc = r.get("accuracy")
     if not acc:
@@ -198,7 +198,7 @@ def memory_table(memory: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot(results: Sequence[dict], path: os.PathLike, title: str = "") -> Optional[Path]:
+def plot(results: Sequence[dict], path: os.PathLike, title: str = "") -> Path | None:
     """Latency per image (p50) vs batch, one line per (backend, iters); PNG at ``path``.
 
     Returns:

@@ -17,8 +17,8 @@ import os
 import platform
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -51,17 +51,17 @@ class BenchConfig:
     """
 
     artifacts_dir: str
-    checkpoint: Optional[str]
-    backends: List[str]
-    batches: List[int] = field(default_factory=lambda: [1, 4, 8])
-    iters: List[int] = field(default_factory=lambda: [1, 5, 10])
+    checkpoint: str | None
+    backends: list[str]
+    batches: list[int] = field(default_factory=lambda: [1, 4, 8])
+    iters: list[int] = field(default_factory=lambda: [1, 5, 10])
     warmup: int = 1
     repeat: int = 5
-    early_exit: Optional[float] = None
+    early_exit: float | None = None
     threads: int = 1
     seed: int = 0
-    preset: Optional[str] = None
-    precisions: Optional[List[str]] = None
+    preset: str | None = None
+    precisions: list[str] | None = None
     accuracy: bool = True
 
 
@@ -96,13 +96,13 @@ class PeakRss:
     """
 
     def __init__(self):
-        self.peak_mb: Optional[float] = None
-        self.start_mb: Optional[float] = None
+        self.peak_mb: float | None = None
+        self.start_mb: float | None = None
         self.source = ""
         self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._thread: threading.Thread | None = None
 
-    def __enter__(self) -> "PeakRss":
+    def __enter__(self) -> PeakRss:
         self.start_mb = current_rss_mb()
         if _reset_hwm():
             self.source = "VmHWM"
@@ -154,7 +154,7 @@ def _reset_hwm() -> bool:
         return False
 
 
-def current_rss_mb() -> Optional[float]:
+def current_rss_mb() -> float | None:
     """This process's resident set size now, in MB (None where it cannot be read)."""
     try:
         return _status_kb("VmRSS") / 1024
@@ -199,7 +199,7 @@ def machine_info(threads: int) -> dict:
     return info
 
 
-def _load() -> Optional[List[float]]:
+def _load() -> list[float] | None:
     try:
         return [round(v, 2) for v in os.getloadavg()]
     except OSError:
@@ -209,7 +209,7 @@ def _load() -> Optional[List[float]]:
 # --- timing -----------------------------------------------------------------------------------------------
 
 
-def summarize(times: List[float], batch: int) -> Dict[str, float]:
+def summarize(times: list[float], batch: int) -> dict[str, float]:
     """Latency statistics of per-batch loop times (seconds): p50/p90/p99 per batch and per image,
     and throughput."""
     t = np.asarray(times, np.float64)
@@ -228,7 +228,7 @@ def summarize(times: List[float], batch: int) -> Dict[str, float]:
 
 
 def time_config(
-    target, x: np.ndarray, n_iters: int, warmup: int, repeat: int, early_exit: Optional[float]
+    target, x: np.ndarray, n_iters: int, warmup: int, repeat: int, early_exit: float | None
 ) -> dict:
     """Warm up and time one (target, batch, iters) configuration; returns its result record (no metadata)."""
     load_before = _load()
@@ -264,7 +264,7 @@ def time_config(
     return rec
 
 
-def run(cfg: BenchConfig, on_result: Optional[Callable[[dict], None]] = None) -> List[dict]:
+def run(cfg: BenchConfig, on_result: Callable[[dict], None] | None = None) -> list[dict]:
     """Run every configuration of ``cfg``; one target alive at a time (closed before the next is built).
 
     Args:
@@ -315,7 +315,7 @@ def _fitted_source(art) -> bool:
     return is_fitted(art) and _torch_importable()
 
 
-def _run_target(cfg: BenchConfig, art, name: str, precision, x_all, refs, on_result, truth=None) -> List[dict]:
+def _run_target(cfg: BenchConfig, art, name: str, precision, x_all, refs, on_result, truth=None) -> list[dict]:
     """Every (batch, iters) configuration of one target; the target is closed before returning."""
     t0 = time.perf_counter()
     rss0 = current_rss_mb()

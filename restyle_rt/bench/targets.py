@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -30,14 +29,14 @@ log = logging.getLogger("restyle_rt")
 BASELINES = ("torch-official", "torch")
 
 
-def runtime_names() -> Tuple[str, ...]:
+def runtime_names() -> tuple[str, ...]:
     """Registered runtime backends the bench can run (``auto`` and names shadowed by baselines excluded)."""
     from ..runtime.backends import REGISTRY
 
     return tuple(n for n in REGISTRY if n not in BASELINES)
 
 
-def known_names() -> Tuple[str, ...]:
+def known_names() -> tuple[str, ...]:
     """Every name ``--backend`` accepts."""
     return runtime_names() + BASELINES
 
@@ -49,7 +48,7 @@ def default_threads() -> int:
     return ort_default_threads()
 
 
-def resolve_backends(requested: Optional[List[str]], have_checkpoint: bool) -> List[str]:
+def resolve_backends(requested: list[str] | None, have_checkpoint: bool) -> list[str]:
     """The backends to run, in order.
 
     Args:
@@ -117,7 +116,7 @@ class RuntimeTarget:
 
     kind = "runtime"
 
-    def __init__(self, name: str, artifacts, threads: int, precision: Optional[str] = None):
+    def __init__(self, name: str, artifacts, threads: int, precision: str | None = None):
         from ..runtime.backends import backend_class, get_backend
 
         self.name = name
@@ -140,13 +139,13 @@ class RuntimeTarget:
         return res.step_latents, res.step_images
 
     def run(
-        self, x: np.ndarray, n_iters: int, early_exit: Optional[float]
-    ) -> Tuple[Dict[str, float], np.ndarray]:
+        self, x: np.ndarray, n_iters: int, early_exit: float | None
+    ) -> tuple[dict[str, float], np.ndarray]:
         """One loop on batch ``x`` [B, 3, H, W]; returns (stage seconds, steps used [B])."""
         res = self.backend.run_loop(x, n_iters, early_exit=early_exit)
         return dict(res.stages), np.asarray(res.steps_used)
 
-    def device_memory_mb(self) -> Optional[float]:
+    def device_memory_mb(self) -> float | None:
         """Device memory in use (MB) on GPU backends when measurable, else None."""
         if not getattr(self.backend, "device_resident", False):
             return None
@@ -168,7 +167,7 @@ class TorchTarget:
 
     kind = "baseline"
 
-    def __init__(self, name: str, checkpoint, threads: int, precision: Optional[str] = None):
+    def __init__(self, name: str, checkpoint, threads: int, precision: str | None = None):
         import torch
 
         self.precision = check_default_precision(name, precision)
@@ -194,8 +193,8 @@ class TorchTarget:
         self.profile = None
 
     def run(
-        self, x: np.ndarray, n_iters: int, early_exit: Optional[float]
-    ) -> Tuple[Dict[str, float], np.ndarray]:
+        self, x: np.ndarray, n_iters: int, early_exit: float | None
+    ) -> tuple[dict[str, float], np.ndarray]:
         """One official-style loop on ``x`` [B, 3, H, W] (``early_exit`` is not part of it and is ignored)."""
         torch = self._torch
         stages = {"encoder": 0.0, "synthesis": 0.0, "copies": 0.0}
@@ -205,7 +204,7 @@ class TorchTarget:
             b = xt.shape[0]
             w = self.w0[None].repeat(b, 1, 1)  # [B, S, 512]
             y = self.y0[None].repeat(b, 1, 1, 1)  # [B, 3, H, W]
-            kept: List[np.ndarray] = []
+            kept: list[np.ndarray] = []
             stages["copies"] += time.perf_counter() - t0
             for _ in range(n_iters):
                 t0 = time.perf_counter()
@@ -234,7 +233,7 @@ class TorchTarget:
                 imgs.append(img.numpy().copy())
         return lats, imgs
 
-    def device_memory_mb(self) -> Optional[float]:
+    def device_memory_mb(self) -> float | None:
         """None: the baselines run on the CPU."""
         return None
 
@@ -252,7 +251,7 @@ def takes_precision(name: str) -> bool:
     return "precision" in backend_class(name).options
 
 
-def supported_precisions(name: str) -> Tuple[str, ...]:
+def supported_precisions(name: str) -> tuple[str, ...]:
     """The precisions backend ``name`` runs (its class's ``precisions``); ``("fp32",)`` for the rest."""
     if not takes_precision(name):
         return ("fp32",)
@@ -261,7 +260,7 @@ def supported_precisions(name: str) -> Tuple[str, ...]:
     return tuple(backend_class(name).precisions)
 
 
-def plan(names: List[str], precisions: Optional[List[str]]) -> List[Tuple[str, Optional[str]]]:
+def plan(names: list[str], precisions: list[str] | None) -> list[tuple[str, str | None]]:
     """The (target, precision) pairs to run, in order.
 
     Each target runs the listed precisions it supports; the others are skipped for it (logged). A target without
@@ -292,7 +291,7 @@ def plan(names: List[str], precisions: Optional[List[str]]) -> List[Tuple[str, O
     return out
 
 
-def check_default_precision(name: str, precision: Optional[str]) -> str:
+def check_default_precision(name: str, precision: str | None) -> str:
     """``"fp32"`` when ``precision`` is None or ``"fp32"``; else InputError (``name`` takes no precision option)."""
     if precision not in (None, "fp32"):
         raise InputError(
@@ -302,7 +301,7 @@ def check_default_precision(name: str, precision: Optional[str]) -> str:
     return "fp32"
 
 
-def make_target(name: str, artifacts, checkpoint, threads: int, precision: Optional[str] = None):
+def make_target(name: str, artifacts, checkpoint, threads: int, precision: str | None = None):
     """A :class:`RuntimeTarget` or :class:`TorchTarget` for ``name`` (``precision`` as ``precision=``)."""
     if name in BASELINES:
         if checkpoint is None:
@@ -311,7 +310,7 @@ def make_target(name: str, artifacts, checkpoint, threads: int, precision: Optio
     return RuntimeTarget(name, artifacts, threads, precision)
 
 
-def _nvml_used_mb(device_id: int) -> Optional[float]:
+def _nvml_used_mb(device_id: int) -> float | None:
     try:
         import pynvml
     except ImportError:

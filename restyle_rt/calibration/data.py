@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Optional, Tuple
 
 import numpy as np
 
@@ -45,7 +44,7 @@ class ImageSet:
     source: str
 
 
-def from_folder(art: Artifacts, folder: str, count: Optional[int], held_out: int) -> ImageSet:
+def from_folder(art: Artifacts, folder: str, count: int | None, held_out: int) -> ImageSet:
     """Read a folder of images: the last ``held_out`` (sorted) are held out, up to ``count`` of the rest calibrate.
 
     Raises:
@@ -105,13 +104,13 @@ def render(art: Artifacts, latents: np.ndarray, batch: int = 4) -> np.ndarray:
     return np.clip(np.concatenate(out), -1.0, 1.0).astype(np.float32)
 
 
-def generated(art: Artifacts, n: int, held_out: int, seed: int = 0, checkpoint: Optional[str] = None,
+def generated(art: Artifacts, n: int, held_out: int, seed: int = 0, checkpoint: str | None = None,
               psi: float = 0.7, sigma: float = 0.5) -> ImageSet:
     """``n`` calibration and ``held_out`` held-out images drawn by the generator (see the module docstring)."""
     if n < 1 or held_out < 1:
         raise InputError(f"need >= 1 calibration and >= 1 held-out image, got {n} and {held_out}")
 
-    def draw(count: int, s: int) -> Tuple[np.ndarray, str]:
+    def draw(count: int, s: int) -> tuple[np.ndarray, str]:
         if checkpoint:
             return latents_from_mapping(checkpoint, art, count, psi, s), f"generated:mapping(psi={psi})"
         return latents_around_avg(art, count, sigma, s), f"generated:latent_avg+{sigma}*N(0,I)"

@@ -17,9 +17,9 @@ pipeline measures the chosen configuration with the real graphs.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Set
 
 import numpy as np
 import onnx
@@ -38,7 +38,7 @@ class SwitchGraph:
     """
 
     path: Path
-    owners: List[Set[str]]
+    owners: list[set[str]]
 
     def mask(self, layers: Iterable[str]) -> np.ndarray:
         """BOOL [K]: the switches that quantize exactly ``layers`` (as ``quantize_static`` with those nodes)."""
@@ -70,21 +70,21 @@ def switch_model(fp32_path: Path, qdq_path: Path, out_path: Path, op_types: Iter
     ops = set(op_types)
     layers = {n.name: n for n in f32.graph.node if n.op_type in ops}
     # Tensor (FP32 graph name) -> the layers that quantize it: their inputs and outputs.
-    tensor_owners: Dict[str, Set[str]] = {}
+    tensor_owners: dict[str, set[str]] = {}
     for name, n in layers.items():
         for t in list(n.input) + list(n.output):
             tensor_owners.setdefault(t, set()).add(name)
     f32_inits = {t.name: t for t in f32.graph.initializer}
     producer = {o: n for n in q.graph.node for o in n.output}
-    consumers: Dict[str, List[onnx.NodeProto]] = {}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
     for n in q.graph.node:
         for i in n.input:
             consumers.setdefault(i, []).append(n)
 
-    owners: List[Set[str]] = []
-    new_nodes: List[onnx.NodeProto] = []
-    added: List[onnx.TensorProto] = []
-    added_names: Set[str] = set()
+    owners: list[set[str]] = []
+    new_nodes: list[onnx.NodeProto] = []
+    added: list[onnx.TensorProto] = []
+    added_names: set[str] = set()
     for n in q.graph.node:
         new_nodes.append(n)
         if n.op_type != "DequantizeLinear":

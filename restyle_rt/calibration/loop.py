@@ -10,9 +10,9 @@ from __future__ import annotations
 import contextlib
 import io as _io
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
@@ -23,7 +23,7 @@ from ..parity import compare
 log = logging.getLogger("restyle_rt")
 
 
-def session(path: Union[Path, bytes], threads: int = 0):
+def session(path: Path | bytes, threads: int = 0):
     """A CPU ONNX Runtime session for ``path`` or serialized model bytes (``threads`` 0 = ORT's default)."""
     import onnxruntime as ort
 
@@ -45,10 +45,10 @@ class LoopFeeds:
         images: per step, the FP32 loop's image_t [N, 3, h, w].
     """
 
-    encoder: List[Dict[str, np.ndarray]] = field(default_factory=list)
-    synthesis: List[Dict[str, np.ndarray]] = field(default_factory=list)
-    latents: List[np.ndarray] = field(default_factory=list)
-    images: List[np.ndarray] = field(default_factory=list)
+    encoder: list[dict[str, np.ndarray]] = field(default_factory=list)
+    synthesis: list[dict[str, np.ndarray]] = field(default_factory=list)
+    latents: list[np.ndarray] = field(default_factory=list)
+    images: list[np.ndarray] = field(default_factory=list)
 
 
 def run_loop(art: Artifacts, enc, syn, x: np.ndarray, steps: int, batch: int = 4) -> LoopFeeds:
@@ -80,7 +80,7 @@ class FeedReader(CalibrationDataReader):
         batch: rows per yielded feed.
     """
 
-    def __init__(self, feeds: Sequence[Dict[str, np.ndarray]], steps: Optional[Iterable[int]] = None,
+    def __init__(self, feeds: Sequence[dict[str, np.ndarray]], steps: Iterable[int] | None = None,
                  batch: int = 4):
         chosen = range(1, len(feeds) + 1) if steps is None else steps
         self.items = []
@@ -93,7 +93,7 @@ class FeedReader(CalibrationDataReader):
     def __len__(self) -> int:
         return len(self.items)
 
-    def get_next(self) -> Optional[Dict[str, np.ndarray]]:
+    def get_next(self) -> dict[str, np.ndarray] | None:
         if self._i >= len(self.items):
             return None
         self._i += 1
@@ -102,7 +102,7 @@ class FeedReader(CalibrationDataReader):
     def rewind(self) -> None:
         self._i = 0
 
-    def chunks(self, size: int) -> Iterable["FeedReader"]:
+    def chunks(self, size: int) -> Iterable[FeedReader]:
         """Sub-readers of ``size`` items: the histogram calibrators hold every output of one collect call."""
         for i in range(0, len(self.items), size):
             sub = FeedReader([], steps=())
@@ -110,7 +110,7 @@ class FeedReader(CalibrationDataReader):
             yield sub
 
 
-def step_accuracy(ref: LoopFeeds, got: LoopFeeds) -> List[dict]:
+def step_accuracy(ref: LoopFeeds, got: LoopFeeds) -> list[dict]:
     """Per step: latent rel-L2 and image PSNR / rel-L2 of ``got`` against the FP32 reference loop (PSNR None when
     the images are identical)."""
     rows = []
@@ -121,7 +121,7 @@ def step_accuracy(ref: LoopFeeds, got: LoopFeeds) -> List[dict]:
     return rows
 
 
-def meets_bar(rows: List[dict], bar: Dict[str, float]) -> bool:
+def meets_bar(rows: list[dict], bar: dict[str, float]) -> bool:
     """True when every step's latent rel-L2 and image PSNR are within ``bar`` (``latent_rel_l2``,
     ``image_psnr_db``)."""
     return bool(rows) and all(r["latent_rel_l2"] <= bar["latent_rel_l2"]

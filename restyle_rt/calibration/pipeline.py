@@ -20,17 +20,17 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
 
 import onnxruntime
 
 from .. import artifacts as A
 from ..errors import InputError
 from ..manifest import Int8Record
-from ..runtime.hostinfo import machine_record
 from ..parity import TOLERANCES
+from ..runtime.hostinfo import machine_record
 from . import data as D
 from . import emulate as E
 from . import plots, qdq
@@ -51,27 +51,27 @@ SHIP_BAR = {"latent_rel_l2": TOLERANCES[("ort-fp16-proxy-loop", "fp16", "latent"
 class CalibrationConfig:
     """What ``restyle-rt calibrate`` was asked for (see the CLI for each option's meaning)."""
 
-    images: Optional[str] = None
-    generated: Optional[int] = None
-    checkpoint: Optional[str] = None
-    count: Optional[int] = None
+    images: str | None = None
+    generated: int | None = None
+    checkpoint: str | None = None
+    count: int | None = None
     held_out: int = 8
     steps: int = 5
     method: str = "entropy"
     graphs: Sequence[str] = ("encoder", "synthesis")
     sensitivity_images: int = 2
-    sensitivity_steps: Optional[int] = None  # loop steps of the sweep (default: steps)
+    sensitivity_steps: int | None = None  # loop steps of the sweep (default: steps)
     keep_rule: str = "share"  # "share" | "bar" (see the sensitivity module)
     keep_share: float = 0.5
     max_keep_frac: float = 0.1
-    kept: Optional[Dict[str, List[str]]] = None  # explicit kept layers (skips the sweep for those graphs)
+    kept: dict[str, list[str]] | None = None  # explicit kept layers (skips the sweep for those graphs)
     compare_step1: bool = True
     batch: int = 4
     seed: int = 0
     progress: bool = True
 
 
-def meets_bar(rows: List[dict], bar: Dict[str, float] = SHIP_BAR) -> bool:
+def meets_bar(rows: list[dict], bar: dict[str, float] = SHIP_BAR) -> bool:
     """True when every step's latent rel-L2 and image PSNR are within ``bar``."""
     return loop_meets_bar(rows, bar)
 
@@ -91,7 +91,7 @@ class _Run:
         self.ref_sens = LoopFeeds(latents=[a[:k] for a in self.ref_cal.latents[:self.sens_steps]],
                                   images=[a[:k] for a in self.ref_cal.images[:self.sens_steps]])
 
-    def loop(self, x, graphs: Dict[str, Path], steps: Optional[int] = None) -> LoopFeeds:
+    def loop(self, x, graphs: dict[str, Path], steps: int | None = None) -> LoopFeeds:
         """The loop with the given graphs replacing the FP32 ones."""
         def pick(g):  # a graph path, or a session-like object (the sweep's masked session)
             v = graphs.get(g)
@@ -155,7 +155,7 @@ def calibrate(artifacts_dir, cfg: CalibrationConfig) -> dict:
             shutil.rmtree(out_dir)
         out_dir.mkdir()
         for g, files in rec["graphs"].items():
-            for encoding, f in files.items():
+            for _encoding, f in files.items():
                 src = run.tmp / Path(f["file"]).name
                 f.update(_move_graph(src, out_dir), summary=qdq.qdq_summary(out_dir / src.name))
             if (run.tmp / f"{g}.ranges.json").exists():
@@ -222,7 +222,7 @@ def _rule_text(cfg: CalibrationConfig) -> str:
     return text + (f"; {', '.join(rest)}: {swept}" if rest else "")
 
 
-def _calibrate_graph(run: _Run, graph: str, other: Dict[str, Path], rec: dict) -> Dict[str, Path]:
+def _calibrate_graph(run: _Run, graph: str, other: dict[str, Path], rec: dict) -> dict[str, Path]:
     """Ranges, kept layers, both encodings and held-out accuracy for one graph (``other``: INT8 graphs in use)."""
     cfg = run.cfg
     ranges = run.ranges(graph)

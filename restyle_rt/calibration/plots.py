@@ -16,7 +16,6 @@ import logging
 import math
 import re
 from pathlib import Path
-from typing import List, Optional
 
 from .. import fsio
 from ..manifest import Int8Record
@@ -63,7 +62,7 @@ def _log_if_positive(ax, values) -> None:
         ax.set_yscale("log")
 
 
-def keep_curve_plot(graph: str, curve: List[dict], kept: Optional[int], bar: dict, path: Path) -> Path:
+def keep_curve_plot(graph: str, curve: list[dict], kept: int | None, bar: dict, path: Path) -> Path:
     """The keep curve of one graph (see the module docstring)."""
     fig, (ax_lat, ax_psnr) = _figure(2)
     k = [p["kept"] for p in curve]
@@ -113,7 +112,7 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]+", "_", name)
 
 
-def write_plots(record: Int8Record, out_dir) -> List[Path]:
+def write_plots(record: Int8Record, out_dir) -> list[Path]:
     """Write the keep-curve and accuracy plots of a ``manifest["int8"]`` record into ``out_dir``.
 
     Raises:
@@ -134,7 +133,7 @@ def write_plots(record: Int8Record, out_dir) -> List[Path]:
     return written
 
 
-def write_plots_if_available(record: Int8Record, out_dir) -> List[Path]:
+def write_plots_if_available(record: Int8Record, out_dir) -> list[Path]:
     """:func:`write_plots`, or nothing when matplotlib is missing; a plot never fails a finished calibration."""
     try:
         paths = write_plots(record, out_dir)

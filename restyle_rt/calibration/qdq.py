@@ -22,14 +22,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import tempfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 import onnx
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-from onnxruntime.quantization.calibrate import (HistogramCollector, TensorsData, create_calibrator, entropy,
-                                                save_tensors_data)
+from onnxruntime.quantization.calibrate import (
+    HistogramCollector,
+    TensorsData,
+    create_calibrator,
+    entropy,
+    save_tensors_data,
+)
 from onnxruntime.quantization.quant_utils import smooth_distribution
 
 from ..errors import InputError
@@ -52,7 +57,7 @@ PERCENTILE = 99.999
 NUM_BINS = 2048
 
 
-def quantizable_nodes(model_path: Path) -> List[str]:
+def quantizable_nodes(model_path: Path) -> list[str]:
     """Names of the nodes :data:`OP_TYPES` selects, in graph order."""
     model = onnx.load(str(model_path), load_external_data=False)
     return [n.name for n in model.graph.node if n.op_type in OP_TYPES]
@@ -152,7 +157,7 @@ def compute_ranges(model_path: Path, reader: FeedReader, method: str, chunk: int
 
 
 def write_qdq(model_path: Path, out_path: Path, ranges_file: Path, method: str, encoding: str,
-              exclude: Sequence[str] = (), include: Optional[Iterable[str]] = None) -> Path:
+              exclude: Sequence[str] = (), include: Iterable[str] | None = None) -> Path:
     """Write the Q/DQ graph of ``model_path`` in ``encoding`` from saved ranges.
 
     Args:
@@ -190,7 +195,7 @@ def _data_size(model_path: Path) -> int:
     return data.stat().st_size if data.exists() else 0
 
 
-def qdq_summary(path: Path) -> Dict[str, int]:
+def qdq_summary(path: Path) -> dict[str, int]:
     """Counts that show a graph is explicit Q/DQ: QuantizeLinear / DequantizeLinear nodes and INT8 initializers."""
     model = onnx.load(str(path), load_external_data=False)
     ops = [n.op_type for n in model.graph.node]

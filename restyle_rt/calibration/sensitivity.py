@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence
 
 from ..errors import InputError
 from ..progress import bar as progress_bar
@@ -30,7 +30,7 @@ log = logging.getLogger("restyle_rt")
 
 BAR_MARGIN = 0.8  # the ``bar`` rule aims at this fraction of the ship bar's rel-L2 on the calibration images
 
-Evaluate = Callable[[Sequence[str]], List[dict]]  # quantized layers -> per-step accuracy rows (loop.step_accuracy)
+Evaluate = Callable[[Sequence[str]], list[dict]]  # quantized layers -> per-step accuracy rows (loop.step_accuracy)
 
 
 @dataclass
@@ -43,10 +43,10 @@ class Sweep:
             layer quantized except the k most sensitive.
     """
 
-    single: Dict[str, float]
-    curve: List[dict] = field(default_factory=list)
+    single: dict[str, float]
+    curve: list[dict] = field(default_factory=list)
 
-    def ranked(self) -> List[str]:
+    def ranked(self) -> list[str]:
         """Layers, most sensitive first."""
         return sorted(self.single, key=lambda n: -self.single[n])
 
@@ -69,7 +69,7 @@ def sweep(nodes: Sequence[str], evaluate: Evaluate, max_keep_frac: float, progre
 
 
 def measure(nodes: Sequence[str], evaluate: Callable[[Sequence[str]], float], progress: bool = True,
-            desc: str = "sensitivity") -> Dict[str, float]:
+            desc: str = "sensitivity") -> dict[str, float]:
     """``{node: evaluate([node])}``: the loop error with only ``node`` quantized, for every node."""
     out = {}
     for node in progress_bar(nodes, desc=desc, unit="layer", show=progress):
@@ -77,7 +77,7 @@ def measure(nodes: Sequence[str], evaluate: Callable[[Sequence[str]], float], pr
     return out
 
 
-def choose_kept(sens: Dict[str, float], share: float = 0.5, max_keep_frac: float = 0.1) -> List[str]:
+def choose_kept(sens: dict[str, float], share: float = 0.5, max_keep_frac: float = 0.1) -> list[str]:
     """The layers to keep in FP32 by the module's rule (most sensitive first)."""
     ranked = sorted(sens, key=lambda n: -sens[n])
     total = sum(max(v, 0.0) for v in sens.values())
@@ -91,7 +91,7 @@ def choose_kept(sens: Dict[str, float], share: float = 0.5, max_keep_frac: float
     return kept
 
 
-def choose_kept_bar(sw: Sweep, bar: Dict[str, float], margin: float = BAR_MARGIN) -> List[str]:
+def choose_kept_bar(sw: Sweep, bar: dict[str, float], margin: float = BAR_MARGIN) -> list[str]:
     """The ``bar`` rule (module docstring) on a measured :class:`Sweep`."""
     if not sw.curve:
         return []
@@ -102,7 +102,7 @@ def choose_kept_bar(sw: Sweep, bar: Dict[str, float], margin: float = BAR_MARGIN
     return sw.ranked()[:best["kept"]]
 
 
-def kept_by_rule(sw: Sweep, rule: str, share: float, max_keep_frac: float, bar: Dict[str, float]) -> List[str]:
+def kept_by_rule(sw: Sweep, rule: str, share: float, max_keep_frac: float, bar: dict[str, float]) -> list[str]:
     """Kept layers by ``rule`` (``share`` | ``bar``, module docstring)."""
     if rule == "share":
         return choose_kept(sw.single, share, max_keep_frac)
@@ -111,7 +111,7 @@ def kept_by_rule(sw: Sweep, rule: str, share: float, max_keep_frac: float, bar: 
     raise InputError(f"keep rule {rule!r}: expected 'share' or 'bar'")
 
 
-def write_table(path: Path, sens: Dict[str, float], kept: Sequence[str]) -> None:
+def write_table(path: Path, sens: dict[str, float], kept: Sequence[str]) -> None:
     """A TSV of every layer's sensitivity (descending) and whether it was kept in FP32."""
     rows = ["node\tloop_latent_rel_l2\tkept_fp32"]
     rows += [f"{n}\t{sens[n]:.6g}\t{int(n in kept)}" for n in sorted(sens, key=lambda k: -sens[k])]

@@ -16,7 +16,6 @@ import importlib
 import logging
 import signal
 import sys
-from typing import List, Optional
 
 from .. import __version__
 from ..errors import EXIT_INTERRUPTED, EXIT_MEANINGS, EXIT_OK, EXIT_USAGE, RestyleError, Terminated, exit_code
@@ -67,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     from .. import progress
 
     parser = build_parser()

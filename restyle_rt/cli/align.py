@@ -26,9 +26,9 @@ def register(subparsers) -> None:
 def run(args) -> int:
     """Do ``align``: 0 when every image was aligned, 1 when some were skipped."""
     from .. import progress
+    from ..align.landmarks import Aligner
     from ..errors import InputError
     from ..runtime import io
-    from ..align.landmarks import Aligner
 
     aligner = Aligner(args.size)
     paths = io.list_images(args.inputs)

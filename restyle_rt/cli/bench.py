@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from typing import List
 
 from ..errors import EXIT_OK
 from .args import add_artifacts, add_early_exit, nonneg_int, positive_int, writable_file
 
 
-def _int_list(text: str) -> List[int]:
+def _int_list(text: str) -> list[int]:
     try:
         vals = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
@@ -31,14 +30,14 @@ def _int_list(text: str) -> List[int]:
     return list(dict.fromkeys(vals))
 
 
-def _names(text: str) -> List[str]:
+def _names(text: str) -> list[str]:
     vals = [v.strip() for v in text.split(",") if v.strip()]
     if not vals:
         raise argparse.ArgumentTypeError("expected comma-separated backend names")
     return vals
 
 
-def _precisions(text: str) -> List[str]:
+def _precisions(text: str) -> list[str]:
     vals = [v.strip() for v in text.split(",") if v.strip()]
     if not vals:
         raise argparse.ArgumentTypeError("expected comma-separated precisions, e.g. fp32,bf16")

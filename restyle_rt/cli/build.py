@@ -19,7 +19,7 @@ def _batch(text: str):
             parts = [1, parts[0], parts[0]]
         return BatchProfile(*parts)
     except (TypeError, ValueError) as e:
-        raise argparse.ArgumentTypeError(f"--batch {text!r}: expected MIN,OPT,MAX (or MAX), e.g. 1,1,8 ({e})")
+        raise argparse.ArgumentTypeError(f"--batch {text!r}: expected MIN,OPT,MAX (or MAX), e.g. 1,1,8 ({e})") from None
 
 
 def register(subparsers) -> None:

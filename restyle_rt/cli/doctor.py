@@ -12,7 +12,7 @@ import argparse
 import json
 import os
 import platform
-from typing import Any, Dict, List
+from typing import Any
 
 from ..errors import EXIT_BACKEND, EXIT_OK
 
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK if any(b["available"] for b in d["backends"].values()) else EXIT_BACKEND
 
 
-def report() -> Dict[str, Any]:
+def report() -> dict[str, Any]:
     """Everything ``doctor`` checks, as plain data."""
     from .. import __version__
 
@@ -53,7 +53,7 @@ def report() -> Dict[str, Any]:
             "cpu": _cpu(), "tensorrt": _tensorrt(), "cuda": _cuda(), "libraries": _libraries()}
 
 
-def _backends() -> Dict[str, dict]:
+def _backends() -> dict[str, dict]:
     from ..runtime.backends import REGISTRY, available
 
     out = {}
@@ -66,7 +66,7 @@ def _backends() -> Dict[str, dict]:
     return out
 
 
-def _ort_providers() -> List[str]:
+def _ort_providers() -> list[str]:
     try:
         import onnxruntime
 
@@ -75,7 +75,7 @@ def _ort_providers() -> List[str]:
         return []
 
 
-def _ov_devices() -> List[str]:
+def _ov_devices() -> list[str]:
     try:
         import openvino
 
@@ -84,7 +84,7 @@ def _ov_devices() -> List[str]:
         return []
 
 
-def _cpu() -> Dict[str, Any]:
+def _cpu() -> dict[str, Any]:
     from ..runtime.hostinfo import cpu_flags, cpu_model
 
     flags = cpu_flags()
@@ -104,7 +104,7 @@ def _cpu() -> Dict[str, Any]:
             "int8_dot_product": int8, "bf16": bf16}
 
 
-def _tensorrt() -> Dict[str, Any]:
+def _tensorrt() -> dict[str, Any]:
     from ..runtime.trt_compat import TENSORRT, TENSORRT_RTX, try_load_trt
 
     out = {}
@@ -114,13 +114,13 @@ def _tensorrt() -> Dict[str, Any]:
     return out
 
 
-def _cuda() -> Dict[str, Any]:
+def _cuda() -> dict[str, Any]:
     """cuda-python's view: devices (:func:`restyle_rt.runtime.cuda.device_count`), their compute capability, the
     driver and runtime versions, or why there is none."""
     from ..errors import RestyleError
     from ..runtime import cuda
 
-    out: Dict[str, Any] = {"cuda_python": True, "devices": [], "driver": None, "runtime": None, "error": ""}
+    out: dict[str, Any] = {"cuda_python": True, "devices": [], "driver": None, "runtime": None, "error": ""}
     try:
         st = cuda.probe()
     except RestyleError as e:  # cuda-python is not installed
@@ -129,7 +129,7 @@ def _cuda() -> Dict[str, Any]:
     out["runtime"] = _ver(st.runtime_version) if st.runtime_version else None
     try:
         n = cuda.device_count()
-        out["devices"] = [{"index": i, "compute_capability": "%d.%d" % cuda.compute_capability(i)} for i in range(n)]
+        out["devices"] = [{"index": i, "compute_capability": "{}.{}".format(*cuda.compute_capability(i))} for i in range(n)]
     except RestyleError as e:  # a driver that cannot serve this cuda-python (named, with the fix)
         out["error"] = str(e)
     if not out["devices"] and not out["error"]:
@@ -141,7 +141,7 @@ def _ver(v: int) -> str:
     return f"{v // 1000}.{v % 1000 // 10}"
 
 
-def _libraries() -> Dict[str, Any]:
+def _libraries() -> dict[str, Any]:
     from importlib import metadata
 
     out = {}
@@ -153,7 +153,7 @@ def _libraries() -> Dict[str, Any]:
     return out
 
 
-def render(d: Dict[str, Any]) -> List[str]:
+def render(d: dict[str, Any]) -> list[str]:
     """The text report of :func:`report`'s data."""
     lines = [f"restyle-rt {d['restyle_rt']}, Python {d['python']}, {d['platform']}", "backends"]
     for name, b in d["backends"].items():

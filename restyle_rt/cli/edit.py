@@ -20,8 +20,17 @@ import sys
 from pathlib import Path
 
 from ..errors import EXIT_OK
-from .args import (BackendHelpFormatter, RawBackendHelpFormatter, accept_negative_lists, add_artifacts, add_backend,
-                   add_iters, add_out_dir, check_loop_options, load_options)
+from .args import (
+    BackendHelpFormatter,
+    RawBackendHelpFormatter,
+    accept_negative_lists,
+    add_artifacts,
+    add_backend,
+    add_iters,
+    add_out_dir,
+    check_loop_options,
+    load_options,
+)
 
 
 def register(subparsers) -> None:

@@ -27,8 +27,15 @@ import sys
 from pathlib import Path
 
 from ..errors import EXIT_OK
-from .args import (RawBackendHelpFormatter, add_artifacts, add_loop_options, add_out_dir, batch_size,
-                   check_loop_options, load_options)
+from .args import (
+    RawBackendHelpFormatter,
+    add_artifacts,
+    add_loop_options,
+    add_out_dir,
+    batch_size,
+    check_loop_options,
+    load_options,
+)
 
 OUTPUTS = ("eval.json", "eval.csv")
 PLOT = "eval.png"

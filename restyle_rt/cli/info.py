@@ -13,7 +13,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 from ..errors import EXIT_OK
 from .args import add_artifacts
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def describe(artifacts_dir: os.PathLike, verify: bool = False) -> Dict[str, Any]:
+def describe(artifacts_dir: os.PathLike, verify: bool = False) -> dict[str, Any]:
     """Everything ``info`` reports about ``artifacts_dir``, as plain data.
 
     Raises:
@@ -66,7 +66,7 @@ def describe(artifacts_dir: os.PathLike, verify: bool = False) -> Dict[str, Any]
     }
 
 
-def _size(path: Path) -> Optional[int]:
+def _size(path: Path) -> int | None:
     return path.stat().st_size if path.is_file() else None
 
 
@@ -97,7 +97,7 @@ def _engines(art, verify: bool) -> dict:
     from ..errors import ArtifactError, RestyleError
 
     records = art.manifest.engines
-    out: Dict[str, Any] = {"runtime": None, "device_cc": None, "note": "", "records": []}
+    out: dict[str, Any] = {"runtime": None, "device_cc": None, "note": "", "records": []}
     if not records:
         return out
     from ..runtime.trt_compat import try_load_trt
@@ -135,7 +135,7 @@ def _engines(art, verify: bool) -> dict:
     return out
 
 
-def _int8(rec) -> Optional[dict]:
+def _int8(rec) -> dict | None:
     """The calibration record's essentials (``rec``: an Int8Record), and whether it was measured on this CPU."""
     if rec is None or not rec.to_dict():
         return None
@@ -160,11 +160,11 @@ def _int8(rec) -> Optional[dict]:
     }
 
 
-def _parity(report: Optional[dict]) -> Optional[dict]:
+def _parity(report: dict | None) -> dict | None:
     """``{graph: {comparison: {output: {rel_l2, psnr_db, max_abs}}}}`` from the export's parity report."""
     if not report:
         return None
-    out: Dict[str, Any] = {}
+    out: dict[str, Any] = {}
     for graph, kinds in report.items():
         if not isinstance(kinds, dict) or graph == "inputs":
             continue
@@ -186,13 +186,13 @@ def strict_json(obj):
     return obj
 
 
-def _mib(n: Optional[int]) -> str:
+def _mib(n: int | None) -> str:
     if n is None:
         return "missing"
     return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
 
 
-def _sha(h: Optional[str]) -> str:
+def _sha(h: str | None) -> str:
     return f"sha256 {h[:16]}…" if h else "no sha256 recorded"
 
 
@@ -200,7 +200,7 @@ def _db(v) -> str:
     return "identical" if v is None or (isinstance(v, float) and math.isinf(v)) else f"{v:.1f} dB"
 
 
-def render(d: Dict[str, Any]) -> List[str]:
+def render(d: dict[str, Any]) -> list[str]:
     """The text report of :func:`describe`'s data."""
     s = d["spec"]
     lines = [f"artifacts  {d['artifacts']} (format {d['format_version']})",
@@ -236,7 +236,7 @@ def render(d: Dict[str, Any]) -> List[str]:
     return lines
 
 
-def _render_int8(q: Optional[dict]) -> List[str]:
+def _render_int8(q: dict | None) -> list[str]:
     if not q:
         return ["int8       none (`restyle-rt calibrate ARTIFACTS` makes Q/DQ graphs)"]
     data = q.get("data") or {}
@@ -260,7 +260,7 @@ def _render_int8(q: Optional[dict]) -> List[str]:
     return lines
 
 
-def _render_parity(p: Optional[dict]) -> List[str]:
+def _render_parity(p: dict | None) -> list[str]:
     if not p:
         return ["parity     none recorded"]
     lines = ["parity     measured at export (rel-L2 / PSNR against PyTorch)"]

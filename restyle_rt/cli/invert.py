@@ -31,8 +31,16 @@ import time
 from pathlib import Path
 
 from ..errors import EXIT_OK, EXIT_SKIPPED
-from .args import (RawBackendHelpFormatter, add_artifacts, add_early_exit, add_loop_options, add_out_dir, batch_size,
-                   check_loop_options, load_options)
+from .args import (
+    RawBackendHelpFormatter,
+    add_artifacts,
+    add_early_exit,
+    add_loop_options,
+    add_out_dir,
+    batch_size,
+    check_loop_options,
+    load_options,
+)
 
 
 def register(subparsers) -> None:
@@ -188,7 +196,7 @@ def _invert_all(args, run_dir, work, aligner=None, report=None):
         batches = stack.enter_context(Prefetcher(work, _loader(inv.spec.input_hw, aligner, args.jpeg_draft), batch,
                                                  args.workers))
         for b in batches:
-            for (_, n), e in b.errors:
+            for (_, _n), e in b.errors:
                 skipped += 1
                 bar.write(f"skipped: {e}", file=sys.stderr)
             if b.items:

@@ -19,8 +19,8 @@ import json
 import logging
 import os
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -54,7 +54,7 @@ class RunDir:
 
     # --- planning and checks ---------------------------------------------------------------------------------
 
-    def image_outputs(self, name: str) -> List[Path]:
+    def image_outputs(self, name: str) -> list[Path]:
         """Every file written for the image ``name`` (the latents record last)."""
         files = [self.out / f"{name}.png"]
         if self.save_steps:
@@ -73,7 +73,7 @@ class RunDir:
         """
         check_out_dir(self.out, inputs)
 
-    def exclude_outputs(self, paths: Sequence[Path], inputs: Sequence[os.PathLike]) -> List[Path]:
+    def exclude_outputs(self, paths: Sequence[Path], inputs: Sequence[os.PathLike]) -> list[Path]:
         """Drop files under ``--out`` found by walking an input directory that contains it (earlier outputs);
         files named explicitly are kept."""
         return exclude_under(self.out, paths, inputs)
@@ -102,7 +102,7 @@ class RunDir:
             self._lock.close()
             self._lock = None
 
-    def plan(self, names: Sequence[str], resume: bool) -> List[str]:
+    def plan(self, names: Sequence[str], resume: bool) -> list[str]:
         """The names still to do; with ``resume``, complete images are skipped (settings must match).
 
         Logs how many existing files will be replaced. Records the settings for a later ``--resume``.
@@ -149,7 +149,7 @@ class RunDir:
     def write_latents_index(self, names: Sequence[str]) -> int:
         """Assemble ``latents.npy`` [N, T, S, 512] + ``latents.json`` from every image of ``names`` whose latents
         are kept (in ``names`` order); returns N. Called at the end of a run and on interrupt."""
-        done: Dict[str, Path] = {}
+        done: dict[str, Path] = {}
         for n in names:
             f = self._latent_file(n)
             if f.is_file():
@@ -193,7 +193,7 @@ def check_out_dir(out: Path, inputs: Sequence[os.PathLike], what: str = "--out")
                               "with the inputs; choose another directory")
 
 
-def exclude_under(out: Path, paths: Sequence[Path], inputs: Sequence[os.PathLike]) -> List[Path]:
+def exclude_under(out: Path, paths: Sequence[Path], inputs: Sequence[os.PathLike]) -> list[Path]:
     """``paths`` less the files under ``out`` that were found by walking an input directory containing it
     (earlier outputs); files named explicitly are kept."""
     resolved = Path(out).resolve()
@@ -219,7 +219,7 @@ def check_no_overwrite(outputs: Sequence[Path], inputs: Sequence[Path], what: st
                               f"choose another {what}")
 
 
-_HELD_LOCKS: "weakref.WeakSet" = weakref.WeakSet()  # lock files this process holds open
+_HELD_LOCKS: weakref.WeakSet = weakref.WeakSet()  # lock files this process holds open
 
 
 def _drop_locks_in_child() -> None:
@@ -237,7 +237,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_drop_locks_in_child)
 
 
-def lock_dir(directory: Path, command: str, name: str = "lock", target: Optional[Path] = None):
+def lock_dir(directory: Path, command: str, name: str = "lock", target: Path | None = None):
     """Create ``directory/.restyle-rt/`` and take an exclusive ``flock`` on its file ``name`` (the holder's pid
     in it); returns the open file (closing it releases the lock), or None where there is no ``fcntl``.
     ``target`` is what the lock guards, named in the error (default: ``directory``).

@@ -20,8 +20,16 @@ import sys
 from pathlib import Path
 
 from ..errors import EXIT_OK, EXIT_SKIPPED
-from .args import (RawBackendHelpFormatter, add_artifacts, add_backend, add_early_exit, add_no_verify, load_options,
-                   nonneg_int, positive_int)
+from .args import (
+    RawBackendHelpFormatter,
+    add_artifacts,
+    add_backend,
+    add_early_exit,
+    add_no_verify,
+    load_options,
+    nonneg_int,
+    positive_int,
+)
 
 # restyle_rt.workflows.video's defaults, restated so that registration imports nothing heavy (a test keeps them equal)
 DEFAULT_ITERS, DEFAULT_ITERS_NEXT, DEFAULT_ALIGN_SMOOTH = 5, 2, 0.5

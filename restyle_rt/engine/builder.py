@@ -17,9 +17,9 @@ from __future__ import annotations
 import datetime
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 from .. import artifacts as A
 from .. import fsio
@@ -35,13 +35,13 @@ log = logging.getLogger("restyle_rt")
 RTX_EXCLUDED_CC = ("7.5",)  # TensorRT-RTX cannot compile FP32 GEMM for Turing; our modulation GEMMs stay FP32
 
 
-def supported_compute_capabilities(info: TrtInfo) -> List[str]:
+def supported_compute_capabilities(info: TrtInfo) -> list[str]:
     """Every AOT target the installed TensorRT-RTX knows (its ``ComputeCapability.SM*`` members), as ``"M.m"``."""
     names = [n for n in info.module.ComputeCapability.__members__ if n.startswith("SM")]
     return [R.cc_str((int(n[2:-1]), int(n[-1]))) for n in names]
 
 
-def default_compute_capabilities(info: TrtInfo) -> List[str]:
+def default_compute_capabilities(info: TrtInfo) -> list[str]:
     """TensorRT-RTX AOT targets: every SM the installed version knows, except Turing (see RTX_EXCLUDED_CC).
 
     Engine size does not grow with the list (kernels are JIT-compiled on the device; measured with 1.7.1: 1 vs 5
@@ -55,11 +55,11 @@ class BuildOptions:
     """What ``restyle-rt build`` was asked for."""
 
     precision: str = "fp16"
-    profile: Optional[BatchProfile] = None
+    profile: BatchProfile | None = None
     workspace_gb: float = 4.0
-    timing_cache: Optional[Path] = None
+    timing_cache: Path | None = None
     rebuild: bool = False
-    compute_capabilities: Optional[Sequence[str]] = None   # RTX AOT targets, "M.m" strings or ["current"]
+    compute_capabilities: Sequence[str] | None = None   # RTX AOT targets, "M.m" strings or ["current"]
 
 
 def _make_logger(trt):
@@ -70,7 +70,7 @@ def _make_logger(trt):
 
         def __init__(self):
             trt.ILogger.__init__(self)
-            self.errors: List[str] = []
+            self.errors: list[str] = []
 
         def log(self, severity, msg):
             S = trt.ILogger.Severity
@@ -112,7 +112,7 @@ class EngineBuilder:
         """Whether :meth:`target_ccs` needs the local GPU: standard TensorRT, or RTX asked for ``current``."""
         return not self.info.compute_capability_api or list(self.options.compute_capabilities or []) == ["current"]
 
-    def target_ccs(self, device_cc: Optional[Tuple[int, int]]) -> List[str]:
+    def target_ccs(self, device_cc: tuple[int, int] | None) -> list[str]:
         """Compute capabilities the plan will run on (recorded in the manifest).
 
         Raises:
@@ -161,7 +161,7 @@ class EngineBuilder:
             raise BuildError(f"TensorRT could not parse {onnx_path}: " + "; ".join(errs or self.logger.errors))
         return network, parser
 
-    def _config(self, network, spec: ModelSpec, graph: str, ccs: List[str], keep_fp32: Set[str]):
+    def _config(self, network, spec: ModelSpec, graph: str, ccs: list[str], keep_fp32: set[str]):
         trt, opt = self.trt, self.options
         config = self.builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(opt.workspace_gb * (1 << 30)))
@@ -190,7 +190,7 @@ class EngineBuilder:
                 config.set_compute_capability(cap, i)
         return config, profile
 
-    def _pin_fp32(self, network, config, keep_fp32: Set[str]) -> None:
+    def _pin_fp32(self, network, config, keep_fp32: set[str]) -> None:
         """Precision-flag path: FP16 everywhere except layers of the keep-in-FP32 ONNX nodes."""
         trt = self.trt
         if not self.info.precision_flags:
@@ -221,8 +221,8 @@ class EngineBuilder:
         config.set_timing_cache(cache, ignore_mismatch=True)
         return cache
 
-    def configure(self, onnx_path: Path, spec: ModelSpec, graph: str, ccs: List[str],
-                  keep_fp32: Set[str] = frozenset()):
+    def configure(self, onnx_path: Path, spec: ModelSpec, graph: str, ccs: list[str],
+                  keep_fp32: set[str] = frozenset()):
         """Parse and configure one build; read its settings back from TensorRT and check them.
 
         Returns:
@@ -243,8 +243,8 @@ class EngineBuilder:
                              + "; ".join(why))
         return network, parser, config, settings
 
-    def build(self, onnx_path: Path, spec: ModelSpec, graph: str, ccs: List[str],
-              keep_fp32: Set[str] = frozenset()) -> Tuple[bytes, dict]:
+    def build(self, onnx_path: Path, spec: ModelSpec, graph: str, ccs: list[str],
+              keep_fp32: set[str] = frozenset()) -> tuple[bytes, dict]:
         """(serialized plan, settings) for ``onnx_path``; raises BuildError with TensorRT's errors on failure."""
         network, _parser, config, settings = self.configure(onnx_path, spec, graph, ccs, keep_fp32)
         cache = self._timing_cache(config)
@@ -257,7 +257,7 @@ class EngineBuilder:
         return plan, settings
 
 
-def expected_io(spec: ModelSpec, graph: str) -> Dict[str, Tuple[str, List[int]]]:
+def expected_io(spec: ModelSpec, graph: str) -> dict[str, tuple[str, list[int]]]:
     """``{name: (mode, shape)}`` the backend binds for ``graph`` (``-1`` = the dynamic batch)."""
     ins, outs = spec.graph_io(graph)
     return {**{t.name: ("input", list(t.concrete(-1))) for t in ins},
@@ -268,7 +268,7 @@ def _source_sha(art: A.Artifacts, graph: str) -> str:
     return art.manifest.graphs[graph].sha256 or A.sha256_file(art.graph_path(graph))
 
 
-def _onnx_for(art: A.Artifacts, graph: str, precision: str, strongly_typed: bool) -> Tuple[Path, Set[str]]:
+def _onnx_for(art: A.Artifacts, graph: str, precision: str, strongly_typed: bool) -> tuple[Path, set[str]]:
     """(ONNX to parse, names to pin FP32) for the requested precision path."""
     src = art.graph_path(graph)
     if precision == "fp32":
@@ -295,7 +295,7 @@ def _onnx_for(art: A.Artifacts, graph: str, precision: str, strongly_typed: bool
     return dst, set()
 
 
-def int8_onnx(art: A.Artifacts, graph: str) -> Optional[Path]:
+def int8_onnx(art: A.Artifacts, graph: str) -> Path | None:
     """The TensorRT-encoded Q/DQ graph ``restyle-rt calibrate`` recorded for ``graph`` (None: it shipped none).
 
     INT8 engines use explicit quantization: the ONNX's Q/DQ nodes say what runs INT8 (S8 symmetric, FP32 bias);
@@ -330,10 +330,10 @@ def int8_fp16_onnx(src: Path, dst: Path) -> Path:
     return dst
 
 
-def build_engines(artifacts_dir, precision: str = "fp16", profile: Optional[BatchProfile] = None,
+def build_engines(artifacts_dir, precision: str = "fp16", profile: BatchProfile | None = None,
                   workspace_gb: float = 4.0, timing_cache=None, rebuild: bool = False,
-                  compute_capabilities: Optional[Sequence[str]] = None, graphs: Sequence[str] = GRAPHS,
-                  flavour: str = "") -> List[EngineRecord]:
+                  compute_capabilities: Sequence[str] | None = None, graphs: Sequence[str] = GRAPHS,
+                  flavour: str = "") -> list[EngineRecord]:
     """Build (or keep, when current) one engine per graph and record each in ``manifest["engines"]``.
 
     Args:
@@ -396,7 +396,7 @@ def build_engines(artifacts_dir, precision: str = "fp16", profile: Optional[Batc
     return out
 
 
-def _device_cc() -> Optional[Tuple[int, int]]:
+def _device_cc() -> tuple[int, int] | None:
     from ..runtime import cuda
 
     return cuda.compute_capability(0) if cuda.device_count() > 0 else None

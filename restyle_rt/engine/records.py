@@ -21,12 +21,19 @@ the runtime depends on the manifest layer only; it is re-exported here for the b
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence, Tuple
 
 from ..artifacts import (  # noqa: F401 - re-exported: the load-side check lives with the manifest
-    MANIFEST, cc_str, check_record, incompatibility, read_manifest, write_bytes_atomic, write_manifest)
+    MANIFEST,
+    cc_str,
+    check_record,
+    incompatibility,
+    read_manifest,
+    write_bytes_atomic,
+    write_manifest,
+)
 from ..manifest import EngineRecord, Manifest
 from ..spec import BatchProfile
 
@@ -45,7 +52,7 @@ def fp16_onnx_file(graph: str) -> str:
 
 
 
-def parse_cc(text: str) -> Tuple[int, int]:
+def parse_cc(text: str) -> tuple[int, int]:
     """``"8.6"`` / ``"86"`` / ``"sm_86"`` -> (8, 6)."""
     t = text.strip().lower().replace("sm_", "").replace("sm", "")
     if "." in t:
@@ -82,7 +89,7 @@ class BuildRequest:
 
     trt_flavour: str
     trt_version: str
-    compute_capabilities: Tuple[str, ...]
+    compute_capabilities: tuple[str, ...]
     profile: BatchProfile
     source_sha256: str
     require_user_allocation: bool
@@ -94,7 +101,7 @@ class BuildRequest:
                 "source_sha256": self.source_sha256, "require_user_allocation": self.require_user_allocation}
 
 
-def is_current(root: Path, record: Optional[EngineRecord], want: BuildRequest) -> bool:
+def is_current(root: Path, record: EngineRecord | None, want: BuildRequest) -> bool:
     """Whether an existing record already satisfies the build request ``want``: its engine file is there with the
     recorded size, and every field of ``want`` equals the record's."""
     if record is None or not (Path(root) / record.file).is_file():
@@ -104,11 +111,11 @@ def is_current(root: Path, record: Optional[EngineRecord], want: BuildRequest) -
     return all(getattr(record, f.name) == getattr(want, f.name) for f in dataclasses.fields(want))
 
 
-def cc_list(items: Iterable[str]) -> List[str]:
+def cc_list(items: Iterable[str]) -> list[str]:
     return [cc_str(parse_cc(s)) for s in items]
 
 
-def summarize(records: Sequence[EngineRecord]) -> List[str]:
+def summarize(records: Sequence[EngineRecord]) -> list[str]:
     """One human line per record (CLI output, logs)."""
     return [f"{r.graph:9s} {r.precision}  {r.size_bytes / 2**20:8.1f} MiB  {r.build_seconds:7.1f} s  "
             f"{r.trt_flavour} {r.trt_version}  cc {','.join(r.compute_capabilities)}  -> {r.file}"

@@ -21,7 +21,7 @@ options), refuses to build when one is wrong (:func:`problems`), and records the
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 FP32 = "float32"
 USER_ALLOCATION_FLAG = "REQUIRE_USER_ALLOCATION"

@@ -13,7 +13,6 @@ import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Tuple
 
 import torch
 
@@ -48,12 +47,12 @@ class Checkpoint:
     sha256: str
     opts: dict
     spec: ModelSpec
-    encoder_sd: Dict[str, torch.Tensor]
-    decoder_sd: Dict[str, torch.Tensor]
+    encoder_sd: dict[str, torch.Tensor]
+    decoder_sd: dict[str, torch.Tensor]
     latent_avg: torch.Tensor
-    latent_avg_shape: Tuple[int, ...]
+    latent_avg_shape: tuple[int, ...]
 
-    def build(self) -> Tuple[ReStyleEncoder, Generator]:
+    def build(self) -> tuple[ReStyleEncoder, Generator]:
         """Encoder and generator (official formulation) with the checkpoint's weights, in eval mode."""
         enc = ReStyleEncoder.from_spec(self.spec)
         gen = Generator(self.spec.output_size)
@@ -86,7 +85,7 @@ def _read(path: Path) -> object:
                               f"{msg[:160]}") from None
 
 
-def _diff_keys(kind: str, got: Dict[str, torch.Tensor], want: Dict[str, torch.Tensor]) -> List[str]:
+def _diff_keys(kind: str, got: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) -> list[str]:
     problems = []
     missing = [k for k in want if k not in got]
     unexpected = [k for k in got if k not in want]
@@ -121,7 +120,7 @@ def _spec_from_opts(path: Path, opts: dict) -> ModelSpec:
     return ModelSpec.from_opts(opts)
 
 
-def expected_state(spec: ModelSpec) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+def expected_state(spec: ModelSpec) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(encoder, decoder) state dicts of ``spec``'s architecture on the meta device: keys and shapes, no memory.
 
     Checking a checkpoint's keys against these costs nothing however large the spec claims to be; real weights

@@ -40,7 +40,6 @@ import logging
 import math
 import os
 import time
-from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -99,7 +98,7 @@ def coords_to_latent(a: torch.Tensor, latent_avg: torch.Tensor, u: torch.Tensor)
 
 # --- the fitted feature, restated --------------------------------------------------------------------------
 
-def encoder_input(images: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+def encoder_input(images: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     """What the runtime feeds the encoder for generated targets: ``tensor2im`` (clip, uint8) then ``preprocess``
     (Pillow-exact bilinear resize to ``hw``, [-1, 1]). [B, 3, h, w] -> [B, 3, H, W]."""
     from ..runtime import io
@@ -123,7 +122,7 @@ def _x_taps(x: torch.Tensor) -> torch.Tensor:
     return t.flatten(2).transpose(1, 2).reshape(-1, 49)
 
 
-def x_feature(x: torch.Tensor, kernel: Optional[torch.Tensor] = None) -> torch.Tensor:
+def x_feature(x: torch.Tensor, kernel: torch.Tensor | None = None) -> torch.Tensor:
     """The image half of d: the stem's x kernel (default: 4x4 block mean) at even outputs, then 4x4 means.
 
     [B, 3, 256, 256] -> [B, 768] (flattened as [3, 16, 16]).
@@ -244,7 +243,7 @@ def _write_space_to_depth(conv: nn.Conv2d, n_in: int) -> None:
 
 @torch.no_grad()
 def write_encoder(enc: ReStyleEncoder, m: torch.Tensor, b: torch.Tensor, u: torch.Tensor,
-                  x_kernel: Optional[torch.Tensor] = None) -> None:
+                  x_kernel: torch.Tensor | None = None) -> None:
     """Set ``enc`` (ResNet34, 16 px features) to ``E(x, y) = U (M d + b)`` on every style row (e4e: head 0 only).
 
     ``d = x_feature(x, x_kernel) - y_feature(y)`` flattened as [3, 16, 16]; ``m`` [768, k]; ``b`` [k];
@@ -300,7 +299,7 @@ def _check_supported(ckpt: Checkpoint) -> None:
 
 # --- the fit ------------------------------------------------------------------------------------------------
 
-def _render(syn: SynthesisGraph, w: torch.Tensor, batch: int) -> Tuple[torch.Tensor, torch.Tensor]:
+def _render(syn: SynthesisGraph, w: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
     imgs, fbs = [], []
     with torch.no_grad():
         for i in range(0, w.shape[0], batch):
@@ -323,13 +322,13 @@ def _ridge(feats: torch.Tensor, targ: torch.Tensor, lam: float, weight_pow: floa
     return m.float(), (mt - mf @ m).float()
 
 
-def fit_encoder(ckpt_in: os.PathLike, ckpt_out: Optional[os.PathLike], *, seed: int = 0, k: int = DEFAULTS["k"],
+def fit_encoder(ckpt_in: os.PathLike, ckpt_out: os.PathLike | None, *, seed: int = 0, k: int = DEFAULTS["k"],
                 psi: float = DEFAULTS["psi"], n_train: int = DEFAULTS["n_train"],
                 min_frac: float = DEFAULTS["min_frac"], ridge: float = DEFAULTS["ridge"],
                 weight_pow: float = DEFAULTS["weight_pow"], dagger_rounds: int = DEFAULTS["dagger_rounds"],
                 dagger_samples: int = DEFAULTS["dagger_samples"], dagger_steps: int = DEFAULTS["dagger_steps"],
                 n_pca: int = DEFAULTS["n_pca"], fit_kernel: bool = DEFAULTS["fit_kernel"], eval_samples: int = 0,
-                eval_iters: int = 5, eval_seed: Optional[int] = None, batch: int = 16) -> Dict:
+                eval_iters: int = 5, eval_seed: int | None = None, batch: int = 16) -> dict:
     """Fit the encoder of ``ckpt_in`` (generator frozen) so that its loop converges; write ``ckpt_out``.
 
     Args:
@@ -391,7 +390,7 @@ def fit_encoder(ckpt_in: os.PathLike, ckpt_out: Optional[os.PathLike], *, seed: 
     for r in range(dagger_rounds):
         idx = torch.randperm(n_train, generator=g)[:dagger_samples]
         a, fy = torch.zeros(len(idx), k), fy0.expand(len(idx), -1)
-        for t in range(dagger_steps):
+        for _t in range(dagger_steps):
             a = a + (fx[idx] - fy) @ m + b
             fy = y_feature(render(a)[1])
             feats.append(fx[idx] - fy)
@@ -450,7 +449,7 @@ def _save(ckpt_in, ckpt_out, enc: ReStyleEncoder, config: dict) -> None:
 # --- measuring the loop ------------------------------------------------------------------------------------
 
 @torch.no_grad()
-def sample_targets(ckpt: os.PathLike, n: int, seed: int = 1_000_003, *, batch: int = 8) -> Tuple[np.ndarray, np.ndarray]:
+def sample_targets(ckpt: os.PathLike, n: int, seed: int = 1_000_003, *, batch: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """Targets with known true latents: ``n`` latents of the fit's distribution (see :func:`loop_errors`), drawn
     with ``seed``, and the images the checkpoint's generator draws from them.
 
@@ -471,8 +470,8 @@ def sample_targets(ckpt: os.PathLike, n: int, seed: int = 1_000_003, *, batch: i
 
 
 def loop_errors(ckpt: os.PathLike, n_samples: int = 8, n_iters: int = 5, seed: int = 1_000_003, *,
-                k: Optional[int] = None, psi: Optional[float] = None, pca_seed: Optional[int] = None,
-                n_pca: Optional[int] = None, batch: int = 8) -> Dict:
+                k: int | None = None, psi: float | None = None, pca_seed: int | None = None,
+                n_pca: int | None = None, batch: int = 8) -> dict:
     """Run the ReStyle loop (PyTorch reference, export formulation) on targets drawn by the model's generator.
 
     True latents come from the fit's distribution (``opts[FIT_KEY]`` when the checkpoint has one, else the

@@ -14,15 +14,14 @@ import os
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Optional
 
 import torch
 from torch import nn
 
 from .. import fsio
 from ..spec import ENCODER_TYPES_E4E, ModelSpec
-from .nets.encoders import ReStyleEncoder
 from .graphs import SynthesisGraph
+from .nets.encoders import ReStyleEncoder
 from .nets.synthesis import Generator
 
 PSP_OPTS = dict(
@@ -131,14 +130,14 @@ def init_generator(g: Generator, gen: torch.Generator) -> None:
             p.copy_(0.1 * torch.randn(p.shape, generator=gen))
         else:
             p.copy_(torch.randn(p.shape, generator=gen) / (0.01 if name.startswith("style.") else 1.0))
-    for name, b in g.noises.named_buffers():
+    for b in g.noises.buffers():
         b.copy_(torch.randn(b.shape, generator=gen))
 
 
-def make_checkpoint(path: Optional[os.PathLike] = None, encoder_type: str = "BackboneEncoder",
+def make_checkpoint(path: os.PathLike | None = None, encoder_type: str = "BackboneEncoder",
                     dataset_type: str = "ffhq_encode", output_size: int = 64, seed: int = 0,
                     latent_avg_shape: str = "SxD", head_gain: float = 0.5, extra_keys: bool = None,
-                    device_tag: Optional[str] = None) -> dict:
+                    device_tag: str | None = None) -> dict:
     """Build a random-weight checkpoint in the official format (and save it when ``path`` is given).
 
     Args:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import os
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Dict, Iterable, Mapping, Optional, Set
 
 import numpy as np
 
@@ -36,7 +36,7 @@ FP16_MAX = 65504.0
 
 # The FP16 entries of the one tolerance table (parity.TOLERANCES, kind "ort-fp16-proxy": ORT CPU, <graph>.fp16.onnx
 # vs <graph>.onnx, one call; a proxy for TensorRT FP16). How they were measured: benchmarks/README.md.
-FP16_TOLERANCES: Dict[tuple, Tolerance] = {k: v for k, v in TOLERANCES.items() if k[1] == "fp16"}
+FP16_TOLERANCES: dict[tuple, Tolerance] = {k: v for k, v in TOLERANCES.items() if k[1] == "fp16"}
 
 
 def _onnx():
@@ -45,12 +45,12 @@ def _onnx():
     return onnx
 
 
-def _float_tensors(model) -> Dict[str, int]:
+def _float_tensors(model) -> dict[str, int]:
     """Element type of every tensor name (inputs, initializers, Constant outputs, inferred values)."""
     onnx = _onnx()
     TP = onnx.TensorProto
     g = model.graph
-    types: Dict[str, int] = {}
+    types: dict[str, int] = {}
     if model.ByteSize() < (1 << 31) - (1 << 26):
         inferred = onnx.shape_inference.infer_shapes(model).graph
         for vi in list(inferred.value_info) + list(inferred.output) + list(inferred.input):
@@ -75,7 +75,7 @@ def _float_tensors(model) -> Dict[str, int]:
     return types
 
 
-def _const_value(g, name: str) -> Optional[np.ndarray]:
+def _const_value(g, name: str) -> np.ndarray | None:
     from onnx import numpy_helper
 
     for init in g.initializer:
@@ -96,7 +96,7 @@ def _is_anchor(g, node) -> bool:
     return False
 
 
-def keep_fp32_nodes(model) -> Set[str]:
+def keep_fp32_nodes(model) -> set[str]:
     """Names of the nodes the FP16 graph computes in FP32.
 
     1. *Demodulation and what feeds it*: every ``Sqrt``, ``Reciprocal`` and ``Pow`` with a negative or fractional
@@ -116,7 +116,7 @@ def keep_fp32_nodes(model) -> Set[str]:
         for i in n.input:
             consumers[i].append(n)
     consts = {i.name for i in g.initializer} | {n.output[0] for n in g.node if n.op_type == "Constant"}
-    keep: Set[str] = set()
+    keep: set[str] = set()
 
     def closure_up(start):
         stack = [start]
@@ -166,7 +166,7 @@ def _name_nodes(g) -> None:
         seen.add(n.name)
 
 
-def convert_to_fp16(model, keep: Optional[Iterable[str]] = None):
+def convert_to_fp16(model, keep: Iterable[str] | None = None):
     """A new ModelProto computing in FP16 except the nodes in ``keep`` (default :func:`keep_fp32_nodes`).
 
     Graph inputs and outputs keep their FP32 types; Casts are inserted inside the graph.
@@ -185,11 +185,11 @@ def convert_to_fp16(model, keep: Optional[Iterable[str]] = None):
     F = TP.FLOAT
     half = {n.name for n in g.node if n.name not in keep and n.op_type != "Constant"
             and any(types.get(t) == F for t in list(n.input) + list(n.output) if t)}
-    now: Dict[str, int] = {i.name: F for i in g.input}            # tensor -> dtype it has in the new graph
+    now: dict[str, int] = {i.name: F for i in g.input}            # tensor -> dtype it has in the new graph
     inits = {i.name: i for i in g.initializer if i.data_type == F}
     const_nodes = {n.output[0]: n for n in g.node if n.op_type == "Constant" and types.get(n.output[0]) == F}
     init_uses = defaultdict(list)                                   # initializer -> [(node, index, want)]
-    casts: Dict[tuple, str] = {}
+    casts: dict[tuple, str] = {}
     out_names = {o.name for o in g.output}
     new_nodes = []
 
@@ -266,7 +266,7 @@ def export_fp16(src: os.PathLike, dst: os.PathLike) -> Path:
     return dst
 
 
-def random_feeds(spec, graph: str, batch: int = 2, seed: int = 0, latent_avg=None) -> Dict[str, np.ndarray]:
+def random_feeds(spec, graph: str, batch: int = 2, seed: int = 0, latent_avg=None) -> dict[str, np.ndarray]:
     """Inputs in the graphs' working ranges: images in [-1, 1], latents around ``latent_avg`` (if given)."""
     rng = np.random.default_rng(seed)
     ins, _ = spec.graph_io(graph)
@@ -282,7 +282,7 @@ def random_feeds(spec, graph: str, batch: int = 2, seed: int = 0, latent_avg=Non
 
 
 def proxy_parity(fp32_path: os.PathLike, fp16_path: os.PathLike,
-                 feeds: Mapping[str, np.ndarray]) -> Dict[str, Report]:
+                 feeds: Mapping[str, np.ndarray]) -> dict[str, Report]:
     """FP16 *proxy* parity: ONNX Runtime CPU runs both graphs on ``feeds``; per-output report of FP16 vs FP32."""
     import onnxruntime as ort
 
@@ -324,7 +324,7 @@ def fp16_artifacts(artifacts_dir: os.PathLike, out_dir: os.PathLike) -> Path:
 
 
 def proxy_loop_parity(artifacts_dir: os.PathLike, images: np.ndarray, n_iters: int = 5,
-                      work_dir: Optional[os.PathLike] = None) -> list:
+                      work_dir: os.PathLike | None = None) -> list:
     """FP16 *proxy* parity of the whole loop, per iteration: the ORT backend on the FP16 graphs vs on the FP32 ones.
 
     The FP16 graphs are derived into ``work_dir`` (default: a temporary directory) next to a copy of the manifest

@@ -6,8 +6,6 @@ sizes below the encoder resolution, nearest replication, as AdaptiveAvgPool2d do
 """
 from __future__ import annotations
 
-from typing import Tuple
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,13 +15,13 @@ from .nets.encoders import BatchedHeads, ReStyleEncoder
 from .nets.synthesis import ExportSynthesis, Generator
 
 
-def crop_rows(spec: ModelSpec) -> Tuple[int, int]:
+def crop_rows(spec: ModelSpec) -> tuple[int, int]:
     """Rows of the generator output kept as the image: all, or the cars band R/8 : 7R/8 (64:448 at 512)."""
     r = spec.output_size
     return (r // 8, r - r // 8) if spec.is_cars else (0, r)
 
 
-def pool_to(x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+def pool_to(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     """AdaptiveAvgPool2d(hw) for integer ratios, as explicit ops: box mean when shrinking, repeat when growing."""
     h, w = x.shape[2], x.shape[3]
     th, tw = hw

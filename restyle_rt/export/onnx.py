@@ -14,14 +14,23 @@ import platform
 import time
 import warnings
 from pathlib import Path
-from typing import Dict, Optional
 
 import numpy as np
 import torch
 
 from .. import __version__
-from ..artifacts import (AVG_FEEDBACK, FORMAT, FORMAT_VERSION, LATENT_AVG, check_replaceable, graph_file,
-                         seed_records, sha256_file, staging_dir, write_manifest)
+from ..artifacts import (
+    AVG_FEEDBACK,
+    FORMAT,
+    FORMAT_VERSION,
+    LATENT_AVG,
+    check_replaceable,
+    graph_file,
+    seed_records,
+    sha256_file,
+    staging_dir,
+    write_manifest,
+)
 from ..errors import ParityError
 from ..parity import check
 from ..progress import bar as progress_bar
@@ -46,7 +55,7 @@ def _trace(module: torch.nn.Module, args: tuple, path: Path, graph: str, spec, o
                           dynamic_axes=dyn, autograd_inlining=not custom_nodes)
 
 
-def _clean(path: Path, spec, graph: str, metadata: Dict[str, str]) -> None:
+def _clean(path: Path, spec, graph: str, metadata: dict[str, str]) -> None:
     """Constant-fold / simplify with onnxslim when it is installed, stamp metadata, and run onnx.checker."""
     import onnx
 
@@ -199,7 +208,7 @@ def _export(checkpoint, out_dir, opset, max_batch, overwrite, bar, t0, plugin_va
     return Path(out_dir)
 
 
-def tool_versions() -> Dict[str, Optional[str]]:
+def tool_versions() -> dict[str, str | None]:
     """What made the graphs, for the manifest: onnxslim rewrites them (None: not installed, so not slimmed)."""
     import onnx
     import onnxruntime

@@ -6,7 +6,6 @@ cropped), then per step w = w + E(cat(x, y)); img = G(w) (cars: crop); y = Adapt
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List
 
 import torch
 
@@ -25,7 +24,7 @@ class TorchModels:
     synthesis_official: SynthesisGraph  # grouped conv + upfirdn2d
 
     @classmethod
-    def from_checkpoint(cls, ckpt: Checkpoint) -> "TorchModels":
+    def from_checkpoint(cls, ckpt: Checkpoint) -> TorchModels:
         enc, gen = ckpt.build()
         return cls(ckpt, EncoderGraph(enc).eval(), SynthesisGraph(gen, ckpt.spec).eval(),
                    EncoderGraph(enc, official=True).eval(), SynthesisGraph(gen, ckpt.spec, official=True).eval())
@@ -44,7 +43,7 @@ class Step:
 
 
 @torch.no_grad()
-def reference_loop(models: TorchModels, images: torch.Tensor, n_iters: int, official: bool = True) -> List[Step]:
+def reference_loop(models: TorchModels, images: torch.Tensor, n_iters: int, official: bool = True) -> list[Step]:
     """Run the residual loop in torch; returns every step's latent, image and feedback."""
     enc = models.encoder_official if official else models.encoder
     syn = models.synthesis_official if official else models.synthesis

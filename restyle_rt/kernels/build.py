@@ -16,8 +16,8 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 from ..errors import BuildError
 
@@ -40,7 +40,7 @@ def cache_dir() -> Path:
     return cache_root() / "kernels"
 
 
-def find_nvcc() -> Optional[str]:
+def find_nvcc() -> str | None:
     """Path of nvcc: ``$CUDA_HOME/bin/nvcc``, then PATH, then /usr/local/cuda/bin/nvcc; None if absent."""
     cands = []
     for env in ("CUDA_HOME", "CUDA_PATH"):
@@ -86,7 +86,7 @@ def source_hash(archs: Sequence[str], extra: Sequence[str] = (), nvcc: str = "")
     return h.hexdigest()[:16]
 
 
-def run_nvcc(args: Sequence[str], nvcc: Optional[str] = None, timeout: float = 600.0) -> str:
+def run_nvcc(args: Sequence[str], nvcc: str | None = None, timeout: float = 600.0) -> str:
     """Run nvcc with ``args``; returns its combined output; BuildError (with that output) on failure."""
     nvcc = nvcc or find_nvcc()
     if nvcc is None:
@@ -104,7 +104,7 @@ def run_nvcc(args: Sequence[str], nvcc: Optional[str] = None, timeout: float = 6
 
 
 def build_library(
-    archs: Optional[Sequence[str]] = None, force: bool = False, extra_flags: Sequence[str] = ()
+    archs: Sequence[str] | None = None, force: bool = False, extra_flags: Sequence[str] = ()
 ) -> Path:
     """Compile ``libmodconv_kernels.so`` into the cache (no-op when the hashed build exists).
 
@@ -150,7 +150,7 @@ def build_library(
 _LIB = None
 
 
-def load_library(path: Optional[os.PathLike] = None, archs: Optional[Sequence[str]] = None) -> ctypes.CDLL:
+def load_library(path: os.PathLike | None = None, archs: Sequence[str] | None = None) -> ctypes.CDLL:
     """Open the kernel library (building it if needed) and declare its C ABI. Cached per process.
 
     Args:
@@ -206,7 +206,7 @@ class ModconvParams(ctypes.Structure):
     ]
 
 
-def plugin_library_path(search: Sequence[os.PathLike] = ()) -> Optional[Path]:
+def plugin_library_path(search: Sequence[os.PathLike] = ()) -> Path | None:
     """Path of a built ``librestyle_modconv_plugin.so`` for the TensorRT runtime to load, or None.
 
     Looks in ``search``, then ``$RESTYLE_RT_PLUGIN`` (a file or directory), then the CMake build dir

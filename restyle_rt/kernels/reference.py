@@ -19,7 +19,6 @@ underflows in FP16).
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import numpy as np
 
@@ -246,8 +245,8 @@ def styled_conv_np(
     x: np.ndarray,
     s: np.ndarray,
     weight: np.ndarray,
-    bias: Optional[np.ndarray],
-    noise: Optional[np.ndarray],
+    bias: np.ndarray | None,
+    noise: np.ndarray | None,
     demodulate: bool = True,
     upsample: bool = False,
     activate: bool = True,

@@ -9,7 +9,7 @@ every call allocates, copies and synchronises.
 from __future__ import annotations
 
 import ctypes
-from typing import List, NamedTuple, Optional, Tuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -52,7 +52,7 @@ def available() -> Availability:
     return Availability(True, f"{count} CUDA device(s)")
 
 
-def device_compute_capability(device: int = 0) -> Optional[Tuple[int, int]]:
+def device_compute_capability(device: int = 0) -> tuple[int, int] | None:
     """(major, minor) of ``device``, or None without a usable CUDA device."""
     if not available():
         return None
@@ -80,7 +80,7 @@ class _DeviceBuffers:
 
     def __init__(self):
         self.cudart = _cudart()
-        self.ptrs: List[int] = []
+        self.ptrs: list[int] = []
 
     def alloc(self, nbytes: int) -> int:
         ptr = int(_check(self.cudart.cudaMalloc(max(int(nbytes), 1)), "cudaMalloc"))
@@ -126,12 +126,12 @@ def modulated_conv(
     x: np.ndarray,
     s: np.ndarray,
     weight: np.ndarray,
-    bias: Optional[np.ndarray],
-    noise: Optional[np.ndarray],
+    bias: np.ndarray | None,
+    noise: np.ndarray | None,
     demodulate: bool = True,
     upsample: bool = False,
     activate: bool = True,
-    lib: Optional[ctypes.CDLL] = None,
+    lib: ctypes.CDLL | None = None,
 ) -> np.ndarray:
     """Run one fused layer on the GPU (math: ``reference.styled_conv``).
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -28,7 +28,7 @@ from .loop import check_iters, concat_results, run_in_chunks, synthesize_all
 
 log = logging.getLogger("restyle_rt")
 
-ImageLike = Union[str, os.PathLike, np.ndarray]
+ImageLike = str | os.PathLike | np.ndarray
 
 
 class Inverter:
@@ -53,7 +53,7 @@ class Inverter:
 
     @classmethod
     def load(cls, artifacts_dir: os.PathLike, backend: str = "auto", verify: bool = True,
-             probe_batch: Optional[int] = None, **opts) -> "Inverter":
+             probe_batch: int | None = None, **opts) -> Inverter:
         """Open an artifacts directory and start a backend on it.
 
         Args:
@@ -92,7 +92,7 @@ class Inverter:
         """The batch profile; :meth:`invert` splits larger batches into chunks of ``profile.max``."""
         return self.artifacts.profile
 
-    def preprocess(self, images: Union[ImageLike, Sequence[ImageLike]]) -> np.ndarray:
+    def preprocess(self, images: ImageLike | Sequence[ImageLike]) -> np.ndarray:
         """Turn paths, uint8 RGB arrays or a preprocessed batch into the encoder's input.
 
         Args:
@@ -128,10 +128,10 @@ class Inverter:
 
     def invert(
         self,
-        images: Union[ImageLike, Sequence[ImageLike]],
+        images: ImageLike | Sequence[ImageLike],
         n_iters: int = 5,
         return_steps: bool = False,
-        early_exit: Optional[float] = None,
+        early_exit: float | None = None,
     ) -> LoopResult:
         """Invert images with ``n_iters`` ReStyle steps (one call at a time per Inverter: see the class).
 
@@ -161,7 +161,7 @@ class Inverter:
                         bad.tolist())
         return res
 
-    def synthesize(self, latents: np.ndarray, progress: Optional[Callable[[int], object]] = None) -> np.ndarray:
+    def synthesize(self, latents: np.ndarray, progress: Callable[[int], object] | None = None) -> np.ndarray:
         """Images = G(latents) through the backend, in chunks of ``profile.max`` (a short tail padded up to
         ``profile.min``); a copy the backend does not reuse.
 
@@ -180,16 +180,16 @@ class Inverter:
 
     def invert_files(
         self,
-        paths: Sequence[Union[str, os.PathLike]],
+        paths: Sequence[str | os.PathLike],
         n_iters: int = 5,
-        batch: Optional[int] = None,
-        workers: Optional[int] = None,
+        batch: int | None = None,
+        workers: int | None = None,
         return_steps: bool = False,
-        early_exit: Optional[float] = None,
+        early_exit: float | None = None,
         skip_errors: bool = False,
         jpeg_draft: bool = False,
         prefetch: int = pipeline.DEFAULT_DEPTH,
-    ) -> Iterator[Tuple[List[Path], LoopResult]]:
+    ) -> Iterator[tuple[list[Path], LoopResult]]:
         """Invert image files batch by batch, reading and preprocessing the next batches on threads meanwhile.
 
         Yields one ``(paths, result)`` per batch, in input order, as soon as the batch is inverted: the results
@@ -228,7 +228,7 @@ class Inverter:
         return self._invert_batches(pre, n_iters, return_steps, early_exit, skip_errors)
 
     def _invert_batches(self, pre: pipeline.Prefetcher, n_iters: int, return_steps: bool,
-                        early_exit: Optional[float], skip_errors: bool) -> Iterator[Tuple[List[Path], LoopResult]]:
+                        early_exit: float | None, skip_errors: bool) -> Iterator[tuple[list[Path], LoopResult]]:
         with pre:
             for b in pre:
                 for _, e in b.errors:
@@ -249,7 +249,7 @@ class Inverter:
             raise ClosedError("this Inverter was closed (close() or the end of its `with` block); load a new one "
                               "with Inverter.load(...)")
 
-    def __enter__(self) -> "Inverter":
+    def __enter__(self) -> Inverter:
         return self
 
     def __exit__(self, *exc) -> bool:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import abc
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, FrozenSet, List, Optional, Sequence, Tuple
+from typing import ClassVar
 
 import numpy as np
 
@@ -37,10 +38,10 @@ class LoopResult:
     latents: np.ndarray
     images: np.ndarray
     steps_used: np.ndarray
-    step_latents: List[np.ndarray] = field(default_factory=list)
-    step_images: List[np.ndarray] = field(default_factory=list)
+    step_latents: list[np.ndarray] = field(default_factory=list)
+    step_images: list[np.ndarray] = field(default_factory=list)
     stages: dict = field(default_factory=dict)
-    feedback: Optional[np.ndarray] = None
+    feedback: np.ndarray | None = None
 
     def to_uint8(self) -> np.ndarray:
         """The final images as [B, h, w, 3] uint8 RGB, by the official ``tensor2im`` (clip to [-1, 1], x255,
@@ -50,7 +51,7 @@ class LoopResult:
         return np.stack([to_uint8(im) for im in self.images]) if len(self.images) else \
             np.zeros((0, *self.images.shape[2:], 3), np.uint8)
 
-    def save(self, directory: os.PathLike, names: Optional[Sequence[str]] = None) -> List[Path]:
+    def save(self, directory: os.PathLike, names: Sequence[str] | None = None) -> list[Path]:
         """Write ``DIR/NAME.png`` per image (:meth:`to_uint8`) and ``DIR/latents.npy`` ([B, S, 512] float32; with
         steps also ``DIR/step_latents.npy`` [B, T, S, 512]). Each file appears complete or not at all
         (:mod:`restyle_rt.fsio`).
@@ -109,8 +110,8 @@ class Backend(abc.ABC):
     name: ClassVar[str] = ""
     extra: ClassVar[str] = ""
     library: ClassVar[str] = ""
-    precisions: ClassVar[Tuple[str, ...]] = ("fp32",)
-    options: ClassVar[FrozenSet[str]] = frozenset()
+    precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+    options: ClassVar[frozenset[str]] = frozenset()
     probed_by_auto: ClassVar[bool] = False
     device_resident: ClassVar[bool] = False
 
@@ -120,7 +121,7 @@ class Backend(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def available(cls) -> Tuple[bool, str]:
+    def available(cls) -> tuple[bool, str]:
         """(True, "") when this backend can run here, else (False, reason with the fix)."""
 
     @abc.abstractmethod
@@ -128,17 +129,17 @@ class Backend(abc.ABC):
         """latent_next [B,S,512] = latent + E(concat(image, feedback)); inputs [B,3,H,W], [B,3,H,W], [B,S,512]."""
 
     @abc.abstractmethod
-    def synthesize(self, latent: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    def synthesize(self, latent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(image [B,3,h,w], feedback [B,3,H,W]) = G(latent)."""
 
     def run_loop(self, images: np.ndarray, n_iters: int, return_steps: bool = False,
-                 early_exit: Optional[float] = None) -> LoopResult:
+                 early_exit: float | None = None) -> LoopResult:
         """N residual steps from (latent_avg, avg_feedback). Default: the generic host loop."""
         from .loop import host_loop
 
         return host_loop(self, images, n_iters, return_steps=return_steps, early_exit=early_exit)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a hook: backends with nothing to release keep this no-op
         """Release sessions, engines and buffers. Idempotent."""
 
     def __enter__(self):

@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -135,7 +135,7 @@ def runtime_major() -> int:
     return int(check(cudart().cudaRuntimeGetVersion(), "cudaRuntimeGetVersion")) // 1000
 
 
-def compute_capability(device: int = 0) -> Tuple[int, int]:
+def compute_capability(device: int = 0) -> tuple[int, int]:
     """(major, minor) of ``device``."""
     rt = cudart()
     a = rt.cudaDeviceAttr
@@ -241,7 +241,7 @@ class Event:
     def record(self, stream: Stream) -> None:
         check(cudart().cudaEventRecord(self._e, stream.raw), "cudaEventRecord")
 
-    def elapsed_ms(self, start: "Event") -> float:
+    def elapsed_ms(self, start: Event) -> float:
         check(cudart().cudaEventSynchronize(self._e), "cudaEventSynchronize")
         return float(check(cudart().cudaEventElapsedTime(start._e, self._e), "cudaEventElapsedTime"))
 
@@ -262,7 +262,7 @@ class CudaGraph:
         self._exec = None
 
     @contextlib.contextmanager
-    def capture(self, stream: Stream) -> Iterator["CudaGraph"]:
+    def capture(self, stream: Stream) -> Iterator[CudaGraph]:
         """Capture the work the block enqueues on ``stream``; the graph is instantiated when the block exits.
 
         On failure (an error in the block, or a capture CUDA invalidated) the capture is always ended, so the
@@ -322,7 +322,7 @@ def _destroy_graph(rt, graph) -> None:
         log.debug("%s (after an earlier error)", e)
 
 
-def close_all(*things: Optional[object]) -> None:
+def close_all(*things: object | None) -> None:
     """close() each non-None object, in order."""
     for t in things:
         if t is not None:

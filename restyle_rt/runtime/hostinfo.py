@@ -8,11 +8,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import platform
-from typing import Dict, FrozenSet
 
 
-@functools.lru_cache(maxsize=None)
-def _cpuinfo() -> Dict[str, str]:
+@functools.cache
+def _cpuinfo() -> dict[str, str]:
     try:
         with open("/proc/cpuinfo") as f:
             first = f.read().split("\n\n")[0]
@@ -28,7 +27,7 @@ def cpu_model() -> str:
     return info.get("model name") or info.get("CPU part") or platform.processor() or platform.machine()
 
 
-def cpu_flags() -> FrozenSet[str]:
+def cpu_flags() -> frozenset[str]:
     """The CPU's feature flags (``/proc/cpuinfo`` ``flags`` on x86, ``Features`` on ARM); empty elsewhere."""
     info = _cpuinfo()
     return frozenset((info.get("flags") or info.get("Features") or "").split())

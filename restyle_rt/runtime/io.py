@@ -18,8 +18,9 @@ import io as _io
 import os
 import threading
 import warnings
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -46,7 +47,7 @@ _OPENING = threading.Lock()
 # --- listing ------------------------------------------------------------------------------------------------
 
 
-def list_images(inputs: Iterable[os.PathLike]) -> List[Path]:
+def list_images(inputs: Iterable[os.PathLike]) -> list[Path]:
     """Expand files and directories into the list of images to invert.
 
     Directories are walked recursively and filtered by :data:`IMAGE_EXTENSIONS` (case-insensitive), sorted by
@@ -61,7 +62,7 @@ def list_images(inputs: Iterable[os.PathLike]) -> List[Path]:
     Raises:
         InputError: a path does not exist, or nothing was found.
     """
-    out: List[Path] = []
+    out: list[Path] = []
     for p in map(Path, inputs):
         if p.is_dir():
             found = [f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()]
@@ -80,7 +81,7 @@ def list_images(inputs: Iterable[os.PathLike]) -> List[Path]:
     return out
 
 
-def output_names(paths: Sequence[Path], roots: Sequence[os.PathLike]) -> List[str]:
+def output_names(paths: Sequence[Path], roots: Sequence[os.PathLike]) -> list[str]:
     """Unique, extension-less relative names for the outputs of ``paths`` (posix separators).
 
     A file under one of the ``roots`` directories keeps its sub-path (``a/b/img``); other files use their
@@ -122,7 +123,7 @@ def read_image(path: os.PathLike) -> np.ndarray:
     return np.array(_load(path), dtype=np.uint8)  # a writable copy
 
 
-def preprocess_file(path: os.PathLike, hw: Tuple[int, int], jpeg_draft: bool = False) -> np.ndarray:
+def preprocess_file(path: os.PathLike, hw: tuple[int, int], jpeg_draft: bool = False) -> np.ndarray:
     """``preprocess(read_image(path), hw)``, without turning the full-size image into an array and back.
 
     Thread-safe (Pillow releases the GIL while it decodes and resizes): :mod:`restyle_rt.runtime.pipeline` calls
@@ -149,7 +150,7 @@ def preprocess_file(path: os.PathLike, hw: Tuple[int, int], jpeg_draft: bool = F
     return _normalise(_resize_pil(_load(path, draft), hw))
 
 
-def _load(path: os.PathLike, draft: Optional[Tuple[int, int]] = None) -> "Image.Image":
+def _load(path: os.PathLike, draft: tuple[int, int] | None = None) -> Image.Image:
     """:func:`read_image`'s checks and decode, returning the loaded RGB Pillow image (``draft``: see
     :func:`_decode`)."""
     if isinstance(path, bytes):
@@ -171,7 +172,7 @@ def _load(path: os.PathLike, draft: Optional[Tuple[int, int]] = None) -> "Image.
 
 
 @contextlib.contextmanager
-def _open(src, name: str, limit: int = 0) -> Iterator["Image.Image"]:
+def _open(src, name: str, limit: int = 0) -> Iterator[Image.Image]:
     """Pillow's lazy ``Image.open`` with our size limit instead of Pillow's (checked from the header).
 
     Raises:
@@ -237,7 +238,7 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
     return np.array(im, dtype=np.uint8)  # a writable copy
 
 
-def _decode(src, name: str, draft: Optional[Tuple[int, int]] = None) -> Optional["Image.Image"]:
+def _decode(src, name: str, draft: tuple[int, int] | None = None) -> Image.Image | None:
     """Decode with Pillow to a loaded RGB image; None for data Pillow cannot read.
 
     ``draft`` (w, h): a JPEG is decoded at the smallest 1/2, 1/4, 1/8 scale still at least that size
@@ -271,7 +272,7 @@ def _decode(src, name: str, draft: Optional[Tuple[int, int]] = None) -> Optional
         return None
 
 
-def _draft_scale(im: "Image.Image", need: Optional[Tuple[int, int]]) -> int:
+def _draft_scale(im: Image.Image, need: tuple[int, int] | None) -> int:
     """The JPEG DCT scale (8, 4, 2; 1 = none) for Pillow's ``Image.draft``: the largest that leaves both sides at
     least ``need`` and divides both exactly. (A side that does not divide gets a partly padded last row or column
     that the resize would then stretch over: up to 18 levels off on a 1200 x 900 test image at 1/8, against 4 when
@@ -305,13 +306,13 @@ def _to_uint8(a: np.ndarray) -> np.ndarray:
 # --- resize and normalise -----------------------------------------------------------------------------------
 
 
-def _pil(img: np.ndarray) -> "Image.Image":
+def _pil(img: np.ndarray) -> Image.Image:
     from PIL import Image
 
     return Image.fromarray(np.ascontiguousarray(img))
 
 
-def resize_bilinear(img: np.ndarray, hw: Tuple[int, int]) -> np.ndarray:
+def resize_bilinear(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     """Pillow's ``Image.resize((W, H), BILINEAR)`` (the official ``transforms.Resize``) of an [h, w, 3] uint8 image.
 
     The aspect ratio is not kept; the result is [H, W, 3] uint8.
@@ -321,14 +322,14 @@ def resize_bilinear(img: np.ndarray, hw: Tuple[int, int]) -> np.ndarray:
     return _resize_pil(_pil(img), hw)
 
 
-def _resize_pil(im: "Image.Image", hw: Tuple[int, int]) -> np.ndarray:
+def _resize_pil(im: Image.Image, hw: tuple[int, int]) -> np.ndarray:
     from PIL import Image
 
     h, w = int(hw[0]), int(hw[1])
     return np.asarray(im if im.size == (w, h) else im.resize((w, h), Image.BILINEAR))  # [H, W, 3] uint8
 
 
-def preprocess(img: np.ndarray, hw: Tuple[int, int]) -> np.ndarray:
+def preprocess(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     """Official ``Resize(hw)`` + ``ToTensor`` + ``Normalize(0.5, 0.5)``.
 
     Args:
@@ -358,7 +359,7 @@ def to_uint8(img: np.ndarray) -> np.ndarray:
     return (np.clip(v, 0.0, 1.0) * np.float32(255.0)).astype(np.uint8)
 
 
-def resize_for_display(img: np.ndarray, hw: Tuple[int, int]) -> np.ndarray:
+def resize_for_display(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     """Pillow's bicubic resize of an [h, w, 3] uint8 image for strips (the official coupled output's
     ``Image.resize(..., Image.BICUBIC)``)."""
     from PIL import Image

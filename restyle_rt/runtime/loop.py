@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, List, Optional, Tuple, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 
@@ -74,7 +75,7 @@ def pad_to(x: np.ndarray, rows: int) -> np.ndarray:
 
 
 def run_in_chunks(profile: BatchProfile, x: np.ndarray, fn: Callable[[np.ndarray], T],
-                  progress: Optional[Callable[[int], object]] = None) -> List[T]:
+                  progress: Callable[[int], object] | None = None) -> list[T]:
     """Run ``fn`` on ``x`` [N, ...] chunk by chunk, within the batch profile: the one batching rule of the runtime.
 
     Chunks are consecutive rows, in order, of ``profile.max`` rows each but the last; a chunk shorter than
@@ -91,7 +92,7 @@ def run_in_chunks(profile: BatchProfile, x: np.ndarray, fn: Callable[[np.ndarray
     Returns:
         One result per chunk, each with the chunk's real rows only (:func:`concat_results` joins LoopResults).
     """
-    out: List[T] = []
+    out: list[T] = []
     for start, stop in profile_chunks(profile, len(x)):
         chunk = pad_to(x[start:stop], profile.min)
         r = fn(chunk)
@@ -181,8 +182,8 @@ def host_loop(
     images: np.ndarray,
     n_iters: int,
     return_steps: bool = False,
-    early_exit: Optional[float] = None,
-    start: Optional[Tuple[np.ndarray, np.ndarray]] = None,
+    early_exit: float | None = None,
+    start: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> LoopResult:
     """Run the residual loop with host (NumPy) buffers on any backend.
 
@@ -239,7 +240,7 @@ def host_loop(
     return res
 
 
-def check_start(start, spec, b: int) -> Tuple[np.ndarray, np.ndarray]:
+def check_start(start, spec, b: int) -> tuple[np.ndarray, np.ndarray]:
     """Validate a warm-start state ``(latents, feedback)``: float32, finite, [B or 1, S, 512] and [B or 1, 3, H, W].
 
     Raises:
@@ -265,7 +266,7 @@ def check_start(start, spec, b: int) -> Tuple[np.ndarray, np.ndarray]:
 class _Active:
     """The images still iterating: their indices into the batch and compact working buffers."""
 
-    def __init__(self, x, lat, fb, img, compact: bool, idx: Optional[np.ndarray] = None):
+    def __init__(self, x, lat, fb, img, compact: bool, idx: np.ndarray | None = None):
         self.x, self.lat, self.fb, self.img, self.compact = x, lat, fb, img, compact  # [A, ...] each
         self.idx = np.arange(x.shape[0]) if idx is None else idx  # [A]
         self.prev = np.empty_like(lat)  # [A, S, 512], w_{t-1} for the update size
@@ -274,7 +275,7 @@ class _Active:
     def size(self) -> int:
         return int(self.idx.shape[0])
 
-    def keep(self, mask: np.ndarray) -> "_Active":
+    def keep(self, mask: np.ndarray) -> _Active:
         """A new, smaller active set (copies once per shrink, so finished images cost nothing afterwards)."""
         return _Active(
             np.ascontiguousarray(self.x[mask]),
@@ -306,7 +307,7 @@ def _step(backend: Backend, st: _Active, stages: dict) -> np.ndarray:
     return delta
 
 
-def concat_results(parts: List[LoopResult]) -> LoopResult:
+def concat_results(parts: list[LoopResult]) -> LoopResult:
     """Join the LoopResults of consecutive batch chunks along the batch axis (stage times are summed)."""
     if len(parts) == 1:
         return parts[0]

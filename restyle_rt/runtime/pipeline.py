@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import collections
 import os
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Deque, Generic, Iterator, List, Optional, Sequence, Tuple, TypeVar
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -55,9 +56,9 @@ class Batch(Generic[T]):
         size: how many inputs the batch covered (loaded + failed).
     """
 
-    items: List[T]
-    x: Optional[np.ndarray]
-    errors: List[Tuple[T, InputError]] = field(default_factory=list)
+    items: list[T]
+    x: np.ndarray | None
+    errors: list[tuple[T, InputError]] = field(default_factory=list)
     size: int = 0
 
 
@@ -81,15 +82,15 @@ class Prefetcher(Generic[T]):
     """
 
     def __init__(self, items: Sequence[T], load: Callable[[T], np.ndarray], batch: int,
-                 workers: Optional[int] = None, depth: int = DEFAULT_DEPTH):
+                 workers: int | None = None, depth: int = DEFAULT_DEPTH):
         workers = default_workers() if workers is None else workers
         for what, v, low in (("batch", batch, 1), ("workers", workers, 0), ("depth", depth, 1)):
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < low:
                 raise InputError(f"{what} must be an integer >= {low}, got {v!r}")
         self.items, self.load = list(items), load
         self.batch, self.workers, self.depth = int(batch), int(workers), int(depth)
-        self._pool: Optional[ThreadPoolExecutor] = None
-        self._pending: Deque[List[Tuple[T, Future]]] = collections.deque()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: collections.deque[list[tuple[T, Future]]] = collections.deque()
         self._closed = self._started = False
 
     def __iter__(self) -> Iterator[Batch[T]]:
@@ -98,7 +99,7 @@ class Prefetcher(Generic[T]):
         self._started = True
         return self._serial() if self.workers == 0 else self._threaded()
 
-    def _chunks(self) -> List[List[T]]:
+    def _chunks(self) -> list[list[T]]:
         return [self.items[i : i + self.batch] for i in range(0, len(self.items), self.batch)]
 
     def _serial(self) -> Iterator[Batch[T]]:
@@ -128,7 +129,7 @@ class Prefetcher(Generic[T]):
         finally:
             self.close()
 
-    def _submit(self, chunk: List[T]) -> None:
+    def _submit(self, chunk: list[T]) -> None:
         assert self._pool is not None
         self._pending.append([(it, self._pool.submit(_call, self.load, it)) for it in chunk])
 
@@ -143,7 +144,7 @@ class Prefetcher(Generic[T]):
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def __enter__(self) -> "Prefetcher[T]":
+    def __enter__(self) -> Prefetcher[T]:
         return self
 
     def __exit__(self, *exc) -> bool:
@@ -168,7 +169,7 @@ def _call(load: Callable, item):
         return _Failed(e)
 
 
-def _collect(results: List[Tuple[T, object]]) -> Batch[T]:
+def _collect(results: list[tuple[T, object]]) -> Batch[T]:
     items, arrays, errors = [], [], []
     for it, r in results:
         if isinstance(r, _Failed):

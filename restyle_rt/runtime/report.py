@@ -12,8 +12,8 @@ import dataclasses
 import datetime
 import html
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
 from urllib.parse import quote
 
 from .. import fsio
@@ -60,11 +60,11 @@ class RunReport:
         strip: the run writes ``strips/NAME.png`` (linked).
     """
 
-    def __init__(self, out: os.PathLike, settings: Dict[str, object], save_steps: bool, strip: bool):
+    def __init__(self, out: os.PathLike, settings: dict[str, object], save_steps: bool, strip: bool):
         self.out = Path(out)
         self.settings = dict(settings)
         self.save_steps, self.strip = save_steps, strip
-        self.entries: List[Entry] = []
+        self.entries: list[Entry] = []
 
     def add_batch(self, names: Sequence[str], paths: Sequence[os.PathLike], steps_used: Sequence[int],
                   n_steps: int, seconds: float, failed: Sequence[str] = ()) -> None:
@@ -97,7 +97,7 @@ def _figure(target: Path, base: Path, caption: str, cls: str = "") -> str:
             f"<figcaption>{cap}</figcaption></figure>")
 
 
-def render(report: RunReport, backend: str, total_seconds: float, now: Optional[datetime.datetime] = None) -> str:
+def render(report: RunReport, backend: str, total_seconds: float, now: datetime.datetime | None = None) -> str:
     """The HTML page of a run (pure: no files touched)."""
     out = report.out
     now = now or datetime.datetime.now().astimezone()

@@ -23,7 +23,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Optional, Tuple
+from typing import Any
 
 from ..errors import BackendUnavailable
 
@@ -34,7 +34,7 @@ _MODULES = {TENSORRT: ("tensorrt",), TENSORRT_RTX: ("tensorrt_rtx", "tensorrt_rt
 ENV = "RESTYLE_RT_TRT"
 
 
-def _version_tuple(v: str) -> Tuple[int, ...]:
+def _version_tuple(v: str) -> tuple[int, ...]:
     out = []
     for part in v.split(".")[:3]:
         digits = re.match(r"\d*", part).group()  # leading digits: "0b1" -> 0
@@ -61,7 +61,7 @@ class TrtInfo:
         return self.flavour == TENSORRT_RTX
 
     @property
-    def version_tuple(self) -> Tuple[int, ...]:
+    def version_tuple(self) -> tuple[int, ...]:
         return _version_tuple(self.version)
 
     @property
@@ -129,7 +129,7 @@ _CUDA_DISTS = {"tensorrt": ("tensorrt_cu{}_bindings", "tensorrt_cu{}_libs", "ten
                "tensorrt_rtx_bindings": ("tensorrt_rtx_cu{}_bindings",)}
 
 
-def trt_cuda_major(info: TrtInfo) -> Optional[int]:
+def trt_cuda_major(info: TrtInfo) -> int | None:
     """CUDA major the TensorRT wheel was built for (``tensorrt-cu12``, ``tensorrt_rtx_cu13_bindings``: 12, 13).
 
     Read from which per-CUDA distribution is installed; None when none is (JetPack's apt packages, source builds).
@@ -137,8 +137,8 @@ def trt_cuda_major(info: TrtInfo) -> Optional[int]:
     return _dist_cuda_major(getattr(info.module, "__name__", "").split(".")[0])
 
 
-@functools.lru_cache(maxsize=None)
-def _dist_cuda_major(top: str) -> Optional[int]:
+@functools.cache
+def _dist_cuda_major(top: str) -> int | None:
     import importlib.metadata as md
 
     for major in (13, 12, 11, 14):
@@ -163,7 +163,7 @@ def _import(flavour: str) -> TrtInfo:
     raise ImportError("; ".join(errors))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_trt(flavour: str = "") -> TrtInfo:
     """Import TensorRT (``flavour`` or ``$RESTYLE_RT_TRT``, else the first that imports).
 

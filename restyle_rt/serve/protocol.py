@@ -36,8 +36,8 @@ from __future__ import annotations
 
 import io as _stdio
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -60,7 +60,7 @@ JPEG_QUALITY = 95
 PNG_COMPRESSION = 1  # zlib level: ~3x faster than Pillow's default 6, a little larger
 
 
-def io_table(spec) -> Tuple[List[tuple], List[tuple]]:
+def io_table(spec) -> tuple[list[tuple], list[tuple]]:
     """(inputs, outputs) as ``(name, numpy dtype, dims without batch, optional)`` rows for a model spec.
 
     Args:
@@ -89,7 +89,7 @@ def io_table(spec) -> Tuple[List[tuple], List[tuple]]:
     return inputs, outputs
 
 
-def preferred_batch_sizes(profile) -> List[int]:
+def preferred_batch_sizes(profile) -> list[int]:
     """The dynamic batcher's preferred sizes: the profile's opt and max, without 1 (a preferred size of 1 would
     let the batcher dispatch single requests while others wait) unless the profile allows nothing else."""
     sizes = sorted({profile.opt, profile.max})
@@ -106,7 +106,7 @@ class Parsed:
 
     x: np.ndarray  # [b, 3, H, W] float32
     iters: int
-    early_exit: Optional[float]
+    early_exit: float | None
     return_steps: bool
     image_format: str = "raw"
 
@@ -221,7 +221,7 @@ def _images(frames: np.ndarray, fmt: str) -> np.ndarray:
     return out
 
 
-def format_outputs(res, lo: int, hi: int, return_steps: bool, image_format: str = "raw") -> Dict[str, np.ndarray]:
+def format_outputs(res, lo: int, hi: int, return_steps: bool, image_format: str = "raw") -> dict[str, np.ndarray]:
     """The output tensors of rows ``lo:hi`` of a :class:`~restyle_rt.runtime.backend.LoopResult`."""
     out = {
         OUT_LATENTS: np.ascontiguousarray(res.latents[lo:hi], dtype=np.float32),  # [b, S, 512]
@@ -239,11 +239,11 @@ def format_outputs(res, lo: int, hi: int, return_steps: bool, image_format: str 
     return out
 
 
-Result = Union[Dict[str, np.ndarray], RequestError]
+Result = dict[str, np.ndarray] | RequestError
 
 
 def run_requests(invert, requests: Sequence[Mapping[str, np.ndarray]], input_hw,
-                 max_iters: int = DEFAULT_MAX_ITERS, default_format: str = "raw") -> List[Result]:
+                 max_iters: int = DEFAULT_MAX_ITERS, default_format: str = "raw") -> list[Result]:
     """Serve one execution's requests: parse each, run the loop once per group of equal loop arguments.
 
     Args:
@@ -257,8 +257,8 @@ def run_requests(invert, requests: Sequence[Mapping[str, np.ndarray]], input_hw,
     Returns:
         One entry per request, in order: its output tensors, or the :class:`RequestError` that rejected it.
     """
-    results: List[Optional[Result]] = [None] * len(requests)
-    groups: Dict[tuple, List[Tuple[int, Parsed]]] = {}
+    results: list[Result | None] = [None] * len(requests)
+    groups: dict[tuple, list[tuple[int, Parsed]]] = {}
     for i, req in enumerate(requests):
         try:
             p = parse_request(req, input_hw, max_iters, default_format)

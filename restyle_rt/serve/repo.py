@@ -29,7 +29,6 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import List, Optional
 
 import numpy as np
 
@@ -53,7 +52,7 @@ class RepoConfig:
     graphs: str = "auto"
     precision: str = "fp16"
     instances: int = 1
-    kind: Optional[str] = None
+    kind: str | None = None
     max_queue_delay_us: int = 2000
     max_queue_size: int = 64
     timeout_ms: int = 30000
@@ -74,7 +73,7 @@ class Repository:
     root: Path
     platforms: dict
 
-    def summary(self) -> List[str]:
+    def summary(self) -> list[str]:
         """One line per model, then how to run it."""
         lines = [f"{name:10s} {plat}" for name, plat in self.platforms.items()]
         lines.append(f"run: tritonserver --model-repository={self.root.resolve()}")
@@ -179,7 +178,7 @@ def _write_restyle(art, out: Path, cfg: RepoConfig) -> None:
     fsio.write_text(out / protocol.MODEL_NAME / "config.pbtxt", text)
 
 
-def write_repository(artifacts_dir, out, cfg: Optional[RepoConfig] = None, overwrite: bool = False) -> Repository:
+def write_repository(artifacts_dir, out, cfg: RepoConfig | None = None, overwrite: bool = False) -> Repository:
     """Write the model repository for an artifacts directory.
 
     Args:

@@ -16,7 +16,7 @@ import dataclasses
 import logging
 import signal
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import numpy as np
 
@@ -46,7 +46,7 @@ class ServeConfig:
 
     artifacts: str
     backend: str = "auto"
-    threads: Optional[int] = None
+    threads: int | None = None
     host: str = "127.0.0.1"
     port: int = 8000
     grpc_port: int = 8001
@@ -125,7 +125,7 @@ class Server:
         """The first instance's :class:`~restyle_rt.Inverter` (each model instance has its own)."""
         return self.inverters[0] if self.inverters else None
 
-    def start(self) -> "Server":
+    def start(self) -> Server:
         """Load the artifacts, start Triton and bind the model; returns once the model is ready."""
         from ..runtime.api import Inverter
 
@@ -176,7 +176,7 @@ class Server:
             inv.close()
         self.inverters = []
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         return self.start()
 
     def __exit__(self, *exc) -> bool:

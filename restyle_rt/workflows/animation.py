@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from ..runtime import io
 
 HOLD = 5  # frames held at each end of a transition (the notebook's [0]*5 ... [1]*5)
 # extension -> (PyAV codec, pixel format, codec options). H.264 at CRF 18: visually lossless, the frames are smooth.
-VIDEO_CODECS: Dict[str, Tuple[str, str, Dict[str, str]]] = {
+VIDEO_CODECS: dict[str, tuple[str, str, dict[str, str]]] = {
     ".mp4": ("libx264", "yuv420p", {"crf": "18", "preset": "medium"}),
     ".avi": ("mjpeg", "yuvj420p", {"q:v": "3"}),
 }
@@ -66,7 +66,7 @@ def wipe(image_a: np.ndarray, image_b: np.ndarray, alpha: float) -> np.ndarray:
 
 
 def render(inv, latents: np.ndarray, n_transition: int = 25, loop: bool = True,
-           inputs: Optional[Sequence[np.ndarray]] = None, progress=None) -> List[np.ndarray]:
+           inputs: Sequence[np.ndarray] | None = None, progress=None) -> list[np.ndarray]:
     """Decode the interpolation into uint8 frames [h, w(, x2), 3] (with the input wipe beside when given), through
     the :class:`~restyle_rt.Inverter` ``inv`` (:meth:`~restyle_rt.Inverter.synthesize`)."""
     frames, pairs, alphas = interpolate(latents, n_transition, loop)

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..errors import InputError
 
 
-def load_latents(path: os.PathLike, n_styles: int) -> Tuple[np.ndarray, List[str]]:
+def load_latents(path: os.PathLike, n_styles: int) -> tuple[np.ndarray, list[str]]:
     """Final latents [N, S, 512] and their names from an ``invert --save-latents`` file (or a plain .npy).
 
     Accepts ``latents.npy`` as ``restyle-rt invert`` writes it ([N, T, S, 512], final step = ``steps_used``,
@@ -27,7 +27,7 @@ def load_latents(path: os.PathLike, n_styles: int) -> Tuple[np.ndarray, List[str
         arr = np.load(p, allow_pickle=False)
     except (OSError, ValueError) as e:
         raise InputError(f"cannot read latents from {p}: {e}") from None
-    names: Optional[Sequence[str]] = None
+    names: Sequence[str] | None = None
     index = p.with_suffix(".json")
     if arr.ndim == 4 and index.is_file():
         meta = json.loads(index.read_text())

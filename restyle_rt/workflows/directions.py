@@ -20,7 +20,6 @@ import os
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Tuple, Union
 
 import numpy as np
 
@@ -191,7 +190,7 @@ def _read_safetensors(path: Path) -> np.ndarray:
     return arr.reshape(shape)
 
 
-def load_direction(path: Union[str, os.PathLike]) -> np.ndarray:
+def load_direction(path: str | os.PathLike) -> np.ndarray:
     """Read an edit direction from ``.pt`` (torch zip format), ``.safetensors`` or ``.npy``, without torch.
 
     Args:
@@ -238,7 +237,7 @@ def fit_direction(direction: np.ndarray, n_styles: int, name: str = "direction")
             model's (e.g. an 18-style direction on a 14-style model).
     """
     d = np.asarray(direction, np.float32)
-    shape: Tuple[int, ...] = d.shape
+    shape: tuple[int, ...] = d.shape
     while d.ndim > 2 and d.shape[0] == 1:
         d = d[0]
     if d.ndim == 1:

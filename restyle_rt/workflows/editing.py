@@ -8,7 +8,7 @@ and, when every direction has the same factor count, stacks them vertically into
 
 from __future__ import annotations
 
-from typing import List, Sequence, Union
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -16,7 +16,7 @@ from ..errors import InputError
 from .directions import fit_direction
 
 
-def parse_factors(text: Union[str, Sequence[float]]) -> List[float]:
+def parse_factors(text: str | Sequence[float]) -> list[float]:
     """Factors from ``"F"`` (one factor), ``"A,B"`` or ``"A,B,STEP"`` (``range(A, B[, STEP])``, integers).
 
     Raises:

@@ -27,9 +27,9 @@ import io as _io
 import logging
 import math
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -51,7 +51,7 @@ COMPARISON = ("inversion: tensor2im uint8 of the generator output at its own siz
               "and resized to that size with Pillow BILINEAR (the runtime's resize)")
 MEAN_ROW = "(mean)"  # the image column of the mean rows in eval.csv
 
-ImageSource = Union[str, os.PathLike, np.ndarray]
+ImageSource = str | os.PathLike | np.ndarray
 
 
 @dataclass
@@ -69,27 +69,27 @@ class EvalResult:
         backend: the backend's name.
     """
 
-    names: List[str]
+    names: list[str]
     n_iters: int
     psnr_db: np.ndarray
     ssim: np.ndarray
     ms_ssim: np.ndarray
-    latent_rms: Optional[np.ndarray]
-    compare_hw: Tuple[int, int]
+    latent_rms: np.ndarray | None
+    compare_hw: tuple[int, int]
     ms_ssim_scales: int
     backend: str = ""
     extra: dict = field(default_factory=dict)
 
     @property
-    def steps(self) -> List[int]:
+    def steps(self) -> list[int]:
         """0..N."""
         return list(range(self.n_iters + 1))
 
-    def per_image(self) -> Dict[str, np.ndarray]:
+    def per_image(self) -> dict[str, np.ndarray]:
         """The metrics present: name -> [n_images, N + 1]."""
         return {m: a for m in METRICS if (a := getattr(self, m)) is not None}
 
-    def mean(self) -> Dict[str, np.ndarray]:
+    def mean(self) -> dict[str, np.ndarray]:
         """Mean over images per step: name -> [N + 1] (``inf`` PSNR stays inf; a NaN propagates)."""
         with np.errstate(invalid="ignore"):
             return {m: a.mean(axis=0) for m, a in self.per_image().items()}
@@ -196,8 +196,8 @@ def _decode(src: ImageSource, i: int) -> np.ndarray:
 
 
 def evaluate(inverter, images: Sequence[ImageSource], n_iters: int = 5, true_latents=None, *,
-             names: Optional[Sequence[str]] = None, batch: Optional[int] = None,
-             progress: Optional[Callable[[int], None]] = None) -> EvalResult:
+             names: Sequence[str] | None = None, batch: int | None = None,
+             progress: Callable[[int], None] | None = None) -> EvalResult:
     """Run ``n_iters`` ReStyle steps on every image and measure each step against the input.
 
     Args:

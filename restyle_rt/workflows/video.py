@@ -30,9 +30,9 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -80,14 +80,14 @@ class WarmStart:
         early_exit: per-frame early-exit threshold (see :mod:`restyle_rt.runtime.loop`).
     """
 
-    def __init__(self, backend, profile, n_first: int = DEFAULT_ITERS, n_next: Optional[int] = DEFAULT_ITERS_NEXT,
-                 early_exit: Optional[float] = None):
+    def __init__(self, backend, profile, n_first: int = DEFAULT_ITERS, n_next: int | None = DEFAULT_ITERS_NEXT,
+                 early_exit: float | None = None):
         check_iters(n_first, early_exit)
         if n_next is not None:
             check_iters(n_next, None)
         self.backend, self.profile = backend, profile
         self.n_first, self.n_next, self.early_exit = n_first, n_next, early_exit
-        self.state: Optional[Tuple[np.ndarray, np.ndarray]] = None
+        self.state: tuple[np.ndarray, np.ndarray] | None = None
 
     def reset(self) -> None:
         """The next frame starts cold (after a skipped frame, a cut, or a new clip)."""
@@ -164,7 +164,7 @@ class SmoothedAligner:
         smooth: weight of the current frame's landmarks, in (0, 1].
     """
 
-    def __init__(self, landmarks: Optional[Callable] = None, output_size: int = 256,
+    def __init__(self, landmarks: Callable | None = None, output_size: int = 256,
                  smooth: float = DEFAULT_ALIGN_SMOOTH):
         if not (isinstance(smooth, (int, float)) and 0 < smooth <= 1):
             raise InputError(f"the landmark smoothing weight must be in (0, 1], got {smooth!r}")
@@ -173,9 +173,9 @@ class SmoothedAligner:
 
             landmarks = DlibLandmarks()
         self.landmarks, self.size, self.smooth = landmarks, int(output_size), float(smooth)
-        self.prev: Optional[np.ndarray] = None
+        self.prev: np.ndarray | None = None
 
-    def __call__(self, frame: np.ndarray) -> Optional[np.ndarray]:
+    def __call__(self, frame: np.ndarray) -> np.ndarray | None:
         from ..align.ffhq import align
 
         lm = self.landmarks(frame)
@@ -205,11 +205,11 @@ class VideoSettings:
     iters: int = DEFAULT_ITERS
     iters_next: int = DEFAULT_ITERS_NEXT
     cold: bool = False
-    early_exit: Optional[float] = None
+    early_exit: float | None = None
     smooth: int = 0
-    edit: Optional[np.ndarray] = None
+    edit: np.ndarray | None = None
     side_by_side: bool = False
-    aligner: Optional[Callable] = None
+    aligner: Callable | None = None
 
 
 @dataclass
@@ -218,17 +218,17 @@ class VideoReport:
 
     frames_in: int = 0
     frames_out: int = 0
-    skipped: List[int] = field(default_factory=list)
-    reasons: Dict[int, str] = field(default_factory=dict)
-    steps: List[int] = field(default_factory=list)
-    indices: List[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+    reasons: dict[int, str] = field(default_factory=dict)
+    steps: list[int] = field(default_factory=list)
+    indices: list[int] = field(default_factory=list)
     cold: int = 0
     seconds: float = 0.0
     fps: float = 0.0
 
 
 def invert_frames(inv, frames: Iterable[np.ndarray], settings: VideoSettings,
-                  report: Optional[VideoReport] = None) -> Iterator[FrameResult]:
+                  report: VideoReport | None = None) -> Iterator[FrameResult]:
     """Invert a stream of [h, w, 3] uint8 RGB frames with the :class:`~restyle_rt.Inverter` ``inv``; yields one
     :class:`FrameResult` per frame written (frames without a face under ``settings.aligner``, or whose inversion is
     not finite, are skipped and listed in ``report.skipped`` with ``report.reasons``).
@@ -277,8 +277,8 @@ def _render(inv, ready, edit, side_by_side: bool, smoothed: bool) -> Iterator[Fr
 
 
 def invert_video(inv, source: os.PathLike, out: os.PathLike, settings: VideoSettings,
-                 latents: Optional[os.PathLike] = None, fps: Optional[float] = None,
-                 progress: bool = True, on_frame: Optional[Callable[[FrameResult], None]] = None) -> VideoReport:
+                 latents: os.PathLike | None = None, fps: float | None = None,
+                 progress: bool = True, on_frame: Callable[[FrameResult], None] | None = None) -> VideoReport:
     """Invert (and edit) the clip ``source`` into the video ``out`` (.mp4 H.264 or .avi MJPEG) and, when asked,
     its latents (``latents`` .npy [N, S, 512] float32, one row per written frame, and a .json beside it with the
     input frame indices, steps per frame, skipped frames and settings).

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator, Tuple
 
 import numpy as np
 
@@ -57,7 +57,7 @@ class VideoSource:
         self.fps = Fraction(rate) if rate else DEFAULT_FPS
         self.declared = int(self._stream.frames or 0)
         cc = self._stream.codec_context
-        self.size: Tuple[int, int] = (int(cc.width), int(cc.height))
+        self.size: tuple[int, int] = (int(cc.width), int(cc.height))
         self.decoded = 0
 
     def __iter__(self) -> Iterator[np.ndarray]:
@@ -101,7 +101,7 @@ class VideoSource:
             self._container.close()
             self._container = None
 
-    def __enter__(self) -> "VideoSource":
+    def __enter__(self) -> VideoSource:
         return self
 
     def __exit__(self, *exc) -> bool:
@@ -123,7 +123,7 @@ class NpyRows:
 
     HEADER_LEN = 128  # magic (6) + version (2) + length (2) + dict, padded; a multiple of 64
 
-    def __init__(self, path: os.PathLike, row_shape: Tuple[int, ...]):
+    def __init__(self, path: os.PathLike, row_shape: tuple[int, ...]):
         self.row_shape = tuple(int(d) for d in row_shape)
         self.rows = 0
         self._f = open(path, "wb")
@@ -131,7 +131,7 @@ class NpyRows:
 
     def _header(self, n: int) -> bytes:
         shape = (n, *self.row_shape)
-        d = "{'descr': '<f4', 'fortran_order': False, 'shape': %r, }" % (shape,)
+        d = f"{{'descr': '<f4', 'fortran_order': False, 'shape': {shape!r}, }}"
         body = d.ljust(self.HEADER_LEN - 10 - 1) + "\n"
         if len(body) + 10 != self.HEADER_LEN:
             raise InputError(f"npy header too long for shape {shape}")

@@ -29,8 +29,8 @@ import ctypes
 import functools
 import itertools
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -46,7 +46,7 @@ class FakeGpuMisuse(AssertionError):
     """Use of the simulated device that is undefined behaviour on a real GPU (stricter than CUDA)."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def recorded(major: int) -> dict:
     """The recorded cudart surface of cuda-python ``major``: its entry of ``cudart_signatures.json``."""
     table = json.loads(SIGNATURES.read_text())
@@ -108,7 +108,7 @@ class FakeGpu:
             from ``cudart_signatures.json``); enums are the installed module's, limited to the major's members.
     """
 
-    def __init__(self, devices: int = 1, driver_version: Optional[int] = None, count_error: str = "", cc=(8, 6),
+    def __init__(self, devices: int = 1, driver_version: int | None = None, count_error: str = "", cc=(8, 6),
                  cuda_major: int = 13):
         from cuda.bindings import runtime as real
 
@@ -117,15 +117,15 @@ class FakeGpu:
         self.table = None if cuda_major == installed_major(real) else recorded(cuda_major)
         driver_version = cuda_major * 1000 if driver_version is None else driver_version
         self.devices, self.driver_version, self.count_error, self.cc = devices, driver_version, count_error, cc
-        self.mem: Dict[int, np.ndarray] = {}           # device base -> bytes
-        self._bases: List[int] = []
+        self.mem: dict[int, np.ndarray] = {}           # device base -> bytes
+        self._bases: list[int] = []
         self._next = DEVICE_BASE
-        self.pinned: Dict[int, np.ndarray] = {}        # host address -> bytes
-        self.streams: Dict[int, _Stream] = {}
-        self.graphs: Dict[int, List[Op]] = {}
-        self.execs: Dict[int, List[Op]] = {}
-        self.events: Dict[int, Handle] = {}
-        self.captures: List[_Capture] = []
+        self.pinned: dict[int, np.ndarray] = {}        # host address -> bytes
+        self.streams: dict[int, _Stream] = {}
+        self.graphs: dict[int, list[Op]] = {}
+        self.execs: dict[int, list[Op]] = {}
+        self.events: dict[int, Handle] = {}
+        self.captures: list[_Capture] = []
         self.launches = 0
         self.captures_begun = 0
 
@@ -136,7 +136,7 @@ class FakeGpu:
         return {"device": len(self.mem), "pinned": len(self.pinned), "streams": len(self.streams),
                 "graphs": len(self.graphs), "graph_execs": len(self.execs), "events": len(self.events)}
 
-    def stream(self, handle) -> Optional[_Stream]:
+    def stream(self, handle) -> _Stream | None:
         """The live stream whose handle value is ``int(handle)``, else None."""
         try:
             return self.streams.get(int(handle))

@@ -19,7 +19,6 @@ recorded, so the device loop's code runs unchanged.
 from __future__ import annotations
 
 import os
-from typing import List, Optional
 
 import onnxruntime as ort
 
@@ -40,12 +39,12 @@ class GpuOrt:
 
     def __init__(self, trt_libs: bool = False, cuda_libs: bool = True):
         self.trt_libs, self.cuda_libs = trt_libs, cuda_libs
-        self.created: List[List[str]] = []
-        self.log: List[str] = []
-        self.devices: List[tuple] = []
+        self.created: list[list[str]] = []
+        self.log: list[str] = []
+        self.devices: list[tuple] = []
         self.real_session = ort.InferenceSession
 
-    def install(self, monkeypatch) -> "GpuOrt":
+    def install(self, monkeypatch) -> GpuOrt:
         fake = self
         monkeypatch.setattr(ort, "get_available_providers", lambda: [TRT, CUDA, CPU])
 
@@ -83,7 +82,7 @@ class GpuOrt:
         monkeypatch.setattr(OV, "ortvalue_from_shape_and_type", staticmethod(fake_from_shape))
         return self
 
-    def _create(self, names: List[str], options: Optional[list]) -> List[str]:
+    def _create(self, names: list[str], options: list | None) -> list[str]:
         """The providers a session ends with, or ValueError/RuntimeError as ORT raises them."""
         options = list(options) if options else [{} for _ in names]
         if len(options) != len(names):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import inspect
 import re
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Callable, Sequence
 
 C_INTS = ("int", "unsigned int", "size_t", "unsigned long long", "long long", "long", "unsigned long")
 
@@ -28,7 +28,7 @@ class SurfaceError(TypeError):
 
 # --- cuda-bindings (Cython) ------------------------------------------------------------------------------------
 
-def cython_surface(real_fn) -> Tuple[inspect.Signature, Dict[str, str]]:
+def cython_surface(real_fn) -> tuple[inspect.Signature, dict[str, str]]:
     """(signature, {param: declared type}) of a cuda-bindings function."""
     return inspect.signature(real_fn), doc_types(doc_first_line(real_fn))
 
@@ -38,7 +38,7 @@ def doc_first_line(real_fn) -> str:
     return (real_fn.__doc__ or "").strip().split("\n")[0].strip()
 
 
-def doc_types(first: str) -> Dict[str, str]:
+def doc_types(first: str) -> dict[str, str]:
     """{param: declared type} of a call line (``cudaGraphInstantiate(graph, char *pLogBuffer, size_t bufferSize)``)."""
     m = re.match(r"\w+\((.*)\)", first)
     types = {}
@@ -52,13 +52,13 @@ def doc_types(first: str) -> Dict[str, str]:
     return types
 
 
-def cython_returns(real_fn) -> List[str]:
+def cython_returns(real_fn) -> list[str]:
     """The values a cuda-bindings function returns, from its docstring's Returns section.
 
     ``["cudaError_t", "pGraphExec: cudaGraphExec_t", "pErrorNode: cudaGraphNode_t"]``: one entry per tuple element.
     """
     lines = (real_fn.__doc__ or "").split("\n")
-    out: List[str] = []
+    out: list[str] = []
     for i, line in enumerate(lines[:-1]):
         if line.strip() == "Returns" and set(lines[i + 1].strip()) == {"-"}:
             indent = len(line) - len(line.lstrip())
@@ -108,7 +108,7 @@ def mirror_recorded(entry: dict, enums, name: str, impl: Callable, origin: str) 
     return _mirror(enums, name, impl, sig, entry["types"], entry["returns"], origin)
 
 
-def _mirror(enums, name: str, impl: Callable, sig: inspect.Signature, types: Dict[str, str], returns: List[str],
+def _mirror(enums, name: str, impl: Callable, sig: inspect.Signature, types: dict[str, str], returns: list[str],
             origin: str) -> Callable:
     @functools.wraps(impl)
     def call(*args, **kwargs):
@@ -130,7 +130,7 @@ def _mirror(enums, name: str, impl: Callable, sig: inspect.Signature, types: Dic
 
 # --- pybind11 (TensorRT bindings) ------------------------------------------------------------------------------
 
-def _split_params(text: str) -> List[str]:
+def _split_params(text: str) -> list[str]:
     """Split ``a: X, b: Y[Z, W] = 3`` at top-level commas."""
     out, depth, cur = [], 0, ""
     for ch in text:
@@ -146,7 +146,7 @@ def _split_params(text: str) -> List[str]:
     return out
 
 
-def pybind_overloads(real_fn) -> List[List[Tuple[str, str, bool]]]:
+def pybind_overloads(real_fn) -> list[list[tuple[str, str, bool]]]:
     """Each overload's parameters after ``self``: [(name, type text, has default)]."""
     name = real_fn.__name__
     overloads = []
@@ -201,7 +201,7 @@ def check_pybind_call(qualname: str, overloads, args: Sequence, kwargs: dict, na
     raise SurfaceError(f"{qualname}: no overload accepts args={args!r} kwargs={kwargs!r}; real overloads: {sigs}")
 
 
-def mirror_class(name: str, members: dict, real_cls: Optional[type], namespace, declared: Optional[dict] = None):
+def mirror_class(name: str, members: dict, real_cls: type | None, namespace, declared: dict | None = None):
     """A fake class named ``name`` whose public members must exist on ``real_cls`` with a compatible kind.
 
     Args:

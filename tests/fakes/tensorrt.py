@@ -57,7 +57,6 @@ import logging
 import types
 import weakref
 from dataclasses import dataclass
-from typing import Dict
 
 import numpy as np
 
@@ -268,8 +267,8 @@ def _context_members(gen: Generation, mod) -> dict:
         self._profile = engine._profile_for_new_context()
         if self._profile == 0 and not gen.shared_profile:
             engine._profile0 = weakref.ref(self)
-        self._shapes: Dict[str, tuple] = {}
-        self._addrs: Dict[str, int] = {}
+        self._shapes: dict[str, tuple] = {}
+        self._addrs: dict[str, int] = {}
         self._memory = None
         self._shape_version = 0
         mod._contexts.add(self)  # weak: a context dies when its owner drops it, as on TensorRT

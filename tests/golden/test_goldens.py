@@ -105,7 +105,7 @@ def _check_checkpoint_is_the_golden_one(name: str, ckpt_path: Path, gold) -> Non
                            "from (make_checkpoint changed?); regenerate the goldens with tests/golden/make_goldens.py")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _prepared(name: str):
     """(entry, golden arrays, artifacts dir) of one config, checked and exported once per session."""
     entry = INDEX["configs"][name]

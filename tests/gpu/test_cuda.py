@@ -21,9 +21,8 @@ extern "C" __global__ void add_one(float* x, int n) {
 @pytest.fixture(scope="module")
 def add_one(device):
     """A tiny NVRTC-compiled kernel: ``launch(ptr, n, stream)`` adds 1 to n floats."""
-    from cuda.bindings import driver
-
     from _device import nvrtc_or_skip
+    from cuda.bindings import driver
 
     nvrtc = nvrtc_or_skip()
 

@@ -52,7 +52,8 @@ def stylegan2_layer_shapes(resolutions=(256, 512, 1024), channel_multiplier=2):
     from restyle_rt.export.nets.synthesis import channels_for
 
     conv, up, rgb = LAYER_KINDS
-    ch = lambda r: channels_for(r, channel_multiplier)
+    def ch(r):
+        return channels_for(r, channel_multiplier)
     shapes = {}
     for res_out in resolutions:
         layers = [(conv, ch(4), ch(4), 4), (rgb, ch(4), 3, 4)]

@@ -7,8 +7,8 @@ of the Cin chunk (8), and every noise mode.
 
 import numpy as np
 import pytest
-
 from kernel_cases import LAYER_KINDS, make_layer, tolerance
+
 from restyle_rt.kernels import reference as R
 from restyle_rt.kernels import runner
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-
 from kernel_cases import LAYER_KINDS, make_layer, tolerance
+
 from restyle_rt.kernels import reference as R
 
 TOL = tolerance("formulations", "fp32")

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from model_fixtures import CONFIGS, checkpoint_path
 
 from restyle_rt.export.checkpoint import load_checkpoint
 from restyle_rt.export.fixtures import sample_images
@@ -16,7 +17,6 @@ from restyle_rt.export.nets.ops import make_kernel, upfirdn2d_ref
 from restyle_rt.export.nets.synthesis import ExportModConv, ExportSynthesis
 from restyle_rt.export.reference import TorchModels
 from restyle_rt.parity import compare, tolerance
-from model_fixtures import CONFIGS, checkpoint_path
 
 pytestmark = pytest.mark.parity
 

@@ -4,8 +4,8 @@ A proxy for FP16 TensorRT engines (which need a GPU): same FP16 graphs the engin
 """
 import pytest
 import torch
-
 from model_fixtures import artifacts_path
+
 from restyle_rt.export.fixtures import sample_images
 from restyle_rt.export.fp16 import proxy_loop_parity
 from restyle_rt.parity import Report, tolerance

@@ -23,8 +23,8 @@ from restyle_rt.export.fixtures import sample_images
 from restyle_rt.export.reference import TorchModels, reference_loop
 from restyle_rt.manifest import Int8Record
 from restyle_rt.parity import compare, meets_auto_bar, ship_verdict, tolerance
-from restyle_rt.runtime.hostinfo import bf16_path
 from restyle_rt.runtime.backends import get_backend
+from restyle_rt.runtime.hostinfo import bf16_path
 
 ov = pytest.importorskip("openvino", reason="openvino not installed (pip install 'restyle-rt[openvino]')")
 from restyle_rt.runtime.backends.openvino import cpu_has_bf16  # noqa: E402

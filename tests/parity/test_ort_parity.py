@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from model_fixtures import EXPORTED, artifacts_path, checkpoint_path
+
 from restyle_rt.artifacts import load
 from restyle_rt.export.checkpoint import load_checkpoint
 from restyle_rt.export.fixtures import sample_images

@@ -3,8 +3,8 @@ import collections
 
 import pytest
 import torch
-
 from model_fixtures import checkpoint_path
+
 from restyle_rt.export.checkpoint import load_checkpoint
 from restyle_rt.export.onnx import PLUGIN_FILE, _plugin_variant
 from restyle_rt.export.reference import TorchModels

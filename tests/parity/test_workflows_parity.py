@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from model_fixtures import artifacts_path, checkpoint_path
+
 from restyle_rt import Inverter
 from restyle_rt.export.checkpoint import load_checkpoint
 from restyle_rt.export.fixtures import sample_images

@@ -10,7 +10,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from _logs import BUILD_LINES, info_logs
 
 

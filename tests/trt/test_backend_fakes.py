@@ -161,7 +161,7 @@ def test_capture_error_is_the_first_error_and_stream_is_usable(env):
     g = cuda.CudaGraph()
     with pytest.raises(ZeroDivisionError):
         with g.capture(s):
-            1 / 0
+            1 / 0  # noqa: B018 - raises inside the capture
     with pytest.raises(cuda.CudaError, match="cudaMalloc.*cudaErrorStreamCaptureUnsupported"):
         with g.capture(s):
             cuda.DeviceBuffer(16)                            # allocation while capturing: the first error

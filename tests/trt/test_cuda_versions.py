@@ -102,6 +102,7 @@ def test_trt_backend_captures_its_loop_on_every_major(monkeypatch, make_toy, maj
     pytest.importorskip("tensorrt_rtx_bindings")
     pytest.importorskip("onnxruntime")
     from fakes.backend import fake_backend_env
+
     from restyle_rt.runtime.backends import trt as trt_backend
 
     e = fake_backend_env(monkeypatch, make_toy, generation="10.3", cuda_major=major)

@@ -111,6 +111,7 @@ def test_cpu_provider_as_a_tuple(art_copy, monkeypatch):
 def test_tuple_options_merge_over_the_backends(art_copy, toy, monkeypatch):
     pytest.importorskip("onnxruntime")
     from fakes.ort import CPU, CUDA, TRT, GpuOrt
+
     from restyle_rt.runtime.backends.ort import OrtBackend
 
     gpu = GpuOrt(trt_libs=True).install(monkeypatch)
@@ -131,6 +132,7 @@ def test_tuple_options_merge_over_the_backends(art_copy, toy, monkeypatch):
 
 def test_tuple_providers_stay_strict_and_validated(art_copy, monkeypatch):
     from fakes.ort import CPU, CUDA, TRT, GpuOrt
+
     from restyle_rt.runtime.backends.ort import OrtBackend
 
     art = artifacts.load(art_copy)

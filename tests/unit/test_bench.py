@@ -367,8 +367,9 @@ def test_pynvml_is_declared_by_the_bench_extra_and_stays_optional(monkeypatch):
     """``bench`` reads GPU memory through ``pynvml`` (nvidia-ml-py's module): declared, imported only when used."""
     import subprocess
     import sys
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
     assert any(r.startswith("nvidia-ml-py") for r in pyproject["project"]["optional-dependencies"]["bench"])

@@ -13,11 +13,28 @@ import pytest
 
 from restyle_rt import errors, progress
 from restyle_rt.cli import build_parser, main
-from restyle_rt.errors import (EXIT_BACKEND, EXIT_BUILD, EXIT_CHECK, EXIT_INTERRUPTED, EXIT_MEANINGS, EXIT_OK, EXIT_OS,
-                               EXIT_SKIPPED, EXIT_TERMINATED, EXIT_USAGE, ArtifactError, BackendUnavailable,
-                               BuildError, CheckpointError, InputError, OutputError, ParityError, Terminated)
 from restyle_rt.cli import export as export_cli
 from restyle_rt.cli import invert as invert_cli
+from restyle_rt.errors import (
+    EXIT_BACKEND,
+    EXIT_BUILD,
+    EXIT_CHECK,
+    EXIT_INTERRUPTED,
+    EXIT_MEANINGS,
+    EXIT_OK,
+    EXIT_OS,
+    EXIT_SKIPPED,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+    ArtifactError,
+    BackendUnavailable,
+    BuildError,
+    CheckpointError,
+    InputError,
+    OutputError,
+    ParityError,
+    Terminated,
+)
 from restyle_rt.runtime.cuda import CudaDriverError, CudaError
 
 pytestmark = pytest.mark.unit

@@ -2,6 +2,7 @@
 writer, the ORT loop's CPU dry run on the toy artifacts, and clean refusals of the GPU subcommands without a GPU."""
 from __future__ import annotations
 
+import argparse
 import base64
 import hashlib
 import importlib.util
@@ -96,7 +97,7 @@ def test_parse_size(text, n):
 
 @pytest.mark.parametrize("text", ["", "MiB", "-3", "0", "12 parsecs"])
 def test_parse_size_refuses(text):
-    with pytest.raises(Exception):
+    with pytest.raises(argparse.ArgumentTypeError):
         H.parse_size(text)
 
 

@@ -52,7 +52,7 @@ def test_preprocess_file_equals_preprocess_of_read_image(tmp_path):
     exif[0x0112] = 6
     Image.fromarray(_pattern(90, 70)).save(tmp_path / "o.jpg", exif=exif.tobytes(), quality=90)
     Image.fromarray(_pattern(40, 64)[:, :, 0]).save(tmp_path / "g.png")
-    Image.fromarray((_pattern(30, 20)[:, :, 0].astype(np.uint16) * 257)).save(tmp_path / "g16.png")
+    Image.fromarray(_pattern(30, 20)[:, :, 0].astype(np.uint16) * 257).save(tmp_path / "g16.png")
     for name in ("o.jpg", "g.png", "g16.png"):
         p = tmp_path / name
         np.testing.assert_array_equal(io.preprocess_file(p, (24, 16)), io.preprocess(io.read_image(p), (24, 16)))

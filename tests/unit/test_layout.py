@@ -23,8 +23,8 @@ import json
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Dict, Iterator, List, Set, Tuple
 
 import pytest
 
@@ -38,7 +38,7 @@ PKG = ROOT / "restyle_rt"
 
 # docs/architecture.md, "Layers": top-level modules of the core layer, and the layer each may import from.
 CORE = {"errors", "spec", "manifest", "artifacts", "fsio", "parity", "metrics", "progress", "__version__"}
-ALLOWED: Dict[str, Set[str]] = {
+ALLOWED: dict[str, set[str]] = {
     "core": {"core"},
     "kernels": {"core"},
     "runtime": {"core"},
@@ -60,7 +60,7 @@ DISPATCHER = "restyle_rt.cli"  # main + COMMANDS: reaches its commands by import
 ENTRY_POINTS = {"restyle_rt.__main__", "restyle_rt.cli.__main__"}  # python -m restyle_rt / restyle_rt.cli
 SHARED = {"restyle_rt.cli.args", "restyle_rt.cli.outputs"}  # what commands share: argument groups, --out manager
 
-Tree = Dict[str, Tuple[bool, ast.Module]]  # dotted module name -> (is a package's __init__, its parsed source)
+Tree = dict[str, tuple[bool, ast.Module]]  # dotted module name -> (is a package's __init__, its parsed source)
 
 
 def _dotted(path: Path) -> str:
@@ -68,13 +68,13 @@ def _dotted(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _package() -> Tree:
     """Every module of restyle_rt, parsed (read-only: :func:`_injected` copies it)."""
     return {_dotted(p): (p.name == "__init__.py", ast.parse(p.read_text(), str(p))) for p in sorted(PKG.rglob("*.py"))}
 
 
-def _injected(modules: Dict[str, str]) -> Tree:
+def _injected(modules: dict[str, str]) -> Tree:
     """The package with ``modules`` ({dotted name: source}) added or replacing the real ones."""
     real = _package()
     return {**real, **{m: (real.get(m, (False,))[0], ast.parse(textwrap.dedent(src))) for m, src in modules.items()}}
@@ -84,7 +84,7 @@ def _defines(tree: ast.Module, name: str) -> bool:
     return any(isinstance(n, ast.FunctionDef) and n.name == name for n in tree.body)
 
 
-def _commands(mods: Tree) -> Set[str]:
+def _commands(mods: Tree) -> set[str]:
     """The command modules: those that define ``register(subparsers)``."""
     return {m for m, (_, tree) in mods.items() if _defines(tree, "register")}
 
@@ -96,7 +96,7 @@ def _resolve(mods: Tree, dotted: str) -> str:
     return dotted
 
 
-def _imported(mods: Tree, mod: str) -> Iterator[Tuple[str, int]]:
+def _imported(mods: Tree, mod: str) -> Iterator[tuple[str, int]]:
     """(absolute name, line) of every import in ``mod``, at any depth (lazy imports included)."""
     is_pkg, tree = mods[mod]
     package = mod if is_pkg else mod.rsplit(".", 1)[0]
@@ -116,7 +116,7 @@ def _imported(mods: Tree, mod: str) -> Iterator[Tuple[str, int]]:
             yield name, node.lineno
 
 
-def _imports(mods: Tree, mod: str) -> Iterator[Tuple[str, int]]:
+def _imports(mods: Tree, mod: str) -> Iterator[tuple[str, int]]:
     """(imported restyle_rt module, line) for every import of restyle_rt in ``mod``."""
     for name, line in _imported(mods, mod):
         if name == "restyle_rt" or name.startswith("restyle_rt."):
@@ -138,10 +138,10 @@ def _layer(mod: str) -> str:
 
 # --- the rules: each returns its violations --------------------------------------------------------------------
 
-def _layer_violations(mods: Tree) -> List[str]:
+def _layer_violations(mods: Tree) -> list[str]:
     """Imports against the "may import" column (the dispatcher: core and the argument groups only; an entry point:
     the dispatcher only)."""
-    bad: List[str] = []
+    bad: list[str] = []
     for mod in mods:
         src = _layer(mod)
         for target, line in _imports(mods, mod):
@@ -158,20 +158,20 @@ def _layer_violations(mods: Tree) -> List[str]:
     return bad
 
 
-def _runtime_upward(mods: Tree) -> Set[Tuple[str, str]]:
+def _runtime_upward(mods: Tree) -> set[tuple[str, str]]:
     """(runtime module, layer) for every import from the runtime into a layer other than core and runtime."""
     return {(mod, _layer(t)) for mod in mods if _layer(mod) == "runtime"
             for t, _ in _imports(mods, mod) if _layer(t) not in ("core", "runtime", "package")}
 
 
-def _command_import_violations(mods: Tree) -> List[str]:
+def _command_import_violations(mods: Tree) -> list[str]:
     """Imports of a command module or of the dispatcher (the entry points excepted)."""
     commands = _commands(mods) | {DISPATCHER}
     return [f"{mod}:{line}: imports the command module {target}" for mod in mods for target, line in _imports(mods, mod)
             if target != mod and target in commands and not (mod in ENTRY_POINTS and target == DISPATCHER)]
 
 
-def _placement_violations(mods: Tree) -> List[str]:
+def _placement_violations(mods: Tree) -> list[str]:
     """A command outside restyle_rt/cli/, argparse imported outside it, or a cli module that is none of: the
     dispatcher, an entry point, a shared module, a command."""
     commands = _commands(mods)
@@ -183,7 +183,7 @@ def _placement_violations(mods: Tree) -> List[str]:
     return bad
 
 
-def _torch_violations(mods: Tree) -> List[str]:
+def _torch_violations(mods: Tree) -> list[str]:
     bad = []
     for mod, (_, tree) in mods.items():
         if _layer(mod) not in TORCH_FREE or mod in TORCH_COMMANDS:
@@ -267,9 +267,9 @@ def test_the_runtime_rule_fails_on_an_injected_violation():
 
 # --- backends: one file and one registry line --------------------------------------------------------------------
 
-def _backend_classes() -> Dict[Tuple[str, str], str]:
+def _backend_classes() -> dict[tuple[str, str], str]:
     """{(module, class): its ``name`` attribute} for every Backend subclass defined under runtime/backends/."""
-    found: Dict[Tuple[str, str], str] = {}
+    found: dict[tuple[str, str], str] = {}
     for mod, (_, tree) in _package().items():
         if not mod.startswith("restyle_rt.runtime.backends."):
             continue
@@ -306,7 +306,7 @@ def test_auto_lists_only_registered_backends():
 CAPABILITIES = ("extra", "library", "precisions", "options", "probed_by_auto")
 
 
-def _extras() -> Set[str]:
+def _extras() -> set[str]:
     try:
         import tomllib
     except ImportError:  # Python 3.10

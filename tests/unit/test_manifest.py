@@ -14,8 +14,7 @@ import pytest
 
 from restyle_rt import artifacts
 from restyle_rt.errors import ArtifactError
-from restyle_rt.manifest import (FORMAT, FORMAT_VERSION, EngineRecord, FileRef, GraphEntry, Int8Record, Manifest,
-                                 Source)
+from restyle_rt.manifest import FORMAT, FORMAT_VERSION, EngineRecord, FileRef, GraphEntry, Int8Record, Manifest, Source
 from restyle_rt.spec import BatchProfile, ModelSpec
 
 pytestmark = pytest.mark.unit

@@ -14,6 +14,7 @@ import pytest
 pytest.importorskip("onnxruntime")
 
 from fakes.ort import CPU, CUDA, TRT, GpuOrt  # noqa: E402
+
 from restyle_rt import artifacts  # noqa: E402
 from restyle_rt.errors import BackendUnavailable  # noqa: E402
 from restyle_rt.runtime.backends import ort as ort_backend  # noqa: E402

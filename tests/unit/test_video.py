@@ -17,11 +17,11 @@ pytest.importorskip("av", reason="video needs the [video] extra (PyAV)")
 
 from restyle_rt import Inverter, artifacts  # noqa: E402
 from restyle_rt.cli import main  # noqa: E402
+from restyle_rt.cli import video as video_cli  # noqa: E402
 from restyle_rt.errors import EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, InputError  # noqa: E402
 from restyle_rt.runtime import io  # noqa: E402
 from restyle_rt.runtime.backends.ort import OrtBackend  # noqa: E402
 from restyle_rt.runtime.loop import host_loop  # noqa: E402
-from restyle_rt.cli import video as video_cli  # noqa: E402
 from restyle_rt.workflows import video  # noqa: E402
 from restyle_rt.workflows.animation import write_video  # noqa: E402
 from restyle_rt.workflows.videoio import NpyRows, VideoSource  # noqa: E402
@@ -282,8 +282,9 @@ def _packet_start(path, k):
 
 
 def _ts(path, frames):
-    import av
     from fractions import Fraction
+
+    import av
 
     with av.open(str(path), "w", format="mpegts") as out:
         s = out.add_stream("libx264", rate=Fraction(15))

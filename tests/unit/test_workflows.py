@@ -168,8 +168,9 @@ def test_bootstrap_matches_numpy_restatement(make_toy, rgb_images):
 
 
 def test_bootstrap_refuses_mismatched_pair(make_toy):
-    from restyle_rt import Inverter
     from toy_artifacts import TOY_CARS_SPEC
+
+    from restyle_rt import Inverter
 
     (d1, _), (d2, _) = make_toy("one"), make_toy("cars", spec=TOY_CARS_SPEC)
     with Inverter.load(d1, backend="ort") as a, Inverter.load(d2, backend="ort") as b:
@@ -327,9 +328,9 @@ def test_edit_and_animate_cli_without_torch(toy, rgb_images, tmp_path):
 
 def test_invert_bootstrap_cli(make_toy, rgb_images, tmp_path):
     from PIL import Image
+    from toy_artifacts import TOY_CARS_SPEC
 
     from restyle_rt.cli import main
-    from toy_artifacts import TOY_CARS_SPEC
 
     (d1, r1), (d2, r2) = make_toy("one", seed=1), make_toy("two", seed=2)
     paths = rgb_images(2)

@@ -8,7 +8,6 @@ one 512 -> S*512 conv, three grouped convs (groups = S) and one batched matmul, 
 from __future__ import annotations
 
 import math
-from typing import List
 
 import torch
 import torch.nn.functional as F
@@ -63,7 +62,7 @@ class IRSE50Backbone(nn.Module):
         super().__init__()
         self.input_layer = nn.Sequential(nn.Conv2d(input_nc, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64),
                                          nn.PReLU(64))
-        units: List[nn.Module] = []
+        units: list[nn.Module] = []
         for cin, depth, n in IRSE50_STAGES:
             units.append(IRSEUnit(cin, depth, 2))
             units += [IRSEUnit(depth, depth, 1) for _ in range(n - 1)]
@@ -104,7 +103,7 @@ class ResNet34Backbone(nn.Module):
         self.conv1 = nn.Conv2d(input_nc, 64, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.PReLU(64)
-        blocks: List[nn.Module] = []
+        blocks: list[nn.Module] = []
         for cin, cout, n, stride in RESNET34_STAGES:
             blocks.append(BasicBlock(cin, cout, stride))
             blocks += [BasicBlock(cout, cout, 1) for _ in range(n - 1)]
@@ -121,7 +120,7 @@ class GradualStyleBlock(nn.Module):
 
     def __init__(self, channels: int = 512, spatial: int = 16):
         super().__init__()
-        layers: List[nn.Module] = []
+        layers: list[nn.Module] = []
         for _ in range(int(math.log2(spatial))):
             layers += [nn.Conv2d(channels, channels, 3, 2, 1), nn.LeakyReLU(HEAD_SLOPE)]
         self.convs = nn.Sequential(*layers)
@@ -169,7 +168,7 @@ class ReStyleEncoder(nn.Module):
             self.latlayer2 = nn.Conv2d(128, 512, 1)
 
     @classmethod
-    def from_spec(cls, spec: ModelSpec) -> "ReStyleEncoder":
+    def from_spec(cls, spec: ModelSpec) -> ReStyleEncoder:
         return cls(spec.backbone, spec.n_styles, spec.encoder_type in ENCODER_TYPES_E4E,
                    fpn=spec.encoder_type in FPN_TYPES)
 

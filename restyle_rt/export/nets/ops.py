@@ -7,7 +7,7 @@ bias + leaky-ReLU(0.2) x sqrt(2).
 from __future__ import annotations
 
 import math
-from typing import Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +25,7 @@ def make_kernel(k: Sequence[float] = BLUR_KERNEL) -> torch.Tensor:
 
 
 def upfirdn2d_ref(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
-                  pad: Tuple[int, int] = (0, 0)) -> torch.Tensor:
+                  pad: tuple[int, int] = (0, 0)) -> torch.Tensor:
     """Upsample (zero insertion), pad (negative crops), FIR-filter (true convolution), downsample.
 
     Same pad on both axes, as the official op. Output side: (n*up + p0 + p1 - k) // down + 1.
@@ -62,7 +62,7 @@ class EqualLinear(nn.Module):
         self.lr_mul = lr_mul
         self.activation = activation
 
-    def effective(self) -> Tuple[torch.Tensor, torch.Tensor]:
+    def effective(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(weight, bias) as actually applied."""
         return self.weight * self.scale, self.bias * self.lr_mul
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import collections.abc
 import importlib
 import logging
-from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple, Type
+from collections.abc import Callable, Iterator, Sequence
 
 from ...artifacts import Artifacts
 from ...errors import BackendUnavailable, InputError
@@ -23,7 +23,7 @@ log = logging.getLogger("restyle_rt")
 # name -> (module, class, what to install when the module cannot be imported). What each backend can do (its
 # precisions, options, library, extra, whether `auto` probes it) is declared on its class (runtime.backend.Backend):
 # adding a backend is its module and this one line.
-REGISTRY: Dict[str, Tuple[str, str, str]] = {
+REGISTRY: dict[str, tuple[str, str, str]] = {
     "ort": ("restyle_rt.runtime.backends.ort", "OrtBackend", "pip install 'restyle-rt' (onnxruntime is core)"),
     "trt": ("restyle_rt.runtime.backends.trt", "TrtBackend",
             "pip install 'restyle-rt[trt]' plus NVIDIA TensorRT, or 'restyle-rt[trt-rtx]'; and a CUDA GPU"),
@@ -36,7 +36,7 @@ class RegistryView(collections.abc.Sequence):
     """A tuple of backend names derived from :data:`REGISTRY` and the classes' declarations each time it is read,
     so that a backend registered later is seen (``AUTO_ORDER``, ``choose.MEASURED``)."""
 
-    def __init__(self, derive: Callable[[], Tuple[str, ...]]):
+    def __init__(self, derive: Callable[[], tuple[str, ...]]):
         self._derive = derive
 
     def __getitem__(self, i):
@@ -61,7 +61,7 @@ class RegistryView(collections.abc.Sequence):
         return repr(self._derive())
 
 
-def _probed(name: str) -> Optional[bool]:
+def _probed(name: str) -> bool | None:
     """Whether ``auto`` probes backend ``name`` (its class's ``probed_by_auto``); None when it cannot be imported."""
     try:
         return bool(backend_class(name).probed_by_auto)
@@ -69,7 +69,7 @@ def _probed(name: str) -> Optional[bool]:
         return None
 
 
-def auto_order() -> Tuple[str, ...]:
+def auto_order() -> tuple[str, ...]:
     """The backends ``auto`` tries, in order: first those it does not probe (an accelerator, taken when it starts;
     a backend whose module cannot be imported is listed here, so that its reason is logged), then those it times
     (:func:`measured`), each group in registry order."""
@@ -77,7 +77,7 @@ def auto_order() -> Tuple[str, ...]:
     return tuple(n for n in REGISTRY if not probed[n]) + tuple(n for n in REGISTRY if probed[n])
 
 
-def measured() -> Tuple[str, ...]:
+def measured() -> tuple[str, ...]:
     """The CPU backends ``auto`` chooses between by measuring them (``probed_by_auto``), in registry order."""
     return tuple(n for n in REGISTRY if _probed(n))
 
@@ -87,7 +87,7 @@ def measured() -> Tuple[str, ...]:
 AUTO_ORDER: Sequence[str] = RegistryView(auto_order)
 
 
-def precisions() -> Dict[str, Tuple[str, ...]]:
+def precisions() -> dict[str, tuple[str, ...]]:
     """``{backend: the precisions it accepts, its default first}`` for every registered backend that takes a
     ``precision`` option and can be imported."""
     out = {}
@@ -101,12 +101,12 @@ def precisions() -> Dict[str, Tuple[str, ...]]:
     return out
 
 
-def names() -> Tuple[str, ...]:
+def names() -> tuple[str, ...]:
     """Every registered backend name, plus ``"auto"``."""
     return ("auto",) + tuple(REGISTRY)
 
 
-def backend_class(name: str) -> Type[Backend]:
+def backend_class(name: str) -> type[Backend]:
     """Import and return the class registered as ``name``.
 
     Raises:
@@ -128,7 +128,7 @@ def backend_class(name: str) -> Type[Backend]:
     return getattr(mod, cls)
 
 
-def available(name: str) -> Tuple[bool, str]:
+def available(name: str) -> tuple[bool, str]:
     """(True, "") when backend ``name`` can run here, else (False, the backend's reason)."""
     try:
         cls = backend_class(name)
@@ -137,7 +137,7 @@ def available(name: str) -> Tuple[bool, str]:
     return cls.available()
 
 
-def get_backend(name: str, artifacts: Artifacts, *, probe_batch: Optional[int] = None, **opts) -> Backend:
+def get_backend(name: str, artifacts: Artifacts, *, probe_batch: int | None = None, **opts) -> Backend:
     """Create a backend for ``artifacts``.
 
     Args:

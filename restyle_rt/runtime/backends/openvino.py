@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -93,9 +92,9 @@ class OpenVinoBackend(Backend):
         self,
         artifacts: Artifacts,
         precision: str = "auto",
-        threads: Optional[int] = None,
+        threads: int | None = None,
         hint: str = "latency",
-        cache_dir: Optional[os.PathLike] = None,
+        cache_dir: os.PathLike | None = None,
         device: str = "CPU",
     ):
         super().__init__(artifacts)
@@ -127,7 +126,7 @@ class OpenVinoBackend(Backend):
                  self.threads, hint, self.cache_dir or "off")
 
     @classmethod
-    def available(cls) -> Tuple[bool, str]:
+    def available(cls) -> tuple[bool, str]:
         try:
             import openvino as ov
         except ImportError as e:
@@ -162,7 +161,7 @@ class OpenVinoBackend(Backend):
 
     # --- host API -------------------------------------------------------------------------------------------
 
-    def _run(self, graph: str, feed: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    def _run(self, graph: str, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         check_feed(self.artifacts, graph, feed, "openvino backend")
         feed = {k: np.ascontiguousarray(v) for k, v in feed.items()}
         res = self.requests[graph].infer(feed, share_inputs=True, share_outputs=True)
@@ -172,7 +171,7 @@ class OpenVinoBackend(Backend):
         out = self._run("encoder", {"image": image, "feedback": feedback, "latent": latent})
         return out["latent_next"]  # [B, S, 512], a view of the request's output tensor
 
-    def synthesize(self, latent: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    def synthesize(self, latent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         out = self._run("synthesis", {"latent": latent})
         return out["image"], out["feedback"]  # [B, 3, h, w], [B, 3, H, W], views
 
@@ -180,7 +179,7 @@ class OpenVinoBackend(Backend):
         self.requests, self.compiled = {}, {}
 
 
-def check_device(available: List[str], device: str) -> str:
+def check_device(available: list[str], device: str) -> str:
     """``device`` when OpenVINO can run on it here (``available``: ``ov.Core().available_devices``).
 
     ``"GPU"`` names the first GPU when OpenVINO lists ``GPU.0``, ``GPU.1``; ``"GPU.0"`` the only one when it lists
@@ -237,7 +236,7 @@ def resolve_precision(precision: str, device: str = "CPU") -> str:
     raise InputError("openvino backend: no precision meets the accuracy bar: " + "; ".join(reasons))
 
 
-def _cache_dir(cache_dir: Optional[os.PathLike]) -> Optional[Path]:
+def _cache_dir(cache_dir: os.PathLike | None) -> Path | None:
     if cache_dir == "":
         return None
     if cache_dir is None:

@@ -11,16 +11,16 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from ...artifacts import Artifacts, int8_graph_path
 from ...errors import ArtifactError, BackendUnavailable, InputError
+from ...fsio import cache_root
 from ...manifest import Int8Record
 from ...parity import SHIP_REF_PSNR_DB
-from ...fsio import cache_root
 from ...spec import BATCH, TensorSpec
 from ..backend import Backend, LoopResult
 from ..hostinfo import cpu_id, cpu_model
@@ -86,10 +86,10 @@ class OrtBackend(Backend):
     def __init__(
         self,
         artifacts: Artifacts,
-        providers: Optional[Sequence[Union[str, Tuple[str, dict]]]] = None,
-        threads: Optional[int] = None,
+        providers: Sequence[str | tuple[str, dict]] | None = None,
+        threads: int | None = None,
         device_id: int = 0,
-        io_binding: Optional[bool] = None,
+        io_binding: bool | None = None,
         spinning: bool = False,
         cpu_arena: bool = True,
         mem_pattern: bool = False,
@@ -131,14 +131,14 @@ class OrtBackend(Backend):
         log.info("ort backend: providers %s, %d intra-op threads, %s", self.providers, self.threads, self.precision)
 
     @classmethod
-    def available(cls) -> Tuple[bool, str]:
+    def available(cls) -> tuple[bool, str]:
         try:
             import onnxruntime  # noqa: F401
         except ImportError as e:
             return False, f"onnxruntime cannot be imported ({e}); pip install onnxruntime"
         return True, ""
 
-    def _session(self, graph: str, providers: List[str]):
+    def _session(self, graph: str, providers: list[str]):
         ort = self._ort
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -203,7 +203,7 @@ class OrtBackend(Backend):
         self._check("encoder", feed)
         return self.sessions["encoder"].run(["latent_next"], feed)[0]  # [B, S, 512]
 
-    def synthesize(self, latent: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    def synthesize(self, latent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self._check("synthesis", {"latent": latent})
         image, feedback = self.sessions["synthesis"].run(["image", "feedback"], {"latent": latent})
         return image, feedback  # [B, 3, h, w], [B, 3, H, W]
@@ -211,7 +211,7 @@ class OrtBackend(Backend):
     # --- device loop ----------------------------------------------------------------------------------------
 
     def run_loop(
-        self, images: np.ndarray, n_iters: int, return_steps: bool = False, early_exit: Optional[float] = None
+        self, images: np.ndarray, n_iters: int, return_steps: bool = False, early_exit: float | None = None
     ) -> LoopResult:
         """The residual loop; with IOBinding unless on plain CPU or when early exit is asked for.
 
@@ -270,7 +270,7 @@ class OrtBackend(Backend):
         self.sessions = {}
 
 
-def split_providers(providers: Sequence[Union[str, Tuple[str, dict]]]) -> Tuple[List[str], Dict[str, dict]]:
+def split_providers(providers: Sequence[str | tuple[str, dict]]) -> tuple[list[str], dict[str, dict]]:
     """``providers`` as ONNX Runtime takes them (names, or ``(name, options)`` tuples) -> (names, {name: options}).
 
     Raises:
@@ -294,7 +294,7 @@ def split_providers(providers: Sequence[Union[str, Tuple[str, dict]]]) -> Tuple[
     return names, options
 
 
-def _device_id(options: Dict[str, dict], default: int) -> int:
+def _device_id(options: dict[str, dict], default: int) -> int:
     """The GPU the sessions and the loop's buffers use: a ``device_id`` in the GPU providers' options, else
     ``default``.
 
@@ -355,7 +355,7 @@ def choose_precision(art: Artifacts, precision: str) -> str:
     return "int8" if ok else "fp32"
 
 
-def int8_trusted(rec: Optional[Int8Record]) -> Tuple[bool, str]:
+def int8_trusted(rec: Int8Record | None) -> tuple[bool, str]:
     """Whether an INT8 record's accuracy may be relied on here: it met its ship bar, measured on this CPU model.
 
     INT8 accuracy depends on the kernels the library picks for the CPU (on the same Q/DQ graph, OpenVINO was 0.40
@@ -377,7 +377,7 @@ def int8_trusted(rec: Optional[Int8Record]) -> Tuple[bool, str]:
     return True, "INT8 accuracy recorded within its ship bar on this CPU"
 
 
-def _last_step_psnr(rec: Int8Record) -> Optional[float]:
+def _last_step_psnr(rec: Int8Record) -> float | None:
     """The recorded image PSNR against FP32 after the last step of the INT8 loop the runtime would run (encoder,
     or encoder + synthesis when a synthesis graph was shipped), CPU encoding; inf when identical, None if absent."""
     label = "encoder+synthesis" if "synthesis" in rec.graphs else "encoder"
@@ -397,7 +397,7 @@ def graph_files(art: Artifacts, precision: str) -> dict:
     return files
 
 
-def verify_io(sess, io: Tuple[List[TensorSpec], List[TensorSpec]], what: str) -> None:
+def verify_io(sess, io: tuple[list[TensorSpec], list[TensorSpec]], what: str) -> None:
     """Refuse a session whose inputs/outputs differ from the spec in names, dtype, rank or static dims.
 
     Raises:

@@ -23,7 +23,6 @@ CUDA-graph mode is left off because the loop graph captures the engines itself.
 from __future__ import annotations
 
 import logging
-from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -34,7 +33,7 @@ from ...spec import BatchProfile
 from .. import cuda
 from ..backend import Backend, LoopResult
 from ..loop import check_batch, check_images, check_iters, concat_results, pad_to, run_in_chunks
-from ..trt_compat import try_load_trt, trt_cuda_major
+from ..trt_compat import trt_cuda_major, try_load_trt
 from .trt_engine import RuntimeCache, TrtEngine
 
 log = logging.getLogger("restyle_rt")
@@ -69,7 +68,7 @@ class TrtBackend(Backend):
     probed_by_auto = False
     device_resident = True
 
-    def __init__(self, artifacts: Artifacts, precision: Optional[str] = None, device: int = 0,
+    def __init__(self, artifacts: Artifacts, precision: str | None = None, device: int = 0,
                  cuda_graph: bool = True, verify_hash: bool = False):
         super().__init__(artifacts)
         self._closed = True
@@ -89,8 +88,8 @@ class TrtBackend(Backend):
             maxes.append(rec.profile or artifacts.profile)
         self.profile = BatchProfile(max(p.min for p in maxes), max(p.min for p in maxes),
                                     min(p.max for p in maxes))  # the engines' own batch range (``--batch``)
-        self._graphs: Dict[Tuple[int, int], cuda.CudaGraph] = {}
-        self._stamps: Dict[Tuple[int, int], Tuple[int, int]] = {}  # (b, n) -> engines' reshape counts at capture
+        self._graphs: dict[tuple[int, int], cuda.CudaGraph] = {}
+        self._stamps: dict[tuple[int, int], tuple[int, int]] = {}  # (b, n) -> engines' reshape counts at capture
         self._runtime = info.module.Runtime(info.module.Logger(info.module.Logger.WARNING))
         self._rt_cache = RuntimeCache(artifacts.root / RUNTIME_CACHE) if info.is_rtx and info.runtime_config else None
         for g, plan in plans.items():
@@ -110,7 +109,7 @@ class TrtBackend(Backend):
     # --- setup --------------------------------------------------------------------------------------------
 
     @classmethod
-    def available(cls) -> Tuple[bool, str]:
+    def available(cls) -> tuple[bool, str]:
         info = try_load_trt()
         if info is None:
             return False, "no TensorRT or TensorRT-RTX Python module is importable"
@@ -220,7 +219,7 @@ class TrtBackend(Backend):
         self.stream.synchronize()
         return out[:n].copy()
 
-    def synthesize(self, latent: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    def synthesize(self, latent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One synthesis call; returns new arrays (not views of the backend's staging memory)."""
         n = latent.shape[0]
         b = self._batch(n)
@@ -232,7 +231,7 @@ class TrtBackend(Backend):
         return img[:n].copy(), fb[:n].copy()
 
     def run_loop(self, images: np.ndarray, n_iters: int, return_steps: bool = False,
-                 early_exit: Optional[float] = None) -> LoopResult:
+                 early_exit: float | None = None) -> LoopResult:
         """N residual steps on the device; per-image early exit goes through the generic host loop."""
         check_iters(n_iters, early_exit)
         if early_exit is not None:
@@ -296,7 +295,7 @@ class TrtBackend(Backend):
         log.debug("trt backend: captured loop graph for batch %d, %d steps", b, n)
         return graph
 
-    def _no_graphs(self, why: str, b: int, n: int) -> "_Eager":
+    def _no_graphs(self, why: str, b: int, n: int) -> _Eager:
         log.warning("trt backend: %s; running the loop eagerly from now on", why)
         self.use_graphs = False
         return _Eager(self, b, n)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Dict, Tuple
 
 from ...artifacts import write_bytes_atomic
 from ...errors import ArtifactError, InputError
@@ -51,7 +50,7 @@ class TrtEngine:
             fallback kernels run would replay them forever.
     """
 
-    def __init__(self, info: TrtInfo, runtime, plan: bytes, name: str, shapes: Dict[str, Tuple[int, ...]],
+    def __init__(self, info: TrtInfo, runtime, plan: bytes, name: str, shapes: dict[str, tuple[int, ...]],
                  runtime_cache=None, eager_kernels: bool = False):
         trt = info.module
         self.info, self.name, self.shapes = info, name, shapes
@@ -70,13 +69,13 @@ class TrtEngine:
             if self.engine.get_tensor_dtype(t) != trt.float32:
                 raise ArtifactError(f"{name} engine tensor {t!r} is {self.engine.get_tensor_dtype(t)}, expected "
                                     "float32 (graph I/O stays FP32; FP16 lives inside)")
-        self.settings: Dict[str, str] = {}
+        self.settings: dict[str, str] = {}
         self.single_context = not info.is_rtx and info.version_tuple < (8, 6)
         self.reshapes = 0                     # shape changes of an existing context (single-context engines only)
-        self._contexts: Dict[int, object] = {}
-        self._batch_of: Dict[int, int] = {}   # context key -> the batch its input shapes are set for
-        self._configs: Dict[int, object] = {}  # IRuntimeConfig per context, kept alive as long as the context
-        self._memory: Tuple[int, int] = (0, 0)
+        self._contexts: dict[int, object] = {}
+        self._batch_of: dict[int, int] = {}   # context key -> the batch its input shapes are set for
+        self._configs: dict[int, object] = {}  # IRuntimeConfig per context, kept alive as long as the context
+        self._memory: tuple[int, int] = (0, 0)
 
     # --- contexts -----------------------------------------------------------------------------------------
 
@@ -157,7 +156,7 @@ class TrtEngine:
 
     # --- work ---------------------------------------------------------------------------------------------
 
-    def enqueue(self, stream: cuda.Stream, batch: int, addrs: Dict[str, int]) -> None:
+    def enqueue(self, stream: cuda.Stream, batch: int, addrs: dict[str, int]) -> None:
         """Bind ``addrs`` (tensor name -> device pointer) on the batch's context and enqueue it on ``stream``.
 
         Raises:

@@ -139,7 +139,8 @@ def modulated_conv(
     noise_numel = 0 if noise is None else int(np.asarray(noise).size)
     fields = [b, cin, cout, h, w, k, int(demodulate), int(upsample), int(activate), noise_numel,
               int(x.dtype == np.float16), int(bias is not None)]
-    f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)
+    def f32(a):
+        return np.ascontiguousarray(a, dtype=np.float32)
     with tempfile.TemporaryDirectory() as d:
         Path(d, "case.txt").write_text(" ".join(map(str, fields)) + "\n")
         np.ascontiguousarray(x).tofile(Path(d, "x.bin"))
