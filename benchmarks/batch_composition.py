@@ -6,6 +6,7 @@ This is what the server's dynamic batcher changes relative to an in-process call
     python3 benchmarks/batch_composition.py ~/.cache/restyle-rt/presets/church-256/artifacts \
         > benchmarks/results/batch_composition_church256.json
 """
+
 import json
 import sys
 
@@ -22,10 +23,17 @@ with Inverter.load(art, backend="ort") as inv:
     batched = inv.invert(x, n_iters=5, return_steps=True)
     out = []
     for k in (0, 5):
-        alone = inv.invert(x[k:k+1], n_iters=5, return_steps=True)
+        alone = inv.invert(x[k : k + 1], n_iters=5, return_steps=True)
         for t in range(5):
-            rl = compare(alone.step_latents[t], batched.step_latents[t][k:k+1])
-            ri = compare(alone.step_images[t], batched.step_images[t][k:k+1])
-            out.append({"image": k, "step": t + 1, "latent_rel_l2": rl.rel_l2, "image_rel_l2": ri.rel_l2,
-                        "image_psnr": ri.psnr_db})
+            rl = compare(alone.step_latents[t], batched.step_latents[t][k : k + 1])
+            ri = compare(alone.step_images[t], batched.step_images[t][k : k + 1])
+            out.append(
+                {
+                    "image": k,
+                    "step": t + 1,
+                    "latent_rel_l2": rl.rel_l2,
+                    "image_rel_l2": ri.rel_l2,
+                    "image_psnr": ri.psnr_db,
+                }
+            )
 print(json.dumps(out, indent=0))

@@ -10,6 +10,7 @@ the fitted preset's generator draws from known latents (:func:`restyle_rt.bench.
 step: latent rel-L2 and image PSNR against the FP32 loop (ORT), PSNR against the target and latent RMS to the
 truth for both, and the ship bar (:mod:`restyle_rt.parity`) on the last step.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,10 +48,17 @@ def main() -> int:
                 r = be.run_loop(x, args.iters, return_steps=True)
             runs[label] = Steps(label, r.step_latents, r.step_images)
     acc = agreement(runs["ort fp32"], runs["ort fp16 graphs (proxy)"], args.iters, truth)
-    rec = {"what": "FP16 proxy (FP16 graphs in ONNX Runtime CPU) on the fitted preset vs the FP32 loop and the truth",
-           "command": " ".join(["python3"] + sys.argv), "preset": args.preset, "fitted": True,
-           "batch": args.batch, "iters": args.iters, "seconds": round(time.perf_counter() - t0, 1),
-           "machine": machine_record(), "accuracy": acc}
+    rec = {
+        "what": "FP16 proxy (FP16 graphs in ONNX Runtime CPU) on the fitted preset vs the FP32 loop and the truth",
+        "command": " ".join(["python3"] + sys.argv),
+        "preset": args.preset,
+        "fitted": True,
+        "batch": args.batch,
+        "iters": args.iters,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "machine": machine_record(),
+        "accuracy": acc,
+    }
     print(json.dumps(acc, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(rec, indent=1))

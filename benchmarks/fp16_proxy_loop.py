@@ -7,6 +7,7 @@ Usage::
 This is a *proxy*: FP16 TensorRT engines cannot run without a GPU. The FP16 graphs are the ones the engine builder
 derives (restyle_rt/export/fp16.py: demodulation, statistic norms and the latent accumulation stay FP32).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,9 +37,14 @@ def main() -> int:
     steps = proxy_loop_parity(args.artifacts, x, args.iters)
     from restyle_rt.bench.runner import machine_info
 
-    rec = {"what": "FP16 proxy (ONNX Runtime CPU, FP16 graphs vs FP32 graphs), whole loop, per iteration",
-           "command": " ".join(["python3"] + sys.argv), "spec": spec.to_dict(), "batch": args.batch,
-           "machine": machine_info(threads=os.cpu_count()), "steps": steps}
+    rec = {
+        "what": "FP16 proxy (ONNX Runtime CPU, FP16 graphs vs FP32 graphs), whole loop, per iteration",
+        "command": " ".join(["python3"] + sys.argv),
+        "spec": spec.to_dict(),
+        "batch": args.batch,
+        "machine": machine_info(threads=os.cpu_count()),
+        "steps": steps,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(rec, indent=1) + "\n")
     print(json.dumps(steps, indent=1))

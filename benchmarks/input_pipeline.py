@@ -19,6 +19,7 @@ Run it alone on the machine: other load changes every figure. Example::
 max / mean difference in 0..255 levels, then the latents' rel-L2 per step and the final image's PSNR, draft
 against exact decoding, on the same artifacts.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -89,8 +90,24 @@ def time_loop(art, backend, paths, batch, iters) -> float:
 def time_invert(art, backend, paths, batch, iters, workers, extra=()) -> dict:
     """One fresh ``restyle-rt invert`` process; its own images/s (from the summary line) and the wall time."""
     with tempfile.TemporaryDirectory(prefix="restyle-rt-bench-out-") as out:
-        cmd = [sys.executable, "-m", "restyle_rt.cli", "invert", str(art), *map(str, paths), "--out", out, "--iters",
-               str(iters), "--backend", backend, "--no-verify", "--workers", str(workers), *extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "restyle_rt.cli",
+            "invert",
+            str(art),
+            *map(str, paths),
+            "--out",
+            out,
+            "--iters",
+            str(iters),
+            "--backend",
+            backend,
+            "--no-verify",
+            "--workers",
+            str(workers),
+            *extra,
+        ]
         if batch:
             cmd += ["--batch", str(batch)]
         t = time.perf_counter()
@@ -99,8 +116,14 @@ def time_invert(art, backend, paths, batch, iters, workers, extra=()) -> dict:
     m = re.search(r"inverted (\d+) image\(s\).* in ([\d.]+) s, ([\d.]+) images/s", r.stderr)
     if r.returncode != 0 or not m:
         raise SystemExit(f"invert failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr[-2000:]}")
-    return {"workers": workers, "images": int(m.group(1)), "seconds": float(m.group(2)),
-            "images_per_s": float(m.group(3)), "wall_s": wall, "args": list(extra)}
+    return {
+        "workers": workers,
+        "images": int(m.group(1)),
+        "seconds": float(m.group(2)),
+        "images_per_s": float(m.group(3)),
+        "wall_s": wall,
+        "args": list(extra),
+    }
 
 
 def draft_accuracy(art, backend, paths, iters) -> list:
@@ -115,13 +138,18 @@ def draft_accuracy(art, backend, paths, iters) -> list:
             d = np.abs(draft[i] - exact[i]) * 127.5
             with Image.open(p) as im:
                 scale = io._draft_scale(im, (max(hw),) * 2)
-            rows.append({
-                "image": p.name, "draft_scale": f"1/{scale}", "input_max_levels": round(float(d.max()), 2),
-                "input_mean_levels": round(float(d.mean()), 3),
-                "latent_rel_l2_per_step": [compare(b.step_latents[t][i], a.step_latents[t][i]).rel_l2
-                                           for t in range(iters)],
-                "final_image_psnr_db": compare(b.images[i], a.images[i]).psnr_db,
-            })
+            rows.append(
+                {
+                    "image": p.name,
+                    "draft_scale": f"1/{scale}",
+                    "input_max_levels": round(float(d.max()), 2),
+                    "input_mean_levels": round(float(d.mean()), 3),
+                    "latent_rel_l2_per_step": [
+                        compare(b.step_latents[t][i], a.step_latents[t][i]).rel_l2 for t in range(iters)
+                    ],
+                    "final_image_psnr_db": compare(b.images[i], a.images[i]).psnr_db,
+                }
+            )
     return rows
 
 
@@ -145,16 +173,21 @@ def main() -> None:
         if len(paths) < args.n:
             paths = write_photos(folder, args.n)
         mb = np.mean([p.stat().st_size for p in paths]) / 1e6
-        machine = {"cpu": cpu_model(), "cpus": os.cpu_count(),
-                   "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}
+        machine = {
+            "cpu": cpu_model(),
+            "cpus": os.cpu_count(),
+            "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        }
         if args.draft_accuracy:
             rows = draft_accuracy(args.artifacts, args.backend, paths, args.iters)
             print("| image | draft scale | input max / mean (levels) | latent rel-L2 step 1 .. last | final PSNR |")
             print("|---|---|---|---|---|")
             for r in rows:
                 lat = r["latent_rel_l2_per_step"]
-                print(f"| {r['image']} | {r['draft_scale']} | {r['input_max_levels']} / {r['input_mean_levels']} | "
-                      f"{lat[0]:.2e} .. {lat[-1]:.2e} | {r['final_image_psnr_db']:.1f} dB |")
+                print(
+                    f"| {r['image']} | {r['draft_scale']} | {r['input_max_levels']} / {r['input_mean_levels']} | "
+                    f"{lat[0]:.2e} .. {lat[-1]:.2e} | {r['final_image_psnr_db']:.1f} dB |"
+                )
             result = {"machine": machine, "mode": "draft-accuracy", "jpeg_mb": mb, "rows": rows}
         else:
             t = time.perf_counter()
@@ -165,24 +198,39 @@ def main() -> None:
             dec_draft = time_decode(paths, hw, jpeg_draft=True)
             loop = time_loop(args.artifacts, args.backend, paths, args.batch, args.iters)
             workers = pipeline.default_workers() if args.workers is None else args.workers
-            runs = [time_invert(args.artifacts, args.backend, paths, args.batch, args.iters, 0),
-                    time_invert(args.artifacts, args.backend, paths, args.batch, args.iters, workers)]
+            runs = [
+                time_invert(args.artifacts, args.backend, paths, args.batch, args.iters, 0),
+                time_invert(args.artifacts, args.backend, paths, args.batch, args.iters, workers),
+            ]
             if args.jpeg_draft:
-                runs.append(time_invert(args.artifacts, args.backend, paths, args.batch, args.iters, workers,
-                                        ["--jpeg-draft"]))
-            print("| CPU (usable cores) | artifacts | backend | batch | iters | photos | decode+resize ms/img "
-                  "(draft) | loop alone img/s | invert --workers 0 | invert --workers W | pipelined / loop |")
+                runs.append(
+                    time_invert(args.artifacts, args.backend, paths, args.batch, args.iters, workers, ["--jpeg-draft"])
+                )
+            print(
+                "| CPU (usable cores) | artifacts | backend | batch | iters | photos | decode+resize ms/img "
+                "(draft) | loop alone img/s | invert --workers 0 | invert --workers W | pipelined / loop |"
+            )
             print("|---|---|---|---|---|---|---|---|---|---|---|")
             piped = runs[1]
-            print(f"| {machine['cpu']} ({machine['usable_cpus']}) | {Path(args.artifacts).name} | {args.backend} | "
-                  f"{args.batch or 'max'} | {args.iters} | {len(paths)} x 12 MP ({mb:.1f} MB) | {dec * 1e3:.0f} "
-                  f"({dec_draft * 1e3:.0f}) | {loop:.3f} | {runs[0]['images_per_s']:.3f} | "
-                  f"{piped['images_per_s']:.3f} (W={workers}) | {piped['images_per_s'] / loop:.2f} |")
+            print(
+                f"| {machine['cpu']} ({machine['usable_cpus']}) | {Path(args.artifacts).name} | {args.backend} | "
+                f"{args.batch or 'max'} | {args.iters} | {len(paths)} x 12 MP ({mb:.1f} MB) | {dec * 1e3:.0f} "
+                f"({dec_draft * 1e3:.0f}) | {loop:.3f} | {runs[0]['images_per_s']:.3f} | "
+                f"{piped['images_per_s']:.3f} (W={workers}) | {piped['images_per_s'] / loop:.2f} |"
+            )
             if args.jpeg_draft:
                 print(f"\n--jpeg-draft, W={workers}: {runs[2]['images_per_s']:.3f} images/s")
-            result = {"machine": machine, "command": sys.argv, "jpeg_mb": mb, "decode_s": dec,
-                      "decode_draft_s": dec_draft, "loop_images_per_s": loop, "invert": runs, "load_s": load_s,
-                      "load_avg": os.getloadavg()}
+            result = {
+                "machine": machine,
+                "command": sys.argv,
+                "jpeg_mb": mb,
+                "decode_s": dec,
+                "decode_draft_s": dec_draft,
+                "loop_images_per_s": loop,
+                "invert": runs,
+                "load_s": load_s,
+                "load_avg": os.getloadavg(),
+            }
         if args.json:
             args.json.write_text(json.dumps(result, indent=1) + "\n")
 

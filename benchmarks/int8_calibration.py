@@ -13,6 +13,7 @@ images the preset checkpoint's generator draws through its mapping network (the 
 are *proxies*: the presets are random-weight models, which do not contract through the loop like trained ones
 (their errors compound ~2x per step), and their generated images are not a real image distribution.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,11 @@ def main() -> int:
     ap.add_argument("--kept-none", action="store_true", help="quantize every layer (no sweep, nothing kept)")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--note", default="", help="appended to the record's 'what'")
-    ap.add_argument("--machine-note", default="2-vCPU VM shared with other niced jobs",
-                    help="what else ran on the machine (recorded beside the load averages)")
+    ap.add_argument(
+        "--machine-note",
+        default="2-vCPU VM shared with other niced jobs",
+        help="what else ran on the machine (recorded beside the load averages)",
+    )
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname).1s %(name)s: %(message)s")
@@ -54,34 +58,51 @@ def main() -> int:
     kept = json.loads(Path(args.kept_from).read_text())["int8"]["kept_layers"] if args.kept_from else None
     if args.kept_none:
         kept = {"encoder": [], "synthesis": []}
-    cfg = CalibrationConfig(generated=args.generated, checkpoint=str(ckpt), held_out=args.held_out,
-                            steps=args.steps, method=args.method,
-                            graphs=("encoder",) if args.encoder_only else ("encoder", "synthesis"),
-                            sensitivity_images=args.sensitivity_images, sensitivity_steps=args.sensitivity_steps,
-                            keep_rule=args.keep_rule, keep_share=args.keep_share, max_keep_frac=args.max_keep,
-                            kept=kept, batch=args.batch)
-    machine = dict(machine_info(threads=os.cpu_count()),
-                   note=args.machine_note)
+    cfg = CalibrationConfig(
+        generated=args.generated,
+        checkpoint=str(ckpt),
+        held_out=args.held_out,
+        steps=args.steps,
+        method=args.method,
+        graphs=("encoder",) if args.encoder_only else ("encoder", "synthesis"),
+        sensitivity_images=args.sensitivity_images,
+        sensitivity_steps=args.sensitivity_steps,
+        keep_rule=args.keep_rule,
+        keep_share=args.keep_share,
+        max_keep_frac=args.max_keep,
+        kept=kept,
+        batch=args.batch,
+    )
+    machine = dict(machine_info(threads=os.cpu_count()), note=args.machine_note)
     rec = calibrate(args.artifacts or art, cfg)
     machine["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     tables = {}  # the full per-layer sensitivity tables (the manifest keeps the top 8)
     for g in rec["sensitivity"]:
         tsv = Path(args.artifacts or art) / "int8" / f"{g}.sensitivity.tsv"
         if tsv.is_file():
-            tables[g] = [[n, float(v), k == "1"] for n, v, k in
-                         (line.split("\t") for line in tsv.read_text().splitlines()[1:])]
+            tables[g] = [
+                [n, float(v), k == "1"] for n, v, k in (line.split("\t") for line in tsv.read_text().splitlines()[1:])
+            ]
     out = Path(args.out or f"benchmarks/results/int8_{args.preset}.json")
-    doc = {"what": "loop-aware INT8 calibration, per-step accuracy vs FP32 (ONNX Runtime CPU) on held-out "
-                   "generated images; PROXY figures (random-weight preset)" + (f"; {args.note}" if args.note else ""),
-           "command": " ".join(["python3"] + sys.argv), "preset": args.preset,
-           "artifacts": "preset cache" if args.artifacts is None else "a copy of the preset's artifacts",
-           "machine": machine, "int8": rec, "sensitivity_tables": tables}
+    doc = {
+        "what": "loop-aware INT8 calibration, per-step accuracy vs FP32 (ONNX Runtime CPU) on held-out "
+        "generated images; PROXY figures (random-weight preset)" + (f"; {args.note}" if args.note else ""),
+        "command": " ".join(["python3"] + sys.argv),
+        "preset": args.preset,
+        "artifacts": "preset cache" if args.artifacts is None else "a copy of the preset's artifacts",
+        "machine": machine,
+        "int8": rec,
+        "sensitivity_tables": tables,
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1) + "\n")
     for label, encs in rec["accuracy"].items():
         for enc, rows in encs.items():
-            print(label, enc, [(f"{r['latent_rel_l2']:.2e}", r["image_psnr_db"] and round(r["image_psnr_db"], 1))
-                               for r in rows])
+            print(
+                label,
+                enc,
+                [(f"{r['latent_rel_l2']:.2e}", r["image_psnr_db"] and round(r["image_psnr_db"], 1)) for r in rows],
+            )
     print("kept:", rec["kept_layers"], "seconds:", rec["seconds"])
     return 0
 

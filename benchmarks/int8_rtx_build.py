@@ -9,6 +9,7 @@ Usage (after ``benchmarks/int8_calibration.py PRESET``)::
 network-level answer instead: every layer of the parsed network whose data input comes from a DequantizeLinear
 (explicit quantization: TensorRT fuses Q -> DQ -> layer into an INT8 kernel when it has one). Unverified on a GPU.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,18 +62,31 @@ def main() -> int:
     recs = build_engines(art_dir, precision="int8", compute_capabilities=args.cc.split(","), rebuild=True)
     total = time.perf_counter() - t0
     layers = {r.graph: int8_layers(Path(art_dir) / r.onnx.file) for r in recs}
-    doc = {"what": "TensorRT-RTX INT8 engine build (explicit quantization, FP16 elsewhere, strongly typed), "
-                   "ahead of time on a CPU-only VM; engines not executed (no GPU)",
-           "command": " ".join(["python3"] + sys.argv), "preset": args.preset,
-           "machine": dict(machine_info(threads=2), note="2-vCPU VM shared with other (niced) jobs"),
-           "engines": [r.to_dict() for r in recs], "seconds_total": round(total, 1), "network_int8": layers,
-           "int8_graphs": A.load(art_dir).manifest.int8.to_dict()["graphs"]}
+    doc = {
+        "what": "TensorRT-RTX INT8 engine build (explicit quantization, FP16 elsewhere, strongly typed), "
+        "ahead of time on a CPU-only VM; engines not executed (no GPU)",
+        "command": " ".join(["python3"] + sys.argv),
+        "preset": args.preset,
+        "machine": dict(machine_info(threads=2), note="2-vCPU VM shared with other (niced) jobs"),
+        "engines": [r.to_dict() for r in recs],
+        "seconds_total": round(total, 1),
+        "network_int8": layers,
+        "int8_graphs": A.load(art_dir).manifest.int8.to_dict()["graphs"],
+    }
     out = Path(args.out or f"benchmarks/results/int8_rtx_build_{args.preset}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1) + "\n")
     for r in recs:
-        print(r.graph, r.onnx.file, r.size_bytes, "bytes", r.build_seconds, "s",
-              layers[r.graph]["int8_fed_layers"], "INT8-fed layers")
+        print(
+            r.graph,
+            r.onnx.file,
+            r.size_bytes,
+            "bytes",
+            r.build_seconds,
+            "s",
+            layers[r.graph]["int8_fed_layers"],
+            "INT8-fed layers",
+        )
     return 0
 
 

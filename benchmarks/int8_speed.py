@@ -10,6 +10,7 @@ shipped in INT8, i.e. the synthesis too when it met the ship bar); ``torch-offic
 Each repeat runs every target once in turn, so load drifts hit all of them alike; per-image seconds are medians.
 The accuracy recorded next to the speed is the calibration's per-step held-out accuracy from the manifest.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,10 +29,13 @@ def targets(art, ckpt, threads: int) -> dict:
 
     int8 = art.manifest.int8
     enc_only = copy.copy(art)
-    enc_only.manifest = dataclasses.replace(art.manifest, int8=dataclasses.replace(
-        int8, graphs={g: v for g, v in int8.graphs.items() if g != "synthesis"}))
-    out = {"ort-fp32": OrtBackend(art, threads=threads), "ort-int8-enc": OrtBackend(enc_only, threads=threads,
-                                                                                     precision="int8")}
+    enc_only.manifest = dataclasses.replace(
+        art.manifest, int8=dataclasses.replace(int8, graphs={g: v for g, v in int8.graphs.items() if g != "synthesis"})
+    )
+    out = {
+        "ort-fp32": OrtBackend(art, threads=threads),
+        "ort-int8-enc": OrtBackend(enc_only, threads=threads, precision="int8"),
+    }
     if "synthesis" in int8.graphs:
         out["ort-int8"] = OrtBackend(art, threads=threads, precision="int8")
     out["torch-official"] = TorchTarget("torch-official", ckpt, threads)
@@ -70,17 +74,32 @@ def main() -> int:
         base = statistics.median(times["torch-official"])
         for name, ts in times.items():
             med = statistics.median(ts)
-            rows.append({"target": name, "batch": b, "iters": args.iters, "s_per_image": med,
-                         "all_s_per_image": ts, "speedup_vs_torch_official": base / med,
-                         "precision": "fp32" if name in ("ort-fp32", "torch-official") else "int8"})
+            rows.append(
+                {
+                    "target": name,
+                    "batch": b,
+                    "iters": args.iters,
+                    "s_per_image": med,
+                    "all_s_per_image": ts,
+                    "speedup_vs_torch_official": base / med,
+                    "precision": "fp32" if name in ("ort-fp32", "torch-official") else "int8",
+                }
+            )
             print(f"b{b} {name:15s} {med * 1e3:8.1f} ms/img  x{base / med:.2f} vs torch-official", flush=True)
     rec = art.manifest.int8.to_dict()
-    doc = {"what": "ORT INT8 vs ORT FP32 vs torch-official, whole loop, per image (median over interleaved repeats)",
-           "command": " ".join(["python3"] + sys.argv), "preset": args.preset,
-           "machine": dict(machine_info(threads=threads),
-                           note="2-vCPU VM shared with other (niced) jobs; ratios within this run are the figure"),
-           "rows": rows, "int8_accuracy_proxy": rec["accuracy"], "kept_layers": rec["kept_layers"],
-           "int8_graphs": {g: v["cpu"]["file"] for g, v in rec["graphs"].items()}}
+    doc = {
+        "what": "ORT INT8 vs ORT FP32 vs torch-official, whole loop, per image (median over interleaved repeats)",
+        "command": " ".join(["python3"] + sys.argv),
+        "preset": args.preset,
+        "machine": dict(
+            machine_info(threads=threads),
+            note="2-vCPU VM shared with other (niced) jobs; ratios within this run are the figure",
+        ),
+        "rows": rows,
+        "int8_accuracy_proxy": rec["accuracy"],
+        "kept_layers": rec["kept_layers"],
+        "int8_graphs": {g: v["cpu"]["file"] for g, v in rec["graphs"].items()},
+    }
     out = Path(args.out or f"benchmarks/results/int8_speed_{args.preset}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1) + "\n")

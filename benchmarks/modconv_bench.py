@@ -119,9 +119,7 @@ def bench_layer(torch, F, lib, layer, batch, dtype, iters, warmup):
     rel = float((out.float() - ref).norm() / ref.norm())
     t_fused = time_cuda(torch, fused, iters, warmup)
     t_port = time_cuda(torch, port, iters, warmup)
-    macs = (
-        batch * cout * cin * (ho * ho if not up else h * h * 4) * k * k
-    )  # fused kernel's MACs (up: 4 phases)
+    macs = batch * cout * cin * (ho * ho if not up else h * h * 4) * k * k  # fused kernel's MACs (up: 4 phases)
     return {
         "layer": name,
         "batch": batch,
@@ -149,8 +147,7 @@ def to_markdown(rows, meta) -> str:
             f"median of {meta['iters']} iterations after {meta['warmup']} warm-up."
         ),
         "",
-        "| layer | B | Cin→Cout | H_in→H_out | fused ms | portable ms | speed-up | fused TFLOP/s "
-        "| rel-L2 vs fp32 |",
+        "| layer | B | Cin→Cout | H_in→H_out | fused ms | portable ms | speed-up | fused TFLOP/s | rel-L2 vs fp32 |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:

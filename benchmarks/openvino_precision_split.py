@@ -12,6 +12,7 @@
 Needs the cached fitted preset (``restyle-rt bench --preset church-256 --fitted`` builds it), openvino, torch.
 Accuracy only: the times it prints are single runs.
 """
+
 import argparse
 import json
 import re
@@ -67,12 +68,17 @@ def main():
     out["fp32_target_psnr_db"] = ref_t
     for enc, syn in (("bf16", "fp32"), ("fp32", "bf16"), ("bf16", "bf16")):
         r = loop_with(art, x, enc, syn, a.threads)
-        row = {"target_psnr_change_db": [target_psnr_db(i, truth.targets) - t for i, t in zip(r.step_images, ref_t)],
-               "image_psnr_vs_fp32_db": [compare(i, j).psnr_db for i, j in zip(r.step_images, ref.step_images)]}
+        row = {
+            "target_psnr_change_db": [target_psnr_db(i, truth.targets) - t for i, t in zip(r.step_images, ref_t)],
+            "image_psnr_vs_fp32_db": [compare(i, j).psnr_db for i, j in zip(r.step_images, ref.step_images)],
+        }
         out["per_graph"][f"encoder {enc}, synthesis {syn}"] = row
-        print(f"encoder {enc}, synthesis {syn}: target change per step "
-              f"{np.round(row['target_psnr_change_db'], 2).tolist()} dB; vs FP32 "
-              f"{np.round(row['image_psnr_vs_fp32_db'], 1).tolist()} dB", flush=True)
+        print(
+            f"encoder {enc}, synthesis {syn}: target change per step "
+            f"{np.round(row['target_psnr_change_db'], 2).tolist()} dB; vs FP32 "
+            f"{np.round(row['image_psnr_vs_fp32_db'], 1).tolist()} dB",
+            flush=True,
+        )
 
     core, tmp = ov.Core(), Path(tempfile.mkdtemp())
     ov.save_model(core.read_model(str(art.graph_path("synthesis"))), str(tmp / "s.xml"), compress_to_fp16=False)
@@ -89,11 +95,14 @@ def main():
                 rt = ET.SubElement(layer, "rt_info") if rt is None else rt
                 ET.SubElement(rt, "attribute", {"name": "precise", "version": "0"})
         tree.write(tmp / "p.xml")
-        cm = core.compile_model(core.read_model(str(tmp / "p.xml"), str(tmp / "s.bin")), "CPU",
-                                {"INFERENCE_PRECISION_HINT": "bf16", "INFERENCE_NUM_THREADS": a.threads})
+        cm = core.compile_model(
+            core.read_model(str(tmp / "p.xml"), str(tmp / "s.bin")),
+            "CPU",
+            {"INFERENCE_PRECISION_HINT": "bf16", "INFERENCE_NUM_THREADS": a.threads},
+        )
         req, imgs, t0 = cm.create_infer_request(), [], time.perf_counter()
         for i in range(0, len(lat), 4):
-            imgs.append(np.array(req.infer({"latent": lat[i:i + 4]})[cm.output("image")]))
+            imgs.append(np.array(req.infer({"latent": lat[i : i + 4]})[cm.output("image")]))
         return compare(np.concatenate(imgs), ref_img).psnr_db, (time.perf_counter() - t0) / len(lat)
 
     out["synthesis_all_bf16"] = pinned(lambda u: False)

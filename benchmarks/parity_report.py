@@ -8,6 +8,7 @@ Per fixture config (tests/model_fixtures.py): the torch export formulation vs th
 loop step; for the exported configs also the export-time manifest report (ORT vs torch, one call per graph) and
 the ORT backend loop vs the official torch loop after each step. Metrics: rel-L2 and PSNR (range [-1, 1]).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,8 +47,11 @@ def main() -> int:
         x = sample_images(2, models.ckpt.spec.input_hw, torch.Generator().manual_seed(7))
         off = reference_loop(models, x, args.iters, official=True)
         exp = reference_loop(models, x, args.iters, official=False)
-        rec = {"torch_export_vs_official_per_step": [
-            _step(e.latent.numpy(), e.image.numpy(), o.latent.numpy(), o.image.numpy()) for e, o in zip(exp, off)]}
+        rec = {
+            "torch_export_vs_official_per_step": [
+                _step(e.latent.numpy(), e.image.numpy(), o.latent.numpy(), o.image.numpy()) for e, o in zip(exp, off)
+            ]
+        }
         if name in EXPORTED:
             art = load(artifacts_path(name))
             rec["export_manifest_parity"] = art.manifest.parity
@@ -55,7 +59,8 @@ def main() -> int:
                 res = be.run_loop(x.numpy(), args.iters, return_steps=True)
             rec["ort_loop_vs_official_per_step"] = [
                 _step(res.step_latents[t], res.step_images[t], o.latent.numpy(), o.image.numpy())
-                for t, o in enumerate(off)]
+                for t, o in enumerate(off)
+            ]
         report["configs"][name] = rec
         print(name, "done", file=sys.stderr)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

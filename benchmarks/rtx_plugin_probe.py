@@ -9,6 +9,7 @@ register the plugin (IPluginRegistry.load_library, the only registration of the 
 dlopens it, which registers nothing since the defect-9 fix), list the registry, parse the graph, and build for
 SM 8.6 ahead of time on this CPU-only machine.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -57,9 +57,27 @@ def _ports(n):
 
 def start_server(art: Path, threads: int, delay_us: int, log: Path):
     http, grpc, metrics = _ports(3)
-    cmd = [sys.executable, "-m", "restyle_rt.cli", "serve", str(art), "--port", str(http), "--grpc-port", str(grpc),
-           "--metrics-port", str(metrics), "--threads", str(threads), "--max-queue-delay-us", str(delay_us),
-           "--timeout-ms", "0", "--max-queue-size", "256"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "restyle_rt.cli",
+        "serve",
+        str(art),
+        "--port",
+        str(http),
+        "--grpc-port",
+        str(grpc),
+        "--metrics-port",
+        str(metrics),
+        "--threads",
+        str(threads),
+        "--max-queue-delay-us",
+        str(delay_us),
+        "--timeout-ms",
+        "0",
+        "--max-queue-size",
+        "256",
+    ]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
     import tritonclient.http as hc
@@ -93,8 +111,9 @@ def client_loop(url: str, blobs, iters: int, rounds: int):
             it.set_data_from_numpy(np.array([[iters]], np.int32))
             t = time.perf_counter()
             try:
-                r = client.infer("restyle", [i, it], outputs=[hc.InferRequestedOutput("latents"),
-                                                             hc.InferRequestedOutput("image")])
+                r = client.infer(
+                    "restyle", [i, it], outputs=[hc.InferRequestedOutput("latents"), hc.InferRequestedOutput("image")]
+                )
             except Exception as e:  # recorded, not hidden: the run goes on and the row counts it
                 errors.append(str(e)[:200])
                 continue
@@ -113,9 +132,15 @@ def bench_server(url, blobs, c, iters, rounds):
     lats = [x for p in parts for x in p[0]]
     errors = [x for p in parts for x in p[1]]
     nan = float("nan")
-    return {"requests": len(lats) + len(errors), "errors": len(errors), "error_samples": errors[:3], "wall_s": wall,
-            "images_per_s": len(lats) / wall, "p50_s": float(np.percentile(lats, 50)) if lats else nan,
-            "p99_s": float(np.percentile(lats, 99)) if lats else nan}
+    return {
+        "requests": len(lats) + len(errors),
+        "errors": len(errors),
+        "error_samples": errors[:3],
+        "wall_s": wall,
+        "images_per_s": len(lats) / wall,
+        "p50_s": float(np.percentile(lats, 50)) if lats else nan,
+        "p99_s": float(np.percentile(lats, 99)) if lats else nan,
+    }
 
 
 def bench_inprocess(inv, blobs, c, iters, reps):
@@ -129,8 +154,12 @@ def bench_inprocess(inv, blobs, c, iters, reps):
         res = inv.invert(imgs, n_iters=iters)
         _ = [rio.to_uint8(x) for x in res.images]
         times.append(time.perf_counter() - t)
-    return {"batch": b, "reps": reps, "batch_p50_s": float(np.median(times)),
-            "images_per_s": b / float(np.median(times))}
+    return {
+        "batch": b,
+        "reps": reps,
+        "batch_p50_s": float(np.median(times)),
+        "images_per_s": b / float(np.median(times)),
+    }
 
 
 def main():
@@ -150,6 +179,7 @@ def main():
     art = Path(args.artifacts) if args.artifacts else None
     if art is None:
         from restyle_rt.bench.presets import preset_dir
+
         art = preset_dir(args.preset) / "artifacts"
     blobs = [_jpeg(k) for k in range(16)]
     levels = [int(x) for x in args.concurrency.split(",")]
@@ -166,10 +196,15 @@ def main():
                 reps = max(2, args.requests_per_client * c // min(c, inv.profile.max) // 2)
                 ip = bench_inprocess(inv, blobs, c, args.iters, reps)
                 sv = bench_server(url, blobs, c, args.iters, args.requests_per_client)
-                row = {"concurrency": c, "server": sv, "inprocess": ip,
-                       "load_before": load_before, "load_after": os.getloadavg()[0],
-                       "latency_ratio_p50": sv["p50_s"] / ip["batch_p50_s"],
-                       "throughput_ratio": ip["images_per_s"] / sv["images_per_s"]}
+                row = {
+                    "concurrency": c,
+                    "server": sv,
+                    "inprocess": ip,
+                    "load_before": load_before,
+                    "load_after": os.getloadavg()[0],
+                    "latency_ratio_p50": sv["p50_s"] / ip["batch_p50_s"],
+                    "throughput_ratio": ip["images_per_s"] / sv["images_per_s"],
+                }
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     finally:
@@ -178,19 +213,33 @@ def main():
             proc.wait(60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-    meta = {"command": " ".join(sys.argv), "artifacts": str(art), "iters": args.iters, "threads": args.threads,
-            "server_ready_s": ready_s, "max_queue_delay_us": args.max_queue_delay_us,
-            "machine": f"{platform.machine()} {os.cpu_count()} vCPU, shared with other (niced) jobs",
-            "python": platform.python_version(), "numpy": np.__version__}
+    meta = {
+        "command": " ".join(sys.argv),
+        "artifacts": str(art),
+        "iters": args.iters,
+        "threads": args.threads,
+        "server_ready_s": ready_s,
+        "max_queue_delay_us": args.max_queue_delay_us,
+        "machine": f"{platform.machine()} {os.cpu_count()} vCPU, shared with other (niced) jobs",
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    lines = [("| C | server img/s | server p50 s | server p99 s | errors | in-process batch | in-process img/s | "
-              "batch p50 s | p50 ratio | throughput ratio |"), "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        (
+            "| C | server img/s | server p50 s | server p99 s | errors | in-process batch | in-process img/s | "
+            "batch p50 s | p50 ratio | throughput ratio |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         s, i = r["server"], r["inprocess"]
-        lines.append(f"| {r['concurrency']} | {s['images_per_s']:.3f} | {s['p50_s']:.2f} | {s['p99_s']:.2f} | "
-                     f"{s['errors']}/{s['requests']} | "
-                     f"{i['batch']} | {i['images_per_s']:.3f} | {i['batch_p50_s']:.2f} | "
-                     f"{r['latency_ratio_p50']:.2f} | {r['throughput_ratio']:.2f} |")
+        lines.append(
+            f"| {r['concurrency']} | {s['images_per_s']:.3f} | {s['p50_s']:.2f} | {s['p99_s']:.2f} | "
+            f"{s['errors']}/{s['requests']} | "
+            f"{i['batch']} | {i['images_per_s']:.3f} | {i['batch_p50_s']:.2f} | "
+            f"{r['latency_ratio_p50']:.2f} | {r['throughput_ratio']:.2f} |"
+        )
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -10,6 +10,7 @@ outputs mean nothing. Needs a CUDA build of torch and a GPU (exits with status 2
 
 Each row: p50 and min of ``--repeat`` timed loops after ``--warmup`` untimed ones, seconds per batch and per image.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,16 +67,27 @@ def main(argv=None) -> int:
                         torch.cuda.synchronize()
                         ts.append(time.perf_counter() - t0)
                 ts.sort()
-                row = {"formulation": "official" if official else "export", "dtype": dtype, "batch": b,
-                       "iters": args.iters, "p50_s_per_batch": ts[len(ts) // 2], "min_s": ts[0],
-                       "s_per_image": ts[len(ts) // 2] / b}
+                row = {
+                    "formulation": "official" if official else "export",
+                    "dtype": dtype,
+                    "batch": b,
+                    "iters": args.iters,
+                    "p50_s_per_batch": ts[len(ts) // 2],
+                    "min_s": ts[0],
+                    "s_per_image": ts[len(ts) // 2] / b,
+                }
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    doc = {"what": f"torch eager ReStyle loop, {args.iters} steps, random-weight {args.encoder_type} "
-                   f"{args.dataset_type} {args.size}, CUDA (TF32 convs: torch default)",
-           "device": torch.cuda.get_device_name(0), "torch": torch.__version__, "cuda": torch.version.cuda,
-           "cudnn": torch.backends.cudnn.version(), "rows": rows,
-           "command": "python3 benchmarks/torch_gpu_baseline.py " + " ".join(sys.argv[1:])}
+    doc = {
+        "what": f"torch eager ReStyle loop, {args.iters} steps, random-weight {args.encoder_type} "
+        f"{args.dataset_type} {args.size}, CUDA (TF32 convs: torch default)",
+        "device": torch.cuda.get_device_name(0),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
+        "rows": rows,
+        "command": "python3 benchmarks/torch_gpu_baseline.py " + " ".join(sys.argv[1:]),
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=1))
     return 0

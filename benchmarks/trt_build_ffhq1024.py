@@ -10,6 +10,7 @@ Export and each precision's ``restyle-rt build`` run in their own subprocesses, 
 heavy, so a build's ``wait4`` peak RSS is its own (Linux folds the parent's high-water mark into a child's
 ``ru_maxrss`` across fork+exec).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,10 @@ def machine() -> dict:
 
 def export(ckpt: Path | None, out: Path) -> dict:
     """Make the checkpoint (if needed) and export it, in a child process; timings are kept next to the export."""
-    code = (f"import json, sys, time; sys.path.insert(0, {str(Path(__file__).parent)!r}); import trt_build_ffhq1024 as b; "
-            "print(json.dumps(b._export_here(*json.loads(sys.argv[1]))))")
+    code = (
+        f"import json, sys, time; sys.path.insert(0, {str(Path(__file__).parent)!r}); import trt_build_ffhq1024 as b; "
+        "print(json.dumps(b._export_here(*json.loads(sys.argv[1]))))"
+    )
     arg = json.dumps([str(ckpt) if ckpt else None, str(out)])
     done = subprocess.run([sys.executable, "-c", code, arg], cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:
@@ -54,8 +57,11 @@ def _export_here(ckpt, out) -> dict:
             make_checkpoint(ckpt, encoder_type="BackboneEncoder", dataset_type="ffhq_encode", output_size=1024)
     t1 = time.perf_counter()
     export_artifacts(ckpt, out, opset=17, max_batch=8, overwrite=True, progress=False)
-    return {"checkpoint": str(ckpt), "checkpoint_seconds": round(t1 - t0, 1),
-            "export_seconds": round(time.perf_counter() - t1, 1)}
+    return {
+        "checkpoint": str(ckpt),
+        "checkpoint_seconds": round(t1 - t0, 1),
+        "export_seconds": round(time.perf_counter() - t1, 1),
+    }
 
 
 def build(art: Path, precision: str) -> dict:
@@ -67,8 +73,12 @@ def build(art: Path, precision: str) -> dict:
     wall = time.perf_counter() - t0
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{out}")
-    return {"command": " ".join(cmd[1:]), "wall_seconds": round(wall, 1),
-            "peak_rss_mib": round(usage.ru_maxrss / 1024, 1), "log": out.splitlines()}
+    return {
+        "command": " ".join(cmd[1:]),
+        "wall_seconds": round(wall, 1),
+        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+        "log": out.splitlines(),
+    }
 
 
 def main() -> int:
@@ -81,9 +91,13 @@ def main() -> int:
     sys.path.insert(0, str(ROOT))
     from restyle_rt import artifacts
 
-    result = {"benchmark": "trt_build_ffhq1024", "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
-              "machine": machine(), "note": args.note,
-              "model": "pSp IR-SE50 BackboneEncoder, FFHQ, output 1024, S=18, random weights (official format)"}
+    result = {
+        "benchmark": "trt_build_ffhq1024",
+        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+        "machine": machine(),
+        "note": args.note,
+        "model": "pSp IR-SE50 BackboneEncoder, FFHQ, output 1024, S=18, random weights (official format)",
+    }
     if not (args.artifacts / "manifest.json").exists():
         args.artifacts.parent.mkdir(parents=True, exist_ok=True)
         export(args.checkpoint, args.artifacts)
@@ -97,14 +111,34 @@ def main() -> int:
 
     info = load_trt()
     result["trt"] = {"flavour": info.flavour, "version": info.version}
-    result["engines"] = [{k: r.to_dict()[k] for k in ("graph", "precision", "size_bytes", "build_seconds",
-                                                       "strongly_typed", "compute_capabilities", "profile",
-                                                       "trt_flavour", "trt_version")}
-                         for r in art.manifest.engines]
+    result["engines"] = [
+        {
+            k: r.to_dict()[k]
+            for k in (
+                "graph",
+                "precision",
+                "size_bytes",
+                "build_seconds",
+                "strongly_typed",
+                "compute_capabilities",
+                "profile",
+                "trt_flavour",
+                "trt_version",
+            )
+        }
+        for r in art.manifest.engines
+    ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps({"engines": result["engines"], "builds": {p: {k: v for k, v in b.items() if k != "log"}
-                                                                for p, b in result["builds"].items()}}, indent=2))
+    print(
+        json.dumps(
+            {
+                "engines": result["engines"],
+                "builds": {p: {k: v for k, v in b.items() if k != "log"} for p, b in result["builds"].items()},
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

@@ -8,6 +8,7 @@ For each graph, builds with the flag and without it, interleaved (A, B, A, B, ..
 load hits both alike, and records per-build seconds and plan bytes plus the median ratio. The "without" build exists
 only here: the product refuses it (restyle_rt/engine/settings.py). Needs only TensorRT-RTX (no GPU).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,11 +53,17 @@ def main() -> int:
     art = artifacts.load(args.artifacts)
     builder = B.EngineBuilder(info, B.BuildOptions(args.precision, art.profile, 1.0))
     ccs = builder.target_ccs(None)
-    result = {"benchmark": "trt_build_flags", "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
-              "note": args.note, "machine": dict(machine_info(threads=2), gpu="none (AOT build on CPU)"),
-              "trt": {"flavour": info.flavour, "version": info.version}, "precision": args.precision,
-              "targets": ccs, "spec": {"input_hw": art.spec.input_hw, "image_hw": art.spec.image_hw,
-                                       "n_styles": art.spec.n_styles}, "graphs": {}}
+    result = {
+        "benchmark": "trt_build_flags",
+        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+        "note": args.note,
+        "machine": dict(machine_info(threads=2), gpu="none (AOT build on CPU)"),
+        "trt": {"flavour": info.flavour, "version": info.version},
+        "precision": args.precision,
+        "targets": ccs,
+        "spec": {"input_hw": art.spec.input_hw, "image_hw": art.spec.image_hw, "n_styles": art.spec.n_styles},
+        "graphs": {},
+    }
     for graph in ("encoder", "synthesis"):
         onnx_path, keep = B._onnx_for(art, graph, args.precision, builder.strongly_typed)
         runs = {"with_flag": [], "without_flag": []}
@@ -64,9 +71,11 @@ def main() -> int:
             runs["with_flag"].append(_build(builder, onnx_path, art, graph, ccs, keep, True))
             runs["without_flag"].append(_build(builder, onnx_path, art, graph, ccs, keep, False))
         med = {k: statistics.median(r["seconds"] for r in v) for k, v in runs.items()}
-        result["graphs"][graph] = dict(runs, seconds_ratio_with_over_without=round(
-            med["with_flag"] / med["without_flag"], 3), bytes_difference=runs["with_flag"][0]["bytes"]
-            - runs["without_flag"][0]["bytes"])
+        result["graphs"][graph] = dict(
+            runs,
+            seconds_ratio_with_over_without=round(med["with_flag"] / med["without_flag"], 3),
+            bytes_difference=runs["with_flag"][0]["bytes"] - runs["without_flag"][0]["bytes"],
+        )
         print(graph, json.dumps(result["graphs"][graph]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

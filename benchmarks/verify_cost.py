@@ -4,6 +4,7 @@ Files of the byte sizes of the church-256 and ffhq-1024 exports (benchmarks/cpu/
 written with random content (hashing cost depends on size only), then verified twice: the first time hashes,
 the second finds the stat-keyed marker. Usage: python benchmarks/verify_cost.py OUT.json [SCRATCH_DIR]
 """
+
 from __future__ import annotations
 
 import json
@@ -36,11 +37,14 @@ def main(out: str, scratch: str | None = None) -> None:
             t1 = time.perf_counter()
             artifacts.verify_file(p, sha)
             t2 = time.perf_counter()
-            rows[name] = {"bytes": size, "first_load_s": round(t1 - t0, 3), "remembered_s": round(t2 - t1, 5),
-                          "GB_per_s": round(size / (t1 - t0) / 1e9, 2)}
+            rows[name] = {
+                "bytes": size,
+                "first_load_s": round(t1 - t0, 3),
+                "remembered_s": round(t2 - t1, 5),
+                "GB_per_s": round(size / (t1 - t0) / 1e9, 2),
+            }
             p.unlink()
-    doc = {"what": __doc__.splitlines()[0], "machine": "2-vCPU VM shared with other (niced) jobs",
-           "results": rows}
+    doc = {"what": __doc__.splitlines()[0], "machine": "2-vCPU VM shared with other (niced) jobs", "results": rows}
     Path(out).write_text(json.dumps(doc, indent=2) + "\n")
     print(json.dumps(doc, indent=2))
 

@@ -16,6 +16,7 @@ uint8 levels (the part of the output's frame-to-frame change the clip does not h
     python benchmarks/video_bench.py --artifacts demo/artifacts --ckpt demo/restyle_psp_church_fitted.pt \
         --name demo64 --long 0                            # restyle-rt demo's 64 px fitted model
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,13 +54,13 @@ MODES = [  # (label, settings)
 def psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Per-frame PSNR (dB) of uint8 [N, h, w, 3] arrays."""
     mse = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).reshape(len(a), -1).mean(1)
-    return 10 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-12))
+    return 10 * np.log10(255.0**2 / np.maximum(mse, 1e-12))
 
 
 def jitter(out: np.ndarray, ref: np.ndarray) -> float:
     """RMS of the temporal-difference error, in the arrays' units."""
     d = np.diff(out.astype(np.float64), axis=0) - np.diff(ref.astype(np.float64), axis=0)
-    return float(np.sqrt(np.mean(d ** 2)))
+    return float(np.sqrt(np.mean(d**2)))
 
 
 def motion(a: np.ndarray) -> float:
@@ -80,21 +81,35 @@ def quality_runs(inv, lat_true, frames, work: Path, fps: float) -> list:
         imgs = np.stack([io.to_uint8(i) for i in inv.synthesize(w)])
         err = np.sqrt(((w - lat_true) ** 2).reshape(len(w), -1).mean(1))
         p = psnr(imgs, frames)
-        rows.append(dict(
-            mode=label, settings=kw, frames=rep.frames_out, seconds=round(rep.seconds, 2),
-            fps=round(rep.frames_out / rep.seconds, 3), cpu_s_per_frame=round(cpu / rep.frames_out, 3),
-            steps_per_frame=round(float(np.mean(rep.steps)), 3),
-            latent_rms_mean=float(err.mean()), latent_rms_max=float(err.max()),
-            latent_rms_mean_after_1=float(err[1:].mean()),
-            psnr_mean=float(p.mean()), psnr_min=float(p.min()), psnr_mean_after_1=float(p[1:].mean()),
-            jitter_img=jitter(imgs, frames), motion_img=motion(imgs), motion_clip=motion(frames),
-            jitter_latent=jitter(w, lat_true),
-            per_frame=dict(latent_rms=[round(float(e), 5) for e in err], psnr=[round(float(x), 2) for x in p]),
-        ))
+        rows.append(
+            dict(
+                mode=label,
+                settings=kw,
+                frames=rep.frames_out,
+                seconds=round(rep.seconds, 2),
+                fps=round(rep.frames_out / rep.seconds, 3),
+                cpu_s_per_frame=round(cpu / rep.frames_out, 3),
+                steps_per_frame=round(float(np.mean(rep.steps)), 3),
+                latent_rms_mean=float(err.mean()),
+                latent_rms_max=float(err.max()),
+                latent_rms_mean_after_1=float(err[1:].mean()),
+                psnr_mean=float(p.mean()),
+                psnr_min=float(p.min()),
+                psnr_mean_after_1=float(p[1:].mean()),
+                jitter_img=jitter(imgs, frames),
+                motion_img=motion(imgs),
+                motion_clip=motion(frames),
+                jitter_latent=jitter(w, lat_true),
+                per_frame=dict(latent_rms=[round(float(e), 5) for e in err], psnr=[round(float(x), 2) for x in p]),
+            )
+        )
         r = rows[-1]
-        print(f"  {label:<20} {r['fps']:6.2f} fps  {r['cpu_s_per_frame']:5.2f} CPU s/frame  steps/frame {r['steps_per_frame']:4.2f}  latent RMS mean "
-              f"{r['latent_rms_mean']:.4f} max {r['latent_rms_max']:.4f}  PSNR mean {r['psnr_mean']:.2f} min "
-              f"{r['psnr_min']:.2f}  jitter {r['jitter_img']:.3f} (latent {r['jitter_latent']:.4f})", flush=True)
+        print(
+            f"  {label:<20} {r['fps']:6.2f} fps  {r['cpu_s_per_frame']:5.2f} CPU s/frame  steps/frame {r['steps_per_frame']:4.2f}  latent RMS mean "
+            f"{r['latent_rms_mean']:.4f} max {r['latent_rms_max']:.4f}  PSNR mean {r['psnr_mean']:.2f} min "
+            f"{r['psnr_min']:.2f}  jitter {r['jitter_img']:.3f} (latent {r['jitter_latent']:.4f})",
+            flush=True,
+        )
     return rows
 
 
@@ -106,12 +121,22 @@ def long_run(inv, ckpt, n: int, per_key: int, work: Path, fps: float, iters_next
     lat = path_latents(ckpt, n, max(2, n // per_key + 1), seed=11)
     clip = work / "long.mp4"
     write_video(clip, (f for f in render(inv.backend, inv.profile, lat)), fps)
-    cmd = [sys.executable, __file__, "--memory-run", str(clip), "--artifacts", str(inv.artifacts.root),
-           "--long-iters-next", str(iters_next)] + ([] if threads is None else ["--threads", str(threads)])
+    cmd = [
+        sys.executable,
+        __file__,
+        "--memory-run",
+        str(clip),
+        "--artifacts",
+        str(inv.artifacts.root),
+        "--long-iters-next",
+        str(iters_next),
+    ] + ([] if threads is None else ["--threads", str(threads)])
     r = subprocess.run(cmd, capture_output=True, text=True, check=True)
     res = json.loads(r.stdout.strip().splitlines()[-1])
-    print(f"  long clip: {res['frames']} frames, {res['fps']} fps, RSS (frame, MiB, s) {res['rss_mib_by_frame']}",
-          flush=True)
+    print(
+        f"  long clip: {res['frames']} frames, {res['fps']} fps, RSS (frame, MiB, s) {res['rss_mib_by_frame']}",
+        flush=True,
+    )
     return res
 
 
@@ -141,16 +166,28 @@ def memory_run(clip: str, artifacts: str, iters_next: int, threads) -> dict:
                 samples.append((k, round(proc.memory_info().rss / 2**20, 1), round(time.perf_counter() - t0, 1)))
 
         kw = dict(iters=5, iters_next=iters_next)
-        rep = invert_video(inv, clip, Path(tmp) / "out.mp4", VideoSettings(**kw),
-                           latents=Path(tmp) / "out.latents.npy", progress=False, on_frame=watch)
+        rep = invert_video(
+            inv,
+            clip,
+            Path(tmp) / "out.mp4",
+            VideoSettings(**kw),
+            latents=Path(tmp) / "out.latents.npy",
+            progress=False,
+            on_frame=watch,
+        )
         cpu = time.process_time() - cpu0
     rss = {f: m for f, m, _ in samples}
-    return dict(frames=rep.frames_out, settings=kw, seconds=round(rep.seconds, 1),
-                fps=round(rep.frames_out / rep.seconds, 3), cpu_s_per_frame=round(cpu / rep.frames_out, 3),
-                rss_mib_by_frame=samples,
-                rss_growth_100_to_end_mib=round(samples[-1][1] - rss.get(100, samples[0][1]), 1),
-                peak_rss_mib=vm_hwm_mib(),  # this process image's peak (ru_maxrss would carry the parent's over exec)
-                torch_imported="torch" in sys.modules)
+    return dict(
+        frames=rep.frames_out,
+        settings=kw,
+        seconds=round(rep.seconds, 1),
+        fps=round(rep.frames_out / rep.seconds, 3),
+        cpu_s_per_frame=round(cpu / rep.frames_out, 3),
+        rss_mib_by_frame=samples,
+        rss_growth_100_to_end_mib=round(samples[-1][1] - rss.get(100, samples[0][1]), 1),
+        peak_rss_mib=vm_hwm_mib(),  # this process image's peak (ru_maxrss would carry the parent's over exec)
+        torch_imported="torch" in sys.modules,
+    )
 
 
 def batch_cost(inv, reps: int = 5) -> dict:
@@ -179,32 +216,48 @@ def markdown(result: dict) -> str:
     """The recorded result as the tables of benchmarks/video.md."""
     lines = []
     for per_key, sp in result["speeds"].items():
-        lines += [f"Clip: {len(sp['runs'][0]['per_frame']['psnr'])} frames, {per_key} frames per key latent "
-                  f"(latent step per frame RMS {sp['latent_step_rms']:.4f})", "",
-                  "| mode | steps/frame | latent RMS mean / max | PSNR mean / min (dB) | jitter img (levels) / "
-                  "latent | fps (wall) | CPU s/frame |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [
+            f"Clip: {len(sp['runs'][0]['per_frame']['psnr'])} frames, {per_key} frames per key latent "
+            f"(latent step per frame RMS {sp['latent_step_rms']:.4f})",
+            "",
+            "| mode | steps/frame | latent RMS mean / max | PSNR mean / min (dB) | jitter img (levels) / "
+            "latent | fps (wall) | CPU s/frame |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
         for r in sp["runs"]:
             cpu = r.get("cpu_s_per_frame")
-            lines.append(f"| {r['mode']} | {r['steps_per_frame']:.2f} | {r['latent_rms_mean']:.4f} / "
-                         f"{r['latent_rms_max']:.4f} | {r['psnr_mean']:.2f} / {r['psnr_min']:.2f} | "
-                         f"{r['jitter_img']:.3f} / {r['jitter_latent']:.4f} | {r['fps']:.2f} | "
-                         f"{'-' if cpu is None else f'{cpu:.2f}'} |")
+            lines.append(
+                f"| {r['mode']} | {r['steps_per_frame']:.2f} | {r['latent_rms_mean']:.4f} / "
+                f"{r['latent_rms_max']:.4f} | {r['psnr_mean']:.2f} / {r['psnr_min']:.2f} | "
+                f"{r['jitter_img']:.3f} / {r['jitter_latent']:.4f} | {r['fps']:.2f} | "
+                f"{'-' if cpu is None else f'{cpu:.2f}'} |"
+            )
         lines.append("")
     b = result.get("batch_step_per_image") or result.get("batch_step_seconds_per_image")
     if b:
-        lines += ["Loop step (encode + synthesize) per image by batch: " + ", ".join(
-            f"batch {k}: {v['wall_s'] if isinstance(v, dict) else v} s wall"
-            + (f", {v['cpu_s']} CPU s" if isinstance(v, dict) else "") for k, v in b.items()), ""]
+        lines += [
+            "Loop step (encode + synthesize) per image by batch: "
+            + ", ".join(
+                f"batch {k}: {v['wall_s'] if isinstance(v, dict) else v} s wall"
+                + (f", {v['cpu_s']} CPU s" if isinstance(v, dict) else "")
+                for k, v in b.items()
+            ),
+            "",
+        ]
     if "long" in result:
         lg = result["long"]
-        lines += [f"Long clip: {lg['frames']} frames, {lg['settings']}, {lg['fps']} fps wall"
-                  + (f", {lg['cpu_s_per_frame']} CPU s/frame" if "cpu_s_per_frame" in lg else "")
-                  + f"; RSS growth frame 100 -> end {lg['rss_growth_100_to_end_mib']} MiB, peak RSS "
-                  f"{lg.get('peak_rss_mib')} MiB", "", "| frame | " + " | ".join(str(f) for f, _, _ in
-                                                                          lg["rss_mib_by_frame"]) + " |",
-                  "| --- |" + " --- |" * len(lg["rss_mib_by_frame"]),
-                  "| RSS MiB | " + " | ".join(str(m) for _, m, _ in lg["rss_mib_by_frame"]) + " |",
-                  "| wall s | " + " | ".join(str(t) for _, _, t in lg["rss_mib_by_frame"]) + " |", ""]
+        lines += [
+            f"Long clip: {lg['frames']} frames, {lg['settings']}, {lg['fps']} fps wall"
+            + (f", {lg['cpu_s_per_frame']} CPU s/frame" if "cpu_s_per_frame" in lg else "")
+            + f"; RSS growth frame 100 -> end {lg['rss_growth_100_to_end_mib']} MiB, peak RSS "
+            f"{lg.get('peak_rss_mib')} MiB",
+            "",
+            "| frame | " + " | ".join(str(f) for f, _, _ in lg["rss_mib_by_frame"]) + " |",
+            "| --- |" + " --- |" * len(lg["rss_mib_by_frame"]),
+            "| RSS MiB | " + " | ".join(str(m) for _, m, _ in lg["rss_mib_by_frame"]) + " |",
+            "| wall s | " + " | ".join(str(t) for _, _, t in lg["rss_mib_by_frame"]) + " |",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -214,8 +267,13 @@ def main(argv=None) -> int:
     ap.add_argument("--ckpt", help="its checkpoint (for the true latents)")
     ap.add_argument("--name", default="fitted16")
     ap.add_argument("--frames", type=int, default=48, help="quality clip length")
-    ap.add_argument("--per-key", type=int, nargs="+", default=[8, 24, 48],
-                    help="frames between key latents (clip speeds: fewer = faster motion)")
+    ap.add_argument(
+        "--per-key",
+        type=int,
+        nargs="+",
+        default=[8, 24, 48],
+        help="frames between key latents (clip speeds: fewer = faster motion)",
+    )
     ap.add_argument("--long", type=int, default=1000, help="frames of the memory run (0: skip)")
     ap.add_argument("--long-iters-next", type=int, default=2)
     ap.add_argument("--fps", type=float, default=24.0)
@@ -235,25 +293,33 @@ def main(argv=None) -> int:
 
         args.artifacts, args.ckpt = str(fitted_artifacts_path()), str(fitted_checkpoint_path())
     opts = {} if args.threads is None else {"threads": args.threads}
-    result = dict(command="python " + " ".join(shlex.quote(a) for a in sys.argv), machine=machine_info(
-        args.threads or 0), artifacts=args.artifacts, speeds={})
+    result = dict(
+        command="python " + " ".join(shlex.quote(a) for a in sys.argv),
+        machine=machine_info(args.threads or 0),
+        artifacts=args.artifacts,
+        speeds={},
+    )
     with Inverter.load(args.artifacts, backend="ort", **opts) as inv, tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        result["spec"] = dict(n_styles=inv.spec.n_styles, image_hw=list(inv.spec.image_hw),
-                              input_hw=list(inv.spec.input_hw))
+        result["spec"] = dict(
+            n_styles=inv.spec.n_styles, image_hw=list(inv.spec.image_hw), input_hw=list(inv.spec.input_hw)
+        )
         for per_key in args.per_key:
             n_keys = max(2, round((args.frames - 1) / per_key) + 1)
             lat = path_latents(args.ckpt, args.frames, n_keys)
             frames = render(inv.backend, inv.profile, lat)
             step = float(np.sqrt(np.mean(np.diff(lat, axis=0) ** 2)))
-            print(f"clip: {args.frames} frames, {per_key} frames per key ({n_keys} keys), latent step per frame "
-                  f"RMS {step:.4f}", flush=True)
-            result["speeds"][str(per_key)] = dict(n_keys=n_keys, latent_step_rms=step,
-                                                  runs=quality_runs(inv, lat, frames, work, args.fps))
+            print(
+                f"clip: {args.frames} frames, {per_key} frames per key ({n_keys} keys), latent step per frame "
+                f"RMS {step:.4f}",
+                flush=True,
+            )
+            result["speeds"][str(per_key)] = dict(
+                n_keys=n_keys, latent_step_rms=step, runs=quality_runs(inv, lat, frames, work, args.fps)
+            )
         result["batch_step_per_image"] = batch_cost(inv)
         if args.long:
-            result["long"] = long_run(inv, args.ckpt, args.long, 50, work, args.fps, args.long_iters_next,
-                                      args.threads)
+            result["long"] = long_run(inv, args.ckpt, args.long, 50, work, args.fps, args.long_iters_next, args.threads)
     result["machine"]["load_avg_end"] = machine_info(0)["load_avg"]
     path = Path(args.json or ROOT / "benchmarks" / "results" / f"video_{args.name}.json")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
 """``python -m restyle_rt``: the ``restyle-rt`` command (same arguments, same exit codes)."""
+
 import sys
 
 from .cli import main

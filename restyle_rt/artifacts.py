@@ -12,6 +12,7 @@ into the frozen dataclasses of :mod:`restyle_rt.manifest` (:func:`read_manifest`
 Engines are checked against the running TensorRT / GPU by :func:`check_record` (flavour, version, compute capability,
 size, hash).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -49,8 +50,13 @@ def sha256_file(path: os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 @contextlib.contextmanager
-def staging_dir(out: os.PathLike, overwrite: bool = False, protect: Sequence[os.PathLike] = (),
-                previous: Callable[[Path], bool] | None = None, what: str = "export") -> Iterator[Path]:
+def staging_dir(
+    out: os.PathLike,
+    overwrite: bool = False,
+    protect: Sequence[os.PathLike] = (),
+    previous: Callable[[Path], bool] | None = None,
+    what: str = "export",
+) -> Iterator[Path]:
     """Yield a temporary sibling directory; on success it atomically replaces ``out``, on error it is removed.
 
     ``out`` is checked first by :func:`check_replaceable` (``protect`` names the inputs it must not hold;
@@ -96,8 +102,13 @@ def is_export(directory: os.PathLike) -> bool:
         return False
 
 
-def check_replaceable(out: os.PathLike, overwrite: bool, protect: Sequence[os.PathLike] = (),
-                      previous: Callable[[Path], bool] | None = None, what: str = "export") -> Path:
+def check_replaceable(
+    out: os.PathLike,
+    overwrite: bool,
+    protect: Sequence[os.PathLike] = (),
+    previous: Callable[[Path], bool] | None = None,
+    what: str = "export",
+) -> Path:
     """Check, before any work, that the artifacts directory ``out`` may be written (and replaced).
 
     ``out`` may be missing or empty; with ``overwrite`` it may also be a previous export (``previous(out)`` true;
@@ -115,8 +126,10 @@ def check_replaceable(out: os.PathLike, overwrite: bool, protect: Sequence[os.Pa
     path = Path(os.path.abspath(out))
     real, cwd = path.resolve(), Path.cwd().resolve()
     if real == cwd or real in cwd.parents:
-        raise OutputError(f"{out}: is the current directory or one of its parents; an export replaces its "
-                          "directory, so choose a new one, e.g. --out artifacts/NAME")
+        raise OutputError(
+            f"{out}: is the current directory or one of its parents; an export replaces its "
+            "directory, so choose a new one, e.g. --out artifacts/NAME"
+        )
     for p in protect:
         rp = Path(p).resolve()
         if real == rp or real in rp.parents or rp in real.parents:
@@ -125,11 +138,14 @@ def check_replaceable(out: os.PathLike, overwrite: bool, protect: Sequence[os.Pa
         raise OutputError(f"{out}: exists and is not a directory")
     if path.is_dir() and any(path.iterdir()):
         if not overwrite:
-            raise ArtifactError(f"{out} exists and is not empty; pass overwrite=True (CLI: --force) to replace a "
-                                "previous export")
+            raise ArtifactError(
+                f"{out} exists and is not empty; pass overwrite=True (CLI: --force) to replace a previous export"
+            )
         if not (previous or is_export)(path):
-            raise OutputError(f"{out}: is not empty and is not a previous {what}; only a previous {what} is "
-                              "replaced, never other files")
+            raise OutputError(
+                f"{out}: is not empty and is not a previous {what}; only a previous {what} is "
+                "replaced, never other files"
+            )
     fsio.check_writable_dir(path.parent, "--out")
     return path
 
@@ -229,8 +245,10 @@ def load(directory: os.PathLike, check_hashes: bool = True) -> Artifacts:
 
 def seed_records(root: os.PathLike) -> dict:
     """The manifest's ``seeds`` entry for the loop seeds in ``root``: file name and sha256 of each."""
-    return {name: {"file": f, "sha256": sha256_file(Path(root) / f)}
-            for name, f in (("latent_avg", LATENT_AVG), ("avg_feedback", AVG_FEEDBACK))}
+    return {
+        name: {"file": f, "sha256": sha256_file(Path(root) / f)}
+        for name, f in (("latent_avg", LATENT_AVG), ("avg_feedback", AVG_FEEDBACK))
+    }
 
 
 def verified_cache_dir() -> Path:
@@ -256,8 +274,11 @@ def verify_file(path: os.PathLike, sha256: str, cache: bool = True) -> None:
     if marker is not None and marker.is_file():
         return
     got = sha256_file(path)
-    _require(got == sha256, f"{path}: sha256 {got[:16]}… differs from the manifest's {sha256[:16]}…; the file was "
-             "modified or corrupted after export. Re-export (or restore the file); --no-verify skips this check")
+    _require(
+        got == sha256,
+        f"{path}: sha256 {got[:16]}… differs from the manifest's {sha256[:16]}…; the file was "
+        "modified or corrupted after export. Re-export (or restore the file); --no-verify skips this check",
+    )
     if marker is not None:
         try:
             marker.parent.mkdir(parents=True, exist_ok=True)
@@ -272,11 +293,16 @@ def _load_array(path: Path, shape: tuple) -> np.ndarray:
         a = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
         raise ArtifactError(f"{path} is not a readable .npy file: {e}") from None
-    _require(a.shape == tuple(shape) and a.dtype == np.float32,
-             f"{path}: expected float32 {list(shape)}, found {a.dtype} {list(a.shape)}")
+    _require(
+        a.shape == tuple(shape) and a.dtype == np.float32,
+        f"{path}: expected float32 {list(shape)}, found {a.dtype} {list(a.shape)}",
+    )
     bad = int(np.count_nonzero(~np.isfinite(a)))
-    _require(bad == 0, f"{path}: {bad} of {a.size} values are NaN or Inf; the loop would return NaN latents and "
-             "black images. Re-export from the checkpoint")
+    _require(
+        bad == 0,
+        f"{path}: {bad} of {a.size} values are NaN or Inf; the loop would return NaN latents and "
+        "black images. Re-export from the checkpoint",
+    )
     return np.ascontiguousarray(a)
 
 
@@ -286,6 +312,7 @@ def find_engine(art: Artifacts, graph: str, precision: str) -> EngineRecord | No
 
 
 # --- engine records: the load-time compatibility check (the build side writes them: restyle_rt.engine.records) ---
+
 
 def cc_str(cc: tuple[int, int]) -> str:
     """(8, 6) -> ``"8.6"``."""
@@ -302,8 +329,7 @@ def build_command(art_root: Path, precision: str) -> str:
     return f"restyle-rt build {art_root} --precision {precision} --rebuild"
 
 
-def incompatibility(record: EngineRecord, flavour: str, version: str,
-                    device_cc: tuple[int, int] | None) -> list[str]:
+def incompatibility(record: EngineRecord, flavour: str, version: str, device_cc: tuple[int, int] | None) -> list[str]:
     """Why ``record`` cannot run with this TensorRT / GPU (empty when it can)."""
     why = []
     if record.trt_flavour != flavour:
@@ -312,13 +338,21 @@ def incompatibility(record: EngineRecord, flavour: str, version: str,
         why.append(f"built with {flavour} {record.trt_version}, this runtime has {flavour} {version}")
     ccs = record.compute_capabilities
     if device_cc is not None and cc_str(device_cc) not in ccs:
-        why.append(f"built for compute capabilities {', '.join(ccs) or '(none recorded)'}, "
-                   f"this GPU is {cc_str(device_cc)}")
+        why.append(
+            f"built for compute capabilities {', '.join(ccs) or '(none recorded)'}, this GPU is {cc_str(device_cc)}"
+        )
     return why
 
 
-def check_record(art: Artifacts, graph: str, precision: str, flavour: str, version: str,
-                 device_cc: tuple[int, int] | None = None, verify_hash: bool = False) -> EngineRecord:
+def check_record(
+    art: Artifacts,
+    graph: str,
+    precision: str,
+    flavour: str,
+    version: str,
+    device_cc: tuple[int, int] | None = None,
+    verify_hash: bool = False,
+) -> EngineRecord:
     """The engine record for (graph, precision), verified against this runtime.
 
     Raises:
@@ -327,8 +361,10 @@ def check_record(art: Artifacts, graph: str, precision: str, flavour: str, versi
     rec = find_engine(art, graph, precision)
     fix = build_command(art.root, precision)
     if rec is None:
-        raise ArtifactError(f"{art.root} has no {graph} {precision} engine in its manifest; "
-                            f"build one with `{fix.replace(' --rebuild', '')}`")
+        raise ArtifactError(
+            f"{art.root} has no {graph} {precision} engine in its manifest; "
+            f"build one with `{fix.replace(' --rebuild', '')}`"
+        )
     path = art.root / rec.file
     if not path.is_file():
         raise ArtifactError(f"engine {path} listed in the manifest is missing; run `{fix}`")
@@ -352,8 +388,9 @@ def int8_graph_path(art: Artifacts, graph: str) -> Path | None:
     """
     rec = art.manifest.int8
     if rec is None:
-        raise ArtifactError(f"{art.root} has no INT8 graphs (manifest 'int8'): run `restyle-rt calibrate "
-                            f"{art.root}` first, or use fp32")
+        raise ArtifactError(
+            f"{art.root} has no INT8 graphs (manifest 'int8'): run `restyle-rt calibrate {art.root}` first, or use fp32"
+        )
     encodings = rec.graphs.get(graph)
     if encodings is None:
         return None

@@ -3,18 +3,19 @@
 Each class carries its exit code (``exit_status``); :func:`exit_code` maps an error to it, and ``restyle-rt --help``
 prints :data:`EXIT_MEANINGS`, so the table and the codes cannot drift apart.
 """
+
 from typing import ClassVar
 
 # Exit codes of the `restyle-rt` command (`restyle-rt --help`, README "Files, failures and exit codes").
-EXIT_OK = 0           # everything asked for was done
-EXIT_SKIPPED = 1      # done, but some inputs were skipped (each named on stderr)
-EXIT_USAGE = 2        # bad arguments or unusable inputs/models (argparse errors, most RestyleErrors)
-EXIT_OS = 3           # the operating system refused: unwritable / full / locked output, missing permission
-EXIT_CHECK = 4        # a check failed: a graph or engine disagrees with its reference beyond tolerance
-EXIT_BUILD = 5        # a build failed: TensorRT engine, plugin or kernel
-EXIT_BACKEND = 6      # the backend cannot run here: missing library, no GPU, unusable driver, a failing CUDA call
+EXIT_OK = 0  # everything asked for was done
+EXIT_SKIPPED = 1  # done, but some inputs were skipped (each named on stderr)
+EXIT_USAGE = 2  # bad arguments or unusable inputs/models (argparse errors, most RestyleErrors)
+EXIT_OS = 3  # the operating system refused: unwritable / full / locked output, missing permission
+EXIT_CHECK = 4  # a check failed: a graph or engine disagrees with its reference beyond tolerance
+EXIT_BUILD = 5  # a build failed: TensorRT engine, plugin or kernel
+EXIT_BACKEND = 6  # the backend cannot run here: missing library, no GPU, unusable driver, a failing CUDA call
 EXIT_INTERRUPTED = 130  # SIGINT (128 + 2). Finished outputs are complete on disk.
-EXIT_TERMINATED = 143   # SIGTERM (128 + 15), handled as SIGINT.
+EXIT_TERMINATED = 143  # SIGTERM (128 + 15), handled as SIGINT.
 
 EXIT_MEANINGS: dict[int, str] = {
     EXIT_OK: "everything asked for was done",

@@ -15,6 +15,7 @@ files (engines, checkpoints, manifests, latents) and not for every image.
 
 Never imports torch or anything heavy: the runtime uses it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -225,7 +226,8 @@ def check_writable_file(path: PathLike, what: str) -> Path:
 
     p = Path(path)
     if str(path) == "" or p.is_dir():
-        raise OutputError(f"{what} {str(path)!r}: expected a file path, got " + ("a directory" if p.is_dir()
-                                                                                  else "an empty path"))
+        raise OutputError(
+            f"{what} {str(path)!r}: expected a file path, got " + ("a directory" if p.is_dir() else "an empty path")
+        )
     check_writable_dir(p.parent, what)
     return p

@@ -17,6 +17,7 @@ later commands add are :class:`EngineRecord` (``engines``: one per TensorRT engi
 Records are changed with :func:`dataclasses.replace` (``replace(manifest, engines=...)``), never in place. This module
 reads no file: :func:`restyle_rt.artifacts.read_manifest` and :func:`restyle_rt.artifacts.load` do.
 """
+
 from __future__ import annotations
 
 import copy
@@ -57,14 +58,21 @@ def _where(where: str | Where) -> Where:
 
 # --- codecs: JSON value <-> field value ----------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class _Codec:
     decode: Callable[[Json, Where], Any]
     encode: Callable[[Any], Json]
 
 
-_KINDS = {"a string": (str,), "an integer": (int,), "a number": (int, float), "a boolean": (bool,),
-          "an object": (dict,), "an array": (list,)}
+_KINDS = {
+    "a string": (str,),
+    "an integer": (int,),
+    "a number": (int, float),
+    "a boolean": (bool,),
+    "an object": (dict,),
+    "an array": (list,),
+}
 
 
 def _kind_of(value: Json) -> str:
@@ -92,18 +100,23 @@ OBJECT = _Codec(lambda v, w: copy.deepcopy(_expect(v, "an object", w)), copy.dee
 
 
 def _array(item: _Codec) -> _Codec:
-    return _Codec(lambda v, w: tuple(item.decode(x, w.at(i)) for i, x in enumerate(_expect(v, "an array", w))),
-                  lambda v: [item.encode(x) for x in v])
+    return _Codec(
+        lambda v, w: tuple(item.decode(x, w.at(i)) for i, x in enumerate(_expect(v, "an array", w))),
+        lambda v: [item.encode(x) for x in v],
+    )
 
 
 def _mapping(item: _Codec) -> _Codec:
-    return _Codec(lambda v, w: {k: item.decode(x, w / k) for k, x in _expect(v, "an object", w).items()},
-                  lambda v: {k: item.encode(x) for k, x in v.items()})
+    return _Codec(
+        lambda v, w: {k: item.decode(x, w / k) for k, x in _expect(v, "an object", w).items()},
+        lambda v: {k: item.encode(x) for k, x in v.items()},
+    )
 
 
 def _optional(codec: _Codec) -> _Codec:
-    return _Codec(lambda v, w: None if v is None else codec.decode(v, w),
-                  lambda v: None if v is None else codec.encode(v))
+    return _Codec(
+        lambda v, w: None if v is None else codec.decode(v, w), lambda v: None if v is None else codec.encode(v)
+    )
 
 
 def _nested(cls) -> _Codec:
@@ -212,6 +225,7 @@ def _is_default(f: dataclasses.Field, value: Any) -> bool:
 
 # --- records -----------------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class FileRef(Record):
     """A file in the artifacts directory (path relative to it) and what it was recorded with: a loop seed
@@ -256,8 +270,10 @@ class Source(Record):
     fit: Json | None = _field(OBJECT, None)
 
 
-SOURCE = _Codec(lambda v, w: Source.from_dict(v, w) if isinstance(v, dict) else copy.deepcopy(v),
-                lambda v: v.to_dict() if isinstance(v, Source) else copy.deepcopy(v))
+SOURCE = _Codec(
+    lambda v, w: Source.from_dict(v, w) if isinstance(v, dict) else copy.deepcopy(v),
+    lambda v: v.to_dict() if isinstance(v, Source) else copy.deepcopy(v),
+)
 
 
 @dataclass(frozen=True)
@@ -367,8 +383,10 @@ class Manifest(Record):
             raise ArtifactError(f"{w.file}: format is {d.get('format')!r}, expected {FORMAT!r}")
         ver = d.get("format_version")
         if ver != FORMAT_VERSION:
-            raise ArtifactError(f"{w.file}: format_version {ver!r} is not understood by this runtime "
-                                f"(expects {FORMAT_VERSION}); re-export with this restyle-rt version")
+            raise ArtifactError(
+                f"{w.file}: format_version {ver!r} is not understood by this runtime "
+                f"(expects {FORMAT_VERSION}); re-export with this restyle-rt version"
+            )
         if "spec" not in d:  # as a malformed spec, as ever
             raise (w / "spec").error(f"is malformed ({KeyError('spec')})")
         manifest = super().from_dict(d, w)
@@ -387,5 +405,17 @@ class Manifest(Record):
         return next((r for r in self.engines if (r.graph, r.precision) == (graph, precision)), None)
 
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "EngineRecord", "FileRef", "GraphEntry", "Int8File",
-           "Int8Record", "Manifest", "Record", "Source", "Where"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "MANIFEST",
+    "EngineRecord",
+    "FileRef",
+    "GraphEntry",
+    "Int8File",
+    "Int8Record",
+    "Manifest",
+    "Record",
+    "Source",
+    "Where",
+]

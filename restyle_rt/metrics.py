@@ -55,15 +55,16 @@ def _filter_valid(x: np.ndarray, g: np.ndarray) -> np.ndarray:
     """Separable "valid" correlation of [h, w, c] with the window ``g`` on both axes: [h-k+1, w-k+1, c]."""
     k = len(g)
     h, w = x.shape[:2]
-    rows = sum(g[i] * x[i: h - k + 1 + i] for i in range(k))  # [h-k+1, w, c]
-    return sum(g[i] * rows[:, i: w - k + 1 + i] for i in range(k))  # [h-k+1, w-k+1, c]
+    rows = sum(g[i] * x[i : h - k + 1 + i] for i in range(k))  # [h-k+1, w, c]
+    return sum(g[i] * rows[:, i : w - k + 1 + i] for i in range(k))  # [h-k+1, w-k+1, c]
 
 
 def _ssim_cs(x: np.ndarray, y: np.ndarray, data_range: float) -> tuple[np.ndarray, np.ndarray]:
     """(SSIM, contrast-structure) per channel [c] of float64 [h, w, c] images: the valid maps' means."""
     if min(x.shape[:2]) < WIN_SIZE:
-        raise ValueError(f"an image of {x.shape[0]}x{x.shape[1]} px is smaller than the {WIN_SIZE}x{WIN_SIZE} "
-                         "SSIM window")
+        raise ValueError(
+            f"an image of {x.shape[0]}x{x.shape[1]} px is smaller than the {WIN_SIZE}x{WIN_SIZE} SSIM window"
+        )
     g = gaussian_window()
     c1, c2 = (K1 * data_range) ** 2, (K2 * data_range) ** 2
     mx, my = _filter_valid(x, g), _filter_valid(y, g)
@@ -115,8 +116,10 @@ def ms_ssim(a: np.ndarray, b: np.ndarray, data_range: float = 255.0, scales: int
     fit = ms_ssim_scales(x.shape[:2])
     m = scales or fit
     if not 1 <= m <= len(MS_SSIM_WEIGHTS) or m > fit:
-        raise ValueError(f"MS-SSIM with {m} scale(s) does not fit a {x.shape[0]}x{x.shape[1]} image "
-                         f"(at most {fit}: the 11x11 window must fit the coarsest scale)")
+        raise ValueError(
+            f"MS-SSIM with {m} scale(s) does not fit a {x.shape[0]}x{x.shape[1]} image "
+            f"(at most {fit}: the 11x11 window must fit the coarsest scale)"
+        )
     w = np.asarray(MS_SSIM_WEIGHTS[:m], np.float64)
     w = w / w.sum()
     terms = []

@@ -3,6 +3,7 @@
 Metrics: max/mean abs error, relative L2 (||a-b|| / ||b||), PSNR over the [-1, 1] image range (peak-to-peak 2).
 Every tolerance below says how it was measured. FP16 never shares an entry with FP32.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,7 +36,7 @@ def compare(actual: np.ndarray, reference: np.ndarray, peak_to_peak: float = 2.0
         raise ParityError(f"shape mismatch: actual {list(a.shape)} vs reference {list(b.shape)}")
     d = np.abs(a - b)
     mse = float(np.mean(d * d)) if d.size else 0.0
-    psnr = float("inf") if mse == 0.0 else 10.0 * math.log10(peak_to_peak ** 2 / mse)
+    psnr = float("inf") if mse == 0.0 else 10.0 * math.log10(peak_to_peak**2 / mse)
     ref_norm = float(np.linalg.norm(b))
     rel = float(np.linalg.norm(a - b)) / ref_norm if ref_norm > 0 else float(np.linalg.norm(a - b))
     worst = tuple(int(i) for i in np.unravel_index(int(np.argmax(d)), d.shape)) if d.size else ()
@@ -86,25 +87,36 @@ TOLERANCES: dict[tuple[str, str, str], Tolerance] = {
     # github.com/yuval-alaluf/restyle-encoder with CPU stand-ins for its CUDA ops) on make_checkpoint's seeded
     # models; images compared box-averaged to 16 px wide (the goldens stay small). Per step 1..5.
     # Rounding differences compound through the loop: ~2.5x per step on the real-size e4e cars-512 model.
-    ("golden-ort-loop", "fp32", "latent"): Tolerance(5e-4, note="measured step 1..5: cars-512 1.5e-6 .. 9.9e-5, "
-                                                         "church-256 9.7e-7 .. 2.3e-5, ffhq-1024 <= 4.2e-6, "
-                                                         "toy configs <= 6.5e-6"),
-    ("golden-ort-loop", "fp32", "image"): Tolerance(1e-3, 50.0, note="measured step 1..5: cars-512 4.0e-6 .. 2.4e-4 "
-                                                                  "(110 .. 69.6 dB), church-256 <= 4.1e-5 (>= 90 dB)"),
-    ("golden-ort-loop", "fp32", "avg_image"): Tolerance(1e-5, 100.0, note="avg_feedback vs get_average_image; "
-                                                                       "measured 0 (identical) on all four"),
+    ("golden-ort-loop", "fp32", "latent"): Tolerance(
+        5e-4,
+        note="measured step 1..5: cars-512 1.5e-6 .. 9.9e-5, "
+        "church-256 9.7e-7 .. 2.3e-5, ffhq-1024 <= 4.2e-6, "
+        "toy configs <= 6.5e-6",
+    ),
+    ("golden-ort-loop", "fp32", "image"): Tolerance(
+        1e-3,
+        50.0,
+        note="measured step 1..5: cars-512 4.0e-6 .. 2.4e-4 (110 .. 69.6 dB), church-256 <= 4.1e-5 (>= 90 dB)",
+    ),
+    ("golden-ort-loop", "fp32", "avg_image"): Tolerance(
+        1e-5, 100.0, note="avg_feedback vs get_average_image; measured 0 (identical) on all four"
+    ),
     # The OpenVINO FP32 loop (CPU plugin, openvino 2026.4) vs the same goldens at the real sizes (slow tier of
     # tests/golden; shared 2-vCPU VM; tests/golden/README.md). Like ORT's, it compounds ~2.5x per step on cars-512.
-    ("golden-openvino-loop", "fp32", "latent"): Tolerance(7e-4, note="measured step 1..5: cars-512 2.5e-6 .. 1.3e-4, "
-                                                              "church-256 <= 5.0e-5, ffhq-1024 <= 5.9e-6"),
-    ("golden-openvino-loop", "fp32", "image"): Tolerance(1e-3, 50.0, note="measured step 1..5: cars-512 5.6e-6 .. "
-                                                                   "1.6e-4 (107 .. 72.8 dB), others >= 82.5 dB"),
+    ("golden-openvino-loop", "fp32", "latent"): Tolerance(
+        7e-4, note="measured step 1..5: cars-512 2.5e-6 .. 1.3e-4, church-256 <= 5.0e-5, ffhq-1024 <= 5.9e-6"
+    ),
+    ("golden-openvino-loop", "fp32", "image"): Tolerance(
+        1e-3, 50.0, note="measured step 1..5: cars-512 5.6e-6 .. 1.6e-4 (107 .. 72.8 dB), others >= 82.5 dB"
+    ),
     # The export nets' torch formulations (export and restated official), one step, vs the same goldens (toy configs;
     # tests/parity/test_nets_goldens.py)
-    ("golden-torch-step", "fp32", "latent"): Tolerance(2e-5, note="measured step 1, image 0: church 9.8e-7, "
-                                                           "e4e-irse50-ffhq 6.4e-7"),
-    ("golden-torch-step", "fp32", "image"): Tolerance(2e-5, 100.0, note="measured step 1, image 0: <= 9.5e-7, "
-                                                                  ">= 123.5 dB"),
+    ("golden-torch-step", "fp32", "latent"): Tolerance(
+        2e-5, note="measured step 1, image 0: church 9.8e-7, e4e-irse50-ffhq 6.4e-7"
+    ),
+    ("golden-torch-step", "fp32", "image"): Tolerance(
+        2e-5, 100.0, note="measured step 1, image 0: <= 9.5e-7, >= 123.5 dB"
+    ),
     # FP16 graph (export/fp16.py: demodulation, statistic norms and latent accumulation kept FP32) vs the FP32
     # graph, both in ONNX Runtime CPU: a *proxy* for FP16 TensorRT engines, which cannot run without a GPU.
     ("ort-fp16-proxy", "fp16", "latent_next"): Tolerance(1e-2, note="measured <=1.44e-3 (32/64/1024px)"),
@@ -168,11 +180,14 @@ TOLERANCES: dict[tuple[str, str, str], Tolerance] = {
     ("modconv-formulations", "fp32", "out"): Tolerance(5e-6, note="measured <= 5.6e-7"),
     # the fused CUDA kernel (kernels.runner), fp32 with fp32 accumulation, on an H100 (benchmarks/gpu/README.md,
     # 2026-11-22).
-    ("modconv-cuda", "fp32", "out"): Tolerance(1e-5, note="measured pass/fail only: every case of tests/kernels/"
-                                                          "test_gpu.py passed under it; values not recorded"),
+    ("modconv-cuda", "fp32", "out"): Tolerance(
+        1e-5,
+        note="measured pass/fail only: every case of tests/kernels/test_gpu.py passed under it; values not recorded",
+    ),
     # FP16 rounding of x and out alone gives ~2^-11 relative; the same H100 run.
-    ("modconv-cuda-fp16-io", "fp16", "out"): Tolerance(2e-3, note="measured worst 2.11e-4 (3x3), 2.12e-4 (up 3x3), "
-                                                                  "2.30e-4 (ToRGB)"),
+    ("modconv-cuda-fp16-io", "fp16", "out"): Tolerance(
+        2e-3, note="measured worst 2.11e-4 (3x3), 2.12e-4 (up 3x3), 2.30e-4 (ToRGB)"
+    ),
     # The same CUDA source on the CPU emulator (tests/kernels/emu: g++ -O2, exact fmaf/rsqrtf): every StyleGAN2 layer
     # shape at 256/512/1024 px plus the Cin 3072..4097 ToRGB cases, measured by benchmarks/kernel_emulation_report.py
     # (results/kernel_emulation.json, 2026-11-22). FP32 accumulation over Cin*9 up to 4608 terms; ~2.3x margin.
@@ -239,8 +254,10 @@ def meets_auto_bar(kind: str, precision: str) -> tuple[bool, str]:
         if tol is None:
             return False, f"no measured ({kind!r}, {precision!r}, {out!r}) bound"
         if tol.rel_l2 > bar.rel_l2 or (bar.min_psnr_db is not None and (tol.min_psnr_db or 0.0) < bar.min_psnr_db):
-            return False, (f"{out} bound rel-L2 {tol.rel_l2:.3g} / {tol.min_psnr_db} dB misses the bar "
-                           f"{bar.rel_l2:.3g} / {bar.min_psnr_db} dB")
+            return False, (
+                f"{out} bound rel-L2 {tol.rel_l2:.3g} / {tol.min_psnr_db} dB misses the bar "
+                f"{bar.rel_l2:.3g} / {bar.min_psnr_db} dB"
+            )
     return True, ""
 
 
@@ -248,8 +265,9 @@ def tolerance(kind: str, precision: str, output: str) -> Tolerance:
     try:
         return TOLERANCES[(kind, precision, output)]
     except KeyError:
-        raise KeyError(f"no tolerance for ({kind!r}, {precision!r}, {output!r}); "
-                       "add one to parity.TOLERANCES") from None
+        raise KeyError(
+            f"no tolerance for ({kind!r}, {precision!r}, {output!r}); add one to parity.TOLERANCES"
+        ) from None
 
 
 def check(kind: str, precision: str, outputs: dict[str, np.ndarray], refs: dict[str, np.ndarray]) -> dict[str, dict]:

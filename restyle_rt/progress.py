@@ -5,6 +5,7 @@ redirected to a file or a CI console get no carriage returns. ``restyle-rt --no-
 bar off (:func:`set_enabled`); a library caller turns one off with ``show=False``. Importing this module is light:
 tqdm is imported when a bar is made.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -54,8 +55,9 @@ def logging_redirected() -> Iterator[None]:
     """Route the root logger's console handler through ``tqdm.write`` for the body, so log lines do not break bars
     (tqdm's ``logging_redirect_tqdm``). Nothing when the root logger has no stdout/stderr handler: tqdm's helper
     would add one, printing what the application chose not to show."""
-    console = any(isinstance(h, logging.StreamHandler) and h.stream in (sys.stdout, sys.stderr)
-                  for h in logging.root.handlers)
+    console = any(
+        isinstance(h, logging.StreamHandler) and h.stream in (sys.stdout, sys.stderr) for h in logging.root.handlers
+    )
     if not console:
         yield
         return

@@ -3,6 +3,7 @@
 Every network declares its inputs, outputs and dynamic axes here; export, engine build and buffer allocation read
 from these descriptors (the "model descriptor" idea of TensorRT's demoDiffusion).
 """
+
 from __future__ import annotations
 
 import math

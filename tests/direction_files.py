@@ -24,13 +24,21 @@ def _tuple(items: Sequence[bytes]) -> bytes:
     return b"(" + b"".join(items) + b"t"  # MARK ... TUPLE
 
 
-def tensor_pickle(storage: str, numel: int, offset: int, size: Sequence[int], stride: Sequence[int],
-                  location: str = "cpu") -> bytes:
+def tensor_pickle(
+    storage: str, numel: int, offset: int, size: Sequence[int], stride: Sequence[int], location: str = "cpu"
+) -> bytes:
     """The protocol-2 pickle ``torch.save`` writes for one tensor: ``_rebuild_tensor_v2(storage, ...)``."""
-    pid = _tuple([_unicode("storage"), f"ctorch\n{storage}\n".encode(), _unicode("0"), _unicode(location),
-                  _int(numel)])
-    args = _tuple([pid + b"Q", _int(offset), _tuple([_int(n) for n in size]), _tuple([_int(s) for s in stride]),
-                   b"\x89", b"ccollections\nOrderedDict\n)R"])
+    pid = _tuple([_unicode("storage"), f"ctorch\n{storage}\n".encode(), _unicode("0"), _unicode(location), _int(numel)])
+    args = _tuple(
+        [
+            pid + b"Q",
+            _int(offset),
+            _tuple([_int(n) for n in size]),
+            _tuple([_int(s) for s in stride]),
+            b"\x89",
+            b"ccollections\nOrderedDict\n)R",
+        ]
+    )
     return b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n" + args + b"R."
 
 

@@ -3,6 +3,7 @@
 Everything is cached under ``$RESTYLE_RT_TEST_CACHE`` (default ``<repo>/.cache/test-models``, git-ignored) keyed by
 the config name and a hash of the exporter sources, so several test modules (and reruns) share one export.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -93,9 +93,7 @@ class NumpyToy:
 
 
 def _vi(name: str, shape) -> onnx.ValueInfoProto:
-    return helper.make_tensor_value_info(
-        name, TensorProto.FLOAT, [d if d != BATCH else "batch" for d in shape]
-    )
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, [d if d != BATCH else "batch" for d in shape])
 
 
 def encoder_graph(w: ToyWeights, names: dict | None = None) -> onnx.ModelProto:

@@ -22,8 +22,7 @@ def catmull_rom(keys: np.ndarray, n_frames: int) -> np.ndarray:
     seg = np.minimum(u.astype(int), k - 2)
     t = (u - seg).reshape(-1, *([1] * (keys.ndim - 1)))
     p0, p1, p2, p3 = pts[seg], pts[seg + 1], pts[seg + 2], pts[seg + 3]
-    out = 0.5 * (2 * p1 + (p2 - p0) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t ** 2
-                 + (3 * p1 - p0 - 3 * p2 + p3) * t ** 3)
+    out = 0.5 * (2 * p1 + (p2 - p0) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t**2 + (3 * p1 - p0 - 3 * p2 + p3) * t**3)
     return out.astype(np.float32)
 
 
@@ -43,8 +42,15 @@ def render(backend, profile, latents: np.ndarray) -> np.ndarray:
     return np.stack([io.to_uint8(i) for i in synthesize_all(backend, profile, latents)])
 
 
-def make_clip(artifacts_dir: os.PathLike, ckpt: os.PathLike, path: os.PathLike, n_frames: int = 24,
-              n_keys: int = 3, fps: float = 24.0, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
+def make_clip(
+    artifacts_dir: os.PathLike,
+    ckpt: os.PathLike,
+    path: os.PathLike,
+    n_frames: int = 24,
+    n_keys: int = 3,
+    fps: float = 24.0,
+    seed: int = 7,
+) -> tuple[np.ndarray, np.ndarray]:
     """Write the clip to ``path`` (.mp4 H.264 / .avi MJPEG); returns (true latents [N, S, 512], frames as drawn
     [N, h, w, 3] uint8, before the codec)."""
     from restyle_rt import artifacts

@@ -25,6 +25,7 @@ on stderr when a prerequisite is missing: no GPU, no onnxruntime-gpu, no TensorR
 ``ort-loop --providers CPUExecutionProvider`` runs everything around the GPU (bound loop, fixed-address loop, parity,
 timing, report) on the CPU; the unit tests use it. The ORT part never imports torch: exports run in a child process.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,7 +62,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere: the repo's resty
     sys.path.insert(0, str(REPO))
 
 MiB = 1 << 20
-CALL_LIMIT = 64 * MiB                      # what one device call may carry, working tree included
+CALL_LIMIT = 64 * MiB  # what one device call may carry, working tree included
 PIECES_FORMAT = "restyle-rt-h200-pieces"
 MANIFEST = "pieces.json"
 DEFAULT_WORK = Path(os.environ.get("H200_WORK", "/root/h200"))
@@ -75,7 +76,7 @@ PRECISIONS = ("fp32", "fp32-notf32", "fp16")
 MODES = ("iobinding", "cuda-graph")
 SANITIZER_TOOLS = ("memcheck", "racecheck", "synccheck", "initcheck")
 SANITIZE_TESTS = ("tests/gpu", "tests/kernels/test_gpu.py")
-SANITIZER_EXIT = 86                        # compute-sanitizer --error-exitcode: tells its findings from test failures
+SANITIZER_EXIT = 86  # compute-sanitizer --error-exitcode: tells its findings from test failures
 
 log = logging.getLogger("h200_run")
 
@@ -89,6 +90,7 @@ class PiecesError(Exception):
 
 
 # --- reports -------------------------------------------------------------------------------------------------------
+
 
 def utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -133,8 +135,15 @@ def gpu_info() -> dict:
 
 def machine_info() -> dict:
     """Host, GPU, toolchain and package versions (never imports torch, onnxruntime or TensorRT)."""
-    info = {"host": platform.node(), "platform": platform.platform(), "python": platform.python_version(),
-            "python_executable": sys.executable, "cpus": os.cpu_count(), "load_avg": _loadavg(), "gpu": gpu_info()}
+    info = {
+        "host": platform.node(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "python_executable": sys.executable,
+        "cpus": os.cpu_count(),
+        "load_avg": _loadavg(),
+        "gpu": gpu_info(),
+    }
     try:
         info["mem_total_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     except (ValueError, OSError, AttributeError):
@@ -145,10 +154,23 @@ def machine_info() -> dict:
     san = find_tool("compute-sanitizer")
     if san:
         info["compute_sanitizer"] = (_run_text([san, "--version"]) or "").splitlines()[-1:]
-    info["versions"] = {n: v for n in ("numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxslim", "torch",
-                                       "cuda-bindings", "tensorrt-rtx-cu13-bindings", "tensorrt-rtx-cu13-libs",
-                                       "nvidia-cudnn-cu13", "nvidia-cublas")
-                        if (v := _dist_version(n))}
+    info["versions"] = {
+        n: v
+        for n in (
+            "numpy",
+            "onnx",
+            "onnxruntime",
+            "onnxruntime-gpu",
+            "onnxslim",
+            "torch",
+            "cuda-bindings",
+            "tensorrt-rtx-cu13-bindings",
+            "tensorrt-rtx-cu13-libs",
+            "nvidia-cudnn-cu13",
+            "nvidia-cublas",
+        )
+        if (v := _dist_version(n))
+    }
     info["pythonpath"] = os.environ.get("PYTHONPATH", "")
     return info
 
@@ -178,7 +200,7 @@ def _jsonable(x):
         return [_jsonable(v) for v in x]
     if isinstance(x, (np.floating, float)):
         v = float(x)
-        return v if math.isfinite(v) else repr(v)          # JSON has no inf/nan: "inf", "nan"
+        return v if math.isfinite(v) else repr(v)  # JSON has no inf/nan: "inf", "nan"
     if isinstance(x, np.integer):
         return int(x)
     if isinstance(x, Path):
@@ -192,10 +214,15 @@ class Report:
     def __init__(self, path: os.PathLike | None, subcommand: str, argv: Sequence[str]):
         self.path = Path(path) if path else None
         self.t0 = time.perf_counter()
-        self.data: dict = {"tool": "benchmarks/gpu/h200_run.py", "subcommand": subcommand,
-                           "command": "python3 benchmarks/gpu/h200_run.py " + " ".join(argv),
-                           "started_utc": utc_now(), "status": "running", "message": "",
-                           "machine": machine_info()}
+        self.data: dict = {
+            "tool": "benchmarks/gpu/h200_run.py",
+            "subcommand": subcommand,
+            "command": "python3 benchmarks/gpu/h200_run.py " + " ".join(argv),
+            "started_utc": utc_now(),
+            "status": "running",
+            "message": "",
+            "machine": machine_info(),
+        }
 
     def __getitem__(self, key):
         return self.data[key]
@@ -219,6 +246,7 @@ class Report:
 
 
 # --- sizes, the call budget ----------------------------------------------------------------------------------------
+
 
 def parse_size(text: str) -> int:
     """``"58MiB"``, ``"58.5 MiB"``, ``"60MB"``, ``"1024"`` (bytes) -> bytes."""
@@ -256,18 +284,24 @@ def cmd_budget(args) -> int:
     tree = tree_bytes(Path(args.repo))
     carried = {c: path_bytes(Path(args.repo) / c) for c in args.carry}
     total = tree + sum(carried.values())
-    print(f"working tree {tree / MiB:.2f} MiB + carried {sum(carried.values()) / MiB:.2f} MiB = {total / MiB:.2f} MiB "
-          f"of {CALL_LIMIT / MiB:.0f} MiB ({(CALL_LIMIT - total) / MiB:+.2f} MiB left)")
+    print(
+        f"working tree {tree / MiB:.2f} MiB + carried {sum(carried.values()) / MiB:.2f} MiB = {total / MiB:.2f} MiB "
+        f"of {CALL_LIMIT / MiB:.0f} MiB ({(CALL_LIMIT - total) / MiB:+.2f} MiB left)"
+    )
     for c, n in carried.items():
         print(f"  carry {c}: {n / MiB:.2f} MiB")
     if total > CALL_LIMIT:
-        print(f"h200_run budget: {total / MiB:.2f} MiB is over the call limit of {CALL_LIMIT / MiB:.0f} MiB; "
-              "split into smaller pieces or carry less", file=sys.stderr)
+        print(
+            f"h200_run budget: {total / MiB:.2f} MiB is over the call limit of {CALL_LIMIT / MiB:.0f} MiB; "
+            "split into smaller pieces or carry less",
+            file=sys.stderr,
+        )
         return 2
     return 0
 
 
 # --- pieces: split here, stash / join / install there ----------------------------------------------------------------
+
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
@@ -305,8 +339,10 @@ def encode_wheel_xz(wheel: Path, drop: Sequence[str] = (), dict_size: int | None
         keep = [i for i in infos if i.filename not in dropped]
         raw_size = sum(i.file_size for i in keep)
         dict_size = dict_size or min(128 * MiB, 1 << max(20, (raw_size - 1).bit_length()))  # more gained <0.5 %
-        filters = [{"id": lzma.FILTER_X86}, {"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME,
-                                             "dict_size": dict_size}]
+        filters = [
+            {"id": lzma.FILTER_X86},
+            {"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, "dict_size": dict_size},
+        ]
         buf = io.BytesIO()
         with lzma.LZMAFile(buf, "wb", format=lzma.FORMAT_XZ, filters=filters) as xz:
             with tarfile.open(fileobj=xz, mode="w|", format=tarfile.PAX_FORMAT) as tar:
@@ -369,8 +405,14 @@ def decode_wheel_xz(payload: bytes, out: Path, dropped: Sequence[str]) -> dict:
     return {"members_checked_against_record": checked, "dropped": list(dropped)}
 
 
-def split_files(files: Sequence[Path], out: Path, size: int, encoding: str = "raw", drop: Sequence[str] = (),
-                xz_dict: int | None = None) -> dict:
+def split_files(
+    files: Sequence[Path],
+    out: Path,
+    size: int,
+    encoding: str = "raw",
+    drop: Sequence[str] = (),
+    xz_dict: int | None = None,
+) -> dict:
     """Encode ``files`` (in this order: what is needed first goes first) into one stream and cut it into pieces of at
     most ``size`` bytes, ``out/part-NNN``, plus ``out/pieces.json`` (sha256 of every piece, of every file's stream
     bytes and of every source file)."""
@@ -379,8 +421,9 @@ def split_files(files: Sequence[Path], out: Path, size: int, encoding: str = "ra
     out.mkdir(parents=True, exist_ok=True)
     stale = sorted(out.glob("part-*")) + ([out / MANIFEST] if (out / MANIFEST).exists() else [])
     if stale:
-        raise PiecesError(f"{out} already holds pieces ({', '.join(p.name for p in stale[:3])} ...); "
-                          "use an empty directory")
+        raise PiecesError(
+            f"{out} already holds pieces ({', '.join(p.name for p in stale[:3])} ...); use an empty directory"
+        )
     entries, chunks = [], []
     offset = 0
     for f in files:
@@ -393,25 +436,43 @@ def split_files(files: Sequence[Path], out: Path, size: int, encoding: str = "ra
             data, meta = encode_wheel_xz(f, drop, xz_dict)
         else:
             data, meta = f.read_bytes(), {}
-        entries.append({"name": f.name, "encoding": enc, "offset": offset, "size": len(data),
-                        "sha256": sha256_bytes(data), "source_size": f.stat().st_size,
-                        "source_sha256": sha256_path(f), "encode_s": round(time.perf_counter() - t0, 1), **meta})
+        entries.append(
+            {
+                "name": f.name,
+                "encoding": enc,
+                "offset": offset,
+                "size": len(data),
+                "sha256": sha256_bytes(data),
+                "source_size": f.stat().st_size,
+                "source_sha256": sha256_path(f),
+                "encode_s": round(time.perf_counter() - t0, 1),
+                **meta,
+            }
+        )
         chunks.append(data)
         offset += len(data)
         log.info("%s: %s, %.2f MiB -> %.2f MiB", f.name, enc, f.stat().st_size / MiB, len(data) / MiB)
     stream = b"".join(chunks)
     pieces = []
     for k, start in enumerate(range(0, len(stream), size), 1):
-        part = stream[start:start + size]
+        part = stream[start : start + size]
         name = f"part-{k:03d}"
         (out / name).write_bytes(part)
         pieces.append({"file": name, "offset": start, "size": len(part), "sha256": sha256_bytes(part)})
-    manifest = {"format": PIECES_FORMAT, "version": 1, "created_utc": utc_now(), "piece_size": size,
-                "stream_size": len(stream), "stream_sha256": sha256_bytes(stream), "files": entries,
-                "pieces": pieces}
+    manifest = {
+        "format": PIECES_FORMAT,
+        "version": 1,
+        "created_utc": utc_now(),
+        "piece_size": size,
+        "stream_size": len(stream),
+        "stream_sha256": sha256_bytes(stream),
+        "files": entries,
+        "pieces": pieces,
+    }
     for e in entries:  # which pieces each file needs (the call plan reads this)
-        e["pieces"] = [p["file"] for p in pieces if p["offset"] < e["offset"] + e["size"]
-                       and e["offset"] < p["offset"] + p["size"]]
+        e["pieces"] = [
+            p["file"] for p in pieces if p["offset"] < e["offset"] + e["size"] and e["offset"] < p["offset"] + p["size"]
+        ]
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
 
@@ -431,13 +492,14 @@ def recut_pieces(src: Path, out: Path, size: int) -> dict:
         raise PiecesError(f"{out} already holds pieces; use an empty directory")
     pieces = []
     for k, start in enumerate(range(0, len(stream), size), 1):
-        part = stream[start:start + size]
+        part = stream[start : start + size]
         (out / f"part-{k:03d}").write_bytes(part)
         pieces.append({"file": f"part-{k:03d}", "offset": start, "size": len(part), "sha256": sha256_bytes(part)})
     m = {**m, "piece_size": size, "pieces": pieces, "recut_utc": utc_now()}
     for e in m["files"]:
-        e["pieces"] = [p["file"] for p in pieces if p["offset"] < e["offset"] + e["size"]
-                       and e["offset"] < p["offset"] + p["size"]]
+        e["pieces"] = [
+            p["file"] for p in pieces if p["offset"] < e["offset"] + e["size"] and e["offset"] < p["offset"] + p["size"]
+        ]
     (out / MANIFEST).write_text(json.dumps(m, indent=1) + "\n")
     return m
 
@@ -479,8 +541,10 @@ def stash_pieces(src: Path, into: Path) -> dict:
     if (into / MANIFEST).is_file():
         have = read_manifest(into)
         if have["stream_sha256"] != m["stream_sha256"]:
-            raise PiecesError(f"{into} holds pieces of another split (stream {have['stream_sha256'][:12]}…, carried "
-                              f"{m['stream_sha256'][:12]}…); empty {into} or carry the matching pieces")
+            raise PiecesError(
+                f"{into} holds pieces of another split (stream {have['stream_sha256'][:12]}…, carried "
+                f"{m['stream_sha256'][:12]}…); empty {into} or carry the matching pieces"
+            )
     else:
         shutil.copyfile(src / MANIFEST, into / MANIFEST)
     carried = piece_status(src, m)
@@ -508,8 +572,9 @@ def join_pieces(d: Path, out: Path, only: Sequence[str] = (), complete_only: boo
     files = [e for e in m["files"] if not only or e["name"] in only]
     unknown = sorted(set(only) - {e["name"] for e in m["files"]})
     if unknown:
-        raise PiecesError(f"{d}: no file {', '.join(unknown)} in this split (have: "
-                          f"{', '.join(e['name'] for e in m['files'])})")
+        raise PiecesError(
+            f"{d}: no file {', '.join(unknown)} in this split (have: {', '.join(e['name'] for e in m['files'])})"
+        )
     corrupt = {k: v for k, v in status.items() if v.startswith("corrupt")}
     problems = []
     for e in files:
@@ -517,20 +582,23 @@ def join_pieces(d: Path, out: Path, only: Sequence[str] = (), complete_only: boo
         if any(v.startswith("corrupt") for v in need.values()) or (need and not complete_only):
             problems.append(f"{e['name']} needs " + ", ".join(f"{p} ({v})" for p, v in need.items()))
     if problems or (corrupt and not complete_only):
-        raise PiecesError(f"{d}: cannot reassemble: " + "; ".join(problems or
-                          [f"{k} ({v})" for k, v in corrupt.items()]))
+        raise PiecesError(
+            f"{d}: cannot reassemble: " + "; ".join(problems or [f"{k} ({v})" for k, v in corrupt.items()])
+        )
     single = len(files) == 1 and out.suffix in (".whl", ".xz", ".gz", ".bin")
     results = []
     for e in files:
         if any(status[p] != "ok" for p in e["pieces"]):
-            results.append({"name": e["name"], "state": "incomplete",
-                            "missing": [p for p in e["pieces"] if status[p] != "ok"]})
+            results.append(
+                {"name": e["name"], "state": "incomplete", "missing": [p for p in e["pieces"] if status[p] != "ok"]}
+            )
             continue
         target = out if single else out / e["name"]
         stamp = target.with_name(f".{target.name}.joined")
         if target.is_file() and stamp.is_file() and stamp.read_text() == e["sha256"]:
-            results.append({"name": e["name"], "path": str(target), "encoding": e["encoding"], "state": "joined",
-                            "reused": True})  # joined by an earlier call: not decompressed again
+            results.append(
+                {"name": e["name"], "path": str(target), "encoding": e["encoding"], "state": "joined", "reused": True}
+            )  # joined by an earlier call: not decompressed again
             continue
         data = bytearray()
         for p in m["pieces"]:
@@ -563,8 +631,21 @@ def join_pieces(d: Path, out: Path, only: Sequence[str] = (), complete_only: boo
 
 def pip_install(wheels: Sequence[Path], target: Path) -> str:
     """``pip install --no-deps --no-index --target`` (no registry there); returns pip's output."""
-    cmd = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
-           "--no-cache-dir", "--upgrade", "--target", str(target), *map(str, wheels)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--no-index",
+        "--no-deps",
+        "--no-compile",
+        "--no-cache-dir",
+        "--upgrade",
+        "--target",
+        str(target),
+        *map(str, wheels),
+    ]
     p = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if p.returncode != 0:
         raise PiecesError(f"pip install failed (exit {p.returncode}): {' '.join(cmd)}\n{p.stdout}{p.stderr}")
@@ -575,12 +656,15 @@ def cmd_pieces(args) -> int:
     rep = Report(args.json, f"pieces {args.pieces_cmd}", args.argv)
     try:
         if args.pieces_cmd == "split":
-            m = split_files([Path(f) for f in args.files], Path(args.out), args.size, args.encoding, args.drop,
-                            args.xz_dict)
+            m = split_files(
+                [Path(f) for f in args.files], Path(args.out), args.size, args.encoding, args.drop, args.xz_dict
+            )
             rep["manifest"] = m
             for e in m["files"]:
-                print(f"{e['name']}: {e['encoding']}, {e['source_size'] / MiB:.2f} MiB -> {e['size'] / MiB:.2f} MiB, "
-                      f"pieces {', '.join(e['pieces'])}")
+                print(
+                    f"{e['name']}: {e['encoding']}, {e['source_size'] / MiB:.2f} MiB -> {e['size'] / MiB:.2f} MiB, "
+                    f"pieces {', '.join(e['pieces'])}"
+                )
             print(f"{len(m['pieces'])} pieces of at most {args.size / MiB:.2f} MiB in {args.out}")
         elif args.pieces_cmd == "recut":
             m = recut_pieces(Path(args.dir), Path(args.out), args.size)
@@ -595,15 +679,19 @@ def cmd_pieces(args) -> int:
             rep["pieces"] = status = stash_pieces(Path(args.src), Path(args.into))
             have = sum(v == "ok" for v in status.values())
             missing = [k for k, v in status.items() if v != "ok"]
-            print(f"pieces in {args.into}: {have}/{len(status)}" + (f"; not yet: {', '.join(missing)}" if missing
-                                                                     else "; all here"))
+            print(
+                f"pieces in {args.into}: {have}/{len(status)}"
+                + (f"; not yet: {', '.join(missing)}" if missing else "; all here")
+            )
             if args.join:
                 done = join_pieces(Path(args.into), Path(args.join), complete_only=True)
                 rep["files"] = done
                 joined = [Path(r["path"]) for r in done if r["state"] == "joined"]
                 for r in done:
-                    print(f"  {r['name']}: {r['state']}" + (f" (needs {', '.join(r['missing'])})"
-                                                           if r.get("missing") else ""))
+                    print(
+                        f"  {r['name']}: {r['state']}"
+                        + (f" (needs {', '.join(r['missing'])})" if r.get("missing") else "")
+                    )
                 wheels = [w for w in joined if w.suffix == ".whl"]
                 if args.install and wheels:
                     marker = Path(args.install) / ".h200-installed.json"
@@ -629,6 +717,7 @@ def cmd_pieces(args) -> int:
 
 # --- ONNX Runtime on the GPU ----------------------------------------------------------------------------------------
 
+
 def restyle_cli(*argv: str) -> list[str]:
     """The ``restyle-rt`` command line run from this checkout (the device machine has no installed entry point)."""
     return [sys.executable, "-c", "import sys; from restyle_rt.cli import main; sys.exit(main())", *argv]
@@ -637,8 +726,10 @@ def restyle_cli(*argv: str) -> list[str]:
 def export_commands(preset: str, work: Path) -> list[list[str]]:
     """The two commands that make a random-weight preset's artifacts under ``work/preset`` (torch: child process)."""
     d = work / preset
-    return [restyle_cli("make-checkpoint", str(d / "checkpoint.pt"), "--preset", preset),
-            restyle_cli("export", str(d / "checkpoint.pt"), "--out", str(d / "artifacts"), "--force", "--no-progress")]
+    return [
+        restyle_cli("make-checkpoint", str(d / "checkpoint.pt"), "--preset", preset),
+        restyle_cli("export", str(d / "checkpoint.pt"), "--out", str(d / "artifacts"), "--force", "--no-progress"),
+    ]
 
 
 def _child_env() -> dict:
@@ -660,13 +751,20 @@ def prepare_preset(preset: str, work: Path, fp16: bool = True) -> dict:
         for cmd in export_commands(preset, work):
             t0 = time.perf_counter()
             p = subprocess.run(cmd, capture_output=True, text=True, env=_child_env(), cwd=str(REPO), check=False)
-            steps.append({"command": " ".join(cmd[3:]), "seconds": round(time.perf_counter() - t0, 1),
-                          "exit": p.returncode, "tail": (p.stdout + p.stderr)[-2000:],
-                          "children_peak_rss_gib": round(_children_maxrss_gib(), 2)})
+            steps.append(
+                {
+                    "command": " ".join(cmd[3:]),
+                    "seconds": round(time.perf_counter() - t0, 1),
+                    "exit": p.returncode,
+                    "tail": (p.stdout + p.stderr)[-2000:],
+                    "children_peak_rss_gib": round(_children_maxrss_gib(), 2),
+                }
+            )
             if p.returncode != 0:
                 rec["steps"] = steps
-                err = RuntimeError(f"{preset}: `{' '.join(cmd[3:])}` failed (exit {p.returncode}): "
-                                   f"{(p.stdout + p.stderr)[-600:]}")
+                err = RuntimeError(
+                    f"{preset}: `{' '.join(cmd[3:])}` failed (exit {p.returncode}): {(p.stdout + p.stderr)[-600:]}"
+                )
                 err.record = rec  # type: ignore[attr-defined]  (the report keeps the steps)
                 raise err
         rec["steps"] = steps
@@ -741,14 +839,24 @@ def preload_cuda_libs() -> dict:
     """Load the CUDA 13 and cuDNN 9 libraries of the image's NVIDIA pip packages by absolute path, so that the CUDA EP
     of an onnxruntime-gpu installed elsewhere (``--target``) finds them by soname. ORT's own ``preload_dlls`` only
     looks beside its package. Returns what was loaded from where and what was not found."""
-    rels = [("cu13", "lib", n) for n in ("libcublasLt.so.13", "libcublas.so.13", "libnvrtc.so.13", "libcurand.so.10",
-                                         "libcufft.so.12", "libcudart.so.13")] + [("cudnn", "lib", "libcudnn.so.9")]
+    rels = [
+        ("cu13", "lib", n)
+        for n in (
+            "libcublasLt.so.13",
+            "libcublas.so.13",
+            "libnvrtc.so.13",
+            "libcurand.so.10",
+            "libcufft.so.12",
+            "libcudart.so.13",
+        )
+    ] + [("cudnn", "lib", "libcudnn.so.9")]
     roots = [Path(p) / "nvidia" for p in sys.path if p and (Path(p) / "nvidia").is_dir()]
     roots += [Path("/usr/local/cuda/lib64"), Path("/usr/local/cuda/targets/x86_64-linux/lib")]
     loaded, missing = {}, []
     for rel in rels:
-        cands = [r.joinpath(*rel) for r in roots if r.name == "nvidia"] + [r / rel[-1] for r in roots
-                                                                          if r.name != "nvidia"]
+        cands = [r.joinpath(*rel) for r in roots if r.name == "nvidia"] + [
+            r / rel[-1] for r in roots if r.name != "nvidia"
+        ]
         for c in cands:
             if c.is_file():
                 try:
@@ -769,8 +877,12 @@ def preload_cuda_libs() -> dict:
 def ort_facts() -> dict:
     import onnxruntime as ort
 
-    facts = {"version": ort.__version__, "module": str(Path(ort.__file__).parent),
-             "providers": ort.get_available_providers(), "device": ort.get_device()}
+    facts = {
+        "version": ort.__version__,
+        "module": str(Path(ort.__file__).parent),
+        "providers": ort.get_available_providers(),
+        "device": ort.get_device(),
+    }
     with contextlib.suppress(Exception):
         from onnxruntime.capi import build_and_package_info as bi
 
@@ -788,10 +900,12 @@ def check_ort_gpu(providers: Sequence[str]) -> dict:
         raise Prerequisite(f"onnxruntime cannot be imported ({e})") from None
     if CUDA in providers:
         if CUDA not in facts["providers"]:
-            raise Prerequisite(f"onnxruntime-gpu is not importable: onnxruntime {facts['version']} at "
-                               f"{facts['module']} has {facts['providers']}; install the carried wheel "
-                               "(`h200_run.py pieces stash ... --install /root/h200/site`) and put that directory "
-                               "first on PYTHONPATH")
+            raise Prerequisite(
+                f"onnxruntime-gpu is not importable: onnxruntime {facts['version']} at "
+                f"{facts['module']} has {facts['providers']}; install the carried wheel "
+                "(`h200_run.py pieces stash ... --install /root/h200/site`) and put that directory "
+                "first on PYTHONPATH"
+            )
         if not gpu_info().get("name"):
             raise Prerequisite("no GPU: nvidia-smi is missing or lists no device, so the CUDA EP cannot run")
     return facts
@@ -846,8 +960,14 @@ def _backend_classes():
             s, (ih, iw), (h, w) = self.spec.n_styles, self.spec.image_hw, self.spec.input_hw
             dev, ov, ort = (self.device, self.device_id), self._ort.OrtValue, self._ort
             new = lambda shape: ov.ortvalue_from_shape_and_type(shape, np.float32, *dev)  # noqa: E731
-            bufs = {"x": new((b, 3, h, w)), "y": new((b, 3, h, w)), "lat": [new((b, s, 512)), new((b, s, 512))],
-                    "img": new((b, 3, ih, iw)), "bind": [], "opts": []}
+            bufs = {
+                "x": new((b, 3, h, w)),
+                "y": new((b, 3, h, w)),
+                "lat": [new((b, s, 512)), new((b, s, 512))],
+                "img": new((b, 3, ih, iw)),
+                "bind": [],
+                "opts": [],
+            }
             enc, syn = self.sessions["encoder"], self.sessions["synthesis"]
             base = 1 + 2 * len(self._bufs)
             for a in (0, 1):
@@ -909,8 +1029,14 @@ def step_parity(got, ref, key: str | None) -> list[dict]:
     rows = []
     for t, (gl, rl, gi, ri) in enumerate(zip(got.step_latents, ref.step_latents, got.step_images, ref.step_images)):
         lat, img = compare(gl, rl), compare(gi, ri)
-        row = {"step": t + 1, "latent_rel_l2": lat.rel_l2, "image_rel_l2": img.rel_l2, "image_psnr_db": img.psnr_db,
-               "image_max_abs": img.max_abs, "finite": bool(np.isfinite(gl).all() and np.isfinite(gi).all())}
+        row = {
+            "step": t + 1,
+            "latent_rel_l2": lat.rel_l2,
+            "image_rel_l2": img.rel_l2,
+            "image_psnr_db": img.psnr_db,
+            "image_max_abs": img.max_abs,
+            "finite": bool(np.isfinite(gl).all() and np.isfinite(gi).all()),
+        }
         if tl and ti:
             why = [w for w in (tl.check(lat), ti.check(img)) if w]
             row["within"] = not why and row["finite"]
@@ -922,8 +1048,13 @@ def step_parity(got, ref, key: str | None) -> list[dict]:
 
 def _stats(ts: Sequence[float]) -> dict:
     s = sorted(ts)
-    return {"n": len(s), "p50_s": s[len(s) // 2], "min_s": s[0], "p90_s": s[min(len(s) - 1, int(0.9 * len(s)))],
-            "mean_s": sum(s) / len(s)}
+    return {
+        "n": len(s),
+        "p50_s": s[len(s) // 2],
+        "min_s": s[0],
+        "p90_s": s[min(len(s) - 1, int(0.9 * len(s)))],
+        "mean_s": sum(s) / len(s),
+    }
 
 
 def gpu_mem_used_mib() -> int | None:
@@ -948,8 +1079,18 @@ class SeedGuard:
             np.copyto(self.art.avg_feedback, self.fb)
 
 
-def run_config(backend, images: np.ndarray, batches: Sequence[int], iters: int, warmup: int, repeat: int,
-               ref: dict[int, object], key: str | None, parity_batches: Sequence[int], on_row: Callable) -> None:
+def run_config(
+    backend,
+    images: np.ndarray,
+    batches: Sequence[int],
+    iters: int,
+    warmup: int,
+    repeat: int,
+    ref: dict[int, object],
+    key: str | None,
+    parity_batches: Sequence[int],
+    on_row: Callable,
+) -> None:
     """Time one backend at every batch: first call (cuDNN search, graph capture), per-step parity, then ``warmup``
     untimed and ``repeat`` timed loops; ``on_row`` gets each batch's row as soon as it exists."""
     for b in batches:
@@ -978,8 +1119,14 @@ def run_config(backend, images: np.ndarray, batches: Sequence[int], iters: int, 
                 ts.append(time.perf_counter() - t0)
                 guard.check()
             st = _stats(ts)
-            row.update(st, s_per_image=st["p50_s"] / b, images_per_s=b / st["p50_s"], ms_per_step=1e3 * st["p50_s"]
-                       / iters, gpu_mem_used_mib=gpu_mem_used_mib(), load_avg=_loadavg())
+            row.update(
+                st,
+                s_per_image=st["p50_s"] / b,
+                images_per_s=b / st["p50_s"],
+                ms_per_step=1e3 * st["p50_s"] / iters,
+                gpu_mem_used_mib=gpu_mem_used_mib(),
+                load_avg=_loadavg(),
+            )
         except Exception as e:  # noqa: BLE001  (a failed batch is a result: record it, go on)
             row["error"] = f"{type(e).__name__}: {e}"[:2000]
         row["seed_writes"] = guard.writes  # loops after which the artifacts' seeds had changed (0 expected)
@@ -1036,8 +1183,12 @@ def ort_loop(art32: Path, work: Path, providers: list[str], rep: Report, args) -
     images = make_images(max(batches), art["fp32"].spec.input_hw, args.seed)
     rep["spec"] = art["fp32"].spec.to_dict()
     rep["batch_profile"] = art["fp32"].profile.to_list()
-    rep["images"] = {"seed": args.seed, "shape": list(images.shape), "mean": float(images.mean()),
-                     "std": float(images.std())}
+    rep["images"] = {
+        "seed": args.seed,
+        "shape": list(images.shape),
+        "mean": float(images.mean()),
+        "std": float(images.std()),
+    }
     if "fp16" in args.precisions:
         t0 = time.perf_counter()
         art["fp16"] = load(derive_fp16(art32, work / "fp16"))
@@ -1048,8 +1199,11 @@ def ort_loop(art32: Path, work: Path, providers: list[str], rep: Report, args) -
     with OrtBackend(art["fp32"], providers=[CPU]) as cpu:
         for b in parity_batches:
             ref[b] = cpu.run_loop(images[:b], args.iters, return_steps=True)
-    rep["cpu_reference"] = {"seconds": round(time.perf_counter() - t0, 2), "batches": parity_batches,
-                            "threads": os.cpu_count()}
+    rep["cpu_reference"] = {
+        "seconds": round(time.perf_counter() - t0, 2),
+        "batches": parity_batches,
+        "threads": os.cpu_count(),
+    }
     rep["rows"] = []
     rep.save()
     ok = True
@@ -1070,8 +1224,9 @@ def ort_loop(art32: Path, work: Path, providers: list[str], rep: Report, args) -
                     be = OrtBackend(a, providers=providers, io_binding=True)  # the product's own GPU path
             except Exception as e:  # noqa: BLE001
                 ok = False
-                rep["rows"].append({**base, "error": f"session: {type(e).__name__}: {e}"[:2000],
-                                    "session_s": time.perf_counter() - t0})
+                rep["rows"].append(
+                    {**base, "error": f"session: {type(e).__name__}: {e}"[:2000], "session_s": time.perf_counter() - t0}
+                )
                 rep.save()
                 print(f"  {prec} {mode}: session failed: {e}"[:300], flush=True)
                 continue
@@ -1087,15 +1242,31 @@ def ort_loop(art32: Path, work: Path, providers: list[str], rep: Report, args) -
                 rep["rows"].append({**base, **row})
                 rep.save()
                 p = row.get("parity_vs_cpu_fp32") or [{}]
-                print(f"  {prec:11s} {mode:10s} b{row['batch']}: " + (  # noqa: B023 - called in this iteration
-                    f"p50 {row['p50_s'] * 1e3:8.2f} ms/loop, {row['images_per_s']:8.1f} img/s, step {p[-1].get('step')}"
-                    f" latent {p[-1].get('latent_rel_l2', float('nan')):.2e} PSNR "
-                    f"{p[-1].get('image_psnr_db', float('nan')):.1f} dB" if "p50_s" in row else row.get("error", "")),
-                    flush=True)
+                print(
+                    f"  {prec:11s} {mode:10s} b{row['batch']}: "  # noqa: B023 - called in this iteration
+                    + (
+                        f"p50 {row['p50_s'] * 1e3:8.2f} ms/loop, {row['images_per_s']:8.1f} img/s, step {p[-1].get('step')}"
+                        f" latent {p[-1].get('latent_rel_l2', float('nan')):.2e} PSNR "
+                        f"{p[-1].get('image_psnr_db', float('nan')):.1f} dB"
+                        if "p50_s" in row
+                        else row.get("error", "")
+                    ),
+                    flush=True,
+                )
 
             with be:
-                run_config(be, images, batches, args.iters, args.warmup, args.repeat, ref, PARITY_KEYS.get(prec),
-                           parity_batches, on_row)
+                run_config(
+                    be,
+                    images,
+                    batches,
+                    args.iters,
+                    args.warmup,
+                    args.repeat,
+                    ref,
+                    PARITY_KEYS.get(prec),
+                    parity_batches,
+                    on_row,
+                )
     rep["default_providers"] = default_providers_probe(art["fp32"], images, args.iters, ref)
     rep.save()
     return ok
@@ -1127,22 +1298,29 @@ def default_providers_probe(art, images: np.ndarray, iters: int, ref: dict) -> d
 
 
 def print_ort_table(doc: dict) -> None:
-    print(f"\n{doc.get('preset')}: ORT {doc.get('onnxruntime', {}).get('version')} "
-          f"{'CPU dry run' if doc.get('dry_run_cpu') else 'CUDA EP'}; {doc['machine']['gpu'].get('name', 'no GPU')}")
-    print("| precision | mode | batch | p50 ms/loop | ms/step | img/s | first call s | last-step latent rel-L2 | "
-          "last-step PSNR dB | within |")
+    print(
+        f"\n{doc.get('preset')}: ORT {doc.get('onnxruntime', {}).get('version')} "
+        f"{'CPU dry run' if doc.get('dry_run_cpu') else 'CUDA EP'}; {doc['machine']['gpu'].get('name', 'no GPU')}"
+    )
+    print(
+        "| precision | mode | batch | p50 ms/loop | ms/step | img/s | first call s | last-step latent rel-L2 | "
+        "last-step PSNR dB | within |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in doc.get("rows", []):
         if "p50_s" not in r:
             print(f"| {r['precision']} | {r['mode']} | {r.get('batch', '-')} | error: {r.get('error', '')[:80]} |")
             continue
         p = (r.get("parity_vs_cpu_fp32") or [{}])[-1]
-        print(f"| {r['precision']} | {r['mode']} | {r['batch']} | {r['p50_s'] * 1e3:.2f} | {r['ms_per_step']:.2f} | "
-              f"{r['images_per_s']:.1f} | {r['first_call_s']:.2f} | {p.get('latent_rel_l2', float('nan')):.2e} | "
-              f"{p.get('image_psnr_db', float('nan')):.1f} | {p.get('within', '-')} |")
+        print(
+            f"| {r['precision']} | {r['mode']} | {r['batch']} | {r['p50_s'] * 1e3:.2f} | {r['ms_per_step']:.2f} | "
+            f"{r['images_per_s']:.1f} | {r['first_call_s']:.2f} | {p.get('latent_rel_l2', float('nan')):.2e} | "
+            f"{p.get('image_psnr_db', float('nan')):.1f} | {p.get('within', '-')} |"
+        )
 
 
 # --- TensorRT-RTX on SM 9.0 -----------------------------------------------------------------------------------------
+
 
 def cmd_rtx_engine(args) -> int:
     """Here: the toy artifacts (tests/toy_artifacts.py) with TensorRT-RTX AOT engines, small enough to carry."""
@@ -1159,8 +1337,10 @@ def cmd_rtx_engine(args) -> int:
     for prec in args.precision:
         recs += build_engines(out, precision=prec, workspace_gb=0.5, flavour="tensorrt-rtx")
     for r in recs:
-        print(f"{r.graph} {r.precision}: {r.size_bytes} bytes, {r.trt_flavour} {r.trt_version}, "
-              f"targets {', '.join(r.compute_capabilities)}")
+        print(
+            f"{r.graph} {r.precision}: {r.size_bytes} bytes, {r.trt_flavour} {r.trt_version}, "
+            f"targets {', '.join(r.compute_capabilities)}"
+        )
     print(f"{out}: {path_bytes(out) / MiB:.2f} MiB")
     return 0
 
@@ -1180,15 +1360,18 @@ def cmd_rtx_probe(args) -> int:
     rep = Report(args.json, "rtx-probe", args.argv)
     try:
         if not gpu_info().get("name"):
-            raise Prerequisite("no GPU: nvidia-smi is missing or lists no device; the probe deserializes engines "
-                               "on a GPU")
+            raise Prerequisite(
+                "no GPU: nvidia-smi is missing or lists no device; the probe deserializes engines on a GPU"
+            )
         rep["cuda_libs"] = preload_cuda_libs()
         from restyle_rt.runtime.trt_compat import try_load_trt
 
         info = try_load_trt("tensorrt-rtx")
         if info is None:
-            raise Prerequisite("TensorRT-RTX is not importable (tensorrt_rtx_bindings + tensorrt_rtx_libs); install "
-                               "the carried wheels (`h200_run.py pieces stash ... --install /root/h200/site`)")
+            raise Prerequisite(
+                "TensorRT-RTX is not importable (tensorrt_rtx_bindings + tensorrt_rtx_libs); install "
+                "the carried wheels (`h200_run.py pieces stash ... --install /root/h200/site`)"
+            )
         rtx_probe(Path(args.engine_dir), info, rep, args)
     except Prerequisite as e:
         rep.finish("missing-prerequisite", str(e))
@@ -1199,8 +1382,9 @@ def cmd_rtx_probe(args) -> int:
         print(f"h200_run rtx-probe: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     rep.finish("ok")
-    print(json.dumps(_jsonable({k: rep.data.get(k) for k in ("trt", "product", "raw", "build_current")}),
-                     indent=1)[:6000])
+    print(
+        json.dumps(_jsonable({k: rep.data.get(k) for k in ("trt", "product", "raw", "build_current")}), indent=1)[:6000]
+    )
     return 0
 
 
@@ -1212,9 +1396,16 @@ def rtx_probe(engine_dir: Path, info, rep: Report, args) -> None:
 
     trt = info.module
     cc = cuda.compute_capability(0)
-    rep["trt"] = {"flavour": info.flavour, "version": info.version, "device_cc": f"{cc[0]}.{cc[1]}",
-                  "compute_capabilities": sorted(n for n in getattr(trt, "ComputeCapability", {}).__members__
-                                                 if n.startswith("SM")) if hasattr(trt, "ComputeCapability") else None}
+    rep["trt"] = {
+        "flavour": info.flavour,
+        "version": info.version,
+        "device_cc": f"{cc[0]}.{cc[1]}",
+        "compute_capabilities": sorted(
+            n for n in getattr(trt, "ComputeCapability", {}).__members__ if n.startswith("SM")
+        )
+        if hasattr(trt, "ComputeCapability")
+        else None,
+    }
     art = A.load(engine_dir)
     images = make_images(2, art.spec.input_hw, 3)
     rep["product"] = _product_trt(art, images, args.iters)
@@ -1285,10 +1476,13 @@ def _build_current(engine_dir: Path, images: np.ndarray, iters: int) -> dict:
         logging.getLogger("restyle_rt").addHandler(handler)
         t0 = time.perf_counter()
         try:
-            recs = build_engines(copy, precision="fp32", workspace_gb=0.5, compute_capabilities=["current"],
-                                 flavour="tensorrt-rtx")
-            out["built"] = [{"graph": r.graph, "size_bytes": r.size_bytes,
-                             "compute_capabilities": list(r.compute_capabilities)} for r in recs]
+            recs = build_engines(
+                copy, precision="fp32", workspace_gb=0.5, compute_capabilities=["current"], flavour="tensorrt-rtx"
+            )
+            out["built"] = [
+                {"graph": r.graph, "size_bytes": r.size_bytes, "compute_capabilities": list(r.compute_capabilities)}
+                for r in recs
+            ]
             out["product"] = _product_trt(A.load(copy), images, iters)
         except Exception as e:  # noqa: BLE001
             out["error"] = f"{type(e).__name__}: {e}"[:3000]
@@ -1318,12 +1512,31 @@ FINDING_RE = re.compile(r"^={9}\s+(?!ERROR SUMMARY|RACECHECK SUMMARY|LEAK SUMMAR
 def sanitizer_command(sanitizer: str, tool: str, tests: Sequence[str], k: str | None, junit: Path) -> list[str]:
     """compute-sanitizer around pytest in this interpreter; only the application process is sanitized (nvcc, run
     by the kernel build, is not); findings exit with SANITIZER_EXIT."""
-    cmd = [sanitizer, "--tool", tool, "--error-exitcode", str(SANITIZER_EXIT), "--target-processes",
-           "application-only", "--print-limit", "100"]
+    cmd = [
+        sanitizer,
+        "--tool",
+        tool,
+        "--error-exitcode",
+        str(SANITIZER_EXIT),
+        "--target-processes",
+        "application-only",
+        "--print-limit",
+        "100",
+    ]
     if tool == "racecheck":
         cmd += ["--racecheck-report", "all"]
-    cmd += [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", "-o", "junit_family=legacy",
-            f"--junitxml={junit}", *tests]
+    cmd += [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-v",
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "junit_family=legacy",
+        f"--junitxml={junit}",
+        *tests,
+    ]
     return cmd + (["-k", k] if k else [])
 
 
@@ -1338,15 +1551,20 @@ def parse_sanitizer_log(text: str) -> dict:
     findings, seen = [], set()
     for line in text.splitlines():
         m = FINDING_RE.match(line.rstrip())
-        skip = ("at ", "by ", "in ", "Host Frame", "Saved host")                # stack lines of the finding above
+        skip = ("at ", "by ", "in ", "Host Frame", "Saved host")  # stack lines of the finding above
         if m and not m.group(1).startswith(skip) and m.group(1) not in seen:
             seen.add(m.group(1))
             findings.append(m.group(1)[:300])
     outcome = PYTEST_RE.findall(text)
     tests = {k: len(re.findall(rf"(?m)^\S+::\S+.* {k.upper()}\b", text)) for k in ("passed", "failed", "skipped")}
     tests["errors"] = len(re.findall(r"(?m)^\S+::\S+.* ERROR\b", text))
-    return {"summaries": summaries, "errors": errors, "findings": findings[:50], "pytest": outcome[-1][0] if outcome
-            else None, "tests": tests}
+    return {
+        "summaries": summaries,
+        "errors": errors,
+        "findings": findings[:50],
+        "pytest": outcome[-1][0] if outcome else None,
+        "tests": tests,
+    }
 
 
 def cmd_sanitize(args) -> int:
@@ -1389,8 +1607,13 @@ def cmd_sanitize(args) -> int:
             cmd = sanitizer_command(san, tool, args.tests, per_tool_k.get(tool, args.k), Path(tmp) / "junit.xml")
             t0 = time.perf_counter()
             text, code, timed_out = _run_limited(cmd, args.timeout, cwd=REPO)
-            rec = {"command": " ".join(cmd), "exit": code, "timed_out": timed_out,
-                   "seconds": round(time.perf_counter() - t0, 1), **parse_sanitizer_log(text)}
+            rec = {
+                "command": " ".join(cmd),
+                "exit": code,
+                "timed_out": timed_out,
+                "seconds": round(time.perf_counter() - t0, 1),
+                **parse_sanitizer_log(text),
+            }
         rec["sanitizer_found_errors"] = code == SANITIZER_EXIT or rec["errors"] > 0
         if not rec["summaries"]:
             rec["note"] = "no summary line: the sanitizer did not finish (timeout) or could not attach"
@@ -1400,8 +1623,11 @@ def cmd_sanitize(args) -> int:
         if log_path:
             with open(log_path, "a") as f:
                 f.write(f"### {tool}: {' '.join(cmd)}\n{_trim(text, args.log_cap)}\n\n")
-        print(f"{tool}: exit {code}{' (timed out)' if timed_out else ''}, {rec['seconds']} s, "
-              f"{'; '.join(rec['summaries']) or 'no summary'}; pytest: {rec['pytest']}", flush=True)
+        print(
+            f"{tool}: exit {code}{' (timed out)' if timed_out else ''}, {rec['seconds']} s, "
+            f"{'; '.join(rec['summaries']) or 'no summary'}; pytest: {rec['pytest']}",
+            flush=True,
+        )
         for f in rec["findings"][:5]:
             print(f"    {f}")
     rep.finish("errors-found" if found else "ok")
@@ -1411,7 +1637,7 @@ def cmd_sanitize(args) -> int:
 def _trim(text: str, cap: int) -> str:
     if len(text) <= cap:
         return text
-    return text[: cap // 2] + f"\n... [{len(text) - cap} characters cut] ...\n" + text[-cap // 2:]
+    return text[: cap // 2] + f"\n... [{len(text) - cap} characters cut] ...\n" + text[-cap // 2 :]
 
 
 _CHILD: list[subprocess.Popen] = []
@@ -1426,8 +1652,9 @@ def _kill_child() -> None:
 def _run_limited(cmd: Sequence[str], timeout: float, cwd: Path) -> tuple[str, int | None, bool]:
     """Run ``cmd`` in its own process group; on timeout kill the group. Returns (output, exit code, timed out)."""
     with tempfile.TemporaryFile("w+") as out:
-        p = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT, cwd=str(cwd), env=_child_env(),
-                             start_new_session=True)
+        p = subprocess.Popen(
+            list(cmd), stdout=out, stderr=subprocess.STDOUT, cwd=str(cwd), env=_child_env(), start_new_session=True
+        )
         _CHILD[:] = [p]
         timed_out = False
         try:
@@ -1444,6 +1671,7 @@ def _run_limited(cmd: Sequence[str], timeout: float, cwd: Path) -> tuple[str, in
 
 # --- env ------------------------------------------------------------------------------------------------------------
 
+
 def cmd_env(args) -> int:
     rep = Report(args.json, "env", args.argv)
     rep["checks"] = checks = {
@@ -1451,8 +1679,8 @@ def cmd_env(args) -> int:
         "nvcc": find_tool("nvcc"),
         "compute_sanitizer": find_tool("compute-sanitizer"),
         "nvidia_pip_lib_dirs": [str(Path(p) / "nvidia") for p in sys.path if p and (Path(p) / "nvidia").is_dir()],
-        "work_dir": str(args.work), "work_free_gib": round(shutil.disk_usage(_existing(Path(args.work))).free / 2**30,
-                                                            1),
+        "work_dir": str(args.work),
+        "work_free_gib": round(shutil.disk_usage(_existing(Path(args.work))).free / 2**30, 1),
     }
     with contextlib.suppress(Exception):
         checks["onnxruntime"] = ort_facts()
@@ -1468,6 +1696,7 @@ def _existing(p: Path) -> Path:
 
 
 # --- command line ---------------------------------------------------------------------------------------------------
+
 
 def _ints(text: str) -> list[int]:
     try:
@@ -1491,8 +1720,9 @@ def _choices(allowed: Sequence[str]):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="h200_run.py", description=__doc__.split("\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="h200_run.py", description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("-v", "--verbose", action="store_true")
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
@@ -1507,11 +1737,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("files", nargs="+")
     s.add_argument("--out", required=True)
     s.add_argument("--size", type=parse_size, default=parse_size("58MiB"), help="piece size (default 58MiB)")
-    s.add_argument("--encoding", choices=("raw", "wheel-xz"), default="raw",
-                   help="raw: the files' bytes; wheel-xz: each wheel's members as one xz stream, rebuilt and "
-                        "checked against the wheel's RECORD there (smaller)")
-    s.add_argument("--drop", action="append", default=[], metavar="GLOB",
-                   help="wheel-xz: leave out wheel members matching GLOB (e.g. a library Python never loads)")
+    s.add_argument(
+        "--encoding",
+        choices=("raw", "wheel-xz"),
+        default="raw",
+        help="raw: the files' bytes; wheel-xz: each wheel's members as one xz stream, rebuilt and "
+        "checked against the wheel's RECORD there (smaller)",
+    )
+    s.add_argument(
+        "--drop",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="wheel-xz: leave out wheel members matching GLOB (e.g. a library Python never loads)",
+    )
     s.add_argument("--xz-dict", type=parse_size, default=None, help="xz dictionary (default: the payload's size)")
     s.add_argument("--json")
     r = ps.add_parser("recut", help="(here) the same stream in pieces of another size (no re-encoding)")
@@ -1555,13 +1794,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeat", type=int, default=10)
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--precisions", type=_choices(PRECISIONS), default=["fp32", "fp16"],
-                   help=f"of {', '.join(PRECISIONS)} (fp32-notf32: CUDA EP use_tf32=0)")
+    p.add_argument(
+        "--precisions",
+        type=_choices(PRECISIONS),
+        default=["fp32", "fp16"],
+        help=f"of {', '.join(PRECISIONS)} (fp32-notf32: CUDA EP use_tf32=0)",
+    )
     p.add_argument("--modes", type=_choices(MODES), default=list(MODES))
-    p.add_argument("--providers", default=f"{CUDA},{CPU}",
-                   help=f"ORT providers (default {CUDA},{CPU}; {CPU} alone: the CPU dry run)")
-    p.add_argument("--conv-algo", choices=("EXHAUSTIVE", "HEURISTIC", "DEFAULT"), default=None,
-                   help="CUDA EP cudnn_conv_algo_search (default: ORT's, EXHAUSTIVE)")
+    p.add_argument(
+        "--providers",
+        default=f"{CUDA},{CPU}",
+        help=f"ORT providers (default {CUDA},{CPU}; {CPU} alone: the CPU dry run)",
+    )
+    p.add_argument(
+        "--conv-algo",
+        choices=("EXHAUSTIVE", "HEURISTIC", "DEFAULT"),
+        default=None,
+        help="CUDA EP cudnn_conv_algo_search (default: ORT's, EXHAUSTIVE)",
+    )
     p.add_argument("--json")
     p.set_defaults(func=cmd_ort_loop)
 
@@ -1573,8 +1823,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rtx-probe", help="(there) deserialize and run AOT TensorRT-RTX engines on this GPU")
     p.add_argument("engine_dir", help="artifacts directory with TensorRT-RTX engines (rtx-engine writes one)")
     p.add_argument("--iters", type=int, default=3)
-    p.add_argument("--no-build-current", dest="build_current", action="store_false",
-                   help="skip building the toy for this GPU ('current')")
+    p.add_argument(
+        "--no-build-current",
+        dest="build_current",
+        action="store_false",
+        help="skip building the toy for this GPU ('current')",
+    )
     p.add_argument("--json")
     p.set_defaults(func=cmd_rtx_probe)
 
@@ -1582,8 +1836,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tools", default="memcheck,racecheck,synccheck")
     p.add_argument("--tests", nargs="+", default=list(SANITIZE_TESTS))
     p.add_argument("-k", dest="k", default=None, help="pytest -k expression for every tool")
-    p.add_argument("--tool-k", action="append", default=[], metavar="TOOL=EXPR",
-                   help="pytest -k expression for one tool (e.g. racecheck='13x37x5x19 or noise_modes')")
+    p.add_argument(
+        "--tool-k",
+        action="append",
+        default=[],
+        metavar="TOOL=EXPR",
+        help="pytest -k expression for one tool (e.g. racecheck='13x37x5x19 or noise_modes')",
+    )
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per tool (default 300)")
     p.add_argument("--log", default=None, help="combined log (default: the --json path with .log)")
     p.add_argument("--log-cap", type=int, default=2_000_000, help="characters kept per tool's output")

@@ -65,8 +65,12 @@ def align(image: np.ndarray, landmarks: np.ndarray, output_size: int = 256, tran
 
 
 def _bounds(quad: np.ndarray) -> tuple[int, int, int, int]:
-    return (int(np.floor(min(quad[:, 0]))), int(np.floor(min(quad[:, 1]))),
-            int(np.ceil(max(quad[:, 0]))), int(np.ceil(max(quad[:, 1]))))
+    return (
+        int(np.floor(min(quad[:, 0]))),
+        int(np.floor(min(quad[:, 1]))),
+        int(np.ceil(max(quad[:, 0]))),
+        int(np.ceil(max(quad[:, 1]))),
+    )
 
 
 def _crop(img, quad: np.ndarray, border: int):
@@ -85,16 +89,22 @@ def _pad(img, quad: np.ndarray, qsize: float, border: int):
     from scipy.ndimage import gaussian_filter
 
     x0, y0, x1, y1 = _bounds(quad)
-    pad = (max(-x0 + border, 0), max(-y0 + border, 0), max(x1 - img.size[0] + border, 0),
-           max(y1 - img.size[1] + border, 0))
+    pad = (
+        max(-x0 + border, 0),
+        max(-y0 + border, 0),
+        max(x1 - img.size[0] + border, 0),
+        max(y1 - img.size[1] + border, 0),
+    )
     if max(pad) <= border - 4:
         return img, quad
     pad = np.maximum(pad, int(np.rint(qsize * 0.3)))
     a = np.pad(np.float32(img), ((pad[1], pad[3]), (pad[0], pad[2]), (0, 0)), "reflect")  # [H, W, 3]
     h, w, _ = a.shape
     yy, xx, _ = np.ogrid[:h, :w, :1]
-    mask = np.maximum(1.0 - np.minimum(np.float32(xx) / pad[0], np.float32(w - 1 - xx) / pad[2]),
-                      1.0 - np.minimum(np.float32(yy) / pad[1], np.float32(h - 1 - yy) / pad[3]))
+    mask = np.maximum(
+        1.0 - np.minimum(np.float32(xx) / pad[0], np.float32(w - 1 - xx) / pad[2]),
+        1.0 - np.minimum(np.float32(yy) / pad[1], np.float32(h - 1 - yy) / pad[3]),
+    )
     blur = qsize * 0.02
     a += (gaussian_filter(a, [blur, blur, 0]) - a) * np.clip(mask * 3.0 + 1.0, 0.0, 1.0)
     a += (np.median(a, axis=(0, 1)) - a) * np.clip(mask, 0.0, 1.0)

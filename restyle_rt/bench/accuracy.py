@@ -27,7 +27,7 @@ from ..parity import compare
 
 log = logging.getLogger("restyle_rt")
 
-TARGET_SEED = 1_000_003    # held out: the fit draws with seeds 0 (PCA) and 1 (training)
+TARGET_SEED = 1_000_003  # held out: the fit draws with seeds 0 (PCA) and 1 (training)
 
 
 @dataclass
@@ -51,8 +51,9 @@ class Steps:
     images: list[np.ndarray]
 
 
-def reference_steps(art, checkpoint: str | None, xs: dict[int, np.ndarray], n_iters: int,
-                    threads: int) -> dict[int, Steps]:
+def reference_steps(
+    art, checkpoint: str | None, xs: dict[int, np.ndarray], n_iters: int, threads: int
+) -> dict[int, Steps]:
     """The FP32 reference loop for each batch in ``xs`` (batch -> [B, 3, H, W] inputs), ``n_iters`` steps."""
     if checkpoint is not None and _torch_importable():
         return _torch_reference(checkpoint, xs, n_iters, threads)
@@ -79,8 +80,9 @@ def _torch_reference(checkpoint: str, xs: dict[int, np.ndarray], n_iters: int, t
     with torch.no_grad():
         for b, x in xs.items():
             steps = reference_loop(models, torch.from_numpy(x), n_iters, official=True)
-            out[b] = Steps("torch-official fp32", [s.latent.numpy().copy() for s in steps],
-                           [s.image.numpy().copy() for s in steps])
+            out[b] = Steps(
+                "torch-official fp32", [s.latent.numpy().copy() for s in steps], [s.image.numpy().copy() for s in steps]
+            )
     return out
 
 
@@ -98,13 +100,15 @@ def agreement(ref: Steps, got: Steps, n_iters: int, truth: Truth | None = None) 
     if truth is not None:
         mine = [target_psnr_db(got.images[t], truth.targets) for t in range(n_iters)]
         theirs = [target_psnr_db(ref.images[t], truth.targets) for t in range(n_iters)]
-        out.update({
-            "target_psnr_db": mine,
-            "reference_target_psnr_db": theirs,
-            "target_psnr_change_db": [a - b for a, b in zip(mine, theirs)],
-            "truth_latent_rms": [truth_rms(got.latents[t], truth.latents) for t in range(n_iters)],
-            "reference_truth_latent_rms": [truth_rms(ref.latents[t], truth.latents) for t in range(n_iters)],
-        })
+        out.update(
+            {
+                "target_psnr_db": mine,
+                "reference_target_psnr_db": theirs,
+                "target_psnr_change_db": [a - b for a, b in zip(mine, theirs)],
+                "truth_latent_rms": [truth_rms(got.latents[t], truth.latents) for t in range(n_iters)],
+                "reference_truth_latent_rms": [truth_rms(ref.latents[t], truth.latents) for t in range(n_iters)],
+            }
+        )
         out["meets_bar"] = meets_bar(out)
     return out
 

@@ -50,7 +50,12 @@ def buffer_bytes(spec, batch: int) -> int:
 
 
 def measure(
-    artifacts_dir: os.PathLike, backend: str, batch: int, n_iters: int, threads: int, timeout: float = 1800,
+    artifacts_dir: os.PathLike,
+    backend: str,
+    batch: int,
+    n_iters: int,
+    threads: int,
+    timeout: float = 1800,
     precision: str | None = None,
 ) -> dict:
     """Run :func:`_child` in a fresh interpreter and return its record (``precision`` as ``bench --precision``
@@ -75,13 +80,18 @@ def measure(
         ]
         proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0 or not out.is_file():
-            raise RuntimeError(f"memory measurement of {backend} {precision or ''} batch {batch} failed: "
-                               f"{proc.stderr[-2000:]}")
+            raise RuntimeError(
+                f"memory measurement of {backend} {precision or ''} batch {batch} failed: {proc.stderr[-2000:]}"
+            )
         return json.loads(out.read_text())
 
 
 def measure_all(
-    artifacts_dir: os.PathLike, backends: list[str], batches: list[int], n_iters: int, threads: int,
+    artifacts_dir: os.PathLike,
+    backends: list[str],
+    batches: list[int],
+    n_iters: int,
+    threads: int,
     precisions: list[str] | None = None,
 ) -> list[dict]:
     """:func:`measure` for every runtime backend, precision and batch (baselines are skipped: they are not the
@@ -97,8 +107,9 @@ def measure_all(
     return recs
 
 
-def _child(artifacts_dir: str, backend: str, batch: int, n_iters: int, threads: int,
-           precision: str | None = None) -> dict:
+def _child(
+    artifacts_dir: str, backend: str, batch: int, n_iters: int, threads: int, precision: str | None = None
+) -> dict:
     import numpy as np
 
     from .. import artifacts

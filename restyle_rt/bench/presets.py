@@ -52,8 +52,10 @@ def preset_dir(name: str, fitted: bool = False) -> Path:
     """The cache directory of preset ``name`` (not created)."""
     check_preset(name)
     if fitted and name not in FITTABLE:
-        raise InputError(f"preset {name!r} cannot be fitted (a ResNet34 encoder at 256x256 input is needed); "
-                         f"fittable: {', '.join(FITTABLE)}")
+        raise InputError(
+            f"preset {name!r} cannot be fitted (a ResNet34 encoder at 256x256 input is needed); "
+            f"fittable: {', '.join(FITTABLE)}"
+        )
     return fsio.cache_root() / "presets" / (f"{name}-fitted" if fitted else name)
 
 

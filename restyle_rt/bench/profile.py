@@ -59,15 +59,19 @@ def summarize_events(events: list[dict], top: int = 12) -> dict:
     nodes = sorted(by_node.items(), key=lambda kv: -kv[1])[:top]
     return {
         "total_ms": total,
-        "by_op": [
-            {"op": k, "ms": v, "share": v / total if total else 0.0, "count": count[k]} for k, v in ops
-        ],
+        "by_op": [{"op": k, "ms": v, "share": v / total if total else 0.0, "count": count[k]} for k, v in ops],
         "top_nodes": [{"node": k, "op": node_op[k], "ms": v} for k, v in nodes],
     }
 
 
-def profile_ort(artifacts_dir: os.PathLike, batch: int, n_iters: int, threads: int,
-                trace_dir: os.PathLike | None = None, trace_stem: str = "ort-profile") -> dict:
+def profile_ort(
+    artifacts_dir: os.PathLike,
+    batch: int,
+    n_iters: int,
+    threads: int,
+    trace_dir: os.PathLike | None = None,
+    trace_stem: str = "ort-profile",
+) -> dict:
     """Profile ``n_iters`` loop steps at ``batch``; returns ``{"batch", "iters", "threads", "traces", graph:
     summary}``.
 

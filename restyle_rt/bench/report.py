@@ -44,9 +44,7 @@ REQUIRED_FIELDS = (
 )
 
 
-def document(
-    machine: dict, command: str, source: dict, results: list[dict], memory: list[dict] | None = None
-) -> dict:
+def document(machine: dict, command: str, source: dict, results: list[dict], memory: list[dict] | None = None) -> dict:
     """Assemble the JSON document (see the module docstring)."""
     doc = {
         "schema": SCHEMA_VERSION,
@@ -263,10 +261,22 @@ def _accuracy_panel(ax, results: Sequence[dict], cap: float = 80.0) -> None:
             label += f" ({acc['target_psnr_change_db'][-1]:+.2f} dB vs target)"
         if not ok:
             label += " FAILS"
-        ax.scatter([r["p50_per_image_s"]], [y], marker="o", s=40, label=label,
-                   facecolors="none" if not ok else None, edgecolors="C3" if not ok else None)
-    ax.axhline(BAR_REF_PSNR_DB, color="C3", linestyle="--", linewidth=1,
-               label=f"ship bar: >= {BAR_REF_PSNR_DB:g} dB vs FP32, <= {BAR_TARGET_LOSS_DB:g} dB lost vs target")
+        ax.scatter(
+            [r["p50_per_image_s"]],
+            [y],
+            marker="o",
+            s=40,
+            label=label,
+            facecolors="none" if not ok else None,
+            edgecolors="C3" if not ok else None,
+        )
+    ax.axhline(
+        BAR_REF_PSNR_DB,
+        color="C3",
+        linestyle="--",
+        linewidth=1,
+        label=f"ship bar: >= {BAR_REF_PSNR_DB:g} dB vs FP32, <= {BAR_TARGET_LOSS_DB:g} dB lost vs target",
+    )
     ax.set_xlabel("seconds per image (p50)")
     ax.set_ylabel(f"image PSNR vs FP32 loop, last step (dB; identical = {cap:g})")
     ax.set_title("speed and accuracy")

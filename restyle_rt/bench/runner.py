@@ -173,8 +173,16 @@ def current_rss_mb() -> float | None:
 def machine_info(threads: int) -> dict:
     """CPU model, cores, load, memory and library versions (torch read from metadata, never imported)."""
     versions = {"restyle_rt": __version__, "python": platform.python_version()}
-    for pkg in ("numpy", "onnxruntime", "openvino", "torch", "onnx", "tensorrt", "tensorrt-rtx-cu13-bindings",
-                "psutil"):
+    for pkg in (
+        "numpy",
+        "onnxruntime",
+        "openvino",
+        "torch",
+        "onnx",
+        "tensorrt",
+        "tensorrt-rtx-cu13-bindings",
+        "psutil",
+    ):
         try:
             versions[pkg] = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:
@@ -227,9 +235,7 @@ def summarize(times: list[float], batch: int) -> dict[str, float]:
     }
 
 
-def time_config(
-    target, x: np.ndarray, n_iters: int, warmup: int, repeat: int, early_exit: float | None
-) -> dict:
+def time_config(target, x: np.ndarray, n_iters: int, warmup: int, repeat: int, early_exit: float | None) -> dict:
     """Warm up and time one (target, batch, iters) configuration; returns its result record (no metadata)."""
     load_before = _load()
     gc.collect()

@@ -65,9 +65,7 @@ def resolve_backends(requested: list[str] | None, have_checkpoint: bool) -> list
     if requested:
         unknown = [n for n in requested if n not in known_names()]
         if unknown:
-            raise InputError(
-                f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(known_names())}"
-            )
+            raise InputError(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(known_names())}")
         for n in requested:
             if n in BASELINES and not have_checkpoint:
                 raise InputError(
@@ -138,9 +136,7 @@ class RuntimeTarget:
         res = self.backend.run_loop(x, n_iters, return_steps=True)
         return res.step_latents, res.step_images
 
-    def run(
-        self, x: np.ndarray, n_iters: int, early_exit: float | None
-    ) -> tuple[dict[str, float], np.ndarray]:
+    def run(self, x: np.ndarray, n_iters: int, early_exit: float | None) -> tuple[dict[str, float], np.ndarray]:
         """One loop on batch ``x`` [B, 3, H, W]; returns (stage seconds, steps used [B])."""
         res = self.backend.run_loop(x, n_iters, early_exit=early_exit)
         return dict(res.stages), np.asarray(res.steps_used)
@@ -192,9 +188,7 @@ class TorchTarget:
         self.models = models
         self.profile = None
 
-    def run(
-        self, x: np.ndarray, n_iters: int, early_exit: float | None
-    ) -> tuple[dict[str, float], np.ndarray]:
+    def run(self, x: np.ndarray, n_iters: int, early_exit: float | None) -> tuple[dict[str, float], np.ndarray]:
         """One official-style loop on ``x`` [B, 3, H, W] (``early_exit`` is not part of it and is ignored)."""
         torch = self._torch
         stages = {"encoder": 0.0, "synthesis": 0.0, "copies": 0.0}
@@ -279,8 +273,12 @@ def plan(names: list[str], precisions: list[str] | None) -> list[tuple[str, str 
             if not mine:
                 raise InputError(f"backend {n!r} runs {' | '.join(ok)}; got --precision {','.join(precisions)}")
             if len(mine) < len(precisions):
-                log.info("bench: %s runs %s; skipping %s for it", n, "|".join(ok),
-                         ",".join(p for p in precisions if p not in ok))
+                log.info(
+                    "bench: %s runs %s; skipping %s for it",
+                    n,
+                    "|".join(ok),
+                    ",".join(p for p in precisions if p not in ok),
+                )
             out += [(n, p) for p in mine]
             continue
         check_default_precision(n, None if "fp32" in precisions else ",".join(precisions))

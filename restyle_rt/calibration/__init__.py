@@ -4,6 +4,7 @@ Entry point: :func:`calibrate` (CLI: ``restyle-rt calibrate``). The runtime neve
 needs (the Q/DQ graph files, their accuracy, the ship bar) is in ``manifest["int8"]``. Attributes are imported
 lazily so that registering the CLI command imports nothing heavy.
 """
+
 _PUBLIC = ("CalibrationConfig", "calibrate", "meets_bar", "SHIP_BAR")
 __all__ = list(_PUBLIC)
 

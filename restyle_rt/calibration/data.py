@@ -13,6 +13,7 @@ Two sources of generated images, both decoded by the exported ``synthesis.onnx``
 Held-out images are drawn from a disjoint part of the folder (its last ``held_out`` files in sorted order) or from
 a different seed stream, so accuracy is never measured on the calibration images.
 """
+
 from __future__ import annotations
 
 import logging
@@ -52,9 +53,11 @@ def from_folder(art: Artifacts, folder: str, count: int | None, held_out: int) -
     """
     paths = io.list_images([folder])
     if held_out < 1 or len(paths) < held_out + 1:
-        raise InputError(f"--images {folder}: found {len(paths)} image(s), need at least {held_out + 1} "
-                         f"({held_out} held out for accuracy + 1 to calibrate); add images or lower --held-out")
-    hold, cal = paths[len(paths) - held_out:], paths[: len(paths) - held_out]
+        raise InputError(
+            f"--images {folder}: found {len(paths)} image(s), need at least {held_out + 1} "
+            f"({held_out} held out for accuracy + 1 to calibrate); add images or lower --held-out"
+        )
+    hold, cal = paths[len(paths) - held_out :], paths[: len(paths) - held_out]
     if count is not None:
         cal = cal[:count]
     hw = art.spec.input_hw
@@ -77,9 +80,11 @@ def latents_from_mapping(checkpoint: str, art: Artifacts, n: int, psi: float, se
 
     ck = load_checkpoint(checkpoint)
     if ck.spec.n_styles != art.spec.n_styles or ck.spec.output_size != art.spec.output_size:
-        raise InputError(f"--checkpoint {checkpoint} is a {ck.spec.output_size}px, {ck.spec.n_styles}-style model; "
-                         f"the artifacts are {art.spec.output_size}px, {art.spec.n_styles} styles: pass the "
-                         "checkpoint they were exported from")
+        raise InputError(
+            f"--checkpoint {checkpoint} is a {ck.spec.output_size}px, {ck.spec.n_styles}-style model; "
+            f"the artifacts are {art.spec.output_size}px, {art.spec.n_styles} styles: pass the "
+            "checkpoint they were exported from"
+        )
     from ..export.nets.synthesis import Generator
 
     gen = Generator(ck.spec.output_size)  # the mapping network lives in the generator; no need for the encoder
@@ -100,12 +105,19 @@ def render(art: Artifacts, latents: np.ndarray, batch: int = 4) -> np.ndarray:
     so = ort.SessionOptions()
     so.log_severity_level = 3
     sess = ort.InferenceSession(str(art.graph_path("synthesis")), so, providers=["CPUExecutionProvider"])
-    out = [sess.run(["feedback"], {"latent": latents[i:i + batch]})[0] for i in range(0, len(latents), batch)]
+    out = [sess.run(["feedback"], {"latent": latents[i : i + batch]})[0] for i in range(0, len(latents), batch)]
     return np.clip(np.concatenate(out), -1.0, 1.0).astype(np.float32)
 
 
-def generated(art: Artifacts, n: int, held_out: int, seed: int = 0, checkpoint: str | None = None,
-              psi: float = 0.7, sigma: float = 0.5) -> ImageSet:
+def generated(
+    art: Artifacts,
+    n: int,
+    held_out: int,
+    seed: int = 0,
+    checkpoint: str | None = None,
+    psi: float = 0.7,
+    sigma: float = 0.5,
+) -> ImageSet:
     """``n`` calibration and ``held_out`` held-out images drawn by the generator (see the module docstring)."""
     if n < 1 or held_out < 1:
         raise InputError(f"need >= 1 calibration and >= 1 held-out image, got {n} and {held_out}")
@@ -116,8 +128,11 @@ def generated(art: Artifacts, n: int, held_out: int, seed: int = 0, checkpoint: 
         return latents_around_avg(art, count, sigma, s), f"generated:latent_avg+{sigma}*N(0,I)"
 
     if not checkpoint:
-        log.warning("--generated without --checkpoint: latents latent_avg + %g*N(0, I), not the generator's own "
-                    "distribution; pass the checkpoint the artifacts came from to sample its mapping network", sigma)
+        log.warning(
+            "--generated without --checkpoint: latents latent_avg + %g*N(0, I), not the generator's own "
+            "distribution; pass the checkpoint the artifacts came from to sample its mapping network",
+            sigma,
+        )
     w_cal, how = draw(n, seed)
     w_hold, _ = draw(held_out, seed + HELD_OUT_SEED_OFFSET)
     log.info("calibration data: %d + %d held-out images from %s", n, held_out, how)

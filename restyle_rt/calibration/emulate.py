@@ -15,6 +15,7 @@ switches keep ORT from fusing the Q/DQ patterns into integer kernels), which dif
 by float rounding; the tests check the emulated single-layer errors against real single-layer Q/DQ graphs, and the
 pipeline measures the chosen configuration with the real graphs.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable

@@ -5,6 +5,7 @@ Loop-aware calibration: at step t the encoder sees ``(image, feedback_{t-1}, lat
 calibration images and keeps those inputs for every step, so the activation statistics cover the whole loop.
 ``steps=(1,)`` gives the step-1-only data a per-call calibration would use (kept for the side-by-side measure).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -59,11 +60,17 @@ def run_loop(art: Artifacts, enc, syn, x: np.ndarray, steps: int, batch: int = 4
     fb = np.ascontiguousarray(np.broadcast_to(art.avg_feedback, (n, 3, *art.spec.input_hw)), dtype=np.float32)
     for _ in range(steps):
         out.encoder.append({"image": x, "feedback": fb, "latent": lat})
-        lat = np.concatenate([enc.run(["latent_next"], {"image": x[i:i + batch], "feedback": fb[i:i + batch],
-                                                        "latent": lat[i:i + batch]})[0]
-                              for i in range(0, n, batch)])  # [N, S, 512]
+        lat = np.concatenate(
+            [
+                enc.run(
+                    ["latent_next"],
+                    {"image": x[i : i + batch], "feedback": fb[i : i + batch], "latent": lat[i : i + batch]},
+                )[0]
+                for i in range(0, n, batch)
+            ]
+        )  # [N, S, 512]
         out.synthesis.append({"latent": lat})
-        parts = [syn.run(["image", "feedback"], {"latent": lat[i:i + batch]}) for i in range(0, n, batch)]
+        parts = [syn.run(["image", "feedback"], {"latent": lat[i : i + batch]}) for i in range(0, n, batch)]
         img = np.concatenate([p[0] for p in parts])  # [N, 3, h, w]
         fb = np.concatenate([p[1] for p in parts])  # [N, 3, H, W]
         out.latents.append(lat)
@@ -80,14 +87,15 @@ class FeedReader(CalibrationDataReader):
         batch: rows per yielded feed.
     """
 
-    def __init__(self, feeds: Sequence[dict[str, np.ndarray]], steps: Iterable[int] | None = None,
-                 batch: int = 4):
+    def __init__(self, feeds: Sequence[dict[str, np.ndarray]], steps: Iterable[int] | None = None, batch: int = 4):
         chosen = range(1, len(feeds) + 1) if steps is None else steps
         self.items = []
         for t in chosen:
             f = feeds[t - 1]
             n = next(iter(f.values())).shape[0]
-            self.items += [{k: np.ascontiguousarray(v[i:i + batch]) for k, v in f.items()} for i in range(0, n, batch)]
+            self.items += [
+                {k: np.ascontiguousarray(v[i : i + batch]) for k, v in f.items()} for i in range(0, n, batch)
+            ]
         self._i = 0
 
     def __len__(self) -> int:
@@ -106,7 +114,7 @@ class FeedReader(CalibrationDataReader):
         """Sub-readers of ``size`` items: the histogram calibrators hold every output of one collect call."""
         for i in range(0, len(self.items), size):
             sub = FeedReader([], steps=())
-            sub.items = self.items[i:i + size]
+            sub.items = self.items[i : i + size]
             yield sub
 
 
@@ -124,9 +132,11 @@ def step_accuracy(ref: LoopFeeds, got: LoopFeeds) -> list[dict]:
 def meets_bar(rows: list[dict], bar: dict[str, float]) -> bool:
     """True when every step's latent rel-L2 and image PSNR are within ``bar`` (``latent_rel_l2``,
     ``image_psnr_db``)."""
-    return bool(rows) and all(r["latent_rel_l2"] <= bar["latent_rel_l2"]
-                              and (r["image_psnr_db"] is None or r["image_psnr_db"] >= bar["image_psnr_db"])
-                              for r in rows)
+    return bool(rows) and all(
+        r["latent_rel_l2"] <= bar["latent_rel_l2"]
+        and (r["image_psnr_db"] is None or r["image_psnr_db"] >= bar["image_psnr_db"])
+        for r in rows
+    )
 
 
 @contextlib.contextmanager

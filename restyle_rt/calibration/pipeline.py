@@ -11,6 +11,7 @@ Files written into the artifacts dir: ``int8/<graph>.<encoding>.onnx`` (+ ``.dat
 (ORT's calibration cache), ``int8/<graph>.sensitivity.tsv``, and with matplotlib ``int8/<graph>.keep_curve.png``
 and ``int8/accuracy.png`` (:mod:`.plots`).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -43,8 +44,10 @@ log = logging.getLogger("restyle_rt")
 INT8_DIR = "int8"
 # Ship bar: an INT8 loop is offered (and `auto` may pick it) only if every step on the held-out images is within
 # the bound the FP16 loop already ships under (parity.TOLERANCES "ort-fp16-proxy-loop").
-SHIP_BAR = {"latent_rel_l2": TOLERANCES[("ort-fp16-proxy-loop", "fp16", "latent")].rel_l2,
-            "image_psnr_db": TOLERANCES[("ort-fp16-proxy-loop", "fp16", "image")].min_psnr_db}
+SHIP_BAR = {
+    "latent_rel_l2": TOLERANCES[("ort-fp16-proxy-loop", "fp16", "latent")].rel_l2,
+    "image_psnr_db": TOLERANCES[("ort-fp16-proxy-loop", "fp16", "image")].min_psnr_db,
+}
 
 
 @dataclass
@@ -88,11 +91,14 @@ class _Run:
         k = max(1, min(cfg.sensitivity_images, len(imgs.calib)))
         self.sens_x = imgs.calib[:k]
         self.sens_steps = min(cfg.sensitivity_steps or cfg.steps, cfg.steps)
-        self.ref_sens = LoopFeeds(latents=[a[:k] for a in self.ref_cal.latents[:self.sens_steps]],
-                                  images=[a[:k] for a in self.ref_cal.images[:self.sens_steps]])
+        self.ref_sens = LoopFeeds(
+            latents=[a[:k] for a in self.ref_cal.latents[: self.sens_steps]],
+            images=[a[:k] for a in self.ref_cal.images[: self.sens_steps]],
+        )
 
     def loop(self, x, graphs: dict[str, Path], steps: int | None = None) -> LoopFeeds:
         """The loop with the given graphs replacing the FP32 ones."""
+
         def pick(g):  # a graph path, or a session-like object (the sweep's masked session)
             v = graphs.get(g)
             return self.sess[g] if v is None else v if hasattr(v, "run") else session(v)
@@ -142,8 +148,11 @@ def calibrate(artifacts_dir, cfg: CalibrationConfig) -> dict:
         raise InputError(f"graphs {list(cfg.graphs)}: expected 'encoder' and optionally 'synthesis'")
     art = A.load(artifacts_dir)
     t0 = time.perf_counter()
-    imgs = (D.from_folder(art, cfg.images, cfg.count, cfg.held_out) if cfg.images else
-            D.generated(art, cfg.generated, cfg.held_out, cfg.seed, cfg.checkpoint))
+    imgs = (
+        D.from_folder(art, cfg.images, cfg.count, cfg.held_out)
+        if cfg.images
+        else D.generated(art, cfg.generated, cfg.held_out, cfg.seed, cfg.checkpoint)
+    )
     out_dir = art.root / INT8_DIR
     with _ram_tempdir(), tempfile.TemporaryDirectory(prefix="restyle-rt-int8-") as tmp:
         run = _Run(art, cfg, imgs, Path(tmp))
@@ -190,17 +199,33 @@ def _ram_tempdir():
 def _record_head(cfg: CalibrationConfig, imgs: D.ImageSet) -> dict:
     return {
         "tool": f"onnxruntime.quantization {onnxruntime.__version__} (quantize_static, QDQ, per-channel symmetric "
-                "S8 weights)",
-        "method": cfg.method + {"percentile": f" ({qdq.PERCENTILE}th of |x|, {qdq.NUM_BINS} bins)",
-                                "entropy": f" (KL, {qdq.NUM_BINS} bins, 128 quantized bins)"}.get(cfg.method, ""),
+        "S8 weights)",
+        "method": cfg.method
+        + {
+            "percentile": f" ({qdq.PERCENTILE}th of |x|, {qdq.NUM_BINS} bins)",
+            "entropy": f" (KL, {qdq.NUM_BINS} bins, 128 quantized bins)",
+        }.get(cfg.method, ""),
         "op_types": list(qdq.OP_TYPES),
-        "data": {"source": imgs.source, "count": int(len(imgs.calib)), "held_out": int(len(imgs.held_out)),
-                 "loop_steps": cfg.steps, "loop_aware": True, "feeds_per_graph": int(len(imgs.calib) * cfg.steps)},
+        "data": {
+            "source": imgs.source,
+            "count": int(len(imgs.calib)),
+            "held_out": int(len(imgs.held_out)),
+            "loop_steps": cfg.steps,
+            "loop_aware": True,
+            "feeds_per_graph": int(len(imgs.calib) * cfg.steps),
+        },
         "keep_rule": _rule_text(cfg),
         "ship_bar": dict(SHIP_BAR, rule="every step on the held-out images (the FP16 loop's tolerance)"),
-        "encodings": {"cpu": "U8 asymmetric activations (ORT CPU / VNNI)",
-                      "trt": "S8 symmetric activations, FP32 bias (TensorRT explicit quantization)"},
-        "graphs": {}, "kept_layers": {}, "sensitivity": {}, "keep_curve": {}, "accuracy": {}, "not_shipped": {},
+        "encodings": {
+            "cpu": "U8 asymmetric activations (ORT CPU / VNNI)",
+            "trt": "S8 symmetric activations, FP32 bias (TensorRT explicit quantization)",
+        },
+        "graphs": {},
+        "kept_layers": {},
+        "sensitivity": {},
+        "keep_curve": {},
+        "accuracy": {},
+        "not_shipped": {},
         "meets_ship_bar": {},
         # INT8 accuracy depends on the CPU's kernels (VNNI / AMX, Intel vs AMD): `precision="auto"` trusts it only
         # on the CPU it was measured on
@@ -209,11 +234,16 @@ def _record_head(cfg: CalibrationConfig, imgs: D.ImageSet) -> dict:
 
 
 def _rule_text(cfg: CalibrationConfig) -> str:
-    how = (f"top layers summing to {cfg.keep_share:.0%} of the total" if cfg.keep_rule == "share" else
-           f"fewest top layers whose all-but-kept loop meets {S.BAR_MARGIN:g}x the ship bar's rel-L2 on those images")
-    swept = (f"per-layer loop sensitivity (worst latent rel-L2 over {cfg.sensitivity_steps or cfg.steps} steps, "
-             f"emulated Q/DQ) on {cfg.sensitivity_images} calibration image(s); keep in FP32 the {how}, at most "
-             f"{cfg.max_keep_frac:.0%} of the layers (rule {cfg.keep_rule!r})")
+    how = (
+        f"top layers summing to {cfg.keep_share:.0%} of the total"
+        if cfg.keep_rule == "share"
+        else f"fewest top layers whose all-but-kept loop meets {S.BAR_MARGIN:g}x the ship bar's rel-L2 on those images"
+    )
+    swept = (
+        f"per-layer loop sensitivity (worst latent rel-L2 over {cfg.sensitivity_steps or cfg.steps} steps, "
+        f"emulated Q/DQ) on {cfg.sensitivity_images} calibration image(s); keep in FP32 the {how}, at most "
+        f"{cfg.max_keep_frac:.0%} of the layers (rule {cfg.keep_rule!r})"
+    )
     if cfg.kept is None:
         return swept
     given = [g for g in cfg.graphs if g in cfg.kept]  # the sweep runs for a graph the explicit dict does not name
@@ -235,15 +265,17 @@ def _calibrate_graph(run: _Run, graph: str, other: dict[str, Path], rec: dict) -
         S.write_table(run.tmp / f"{graph}.sensitivity.tsv", sens, kept)
         rec["keep_curve"][graph] = curve
     paths = {e: run.quantized(graph, ranges, e, exclude=kept) for e in qdq.ENCODINGS}
-    acc = {e: step_accuracy(run.ref_hold, run.loop(run.imgs.held_out, dict(other, **{graph: p})))
-           for e, p in paths.items()}
+    acc = {
+        e: step_accuracy(run.ref_hold, run.loop(run.imgs.held_out, dict(other, **{graph: p}))) for e, p in paths.items()
+    }
     label = "+".join(list(other) + [graph])
     rec["accuracy"][label] = acc
     if cfg.compare_step1:
         r1 = run.ranges(graph, steps=(1,), tag=".step1")
         p1 = run.quantized(graph, r1, "cpu", exclude=kept, name=f"{graph}.step1.onnx")
         rec["accuracy"][label + " (step-1-only calibration)"] = {
-            "cpu": step_accuracy(run.ref_hold, run.loop(run.imgs.held_out, dict(other, **{graph: p1})))}
+            "cpu": step_accuracy(run.ref_hold, run.loop(run.imgs.held_out, dict(other, **{graph: p1})))
+        }
     rec["kept_layers"][graph] = kept
     rec["sensitivity"][graph] = {"layers": len(sens) or None, "top": sorted(sens.items(), key=lambda kv: -kv[1])[:8]}
     if graph == "synthesis" and not meets_bar(acc["cpu"]):

@@ -47,8 +47,9 @@ def _bar_lines(ax_lat, ax_psnr, bar: dict) -> None:
     if "latent_rel_l2" in bar:
         ax_lat.axhline(bar["latent_rel_l2"], color="crimson", ls="--", lw=1, label=f"ship bar {bar['latent_rel_l2']:g}")
     if "image_psnr_db" in bar:
-        ax_psnr.axhline(bar["image_psnr_db"], color="crimson", ls="--", lw=1,
-                        label=f"ship bar {bar['image_psnr_db']:g} dB")
+        ax_psnr.axhline(
+            bar["image_psnr_db"], color="crimson", ls="--", lw=1, label=f"ship bar {bar['image_psnr_db']:g} dB"
+        )
 
 
 def _integer_x(ax) -> None:
@@ -126,8 +127,11 @@ def write_plots(record: Int8Record, out_dir) -> list[Path]:
     for graph, curve in record.keep_curve.items():
         if curve:
             kept = record.kept_layers.get(graph)
-            written.append(keep_curve_plot(graph, curve, None if kept is None else len(kept), bar,
-                                           out / f"{_safe(graph)}.keep_curve.png"))
+            written.append(
+                keep_curve_plot(
+                    graph, curve, None if kept is None else len(kept), bar, out / f"{_safe(graph)}.keep_curve.png"
+                )
+            )
     if record.accuracy:
         written.append(accuracy_plot(record.accuracy, bar, out / "accuracy.png"))
     return written

@@ -17,6 +17,7 @@ One calibration, two encodings (:data:`ENCODINGS`), both per-channel symmetric I
 Only ``Conv``, ``ConvTranspose``, ``Gemm`` and ``MatMul`` are quantized (:data:`OP_TYPES`): the latent
 accumulation ``Add`` and the modulation / demodulation arithmetic never see INT8.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -43,13 +44,22 @@ from .loop import FeedReader, quiet_stdout
 log = logging.getLogger("restyle_rt")
 
 OP_TYPES = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-METHODS = {"entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile,
-           "minmax": CalibrationMethod.MinMax}
+METHODS = {
+    "entropy": CalibrationMethod.Entropy,
+    "percentile": CalibrationMethod.Percentile,
+    "minmax": CalibrationMethod.MinMax,
+}
 ENCODINGS = {
-    "cpu": dict(activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                extra_options={"WeightSymmetric": True, "ActivationSymmetric": False}),
-    "trt": dict(activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                extra_options={"WeightSymmetric": True, "ActivationSymmetric": True, "QuantizeBias": False}),
+    "cpu": dict(
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+    ),
+    "trt": dict(
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        extra_options={"WeightSymmetric": True, "ActivationSymmetric": True, "QuantizeBias": False},
+    ),
 }
 PERCENTILE = 99.999
 # Histogram bins. ORT's entropy default (128 bins, 128 quantized bins) leaves a single candidate threshold, i.e. the
@@ -145,9 +155,15 @@ def compute_ranges(model_path: Path, reader: FeedReader, method: str, chunk: int
     if method == "percentile":
         extra.update(symmetric=True, percentile=PERCENTILE)
     with tempfile.TemporaryDirectory(prefix="restyle-rt-calib-") as tmp:
-        cal = create_calibrator(Path(model_path), list(OP_TYPES), augmented_model_path=str(Path(tmp) / "aug.onnx"),
-                                calibrate_method=METHODS[method], use_external_data_format=True,
-                                providers=["CPUExecutionProvider"], extra_options=extra)
+        cal = create_calibrator(
+            Path(model_path),
+            list(OP_TYPES),
+            augmented_model_path=str(Path(tmp) / "aug.onnx"),
+            calibrate_method=METHODS[method],
+            use_external_data_format=True,
+            providers=["CPUExecutionProvider"],
+            extra_options=extra,
+        )
         with quiet_stdout(), fast_entropy():
             for sub in reader.chunks(chunk):
                 cal.collect_data(sub)
@@ -156,8 +172,15 @@ def compute_ranges(model_path: Path, reader: FeedReader, method: str, chunk: int
     return ranges
 
 
-def write_qdq(model_path: Path, out_path: Path, ranges_file: Path, method: str, encoding: str,
-              exclude: Sequence[str] = (), include: Iterable[str] | None = None) -> Path:
+def write_qdq(
+    model_path: Path,
+    out_path: Path,
+    ranges_file: Path,
+    method: str,
+    encoding: str,
+    exclude: Sequence[str] = (),
+    include: Iterable[str] | None = None,
+) -> Path:
     """Write the Q/DQ graph of ``model_path`` in ``encoding`` from saved ranges.
 
     Args:
@@ -174,13 +197,23 @@ def write_qdq(model_path: Path, out_path: Path, ranges_file: Path, method: str, 
         raise InputError(f"encoding {encoding!r}: expected one of {', '.join(ENCODINGS)}")
     enc = ENCODINGS[encoding]
     big = Path(model_path).stat().st_size + _data_size(model_path) > (1 << 30)
-    quantize_static(str(model_path), str(out_path), None, quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=list(OP_TYPES), per_channel=True, reduce_range=False,
-                    activation_type=enc["activation_type"], weight_type=enc["weight_type"],
-                    nodes_to_quantize=list(include) if include is not None else None,
-                    nodes_to_exclude=list(exclude), use_external_data_format=big,
-                    calibrate_method=METHODS[method], extra_options=dict(enc["extra_options"]),
-                    calibration_cache_path=str(ranges_file))
+    quantize_static(
+        str(model_path),
+        str(out_path),
+        None,
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=list(OP_TYPES),
+        per_channel=True,
+        reduce_range=False,
+        activation_type=enc["activation_type"],
+        weight_type=enc["weight_type"],
+        nodes_to_quantize=list(include) if include is not None else None,
+        nodes_to_exclude=list(exclude),
+        use_external_data_format=big,
+        calibrate_method=METHODS[method],
+        extra_options=dict(enc["extra_options"]),
+        calibration_cache_path=str(ranges_file),
+    )
     return Path(out_path)
 
 
@@ -200,5 +233,8 @@ def qdq_summary(path: Path) -> dict[str, int]:
     model = onnx.load(str(path), load_external_data=False)
     ops = [n.op_type for n in model.graph.node]
     int8 = sum(1 for t in model.graph.initializer if t.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.UINT8))
-    return {"QuantizeLinear": ops.count("QuantizeLinear"), "DequantizeLinear": ops.count("DequantizeLinear"),
-            "int8_initializers": int8}
+    return {
+        "QuantizeLinear": ops.count("QuantizeLinear"),
+        "DequantizeLinear": ops.count("DequantizeLinear"),
+        "int8_initializers": int8,
+    }

@@ -14,6 +14,7 @@ than 10 layers keeps none):
   :data:`BAR_MARGIN` (latent and image rel-L2 at most that fraction of the bar); when no point within the cap does,
   the point with the smallest worst-step latent error.
 """
+
 from __future__ import annotations
 
 import logging
@@ -51,25 +52,38 @@ class Sweep:
         return sorted(self.single, key=lambda n: -self.single[n])
 
 
-def sweep(nodes: Sequence[str], evaluate: Evaluate, max_keep_frac: float, progress: bool = True,
-          desc: str = "") -> Sweep:
+def sweep(
+    nodes: Sequence[str], evaluate: Evaluate, max_keep_frac: float, progress: bool = True, desc: str = ""
+) -> Sweep:
     """Single-layer sensitivities of ``nodes``, then the keep curve up to the cap."""
-    single = measure(nodes, lambda inc: max(r["latent_rel_l2"] for r in evaluate(inc)), progress,
-                     f"{desc} sensitivity".strip())
+    single = measure(
+        nodes, lambda inc: max(r["latent_rel_l2"] for r in evaluate(inc)), progress, f"{desc} sensitivity".strip()
+    )
     out = Sweep(single)
     ranked = out.ranked()
-    for k in progress_bar(range(math.floor(max_keep_frac * len(ranked)) + 1), desc=f"{desc} keep curve".strip(),
-                          unit="point", show=progress):
+    for k in progress_bar(
+        range(math.floor(max_keep_frac * len(ranked)) + 1),
+        desc=f"{desc} keep curve".strip(),
+        unit="point",
+        show=progress,
+    ):
         keep = set(ranked[:k])
         rows = evaluate([n for n in nodes if n not in keep])
         psnrs = [r["image_psnr_db"] for r in rows if r["image_psnr_db"] is not None]
-        out.curve.append({"kept": k, "worst_latent_rel_l2": max(r["latent_rel_l2"] for r in rows),
-                          "worst_image_psnr_db": min(psnrs) if psnrs else None, "rows": rows})
+        out.curve.append(
+            {
+                "kept": k,
+                "worst_latent_rel_l2": max(r["latent_rel_l2"] for r in rows),
+                "worst_image_psnr_db": min(psnrs) if psnrs else None,
+                "rows": rows,
+            }
+        )
     return out
 
 
-def measure(nodes: Sequence[str], evaluate: Callable[[Sequence[str]], float], progress: bool = True,
-            desc: str = "sensitivity") -> dict[str, float]:
+def measure(
+    nodes: Sequence[str], evaluate: Callable[[Sequence[str]], float], progress: bool = True, desc: str = "sensitivity"
+) -> dict[str, float]:
     """``{node: evaluate([node])}``: the loop error with only ``node`` quantized, for every node."""
     out = {}
     for node in progress_bar(nodes, desc=desc, unit="layer", show=progress):
@@ -95,11 +109,13 @@ def choose_kept_bar(sw: Sweep, bar: dict[str, float], margin: float = BAR_MARGIN
     """The ``bar`` rule (module docstring) on a measured :class:`Sweep`."""
     if not sw.curve:
         return []
-    target = {"latent_rel_l2": margin * bar["latent_rel_l2"],
-              "image_psnr_db": bar["image_psnr_db"] - 20.0 * math.log10(margin)}
+    target = {
+        "latent_rel_l2": margin * bar["latent_rel_l2"],
+        "image_psnr_db": bar["image_psnr_db"] - 20.0 * math.log10(margin),
+    }
     ok = [p for p in sw.curve if meets_bar(p["rows"], target)]
     best = ok[0] if ok else min(sw.curve, key=lambda p: p["worst_latent_rel_l2"])
-    return sw.ranked()[:best["kept"]]
+    return sw.ranked()[: best["kept"]]
 
 
 def kept_by_rule(sw: Sweep, rule: str, share: float, max_keep_frac: float, bar: dict[str, float]) -> list[str]:

@@ -9,6 +9,7 @@ import nothing heavy (no torch, no TensorRT, no numpy): the runtime commands hav
 common options (``-v``, ``-q``, ``--log-level``, ``--no-progress``) are added to every subcommand's parser too, so
 they work before and after the subcommand.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,26 +31,30 @@ def exit_code_table() -> str:
 EXIT_CODES = exit_code_table()
 # command modules, in --help order
 COMMANDS = (
-    "restyle_rt.cli.export",      # export, make-checkpoint
-    "restyle_rt.cli.invert",      # invert
-    "restyle_rt.cli.build",       # build
-    "restyle_rt.cli.calibrate",   # calibrate
-    "restyle_rt.cli.bench",       # bench
-    "restyle_rt.cli.demo",        # demo
-    "restyle_rt.cli.serve",       # serve, triton-repo
-    "restyle_rt.cli.edit",        # edit, animate
-    "restyle_rt.cli.video",       # video
-    "restyle_rt.cli.eval",        # eval
-    "restyle_rt.cli.align",       # align
-    "restyle_rt.cli.info",        # info
-    "restyle_rt.cli.doctor",      # doctor
+    "restyle_rt.cli.export",  # export, make-checkpoint
+    "restyle_rt.cli.invert",  # invert
+    "restyle_rt.cli.build",  # build
+    "restyle_rt.cli.calibrate",  # calibrate
+    "restyle_rt.cli.bench",  # bench
+    "restyle_rt.cli.demo",  # demo
+    "restyle_rt.cli.serve",  # serve, triton-repo
+    "restyle_rt.cli.edit",  # edit, animate
+    "restyle_rt.cli.video",  # video
+    "restyle_rt.cli.eval",  # eval
+    "restyle_rt.cli.align",  # align
+    "restyle_rt.cli.info",  # info
+    "restyle_rt.cli.doctor",  # doctor
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="restyle-rt", description="ReStyle inversion as ONNX / TensorRT graphs: export an "
-                                "official checkpoint, build engines, invert images, benchmark.",
-                                epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="restyle-rt",
+        description="ReStyle inversion as ONNX / TensorRT graphs: export an "
+        "official checkpoint, build engines, invert images, benchmark.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--version", action="version", version=f"restyle-rt {__version__}")
     add_common_options(p, top=True)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -102,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _on_sigterm():
     """Make SIGTERM raise :class:`Terminated` (cleanup as for Ctrl-C); returns the old handler (None: not set)."""
+
     def handler(signum, frame):
         raise Terminated(signum)
 

@@ -1,5 +1,6 @@
 """``python -m restyle_rt.cli``: the ``restyle-rt`` command, as ``python -m restyle_rt`` (tests and benchmark
 scripts start it this way)."""
+
 import sys
 
 from . import main

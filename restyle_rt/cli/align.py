@@ -14,12 +14,14 @@ from .args import add_out_dir, positive_int
 
 def register(subparsers) -> None:
     """Add ``align`` to ``restyle-rt``."""
-    p = subparsers.add_parser("align", help="FFHQ-align face images (needs the [align] extra)",
-                              description=__doc__.splitlines()[0])
+    p = subparsers.add_parser(
+        "align", help="FFHQ-align face images (needs the [align] extra)", description=__doc__.splitlines()[0]
+    )
     p.add_argument("inputs", metavar="INPUT", nargs="+", help="image files or directories")
     add_out_dir(p)
-    p.add_argument("--size", type=positive_int, default=256,
-                   help="output size in pixels (default 256, as the official)")
+    p.add_argument(
+        "--size", type=positive_int, default=256, help="output size in pixels (default 256, as the official)"
+    )
     p.set_defaults(func=run)
 
 

@@ -20,6 +20,7 @@ function that turns the parsed group into library arguments where there is one),
 
 Imports nothing heavy: the backend registry is read only when help is printed or a ``--precision`` is checked.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,6 +33,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 # --- validators (argparse ``type=``) -----------------------------------------------------------------------------
+
 
 def positive_int(text: str) -> int:
     """An integer >= 1 (``--max-batch``, ``--iters``, ``--batch``)."""
@@ -79,6 +81,7 @@ def writable_file(text: str) -> str:
 
 # --- common options (every command) ------------------------------------------------------------------------------
 
+
 class _Quiet(argparse.Action):
     """``-q``: warnings and errors only, and no progress bars."""
 
@@ -102,17 +105,44 @@ def add_common_options(parser: argparse.ArgumentParser, top: bool) -> None:
         if flags:
             group.add_argument(*flags, **{**kw, **d})
 
-    add("-v", "--verbose", dest="log_level", action="store_const", const="DEBUG", default="INFO",
-        help="debug logging (--log-level DEBUG)")
-    add("-q", "--quiet", dest="log_level", action=_Quiet, nargs=0, default="INFO",
-        help="warnings and errors only, no progress bars")
-    add("--log-level", dest="log_level", type=str.upper, choices=LOG_LEVELS, metavar="LEVEL", default="INFO",
-        help=f"log level: {', '.join(LOG_LEVELS)} (default INFO; the last of -v, -q, --log-level wins)")
-    add("--no-progress", dest="progress_off", action="store_true", default=False,
-        help="no progress bars (they are drawn only when stderr is a terminal)")
+    add(
+        "-v",
+        "--verbose",
+        dest="log_level",
+        action="store_const",
+        const="DEBUG",
+        default="INFO",
+        help="debug logging (--log-level DEBUG)",
+    )
+    add(
+        "-q",
+        "--quiet",
+        dest="log_level",
+        action=_Quiet,
+        nargs=0,
+        default="INFO",
+        help="warnings and errors only, no progress bars",
+    )
+    add(
+        "--log-level",
+        dest="log_level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        metavar="LEVEL",
+        default="INFO",
+        help=f"log level: {', '.join(LOG_LEVELS)} (default INFO; the last of -v, -q, --log-level wins)",
+    )
+    add(
+        "--no-progress",
+        dest="progress_off",
+        action="store_true",
+        default=False,
+        help="no progress bars (they are drawn only when stderr is a terminal)",
+    )
 
 
 # --- help: the registered backends and their precisions ----------------------------------------------------------
+
 
 class PrecisionChoices:
     """``--precision``'s choices: every precision a registered backend declares (``Backend.precisions``), read
@@ -158,10 +188,15 @@ class RawBackendHelpFormatter(BackendNames, argparse.RawDescriptionHelpFormatter
 
 # --- artifacts and outputs ----------------------------------------------------------------------------------------
 
+
 def add_artifacts(p, optional: bool = False) -> None:
     """The ``ARTIFACTS`` positional (``optional``: ``nargs="?"``, for a mutually exclusive group)."""
-    p.add_argument("artifacts", metavar="ARTIFACTS", **({"nargs": "?"} if optional else {}),
-                   help="artifacts directory (from `restyle-rt export`)")
+    p.add_argument(
+        "artifacts",
+        metavar="ARTIFACTS",
+        **({"nargs": "?"} if optional else {}),
+        help="artifacts directory (from `restyle-rt export`)",
+    )
 
 
 def add_out_dir(p, help: str = "output directory", required: bool = True) -> None:
@@ -170,6 +205,7 @@ def add_out_dir(p, help: str = "output directory", required: bool = True) -> Non
 
 
 # --- backend and precision ----------------------------------------------------------------------------------------
+
 
 def add_backend(p) -> None:
     """``--backend NAME`` (default auto; help lists the registered backends: use a :class:`BackendNames`
@@ -192,12 +228,14 @@ def add_precision(p) -> None:
 def add_no_verify(p) -> None:
     """``--no-verify``: skip the sha256 check of the artifacts' files."""
     p.add_argument(
-        "--no-verify", action="store_true",
+        "--no-verify",
+        action="store_true",
         help="do not check the artifacts' files against the sha256 recorded in their manifest",
     )
 
 
 # --- the loop -----------------------------------------------------------------------------------------------------
+
 
 def add_iters(p) -> None:
     """``--iters N`` (default 5), checked by :func:`check_loop_options`."""
@@ -261,7 +299,8 @@ def batch_size(asked, profile) -> int:
         return profile.max
     if asked > profile.max:
         logging.getLogger("restyle_rt").warning(
-            "--batch %d is above the artifacts' batch profile max %d; using %d", asked, profile.max, profile.max)
+            "--batch %d is above the artifacts' batch profile max %d; using %d", asked, profile.max, profile.max
+        )
         return profile.max
     return asked
 
@@ -272,6 +311,7 @@ def add_early_exit(p, help: str) -> None:
 
 
 # --- argparse quirks ----------------------------------------------------------------------------------------------
+
 
 def accept_negative_lists(parser: argparse.ArgumentParser) -> None:
     """Let a value such as ``-5,5`` (``edit --factors -5,5``) parse as a value: by itself argparse takes only plain

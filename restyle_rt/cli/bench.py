@@ -76,9 +76,7 @@ def register(subparsers) -> None:
         help="with --preset: the preset with its encoder fitted to its own generator (church-256), so the loop "
         "converges and each result's accuracy is also measured against known answers (built once, minutes)",
     )
-    p.add_argument(
-        "--checkpoint", metavar="PT", help="source checkpoint of ARTIFACTS (enables the torch baselines)"
-    )
+    p.add_argument("--checkpoint", metavar="PT", help="source checkpoint of ARTIFACTS (enables the torch baselines)")
     p.add_argument(
         "--backend",
         type=_names,
@@ -101,12 +99,8 @@ def register(subparsers) -> None:
     )
     p.add_argument("--batch", type=_int_list, default=[1, 4, 8], metavar="1,4,8", help="batch sizes")
     p.add_argument("--iters", type=_int_list, default=[1, 5, 10], metavar="1,5,10", help="ReStyle steps")
-    p.add_argument(
-        "--warmup", type=nonneg_int, default=1, metavar="N", help="untimed loops per config (default 1)"
-    )
-    p.add_argument(
-        "--repeat", type=positive_int, default=5, metavar="N", help="timed loops per config (default 5)"
-    )
+    p.add_argument("--warmup", type=nonneg_int, default=1, metavar="N", help="untimed loops per config (default 1)")
+    p.add_argument("--repeat", type=positive_int, default=5, metavar="N", help="timed loops per config (default 5)")
     add_early_exit(p, "per-image early exit on the latent-update RMS (runtime backends; not official)")
     p.add_argument(
         "--threads",
@@ -130,9 +124,12 @@ def register(subparsers) -> None:
         "new temporary directory; their paths are printed",
     )
     p.add_argument("--json", metavar="OUT", type=writable_file, help="write the results as JSON")
-    p.add_argument("--plot", metavar="OUT.png", type=writable_file,
-                   help="latency per image vs batch, and speed against accuracy with the ship bar drawn "
-                   "(needs matplotlib)")
+    p.add_argument(
+        "--plot",
+        metavar="OUT.png",
+        type=writable_file,
+        help="latency per image vs batch, and speed against accuracy with the ship bar drawn (needs matplotlib)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar while a preset is built")
     p.set_defaults(func=run)
 
@@ -181,9 +178,14 @@ def run(args: argparse.Namespace) -> int:
         from ..bench.profile import profile_ort
 
         beside = Path(args.json) if args.json else None  # the traces go next to the report
-        prof = profile_ort(art_dir, args.profile_ort, max(cfg.iters), threads,
-                           trace_dir=beside.parent if beside else None,
-                           trace_stem=f"{beside.stem}.ort-profile" if beside else "ort-profile")
+        prof = profile_ort(
+            art_dir,
+            args.profile_ort,
+            max(cfg.iters),
+            threads,
+            trace_dir=beside.parent if beside else None,
+            trace_stem=f"{beside.stem}.ort-profile" if beside else "ort-profile",
+        )
     machine["load_avg_end"] = runner._load()
     doc = report.document(machine, command_line(args), _source(cfg), results, memory)
     if prof:
@@ -197,17 +199,17 @@ def run(args: argparse.Namespace) -> int:
 
         print()
         print(profile_table(prof))
-        print("ORT profile traces (open in https://ui.perfetto.dev): " + ", ".join(prof["traces"].values()),
-              file=sys.stderr)
+        print(
+            "ORT profile traces (open in https://ui.perfetto.dev): " + ", ".join(prof["traces"].values()),
+            file=sys.stderr,
+        )
     if args.json:
         print(f"wrote {report.write_json(doc, args.json)}", file=sys.stderr)
     if args.plot:
         title = f"{args.preset or art_dir}: p50 latency per image ({threads} threads)"
         out = report.plot(results, args.plot, title)
         print(
-            f"wrote {out}"
-            if out
-            else "no plot: matplotlib is not installed (pip install 'restyle-rt[bench]')",
+            f"wrote {out}" if out else "no plot: matplotlib is not installed (pip install 'restyle-rt[bench]')",
             file=sys.stderr,
         )
     return EXIT_OK
@@ -233,8 +235,10 @@ def _check_source(art_dir: str, ckpt: str) -> None:
         raise InputError(f"--checkpoint {ckpt}: no such file")
     got = sha256_file(ckpt)
     if got != want:
-        raise InputError(f"--checkpoint {ckpt} (sha256 {got[:12]}…) is not the checkpoint {art_dir} was exported "
-                         f"from ({src.checkpoint}, sha256 {want[:12]}…); pass that one")
+        raise InputError(
+            f"--checkpoint {ckpt} (sha256 {got[:12]}…) is not the checkpoint {art_dir} was exported "
+            f"from ({src.checkpoint}, sha256 {want[:12]}…); pass that one"
+        )
 
 
 def _progress(rec: dict) -> None:

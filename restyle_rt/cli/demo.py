@@ -12,6 +12,7 @@
 The generator is random and the encoder fitted to it, not trained on photos: a fixture that shows the loop
 converging, not a model for real images. With ``--random`` the encoder has learnt nothing and the loop diverges.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,13 +23,17 @@ from .args import positive_int
 
 def register(subparsers) -> None:
     """Add ``demo`` to ``restyle-rt``."""
-    p = subparsers.add_parser("demo", help="fitted toy model -> export -> invert, with per-step numbers",
-                              description=__doc__.split("\n\n")[0])
+    p = subparsers.add_parser(
+        "demo", help="fitted toy model -> export -> invert, with per-step numbers", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--out", default="demo", help="working directory (default ./demo)")
     p.add_argument("--iters", type=positive_int, default=5)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--random", action="store_true",
-                   help="keep the random-weight encoder (its loop diverges) instead of fitting it (~2 min)")
+    p.add_argument(
+        "--random",
+        action="store_true",
+        help="keep the random-weight encoder (its loop diverges) instead of fitting it (~2 min)",
+    )
     p.set_defaults(func=run)
 
 
@@ -63,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         export_artifacts(ckpt, art, overwrite=True)
     w_true = _true_latent(ckpt, args.seed, args.random)
     with Inverter.load(art, backend="ort") as inv:
-        target = io.to_uint8(inv.backend.synthesize(w_true)[0][0])          # HWC uint8, drawn by G
+        target = io.to_uint8(inv.backend.synthesize(w_true)[0][0])  # HWC uint8, drawn by G
         io.write_png(out / "target.png", target)
         print(f"[3/4] the generator drew {out / 'target.png'} ({target.shape[1]}x{target.shape[0]})")
         x = inv.preprocess([target])  # [1, 3, H, W]
@@ -80,11 +85,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {t + 1:>4} | {rms:>19.4f} | {psnr:>19.2f} | {par}")
     io.write_png(out / "inversion.png", io.to_uint8(res.images[0]))
     if args.random:
-        print(f"wrote {out / 'inversion.png'}. Random weights: the encoder learnt nothing, so no convergence is "
-              "expected; parity with PyTorch is the point.")
+        print(
+            f"wrote {out / 'inversion.png'}. Random weights: the encoder learnt nothing, so no convergence is "
+            "expected; parity with PyTorch is the point."
+        )
     else:
-        print(f"wrote {out / 'inversion.png'}. The encoder was fitted to this random generator: the loop converges "
-              "as a trained one does, but it is a fixture, not a model for photos.")
+        print(
+            f"wrote {out / 'inversion.png'}. The encoder was fitted to this random generator: the loop converges "
+            "as a trained one does, but it is a fixture, not a model for photos."
+        )
     return EXIT_OK
 
 

@@ -6,6 +6,7 @@ AVX512-BF16, AMX; dot-product / BF16 / I8MM on ARM), library versions (read from
 nothing imported), TensorRT, and the CUDA devices (cuda-python). ``--json`` prints one JSON object.
 Exit code 0 when at least one backend can run here, else 6. Registration imports nothing heavy.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,22 +18,53 @@ from typing import Any
 from ..errors import EXIT_BACKEND, EXIT_OK
 
 # distributions whose versions matter (absent ones are reported as not installed)
-LIBRARIES = ("numpy", "onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "opencv-python-headless",
-             "opencv-python", "tqdm", "onnx", "openvino", "tensorrt", "tensorrt-cu12", "tensorrt-cu13",
-             "tensorrt_rtx_cu13_bindings", "cuda-python", "cuda-bindings", "torch", "nvidia-pytriton", "dlib-bin",
-             "pillow")
+LIBRARIES = (
+    "numpy",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "onnxruntime-openvino",
+    "opencv-python-headless",
+    "opencv-python",
+    "tqdm",
+    "onnx",
+    "openvino",
+    "tensorrt",
+    "tensorrt-cu12",
+    "tensorrt-cu13",
+    "tensorrt_rtx_cu13_bindings",
+    "cuda-python",
+    "cuda-bindings",
+    "torch",
+    "nvidia-pytriton",
+    "dlib-bin",
+    "pillow",
+)
 # x86 /proc/cpuinfo flags and ARM Features that decide which CPU kernels ORT / OpenVINO pick
 CPU_FLAGS = {
-    "x86": ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8",
-            "amx_bf16", "avx512_fp16"),
+    "x86": (
+        "avx2",
+        "fma",
+        "f16c",
+        "avx512f",
+        "avx512_vnni",
+        "avx_vnni",
+        "avx512_bf16",
+        "amx_tile",
+        "amx_int8",
+        "amx_bf16",
+        "avx512_fp16",
+    ),
     "arm": ("asimd", "asimddp", "i8mm", "bf16", "sve", "sve2"),
 }
 
 
 def register(subparsers) -> None:
     """Add ``doctor`` to ``restyle-rt``."""
-    p = subparsers.add_parser("doctor", help="which backends can run here and why not; CPU, libraries, CUDA",
-                              description=__doc__.split("\n\n")[0].replace("``", ""))
+    p = subparsers.add_parser(
+        "doctor",
+        help="which backends can run here and why not; CPU, libraries, CUDA",
+        description=__doc__.split("\n\n")[0].replace("``", ""),
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.set_defaults(func=run)
 
@@ -48,9 +80,18 @@ def report() -> dict[str, Any]:
     """Everything ``doctor`` checks, as plain data."""
     from .. import __version__
 
-    return {"restyle_rt": __version__, "python": platform.python_version(), "platform": platform.platform(),
-            "backends": _backends(), "onnxruntime_providers": _ort_providers(), "openvino_devices": _ov_devices(),
-            "cpu": _cpu(), "tensorrt": _tensorrt(), "cuda": _cuda(), "libraries": _libraries()}
+    return {
+        "restyle_rt": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "backends": _backends(),
+        "onnxruntime_providers": _ort_providers(),
+        "openvino_devices": _ov_devices(),
+        "cpu": _cpu(),
+        "tensorrt": _tensorrt(),
+        "cuda": _cuda(),
+        "libraries": _libraries(),
+    }
 
 
 def _backends() -> dict[str, dict]:
@@ -100,8 +141,15 @@ def _cpu() -> dict[str, Any]:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         usable = os.cpu_count()
-    return {"model": cpu_model(), "arch": arch, "cpus": os.cpu_count(), "usable_cpus": usable, "flags": have,
-            "int8_dot_product": int8, "bf16": bf16}
+    return {
+        "model": cpu_model(),
+        "arch": arch,
+        "cpus": os.cpu_count(),
+        "usable_cpus": usable,
+        "flags": have,
+        "int8_dot_product": int8,
+        "bf16": bf16,
+    }
 
 
 def _tensorrt() -> dict[str, Any]:
@@ -129,7 +177,9 @@ def _cuda() -> dict[str, Any]:
     out["runtime"] = _ver(st.runtime_version) if st.runtime_version else None
     try:
         n = cuda.device_count()
-        out["devices"] = [{"index": i, "compute_capability": "{}.{}".format(*cuda.compute_capability(i))} for i in range(n)]
+        out["devices"] = [
+            {"index": i, "compute_capability": "{}.{}".format(*cuda.compute_capability(i))} for i in range(n)
+        ]
     except RestyleError as e:  # a driver that cannot serve this cuda-python (named, with the fix)
         out["error"] = str(e)
     if not out["devices"] and not out["error"]:
@@ -163,8 +213,10 @@ def render(d: dict[str, Any]) -> list[str]:
     c = d["cpu"]
     lines.append(f"cpu        {c['model']} ({c['arch']}), {c['usable_cpus']} of {c['cpus']} CPUs usable")
     lines.append("  flags    " + " ".join(f"{f}{'' if on else '(no)'}" for f, on in c["flags"].items()))
-    lines.append(f"  INT8 dot product: {', '.join(c['int8_dot_product']) or 'none (INT8 gains little here)'}; "
-                 f"BF16: {', '.join(c['bf16']) or 'none (openvino bf16 unavailable)'}")
+    lines.append(
+        f"  INT8 dot product: {', '.join(c['int8_dot_product']) or 'none (INT8 gains little here)'}; "
+        f"BF16: {', '.join(c['bf16']) or 'none (openvino bf16 unavailable)'}"
+    )
     t = d["tensorrt"]
     lines.append("tensorrt   " + ", ".join(f"{k} {v or 'not importable'}" for k, v in t.items()))
     cu = d["cuda"]
@@ -172,8 +224,9 @@ def render(d: dict[str, Any]) -> list[str]:
         lines.append(f"cuda       {cu['error']}")
     else:
         devs = ", ".join(f"#{x['index']} cc {x['compute_capability']}" for x in cu["devices"])
-        lines.append(f"cuda       driver {cu['driver'] or 'none'}, runtime {cu['runtime'] or '?'}; "
-                     f"{devs or cu['error']}")
+        lines.append(
+            f"cuda       driver {cu['driver'] or 'none'}, runtime {cu['runtime'] or '?'}; {devs or cu['error']}"
+        )
     lines.append("libraries  " + ", ".join(f"{k} {v}" for k, v in d["libraries"].items() if v))
     missing = [k for k, v in d["libraries"].items() if not v]
     if missing:

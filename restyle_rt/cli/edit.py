@@ -35,22 +35,37 @@ from .args import (
 
 def register(subparsers) -> None:
     """Add ``edit`` and ``animate`` to ``restyle-rt``."""
-    e = subparsers.add_parser("edit", help="InterFaceGAN edits of inverted images",
-                              description=__doc__.split("\n\n")[0],
-                              formatter_class=RawBackendHelpFormatter,
-                              epilog="\n".join(__doc__.splitlines()[5:]))
+    e = subparsers.add_parser(
+        "edit",
+        help="InterFaceGAN edits of inverted images",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=RawBackendHelpFormatter,
+        epilog="\n".join(__doc__.splitlines()[5:]),
+    )
     _common(e)
-    e.add_argument("--direction", required=True, action="append", metavar="FILE",
-                   help="direction .pt (read without torch), .safetensors or .npy; repeat for several")
-    e.add_argument("--factors", default="-5,5", metavar="F|A,B[,STEP]",
-                   help="one factor, or the official range(A, B) (default -5,5: -5..4)")
+    e.add_argument(
+        "--direction",
+        required=True,
+        action="append",
+        metavar="FILE",
+        help="direction .pt (read without torch), .safetensors or .npy; repeat for several",
+    )
+    e.add_argument(
+        "--factors",
+        default="-5,5",
+        metavar="F|A,B[,STEP]",
+        help="one factor, or the official range(A, B) (default -5,5: -5..4)",
+    )
     add_out_dir(e)
     accept_negative_lists(e)  # `--factors -5,5`
     e.set_defaults(func=run_edit)
-    a = subparsers.add_parser("animate", help="video interpolating between the inversions of several images",
-                              formatter_class=BackendHelpFormatter,
-                              description="Official animations notebook: interpolate consecutive latents and "
-                                          "decode every frame through the synthesis graph.")
+    a = subparsers.add_parser(
+        "animate",
+        help="video interpolating between the inversions of several images",
+        formatter_class=BackendHelpFormatter,
+        description="Official animations notebook: interpolate consecutive latents and "
+        "decode every frame through the synthesis graph.",
+    )
     _common(a)
     a.add_argument("--out", required=True, metavar="FILE", help="video file: .mp4, .avi or .gif")
     a.add_argument("--frames", type=int, default=25, metavar="N", help="frames per transition (default 25)")
@@ -180,8 +195,7 @@ def run_animate(args) -> int:
             lat, _names, inputs = _sources(args, inv, paths, names)
             n_frames = interpolate(lat, args.frames, not args.no_loop)[0].shape[0]
             with progress.bar(total=n_frames, unit="frame", desc="animate") as bar:
-                frames = render(inv, lat, args.frames, not args.no_loop,
-                                None if args.no_inputs else inputs, bar.update)
+                frames = render(inv, lat, args.frames, not args.no_loop, None if args.no_inputs else inputs, bar.update)
         write_video(out, frames, args.fps)
     finally:
         if lock is not None:

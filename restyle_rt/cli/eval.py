@@ -43,16 +43,22 @@ PLOT = "eval.png"
 
 def register(subparsers) -> None:
     """Add ``eval`` to ``restyle-rt``."""
-    p = subparsers.add_parser("eval", help="inversion quality per step: PSNR, SSIM, MS-SSIM (no LPIPS / ID)",
-                              description="Inversion quality per loop step against the inputs: PSNR, SSIM, MS-SSIM "
-                                          "and, given the true latents, the latent error.",
-                              formatter_class=RawBackendHelpFormatter,
-                              epilog="\n".join(__doc__.splitlines()[4:]))
+    p = subparsers.add_parser(
+        "eval",
+        help="inversion quality per step: PSNR, SSIM, MS-SSIM (no LPIPS / ID)",
+        description="Inversion quality per loop step against the inputs: PSNR, SSIM, MS-SSIM "
+        "and, given the true latents, the latent error.",
+        formatter_class=RawBackendHelpFormatter,
+        epilog="\n".join(__doc__.splitlines()[4:]),
+    )
     add_artifacts(p)
     p.add_argument("inputs", metavar="IMAGES", nargs="+", help="image files or directories (searched recursively)")
     add_loop_options(p)
-    p.add_argument("--true-latents", metavar="FILE.npy",
-                   help="true W+ latents [N, S, 512], one per image in listed order: adds the latent RMS error")
+    p.add_argument(
+        "--true-latents",
+        metavar="FILE.npy",
+        help="true W+ latents [N, S, 512], one per image in listed order: adds the latent RMS error",
+    )
     add_out_dir(p, help="write eval.json and eval.csv (and eval.png with --plot) here", required=False)
     p.add_argument("--plot", action="store_true", help="also write DIR/eval.png, per-step curves (needs matplotlib)")
     p.set_defaults(func=run)
@@ -61,8 +67,14 @@ def register(subparsers) -> None:
 def command_line(args: argparse.Namespace) -> str:
     """The command, rebuilt from the parsed arguments."""
     parts = ["restyle-rt", "eval", args.artifacts, *args.inputs]
-    for flag, val in (("--iters", args.iters), ("--batch", args.batch), ("--backend", args.backend),
-                      ("--precision", args.precision), ("--true-latents", args.true_latents), ("--out", args.out)):
+    for flag, val in (
+        ("--iters", args.iters),
+        ("--batch", args.batch),
+        ("--backend", args.backend),
+        ("--precision", args.precision),
+        ("--true-latents", args.true_latents),
+        ("--out", args.out),
+    ):
         if val is not None:
             parts += [flag, str(val)]
     parts += [f for f, on in (("--plot", args.plot), ("--no-verify", args.no_verify)) if on]
@@ -100,16 +112,29 @@ def run(args) -> int:
         truth = ev.load_true_latents(args.true_latents, len(paths), spec.n_styles)
     with Inverter.load(args.artifacts, **load_options(args)) as inv:
         with progress.bar(total=len(paths), unit="img", desc="eval") as bar:
-            res = ev.evaluate(inv, paths, args.iters, truth, names=names, batch=batch_size(args.batch, inv.profile),
-                              progress=bar.update)
+            res = ev.evaluate(
+                inv,
+                paths,
+                args.iters,
+                truth,
+                names=names,
+                batch=batch_size(args.batch, inv.profile),
+                progress=bar.update,
+            )
         precision = getattr(inv.backend, "precision", None)
-    res.extra = {"command": command_line(args), "machine": machine_record(),
-                 "artifacts": str(Path(args.artifacts).resolve()), "precision": precision or args.precision,
-                 "true_latents": str(Path(args.true_latents).resolve()) if args.true_latents else None,
-                 "inputs": [str(p) for p in paths]}
+    res.extra = {
+        "command": command_line(args),
+        "machine": machine_record(),
+        "artifacts": str(Path(args.artifacts).resolve()),
+        "precision": precision or args.precision,
+        "true_latents": str(Path(args.true_latents).resolve()) if args.true_latents else None,
+        "inputs": [str(p) for p in paths],
+    }
     h, w = res.compare_hw
-    print(f"{len(paths)} image(s), {args.iters} steps, {res.backend}; compared at {h}x{w} (the generator's output "
-          f"size; inputs resized with Pillow bilinear); MS-SSIM over {res.ms_ssim_scales} of 5 scales")
+    print(
+        f"{len(paths)} image(s), {args.iters} steps, {res.backend}; compared at {h}x{w} (the generator's output "
+        f"size; inputs resized with Pillow bilinear); MS-SSIM over {res.ms_ssim_scales} of 5 scales"
+    )
     print(res.table())
     for key in ev.NOT_COMPUTED:
         print(f"{key}: {ev.NOT_COMPUTED[key]}")

@@ -6,6 +6,7 @@ engines with the load-time compatibility check the trt backend applies (:func:`r
 the CPU it was measured on) and the parity measured at export. ``--json`` prints the same as one JSON object
 (strict JSON: an infinite PSNR, identical outputs, is ``null``). Registration imports nothing heavy.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,12 +22,18 @@ from .args import add_artifacts
 
 def register(subparsers) -> None:
     """Add ``info`` to ``restyle-rt``."""
-    p = subparsers.add_parser("info", help="what an artifacts directory holds: spec, graphs, engines, INT8, parity",
-                              description=__doc__.split("\n\n")[0].replace("``", ""))
+    p = subparsers.add_parser(
+        "info",
+        help="what an artifacts directory holds: spec, graphs, engines, INT8, parity",
+        description=__doc__.split("\n\n")[0].replace("``", ""),
+    )
     add_artifacts(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    p.add_argument("--verify", action="store_true",
-                   help="also hash graphs and engines against the manifest (seconds for large graphs; remembered)")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="also hash graphs and engines against the manifest (seconds for large graphs; remembered)",
+    )
     p.set_defaults(func=run)
 
 
@@ -58,8 +65,11 @@ def describe(artifacts_dir: os.PathLike, verify: bool = False) -> dict[str, Any]
         "source": m.source.to_dict() if isinstance(m.source, Source) else m.source,
         "versions": m.versions,
         "graphs": {g: _graph(art.root, rec, verify) for g, rec in m.graphs.items()},
-        "variants": {k: _graph(art.root, GraphEntry.from_dict(rec), verify) for k, rec in (m.variants or {}).items()
-                     if isinstance(rec, dict) and isinstance(rec.get("file"), str)},
+        "variants": {
+            k: _graph(art.root, GraphEntry.from_dict(rec), verify)
+            for k, rec in (m.variants or {}).items()
+            if isinstance(rec, dict) and isinstance(rec.get("file"), str)
+        },
         "engines": _engines(art, verify),
         "int8": _int8(m.int8),
         "parity": _parity(m.parity),
@@ -78,8 +88,14 @@ def _graph(root: Path, rec, verify: bool) -> dict:
     files = [rec.file] + ([rec.data_file] if rec.data_file else [])
     sizes = [_size(root / f) for f in files]
     missing = [f for f, n in zip(files, sizes) if n is None]
-    out = {"files": files, "bytes": None if missing else sum(sizes), "missing": missing,
-           "sha256": rec.sha256, "data_sha256": rec.data_sha256, "verified": None}
+    out = {
+        "files": files,
+        "bytes": None if missing else sum(sizes),
+        "missing": missing,
+        "sha256": rec.sha256,
+        "data_sha256": rec.data_sha256,
+        "verified": None,
+    }
     if verify and not out["missing"]:
         try:
             for f, sha256 in zip(files, (rec.sha256, rec.data_sha256)):
@@ -118,9 +134,22 @@ def _engines(art, verify: bool) -> dict:
     out["device_cc"] = A.cc_str(cc) if cc else None
     for rec in records:
         stored = rec.to_dict()
-        row = {k: stored.get(k) for k in ("graph", "precision", "file", "size_bytes", "sha256", "trt_flavour",
-                                          "trt_version", "compute_capabilities", "profile", "strongly_typed",
-                                          "built_at")}
+        row = {
+            k: stored.get(k)
+            for k in (
+                "graph",
+                "precision",
+                "file",
+                "size_bytes",
+                "sha256",
+                "trt_flavour",
+                "trt_version",
+                "compute_capabilities",
+                "profile",
+                "strongly_typed",
+                "built_at",
+            )
+        }
         row["bytes"] = _size(art.root / rec.file)
         if info is None:
             row["status"], row["detail"] = "unchecked", "cannot check: no TensorRT"
@@ -152,9 +181,13 @@ def _int8(rec) -> dict | None:
         "not_shipped": rec.not_shipped,
         "meets_ship_bar": rec.meets_ship_bar,
         "ship_bar": rec.ship_bar,
-        "accuracy": {label: {enc: [{k: r.get(k) for k in ("step", "latent_rel_l2", "image_psnr_db")} for r in rows]
-                             for enc, rows in encs.items()}
-                     for label, encs in rec.accuracy.items()},
+        "accuracy": {
+            label: {
+                enc: [{k: r.get(k) for k in ("step", "latent_rel_l2", "image_psnr_db")} for r in rows]
+                for enc, rows in encs.items()
+            }
+            for label, encs in rec.accuracy.items()
+        },
         "measured_on": where,
         "measured_on_this_cpu": None if not where or "cpu_id" not in where else where["cpu_id"] == cpu_id(),
     }
@@ -168,8 +201,11 @@ def _parity(report: dict | None) -> dict | None:
     for graph, kinds in report.items():
         if not isinstance(kinds, dict) or graph == "inputs":
             continue
-        out[graph] = {kind: {o: {k: r.get(k) for k in ("rel_l2", "psnr_db", "max_abs")} for o, r in outs.items()}
-                      for kind, outs in kinds.items() if isinstance(outs, dict)}
+        out[graph] = {
+            kind: {o: {k: r.get(k) for k in ("rel_l2", "psnr_db", "max_abs")} for o, r in outs.items()}
+            for kind, outs in kinds.items()
+            if isinstance(outs, dict)
+        }
     if isinstance(report.get("inputs"), dict):
         out["inputs"] = report["inputs"]
     return out
@@ -203,11 +239,13 @@ def _db(v) -> str:
 def render(d: dict[str, Any]) -> list[str]:
     """The text report of :func:`describe`'s data."""
     s = d["spec"]
-    lines = [f"artifacts  {d['artifacts']} (format {d['format_version']})",
-             f"model      {s['encoder_type']}, {s['dataset_type']}, {s['output_size']} px, {s['n_styles']} styles, "
-             f"encoder input {'x'.join(map(str, s['input_hw']))}, image {'x'.join(map(str, s['image_hw']))}",
-             f"batch      profile {'/'.join(map(str, d['batch_profile']))} (min/opt/max), precision "
-             f"{d['precision']}, opset {d['opset'] or '?'}"]
+    lines = [
+        f"artifacts  {d['artifacts']} (format {d['format_version']})",
+        f"model      {s['encoder_type']}, {s['dataset_type']}, {s['output_size']} px, {s['n_styles']} styles, "
+        f"encoder input {'x'.join(map(str, s['input_hw']))}, image {'x'.join(map(str, s['image_hw']))}",
+        f"batch      profile {'/'.join(map(str, d['batch_profile']))} (min/opt/max), precision "
+        f"{d['precision']}, opset {d['opset'] or '?'}",
+    ]
     src = d.get("source")
     if isinstance(src, dict):
         lines.append(f"source     {src.get('checkpoint')} ({_sha(src.get('sha256'))})")
@@ -225,12 +263,17 @@ def render(d: dict[str, Any]) -> list[str]:
         lines.append("engines    none (`restyle-rt build ARTIFACTS` makes them)")
     else:
         rt = e["runtime"]
-        lines.append("engines    " + (f"checked against {rt['flavour']} {rt['version']}" if rt else e["note"])
-                     + (f", GPU compute capability {e['device_cc']}" if e["device_cc"] else ""))
+        lines.append(
+            "engines    "
+            + (f"checked against {rt['flavour']} {rt['version']}" if rt else e["note"])
+            + (f", GPU compute capability {e['device_cc']}" if e["device_cc"] else "")
+        )
         for r in e["records"]:
-            lines.append(f"  {r['graph']} {r['precision']:<5} {r['file']}  {_mib(r['bytes'])}  {r['trt_flavour']} "
-                         f"{r['trt_version']}  cc {','.join(r['compute_capabilities'] or []) or '?'}  batch "
-                         f"{'/'.join(map(str, r['profile'] or [])) or '?'}")
+            lines.append(
+                f"  {r['graph']} {r['precision']:<5} {r['file']}  {_mib(r['bytes'])}  {r['trt_flavour']} "
+                f"{r['trt_version']}  cc {','.join(r['compute_capabilities'] or []) or '?'}  batch "
+                f"{'/'.join(map(str, r['profile'] or [])) or '?'}"
+            )
             lines.append(f"    {r['status']}: {r['detail']}")
     lines += _render_int8(d["int8"]) + _render_parity(d["parity"])
     return lines
@@ -240,22 +283,27 @@ def _render_int8(q: dict | None) -> list[str]:
     if not q:
         return ["int8       none (`restyle-rt calibrate ARTIFACTS` makes Q/DQ graphs)"]
     data = q.get("data") or {}
-    lines = [f"int8       method {q['method']}; {data.get('count', '?')} calibration images x "
-             f"{data.get('loop_steps', '?')} loop steps, {data.get('held_out', '?')} held out "
-             f"({data.get('source', '?')})"]
+    lines = [
+        f"int8       method {q['method']}; {data.get('count', '?')} calibration images x "
+        f"{data.get('loop_steps', '?')} loop steps, {data.get('held_out', '?')} held out "
+        f"({data.get('source', '?')})"
+    ]
     for g in sorted(set(q["kept_layers"]) | set(q["graphs"]) | set(q["not_shipped"])):
         kept = q["kept_layers"].get(g, [])
-        state = (f"shipped ({', '.join(q['graphs'][g])}), meets ship bar: "
-                 f"{'yes' if q['meets_ship_bar'].get(g) else 'no'}" if g in q["graphs"]
-                 else f"not shipped: {q['not_shipped'].get(g, '?')}")
+        state = (
+            f"shipped ({', '.join(q['graphs'][g])}), meets ship bar: {'yes' if q['meets_ship_bar'].get(g) else 'no'}"
+            if g in q["graphs"]
+            else f"not shipped: {q['not_shipped'].get(g, '?')}"
+        )
         lines.append(f"  {g:<17} {state}; {len(kept)} layer(s) kept in FP32{': ' + ', '.join(kept) if kept else ''}")
     for label, encs in q["accuracy"].items():
         for enc, rows in encs.items():
             cells = ", ".join(f"{r['latent_rel_l2']:.2e}/{_db(r['image_psnr_db'])}" for r in rows)
             lines.append(f"  accuracy {label} [{enc}] per step (latent rel-L2 / image PSNR): {cells}")
     where = q.get("measured_on")
-    here = {True: "this CPU", False: "another CPU: `precision auto` stays FP32 here",
-            None: "CPU not recorded"}[q["measured_on_this_cpu"]]
+    here = {True: "this CPU", False: "another CPU: `precision auto` stays FP32 here", None: "CPU not recorded"}[
+        q["measured_on_this_cpu"]
+    ]
     lines.append(f"  measured on {where.get('cpu', '?') if where else '?'} ({here})")
     return lines
 
@@ -268,7 +316,10 @@ def _render_parity(p: dict | None) -> list[str]:
         if graph == "inputs":
             continue
         for kind, outs in kinds.items():
-            cells = ", ".join(f"{o} {r['rel_l2']:.2e}" + (f"/{_db(r['psnr_db'])}" if o in ("image", "feedback") else "")
-                              for o, r in outs.items() if r.get("rel_l2") is not None)
+            cells = ", ".join(
+                f"{o} {r['rel_l2']:.2e}" + (f"/{_db(r['psnr_db'])}" if o in ("image", "feedback") else "")
+                for o, r in outs.items()
+                if r.get("rel_l2") is not None
+            )
             lines.append(f"  {graph:<9} {kind:<18} {cells}")
     return lines

@@ -53,9 +53,7 @@ def register(subparsers) -> None:
         epilog=_epilog(),
     )
     add_artifacts(p)
-    p.add_argument(
-        "inputs", metavar="INPUT", nargs="+", help="image files or directories (searched recursively)"
-    )
+    p.add_argument("inputs", metavar="INPUT", nargs="+", help="image files or directories (searched recursively)")
     add_out_dir(p)
     add_loop_options(p)
     p.add_argument(
@@ -64,26 +62,32 @@ def register(subparsers) -> None:
         help="encoder bootstrapping (official toonify recipe): ARTIFACTS1's model takes step 1 from its own "
         "seeds, then ARTIFACTS' model takes --iters more steps from there",
     )
-    p.add_argument("--align", action="store_true",
-                   help="FFHQ-align faces first (official recipe; needs the [align] extra); no face: skipped")
-    p.add_argument("--save-steps", action="store_true", help="write one PNG per image per step")
     p.add_argument(
-        "--save-latents", action="store_true", help="write latents.npy [N, T, S, 512] + latents.json"
+        "--align",
+        action="store_true",
+        help="FFHQ-align faces first (official recipe; needs the [align] extra); no face: skipped",
     )
+    p.add_argument("--save-steps", action="store_true", help="write one PNG per image per step")
+    p.add_argument("--save-latents", action="store_true", help="write latents.npy [N, T, S, 512] + latents.json")
     p.add_argument("--strip", action="store_true", help="write steps left to right then the input, per image")
     p.add_argument("--report", action="store_true", help="write DIR/report.html: one page showing this run")
     add_early_exit(p, "stop an image once the RMS of its latent update is below THRESH (not official)")
     p.add_argument(
-        "--resume", action="store_true",
+        "--resume",
+        action="store_true",
         help="skip images whose outputs in --out are complete (same settings); without it they are replaced",
     )
     p.add_argument(
-        "--workers", type=int, default=None, metavar="N",
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
         help="threads reading and resizing images while the loop runs, up to 2 batches ahead (default: the "
         "CPUs, at most 4; 0: read each batch on the main thread when it is due)",
     )
     p.add_argument(
-        "--jpeg-draft", action="store_true",
+        "--jpeg-draft",
+        action="store_true",
         help="decode JPEGs at 1/2-1/8 scale before the resize: several times faster on large photos, but not the "
         "official transforms' bytes (up to ~5 of 255 levels off at the encoder input; not with --align)",
     )
@@ -111,10 +115,17 @@ def run(args) -> int:
 
         if args.early_exit is not None:
             raise InputError("--early-exit does not apply to --bootstrap (the official recipe runs every step)")
-        check_pair(artifacts.load(args.bootstrap, check_hashes=False),  # before --out is touched: manifests only
-                   artifacts.load(args.artifacts, check_hashes=False))
-    settings = {"artifacts": str(Path(args.artifacts).resolve()), "iters": args.iters, "early_exit": args.early_exit,
-                "bootstrap": str(Path(args.bootstrap).resolve()) if args.bootstrap else None, "align": args.align}
+        check_pair(
+            artifacts.load(args.bootstrap, check_hashes=False),  # before --out is touched: manifests only
+            artifacts.load(args.artifacts, check_hashes=False),
+        )
+    settings = {
+        "artifacts": str(Path(args.artifacts).resolve()),
+        "iters": args.iters,
+        "early_exit": args.early_exit,
+        "bootstrap": str(Path(args.bootstrap).resolve()) if args.bootstrap else None,
+        "align": args.align,
+    }
     if args.jpeg_draft:  # changes the encoder input: --resume must not mix it with exact decoding
         settings["jpeg_draft"] = True
     aligner = None
@@ -193,8 +204,9 @@ def _invert_all(args, run_dir, work, aligner=None, report=None):
         batch = batch_size(args.batch, inv.profile)
         bar = progress.bar(total=len(work), unit="img", desc="invert")
         # closed before the backends (Ctrl-C, an error): the readers stop first; decoded originals are not kept
-        batches = stack.enter_context(Prefetcher(work, _loader(inv.spec.input_hw, aligner, args.jpeg_draft), batch,
-                                                 args.workers))
+        batches = stack.enter_context(
+            Prefetcher(work, _loader(inv.spec.input_hw, aligner, args.jpeg_draft), batch, args.workers)
+        )
         for b in batches:
             for (_, _n), e in b.errors:
                 skipped += 1
@@ -243,8 +255,9 @@ def _bootstrapped(stack, second, args):
     from ..runtime.api import Inverter
     from ..workflows.bootstrap import bootstrap, check_pair
 
-    first = stack.enter_context(Inverter.load(args.bootstrap, backend=args.backend, verify=not args.no_verify,
-                                              probe_batch=args.batch))
+    first = stack.enter_context(
+        Inverter.load(args.bootstrap, backend=args.backend, verify=not args.no_verify, probe_batch=args.batch)
+    )
     check_pair(first.artifacts, second.artifacts)
     return lambda x, n_iters, return_steps, early_exit: bootstrap(first, second, x, n_iters)
 
@@ -282,4 +295,3 @@ def _finite_mask(res):
 
     arrays = [res.latents, res.images, *res.step_latents, *res.step_images]
     return np.logical_and.reduce([np.isfinite(a.reshape(a.shape[0], -1)).all(axis=1) for a in arrays])
-

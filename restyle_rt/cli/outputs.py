@@ -117,8 +117,10 @@ class RunDir:
             diff = {k: (before.get(k), self.settings.get(k)) for k in keys if before.get(k) != self.settings.get(k)}
             if diff:
                 said = ", ".join(f"{k} {a!r} then, {b!r} now" for k, (a, b) in diff.items())
-                raise InputError(f"--resume: {self.out} was written with other settings ({said}); rerun with the "
-                                 "same ones, or without --resume to replace the outputs")
+                raise InputError(
+                    f"--resume: {self.out} was written with other settings ({said}); rerun with the "
+                    "same ones, or without --resume to replace the outputs"
+                )
         todo, replaced = [], 0
         for name in names:
             files = self.image_outputs(name)
@@ -128,11 +130,19 @@ class RunDir:
             replaced += present
             todo.append(name)
         if resume and len(todo) < len(names):
-            log.info("--resume: %d of %d image(s) already complete in %s; skipping them",
-                     len(names) - len(todo), len(names), self.out)
+            log.info(
+                "--resume: %d of %d image(s) already complete in %s; skipping them",
+                len(names) - len(todo),
+                len(names),
+                self.out,
+            )
         if replaced:
-            log.warning("replacing %d existing output file(s) in %s%s", replaced, self.out,
-                        "" if resume else " (--resume skips images whose outputs are complete)")
+            log.warning(
+                "replacing %d existing output file(s) in %s%s",
+                replaced,
+                self.out,
+                "" if resume else " (--resume skips images whose outputs are complete)",
+            )
         fsio.write_json(run_file, self.settings)
         return todo
 
@@ -189,8 +199,10 @@ def check_out_dir(out: Path, inputs: Sequence[os.PathLike], what: str = "--out")
     resolved = Path(out).resolve()
     for i in inputs:
         if Path(i).is_dir() and Path(i).resolve() == resolved:
-            raise OutputError(f"{what} {out} is the input directory {i}: outputs would overwrite or mix "
-                              "with the inputs; choose another directory")
+            raise OutputError(
+                f"{what} {out} is the input directory {i}: outputs would overwrite or mix "
+                "with the inputs; choose another directory"
+            )
 
 
 def exclude_under(out: Path, paths: Sequence[Path], inputs: Sequence[os.PathLike]) -> list[Path]:
@@ -215,8 +227,9 @@ def check_no_overwrite(outputs: Sequence[Path], inputs: Sequence[Path], what: st
     sources = {Path(p).resolve(): p for p in inputs}
     for f in outputs:
         if Path(f).resolve() in sources:
-            raise OutputError(f"output {f} would overwrite the input {sources[Path(f).resolve()]}; "
-                              f"choose another {what}")
+            raise OutputError(
+                f"output {f} would overwrite the input {sources[Path(f).resolve()]}; choose another {what}"
+            )
 
 
 _HELD_LOCKS: weakref.WeakSet = weakref.WeakSet()  # lock files this process holds open
@@ -258,8 +271,10 @@ def lock_dir(directory: Path, command: str, name: str = "lock", target: Path | N
         f.seek(0)
         who = f.read().strip() or "?"
         f.close()
-        raise OutputError(f"--out {target or directory} is being written by another restyle-rt {command} "
-                          f"(pid {who}); wait for it or choose another --out") from None
+        raise OutputError(
+            f"--out {target or directory} is being written by another restyle-rt {command} "
+            f"(pid {who}); wait for it or choose another --out"
+        ) from None
     f.seek(0)
     f.truncate()
     f.write(str(os.getpid()))

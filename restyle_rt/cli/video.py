@@ -37,30 +37,64 @@ DEFAULT_ITERS, DEFAULT_ITERS_NEXT, DEFAULT_ALIGN_SMOOTH = 5, 2, 0.5
 
 def register(subparsers) -> None:
     """Add ``video`` to ``restyle-rt``."""
-    p = subparsers.add_parser("video", help="invert (and edit) a video clip frame by frame, warm-started",
-                              description=__doc__.split("\n\n")[0], formatter_class=RawBackendHelpFormatter,
-                              epilog="\n".join(__doc__.splitlines()[2:]))
+    p = subparsers.add_parser(
+        "video",
+        help="invert (and edit) a video clip frame by frame, warm-started",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=RawBackendHelpFormatter,
+        epilog="\n".join(__doc__.splitlines()[2:]),
+    )
     add_artifacts(p)
     p.add_argument("input", metavar="CLIP", help="input video (anything FFmpeg decodes)")
     p.add_argument("--out", required=True, metavar="FILE", help="output video: .mp4 (H.264) or .avi (MJPEG)")
-    p.add_argument("--iters", type=positive_int, default=DEFAULT_ITERS, metavar="N",
-                   help=f"steps of the first frame (every frame with --cold); default {DEFAULT_ITERS}")
-    p.add_argument("--iters-next", type=positive_int, default=DEFAULT_ITERS_NEXT, metavar="N",
-                   help=f"steps of each later frame, from the previous frame's state (default {DEFAULT_ITERS_NEXT})")
+    p.add_argument(
+        "--iters",
+        type=positive_int,
+        default=DEFAULT_ITERS,
+        metavar="N",
+        help=f"steps of the first frame (every frame with --cold); default {DEFAULT_ITERS}",
+    )
+    p.add_argument(
+        "--iters-next",
+        type=positive_int,
+        default=DEFAULT_ITERS_NEXT,
+        metavar="N",
+        help=f"steps of each later frame, from the previous frame's state (default {DEFAULT_ITERS_NEXT})",
+    )
     p.add_argument("--cold", action="store_true", help="every frame from the seeds with --iters steps")
     add_early_exit(p, "stop a frame once its latent update RMS is below THRESH (not official)")
-    p.add_argument("--smooth", type=nonneg_int, default=0, metavar="R",
-                   help="average the latents over frames t-R..t+R (triangular weights; R frames of latency); "
-                        "default 0: off")
-    p.add_argument("--direction", action="append", default=[], metavar="FILE",
-                   help="edit direction .pt / .safetensors / .npy (repeatable)")
-    p.add_argument("--factor", action="append", type=float, default=[], metavar="F",
-                   help="edit strength per --direction (one value applies to all)")
+    p.add_argument(
+        "--smooth",
+        type=nonneg_int,
+        default=0,
+        metavar="R",
+        help="average the latents over frames t-R..t+R (triangular weights; R frames of latency); default 0: off",
+    )
+    p.add_argument(
+        "--direction",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="edit direction .pt / .safetensors / .npy (repeatable)",
+    )
+    p.add_argument(
+        "--factor",
+        action="append",
+        type=float,
+        default=[],
+        metavar="F",
+        help="edit strength per --direction (one value applies to all)",
+    )
     p.add_argument("--side-by-side", action="store_true", help="write [input, inversion(, edit)] per frame")
     p.add_argument("--align", action="store_true", help="FFHQ-align each frame first (needs the [align] extra)")
-    p.add_argument("--align-smooth", type=float, default=DEFAULT_ALIGN_SMOOTH, metavar="A",
-                   help=f"weight of a frame's own landmarks in their moving average, (0, 1]; 1: off "
-                        f"(default {DEFAULT_ALIGN_SMOOTH})")
+    p.add_argument(
+        "--align-smooth",
+        type=float,
+        default=DEFAULT_ALIGN_SMOOTH,
+        metavar="A",
+        help=f"weight of a frame's own landmarks in their moving average, (0, 1]; 1: off "
+        f"(default {DEFAULT_ALIGN_SMOOTH})",
+    )
     p.add_argument("--latents-out", metavar="NPY", help="per-frame latents (default: OUT.latents.npy)")
     p.add_argument("--no-latents", action="store_true", help="do not write the latents")
     p.add_argument("--fps", type=float, default=None, help="output frame rate (default: the input's)")
@@ -89,8 +123,7 @@ def run(args) -> int:
     if args.direction and not args.factor:
         raise InputError("--direction needs a --factor (the edit strength, e.g. --factor 3)")
     if args.direction and len(args.factor) not in (1, len(args.direction)):
-        raise InputError(f"give one --factor, or one per --direction ({len(args.direction)}), got "
-                         f"{len(args.factor)}")
+        raise InputError(f"give one --factor, or one per --direction ({len(args.direction)}), got {len(args.factor)}")
     check_writable_type(out)
     fsio.check_writable_file(out, "--out")
     latents = None if args.no_latents else Path(args.latents_out or out.with_suffix(".latents.npy"))
@@ -109,13 +142,18 @@ def run(args) -> int:
         if lock is not None:
             lock.close()
     if report.skipped:  # each was logged as it happened
-        print(f"restyle-rt video: skipped {len(report.skipped)} frame(s): "
-              + ", ".join(f"{i} ({report.reasons.get(i, '?')})" for i in report.skipped), file=sys.stderr)
+        print(
+            f"restyle-rt video: skipped {len(report.skipped)} frame(s): "
+            + ", ".join(f"{i} ({report.reasons.get(i, '?')})" for i in report.skipped),
+            file=sys.stderr,
+        )
     warm = report.frames_out - report.cold
-    print(f"wrote {report.frames_out} of {report.frames_in} frames ({report.fps:g} fps) -> {out} in "
-          f"{report.seconds:.1f} s ({report.frames_in / max(report.seconds, 1e-9):.2f} frames/s; "
-          f"{sum(report.steps)} steps, {warm} frames warm-started)" + (f"; latents -> {latents}" if latents else ""),
-          file=sys.stderr)
+    print(
+        f"wrote {report.frames_out} of {report.frames_in} frames ({report.fps:g} fps) -> {out} in "
+        f"{report.seconds:.1f} s ({report.frames_in / max(report.seconds, 1e-9):.2f} frames/s; "
+        f"{sum(report.steps)} steps, {warm} frames warm-started)" + (f"; latents -> {latents}" if latents else ""),
+        file=sys.stderr,
+    )
     return EXIT_SKIPPED if report.skipped else EXIT_OK
 
 
@@ -134,7 +172,14 @@ def _run(args, src: Path, out: Path, latents):
             edit = np.zeros((inv.spec.n_styles, 512), np.float32)
             for d, f in zip(args.direction, factors):
                 edit += np.float32(f) * fit_direction(load_direction(d), inv.spec.n_styles, d)
-        settings = VideoSettings(iters=args.iters, iters_next=args.iters_next, cold=args.cold,
-                                 early_exit=args.early_exit, smooth=args.smooth, edit=edit,
-                                 side_by_side=args.side_by_side, aligner=aligner)
+        settings = VideoSettings(
+            iters=args.iters,
+            iters_next=args.iters_next,
+            cold=args.cold,
+            early_exit=args.early_exit,
+            smooth=args.smooth,
+            edit=edit,
+            side_by_side=args.side_by_side,
+            aligner=aligner,
+        )
         return invert_video(inv, src, out, settings, latents=latents, fps=args.fps)

@@ -5,13 +5,21 @@
 settings read back from TensorRT (:mod:`.settings`); ``check_record`` refuses an engine built for another TensorRT
 or GPU. Names are imported lazily so that registering the ``build`` command imports nothing heavy.
 """
+
 import importlib
 
 _LAZY = {
-    "BuildOptions": ".builder", "EngineBuilder": ".builder", "build_engines": ".builder",
-    "default_compute_capabilities": ".builder", "supported_compute_capabilities": ".builder",
-    "PRECISIONS": ".records", "check_record": ".records", "engine_file": ".records", "fp16_onnx_file": ".records",
-    "incompatibility": ".records", "summarize": ".records",
+    "BuildOptions": ".builder",
+    "EngineBuilder": ".builder",
+    "build_engines": ".builder",
+    "default_compute_capabilities": ".builder",
+    "supported_compute_capabilities": ".builder",
+    "PRECISIONS": ".records",
+    "check_record": ".records",
+    "engine_file": ".records",
+    "fp16_onnx_file": ".records",
+    "incompatibility": ".records",
+    "summarize": ".records",
 }
 
 

@@ -12,6 +12,7 @@ FP32 engines clear ``BuilderFlag.TF32`` (IEEE FP32). TensorRT-RTX engines set ``
 (the backend's CUDA-graph capture needs it). Every build reads its settings back from TensorRT, checks them against
 what the backend needs and records them (:mod:`.settings`). Why not Polygraphy: docs/architecture.md.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -59,7 +60,7 @@ class BuildOptions:
     workspace_gb: float = 4.0
     timing_cache: Path | None = None
     rebuild: bool = False
-    compute_capabilities: Sequence[str] | None = None   # RTX AOT targets, "M.m" strings or ["current"]
+    compute_capabilities: Sequence[str] | None = None  # RTX AOT targets, "M.m" strings or ["current"]
 
 
 def _make_logger(trt):
@@ -121,9 +122,11 @@ class EngineBuilder:
         """
         if not self.info.compute_capability_api:
             if device_cc is None:
-                raise BuildError(f"{self.info.flavour} {self.info.version} builds for the GPU it runs on, and no "
-                                 "CUDA device is visible; build on the target machine (or use TensorRT-RTX for AOT "
-                                 "builds)")
+                raise BuildError(
+                    f"{self.info.flavour} {self.info.version} builds for the GPU it runs on, and no "
+                    "CUDA device is visible; build on the target machine (or use TensorRT-RTX for AOT "
+                    "builds)"
+                )
             return [R.cc_str(device_cc)]
         ccs = self.options.compute_capabilities or default_compute_capabilities(self.info)
         current = list(ccs) == ["current"]
@@ -143,7 +146,8 @@ class EngineBuilder:
                 f"{self.info.flavour} {self.info.version} cannot build for {what}: it targets {', '.join(known)} "
                 "only (no Hopper/data-centre GPUs such as H100/H200 = 9.0, no Jetson). Build with standard TensorRT "
                 "on that GPU instead (`pip install tensorrt`, then `restyle-rt build ARTIFACTS --flavour tensorrt`)"
-                + ("" if current else ", or pick --compute-capability from the supported list"))
+                + ("" if current else ", or pick --compute-capability from the supported list")
+            )
         return ccs
 
     def _network(self, onnx_path: Path):
@@ -221,8 +225,9 @@ class EngineBuilder:
         config.set_timing_cache(cache, ignore_mismatch=True)
         return cache
 
-    def configure(self, onnx_path: Path, spec: ModelSpec, graph: str, ccs: list[str],
-                  keep_fp32: set[str] = frozenset()):
+    def configure(
+        self, onnx_path: Path, spec: ModelSpec, graph: str, ccs: list[str], keep_fp32: set[str] = frozenset()
+    ):
         """Parse and configure one build; read its settings back from TensorRT and check them.
 
         Returns:
@@ -235,23 +240,33 @@ class EngineBuilder:
         network, parser = self._network(onnx_path)
         config, profile = self._config(network, spec, graph, ccs, keep_fp32)
         settings = read_settings(self.trt, network, config, profile)
-        why = problems(settings, strongly_typed=self.strongly_typed, user_allocation=self.user_allocation,
-                       precision=self.options.precision, batch=(self.options.profile or BatchProfile()).to_list(),
-                       expected_io=expected_io(spec, graph), ccs=ccs if self.info.compute_capability_api else None)
+        why = problems(
+            settings,
+            strongly_typed=self.strongly_typed,
+            user_allocation=self.user_allocation,
+            precision=self.options.precision,
+            batch=(self.options.profile or BatchProfile()).to_list(),
+            expected_io=expected_io(spec, graph),
+            ccs=ccs if self.info.compute_capability_api else None,
+        )
         if why:
-            raise BuildError(f"the {graph} {self.options.precision} engine would not suit the TensorRT backend: "
-                             + "; ".join(why))
+            raise BuildError(
+                f"the {graph} {self.options.precision} engine would not suit the TensorRT backend: " + "; ".join(why)
+            )
         return network, parser, config, settings
 
-    def build(self, onnx_path: Path, spec: ModelSpec, graph: str, ccs: list[str],
-              keep_fp32: set[str] = frozenset()) -> tuple[bytes, dict]:
+    def build(
+        self, onnx_path: Path, spec: ModelSpec, graph: str, ccs: list[str], keep_fp32: set[str] = frozenset()
+    ) -> tuple[bytes, dict]:
         """(serialized plan, settings) for ``onnx_path``; raises BuildError with TensorRT's errors on failure."""
         network, _parser, config, settings = self.configure(onnx_path, spec, graph, ccs, keep_fp32)
         cache = self._timing_cache(config)
         plan = self.builder.build_serialized_network(network, config)
         if plan is None:
-            raise BuildError(f"building the {graph} {self.options.precision} engine failed: "
-                             + ("; ".join(self.logger.errors[-5:]) or "see the TensorRT log"))
+            raise BuildError(
+                f"building the {graph} {self.options.precision} engine failed: "
+                + ("; ".join(self.logger.errors[-5:]) or "see the TensorRT log")
+            )
         if cache is not None:
             R.write_bytes_atomic(Path(self.options.timing_cache), cache.serialize())
         return plan, settings
@@ -260,8 +275,10 @@ class EngineBuilder:
 def expected_io(spec: ModelSpec, graph: str) -> dict[str, tuple[str, list[int]]]:
     """``{name: (mode, shape)}`` the backend binds for ``graph`` (``-1`` = the dynamic batch)."""
     ins, outs = spec.graph_io(graph)
-    return {**{t.name: ("input", list(t.concrete(-1))) for t in ins},
-            **{t.name: ("output", list(t.concrete(-1))) for t in outs}}
+    return {
+        **{t.name: ("input", list(t.concrete(-1))) for t in ins},
+        **{t.name: ("output", list(t.concrete(-1))) for t in outs},
+    }
 
 
 def _source_sha(art: A.Artifacts, graph: str) -> str:
@@ -330,10 +347,17 @@ def int8_fp16_onnx(src: Path, dst: Path) -> Path:
     return dst
 
 
-def build_engines(artifacts_dir, precision: str = "fp16", profile: BatchProfile | None = None,
-                  workspace_gb: float = 4.0, timing_cache=None, rebuild: bool = False,
-                  compute_capabilities: Sequence[str] | None = None, graphs: Sequence[str] = GRAPHS,
-                  flavour: str = "") -> list[EngineRecord]:
+def build_engines(
+    artifacts_dir,
+    precision: str = "fp16",
+    profile: BatchProfile | None = None,
+    workspace_gb: float = 4.0,
+    timing_cache=None,
+    rebuild: bool = False,
+    compute_capabilities: Sequence[str] | None = None,
+    graphs: Sequence[str] = GRAPHS,
+    flavour: str = "",
+) -> list[EngineRecord]:
     """Build (or keep, when current) one engine per graph and record each in ``manifest["engines"]``.
 
     Args:
@@ -360,35 +384,60 @@ def build_engines(artifacts_dir, precision: str = "fp16", profile: BatchProfile 
     if timing_cache:
         fsio.check_writable_file(timing_cache, "--timing-cache")
     info = load_trt(flavour)
-    opts = BuildOptions(precision, profile or art.profile, workspace_gb,
-                        Path(timing_cache) if timing_cache else None, rebuild, compute_capabilities)
+    opts = BuildOptions(
+        precision,
+        profile or art.profile,
+        workspace_gb,
+        Path(timing_cache) if timing_cache else None,
+        rebuild,
+        compute_capabilities,
+    )
     builder = EngineBuilder(info, opts)
     ccs = builder.target_ccs(_device_cc() if builder.needs_device() else None)
     out = []
     for graph in graphs:
-        want = R.BuildRequest(trt_flavour=info.flavour, trt_version=info.version, compute_capabilities=tuple(ccs),
-                              profile=opts.profile, source_sha256=_source_sha(art, graph),
-                              require_user_allocation=builder.user_allocation)
+        want = R.BuildRequest(
+            trt_flavour=info.flavour,
+            trt_version=info.version,
+            compute_capabilities=tuple(ccs),
+            profile=opts.profile,
+            source_sha256=_source_sha(art, graph),
+            require_user_allocation=builder.user_allocation,
+        )
         existing = A.find_engine(art, graph, precision)
         if not rebuild and R.is_current(art.root, existing, want):
             log.info("%s %s engine is up to date (%s)", graph, precision, existing.file)
             out.append(existing)
             continue
         onnx_path, keep = _onnx_for(art, graph, precision, builder.strongly_typed)
-        log.info("building %s %s engine with %s %s (%s, targets %s, batch %s) ...", graph, precision, info.flavour,
-                 info.version, "strongly typed" if builder.strongly_typed else "precision flags", ",".join(ccs),
-                 "/".join(map(str, opts.profile.to_list())))
+        log.info(
+            "building %s %s engine with %s %s (%s, targets %s, batch %s) ...",
+            graph,
+            precision,
+            info.flavour,
+            info.version,
+            "strongly typed" if builder.strongly_typed else "precision flags",
+            ",".join(ccs),
+            "/".join(map(str, opts.profile.to_list())),
+        )
         t0 = time.perf_counter()
         plan, settings = builder.build(onnx_path, art.spec, graph, ccs, keep)
         seconds = time.perf_counter() - t0
         path = art.root / R.engine_file(graph, precision)
         R.write_bytes_atomic(path, plan)
-        rec = dict(graph=graph, precision=precision, file=R.engine_file(graph, precision),
-                   # the settings read back from TensorRT win over what was asked for
-                   sha256=A.sha256_file(path), size_bytes=path.stat().st_size, **{**want.to_dict(), **settings},
-                   build_seconds=round(seconds, 2), workspace_gb=workspace_gb,
-                   onnx={"file": str(onnx_path.relative_to(art.root)), "sha256": A.sha256_file(onnx_path)},
-                   built_at=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        rec = dict(
+            graph=graph,
+            precision=precision,
+            file=R.engine_file(graph, precision),
+            # the settings read back from TensorRT win over what was asked for
+            sha256=A.sha256_file(path),
+            size_bytes=path.stat().st_size,
+            **{**want.to_dict(), **settings},
+            build_seconds=round(seconds, 2),
+            workspace_gb=workspace_gb,
+            onnx={"file": str(onnx_path.relative_to(art.root)), "sha256": A.sha256_file(onnx_path)},
+            built_at=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
         record = EngineRecord.from_dict(rec, where=f"{graph} {precision} engine record")
         art.manifest = R.upsert_record(art.root, record)
         log.info("built %s %s engine: %d bytes in %.1f s", graph, precision, record.size_bytes, seconds)

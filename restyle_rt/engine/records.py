@@ -18,6 +18,7 @@ matches the build request (:class:`BuildRequest`, :func:`is_current`).
 The load-time compatibility check (``check_record``, ``incompatibility``) lives in :mod:`restyle_rt.artifacts`, so
 the runtime depends on the manifest layer only; it is re-exported here for the build side.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -51,7 +52,6 @@ def fp16_onnx_file(graph: str) -> str:
     return f"{ENGINES_DIR}/{graph}.fp16.onnx"
 
 
-
 def parse_cc(text: str) -> tuple[int, int]:
     """``"8.6"`` / ``"86"`` / ``"sm_86"`` -> (8, 6)."""
     t = text.strip().lower().replace("sm_", "").replace("sm", "")
@@ -62,7 +62,6 @@ def parse_cc(text: str) -> tuple[int, int]:
     else:
         raise ValueError(f"compute capability {text!r}: expected MAJOR.MINOR, e.g. 8.6")
     return int(major), int(minor)
-
 
 
 def upsert_record(root: Path, record: EngineRecord) -> Manifest:
@@ -96,9 +95,14 @@ class BuildRequest:
 
     def to_dict(self) -> dict:
         """As the record's JSON keys and values."""
-        return {"trt_flavour": self.trt_flavour, "trt_version": self.trt_version,
-                "compute_capabilities": list(self.compute_capabilities), "profile": self.profile.to_list(),
-                "source_sha256": self.source_sha256, "require_user_allocation": self.require_user_allocation}
+        return {
+            "trt_flavour": self.trt_flavour,
+            "trt_version": self.trt_version,
+            "compute_capabilities": list(self.compute_capabilities),
+            "profile": self.profile.to_list(),
+            "source_sha256": self.source_sha256,
+            "require_user_allocation": self.require_user_allocation,
+        }
 
 
 def is_current(root: Path, record: EngineRecord | None, want: BuildRequest) -> bool:
@@ -117,6 +121,8 @@ def cc_list(items: Iterable[str]) -> list[str]:
 
 def summarize(records: Sequence[EngineRecord]) -> list[str]:
     """One human line per record (CLI output, logs)."""
-    return [f"{r.graph:9s} {r.precision}  {r.size_bytes / 2**20:8.1f} MiB  {r.build_seconds:7.1f} s  "
-            f"{r.trt_flavour} {r.trt_version}  cc {','.join(r.compute_capabilities)}  -> {r.file}"
-            for r in records]
+    return [
+        f"{r.graph:9s} {r.precision}  {r.size_bytes / 2**20:8.1f} MiB  {r.build_seconds:7.1f} s  "
+        f"{r.trt_flavour} {r.trt_version}  cc {','.join(r.compute_capabilities)}  -> {r.file}"
+        for r in records
+    ]

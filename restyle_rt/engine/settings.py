@@ -19,14 +19,26 @@ options), refuses to build when one is wrong (:func:`problems`), and records the
 * ``runtime_config``: what the backend is expected to do with the engine at run time (user-managed activation
   memory; whether its contexts may be captured into a CUDA graph; RTX kernel specialisation strategy).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 FP32 = "float32"
 USER_ALLOCATION_FLAG = "REQUIRE_USER_ALLOCATION"
-_DTYPES = {"FLOAT": FP32, "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "INT32": "int32",
-           "INT64": "int64", "BOOL": "bool", "UINT8": "uint8", "FP8": "float8", "INT4": "int4", "FP4": "float4"}
+_DTYPES = {
+    "FLOAT": FP32,
+    "HALF": "float16",
+    "BF16": "bfloat16",
+    "INT8": "int8",
+    "INT32": "int32",
+    "INT64": "int64",
+    "BOOL": "bool",
+    "UINT8": "uint8",
+    "FP8": "float8",
+    "INT4": "int4",
+    "FP4": "float4",
+}
 
 
 def dtype_name(dtype) -> str:
@@ -41,8 +53,10 @@ def _set_flags(trt, config) -> list[str]:
 
 def _io(network, profile) -> dict[str, dict]:
     out = {}
-    for mode, count, get in (("input", network.num_inputs, network.get_input),
-                             ("output", network.num_outputs, network.get_output)):
+    for mode, count, get in (
+        ("input", network.num_inputs, network.get_input),
+        ("output", network.num_outputs, network.get_output),
+    ):
         for i in range(count):
             t = get(i)
             rec = {"mode": mode, "dtype": dtype_name(t.dtype), "shape": list(t.shape)}
@@ -126,9 +140,16 @@ def _io_problems(io: dict[str, dict], expected: dict[str, tuple[str, list[int]]]
     return [f"network I/O {got} differs from the spec's {expected} (the backend binds these names and shapes)"]
 
 
-def problems(settings: dict, *, strongly_typed: bool, user_allocation: bool, precision: str,
-             batch: Sequence[int], expected_io: dict[str, tuple[str, list[int]]],
-             ccs: Sequence[str] | None = None) -> list[str]:
+def problems(
+    settings: dict,
+    *,
+    strongly_typed: bool,
+    user_allocation: bool,
+    precision: str,
+    batch: Sequence[int],
+    expected_io: dict[str, tuple[str, list[int]]],
+    ccs: Sequence[str] | None = None,
+) -> list[str]:
     """What in ``settings`` (from :func:`read_settings`) the backend cannot run with; empty when all is well.
 
     Args:
@@ -144,8 +165,10 @@ def problems(settings: dict, *, strongly_typed: bool, user_allocation: bool, pre
     why = []
     flags = settings["builder_flags"]
     if user_allocation and not settings["require_user_allocation"]:
-        why.append(f"BuilderFlag.{USER_ALLOCATION_FLAG} is not set: the engine's contexts may not be "
-                   "stream-capturable and the backend's CUDA-graph loop would fall back to eager execution")
+        why.append(
+            f"BuilderFlag.{USER_ALLOCATION_FLAG} is not set: the engine's contexts may not be "
+            "stream-capturable and the backend's CUDA-graph loop would fall back to eager execution"
+        )
     if settings["strongly_typed"] != strongly_typed:
         why.append(f"network strongly typed = {settings['strongly_typed']}, this TensorRT needs {strongly_typed}")
     if precision == "fp32" and settings["tf32"]:
@@ -153,8 +176,7 @@ def problems(settings: dict, *, strongly_typed: bool, user_allocation: bool, pre
     if precision == "fp16" and not strongly_typed and not {"FP16", "OBEY_PRECISION_CONSTRAINTS"} <= set(flags):
         why.append(f"precision-flag fp16 build without FP16 + OBEY_PRECISION_CONSTRAINTS (flags: {flags})")
     if ccs is not None and settings.get("compute_capabilities") != list(ccs):
-        why.append(f"config targets compute capabilities {settings.get('compute_capabilities')}, "
-                   f"asked for {list(ccs)}")
+        why.append(f"config targets compute capabilities {settings.get('compute_capabilities')}, asked for {list(ccs)}")
     if settings["optimization_profiles"] != 1:
         why.append(f"{settings['optimization_profiles']} optimization profiles; the backend uses profile 0 only")
     bad_io = {n: t["dtype"] for n, t in settings["io"].items() if t["dtype"] != FP32}

@@ -6,6 +6,7 @@ arbitrary pickled objects in a user's file are never executed. The architecture 
 guessed) and every key and shape is checked: unlike the official loader (``strict=False`` for the encoder),
 missing, unexpected or mis-shaped keys raise :class:`CheckpointError` listing them.
 """
+
 from __future__ import annotations
 
 import logging
@@ -69,8 +70,10 @@ def _read(path: Path) -> object:
     with open(path, "rb") as f:
         head = f.read(4)
     if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch.save zip, or legacy pickle
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint (starts with {head!r}); expected an official "
-                              "ReStyle .pt with state_dict/opts/latent_avg")
+        raise CheckpointError(
+            f"{path}: not a PyTorch checkpoint (starts with {head!r}); expected an official "
+            "ReStyle .pt with state_dict/opts/latent_avg"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -78,19 +81,24 @@ def _read(path: Path) -> object:
         why = next((ln for ln in lines if "Unsupported" in ln), lines[0] if lines else type(e).__name__)
         raise CheckpointError(
             f"{path}: refused to unpickle: the file holds Python objects beyond tensors and plain containers, "
-            f"and restyle-rt loads with weights_only=True ({why[:160]})") from None
+            f"and restyle-rt loads with weights_only=True ({why[:160]})"
+        ) from None
     except Exception as e:  # noqa: BLE001 - torch.load raises many types (KeyError on garbage, EOFError...)
         msg = f"{type(e).__name__}: " + (str(e).strip().splitlines() or [""])[0]
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated or not a .pt file?): "
-                              f"{msg[:160]}") from None
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint (truncated or not a .pt file?): {msg[:160]}"
+        ) from None
 
 
 def _diff_keys(kind: str, got: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) -> list[str]:
     problems = []
     missing = [k for k in want if k not in got]
     unexpected = [k for k in got if k not in want]
-    shaped = [f"{k} {list(got[k].shape)} (expected {list(want[k].shape)})"
-              for k in want if k in got and tuple(got[k].shape) != tuple(want[k].shape)]
+    shaped = [
+        f"{k} {list(got[k].shape)} (expected {list(want[k].shape)})"
+        for k in want
+        if k in got and tuple(got[k].shape) != tuple(want[k].shape)
+    ]
     for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shaped)):
         if items:
             more = f" … and {len(items) - 8} more" if len(items) > 8 else ""
@@ -104,19 +112,24 @@ def _spec_from_opts(path: Path, opts: dict) -> ModelSpec:
             raise CheckpointError(f"{path}: opts has no {key!r}; cannot tell the architecture (never guessed)")
     et = opts["encoder_type"]
     if et not in SUPPORTED_ENCODERS:
-        raise CheckpointError(f"{path}: encoder_type {et!r} is not supported "
-                              f"(known types: {', '.join(SUPPORTED_ENCODERS)})")
+        raise CheckpointError(
+            f"{path}: encoder_type {et!r} is not supported (known types: {', '.join(SUPPORTED_ENCODERS)})"
+        )
     if int(opts.get("input_nc", 6)) != 6:
-        raise CheckpointError(f"{path}: input_nc={opts.get('input_nc')}; a ReStyle encoder takes 6 channels "
-                              "(image + feedback). Single-pass pSp/e4e checkpoints are not ReStyle checkpoints")
+        raise CheckpointError(
+            f"{path}: input_nc={opts.get('input_nc')}; a ReStyle encoder takes 6 channels "
+            "(image + feedback). Single-pass pSp/e4e checkpoints are not ReStyle checkpoints"
+        )
     try:
         size = int(opts["output_size"])
     except (TypeError, ValueError):
         raise CheckpointError(f"{path}: opts output_size={opts['output_size']!r} is not an integer") from None
     if not MIN_OUTPUT_SIZE <= size <= MAX_OUTPUT_SIZE or size & (size - 1):
-        raise CheckpointError(f"{path}: output_size={size} is not a power of two in [{MIN_OUTPUT_SIZE}, "
-                              f"{MAX_OUTPUT_SIZE}] (the StyleGAN2 generator's channel table ends at "
-                              f"{MAX_OUTPUT_SIZE} px)")
+        raise CheckpointError(
+            f"{path}: output_size={size} is not a power of two in [{MIN_OUTPUT_SIZE}, "
+            f"{MAX_OUTPUT_SIZE}] (the StyleGAN2 generator's channel table ends at "
+            f"{MAX_OUTPUT_SIZE} px)"
+        )
     return ModelSpec.from_opts(opts)
 
 
@@ -142,18 +155,22 @@ def load_checkpoint(path: os.PathLike) -> Checkpoint:
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: holds a {type(obj).__name__}, expected a dict with state_dict/opts/latent_avg")
     if "state_dict" not in obj and any(k in obj for k in STYLEGAN_KEYS):
-        raise CheckpointError(f"{path}: this is a StyleGAN2 generator checkpoint (keys: {', '.join(sorted(obj)[:6])}), "
-                              "not a ReStyle encoder checkpoint (expected keys state_dict, opts, latent_avg)")
+        raise CheckpointError(
+            f"{path}: this is a StyleGAN2 generator checkpoint (keys: {', '.join(sorted(obj)[:6])}), "
+            "not a ReStyle encoder checkpoint (expected keys state_dict, opts, latent_avg)"
+        )
     missing = [k for k in ("state_dict", "opts") if k not in obj]
     if missing:
-        raise CheckpointError(f"{path}: not a ReStyle checkpoint: missing {', '.join(missing)} "
-                              f"(found keys: {', '.join(map(str, list(obj)[:8]))})")
+        raise CheckpointError(
+            f"{path}: not a ReStyle checkpoint: missing {', '.join(missing)} "
+            f"(found keys: {', '.join(map(str, list(obj)[:8]))})"
+        )
     opts, sd = obj["opts"], obj["state_dict"]
     if not isinstance(opts, dict) or not isinstance(sd, dict):
         raise CheckpointError(f"{path}: opts and state_dict must be dicts")
     spec = _spec_from_opts(path, opts)
-    enc_sd = {k[len("encoder."):]: v for k, v in sd.items() if k.startswith("encoder.")}
-    dec_sd = {k[len("decoder."):]: v for k, v in sd.items() if k.startswith("decoder.")}
+    enc_sd = {k[len("encoder.") :]: v for k, v in sd.items() if k.startswith("encoder.")}
+    dec_sd = {k[len("decoder.") :]: v for k, v in sd.items() if k.startswith("decoder.")}
     other = [k for k in sd if not k.startswith(("encoder.", "decoder."))]
     want_enc, want_dec = expected_state(spec)
     problems = _diff_keys("encoder", enc_sd, want_enc)
@@ -164,14 +181,24 @@ def load_checkpoint(path: os.PathLike) -> Checkpoint:
     if other:
         problems.append(f"state_dict: {len(other)} keys outside encoder./decoder.: {', '.join(other[:8])}")
     if problems:
-        raise CheckpointError(f"{path}: state_dict does not match {spec.encoder_type} @ {spec.output_size} "
-                              "(from opts):\n  " + "\n  ".join(problems))
+        raise CheckpointError(
+            f"{path}: state_dict does not match {spec.encoder_type} @ {spec.output_size} "
+            "(from opts):\n  " + "\n  ".join(problems)
+        )
     la = _latent_avg(path, obj, spec.n_styles)
     ignored = sorted(set(obj) - {"state_dict", "opts", "latent_avg"})
     if ignored:
         log.debug("ignoring checkpoint entries: %s", ", ".join(ignored))
-    return Checkpoint(path, sha256_file(path), dict(opts), spec, enc_sd, dec_sd,
-                      la[0].float().expand(spec.n_styles, 512).contiguous(), la[1])
+    return Checkpoint(
+        path,
+        sha256_file(path),
+        dict(opts),
+        spec,
+        enc_sd,
+        dec_sd,
+        la[0].float().expand(spec.n_styles, 512).contiguous(),
+        la[1],
+    )
 
 
 def _latent_avg(path: Path, obj: dict, n_styles: int):

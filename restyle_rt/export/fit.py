@@ -34,6 +34,7 @@ output equals ``latent + U (M d + b)``. Deterministic for a seed (every random d
 ``torch.Generator``). Supported: ResNet34 encoders (``ResNetBackboneEncoder``, e4e ``ResNetProgressiveBackboneEncoder``)
 at 256x256 encoder input (not cars); generator sizes 8 .. 1024.
 """
+
 from __future__ import annotations
 
 import logging
@@ -61,8 +62,19 @@ BN_EPS = 1e-5
 # x kernel), B = relu(mean(y) + 1), C = relu(mean(y) - 1) (12 channels), their 2x2 means (12 more), then the pairs
 # relu(+d_c), relu(-d_c) (6 channels)
 _ABC, _POOLED, _PAIRS = range(0, 12), range(12, 24), range(24, 30)
-DEFAULTS = dict(k=32, psi=0.7, n_train=128, min_frac=0.03, ridge=0.003, weight_pow=1.0, dagger_rounds=1,
-                dagger_samples=64, dagger_steps=2, n_pca=4096, fit_kernel=True)
+DEFAULTS = dict(
+    k=32,
+    psi=0.7,
+    n_train=128,
+    min_frac=0.03,
+    ridge=0.003,
+    weight_pow=1.0,
+    dagger_rounds=1,
+    dagger_samples=64,
+    dagger_steps=2,
+    n_pca=4096,
+    fit_kernel=True,
+)
 # Per-preset settings over DEFAULTS. church-256 (seed 0, held-out seed 424242, 6 targets; AMD EPYC VM, 1 thread,
 # loaded): the defaults' 32-dim truth with 32 states took one step toward the truth then drifted (latent RMS 0.339 ->
 # 0.285, 0.285, 0.314, 0.359, 0.417); a 16-dim truth, 96 states and one DAgger round of 48 x 2 converges (0.294 ->
@@ -73,20 +85,22 @@ PRESET_FIT = {"church-256": dict(k=16, n_train=96, dagger_samples=48)}
 
 # --- truth distribution --------------------------------------------------------------------------------------
 
+
 @torch.no_grad()
 def principal_subspace(gen_net, k: int, seed: int, n_pca: int = 4096) -> torch.Tensor:
     """U [512, k]: the top-k principal directions of ``mapping(z)``, z ~ N(0, I) (seeded), signs fixed."""
     g = torch.Generator().manual_seed(seed)
     w = gen_net.mapping(torch.randn(n_pca, 512, generator=g)).double()
-    evals, evecs = torch.linalg.eigh(torch.cov(w.T))              # ascending
-    u = evecs[:, -k:].flip(1)                                      # [512, k], largest first
-    u = u * torch.sign(u[u.abs().argmax(0), torch.arange(k)])      # largest entry of each column positive
+    evals, evecs = torch.linalg.eigh(torch.cov(w.T))  # ascending
+    u = evecs[:, -k:].flip(1)  # [512, k], largest first
+    u = u * torch.sign(u[u.abs().argmax(0), torch.arange(k)])  # largest entry of each column positive
     return u.float().contiguous()
 
 
 @torch.no_grad()
-def sample_coords(gen_net, latent_avg: torch.Tensor, u: torch.Tensor, n: int, psi: float,
-                  g: torch.Generator) -> torch.Tensor:
+def sample_coords(
+    gen_net, latent_avg: torch.Tensor, u: torch.Tensor, n: int, psi: float, g: torch.Generator
+) -> torch.Tensor:
     """Subspace coordinates [n, k] of true latents: psi * U^T (mapping(z) - mean latent_avg)."""
     return psi * (gen_net.mapping(torch.randn(n, 512, generator=g)) - latent_avg.mean(0)) @ u
 
@@ -97,6 +111,7 @@ def coords_to_latent(a: torch.Tensor, latent_avg: torch.Tensor, u: torch.Tensor)
 
 
 # --- the fitted feature, restated --------------------------------------------------------------------------
+
 
 def encoder_input(images: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     """What the runtime feeds the encoder for generated targets: ``tensor2im`` (clip, uint8) then ``preprocess``
@@ -117,8 +132,8 @@ def mean_kernel() -> torch.Tensor:
 def _x_taps(x: torch.Tensor) -> torch.Tensor:
     """[B, 3, 256, 256] -> [B*3*256, 49]: each stem tap's contribution to the 16x16 feature, per colour/block."""
     eye = torch.eye(49, dtype=x.dtype).view(49, 1, 7, 7)
-    t = F.conv2d(x.reshape(-1, 1, *x.shape[2:]), eye, stride=4, padding=3)    # even stem outputs: [B*3, 49, 64, 64]
-    t = F.avg_pool2d(t, 4)                                                      # [B*3, 49, 16, 16]
+    t = F.conv2d(x.reshape(-1, 1, *x.shape[2:]), eye, stride=4, padding=3)  # even stem outputs: [B*3, 49, 64, 64]
+    t = F.avg_pool2d(t, 4)  # [B*3, 49, 16, 16]
     return t.flatten(2).transpose(1, 2).reshape(-1, 49)
 
 
@@ -145,9 +160,9 @@ def fit_x_kernel(x: torch.Tensor, fb: torch.Tensor, ridge: float = 1e-4, chunk: 
     """
     ata, atb = torch.zeros(49, 49, dtype=torch.float64), torch.zeros(49, dtype=torch.float64)
     for i in range(0, x.shape[0], chunk):
-        a = _x_taps(x[i:i + chunk]).double()
+        a = _x_taps(x[i : i + chunk]).double()
         ata += a.T @ a
-        atb += a.T @ y_feature(fb[i:i + chunk]).reshape(-1).double()
+        atb += a.T @ y_feature(fb[i : i + chunk]).reshape(-1).double()
     lam = ridge * float(torch.diagonal(ata).mean())
     k0 = mean_kernel().reshape(-1).double()
     k = torch.linalg.solve(ata + lam * torch.eye(49, dtype=torch.float64), atb + lam * k0)
@@ -160,6 +175,7 @@ def y_feature(fb: torch.Tensor) -> torch.Tensor:
 
 
 # --- writing the encoder -------------------------------------------------------------------------------------
+
 
 def _bn(bn: nn.BatchNorm2d, chans, gain: float = 1.0, bias: float = 0.0) -> None:
     """Eval-mode BN as a per-channel affine ``gain * v + bias`` on ``chans`` (running stats 0 / 1)."""
@@ -176,7 +192,7 @@ def _zero(enc: ReStyleEncoder) -> None:
             if m.bias is not None:
                 m.bias.zero_()
         elif isinstance(m, nn.BatchNorm2d):
-            m.reset_running_stats()     # mean 0, var 1, num_batches_tracked 0
+            m.reset_running_stats()  # mean 0, var 1, num_batches_tracked 0
             m.weight.zero_()
             m.bias.zero_()
             assert m.eps == BN_EPS
@@ -218,11 +234,11 @@ def _write_backbone(enc: ReStyleEncoder, x_kernel: torch.Tensor) -> None:
         _bn(enc.bn1, [9 + c], 1.0, -1.0)
     # body: 0-2 layer1 (128 px), 3-6 layer2 (64 px), 7-12 layer3 (32 px), 13-15 layer4 (16 px); every block is
     # relu(branch + shortcut); branches not written here have bn2 = 0, so those blocks pass their input through
-    _pick(body[3], _ABC, _ABC)              # 128 -> 64 px: even pixels are exact 4x4 block means of the input
-    _pool_branch(body[4], _ABC, _POOLED)    # 2x2 means at 64 px
-    _pick(body[7], _POOLED, _ABC)           # -> 32 px
+    _pick(body[3], _ABC, _ABC)  # 128 -> 64 px: even pixels are exact 4x4 block means of the input
+    _pool_branch(body[4], _ABC, _POOLED)  # 2x2 means at 64 px
+    _pick(body[7], _POOLED, _ABC)  # -> 32 px
     _pool_branch(body[8], _ABC, _POOLED)
-    _pick(body[13], _POOLED, _ABC)          # -> 16 px: 16x16-block means of the input (y: of clipped 4x4 means)
+    _pick(body[13], _POOLED, _ABC)  # -> 16 px: 16x16-block means of the input (y: of clipped 4x4 means)
     blk = body[14]  # d_c = A+ - A- - (B - C - 1) = kx - mean(clip(y)), as relu(+d), relu(-d)
     for c in range(3):
         for sgn, ch in ((1.0, _PAIRS[2 * c]), (-1.0, _PAIRS[2 * c + 1])):
@@ -242,8 +258,9 @@ def _write_space_to_depth(conv: nn.Conv2d, n_in: int) -> None:
 
 
 @torch.no_grad()
-def write_encoder(enc: ReStyleEncoder, m: torch.Tensor, b: torch.Tensor, u: torch.Tensor,
-                  x_kernel: torch.Tensor | None = None) -> None:
+def write_encoder(
+    enc: ReStyleEncoder, m: torch.Tensor, b: torch.Tensor, u: torch.Tensor, x_kernel: torch.Tensor | None = None
+) -> None:
     """Set ``enc`` (ResNet34, 16 px features) to ``E(x, y) = U (M d + b)`` on every style row (e4e: head 0 only).
 
     ``d = x_feature(x, x_kernel) - y_feature(y)`` flattened as [3, 16, 16]; ``m`` [768, k]; ``b`` [k];
@@ -259,51 +276,54 @@ def write_encoder(enc: ReStyleEncoder, m: torch.Tensor, b: torch.Tensor, u: torc
     convs = [mod for mod in head0.convs if isinstance(mod, nn.Conv2d)]
     n = len(_PAIRS)
     for j, conv in enumerate(convs[:-1]):
-        _write_space_to_depth(conv, n * 4 ** j)
+        _write_space_to_depth(conv, n * 4**j)
     ids = torch.zeros(1, 512, 16, 16, dtype=torch.float64)
     ids[0, :n] = torch.arange(1, n * 256 + 1, dtype=torch.float64).view(n, 16, 16)
     for conv in convs[:-1]:
-        ids = F.conv2d(ids, conv.weight.double(), stride=2, padding=1)         # [1, 512, 2, 2] at the end
+        ids = F.conv2d(ids, conv.weight.double(), stride=2, padding=1)  # [1, 512, 2, 2] at the end
     last = convs[-1]
     m64, b64 = m.double(), b.double()
     for ch, py, px in torch.nonzero(ids[0]).tolist():
-        t = int(round(float(ids[0, ch, py, px]))) - 1                          # pair channel * 256 + y * 16 + x
+        t = int(round(float(ids[0, ch, py, px]))) - 1  # pair channel * 256 + y * 16 + x
         pair, pos = divmod(t, 256)
         c, sgn = pair // 2, (1.0 if pair % 2 == 0 else -1.0)
-        col = sgn * m64[c * 256 + pos]                                        # [k]
-        last.weight[0:2 * k:2, ch, 1 + py, 1 + px] = col.float()
-        last.weight[1:2 * k:2, ch, 1 + py, 1 + px] = (-col).float()
-    last.bias[0:2 * k:2] = b64.float()
-    last.bias[1:2 * k:2] = (-b64).float()
+        col = sgn * m64[c * 256 + pos]  # [k]
+        last.weight[0 : 2 * k : 2, ch, 1 + py, 1 + px] = col.float()
+        last.weight[1 : 2 * k : 2, ch, 1 + py, 1 + px] = (-col).float()
+    last.bias[0 : 2 * k : 2] = b64.float()
+    last.bias[1 : 2 * k : 2] = (-b64).float()
     # lrelu(z) - lrelu(-z) = (1 + slope) z; EqualLinear applies weight / sqrt(512)
     lw = u.double() * math.sqrt(head0.linear.weight.shape[1]) / (1 + HEAD_SLOPE)
-    head0.linear.weight[:, 0:2 * k:2] = lw.float()
-    head0.linear.weight[:, 1:2 * k:2] = (-lw).float()
+    head0.linear.weight[:, 0 : 2 * k : 2] = lw.float()
+    head0.linear.weight[:, 1 : 2 * k : 2] = (-lw).float()
     # the head's first conv reads the backbone's pair channels (_PAIRS), not channels 0..n-1
     first = convs[0]
     w0 = first.weight[:, :n].clone()
     first.weight.zero_()
-    first.weight[:, _PAIRS.start:_PAIRS.stop] = w0
+    first.weight[:, _PAIRS.start : _PAIRS.stop] = w0
     for i in range(1, enc.n_styles):
         if enc.e4e:
-            break                                                              # e4e: row i = h0 + h_i, h_i = 0
+            break  # e4e: row i = h0 + h_i, h_i = 0
         enc.styles[i].load_state_dict(head0.state_dict())
 
 
 def _check_supported(ckpt: Checkpoint) -> None:
     spec = ckpt.spec
     if spec.encoder_type not in SUPPORTED or tuple(spec.input_hw) != (256, 256):
-        raise CheckpointError(f"{ckpt.path}: fit_encoder supports {', '.join(SUPPORTED)} with a 256x256 encoder "
-                              f"input, not {spec.encoder_type} / {spec.dataset_type} ({spec.input_hw})")
+        raise CheckpointError(
+            f"{ckpt.path}: fit_encoder supports {', '.join(SUPPORTED)} with a 256x256 encoder "
+            f"input, not {spec.encoder_type} / {spec.dataset_type} ({spec.input_hw})"
+        )
 
 
 # --- the fit ------------------------------------------------------------------------------------------------
+
 
 def _render(syn: SynthesisGraph, w: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
     imgs, fbs = [], []
     with torch.no_grad():
         for i in range(0, w.shape[0], batch):
-            img, fb = syn(w[i:i + batch])
+            img, fb = syn(w[i : i + batch])
             imgs.append(img)
             fbs.append(fb)
     return torch.cat(imgs), torch.cat(fbs)
@@ -322,13 +342,27 @@ def _ridge(feats: torch.Tensor, targ: torch.Tensor, lam: float, weight_pow: floa
     return m.float(), (mt - mf @ m).float()
 
 
-def fit_encoder(ckpt_in: os.PathLike, ckpt_out: os.PathLike | None, *, seed: int = 0, k: int = DEFAULTS["k"],
-                psi: float = DEFAULTS["psi"], n_train: int = DEFAULTS["n_train"],
-                min_frac: float = DEFAULTS["min_frac"], ridge: float = DEFAULTS["ridge"],
-                weight_pow: float = DEFAULTS["weight_pow"], dagger_rounds: int = DEFAULTS["dagger_rounds"],
-                dagger_samples: int = DEFAULTS["dagger_samples"], dagger_steps: int = DEFAULTS["dagger_steps"],
-                n_pca: int = DEFAULTS["n_pca"], fit_kernel: bool = DEFAULTS["fit_kernel"], eval_samples: int = 0,
-                eval_iters: int = 5, eval_seed: int | None = None, batch: int = 16) -> dict:
+def fit_encoder(
+    ckpt_in: os.PathLike,
+    ckpt_out: os.PathLike | None,
+    *,
+    seed: int = 0,
+    k: int = DEFAULTS["k"],
+    psi: float = DEFAULTS["psi"],
+    n_train: int = DEFAULTS["n_train"],
+    min_frac: float = DEFAULTS["min_frac"],
+    ridge: float = DEFAULTS["ridge"],
+    weight_pow: float = DEFAULTS["weight_pow"],
+    dagger_rounds: int = DEFAULTS["dagger_rounds"],
+    dagger_samples: int = DEFAULTS["dagger_samples"],
+    dagger_steps: int = DEFAULTS["dagger_steps"],
+    n_pca: int = DEFAULTS["n_pca"],
+    fit_kernel: bool = DEFAULTS["fit_kernel"],
+    eval_samples: int = 0,
+    eval_iters: int = 5,
+    eval_seed: int | None = None,
+    batch: int = 16,
+) -> dict:
     """Fit the encoder of ``ckpt_in`` (generator frozen) so that its loop converges; write ``ckpt_out``.
 
     Args:
@@ -360,14 +394,27 @@ def fit_encoder(ckpt_in: os.PathLike, ckpt_out: os.PathLike | None, *, seed: int
     _check_supported(ckpt)
     spec = ckpt.spec
     enc, gen_net = ckpt.build()
-    syn = SynthesisGraph(gen_net, spec).eval()                 # export formulation: same maths, faster on CPU
-    la = ckpt.latent_avg                                       # [S, 512]
-    config = dict(method="structured-ridge", seed=seed, k=k, psi=psi, n_train=n_train, min_frac=min_frac,
-                  ridge=ridge, weight_pow=weight_pow, dagger_rounds=dagger_rounds, dagger_samples=dagger_samples,
-                  dagger_steps=dagger_steps, n_pca=n_pca, pca_seed=seed, fit_kernel=fit_kernel)
-    u = principal_subspace(gen_net, k, seed, n_pca)            # PCA draws: generator seeded with ``seed``
-    g = torch.Generator().manual_seed(seed + 1)                # training draws: a stream apart from the PCA's
-    a_tr = sample_coords(gen_net, la, u, n_train, psi, g)      # [n, k]
+    syn = SynthesisGraph(gen_net, spec).eval()  # export formulation: same maths, faster on CPU
+    la = ckpt.latent_avg  # [S, 512]
+    config = dict(
+        method="structured-ridge",
+        seed=seed,
+        k=k,
+        psi=psi,
+        n_train=n_train,
+        min_frac=min_frac,
+        ridge=ridge,
+        weight_pow=weight_pow,
+        dagger_rounds=dagger_rounds,
+        dagger_samples=dagger_samples,
+        dagger_steps=dagger_steps,
+        n_pca=n_pca,
+        pca_seed=seed,
+        fit_kernel=fit_kernel,
+    )
+    u = principal_subspace(gen_net, k, seed, n_pca)  # PCA draws: generator seeded with ``seed``
+    g = torch.Generator().manual_seed(seed + 1)  # training draws: a stream apart from the PCA's
+    a_tr = sample_coords(gen_net, la, u, n_train, psi, g)  # [n, k]
     n_fwd = 0
 
     def render(a):
@@ -376,14 +423,14 @@ def fit_encoder(ckpt_in: os.PathLike, ckpt_out: os.PathLike | None, *, seed: int
         return _render(syn, coords_to_latent(a, la, u), batch)
 
     img_tr, fb_tr = render(a_tr)
-    x_tr = encoder_input(img_tr, spec.input_hw)                # [n, 3, 256, 256]
+    x_tr = encoder_input(img_tr, spec.input_hw)  # [n, 3, 256, 256]
     x_kernel = fit_x_kernel(x_tr, fb_tr) if fit_kernel else mean_kernel()
-    fx = x_feature(x_tr, x_kernel)                             # [n, 768]
-    mismatch = float((fx - y_feature(fb_tr)).norm(dim=1).mean())   # |d| at the truth
+    fx = x_feature(x_tr, x_kernel)  # [n, 768]
+    mismatch = float((fx - y_feature(fb_tr)).norm(dim=1).mean())  # |d| at the truth
     del x_tr, fb_tr
     _, fb0 = render(torch.zeros(1, k))
     fy0 = y_feature(fb0)
-    s = torch.exp(torch.rand(n_train, 1, generator=g) * math.log(min_frac))   # log-uniform in [min_frac, 1]
+    s = torch.exp(torch.rand(n_train, 1, generator=g) * math.log(min_frac))  # log-uniform in [min_frac, 1]
     a_cur = a_tr * (1 - s)
     feats, targs = [fx - fy0, fx - y_feature(render(a_cur)[1])], [a_tr, a_tr - a_cur]
     m, b = _ridge(torch.cat(feats), torch.cat(targs), ridge, weight_pow)
@@ -400,11 +447,22 @@ def fit_encoder(ckpt_in: os.PathLike, ckpt_out: os.PathLike | None, *, seed: int
     write_encoder(enc, m, b, u, x_kernel)
     check = _check_encoder(enc, spec, img_tr[:2], x_kernel, m, b, u, la, syn)
     fit_time = time.perf_counter() - t0
-    report = dict(config=config, time_s=fit_time, n_states=sum(f.shape[0] for f in feats),
-                  generator_forwards=n_fwd, check_rel_err=check, truth_mismatch=mismatch,
-                  start_d=float((fx - fy0).norm(dim=1).mean()))
-    log.info("fit: %d states, %d generator forwards, %.1f s, encoder check rel err %.2e", report["n_states"],
-             n_fwd, fit_time, check)
+    report = dict(
+        config=config,
+        time_s=fit_time,
+        n_states=sum(f.shape[0] for f in feats),
+        generator_forwards=n_fwd,
+        check_rel_err=check,
+        truth_mismatch=mismatch,
+        start_d=float((fx - fy0).norm(dim=1).mean()),
+    )
+    log.info(
+        "fit: %d states, %d generator forwards, %.1f s, encoder check rel err %.2e",
+        report["n_states"],
+        n_fwd,
+        fit_time,
+        check,
+    )
     if check > 1e-3:
         raise RuntimeError(f"the written encoder does not compute the fitted map (rel err {check:.2e})")
     if ckpt_out is not None:
@@ -412,8 +470,9 @@ def fit_encoder(ckpt_in: os.PathLike, ckpt_out: os.PathLike | None, *, seed: int
         if eval_samples > 0:
             t1 = time.perf_counter()
             es = seed + 1_000_003 if eval_seed is None else eval_seed
-            report["before"] = loop_errors(ckpt_in, eval_samples, eval_iters, es, k=k, psi=psi, pca_seed=seed,
-                                           n_pca=n_pca)
+            report["before"] = loop_errors(
+                ckpt_in, eval_samples, eval_iters, es, k=k, psi=psi, pca_seed=seed, n_pca=n_pca
+            )
             report["after"] = loop_errors(ckpt_out, eval_samples, eval_iters, es)
             report["eval_time_s"] = time.perf_counter() - t1
     return report
@@ -424,10 +483,12 @@ def _check_encoder(enc, spec, imgs, x_kernel, m, b, u, la, syn) -> float:
     """Rel-L2 of the real encoder's step against U (M d + b), for ``imgs`` as targets and feedback from
     latent_avg + 0.3 N(0, I) (fixed draw)."""
     x = encoder_input(imgs, spec.input_hw)
-    fb = syn(la[None].expand(len(imgs), -1, -1) + 0.3 * torch.randn(len(imgs), 1, 512,
-                                                                    generator=torch.Generator().manual_seed(0)))[1]
-    got = enc(torch.cat([x, fb], 1))                                           # [B, S, 512]
-    want = ((x_feature(x, x_kernel) - y_feature(fb)) @ m + b) @ u.T                     # [B, 512]
+    fb = syn(
+        la[None].expand(len(imgs), -1, -1)
+        + 0.3 * torch.randn(len(imgs), 1, 512, generator=torch.Generator().manual_seed(0))
+    )[1]
+    got = enc(torch.cat([x, fb], 1))  # [B, S, 512]
+    want = ((x_feature(x, x_kernel) - y_feature(fb)) @ m + b) @ u.T  # [B, 512]
     want = want[:, None].expand_as(got)
     return float((got - want).norm() / want.norm())
 
@@ -448,8 +509,11 @@ def _save(ckpt_in, ckpt_out, enc: ReStyleEncoder, config: dict) -> None:
 
 # --- measuring the loop ------------------------------------------------------------------------------------
 
+
 @torch.no_grad()
-def sample_targets(ckpt: os.PathLike, n: int, seed: int = 1_000_003, *, batch: int = 8) -> tuple[np.ndarray, np.ndarray]:
+def sample_targets(
+    ckpt: os.PathLike, n: int, seed: int = 1_000_003, *, batch: int = 8
+) -> tuple[np.ndarray, np.ndarray]:
     """Targets with known true latents: ``n`` latents of the fit's distribution (see :func:`loop_errors`), drawn
     with ``seed``, and the images the checkpoint's generator draws from them.
 
@@ -469,9 +533,18 @@ def sample_targets(ckpt: os.PathLike, n: int, seed: int = 1_000_003, *, batch: i
     return w.numpy().astype(np.float32), np.stack([io.to_uint8(i.numpy()) for i in img])
 
 
-def loop_errors(ckpt: os.PathLike, n_samples: int = 8, n_iters: int = 5, seed: int = 1_000_003, *,
-                k: int | None = None, psi: float | None = None, pca_seed: int | None = None,
-                n_pca: int | None = None, batch: int = 8) -> dict:
+def loop_errors(
+    ckpt: os.PathLike,
+    n_samples: int = 8,
+    n_iters: int = 5,
+    seed: int = 1_000_003,
+    *,
+    k: int | None = None,
+    psi: float | None = None,
+    pca_seed: int | None = None,
+    n_pca: int | None = None,
+    batch: int = 8,
+) -> dict:
     """Run the ReStyle loop (PyTorch reference, export formulation) on targets drawn by the model's generator.
 
     True latents come from the fit's distribution (``opts[FIT_KEY]`` when the checkpoint has one, else the
@@ -500,12 +573,12 @@ def loop_errors(ckpt: os.PathLike, n_samples: int = 8, n_iters: int = 5, seed: i
     w_true = coords_to_latent(a, la, u)
     img_true, _ = _render(models.synthesis, w_true, batch)
     x = encoder_input(img_true, c.spec.input_hw)
-    target = torch.from_numpy(np.stack([_tensor2im_f(i) for i in img_true]))      # [n, 3, h, w] in [-1, 1]
+    target = torch.from_numpy(np.stack([_tensor2im_f(i) for i in img_true]))  # [n, 3, h, w] in [-1, 1]
     rms, psnr, per = [], [], []
     img0 = models.synthesis(la[None])[0].expand(n_samples, -1, -1, -1)
     latents, images = [la[None].expand(n_samples, -1, -1)], [img0]
     for i in range(0, n_samples, batch):
-        steps = reference_loop(models, x[i:i + batch], n_iters, official=False)
+        steps = reference_loop(models, x[i : i + batch], n_iters, official=False)
         for t, st in enumerate(steps):
             if i == 0:
                 latents.append(st.latent)
@@ -514,13 +587,18 @@ def loop_errors(ckpt: os.PathLike, n_samples: int = 8, n_iters: int = 5, seed: i
                 latents[t + 1] = torch.cat([latents[t + 1], st.latent])
                 images[t + 1] = torch.cat([images[t + 1], st.image])
     for lat, img in zip(latents, images):
-        err = (lat - w_true).pow(2).mean((1, 2))                                  # [n]
+        err = (lat - w_true).pow(2).mean((1, 2))  # [n]
         per.append(err.sqrt().tolist())
         rms.append(float(err.mean().sqrt()))
         mse = (img.clamp(-1, 1) - target).pow(2).mean((1, 2, 3)).double()
         psnr.append(float((10 * torch.log10(4.0 / mse)).mean()))
-    return dict(latent_rms=rms, latent_rel=[r / rms[0] for r in rms], psnr_db=psnr, per_sample_rms=per,
-                truth=dict(k=k, psi=psi, pca_seed=pca_seed, n_pca=n_pca, seed=seed))
+    return dict(
+        latent_rms=rms,
+        latent_rel=[r / rms[0] for r in rms],
+        psnr_db=psnr,
+        per_sample_rms=per,
+        truth=dict(k=k, psi=psi, pca_seed=pca_seed, n_pca=n_pca, seed=seed),
+    )
 
 
 def _tensor2im_f(img: torch.Tensor) -> np.ndarray:

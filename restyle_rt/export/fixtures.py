@@ -6,6 +6,7 @@ convs, BatchNorm running statistics calibrated on the encoder's own activations,
 a ``latent_avg`` taken from the mapping network, and style-head gains large enough that the encoder's output really
 depends on both its image and its feedback input (with constructor defaults it barely does).
 """
+
 from __future__ import annotations
 
 import io
@@ -25,19 +26,53 @@ from .nets.encoders import ReStyleEncoder
 from .nets.synthesis import Generator
 
 PSP_OPTS = dict(
-    exp_dir="experiments/restyle", dataset_type="ffhq_encode", encoder_type="BackboneEncoder", input_nc=6,
-    output_size=1024, batch_size=4, test_batch_size=2, workers=4, test_workers=2, learning_rate=0.0001,
-    optim_name="ranger", train_decoder=False, start_from_latent_avg=True, lpips_lambda=0.8, id_lambda=0.1,
-    l2_lambda=1.0, w_norm_lambda=0.0, lpips_lambda_crop=0.0, l2_lambda_crop=0.0, moco_lambda=0.0,
-    stylegan_weights="pretrained_models/stylegan2-ffhq-config-f.pt", checkpoint_path=None, max_steps=500000,
-    image_interval=100, board_interval=50, val_interval=1000, save_interval=None, n_iters_per_batch=5,
+    exp_dir="experiments/restyle",
+    dataset_type="ffhq_encode",
+    encoder_type="BackboneEncoder",
+    input_nc=6,
+    output_size=1024,
+    batch_size=4,
+    test_batch_size=2,
+    workers=4,
+    test_workers=2,
+    learning_rate=0.0001,
+    optim_name="ranger",
+    train_decoder=False,
+    start_from_latent_avg=True,
+    lpips_lambda=0.8,
+    id_lambda=0.1,
+    l2_lambda=1.0,
+    w_norm_lambda=0.0,
+    lpips_lambda_crop=0.0,
+    l2_lambda_crop=0.0,
+    moco_lambda=0.0,
+    stylegan_weights="pretrained_models/stylegan2-ffhq-config-f.pt",
+    checkpoint_path=None,
+    max_steps=500000,
+    image_interval=100,
+    board_interval=50,
+    val_interval=1000,
+    save_interval=None,
+    n_iters_per_batch=5,
     device="cuda:0",
 )
 E4E_EXTRA = dict(
-    w_discriminator_lambda=0.1, w_discriminator_lr=2e-5, r1=10, d_reg_every=16, use_w_pool=True, w_pool_size=50,
-    delta_norm=2, delta_norm_lambda=2e-4, progressive_steps=[0, 20000, 22000, 24000], progressive_start=None,
-    progressive_step_every=2000, save_training_data=False, sub_exp_dir=None, keep_optimizer=False,
-    resume_training_from_ckpt=None, update_param_list=None,
+    w_discriminator_lambda=0.1,
+    w_discriminator_lr=2e-5,
+    r1=10,
+    d_reg_every=16,
+    use_w_pool=True,
+    w_pool_size=50,
+    delta_norm=2,
+    delta_norm_lambda=2e-4,
+    progressive_steps=[0, 20000, 22000, 24000],
+    progressive_start=None,
+    progressive_step_every=2000,
+    save_training_data=False,
+    sub_exp_dir=None,
+    keep_optimizer=False,
+    resume_training_from_ckpt=None,
+    update_param_list=None,
 )
 
 PRESETS = {
@@ -48,8 +83,9 @@ PRESETS = {
 }
 
 
-def make_opts(encoder_type: str = "BackboneEncoder", dataset_type: str = "ffhq_encode",
-              output_size: int = 1024) -> dict:
+def make_opts(
+    encoder_type: str = "BackboneEncoder", dataset_type: str = "ffhq_encode", output_size: int = 1024
+) -> dict:
     opts = dict(PSP_OPTS, encoder_type=encoder_type, dataset_type=dataset_type, output_size=output_size)
     if encoder_type in ENCODER_TYPES_E4E:
         opts.update(E4E_EXTRA)
@@ -65,8 +101,14 @@ def sample_images(n: int, hw, gen: torch.Generator) -> torch.Tensor:
 
 
 @torch.no_grad()
-def init_encoder(enc: ReStyleEncoder, spec: ModelSpec, gen: torch.Generator, feedback: torch.Tensor,
-                 head_gain: float = 0.5, branch_gain: float = 0.2) -> None:
+def init_encoder(
+    enc: ReStyleEncoder,
+    spec: ModelSpec,
+    gen: torch.Generator,
+    feedback: torch.Tensor,
+    head_gain: float = 0.5,
+    branch_gain: float = 0.2,
+) -> None:
     """Kaiming convs, random BN affine + PReLU slopes, BN stats calibrated on real activations, scaled heads.
 
     ``feedback`` [N, 3, H, W] holds pooled generator outputs: the encoder is calibrated on the inputs it really
@@ -78,7 +120,7 @@ def init_encoder(enc: ReStyleEncoder, spec: ModelSpec, gen: torch.Generator, fee
     for name, m in enc.named_modules():
         if isinstance(m, nn.Conv2d):
             slope = 0.01 if name.startswith("styles") else 0.0
-            std = math.sqrt(2.0 / (1 + slope ** 2)) / math.sqrt(m.in_channels * m.kernel_size[0] * m.kernel_size[1])
+            std = math.sqrt(2.0 / (1 + slope**2)) / math.sqrt(m.in_channels * m.kernel_size[0] * m.kernel_size[1])
             m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * std)
             if m.bias is not None:
                 m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.05)
@@ -92,7 +134,7 @@ def init_encoder(enc: ReStyleEncoder, spec: ModelSpec, gen: torch.Generator, fee
         elif isinstance(m, nn.PReLU):
             m.weight.copy_(0.1 + 0.2 * torch.rand(m.weight.shape, generator=gen))
     n = feedback.shape[0]
-    inputs = torch.cat([sample_images(n, spec.input_hw, gen), feedback], 1)   # [N, 6, H, W]
+    inputs = torch.cat([sample_images(n, spec.input_hw, gen), feedback], 1)  # [N, 6, H, W]
     enc.train()
     enc.features(inputs)  # calibrate BN running stats on the encoder's own activations
     enc.eval()
@@ -119,7 +161,7 @@ def init_generator(g: Generator, gen: torch.Generator) -> None:
     for name, p in g.named_parameters():
         rgb = name.startswith(("to_rgb1.", "to_rgbs."))
         if name.endswith("noise.weight"):
-            p.copy_((0.05 + 0.25 * torch.rand(1, generator=gen)) * (1 if torch.rand(1, generator=gen) > .3 else -1))
+            p.copy_((0.05 + 0.25 * torch.rand(1, generator=gen)) * (1 if torch.rand(1, generator=gen) > 0.3 else -1))
         elif name.endswith("activate.bias") or (rgb and name.endswith(".bias") and "modulation" not in name):
             p.copy_(0.1 * torch.randn(p.shape, generator=gen))
         elif name.endswith("modulation.bias"):
@@ -134,10 +176,17 @@ def init_generator(g: Generator, gen: torch.Generator) -> None:
         b.copy_(torch.randn(b.shape, generator=gen))
 
 
-def make_checkpoint(path: os.PathLike | None = None, encoder_type: str = "BackboneEncoder",
-                    dataset_type: str = "ffhq_encode", output_size: int = 64, seed: int = 0,
-                    latent_avg_shape: str = "SxD", head_gain: float = 0.5, extra_keys: bool = None,
-                    device_tag: str | None = None) -> dict:
+def make_checkpoint(
+    path: os.PathLike | None = None,
+    encoder_type: str = "BackboneEncoder",
+    dataset_type: str = "ffhq_encode",
+    output_size: int = 64,
+    seed: int = 0,
+    latent_avg_shape: str = "SxD",
+    head_gain: float = 0.5,
+    extra_keys: bool = None,
+    device_tag: str | None = None,
+) -> dict:
     """Build a random-weight checkpoint in the official format (and save it when ``path`` is given).
 
     Args:
@@ -159,19 +208,24 @@ def make_checkpoint(path: os.PathLike | None = None, encoder_type: str = "Backbo
     g = Generator(output_size)
     init_generator(g, gen)
     with torch.no_grad():
-        w_avg = g.mapping(torch.randn(4096, 512, generator=gen)).mean(0)   # [512]
+        w_avg = g.mapping(torch.randn(4096, 512, generator=gen)).mean(0)  # [512]
         w = w_avg + 0.5 * torch.randn(4, spec.n_styles, 512, generator=gen)
-        feedback = SynthesisGraph(g, spec, official=True)(w)[1]            # [4, 3, H, W]
+        feedback = SynthesisGraph(g, spec, official=True)(w)[1]  # [4, 3, H, W]
     init_encoder(enc, spec, gen, feedback, head_gain)
     latent_avg = w_avg if latent_avg_shape == "D" else w_avg.repeat(spec.n_styles, 1)
     sd = {f"encoder.{k}": v for k, v in enc.state_dict().items()}
     sd.update({f"decoder.{k}": v for k, v in g.state_dict().items()})
     ckpt = {"state_dict": sd, "opts": opts, "latent_avg": latent_avg.clone()}
     if extra_keys if extra_keys is not None else spec.is_e4e:
-        ckpt.update(global_step=20000, best_val_loss=None,
-                    optimizer={"state": {0: {"step": torch.tensor(20000.0), "exp_avg": torch.zeros(8)}},
-                               "param_groups": [{"lr": 1e-4, "betas": (0.95, 0.999), "params": [0]}]},
-                    discriminator_state_dict={"w_disc.0.weight": torch.randn(512, 512, generator=gen)})
+        ckpt.update(
+            global_step=20000,
+            best_val_loss=None,
+            optimizer={
+                "state": {0: {"step": torch.tensor(20000.0), "exp_avg": torch.zeros(8)}},
+                "param_groups": [{"lr": 1e-4, "betas": (0.95, 0.999), "params": [0]}],
+            },
+            discriminator_state_dict={"w_disc.0.weight": torch.randn(512, 512, generator=gen)},
+        )
     if path is not None:
         with fsio.atomic_path(path, durable=True) as tmp:  # a failed write (disk full) leaves no truncated .pt behind
             torch.save(ckpt, tmp)

@@ -6,6 +6,7 @@ other one. Graph inputs and outputs stay FP32 (casts live inside). The nodes kep
 stored as FP16 (clipped to +-65504); one used by both precisions is duplicated. Why a pass of its own rather than
 onnxconverter-common's converter: docs/architecture.md.
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,14 +22,23 @@ from ..parity import TOLERANCES, Report, Tolerance, compare
 
 log = logging.getLogger("restyle_rt")
 
-KEEP_FP32_OPS = frozenset({"LayerNormalization", "InstanceNormalization", "GroupNormalization", "LpNormalization",
-                           "MeanVarianceNormalization", "ReduceSumSquare", "ReduceL2"})
+KEEP_FP32_OPS = frozenset(
+    {
+        "LayerNormalization",
+        "InstanceNormalization",
+        "GroupNormalization",
+        "LpNormalization",
+        "MeanVarianceNormalization",
+        "ReduceSumSquare",
+        "ReduceL2",
+    }
+)
 ANCHOR_OPS = frozenset({"Sqrt", "Reciprocal"})
-STOP_OPS = frozenset({"Conv", "ConvTranspose"})          # activation convolutions: the closure never enters them
+STOP_OPS = frozenset({"Conv", "ConvTranspose"})  # activation convolutions: the closure never enters them
 SHAPE_OPS = frozenset({"Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity", "Expand", "Transpose", "Tile"})
 RESCALE_OPS = frozenset({"Div", "Mul", "Reciprocal"}) | SHAPE_OPS
-SHAPE_ONLY_INPUT_OPS = frozenset({"Shape", "Size"})       # read only the shape of their input: never cast it
-NON_DATA_INPUTS = {"Resize": (1, 2), "Upsample": (1,)}    # (op, input index) that stay in their own dtype
+SHAPE_ONLY_INPUT_OPS = frozenset({"Shape", "Size"})  # read only the shape of their input: never cast it
+NON_DATA_INPUTS = {"Resize": (1, 2), "Upsample": (1,)}  # (op, input index) that stay in their own dtype
 LATENT_INPUT, LATENT_OUTPUT = "latent", "latent_next"
 
 FP16_SUFFIX = "__fp16"
@@ -183,12 +193,17 @@ def convert_to_fp16(model, keep: Iterable[str] | None = None):
     keep = set(keep_fp32_nodes(model) if keep is None else keep)
     types = _float_tensors(model)
     F = TP.FLOAT
-    half = {n.name for n in g.node if n.name not in keep and n.op_type != "Constant"
-            and any(types.get(t) == F for t in list(n.input) + list(n.output) if t)}
-    now: dict[str, int] = {i.name: F for i in g.input}            # tensor -> dtype it has in the new graph
+    half = {
+        n.name
+        for n in g.node
+        if n.name not in keep
+        and n.op_type != "Constant"
+        and any(types.get(t) == F for t in list(n.input) + list(n.output) if t)
+    }
+    now: dict[str, int] = {i.name: F for i in g.input}  # tensor -> dtype it has in the new graph
     inits = {i.name: i for i in g.initializer if i.data_type == F}
     const_nodes = {n.output[0]: n for n in g.node if n.op_type == "Constant" and types.get(n.output[0]) == F}
-    init_uses = defaultdict(list)                                   # initializer -> [(node, index, want)]
+    init_uses = defaultdict(list)  # initializer -> [(node, index, want)]
     casts: dict[tuple, str] = {}
     out_names = {o.name for o in g.output}
     new_nodes = []
@@ -204,7 +219,7 @@ def convert_to_fp16(model, keep: Iterable[str] | None = None):
         is_half = node.name in half
         want = TP.FLOAT16 if is_half else F
         if node.op_type == "Constant" and node.output[0] in const_nodes:
-            continue                                                # re-emitted below, as an initializer
+            continue  # re-emitted below, as an initializer
         if node.op_type not in ("Cast", *SHAPE_ONLY_INPUT_OPS):
             for k, name in enumerate(node.input):
                 if not name or types.get(name) != F or k in NON_DATA_INPUTS.get(node.op_type, ()):
@@ -237,7 +252,7 @@ def convert_to_fp16(model, keep: Iterable[str] | None = None):
             for node, k, w in init_uses[name]:
                 if w == TP.FLOAT16:
                     node.input[k] = h_name
-    for o in g.output:                                              # graph outputs stay FP32
+    for o in g.output:  # graph outputs stay FP32
         if now.get(o.name) == TP.FLOAT16:
             inner = o.name + FP16_SUFFIX
             for n in new_nodes:
@@ -281,8 +296,7 @@ def random_feeds(spec, graph: str, batch: int = 2, seed: int = 0, latent_avg=Non
     return feeds
 
 
-def proxy_parity(fp32_path: os.PathLike, fp16_path: os.PathLike,
-                 feeds: Mapping[str, np.ndarray]) -> dict[str, Report]:
+def proxy_parity(fp32_path: os.PathLike, fp16_path: os.PathLike, feeds: Mapping[str, np.ndarray]) -> dict[str, Report]:
     """FP16 *proxy* parity: ONNX Runtime CPU runs both graphs on ``feeds``; per-output report of FP16 vs FP32."""
     import onnxruntime as ort
 
@@ -295,8 +309,15 @@ def proxy_parity(fp32_path: os.PathLike, fp16_path: os.PathLike,
         outs.append(dict(zip(names, sess.run(None, dict(feeds)))))
     reports = {k: compare(outs[1][k], outs[0][k]) for k in outs[0]}
     for k, r in reports.items():
-        log.info("FP16 proxy parity (ORT CPU, %s vs %s) %s: rel-L2 %.3g, PSNR %.1f dB, max-abs %.3g",
-                 Path(fp16_path).name, Path(fp32_path).name, k, r.rel_l2, r.psnr_db, r.max_abs)
+        log.info(
+            "FP16 proxy parity (ORT CPU, %s vs %s) %s: rel-L2 %.3g, PSNR %.1f dB, max-abs %.3g",
+            Path(fp16_path).name,
+            Path(fp32_path).name,
+            k,
+            r.rel_l2,
+            r.psnr_db,
+            r.max_abs,
+        )
     return reports
 
 
@@ -323,8 +344,9 @@ def fp16_artifacts(artifacts_dir: os.PathLike, out_dir: os.PathLike) -> Path:
     return out
 
 
-def proxy_loop_parity(artifacts_dir: os.PathLike, images: np.ndarray, n_iters: int = 5,
-                      work_dir: os.PathLike | None = None) -> list:
+def proxy_loop_parity(
+    artifacts_dir: os.PathLike, images: np.ndarray, n_iters: int = 5, work_dir: os.PathLike | None = None
+) -> list:
     """FP16 *proxy* parity of the whole loop, per iteration: the ORT backend on the FP16 graphs vs on the FP32 ones.
 
     The FP16 graphs are derived into ``work_dir`` (default: a temporary directory) next to a copy of the manifest
@@ -351,8 +373,14 @@ def proxy_loop_parity(artifacts_dir: os.PathLike, images: np.ndarray, n_iters: i
     for t in range(n_iters):
         lat = compare(got.step_latents[t], ref.step_latents[t])
         img = compare(got.step_images[t], ref.step_images[t])
-        steps.append({"step": t + 1, "latent_rel_l2": lat.rel_l2, "image_rel_l2": img.rel_l2,
-                      "image_psnr_db": img.psnr_db})
-        log.info("FP16 proxy loop (ORT CPU) step %d: latent rel-L2 %.3g, image rel-L2 %.3g, PSNR %.1f dB",
-                 t + 1, lat.rel_l2, img.rel_l2, img.psnr_db)
+        steps.append(
+            {"step": t + 1, "latent_rel_l2": lat.rel_l2, "image_rel_l2": img.rel_l2, "image_psnr_db": img.psnr_db}
+        )
+        log.info(
+            "FP16 proxy loop (ORT CPU) step %d: latent rel-L2 %.3g, image rel-L2 %.3g, PSNR %.1f dB",
+            t + 1,
+            lat.rel_l2,
+            img.rel_l2,
+            img.psnr_db,
+        )
     return steps

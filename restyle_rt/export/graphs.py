@@ -4,6 +4,7 @@
 ``SynthesisGraph``: latent -> (image, feedback): G(latent), the cars crop, and the exact box-average (or, for toy
 sizes below the encoder resolution, nearest replication, as AdaptiveAvgPool2d does) to the encoder resolution.
 """
+
 from __future__ import annotations
 
 import torch
@@ -44,11 +45,12 @@ class EncoderGraph(nn.Module):
         self.heads = None
         if not official:  # one BatchedHeads per feature level (one level unless the encoder is an FPN)
             groups = encoder.head_groups(torch.zeros(1, 6, 64, 64))
-            self.heads = nn.ModuleList([BatchedHeads(nn.ModuleList(encoder.styles[i] for i in idx))
-                                        for _, idx in groups])
+            self.heads = nn.ModuleList(
+                [BatchedHeads(nn.ModuleList(encoder.styles[i] for i in idx)) for _, idx in groups]
+            )
 
-    def forward(self, image, feedback, latent):                  # [B,3,H,W], [B,3,H,W], [B,S,512]
-        x = torch.cat([image, feedback], 1)                      # [B, 6, H, W]
+    def forward(self, image, feedback, latent):  # [B,3,H,W], [B,3,H,W], [B,S,512]
+        x = torch.cat([image, feedback], 1)  # [B, 6, H, W]
         if self.heads is None:
             return latent + self.encoder.forward_official(x)
         groups = self.encoder.head_groups(x)
@@ -64,13 +66,13 @@ class SynthesisGraph(nn.Module):
         self.rows = crop_rows(spec)
         self.input_hw = spec.input_hw
 
-    def forward(self, latent):                                   # [B, S, 512]
-        img = self.net(latent)                                   # [B, 3, R, R]
+    def forward(self, latent):  # [B, S, 512]
+        img = self.net(latent)  # [B, 3, R, R]
         r0, r1 = self.rows
         if (r0, r1) != (0, img.shape[2]):
-            img = img[:, :, r0:r1]                               # cars: [B, 3, 3R/4, R]
+            img = img[:, :, r0:r1]  # cars: [B, 3, 3R/4, R]
         if self.official:
-            fb = nn.AdaptiveAvgPool2d(self.input_hw)(img)        # the official face_pool
+            fb = nn.AdaptiveAvgPool2d(self.input_hw)(img)  # the official face_pool
         else:
-            fb = pool_to(img, self.input_hw)                     # [B, 3, H, W]
+            fb = pool_to(img, self.input_hw)  # [B, 3, H, W]
         return img, fb

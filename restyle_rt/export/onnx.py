@@ -5,6 +5,7 @@ batch axis, names from :mod:`restyle_rt.spec`); clean (onnxslim constant folding
 CPU against the torch modules on seeded inputs, and the export formulation against the official one; write the
 report into the manifest. Any tolerance exceeded -> :class:`ParityError` and no artifacts directory.
 """
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -44,15 +45,25 @@ DEFAULT_OPSET = 17
 VALIDATION_BATCH = 2
 
 
-def _trace(module: torch.nn.Module, args: tuple, path: Path, graph: str, spec, opset: int,
-           custom_nodes: bool = False) -> None:
+def _trace(
+    module: torch.nn.Module, args: tuple, path: Path, graph: str, spec, opset: int, custom_nodes: bool = False
+) -> None:
     ins, outs = spec.graph_io(graph)
     dyn = {t.name: {i: BATCH for i, d in enumerate(t.shape) if d == BATCH} for t in ins + outs}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TracerWarnings / legacy-exporter deprecation notice
-        torch.onnx.export(module, args, str(path), dynamo=False, opset_version=opset, do_constant_folding=True,
-                          input_names=[t.name for t in ins], output_names=[t.name for t in outs],
-                          dynamic_axes=dyn, autograd_inlining=not custom_nodes)
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            do_constant_folding=True,
+            input_names=[t.name for t in ins],
+            output_names=[t.name for t in outs],
+            dynamic_axes=dyn,
+            autograd_inlining=not custom_nodes,
+        )
 
 
 def _clean(path: Path, spec, graph: str, metadata: dict[str, str]) -> None:
@@ -86,16 +97,22 @@ def save_with_external_data(model, path: Path) -> None:
 
     if data_file(path).exists():
         data_file(path).unlink()
-    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=data_file(path).name, size_threshold=1024)
+    onnx.save_model(
+        model,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=data_file(path).name,
+        size_threshold=1024,
+    )
 
 
 def _seeded_inputs(models: TorchModels, y0: torch.Tensor, seed: int = 1234):
     g = torch.Generator().manual_seed(seed)
     spec = models.ckpt.spec
     b = VALIDATION_BATCH
-    image = sample_images(b, spec.input_hw, g)                                   # [B, 3, H, W]
-    feedback = (y0[None] + 0.1 * torch.randn(b, *y0.shape, generator=g))           # [B, 3, H, W]
+    image = sample_images(b, spec.input_hw, g)  # [B, 3, H, W]
+    feedback = y0[None] + 0.1 * torch.randn(b, *y0.shape, generator=g)  # [B, 3, H, W]
     latent = models.ckpt.latent_avg[None] + 0.3 * torch.randn(b, spec.n_styles, 512, generator=g)
     return image, feedback, latent
 
@@ -126,24 +143,39 @@ def validate(models: TorchModels, root: Path, inputs: tuple) -> dict:
     ref_e = outs(models.encoder(image, feedback, latent).numpy())
     off_e = outs(models.encoder_official(image, feedback, latent).numpy())
     ort_e = _ort_session(root / graph_file("encoder")).run(
-        None, {"image": image.numpy(), "feedback": feedback.numpy(), "latent": lat})
-    report["encoder"] = {"ort": check("ort", "fp32", outs(ort_e[0]), ref_e),
-                         "export-vs-official": check("export-vs-official", "fp32", ref_e, off_e)}
+        None, {"image": image.numpy(), "feedback": feedback.numpy(), "latent": lat}
+    )
+    report["encoder"] = {
+        "ort": check("ort", "fp32", outs(ort_e[0]), ref_e),
+        "export-vs-official": check("export-vs-official", "fp32", ref_e, off_e),
+    }
     img, fb = models.synthesis(latent)
     img_o, fb_o = models.synthesis_official(latent)
     ort_s = _ort_session(root / graph_file("synthesis")).run(None, {"latent": latent.numpy()})
     report["synthesis"] = {
-        "ort": check("ort", "fp32", {"image": ort_s[0], "feedback": ort_s[1]},
-                     {"image": img.numpy(), "feedback": fb.numpy()}),
-        "export-vs-official": check("export-vs-official", "fp32", {"image": img.numpy(), "feedback": fb.numpy()},
-                                    {"image": img_o.numpy(), "feedback": fb_o.numpy()})}
+        "ort": check(
+            "ort", "fp32", {"image": ort_s[0], "feedback": ort_s[1]}, {"image": img.numpy(), "feedback": fb.numpy()}
+        ),
+        "export-vs-official": check(
+            "export-vs-official",
+            "fp32",
+            {"image": img.numpy(), "feedback": fb.numpy()},
+            {"image": img_o.numpy(), "feedback": fb_o.numpy()},
+        ),
+    }
     report["inputs"] = {"batch": VALIDATION_BATCH, "seed": 1234}
     return report
 
 
-def export_artifacts(checkpoint: os.PathLike, out_dir: os.PathLike, opset: int = DEFAULT_OPSET,
-                     max_batch: int = 8, overwrite: bool = False, progress: bool = True,
-                     plugin_variant: bool = False) -> Path:
+def export_artifacts(
+    checkpoint: os.PathLike,
+    out_dir: os.PathLike,
+    opset: int = DEFAULT_OPSET,
+    max_batch: int = 8,
+    overwrite: bool = False,
+    progress: bool = True,
+    plugin_variant: bool = False,
+) -> Path:
     """Export ``checkpoint`` into the artifacts directory ``out_dir`` (see :mod:`restyle_rt.artifacts`).
 
     Args:
@@ -180,7 +212,7 @@ def _export(checkpoint, out_dir, opset, max_batch, overwrite, bar, t0, plugin_va
     bar.update()
     with staging_dir(out_dir, overwrite=overwrite, protect=[checkpoint]) as tmp:
         bar.set_postfix_str("avg feedback")
-        y0 = models.avg_feedback()                                               # [3, H, W]
+        y0 = models.avg_feedback()  # [3, H, W]
         np.save(tmp / LATENT_AVG, ckpt.latent_avg.numpy().astype(np.float32))
         np.save(tmp / AVG_FEEDBACK, y0.numpy().astype(np.float32))
         bar.update()
@@ -192,8 +224,12 @@ def _export(checkpoint, out_dir, opset, max_batch, overwrite, bar, t0, plugin_va
         _trace(models.synthesis, (latent,), tmp / graph_file("synthesis"), "synthesis", spec, opset)
         bar.update()
         bar.set_postfix_str("clean + check")
-        meta = {"restyle_rt.version": __version__, "restyle_rt.encoder_type": spec.encoder_type,
-                "restyle_rt.output_size": str(spec.output_size), "restyle_rt.source_sha256": ckpt.sha256}
+        meta = {
+            "restyle_rt.version": __version__,
+            "restyle_rt.encoder_type": spec.encoder_type,
+            "restyle_rt.output_size": str(spec.output_size),
+            "restyle_rt.source_sha256": ckpt.sha256,
+        }
         for g in ("encoder", "synthesis"):
             _clean(tmp / graph_file(g), spec, g, dict(meta, **{"restyle_rt.graph": g}))
         bar.update()
@@ -219,8 +255,15 @@ def tool_versions() -> dict[str, str | None]:
         slim = getattr(onnxslim, "__version__", None) or importlib.metadata.version("onnxslim")
     except (ImportError, importlib.metadata.PackageNotFoundError):
         slim = None
-    return {"restyle_rt": __version__, "torch": torch.__version__, "onnx": onnx.__version__, "onnxslim": slim,
-            "onnxruntime": onnxruntime.__version__, "numpy": np.__version__, "python": platform.python_version()}
+    return {
+        "restyle_rt": __version__,
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxslim": slim,
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def _manifest(ckpt, spec, root: Path, opset: int, max_batch: int, report: dict, seconds: float) -> dict:
@@ -228,26 +271,37 @@ def _manifest(ckpt, spec, root: Path, opset: int, max_batch: int, report: dict, 
     for g in ("encoder", "synthesis"):
         ins, outs = spec.graph_io(g)
         data = data_file(root / graph_file(g))
-        graphs[g] = {"file": graph_file(g), "sha256": sha256_file(root / graph_file(g)),
-                     "data_file": data.name, "data_sha256": sha256_file(data),
-                     "bytes": (root / graph_file(g)).stat().st_size + data.stat().st_size,
-                     "inputs": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in ins],
-                     "outputs": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in outs]}
+        graphs[g] = {
+            "file": graph_file(g),
+            "sha256": sha256_file(root / graph_file(g)),
+            "data_file": data.name,
+            "data_sha256": sha256_file(data),
+            "bytes": (root / graph_file(g)).stat().st_size + data.stat().st_size,
+            "inputs": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in ins],
+            "outputs": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in outs],
+        }
     return {
-        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
         "spec": spec.to_dict(),
-        "source": {"checkpoint": ckpt.path.name, "sha256": ckpt.sha256,
-                   "latent_avg_shape": list(ckpt.latent_avg_shape),
-                   "fit": ckpt.opts.get("restyle_rt_fit")},  # a fitted fixture (export/fit.py): its record
-        "precision": "fp32", "opset": opset,
+        "source": {
+            "checkpoint": ckpt.path.name,
+            "sha256": ckpt.sha256,
+            "latent_avg_shape": list(ckpt.latent_avg_shape),
+            "fit": ckpt.opts.get("restyle_rt_fit"),
+        },  # a fitted fixture (export/fit.py): its record
+        "precision": "fp32",
+        "opset": opset,
         "batch_profile": BatchProfile(1, 1, max_batch).to_list(),
         "graphs": graphs,
         "seeds": seed_records(root),
         "parity": report,
         "versions": tool_versions(),
         "export_seconds": round(seconds, 2),
-        "modconv": {"default": "portable",
-                    "why": "the fused ModulatedConv2d plugin has not been measured faster on a GPU yet"},
+        "modconv": {
+            "default": "portable",
+            "why": "the fused ModulatedConv2d plugin has not been measured faster on a GPU yet",
+        },
         "variants": {},
         "engines": [],
     }
@@ -280,10 +334,16 @@ def _plugin_variant(models: TorchModels, root: Path, latent: torch.Tensor, opset
     want = len(plugged.net.convs) + len(plugged.net.rgbs)
     if len(nodes) != want:
         raise ParityError(f"{PLUGIN_FILE}: {len(nodes)} ModulatedConv2d nodes, expected {want}")
-    return {"file": PLUGIN_FILE, "sha256": sha256_file(root / PLUGIN_FILE),
-            "data_file": data_file(root / PLUGIN_FILE).name, "graph": "synthesis",
-            "custom_op": "ModulatedConv2d", "plugin_version": "1", "nodes": len(nodes),
-            "torch_reference_rel_l2": rel}
+    return {
+        "file": PLUGIN_FILE,
+        "sha256": sha256_file(root / PLUGIN_FILE),
+        "data_file": data_file(root / PLUGIN_FILE).name,
+        "graph": "synthesis",
+        "custom_op": "ModulatedConv2d",
+        "plugin_version": "1",
+        "nodes": len(nodes),
+        "torch_reference_rel_l2": rel,
+    }
 
 
 __all__ = ["export_artifacts", "validate", "DEFAULT_OPSET"]

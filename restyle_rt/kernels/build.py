@@ -103,9 +103,7 @@ def run_nvcc(args: Sequence[str], nvcc: str | None = None, timeout: float = 600.
     return output
 
 
-def build_library(
-    archs: Sequence[str] | None = None, force: bool = False, extra_flags: Sequence[str] = ()
-) -> Path:
+def build_library(archs: Sequence[str] | None = None, force: bool = False, extra_flags: Sequence[str] = ()) -> Path:
     """Compile ``libmodconv_kernels.so`` into the cache (no-op when the hashed build exists).
 
     Args:
@@ -178,9 +176,7 @@ def load_library(path: os.PathLike | None = None, archs: Sequence[str] | None = 
     lib.modconv_forward.restype = ctypes.c_int
     lib.modconv_last_error.restype = ctypes.c_char_p
     if lib.modconv_abi_version() != ABI_VERSION:
-        raise BuildError(
-            f"{path}: ABI version {lib.modconv_abi_version()} != expected {ABI_VERSION}; rebuild it"
-        )
+        raise BuildError(f"{path}: ABI version {lib.modconv_abi_version()} != expected {ABI_VERSION}; rebuild it")
     if default:
         _LIB = lib
     return lib

@@ -25,9 +25,7 @@ import numpy as np
 DEMOD_EPS = 1e-8
 LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2.0)
-BLUR_1D = (
-    np.array([1.0, 3.0, 3.0, 1.0]) / 4.0
-)  # normalised [1,3,3,1] (x) [1,3,3,1] x up^2=4 == outer(BLUR_1D, BLUR_1D)
+BLUR_1D = np.array([1.0, 3.0, 3.0, 1.0]) / 4.0  # normalised [1,3,3,1] (x) [1,3,3,1] x up^2=4 == outer(BLUR_1D, BLUR_1D)
 
 
 def weight_scale(weight_shape) -> float:
@@ -135,9 +133,7 @@ def _conv_activation_modulated(x, s, weight, demodulate: bool, upsample: bool, p
     if not upsample:
         y = F.conv2d(xs, w, padding=weight.shape[-1] // 2)  # [B, O, H, W]
     elif phase:
-        p = torch.from_numpy(upsample_phase_weights(w.double().numpy())).to(
-            torch.float32
-        )  # [O, I, 2, 2, 3, 3]
+        p = torch.from_numpy(upsample_phase_weights(w.double().numpy())).to(torch.float32)  # [O, I, 2, 2, 3, 3]
         p = p.permute(0, 2, 3, 1, 4, 5).reshape(-1, w.shape[1], 3, 3)  # [O*4, I, 3, 3] in (o, py, px) order
         y = F.pixel_shuffle(F.conv2d(xs, p, padding=1), 2)  # [B, O, 2H, 2W]
     else:
@@ -154,9 +150,7 @@ def _conv_grouped(x, s, weight, demodulate: bool, upsample: bool):
 
     b, cin, h, w_ = x.shape
     cout, _, k, _ = weight.shape
-    wt = (
-        weight_scale(weight.shape) * weight.float()[None] * s.float()[:, None, :, None, None]
-    )  # [B, O, I, k, k]
+    wt = weight_scale(weight.shape) * weight.float()[None] * s.float()[:, None, :, None, None]  # [B, O, I, k, k]
     if demodulate:
         d = (wt.square().sum([2, 3, 4]) + DEMOD_EPS).rsqrt()  # [B, O]
         wt = wt * d[:, :, None, None, None]
@@ -266,9 +260,7 @@ def styled_conv_np(
         u = np.zeros((b, cout, 2 * h + 1, 2 * wd + 1))  # transposed conv, stride 2, pad 0
         for kh in range(k):
             for kw in range(k):
-                u[:, :, kh : kh + 2 * h : 2, kw : kw + 2 * wd : 2] += np.einsum(
-                    "bihw,oi->bohw", xs, w[:, :, kh, kw]
-                )
+                u[:, :, kh : kh + 2 * h : 2, kw : kw + 2 * wd : 2] += np.einsum("bihw,oi->bohw", xs, w[:, :, kh, kw])
         up = np.pad(u, ((0, 0), (0, 0), (1, 1), (1, 1)))  # Blur: pad (1,1), flipped 4x4 kernel
         kf = blur_kernel_2d()[::-1, ::-1]
         y = np.zeros((b, cout, 2 * h, 2 * wd))

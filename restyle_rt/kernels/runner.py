@@ -57,12 +57,8 @@ def device_compute_capability(device: int = 0) -> tuple[int, int] | None:
     if not available():
         return None
     cudart = _cudart()
-    err, major = cudart.cudaDeviceGetAttribute(
-        cudart.cudaDeviceAttr.cudaDevAttrComputeCapabilityMajor, device
-    )
-    err2, minor = cudart.cudaDeviceGetAttribute(
-        cudart.cudaDeviceAttr.cudaDevAttrComputeCapabilityMinor, device
-    )
+    err, major = cudart.cudaDeviceGetAttribute(cudart.cudaDeviceAttr.cudaDevAttrComputeCapabilityMajor, device)
+    err2, minor = cudart.cudaDeviceGetAttribute(cudart.cudaDeviceAttr.cudaDevAttrComputeCapabilityMinor, device)
     if int(err) != 0 or int(err2) != 0:
         return None
     return int(major), int(minor)
@@ -117,9 +113,7 @@ def make_params(x_shape, weight_shape, noise_numel: int, demodulate: bool, upsam
     cout, cin_w, k, k2 = weight_shape
     if cin_w != cin or k != k2:
         raise ValueError(f"weight {list(weight_shape)} does not match x {list(x_shape)}")
-    return ModconvParams(
-        b, cin, cout, h, w, k, int(demodulate), int(upsample), int(activate), int(noise_numel)
-    )
+    return ModconvParams(b, cin, cout, h, w, k, int(demodulate), int(upsample), int(activate), int(noise_numel))
 
 
 def modulated_conv(

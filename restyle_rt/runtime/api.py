@@ -52,8 +52,14 @@ class Inverter:
         self._closed = False
 
     @classmethod
-    def load(cls, artifacts_dir: os.PathLike, backend: str = "auto", verify: bool = True,
-             probe_batch: int | None = None, **opts) -> Inverter:
+    def load(
+        cls,
+        artifacts_dir: os.PathLike,
+        backend: str = "auto",
+        verify: bool = True,
+        probe_batch: int | None = None,
+        **opts,
+    ) -> Inverter:
         """Open an artifacts directory and start a backend on it.
 
         Args:
@@ -153,12 +159,16 @@ class Inverter:
         x = self.preprocess(images)  # [B, 3, H, W]
         if x.shape[0] == 0:
             raise InputError("no images to invert")
-        res = concat_results(run_in_chunks(
-            self.profile, x, lambda chunk: self.backend.run_loop(chunk, n_iters, return_steps, early_exit)))
+        res = concat_results(
+            run_in_chunks(
+                self.profile, x, lambda chunk: self.backend.run_loop(chunk, n_iters, return_steps, early_exit)
+            )
+        )
         bad = np.flatnonzero(~np.isfinite(res.latents.reshape(len(res.latents), -1)).all(axis=1))
         if bad.size:
-            log.warning("images %s: the inversion is not finite (NaN/Inf latents); check the inputs and artifacts",
-                        bad.tolist())
+            log.warning(
+                "images %s: the inversion is not finite (NaN/Inf latents); check the inputs and artifacts", bad.tolist()
+            )
         return res
 
     def synthesize(self, latents: np.ndarray, progress: Callable[[int], object] | None = None) -> np.ndarray:
@@ -223,12 +233,18 @@ class Inverter:
             raise InputError(f"invert_files takes a sequence of files, got one path {paths!r}; pass [path]")
         hw = self.spec.input_hw
         files = [p if isinstance(p, bytes) else Path(p) for p in paths]  # bytes: refused by the reader, by name
-        pre = pipeline.Prefetcher(files, lambda p: io.preprocess_file(p, hw, jpeg_draft),
-                                  self.profile.max if batch is None else batch, workers, prefetch)
+        pre = pipeline.Prefetcher(
+            files,
+            lambda p: io.preprocess_file(p, hw, jpeg_draft),
+            self.profile.max if batch is None else batch,
+            workers,
+            prefetch,
+        )
         return self._invert_batches(pre, n_iters, return_steps, early_exit, skip_errors)
 
-    def _invert_batches(self, pre: pipeline.Prefetcher, n_iters: int, return_steps: bool,
-                        early_exit: float | None, skip_errors: bool) -> Iterator[tuple[list[Path], LoopResult]]:
+    def _invert_batches(
+        self, pre: pipeline.Prefetcher, n_iters: int, return_steps: bool, early_exit: float | None, skip_errors: bool
+    ) -> Iterator[tuple[list[Path], LoopResult]]:
         with pre:
             for b in pre:
                 for _, e in b.errors:
@@ -246,8 +262,10 @@ class Inverter:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise ClosedError("this Inverter was closed (close() or the end of its `with` block); load a new one "
-                              "with Inverter.load(...)")
+            raise ClosedError(
+                "this Inverter was closed (close() or the end of its `with` block); load a new one "
+                "with Inverter.load(...)"
+            )
 
     def __enter__(self) -> Inverter:
         return self
@@ -272,7 +290,9 @@ def check_batch_values(x: np.ndarray) -> np.ndarray:
         raise InputError(f"preprocessed images {nonfinite.tolist()} contain NaN or Inf; an image must be finite")
     big = np.flatnonzero(np.abs(flat).max(axis=1) > 2.0)
     if big.size:
-        raise InputError(f"preprocessed images {big.tolist()} have values up to {float(np.abs(flat).max()):.4g}, "
-                         "expected [-1, 1] (x / 127.5 - 1 of 0..255 pixels); pass uint8 [H, W, 3] arrays to have "
-                         "them normalised")
+        raise InputError(
+            f"preprocessed images {big.tolist()} have values up to {float(np.abs(flat).max()):.4g}, "
+            "expected [-1, 1] (x / 127.5 - 1 of 0..255 pixels); pass uint8 [H, W, 3] arrays to have "
+            "them normalised"
+        )
     return x

@@ -7,6 +7,7 @@ tensors on a device override :meth:`Backend.run_loop` so latents and images stay
 Lifecycle: use as a context manager (``with backend: ...``) or call :meth:`close`. Output arrays returned by
 ``encode``/``synthesize`` may be views of buffers the backend reuses on its next call: copy what you keep.
 """
+
 from __future__ import annotations
 
 import abc
@@ -48,8 +49,11 @@ class LoopResult:
         truncate; what ``restyle-rt invert`` writes)."""
         from .io import to_uint8
 
-        return np.stack([to_uint8(im) for im in self.images]) if len(self.images) else \
-            np.zeros((0, *self.images.shape[2:], 3), np.uint8)
+        return (
+            np.stack([to_uint8(im) for im in self.images])
+            if len(self.images)
+            else np.zeros((0, *self.images.shape[2:], 3), np.uint8)
+        )
 
     def save(self, directory: os.PathLike, names: Sequence[str] | None = None) -> list[Path]:
         """Write ``DIR/NAME.png`` per image (:meth:`to_uint8`) and ``DIR/latents.npy`` ([B, S, 512] float32; with
@@ -73,8 +77,9 @@ class LoopResult:
         out, n = Path(directory), len(self.images)
         names = [f"{i:03d}" for i in range(n)] if names is None else [str(x) for x in names]
         if len(names) != n or len(set(names)) != n:
-            raise InputError(f"save: expected {n} distinct names, one per image, got {len(names)} "
-                             f"({len(set(names))} distinct)")
+            raise InputError(
+                f"save: expected {n} distinct names, one per image, got {len(names)} ({len(set(names))} distinct)"
+            )
         bad = [x for x in names if not x or Path(x).is_absolute() or ".." in Path(x).parts]
         if bad:
             raise InputError(f"save: names must be relative paths inside {out}, got {bad}")
@@ -132,8 +137,9 @@ class Backend(abc.ABC):
     def synthesize(self, latent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(image [B,3,h,w], feedback [B,3,H,W]) = G(latent)."""
 
-    def run_loop(self, images: np.ndarray, n_iters: int, return_steps: bool = False,
-                 early_exit: float | None = None) -> LoopResult:
+    def run_loop(
+        self, images: np.ndarray, n_iters: int, return_steps: bool = False, early_exit: float | None = None
+    ) -> LoopResult:
         """N residual steps from (latent_avg, avg_feedback). Default: the generic host loop."""
         from .loop import host_loop
 

@@ -6,6 +6,7 @@ Only calls whose Python signature is the same in cuda-python 11.8, 12.x and 13.x
 (``tests/fakes/cudart_signatures.json``): e.g. ``cudaGraphInstantiateWithFlags``, not ``cudaGraphInstantiate``.
 Buffers are allocated once by their owner and freed by ``close()`` (idempotent). Pointers are plain ints.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -46,8 +47,10 @@ def check(result, what: str = "CUDA call"):
     if err != rt.cudaError_t.cudaSuccess:
         name = rt.cudaGetErrorName(err)[1]
         text = rt.cudaGetErrorString(err)[1]
-        raise CudaError(f"{what} failed: {name.decode() if isinstance(name, bytes) else name}: "
-                        f"{text.decode() if isinstance(text, bytes) else text}")
+        raise CudaError(
+            f"{what} failed: {name.decode() if isinstance(name, bytes) else name}: "
+            f"{text.decode() if isinstance(text, bytes) else text}"
+        )
     if not rest:
         return None
     return rest[0] if len(rest) == 1 else rest
@@ -127,7 +130,8 @@ def device_count() -> int:
         f"cudaGetDeviceCount failed: {st.error}: the NVIDIA driver supports CUDA {_ver(st.driver_version)}, this "
         f"cuda-python links CUDA {_ver(st.runtime_version)}. Update the driver (CUDA 13 needs >= 580), or install "
         f"the cuda-python of the driver's CUDA major together with the TensorRT built for it, e.g. "
-        f"`pip install 'cuda-python>={st.driver_version // 1000},<{st.driver_version // 1000 + 1}'`")
+        f"`pip install 'cuda-python>={st.driver_version // 1000},<{st.driver_version // 1000 + 1}'`"
+    )
 
 
 def runtime_major() -> int:

@@ -3,6 +3,7 @@
 INT8 and BF16 results depend on the kernels a library picks for the CPU (VNNI, AMX, AVX-512 BF16; Intel and AMD
 parts take different paths), so an accuracy measured on one CPU model is not evidence on another.
 """
+
 from __future__ import annotations
 
 import functools

@@ -74,9 +74,7 @@ def list_images(inputs: Iterable[os.PathLike]) -> list[Path]:
     out = list(dict.fromkeys(out))
     if not out:
         raise InputError(
-            "no images found in "
-            + ", ".join(map(str, inputs))
-            + f" (extensions: {' '.join(IMAGE_EXTENSIONS)})"
+            "no images found in " + ", ".join(map(str, inputs)) + f" (extensions: {' '.join(IMAGE_EXTENSIONS)})"
         )
     return out
 
@@ -154,8 +152,10 @@ def _load(path: os.PathLike, draft: tuple[int, int] | None = None) -> Image.Imag
     """:func:`read_image`'s checks and decode, returning the loaded RGB Pillow image (``draft``: see
     :func:`_decode`)."""
     if isinstance(path, bytes):
-        raise InputError(f"{path[:40]!r}: bytes are not a path; pass a str or Path (os.fsdecode(p)), or decode the "
-                         "image data yourself and pass an [H, W, 3] uint8 array")
+        raise InputError(
+            f"{path[:40]!r}: bytes are not a path; pass a str or Path (os.fsdecode(p)), or decode the "
+            "image data yourself and pass an [H, W, 3] uint8 array"
+        )
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: not a regular file")
@@ -204,8 +204,10 @@ def _open(src, name: str, limit: int = 0) -> Iterator[Image.Image]:
 
 
 def _refuse(name: str, pixels: int, limit: int) -> None:
-    raise InputError(f"{name}: declares {pixels / 1e6:.0f} Mpx, above the {limit / 1e6:.0f} Mpx limit "
-                     "(set RESTYLE_RT_MAX_PIXELS to allow more); not decoded")
+    raise InputError(
+        f"{name}: declares {pixels / 1e6:.0f} Mpx, above the {limit / 1e6:.0f} Mpx limit "
+        "(set RESTYLE_RT_MAX_PIXELS to allow more); not decoded"
+    )
 
 
 def _declared(msg: str) -> int:
@@ -233,8 +235,9 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
         raise InputError(f"{name}: empty image (0 bytes)")
     im = _decode(_io.BytesIO(bytes(data)), name)
     if im is None:
-        raise InputError(f"{name}: not a readable image ({len(data)} bytes; corrupt, truncated or an unsupported "
-                         "format)")
+        raise InputError(
+            f"{name}: not a readable image ({len(data)} bytes; corrupt, truncated or an unsupported format)"
+        )
     return np.array(im, dtype=np.uint8)  # a writable copy
 
 
@@ -353,9 +356,7 @@ def _normalise(img: np.ndarray) -> np.ndarray:
 
 def to_uint8(img: np.ndarray) -> np.ndarray:
     """Official ``tensor2im``: [3, h, w] float in about [-1, 1] -> [h, w, 3] uint8 (clip, x255, truncate)."""
-    v = (np.asarray(img, dtype=np.float32).transpose(1, 2, 0) + np.float32(1.0)) / np.float32(
-        2.0
-    )  # [h, w, 3]
+    v = (np.asarray(img, dtype=np.float32).transpose(1, 2, 0) + np.float32(1.0)) / np.float32(2.0)  # [h, w, 3]
     return (np.clip(v, 0.0, 1.0) * np.float32(255.0)).astype(np.uint8)
 
 

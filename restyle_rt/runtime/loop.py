@@ -74,8 +74,9 @@ def pad_to(x: np.ndarray, rows: int) -> np.ndarray:
     return x if len(x) >= rows else np.concatenate([x, np.repeat(x[-1:], rows - len(x), axis=0)])
 
 
-def run_in_chunks(profile: BatchProfile, x: np.ndarray, fn: Callable[[np.ndarray], T],
-                  progress: Callable[[int], object] | None = None) -> list[T]:
+def run_in_chunks(
+    profile: BatchProfile, x: np.ndarray, fn: Callable[[np.ndarray], T], progress: Callable[[int], object] | None = None
+) -> list[T]:
     """Run ``fn`` on ``x`` [N, ...] chunk by chunk, within the batch profile: the one batching rule of the runtime.
 
     Chunks are consecutive rows, in order, of ``profile.max`` rows each but the last; a chunk shorter than
@@ -167,8 +168,9 @@ def check_iters(n_iters, early_exit) -> None:
         or not isinstance(early_exit, (int, float, np.integer, np.floating))
         or not (np.isfinite(early_exit) and early_exit >= 0)
     ):
-        raise InputError(f"early_exit must be None or a finite threshold >= 0, got {type(early_exit).__name__} "
-                         f"{early_exit!r}")
+        raise InputError(
+            f"early_exit must be None or a finite threshold >= 0, got {type(early_exit).__name__} {early_exit!r}"
+        )
 
 
 def latent_rms(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -255,8 +257,9 @@ def check_start(start, spec, b: int) -> tuple[np.ndarray, np.ndarray]:
     for name, a, tail in (("latents", w, (spec.n_styles, 512)), ("feedback", y, (3, h, wd))):
         a = np.asarray(a)
         if a.dtype != np.float32 or a.ndim != 1 + len(tail) or a.shape[1:] != tail or a.shape[0] not in (1, b):
-            raise InputError(f"start {name}: expected float32 [{b} or 1, {', '.join(map(str, tail))}], got "
-                             f"{a.dtype} {list(a.shape)}")
+            raise InputError(
+                f"start {name}: expected float32 [{b} or 1, {', '.join(map(str, tail))}], got {a.dtype} {list(a.shape)}"
+            )
         if not np.isfinite(a).all():
             raise InputError(f"start {name}: non-finite values")
         out.append(a)

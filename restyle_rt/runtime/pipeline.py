@@ -81,8 +81,14 @@ class Prefetcher(Generic[T]):
         InputError: ``batch``, ``workers`` or ``depth`` out of range.
     """
 
-    def __init__(self, items: Sequence[T], load: Callable[[T], np.ndarray], batch: int,
-                 workers: int | None = None, depth: int = DEFAULT_DEPTH):
+    def __init__(
+        self,
+        items: Sequence[T],
+        load: Callable[[T], np.ndarray],
+        batch: int,
+        workers: int | None = None,
+        depth: int = DEFAULT_DEPTH,
+    ):
         workers = default_workers() if workers is None else workers
         for what, v, low in (("batch", batch, 1), ("workers", workers, 0), ("depth", depth, 1)):
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < low:

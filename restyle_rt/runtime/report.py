@@ -66,8 +66,15 @@ class RunReport:
         self.save_steps, self.strip = save_steps, strip
         self.entries: list[Entry] = []
 
-    def add_batch(self, names: Sequence[str], paths: Sequence[os.PathLike], steps_used: Sequence[int],
-                  n_steps: int, seconds: float, failed: Sequence[str] = ()) -> None:
+    def add_batch(
+        self,
+        names: Sequence[str],
+        paths: Sequence[os.PathLike],
+        steps_used: Sequence[int],
+        n_steps: int,
+        seconds: float,
+        failed: Sequence[str] = (),
+    ) -> None:
         """Record a batch: its images (those in ``failed`` were not written) and the loop's wall time for it."""
         per_image = seconds / max(len(names), 1)
         for name, path, used in zip(names, paths, steps_used):
@@ -91,10 +98,14 @@ def _figure(target: Path, base: Path, caption: str, cls: str = "") -> str:
     cap = html.escape(caption)
     klass = f' class="{cls}"' if cls else ""
     if target.suffix.lower() not in _BROWSER_FORMATS:
-        return (f'<figure{klass}><div class="missing">{html.escape(target.suffix or "file")} not shown</div>'
-                f"<figcaption>{cap}</figcaption></figure>")
-    return (f'<figure{klass}><img src="{html.escape(_href(target, base))}" alt="{cap}" loading="lazy">'
-            f"<figcaption>{cap}</figcaption></figure>")
+        return (
+            f'<figure{klass}><div class="missing">{html.escape(target.suffix or "file")} not shown</div>'
+            f"<figcaption>{cap}</figcaption></figure>"
+        )
+    return (
+        f'<figure{klass}><img src="{html.escape(_href(target, base))}" alt="{cap}" loading="lazy">'
+        f"<figcaption>{cap}</figcaption></figure>"
+    )
 
 
 def render(report: RunReport, backend: str, total_seconds: float, now: datetime.datetime | None = None) -> str:
@@ -102,32 +113,44 @@ def render(report: RunReport, backend: str, total_seconds: float, now: datetime.
     out = report.out
     now = now or datetime.datetime.now().astimezone()
     n = len(report.entries)
-    rows = [("backend", backend), ("images", str(n)), ("total", f"{total_seconds:.2f} s"),
-            ("throughput", f"{n / max(total_seconds, 1e-9):.2f} images/s")]
+    rows = [
+        ("backend", backend),
+        ("images", str(n)),
+        ("total", f"{total_seconds:.2f} s"),
+        ("throughput", f"{n / max(total_seconds, 1e-9):.2f} images/s"),
+    ]
     rows += [(k, "-" if v is None else str(v)) for k, v in report.settings.items()]
     summary = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in rows)
     parts = [
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>restyle-rt invert: {html.escape(str(out.name or out))}</title>", f"<style>{_CSS}</style>",
-        "</head><body>", "<h1>restyle-rt invert</h1>",
+        f"<title>restyle-rt invert: {html.escape(str(out.name or out))}</title>",
+        f"<style>{_CSS}</style>",
+        "</head><body>",
+        "<h1>restyle-rt invert</h1>",
         f'<p class="meta">{html.escape(str(out))} &middot; {html.escape(now.strftime("%Y-%m-%d %H:%M:%S %Z"))}</p>',
         f'<table class="summary">{summary}</table>',
     ]
     for e in report.entries:
         figs = [_figure(e.input_path, out, f"input {e.input_path.name}", "input")]
         if report.save_steps:
-            figs += [_figure(out / "steps" / str(t) / f"{e.name}.png", out, f"step {t}")
-                     for t in range(1, e.n_steps + 1)]
+            figs += [
+                _figure(out / "steps" / str(t) / f"{e.name}.png", out, f"step {t}") for t in range(1, e.n_steps + 1)
+            ]
         else:
             figs.append(_figure(out / f"{e.name}.png", out, f"inversion ({e.n_steps} steps)"))
-        links = f' &middot; <a href="{html.escape(_href(out / "strips" / f"{e.name}.png", out))}">strip</a>' \
-            if report.strip else ""
+        links = (
+            f' &middot; <a href="{html.escape(_href(out / "strips" / f"{e.name}.png", out))}">strip</a>'
+            if report.strip
+            else ""
+        )
         parts.append(
             f'<section class="image"><h2>{html.escape(e.name)}</h2>'
             f'<p class="meta">steps used {e.steps_used} of {e.n_steps} &middot; {e.seconds:.3f} s '
             f"(its share of its batch's loop time){links}</p>"
-            f'<div class="row">{"".join(figs)}</div></section>')
+            f'<div class="row">{"".join(figs)}</div></section>'
+        )
     if not report.entries:
         parts.append("<p>No image was inverted by this run.</p>")
     parts.append("</body></html>")

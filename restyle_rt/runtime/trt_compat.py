@@ -15,6 +15,7 @@ Feature facts used (from NVIDIA's TensorRT and TensorRT-RTX documentation; docs/
 * activation memory: ``ExecutionContextAllocationStrategy.USER_MANAGED`` (10.x / RTX) or
   ``create_execution_context_without_device_memory`` (8.5).
 """
+
 from __future__ import annotations
 
 import functools
@@ -110,7 +111,8 @@ class TrtInfo:
     def kernel_specialization(self) -> bool:
         """RTX ``IRuntimeConfig.dynamic_shapes_kernel_specialization_strategy`` (LAZY default, EAGER, NONE)."""
         return hasattr(self.module, "DynamicShapesKernelSpecializationStrategy") and hasattr(
-            getattr(self.module, "IRuntimeConfig", None), "dynamic_shapes_kernel_specialization_strategy")
+            getattr(self.module, "IRuntimeConfig", None), "dynamic_shapes_kernel_specialization_strategy"
+        )
 
     @property
     def engine_validity(self) -> bool:
@@ -119,14 +121,23 @@ class TrtInfo:
 
     def features(self) -> dict:
         """All feature flags, for logs and manifest records."""
-        names = ("strongly_typed", "precision_flags", "timing_cache", "compute_capability_api",
-                 "user_managed_memory", "runtime_config", "engine_validity")
+        names = (
+            "strongly_typed",
+            "precision_flags",
+            "timing_cache",
+            "compute_capability_api",
+            "user_managed_memory",
+            "runtime_config",
+            "engine_validity",
+        )
         return {n: bool(getattr(self, n)) for n in names}
 
 
-_CUDA_DISTS = {"tensorrt": ("tensorrt_cu{}_bindings", "tensorrt_cu{}_libs", "tensorrt_cu{}"),
-               "tensorrt_rtx": ("tensorrt_rtx_cu{}_bindings",),
-               "tensorrt_rtx_bindings": ("tensorrt_rtx_cu{}_bindings",)}
+_CUDA_DISTS = {
+    "tensorrt": ("tensorrt_cu{}_bindings", "tensorrt_cu{}_libs", "tensorrt_cu{}"),
+    "tensorrt_rtx": ("tensorrt_rtx_cu{}_bindings",),
+    "tensorrt_rtx_bindings": ("tensorrt_rtx_cu{}_bindings",),
+}
 
 
 def trt_cuda_major(info: TrtInfo) -> int | None:
@@ -175,8 +186,7 @@ def load_trt(flavour: str = "") -> TrtInfo:
     errors = []
     for f in order:
         if f not in _MODULES:
-            raise BackendUnavailable(f"unknown TensorRT flavour {f!r} (from {ENV}?); "
-                                     "use 'tensorrt' or 'tensorrt-rtx'")
+            raise BackendUnavailable(f"unknown TensorRT flavour {f!r} (from {ENV}?); use 'tensorrt' or 'tensorrt-rtx'")
         try:
             info = _import(f)
         except ImportError as e:
@@ -187,7 +197,8 @@ def load_trt(flavour: str = "") -> TrtInfo:
     raise BackendUnavailable(
         "no TensorRT importable (" + "; ".join(errors) + "). Install `pip install restyle-rt[trt]` (CUDA 12; "
         "[trt-cu13] for CUDA 13, [trt-cu11] for JetPack 5) plus the "
-        "`tensorrt` wheel matching your CUDA (Jetson: JetPack's python3-libnvinfer), or `restyle-rt[trt-rtx]`")
+        "`tensorrt` wheel matching your CUDA (Jetson: JetPack's python3-libnvinfer), or `restyle-rt[trt-rtx]`"
+    )
 
 
 def try_load_trt(flavour: str = ""):

@@ -27,8 +27,10 @@ from ..errors import BackendUnavailable
 log = logging.getLogger("restyle_rt")
 
 ERROR_KEY = "__restyle_error__"
-INSTALL_HINT = ("install the serve extra in its own virtual environment (it pins numpy<2 for PyTriton): "
-                "python3 -m venv .venv-serve && .venv-serve/bin/pip install 'restyle-rt[serve]'")
+INSTALL_HINT = (
+    "install the serve extra in its own virtual environment (it pins numpy<2 for PyTriton): "
+    "python3 -m venv .venv-serve && .venv-serve/bin/pip install 'restyle-rt[serve]'"
+)
 
 _ANCHOR = (
     "def _wrap_response(response: Response, requested_outputs_names, model_outputs_dict):\n"
@@ -57,8 +59,8 @@ def check() -> None:
     major = int(np.__version__.split(".")[0])
     if major >= 2:
         raise BackendUnavailable(
-            f"PyTriton 0.7 answers with empty outputs under numpy {np.__version__} (it needs numpy<2); "
-            f"{INSTALL_HINT}")
+            f"PyTriton 0.7 answers with empty outputs under numpy {np.__version__} (it needs numpy<2); {INSTALL_HINT}"
+        )
 
 
 def fix_libpython_path() -> None:
@@ -84,7 +86,8 @@ def patch_proxy_source(text: str) -> str:
     if _ANCHOR not in text:
         raise BackendUnavailable(
             "this PyTriton's proxy model differs from 0.7's, so per-request errors cannot be enabled; "
-            "install the version the serve extra pins (nvidia-pytriton 0.7.x)")
+            "install the version the serve extra pins (nvidia-pytriton 0.7.x)"
+        )
     return text.replace(_ANCHOR, _PATCH, 1)
 
 

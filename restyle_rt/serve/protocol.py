@@ -49,9 +49,20 @@ log = logging.getLogger("restyle_rt")
 
 MODEL_NAME = "restyle"
 IN_BYTES, IN_IMAGES, IN_ITERS, IN_EARLY_EXIT, IN_RETURN_STEPS, IN_IMAGE_FORMAT = (
-    "image_bytes", "images", "iters", "early_exit", "return_steps", "image_format")
+    "image_bytes",
+    "images",
+    "iters",
+    "early_exit",
+    "return_steps",
+    "image_format",
+)
 OUT_LATENTS, OUT_IMAGE, OUT_STEPS_USED, OUT_STEP_LATENTS, OUT_STEP_IMAGES = (
-    "latents", "image", "steps_used", "step_latents", "step_images")
+    "latents",
+    "image",
+    "steps_used",
+    "step_latents",
+    "step_images",
+)
 OUT_IMAGE_ENCODED, OUT_STEP_IMAGES_ENCODED = "image_encoded", "step_images_encoded"
 DEFAULT_ITERS = 5
 DEFAULT_MAX_ITERS = 20
@@ -135,16 +146,18 @@ def parse_image_format(value, default: str = "raw") -> str:
         try:
             value = bytes(value).decode("ascii")
         except UnicodeDecodeError:
-            raise RequestError(f"{IN_IMAGE_FORMAT}: expected one of {', '.join(IMAGE_FORMATS)}, got {value!r}") \
-                from None
+            raise RequestError(
+                f"{IN_IMAGE_FORMAT}: expected one of {', '.join(IMAGE_FORMATS)}, got {value!r}"
+            ) from None
     fmt = {"jpg": "jpeg"}.get(str(value).strip().lower(), str(value).strip().lower())
     if fmt not in IMAGE_FORMATS:
         raise RequestError(f"{IN_IMAGE_FORMAT}: expected one of {', '.join(IMAGE_FORMATS)}, got {value!r}")
     return fmt
 
 
-def parse_request(req: Mapping[str, np.ndarray], input_hw, max_iters: int = DEFAULT_MAX_ITERS,
-                  default_format: str = "raw") -> Parsed:
+def parse_request(
+    req: Mapping[str, np.ndarray], input_hw, max_iters: int = DEFAULT_MAX_ITERS, default_format: str = "raw"
+) -> Parsed:
     """Validate one request and preprocess its images.
 
     Args:
@@ -161,19 +174,25 @@ def parse_request(req: Mapping[str, np.ndarray], input_hw, max_iters: int = DEFA
     """
     has_bytes, has_images = IN_BYTES in req, IN_IMAGES in req
     if has_bytes == has_images:
-        raise RequestError(f"send exactly one of '{IN_BYTES}' (encoded images) or '{IN_IMAGES}' "
-                           f"(float32 [B, 3, {input_hw[0]}, {input_hw[1]}]); got "
-                           + ("both" if has_bytes else "neither"))
+        raise RequestError(
+            f"send exactly one of '{IN_BYTES}' (encoded images) or '{IN_IMAGES}' "
+            f"(float32 [B, 3, {input_hw[0]}, {input_hw[1]}]); got " + ("both" if has_bytes else "neither")
+        )
     try:
         if has_bytes:
             blobs = np.asarray(req[IN_BYTES], dtype=object).reshape(-1)
-            x = np.stack([io.preprocess(io.decode_image(_as_bytes(v), f"{IN_BYTES}[{i}]"), input_hw)
-                          for i, v in enumerate(blobs)])  # [b, 3, H, W]
+            x = np.stack(
+                [
+                    io.preprocess(io.decode_image(_as_bytes(v), f"{IN_BYTES}[{i}]"), input_hw)
+                    for i, v in enumerate(blobs)
+                ]
+            )  # [b, 3, H, W]
         else:
             x = np.asarray(req[IN_IMAGES])
             if x.dtype != np.float32 or x.ndim != 4 or x.shape[1:] != (3, *input_hw):
-                raise RequestError(f"{IN_IMAGES}: expected float32 [B, 3, {input_hw[0]}, {input_hw[1]}], "
-                                   f"got {x.dtype} {list(x.shape)}")
+                raise RequestError(
+                    f"{IN_IMAGES}: expected float32 [B, 3, {input_hw[0]}, {input_hw[1]}], got {x.dtype} {list(x.shape)}"
+                )
             if not np.isfinite(x).all():
                 raise RequestError(f"{IN_IMAGES}: holds NaN or Inf values")
         b = x.shape[0]
@@ -242,8 +261,13 @@ def format_outputs(res, lo: int, hi: int, return_steps: bool, image_format: str 
 Result = dict[str, np.ndarray] | RequestError
 
 
-def run_requests(invert, requests: Sequence[Mapping[str, np.ndarray]], input_hw,
-                 max_iters: int = DEFAULT_MAX_ITERS, default_format: str = "raw") -> list[Result]:
+def run_requests(
+    invert,
+    requests: Sequence[Mapping[str, np.ndarray]],
+    input_hw,
+    max_iters: int = DEFAULT_MAX_ITERS,
+    default_format: str = "raw",
+) -> list[Result]:
     """Serve one execution's requests: parse each, run the loop once per group of equal loop arguments.
 
     Args:

@@ -40,8 +40,14 @@ from . import protocol
 
 log = logging.getLogger("restyle_rt")
 
-_TYPES = {np.float32: "TYPE_FP32", np.float16: "TYPE_FP16", np.int32: "TYPE_INT32", np.bytes_: "TYPE_STRING",
-          np.uint8: "TYPE_UINT8", np.bool_: "TYPE_BOOL"}
+_TYPES = {
+    np.float32: "TYPE_FP32",
+    np.float16: "TYPE_FP16",
+    np.int32: "TYPE_INT32",
+    np.bytes_: "TYPE_STRING",
+    np.uint8: "TYPE_UINT8",
+    np.bool_: "TYPE_BOOL",
+}
 _TEMPLATES = Path(__file__).parent / "triton_models"
 
 
@@ -62,8 +68,7 @@ class RepoConfig:
 
     def __post_init__(self):
         if self.image_format not in protocol.IMAGE_FORMATS:
-            raise InputError(f"image format {self.image_format!r}: expected one of "
-                             f"{', '.join(protocol.IMAGE_FORMATS)}")
+            raise InputError(f"image format {self.image_format!r}: expected one of {', '.join(protocol.IMAGE_FORMATS)}")
 
 
 @dataclasses.dataclass
@@ -97,18 +102,25 @@ def _batching(profile, cfg: RepoConfig, queue: bool) -> str:
     pref = ", ".join(str(s) for s in protocol.preferred_batch_sizes(profile))
     policy = ""
     if queue:
-        policy = (f"  default_queue_policy {{\n    max_queue_size: {cfg.max_queue_size}\n"
-                  f"    timeout_action: REJECT\n    default_timeout_microseconds: {cfg.timeout_ms * 1000}\n"
-                  f"    allow_timeout_override: true\n  }}\n")
-    return (f"dynamic_batching {{\n  preferred_batch_size: [ {pref} ]\n"
-            f"  max_queue_delay_microseconds: {cfg.max_queue_delay_us}\n{policy}}}\n")
+        policy = (
+            f"  default_queue_policy {{\n    max_queue_size: {cfg.max_queue_size}\n"
+            f"    timeout_action: REJECT\n    default_timeout_microseconds: {cfg.timeout_ms * 1000}\n"
+            f"    allow_timeout_override: true\n  }}\n"
+        )
+    return (
+        f"dynamic_batching {{\n  preferred_batch_size: [ {pref} ]\n"
+        f"  max_queue_delay_microseconds: {cfg.max_queue_delay_us}\n{policy}}}\n"
+    )
 
 
 def _warmup(rows) -> str:
     """``model_warmup``: one batch-1 sample with zeros for every input (zeros are valid graph inputs)."""
-    inputs = "".join(f'    inputs {{\n      key: "{name}"\n      value: {{\n'
-                     f"        data_type: {_TYPES[np.dtype(dt).type]}\n        dims: {_dims(dims)}\n"
-                     f"        zero_data: true\n      }}\n    }}\n" for name, dt, dims, _ in rows)
+    inputs = "".join(
+        f'    inputs {{\n      key: "{name}"\n      value: {{\n'
+        f"        data_type: {_TYPES[np.dtype(dt).type]}\n        dims: {_dims(dims)}\n"
+        f"        zero_data: true\n      }}\n    }}\n"
+        for name, dt, dims, _ in rows
+    )
     return f'model_warmup [\n  {{\n    name: "zeros"\n    batch_size: 1\n{inputs}  }}\n]\n'
 
 
@@ -138,9 +150,11 @@ def _write_graph(art, graph: str, platform: str, out: Path, cfg: RepoConfig) -> 
     if platform == "tensorrt_plan":
         rec = _artifacts.find_engine(art, graph, cfg.precision)
         if rec is None or rec.trt_flavour != "tensorrt":
-            raise ArtifactError(f"{art.root}: no standard-TensorRT {cfg.precision} engine for {graph} "
-                                f"(TensorRT-RTX engines do not load in Triton's tensorrt backend); run "
-                                f"`restyle-rt build {art.root} --precision {cfg.precision} --flavour tensorrt`")
+            raise ArtifactError(
+                f"{art.root}: no standard-TensorRT {cfg.precision} engine for {graph} "
+                f"(TensorRT-RTX engines do not load in Triton's tensorrt backend); run "
+                f"`restyle-rt build {art.root} --precision {cfg.precision} --flavour tensorrt`"
+            )
         shutil.copyfile(art.root / rec.file, vdir / "model.plan")
         head, kind = 'platform: "tensorrt_plan"', cfg.kind or "KIND_GPU"
     else:
@@ -154,9 +168,14 @@ def _write_graph(art, graph: str, platform: str, out: Path, cfg: RepoConfig) -> 
             head = 'platform: "onnxruntime_onnx"'
         kind = cfg.kind or "KIND_CPU"
     ins, outs = _graph_rows(art.spec, graph)
-    text = (f'name: "{graph}"\n{head}\nmax_batch_size: {art.profile.max}\n' + _tensor_block("input", ins)
-            + _tensor_block("output", outs) + _batching(art.profile, cfg, queue=False) + _instances(cfg, kind)
-            + (_warmup(ins) if cfg.warmup else ""))
+    text = (
+        f'name: "{graph}"\n{head}\nmax_batch_size: {art.profile.max}\n'
+        + _tensor_block("input", ins)
+        + _tensor_block("output", outs)
+        + _batching(art.profile, cfg, queue=False)
+        + _instances(cfg, kind)
+        + (_warmup(ins) if cfg.warmup else "")
+    )
     fsio.write_text(out / graph / "config.pbtxt", text)
 
 
@@ -170,11 +189,18 @@ def _write_restyle(art, out: Path, cfg: RepoConfig) -> None:
     for name in (_artifacts.LATENT_AVG, _artifacts.AVG_FEEDBACK):
         shutil.copyfile(art.root / name, vdir / "artifacts" / name)
     ins, outs = protocol.io_table(art.spec)
-    params = "".join(f'parameters: {{\n  key: "{k}"\n  value: {{ string_value: "{v}" }}\n}}\n'
-                     for k, v in (("max_iters", cfg.max_iters), ("image_format", cfg.image_format)))
-    text = (f'name: "{protocol.MODEL_NAME}"\nbackend: "python"\nmax_batch_size: {art.profile.max}\n'
-            + _tensor_block("input", ins) + _tensor_block("output", outs)
-            + _batching(art.profile, cfg, queue=True) + _instances(cfg, "KIND_CPU") + params)
+    params = "".join(
+        f'parameters: {{\n  key: "{k}"\n  value: {{ string_value: "{v}" }}\n}}\n'
+        for k, v in (("max_iters", cfg.max_iters), ("image_format", cfg.image_format))
+    )
+    text = (
+        f'name: "{protocol.MODEL_NAME}"\nbackend: "python"\nmax_batch_size: {art.profile.max}\n'
+        + _tensor_block("input", ins)
+        + _tensor_block("output", outs)
+        + _batching(art.profile, cfg, queue=True)
+        + _instances(cfg, "KIND_CPU")
+        + params
+    )
     fsio.write_text(out / protocol.MODEL_NAME / "config.pbtxt", text)
 
 
@@ -200,8 +226,11 @@ def write_repository(artifacts_dir, out, cfg: RepoConfig | None = None, overwrit
     if out.exists() and not overwrite:
         raise InputError(f"{out} exists; pass --overwrite to replace it")
     # never the cwd, a parent, the artifacts, or a directory that is not a previous repository (before any work)
-    replaceable = dict(protect=[artifacts_dir], what="model repository",
-                       previous=lambda p: (p / protocol.MODEL_NAME / "config.pbtxt").is_file())
+    replaceable = dict(
+        protect=[artifacts_dir],
+        what="model repository",
+        previous=lambda p: (p / protocol.MODEL_NAME / "config.pbtxt").is_file(),
+    )
     _artifacts.check_replaceable(out, True, **replaceable)
     art = _artifacts.load(artifacts_dir)
     platform = _choose_platform(art, cfg)

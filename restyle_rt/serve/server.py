@@ -90,10 +90,17 @@ def model_config(cfg: ServeConfig, profile):
     """The PyTriton :class:`ModelConfig` of the ``restyle`` model."""
     from pytriton.model_config import DynamicBatcher, ModelConfig, QueuePolicy, TimeoutAction
 
-    policy = QueuePolicy(timeout_action=TimeoutAction.REJECT, default_timeout_microseconds=cfg.timeout_ms * 1000,
-                         allow_timeout_override=True, max_queue_size=cfg.max_queue_size)
-    batcher = DynamicBatcher(max_queue_delay_microseconds=cfg.max_queue_delay_us,
-                             preferred_batch_size=protocol.preferred_batch_sizes(profile), default_queue_policy=policy)
+    policy = QueuePolicy(
+        timeout_action=TimeoutAction.REJECT,
+        default_timeout_microseconds=cfg.timeout_ms * 1000,
+        allow_timeout_override=True,
+        max_queue_size=cfg.max_queue_size,
+    )
+    batcher = DynamicBatcher(
+        max_queue_delay_microseconds=cfg.max_queue_delay_us,
+        preferred_batch_size=protocol.preferred_batch_sizes(profile),
+        default_queue_policy=policy,
+    )
     return ModelConfig(max_batch_size=profile.max, batcher=batcher)
 
 
@@ -101,9 +108,16 @@ def triton_config(cfg: ServeConfig):
     """The PyTriton :class:`TritonConfig`: endpoints, drain bound, quiet logs."""
     from pytriton.triton import TritonConfig
 
-    return TritonConfig(http_address=cfg.host, http_port=cfg.port, grpc_address=cfg.host, grpc_port=cfg.grpc_port,
-                        metrics_address=cfg.host, metrics_port=cfg.metrics_port,
-                        exit_timeout_secs=cfg.drain_timeout_s, log_verbose=0)
+    return TritonConfig(
+        http_address=cfg.host,
+        http_port=cfg.port,
+        grpc_address=cfg.host,
+        grpc_port=cfg.grpc_port,
+        metrics_address=cfg.host,
+        metrics_port=cfg.metrics_port,
+        exit_timeout_secs=cfg.drain_timeout_s,
+        log_verbose=0,
+    )
 
 
 class Server:
@@ -141,20 +155,35 @@ class Server:
         t_loaded = time.perf_counter()
         inputs, outputs = protocol.io_table(self.inverter.spec)
         self.triton = Triton(config=triton_config(self.cfg))
-        self.triton.bind(model_name=protocol.MODEL_NAME,
-                         infer_func=[infer_function(inv, self.cfg.max_iters, self.cfg.image_format)
-                                     for inv in self.inverters],
-                         inputs=_tensors(inputs), outputs=_tensors(outputs),
-                         config=model_config(self.cfg, self.inverter.profile), strict=False)
+        self.triton.bind(
+            model_name=protocol.MODEL_NAME,
+            infer_func=[infer_function(inv, self.cfg.max_iters, self.cfg.image_format) for inv in self.inverters],
+            inputs=_tensors(inputs),
+            outputs=_tensors(outputs),
+            config=model_config(self.cfg, self.inverter.profile),
+            strict=False,
+        )
         self.triton.run()
-        log.info("serving %s (backend %s, batch profile %s) on http://%s:%d, grpc %s:%d, metrics :%d; "
-                 "ready in %.1f s (artifacts %.1f s, Triton %.1f s)", self.cfg.artifacts, self.inverter.backend.name,
-                 self.inverter.profile.to_list(), self.cfg.host, self.cfg.port, self.cfg.host, self.cfg.grpc_port,
-                 self.cfg.metrics_port, time.perf_counter() - t0, t_loaded - t0, time.perf_counter() - t_loaded)
+        log.info(
+            "serving %s (backend %s, batch profile %s) on http://%s:%d, grpc %s:%d, metrics :%d; "
+            "ready in %.1f s (artifacts %.1f s, Triton %.1f s)",
+            self.cfg.artifacts,
+            self.inverter.backend.name,
+            self.inverter.profile.to_list(),
+            self.cfg.host,
+            self.cfg.port,
+            self.cfg.host,
+            self.cfg.grpc_port,
+            self.cfg.metrics_port,
+            time.perf_counter() - t0,
+            t_loaded - t0,
+            time.perf_counter() - t_loaded,
+        )
         return self
 
     def wait(self) -> None:
         """Serve until SIGTERM or SIGINT, then drain (at most ``drain_timeout_s``) and stop."""
+
         def on_term(signum, _frame):
             log.info("signal %d: draining in-flight requests (at most %d s)", signum, self.cfg.drain_timeout_s)
             raise KeyboardInterrupt

@@ -59,14 +59,20 @@ def wipe(image_a: np.ndarray, image_b: np.ndarray, alpha: float) -> np.ndarray:
     row = int((size - 1) * alpha)
     out = np.zeros_like(image_a)
     if row > 0:
-        out[: row + 1] = image_b[size - 1 - row:]
+        out[: row + 1] = image_b[size - 1 - row :]
     if row < size - 1:
         out[row:] = image_a[: size - row]
     return out
 
 
-def render(inv, latents: np.ndarray, n_transition: int = 25, loop: bool = True,
-           inputs: Sequence[np.ndarray] | None = None, progress=None) -> list[np.ndarray]:
+def render(
+    inv,
+    latents: np.ndarray,
+    n_transition: int = 25,
+    loop: bool = True,
+    inputs: Sequence[np.ndarray] | None = None,
+    progress=None,
+) -> list[np.ndarray]:
     """Decode the interpolation into uint8 frames [h, w(, x2), 3] (with the input wipe beside when given), through
     the :class:`~restyle_rt.Inverter` ``inv`` (:meth:`~restyle_rt.Inverter.synthesize`)."""
     frames, pairs, alphas = interpolate(latents, n_transition, loop)
@@ -146,8 +152,10 @@ def _write_av(path: Path, frames: Iterable[np.ndarray], fps: float) -> None:
             stream.width, stream.height, stream.pix_fmt = w + w % 2, h + h % 2, pix_fmt
             for i, f in enumerate(itertools.chain([first], it)):
                 if f.shape[:2] != (h, w):
-                    raise InputError(f"frame {i} is {f.shape[1]}x{f.shape[0]}, the video {w}x{h}: every frame "
-                                     "must have the first one's size")
+                    raise InputError(
+                        f"frame {i} is {f.shape[1]}x{f.shape[0]}, the video {w}x{h}: every frame "
+                        "must have the first one's size"
+                    )
                 img = np.ascontiguousarray(np.pad(f, pad, mode="edge") if any(pad[0] + pad[1]) else f)
                 out.mux(stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
             out.mux(stream.encode(None))  # flush the encoder

@@ -20,11 +20,15 @@ def check_pair(first, second) -> None:
     fit each other (both directories and values named)."""
     a, b = first.spec, second.spec
     if a.n_styles != b.n_styles:
-        raise InputError(f"bootstrap pair mismatch: {first.root} has {a.n_styles} styles, "
-                         f"{second.root} has {b.n_styles}; both generators must share W+ [S, 512]")
+        raise InputError(
+            f"bootstrap pair mismatch: {first.root} has {a.n_styles} styles, "
+            f"{second.root} has {b.n_styles}; both generators must share W+ [S, 512]"
+        )
     if tuple(a.input_hw) != tuple(b.input_hw):
-        raise InputError(f"bootstrap pair mismatch: encoder input {tuple(a.input_hw)} ({first.root}) vs "
-                         f"{tuple(b.input_hw)} ({second.root}); both encoders must take the same size")
+        raise InputError(
+            f"bootstrap pair mismatch: encoder input {tuple(a.input_hw)} ({first.root}) vs "
+            f"{tuple(b.input_hw)} ({second.root}); both encoders must take the same size"
+        )
 
 
 def bootstrap(first, second, images, n_iters: int = 1) -> LoopResult:
@@ -52,8 +56,13 @@ def bootstrap(first, second, images, n_iters: int = 1) -> LoopResult:
     chunks = run_in_chunks(_common_profile(first, second), x, lambda xb: list(_chunk_steps(first, second, xb, n_iters)))
     lat = [np.concatenate([c[t][0] for c in chunks]) for t in range(n_iters + 1)]
     img = [np.concatenate([c[t][1] for c in chunks]) for t in range(n_iters + 1)]
-    return LoopResult(latents=lat[-1], images=img[-1], steps_used=np.full(x.shape[0], n_iters + 1, np.int64),
-                      step_latents=lat, step_images=img)
+    return LoopResult(
+        latents=lat[-1],
+        images=img[-1],
+        steps_used=np.full(x.shape[0], n_iters + 1, np.int64),
+        step_latents=lat,
+        step_images=img,
+    )
 
 
 def _chunk_steps(first, second, x: np.ndarray, n_iters: int):
@@ -78,6 +87,8 @@ def _common_profile(first, second):
     p1, p2 = first.profile, second.profile
     lo, hi = max(p1.min, p2.min), min(p1.max, p2.max)
     if lo > hi:
-        raise InputError(f"bootstrap pair: batch profiles [{p1.min}, {p1.max}] and [{p2.min}, {p2.max}] do not "
-                         "overlap; re-export one of them with a compatible --max-batch")
+        raise InputError(
+            f"bootstrap pair: batch profiles [{p1.min}, {p1.max}] and [{p2.min}, {p2.max}] do not "
+            "overlap; re-export one of them with a compatible --max-batch"
+        )
     return BatchProfile(lo, min(max(p1.opt, lo), hi), hi)

@@ -58,8 +58,7 @@ def _bf16_to_f32(raw: bytes) -> np.ndarray:
 
 def _is_ints(v, n: int = -1) -> bool:
     """``v`` is a tuple/list of non-negative ints (of length ``n`` unless -1)."""
-    return (isinstance(v, (tuple, list)) and (n < 0 or len(v) == n)
-            and all(type(x) is int and x >= 0 for x in v))
+    return isinstance(v, (tuple, list)) and (n < 0 or len(v) == n) and all(type(x) is int and x >= 0 for x in v)
 
 
 def _rebuild_tensor(storage, offset, size, stride, *_ignored):
@@ -74,12 +73,11 @@ def _rebuild_tensor(storage, offset, size, stride, *_ignored):
     if not size:
         if offset >= storage.size:
             raise InputError(f"scalar tensor at offset {offset} overruns its {storage.size}-element storage")
-        return storage[offset:offset + 1].reshape(()).copy()
+        return storage[offset : offset + 1].reshape(()).copy()
     need = offset + 1 + sum((n - 1) * s for n, s in zip(size, stride))
     if need > storage.size:
         raise InputError(f"tensor of shape {list(size)} overruns its {storage.size}-element storage")
-    view = np.lib.stride_tricks.as_strided(storage[offset:], shape=tuple(size),
-                                           strides=tuple(s * item for s in stride))
+    view = np.lib.stride_tricks.as_strided(storage[offset:], shape=tuple(size), strides=tuple(s * item for s in stride))
     return np.array(view)
 
 
@@ -114,8 +112,9 @@ class _TensorUnpickler(pickle.Unpickler):
         itemsize = 2 if dtype == _BF16 else np.dtype(dtype).itemsize
         info = self._archive.getinfo(f"{self._prefix}data/{key}")  # KeyError: a missing storage
         if info.file_size != numel * itemsize:  # checked before reading: no decompression bomb
-            raise InputError(f"storage {key} holds {info.file_size} bytes, the pickle says {numel} elements "
-                             f"of {itemsize} bytes")
+            raise InputError(
+                f"storage {key} holds {info.file_size} bytes, the pickle says {numel} elements of {itemsize} bytes"
+            )
         raw = self._archive.read(info)
         if dtype == _BF16:
             return _bf16_to_f32(raw)
@@ -124,8 +123,10 @@ class _TensorUnpickler(pickle.Unpickler):
 
 def _read_pt(path: Path) -> np.ndarray:
     if not zipfile.is_zipfile(path):
-        raise InputError(f"{path} is not a PyTorch zip-format file (legacy torch.save format or not a .pt); "
-                         "convert it where torch is present: np.save('d.npy', torch.load('d.pt').cpu().numpy())")
+        raise InputError(
+            f"{path} is not a PyTorch zip-format file (legacy torch.save format or not a .pt); "
+            "convert it where torch is present: np.save('d.npy', torch.load('d.pt').cpu().numpy())"
+        )
     try:
         with zipfile.ZipFile(path) as z:
             pkl = [n for n in z.namelist() if n.endswith("data.pkl") and n.count("/") == 1]
@@ -161,7 +162,7 @@ def _read_safetensors(path: Path) -> np.ndarray:
     if n > min(_MAX_HEADER_BYTES, len(data) - 8):
         raise InputError(f"{path}: safetensors header of {n} bytes does not fit the {len(data)}-byte file")
     try:
-        header = json.loads(data[8:8 + n].decode("utf-8"))
+        header = json.loads(data[8 : 8 + n].decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise InputError(f"{path}: safetensors header is not JSON ({e})") from None
     if not isinstance(header, dict):
@@ -169,7 +170,7 @@ def _read_safetensors(path: Path) -> np.ndarray:
     tensors = {k: v for k, v in header.items() if k != "__metadata__"}
     if len(tensors) != 1:
         raise InputError(f"{path} holds {len(tensors)} tensors ({', '.join(sorted(tensors)[:5])}), expected one")
-    (name, info), = tensors.items()
+    ((name, info),) = tensors.items()
     if not isinstance(info, dict):
         raise InputError(f"{path}: tensor {name!r} has no dtype/shape/data_offsets entry")
     dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
@@ -180,11 +181,13 @@ def _read_safetensors(path: Path) -> np.ndarray:
     if math.prod(shape) > MAX_ELEMENTS:
         raise InputError(f"{path}: tensor of shape {list(shape)} is far larger than a direction")
     np_dtype, itemsize = _SAFETENSORS[dtype]
-    body = memoryview(data)[8 + n:]
+    body = memoryview(data)[8 + n :]
     lo, hi = offsets
     if hi > len(body) or hi - lo != math.prod(shape) * itemsize:
-        raise InputError(f"{path}: tensor {name!r} ({dtype} {list(shape)}) does not match its data_offsets "
-                         f"{offsets} in a {len(body)}-byte buffer")
+        raise InputError(
+            f"{path}: tensor {name!r} ({dtype} {list(shape)}) does not match its data_offsets "
+            f"{offsets} in a {len(body)}-byte buffer"
+        )
     raw = bytes(body[lo:hi])
     arr = _bf16_to_f32(raw) if np_dtype == _BF16 else np.frombuffer(raw, dtype=np_dtype)
     return arr.reshape(shape)
@@ -243,9 +246,12 @@ def fit_direction(direction: np.ndarray, n_styles: int, name: str = "direction")
     if d.ndim == 1:
         d = d[None]
     if d.ndim != 2 or d.shape[1] != 512:
-        raise InputError(f"{name} has shape {list(shape)}; a StyleGAN2 W+ direction is [512], [1, 512] or "
-                         f"[1, {n_styles}, 512]")
+        raise InputError(
+            f"{name} has shape {list(shape)}; a StyleGAN2 W+ direction is [512], [1, 512] or [1, {n_styles}, 512]"
+        )
     if d.shape[0] not in (1, n_styles):
-        raise InputError(f"{name} has {d.shape[0]} style rows ({list(shape)}) but the model has {n_styles} styles "
-                         f"(a direction for a {d.shape[0]}-style generator does not fit this one)")
+        raise InputError(
+            f"{name} has {d.shape[0]} style rows ({list(shape)}) but the model has {n_styles} styles "
+            f"(a direction for a {d.shape[0]}-style generator does not fit this one)"
+        )
     return np.ascontiguousarray(np.broadcast_to(d, (n_styles, 512)))  # [S, 512]

@@ -55,8 +55,9 @@ def edit_latents(latents: np.ndarray, direction: np.ndarray, factors: Sequence[f
     return lat[:, None] + f * d[None, None]  # [N, F, S, 512]
 
 
-def render_edits(inv, latents: np.ndarray, direction: np.ndarray, factors: Sequence[float],
-                 progress=None) -> np.ndarray:
+def render_edits(
+    inv, latents: np.ndarray, direction: np.ndarray, factors: Sequence[float], progress=None
+) -> np.ndarray:
     """Images [N, F, 3, h, w] of every edit, decoded by the :class:`~restyle_rt.Inverter` ``inv``
     (:meth:`~restyle_rt.Inverter.synthesize`: profile-sized batches)."""
     edited = edit_latents(latents, direction, factors)  # [N, F, S, 512]

@@ -42,13 +42,15 @@ log = logging.getLogger("restyle_rt")
 METRICS = ("latent_rms", "psnr_db", "ssim", "ms_ssim")
 NOT_COMPUTED = {
     "lpips": "not computed: LPIPS needs pretrained AlexNet/VGG weights (the official calc_losses_on_images.py), which "
-             "restyle-rt does not ship or download",
+    "restyle-rt does not ship or download",
     "id_similarity": "not computed: the identity loss needs a pretrained CurricularFace IR-101 (official "
-                     "calc_id_loss_parallel.py), which restyle-rt does not ship or download",
+    "calc_id_loss_parallel.py), which restyle-rt does not ship or download",
 }
 STEP_0 = "step 0 is the loop's start: latent_avg and G(latent_avg), before any encoder step (no move)"
-COMPARISON = ("inversion: tensor2im uint8 of the generator output at its own size; input: decoded (EXIF applied) "
-              "and resized to that size with Pillow BILINEAR (the runtime's resize)")
+COMPARISON = (
+    "inversion: tensor2im uint8 of the generator output at its own size; input: decoded (EXIF applied) "
+    "and resized to that size with Pillow BILINEAR (the runtime's resize)"
+)
 MEAN_ROW = "(mean)"  # the image column of the mean rows in eval.csv
 
 ImageSource = str | os.PathLike | np.ndarray
@@ -118,8 +120,10 @@ class EvalResult:
             "ms_ssim_scales": self.ms_ssim_scales,
             "metrics": list(self.per_image()),
             "mean": {m: _json_list(v) for m, v in self.mean().items()},
-            "images": [{"name": n, **{m: _json_list(a[i]) for m, a in self.per_image().items()}}
-                       for i, n in enumerate(self.names)],
+            "images": [
+                {"name": n, **{m: _json_list(a[i]) for m, a in self.per_image().items()}}
+                for i, n in enumerate(self.names)
+            ],
             "not_computed": dict(NOT_COMPUTED),
             **self.extra,
         }
@@ -162,11 +166,15 @@ def check_true_latents(true_latents, n_images: int, n_styles: int, what: str = "
     """
     a = np.asarray(true_latents)
     if a.ndim != 3 or a.shape[1:] != (n_styles, 512) or a.dtype.kind != "f":
-        raise InputError(f"{what}: expected a float array [N, {n_styles}, 512] (one W+ code per image, this "
-                         f"model's {n_styles} styles), got {a.dtype} {list(a.shape)}")
+        raise InputError(
+            f"{what}: expected a float array [N, {n_styles}, 512] (one W+ code per image, this "
+            f"model's {n_styles} styles), got {a.dtype} {list(a.shape)}"
+        )
     if a.shape[0] != n_images:
-        raise InputError(f"{what}: {a.shape[0]} latents for {n_images} image(s); give one per image, in the order "
-                         "the images are listed (each directory's files sorted by path)")
+        raise InputError(
+            f"{what}: {a.shape[0]} latents for {n_images} image(s); give one per image, in the order "
+            "the images are listed (each directory's files sorted by path)"
+        )
     if not np.isfinite(a).all():
         raise InputError(f"{what}: non-finite values (NaN/Inf)")
     return a.astype(np.float64)
@@ -195,9 +203,16 @@ def _decode(src: ImageSource, i: int) -> np.ndarray:
     return io.read_image(src)
 
 
-def evaluate(inverter, images: Sequence[ImageSource], n_iters: int = 5, true_latents=None, *,
-             names: Sequence[str] | None = None, batch: int | None = None,
-             progress: Callable[[int], None] | None = None) -> EvalResult:
+def evaluate(
+    inverter,
+    images: Sequence[ImageSource],
+    n_iters: int = 5,
+    true_latents=None,
+    *,
+    names: Sequence[str] | None = None,
+    batch: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> EvalResult:
     """Run ``n_iters`` ReStyle steps on every image and measure each step against the input.
 
     Args:
@@ -226,8 +241,9 @@ def evaluate(inverter, images: Sequence[ImageSource], n_iters: int = 5, true_lat
     if batch < 1:
         raise InputError(f"batch must be >= 1, got {batch}")
     if names is None:
-        names = [Path(os.fsdecode(s)).stem if not isinstance(s, np.ndarray) else f"{i:03d}"
-                 for i, s in enumerate(images)]
+        names = [
+            Path(os.fsdecode(s)).stem if not isinstance(s, np.ndarray) else f"{i:03d}" for i, s in enumerate(images)
+        ]
     if len(names) != n:
         raise InputError(f"{len(names)} names for {n} images")
     spec = inverter.spec
@@ -271,9 +287,17 @@ def evaluate(inverter, images: Sequence[ImageSource], n_iters: int = 5, true_lat
                 lat_err[i] = [np.sqrt(np.mean((np.asarray(w, np.float64) - truth[i]) ** 2)) for w in steps]
         if progress is not None:
             progress(stop - start)
-    return EvalResult(names=[str(s) for s in names], n_iters=int(n_iters), psnr_db=psnr, ssim=ssim,
-                      ms_ssim=msssim, latent_rms=lat_err, compare_hw=hw, ms_ssim_scales=scales,
-                      backend=inverter.backend.name)
+    return EvalResult(
+        names=[str(s) for s in names],
+        n_iters=int(n_iters),
+        psnr_db=psnr,
+        ssim=ssim,
+        ms_ssim=msssim,
+        latent_rms=lat_err,
+        compare_hw=hw,
+        ms_ssim_scales=scales,
+        backend=inverter.backend.name,
+    )
 
 
 def check_plot_available() -> None:
@@ -302,8 +326,12 @@ def plot(result: EvalResult, path: os.PathLike) -> Path:
     from .. import fsio
 
     per, means = result.per_image(), result.mean()
-    labels = {"latent_rms": "latent RMS error to the truth", "psnr_db": "PSNR (dB)", "ssim": "SSIM",
-              "ms_ssim": f"MS-SSIM ({result.ms_ssim_scales} scale{'s' if result.ms_ssim_scales > 1 else ''})"}
+    labels = {
+        "latent_rms": "latent RMS error to the truth",
+        "psnr_db": "PSNR (dB)",
+        "ssim": "SSIM",
+        "ms_ssim": f"MS-SSIM ({result.ms_ssim_scales} scale{'s' if result.ms_ssim_scales > 1 else ''})",
+    }
     fig = Figure(figsize=(4.2 * len(per), 3.6), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(per), squeeze=False)[0]
@@ -311,8 +339,14 @@ def plot(result: EvalResult, path: os.PathLike) -> Path:
     for ax, (m, a) in zip(axes, per.items()):
         for row in a:
             ax.plot(steps, np.where(np.isfinite(row), row, np.nan), color="0.75", lw=0.8)
-        ax.plot(steps, np.where(np.isfinite(means[m]), means[m], np.nan), "o-", color="C0", lw=2,
-                label=f"mean of {len(result.names)}")
+        ax.plot(
+            steps,
+            np.where(np.isfinite(means[m]), means[m], np.nan),
+            "o-",
+            color="C0",
+            lw=2,
+            label=f"mean of {len(result.names)}",
+        )
         if m == "latent_rms" and np.all(a[np.isfinite(a)] > 0):
             ax.set_yscale("log")
         ax.set_xlabel("step (0 = latent_avg, no move)")

@@ -43,7 +43,7 @@ from ..runtime.loop import check_iters, host_loop, pad_to
 
 log = logging.getLogger("restyle_rt")
 
-DEFAULT_ITERS = 5       # the first frame's steps (the official default)
+DEFAULT_ITERS = 5  # the first frame's steps (the official default)
 DEFAULT_ITERS_NEXT = 2  # later frames' steps, warm-started (benchmarks/video.md)
 DEFAULT_ALIGN_SMOOTH = 0.5  # weight of a frame's own landmarks in the moving average (1: no smoothing)
 
@@ -80,8 +80,14 @@ class WarmStart:
         early_exit: per-frame early-exit threshold (see :mod:`restyle_rt.runtime.loop`).
     """
 
-    def __init__(self, backend, profile, n_first: int = DEFAULT_ITERS, n_next: int | None = DEFAULT_ITERS_NEXT,
-                 early_exit: float | None = None):
+    def __init__(
+        self,
+        backend,
+        profile,
+        n_first: int = DEFAULT_ITERS,
+        n_next: int | None = DEFAULT_ITERS_NEXT,
+        early_exit: float | None = None,
+    ):
         check_iters(n_first, early_exit)
         if n_next is not None:
             check_iters(n_next, None)
@@ -99,8 +105,14 @@ class WarmStart:
         cold = self.state is None or self.n_next is None
         xb = pad_to(x, self.profile.min)
         n = self.n_first if cold else self.n_next
-        res = host_loop(self.backend, xb, n, return_steps=return_steps, early_exit=self.early_exit,
-                        start=None if cold else self.state)
+        res = host_loop(
+            self.backend,
+            xb,
+            n,
+            return_steps=return_steps,
+            early_exit=self.early_exit,
+            start=None if cold else self.state,
+        )
         self.state = (res.latents[:1], res.feedback[:1])  # fresh arrays each call; host_loop copies its start
         return res, cold
 
@@ -164,8 +176,7 @@ class SmoothedAligner:
         smooth: weight of the current frame's landmarks, in (0, 1].
     """
 
-    def __init__(self, landmarks: Callable | None = None, output_size: int = 256,
-                 smooth: float = DEFAULT_ALIGN_SMOOTH):
+    def __init__(self, landmarks: Callable | None = None, output_size: int = 256, smooth: float = DEFAULT_ALIGN_SMOOTH):
         if not (isinstance(smooth, (int, float)) and 0 < smooth <= 1):
             raise InputError(f"the landmark smoothing weight must be in (0, 1], got {smooth!r}")
         if landmarks is None:
@@ -227,8 +238,9 @@ class VideoReport:
     fps: float = 0.0
 
 
-def invert_frames(inv, frames: Iterable[np.ndarray], settings: VideoSettings,
-                  report: VideoReport | None = None) -> Iterator[FrameResult]:
+def invert_frames(
+    inv, frames: Iterable[np.ndarray], settings: VideoSettings, report: VideoReport | None = None
+) -> Iterator[FrameResult]:
     """Invert a stream of [h, w, 3] uint8 RGB frames with the :class:`~restyle_rt.Inverter` ``inv``; yields one
     :class:`FrameResult` per frame written (frames without a face under ``settings.aligner``, or whose inversion is
     not finite, are skipped and listed in ``report.skipped`` with ``report.reasons``).
@@ -276,9 +288,16 @@ def _render(inv, ready, edit, side_by_side: bool, smoothed: bool) -> Iterator[Fr
         yield FrameResult(index=i, latent=w, frame=main, steps=steps, cold=cold)
 
 
-def invert_video(inv, source: os.PathLike, out: os.PathLike, settings: VideoSettings,
-                 latents: os.PathLike | None = None, fps: float | None = None,
-                 progress: bool = True, on_frame: Callable[[FrameResult], None] | None = None) -> VideoReport:
+def invert_video(
+    inv,
+    source: os.PathLike,
+    out: os.PathLike,
+    settings: VideoSettings,
+    latents: os.PathLike | None = None,
+    fps: float | None = None,
+    progress: bool = True,
+    on_frame: Callable[[FrameResult], None] | None = None,
+) -> VideoReport:
     """Invert (and edit) the clip ``source`` into the video ``out`` (.mp4 H.264 or .avi MJPEG) and, when asked,
     its latents (``latents`` .npy [N, S, 512] float32, one row per written frame, and a .json beside it with the
     input frame indices, steps per frame, skipped frames and settings).
@@ -312,8 +331,9 @@ def invert_video(inv, source: os.PathLike, out: os.PathLike, settings: VideoSett
         if latents is not None:
             rows = NpyRows(stack.enter_context(fsio.atomic_path(latents, durable=True)), (inv.spec.n_styles, 512))
             stack.callback(rows.abort)
-        bar = stack.enter_context(_progress.bar(src, total=src.declared or None, unit="frame", desc="video",
-                                                show=progress))
+        bar = stack.enter_context(
+            _progress.bar(src, total=src.declared or None, unit="frame", desc="video", show=progress)
+        )
 
         def frames() -> Iterator[np.ndarray]:
             for r in invert_frames(inv, bar, settings, report):
@@ -326,8 +346,11 @@ def invert_video(inv, source: os.PathLike, out: os.PathLike, settings: VideoSett
                     on_frame(r)
                 yield r.frame
             if not report.indices:
-                why = f": {', '.join(sorted(set(report.reasons.values())))} in all {report.frames_in} frames" \
-                    if report.skipped else ""
+                why = (
+                    f": {', '.join(sorted(set(report.reasons.values())))} in all {report.frames_in} frames"
+                    if report.skipped
+                    else ""
+                )
                 raise InputError(f"{src.path}: no frame to write{why}")
 
         write_video(out, frames(), report.fps)
@@ -343,9 +366,18 @@ def invert_video(inv, source: os.PathLike, out: os.PathLike, settings: VideoSett
 def _index(source: Path, report: VideoReport, s: VideoSettings) -> dict:
     """The latents' sidecar: which input frame each row is, its steps, the skipped frames and the settings."""
     return {
-        "source": str(source), "fps": report.fps, "frames": report.indices, "steps_used": report.steps,
+        "source": str(source),
+        "fps": report.fps,
+        "frames": report.indices,
+        "steps_used": report.steps,
         "skipped": report.skipped,
-        "settings": {"iters": s.iters, "iters_next": None if s.cold else s.iters_next, "cold": s.cold,
-                     "early_exit": s.early_exit, "smooth": s.smooth, "edited": s.edit is not None,
-                     "aligned": s.aligner is not None},
+        "settings": {
+            "iters": s.iters,
+            "iters_next": None if s.cold else s.iters_next,
+            "cold": s.cold,
+            "early_exit": s.early_exit,
+            "smooth": s.smooth,
+            "edited": s.edit is not None,
+            "aligned": s.aligner is not None,
+        },
     }

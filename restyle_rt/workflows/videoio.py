@@ -74,24 +74,33 @@ class VideoSource:
             except StopIteration:
                 break
             except (av.FFmpegError, ValueError) as e:
-                raise InputError(f"{self.path}: frame {self.decoded}: cannot decode ({_reason(e)}); the file is "
-                                 "truncated or damaged") from None
+                raise InputError(
+                    f"{self.path}: frame {self.decoded}: cannot decode ({_reason(e)}); the file is truncated or damaged"
+                ) from None
             hw = (frame.height, frame.width)
             if first is None:
                 first = hw
             elif hw != first:
-                raise InputError(f"{self.path}: frame {self.decoded} is {hw[1]}x{hw[0]}, the clip started at "
-                                 f"{first[1]}x{first[0]}; a size change mid-stream is not supported (split the "
-                                 "clip, or scale it to one size first, e.g. ffmpeg -vf scale=W:H)")
+                raise InputError(
+                    f"{self.path}: frame {self.decoded} is {hw[1]}x{hw[0]}, the clip started at "
+                    f"{first[1]}x{first[0]}; a size change mid-stream is not supported (split the "
+                    "clip, or scale it to one size first, e.g. ffmpeg -vf scale=W:H)"
+                )
             if self.decoded == 0 and getattr(frame, "rotation", 0):
-                log.warning("%s: the clip asks to be shown rotated by %s degrees; frames are used as stored (rotate "
-                            "it first, e.g. ffmpeg -i IN -c:a copy OUT re-encodes upright)", self.path, frame.rotation)
+                log.warning(
+                    "%s: the clip asks to be shown rotated by %s degrees; frames are used as stored (rotate "
+                    "it first, e.g. ffmpeg -i IN -c:a copy OUT re-encodes upright)",
+                    self.path,
+                    frame.rotation,
+                )
             img = frame.to_ndarray(format="rgb24")  # [h, w, 3] uint8
             self.decoded += 1
             yield img
         if self.declared and self.decoded < self.declared:
-            raise InputError(f"{self.path}: decoded {self.decoded} of the {self.declared} frames the container "
-                             "declares; the file is truncated or damaged")
+            raise InputError(
+                f"{self.path}: decoded {self.decoded} of the {self.declared} frames the container "
+                "declares; the file is truncated or damaged"
+            )
         if self.decoded == 0:
             raise InputError(f"{self.path}: no frame could be decoded")
 
@@ -154,4 +163,3 @@ class NpyRows:
     def abort(self) -> None:
         if not self._f.closed:
             self._f.close()
-

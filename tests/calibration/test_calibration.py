@@ -1,4 +1,5 @@
 """Loop-aware INT8 calibration end to end on the toy model: data, Q/DQ graphs, manifest, runtime, CLI."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -130,8 +131,13 @@ def test_keep_rule():
     assert S.choose_kept(sens, share=0.9, max_keep_frac=0.1) == ["c0", "c1"]  # capped at 10 % of 20
     assert S.choose_kept({"a": 1.0}, 0.5, 0.1) == []  # < 10 layers: none kept
     rows = lambda lat, db: [{"step": 1, "latent_rel_l2": lat, "image_psnr_db": db}]  # noqa: E731
-    sw = S.Sweep(sens, [{"kept": k, "worst_latent_rel_l2": v, "rows": rows(v, 40.0)}
-                        for k, v in enumerate([0.2, 0.1, 0.045, 0.03, 0.01])])
+    sw = S.Sweep(
+        sens,
+        [
+            {"kept": k, "worst_latent_rel_l2": v, "rows": rows(v, 40.0)}
+            for k, v in enumerate([0.2, 0.1, 0.045, 0.03, 0.01])
+        ],
+    )
     bar = {"latent_rel_l2": 0.05, "image_psnr_db": 28.0}
     assert S.kept_by_rule(sw, "bar", 0.5, 0.1, bar) == ["c0", "c1", "c2"]  # first point with 0.03 <= 0.8 * 0.05
     sw.curve = sw.curve[:3]  # no point within the cap meets 0.8x the bar: the smallest error
@@ -151,12 +157,32 @@ def test_cli_calibrate_and_invert_int8(make_toy, rgb_images, tmp_path, capsys):
 
     d, _ = make_toy("cli")
     paths = rgb_images(6, folder="cal")
-    assert main(["calibrate", str(d), "--images", str(paths[0].parent), "--held-out", "2", "--steps", "2",
-                 "--encoder-only"]) == 0
+    assert (
+        main(
+            ["calibrate", str(d), "--images", str(paths[0].parent), "--held-out", "2", "--steps", "2", "--encoder-only"]
+        )
+        == 0
+    )
     assert "per step latent rel-L2" in capsys.readouterr().out
     assert A.load(d).manifest.int8.data["source"].startswith("images:")
-    assert main(["invert", str(d), str(paths[0]), "--out", str(tmp_path / "o"), "--backend", "ort",
-                 "--precision", "int8", "--iters", "2"]) == 0
+    assert (
+        main(
+            [
+                "invert",
+                str(d),
+                str(paths[0]),
+                "--out",
+                str(tmp_path / "o"),
+                "--backend",
+                "ort",
+                "--precision",
+                "int8",
+                "--iters",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert main(["calibrate", str(d), "--generated", "0"]) == 2  # typed error -> one line, exit 2
 
 
@@ -188,8 +214,7 @@ def test_switch_graph_emulates_the_real_qdq_graphs(make_toy, tmp_path):
     np.testing.assert_array_equal(out(E.MaskedSession(emu, sw.mask([]))), ref)  # nothing quantized: exact FP32
     configs = [[n] for n in nodes] + [nodes]
     for k, include in enumerate(configs):
-        real = out(session(qdq.write_qdq(enc, tmp_path / f"real{k}.onnx", ranges, "entropy", "cpu",
-                                         include=include)))
+        real = out(session(qdq.write_qdq(enc, tmp_path / f"real{k}.onnx", ranges, "entropy", "cpu", include=include)))
         got = out(E.MaskedSession(emu, sw.mask(include)))
         err = np.linalg.norm(real - ref)
         assert err > 0, include  # the configuration really quantizes something
@@ -203,9 +228,12 @@ def test_fast_entropy_threshold_equals_onnxruntimes():
 
     rng = np.random.default_rng(0)
     ort_col = HistogramCollector("entropy", True, 512, 128, None, None)
-    for data in (rng.standard_normal(20000), np.maximum(rng.standard_normal(20000), 0),  # ReLU: half the bins 0
-                 np.concatenate([rng.standard_normal(20000), 30 * rng.standard_normal(20)]),  # outliers
-                 rng.laplace(size=300)):  # sparse histogram
+    for data in (
+        rng.standard_normal(20000),
+        np.maximum(rng.standard_normal(20000), 0),  # ReLU: half the bins 0
+        np.concatenate([rng.standard_normal(20000), 30 * rng.standard_normal(20)]),  # outliers
+        rng.laplace(size=300),
+    ):  # sparse histogram
         data = data.astype(np.float32)
         r = float(np.abs(data).max())
         h, e = np.histogram(data, 512, range=(-r, r))
@@ -224,19 +252,29 @@ def test_switch_graph_emulates_fused_integer_convolutions(tmp_path):
 
     rng = np.random.default_rng(0)
     w1, w2 = rng.standard_normal((8, 3, 3, 3)) * 0.3, rng.standard_normal((8, 8, 3, 3)) * 0.2
-    inits = [numpy_helper.from_array(a.astype(np.float32), n) for a, n in
-             ((w1, "w1"), (rng.standard_normal(8) * 0.1, "b1"), (w2, "w2"), (rng.standard_normal(8) * 0.1, "b2"))]
-    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["h"], "conv1", pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["h"], ["r"], "relu"),
-             helper.make_node("Conv", ["r", "w2", "b2"], ["y"], "conv2", pads=[1, 1, 1, 1])]
-    graph = helper.make_graph(nodes, "convs", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])], inits)
+    inits = [
+        numpy_helper.from_array(a.astype(np.float32), n)
+        for a, n in ((w1, "w1"), (rng.standard_normal(8) * 0.1, "b1"), (w2, "w2"), (rng.standard_normal(8) * 0.1, "b2"))
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["h"], "conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["h"], ["r"], "relu"),
+        helper.make_node("Conv", ["r", "w2", "b2"], ["y"], "conv2", pads=[1, 1, 1, 1]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "convs",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])],
+        inits,
+    )
     f32 = tmp_path / "convs.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(f32))
     feeds = [{"x": rng.standard_normal((4, 3, 16, 16)).astype(np.float32)}]
     ranges = qdq.save_ranges(qdq.compute_ranges(f32, FeedReader(feeds, batch=1), "entropy"), tmp_path / "r.json")
-    sw = E.switch_model(f32, qdq.write_qdq(f32, tmp_path / "all.onnx", ranges, "entropy", "cpu"),
-                        tmp_path / "sw.onnx", qdq.OP_TYPES)
+    sw = E.switch_model(
+        f32, qdq.write_qdq(f32, tmp_path / "all.onnx", ranges, "entropy", "cpu"), tmp_path / "sw.onnx", qdq.OP_TYPES
+    )
     emu, x = session(sw.path), {"x": feeds[0]["x"][:1]}
     ref = session(f32).run(["y"], x)[0]
     for k, include in enumerate((["conv1"], ["conv2"], ["conv1", "conv2"])):

@@ -7,6 +7,7 @@ the shared one. Images: the checkpoint's own generator through its mapping netwo
 Bounds: ``parity.TOLERANCES["ort-int8-loop-church256-arch"]``, measured on this model (a proxy: random weights do not
 contract through the loop like trained ones).
 """
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,14 @@ def _church256() -> tuple:
     if not ckpt.exists():
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         tmp = ckpt.with_suffix(".tmp")
-        make_checkpoint(tmp, mc["encoder_type"], mc["dataset_type"], mc["output_size"], seed=mc["seed"],
-                        latent_avg_shape=mc["latent_avg_shape"])
+        make_checkpoint(
+            tmp,
+            mc["encoder_type"],
+            mc["dataset_type"],
+            mc["output_size"],
+            seed=mc["seed"],
+            latent_avg_shape=mc["latent_avg_shape"],
+        )
         os.replace(tmp, ckpt)
     art = CACHE / f"golden-{NAME}-{_source_hash()}-artifacts"
     if not (art / "manifest.json").exists():
@@ -60,22 +67,34 @@ def calibrated(tmp_path_factory):
     for f in shared.iterdir():  # a real copy: onnx refuses external data behind a symbolic or a hard link
         if f.is_file():
             shutil.copy(f, d / f.name)
-    cfg = CalibrationConfig(generated=2, checkpoint=str(ckpt), held_out=2, steps=STEPS, method="entropy",
-                            graphs=("encoder",), sensitivity_images=1, keep_rule="bar", progress=False,
-                            batch=2)
+    cfg = CalibrationConfig(
+        generated=2,
+        checkpoint=str(ckpt),
+        held_out=2,
+        steps=STEPS,
+        method="entropy",
+        graphs=("encoder",),
+        sensitivity_images=1,
+        keep_rule="bar",
+        progress=False,
+        batch=2,
+    )
     return d, calibrate(d, cfg), ckpt
 
 
 def test_sweep_measures_every_layer_and_keeps_the_most_sensitive(calibrated):
     d, rec, _ = calibrated
     sens = rec["sensitivity"]["encoder"]
-    layers = [n for n in onnx.load(str(A.load(d).graph_path("encoder")), load_external_data=False).graph.node
-              if n.op_type in rec["op_types"]]
+    layers = [
+        n
+        for n in onnx.load(str(A.load(d).graph_path("encoder")), load_external_data=False).graph.node
+        if n.op_type in rec["op_types"]
+    ]
     assert sens["layers"] == len(layers) == 40  # ResNet34 body + the 14 style heads (grouped), all Conv
     table = [line.split("\t") for line in (d / "int8" / "encoder.sensitivity.tsv").read_text().splitlines()[1:]]
     assert len(table) == len(layers) and all(float(v) > 0 for _, v, _ in table)  # each layer alone moves the loop
     kept = rec["kept_layers"]["encoder"]
-    assert [n for n, _, k in table if k == "1"] == kept == [n for n, _, _ in table[:len(kept)]]
+    assert [n for n, _, k in table if k == "1"] == kept == [n for n, _, _ in table[: len(kept)]]
     curve = rec["keep_curve"]["encoder"]
     assert [p["kept"] for p in curve] == list(range(len(layers) // 10 + 1))
     # keeping the most sensitive tenth in FP32 lowers the loop error (measured, not assumed)

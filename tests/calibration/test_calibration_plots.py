@@ -14,22 +14,35 @@ pytestmark = pytest.mark.unit
 
 
 def _rows(scale: float, psnr0: float):
-    return [{"step": t, "latent_rel_l2": scale * t, "image_rel_l2": scale, "image_psnr_db": psnr0 - 3 * t}
-            for t in range(1, 6)]
+    return [
+        {"step": t, "latent_rel_l2": scale * t, "image_rel_l2": scale, "image_psnr_db": psnr0 - 3 * t}
+        for t in range(1, 6)
+    ]
 
 
 def _record() -> Int8Record:
-    curve = [{"kept": k, "worst_latent_rel_l2": 0.2 / (k + 1), "worst_image_psnr_db": 12.0 + 2 * k,
-              "rows": _rows(0.04 / (k + 1), 30)} for k in range(5)]
+    curve = [
+        {
+            "kept": k,
+            "worst_latent_rel_l2": 0.2 / (k + 1),
+            "worst_image_psnr_db": 12.0 + 2 * k,
+            "rows": _rows(0.04 / (k + 1), 30),
+        }
+        for k in range(5)
+    ]
     identical = [dict(r, image_psnr_db=None) for r in _rows(0.0, 0)]  # PSNR None: identical images
-    return Int8Record.from_dict({
-        "ship_bar": {"latent_rel_l2": 0.05, "image_psnr_db": 28.0, "rule": "every step"},
-        "keep_curve": {"encoder": curve, "synthesis/odd name": curve[:3]},
-        "kept_layers": {"encoder": ["a", "b"], "synthesis/odd name": []},
-        "accuracy": {"encoder": {"cpu": _rows(0.01, 40), "trt": _rows(0.02, 38)},
-                     "encoder (step-1-only calibration)": {"cpu": _rows(0.03, 35)},
-                     "encoder+synthesis": {"cpu": identical}},
-    })
+    return Int8Record.from_dict(
+        {
+            "ship_bar": {"latent_rel_l2": 0.05, "image_psnr_db": 28.0, "rule": "every step"},
+            "keep_curve": {"encoder": curve, "synthesis/odd name": curve[:3]},
+            "kept_layers": {"encoder": ["a", "b"], "synthesis/odd name": []},
+            "accuracy": {
+                "encoder": {"cpu": _rows(0.01, 40), "trt": _rows(0.02, 38)},
+                "encoder (step-1-only calibration)": {"cpu": _rows(0.03, 35)},
+                "encoder+synthesis": {"cpu": identical},
+            },
+        }
+    )
 
 
 def test_plots_from_a_synthetic_record(tmp_path):
@@ -37,8 +50,11 @@ def test_plots_from_a_synthetic_record(tmp_path):
     from PIL import Image
 
     written = plots.write_plots(_record(), tmp_path)
-    assert sorted(p.name for p in written) == ["accuracy.png", "encoder.keep_curve.png",
-                                               "synthesis_odd_name.keep_curve.png"]
+    assert sorted(p.name for p in written) == [
+        "accuracy.png",
+        "encoder.keep_curve.png",
+        "synthesis_odd_name.keep_curve.png",
+    ]
     for p in written:
         assert p.parent == tmp_path and p.stat().st_size > 5000
         a = np.asarray(Image.open(p).convert("RGB"))

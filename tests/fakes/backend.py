@@ -1,4 +1,5 @@
 """Set up TrtBackend on the fakes: a toy artifacts dir whose "engines" are fake plans of one TensorRT generation."""
+
 from __future__ import annotations
 
 import json
@@ -12,9 +13,18 @@ from .gpu import FakeGpu
 from .tensorrt import GENERATIONS, make_plan, make_trt
 
 
-def fake_backend_env(monkeypatch, make_toy, generation: str = "rtx", profile=(1, 2, 3), engine_profile=None,
-                     flags=("REQUIRE_USER_ALLOCATION",), unsafe_in_capture: bool = False, record_profile=None,
-                     source=None, **gpu_kw):
+def fake_backend_env(
+    monkeypatch,
+    make_toy,
+    generation: str = "rtx",
+    profile=(1, 2, 3),
+    engine_profile=None,
+    flags=("REQUIRE_USER_ALLOCATION",),
+    unsafe_in_capture: bool = False,
+    record_profile=None,
+    source=None,
+    **gpu_kw,
+):
     """Patch ``restyle_rt.runtime.cuda`` and the trt backend onto a FakeGpu and ``generation``'s fake TensorRT.
 
     Args:
@@ -45,11 +55,26 @@ def fake_backend_env(monkeypatch, make_toy, generation: str = "rtx", profile=(1,
     manifest["engines"] = []
     for g in ("encoder", "synthesis"):
         path = root / f"{g}.onnx"
-        plan = make_plan(generation, b"" if source else path.read_bytes(), eprof, flags,
-                         unsafe_in_capture=unsafe_in_capture, onnx_path=str(path.resolve()) if source else "")
+        plan = make_plan(
+            generation,
+            b"" if source else path.read_bytes(),
+            eprof,
+            flags,
+            unsafe_in_capture=unsafe_in_capture,
+            onnx_path=str(path.resolve()) if source else "",
+        )
         (root / "engines" / f"{g}.fp32.engine").write_bytes(plan)
-        manifest["engines"].append({"graph": g, "precision": "fp32", "file": f"engines/{g}.fp32.engine",
-                                    "size_bytes": len(plan), "trt_flavour": gen.flavour, "trt_version": gen.version,
-                                    "compute_capabilities": ["8.6"], "profile": list(record_profile or eprof)})
+        manifest["engines"].append(
+            {
+                "graph": g,
+                "precision": "fp32",
+                "file": f"engines/{g}.fp32.engine",
+                "size_bytes": len(plan),
+                "trt_flavour": gen.flavour,
+                "trt_version": gen.version,
+                "compute_capabilities": ["8.6"],
+                "profile": list(record_profile or eprof),
+            }
+        )
     artifacts.write_manifest(root, manifest)
     return types.SimpleNamespace(art=artifacts.load(root), ref=ref, gpu=gpu, trt=trt, info=info, rt=rt)

@@ -20,6 +20,7 @@ Rerun (no GPU needed) after adding a cudart call or a fake function; each major'
 ``MAJOR=PATHS`` reads that major with ``python -S`` and ``PYTHONPATH=PATHS`` (site-packages, and so the installed
 cuda-python, out of sight); ``MAJOR=`` (empty) reads the installed cuda-python. Majors not named keep their entry.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,7 +38,7 @@ ENUMS = ("cudaError_t", "cudaMemcpyKind", "cudaDeviceAttr", "cudaStreamCaptureMo
 CONSTANTS = ("cudaStreamNonBlocking", "cudaStreamDefault")
 
 # runs in the child interpreter of one major; stdin: {"surface": path, "functions": [...], ...}; stdout: its entry
-_CHILD = r'''
+_CHILD = r"""
 import importlib.metadata as md, importlib.util, inspect, json, sys
 req = json.load(sys.stdin)
 spec = importlib.util.spec_from_file_location("surface", req["surface"])
@@ -82,7 +83,7 @@ print(json.dumps({
     "enums": {e: sorted(getattr(rt, e).__members__) if hasattr(rt, e) else None for e in req["enums"]},
     "constants": {c: int(getattr(rt, c)) if hasattr(rt, c) else None for c in req["constants"]},
 }))
-'''
+"""
 
 
 def names() -> list:
@@ -120,7 +121,7 @@ def main(argv) -> None:
         print(f"{major}: {entry['package']}: {len(entry['functions'])} functions")
     text = json.dumps(dict(sorted(table.items())), indent=1, sort_keys=True)
     text = re.sub(r"\[\n\s*([^\[\]{}]*?)\n\s*\]", lambda m: "[" + re.sub(r",\n\s*", ", ", m.group(1)) + "]", text)
-    OUT.write_text(text + "\n")                          # lists of names on one line each
+    OUT.write_text(text + "\n")  # lists of names on one line each
 
 
 if __name__ == "__main__":

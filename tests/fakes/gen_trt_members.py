@@ -12,6 +12,7 @@ is **absent** unless it is the tail of a longer string (the linker merges ``"dev
 Needs ``pip`` reaching the package index and ``strings`` (binutils). TensorRT 8.5 is not on the index (JetPack
 ships it): its facts stay inferred from its headers.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,17 +24,28 @@ from pathlib import Path
 
 # member -> where the runtime looks for it (documentation for the reader; names are unique in the bindings)
 MEMBERS = {
-    "execute_async_v3": "IExecutionContext", "set_input_shape": "IExecutionContext",
-    "set_tensor_address": "IExecutionContext", "set_device_memory": "IExecutionContext",
-    "is_stream_capturable": "IExecutionContext", "set_optimization_profile_async": "IExecutionContext",
-    "num_io_tensors": "ICudaEngine", "create_execution_context_without_device_memory": "ICudaEngine",
-    "device_memory_size": "ICudaEngine", "device_memory_size_v2": "ICudaEngine",
-    "get_device_memory_size_for_profile_v2": "ICudaEngine", "create_runtime_config": "ICudaEngine",
-    "ExecutionContextAllocationStrategy": "module", "IRuntimeConfig": "module",
-    "set_execution_context_allocation_strategy": "IRuntimeConfig", "create_runtime_cache": "IRuntimeConfig",
-    "get_engine_validity": "Runtime", "CudaGraphStrategy": "module",
-    "DynamicShapesKernelSpecializationStrategy": "module", "STRONGLY_TYPED": "NetworkDefinitionCreationFlag",
-    "EXPLICIT_BATCH": "NetworkDefinitionCreationFlag", "create_timing_cache": "IBuilderConfig",
+    "execute_async_v3": "IExecutionContext",
+    "set_input_shape": "IExecutionContext",
+    "set_tensor_address": "IExecutionContext",
+    "set_device_memory": "IExecutionContext",
+    "is_stream_capturable": "IExecutionContext",
+    "set_optimization_profile_async": "IExecutionContext",
+    "num_io_tensors": "ICudaEngine",
+    "create_execution_context_without_device_memory": "ICudaEngine",
+    "device_memory_size": "ICudaEngine",
+    "device_memory_size_v2": "ICudaEngine",
+    "get_device_memory_size_for_profile_v2": "ICudaEngine",
+    "create_runtime_config": "ICudaEngine",
+    "ExecutionContextAllocationStrategy": "module",
+    "IRuntimeConfig": "module",
+    "set_execution_context_allocation_strategy": "IRuntimeConfig",
+    "create_runtime_cache": "IRuntimeConfig",
+    "get_engine_validity": "Runtime",
+    "CudaGraphStrategy": "module",
+    "DynamicShapesKernelSpecializationStrategy": "module",
+    "STRONGLY_TYPED": "NetworkDefinitionCreationFlag",
+    "EXPLICIT_BATCH": "NetworkDefinitionCreationFlag",
+    "create_timing_cache": "IBuilderConfig",
     "set_compute_capability": "IBuilderConfig",
 }
 
@@ -41,9 +53,27 @@ MEMBERS = {
 def scan(version: str, workdir: Path) -> dict:
     """{member: present|absent|unknown} for ``tensorrt-cu12-bindings==version`` (CPython 3.11 wheel)."""
     dest = workdir / version
-    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-                    "--python-version", "3.11", "--platform", "manylinux_2_17_x86_64", "--platform",
-                    "manylinux_2_28_x86_64", "-d", str(dest), f"tensorrt-cu12-bindings=={version}"], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--python-version",
+            "3.11",
+            "--platform",
+            "manylinux_2_17_x86_64",
+            "--platform",
+            "manylinux_2_28_x86_64",
+            "-d",
+            str(dest),
+            f"tensorrt-cu12-bindings=={version}",
+        ],
+        check=True,
+    )
     wheel = next(dest.glob("*.whl"))
     with zipfile.ZipFile(wheel) as z:
         name = next(n for n in z.namelist() if n.endswith(".so"))
@@ -65,8 +95,16 @@ def scan(version: str, workdir: Path) -> dict:
 def main(versions) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data = {v: scan(v, Path(tmp)) for v in versions}
-    json.dump({"source": "strings of tensorrt.so in the tensorrt-cu12-bindings wheels (tests/fakes/gen_trt_members.py)",
-               "owners": MEMBERS, "versions": data}, sys.stdout, indent=1, sort_keys=True)
+    json.dump(
+        {
+            "source": "strings of tensorrt.so in the tensorrt-cu12-bindings wheels (tests/fakes/gen_trt_members.py)",
+            "owners": MEMBERS,
+            "versions": data,
+        },
+        sys.stdout,
+        indent=1,
+        sort_keys=True,
+    )
     print()
 
 

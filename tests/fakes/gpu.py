@@ -22,6 +22,7 @@ What it enforces, as CUDA does (or, marked *stricter*, where CUDA's behaviour is
   changed since the capture raises :class:`FakeGpuMisuse` (on a GPU: the replay runs with the stale state).
 * ``live()`` counts what is still allocated, so tests can check that nothing leaks.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -38,7 +39,7 @@ from .surface import mirror_function, mirror_recorded
 
 SIGNATURES = Path(__file__).with_name("cudart_signatures.json")
 
-DEVICE_BASE = 0x0DE0_0000_0000          # device addresses: a range no host allocation uses
+DEVICE_BASE = 0x0DE0_0000_0000  # device addresses: a range no host allocation uses
 _tokens = itertools.count(0x5EED_0010, 0x10)
 
 
@@ -108,8 +109,14 @@ class FakeGpu:
             from ``cudart_signatures.json``); enums are the installed module's, limited to the major's members.
     """
 
-    def __init__(self, devices: int = 1, driver_version: int | None = None, count_error: str = "", cc=(8, 6),
-                 cuda_major: int = 13):
+    def __init__(
+        self,
+        devices: int = 1,
+        driver_version: int | None = None,
+        count_error: str = "",
+        cc=(8, 6),
+        cuda_major: int = 13,
+    ):
         from cuda.bindings import runtime as real
 
         self.real, self.E = real, real.cudaError_t
@@ -117,10 +124,10 @@ class FakeGpu:
         self.table = None if cuda_major == installed_major(real) else recorded(cuda_major)
         driver_version = cuda_major * 1000 if driver_version is None else driver_version
         self.devices, self.driver_version, self.count_error, self.cc = devices, driver_version, count_error, cc
-        self.mem: dict[int, np.ndarray] = {}           # device base -> bytes
+        self.mem: dict[int, np.ndarray] = {}  # device base -> bytes
         self._bases: list[int] = []
         self._next = DEVICE_BASE
-        self.pinned: dict[int, np.ndarray] = {}        # host address -> bytes
+        self.pinned: dict[int, np.ndarray] = {}  # host address -> bytes
         self.streams: dict[int, _Stream] = {}
         self.graphs: dict[int, list[Op]] = {}
         self.execs: dict[int, list[Op]] = {}
@@ -133,8 +140,14 @@ class FakeGpu:
 
     def live(self) -> dict:
         """What is still allocated (all zero after a clean shutdown)."""
-        return {"device": len(self.mem), "pinned": len(self.pinned), "streams": len(self.streams),
-                "graphs": len(self.graphs), "graph_execs": len(self.execs), "events": len(self.events)}
+        return {
+            "device": len(self.mem),
+            "pinned": len(self.pinned),
+            "streams": len(self.streams),
+            "graphs": len(self.graphs),
+            "graph_execs": len(self.execs),
+            "events": len(self.events),
+        }
 
     def stream(self, handle) -> _Stream | None:
         """The live stream whose handle value is ``int(handle)``, else None."""
@@ -154,7 +167,7 @@ class FakeGpu:
             base = self._bases[i]
             buf = self.mem[base]
             if ptr + nbytes <= base + buf.size:
-                return buf[ptr - base: ptr - base + nbytes]
+                return buf[ptr - base : ptr - base + nbytes]
         raise FakeGpuMisuse(f"device range [{ptr:#x}, +{nbytes}) is not inside a live cudaMalloc allocation")
 
     def is_device(self, ptr: int) -> bool:
@@ -188,8 +201,15 @@ class _Cudart:
     function missing from the table makes the fake fail to build (rerun ``gen_cudart_signatures.py``).
     """
 
-    _PASS = ("cudaError_t", "cudaMemcpyKind", "cudaDeviceAttr", "cudaStreamCaptureMode", "cudaStreamCaptureStatus",
-             "cudaStreamNonBlocking", "cudaStreamDefault")
+    _PASS = (
+        "cudaError_t",
+        "cudaMemcpyKind",
+        "cudaDeviceAttr",
+        "cudaStreamCaptureMode",
+        "cudaStreamCaptureStatus",
+        "cudaStreamNonBlocking",
+        "cudaStreamDefault",
+    )
 
     def __init__(self, gpu: FakeGpu):
         self._gpu = gpu
@@ -202,11 +222,16 @@ class _Cudart:
                 setattr(self, name, mirror_function(gpu.real, name, getattr(impl, name)))
                 continue
             if name not in table["functions"]:
-                raise AssertionError(f"fake implements {name}, which cudart_signatures.json does not record for CUDA "
-                                     f"{gpu.cuda_major}: rerun tests/fakes/gen_cudart_signatures.py")
+                raise AssertionError(
+                    f"fake implements {name}, which cudart_signatures.json does not record for CUDA "
+                    f"{gpu.cuda_major}: rerun tests/fakes/gen_cudart_signatures.py"
+                )
             if table["functions"][name] is not None:
-                setattr(self, name, mirror_recorded(table["functions"][name], gpu.real, name, getattr(impl, name),
-                                                    table["package"]))
+                setattr(
+                    self,
+                    name,
+                    mirror_recorded(table["functions"][name], gpu.real, name, getattr(impl, name), table["package"]),
+                )
 
     def __getattr__(self, name):
         table = self._gpu.table
@@ -218,12 +243,16 @@ class _Cudart:
             if table["enums"].get(name) is not None:
                 return _EnumView(getattr(self._gpu.real, name), table["enums"][name], table["package"])
         elif table is None and hasattr(self._gpu.real, name) or table is not None and table["functions"].get(name):
-            raise AttributeError(f"fake cudart does not implement {name} (the real module has it): add it to "
-                                 "tests/fakes/gpu.py or do not call it")
+            raise AttributeError(
+                f"fake cudart does not implement {name} (the real module has it): add it to "
+                "tests/fakes/gpu.py or do not call it"
+            )
         elif table is not None and name not in table["functions"] and hasattr(self._gpu.real, name):
-            raise AttributeError(f"fake cudart does not implement {name}, and cudart_signatures.json does not record "
-                                 f"it for CUDA {self._gpu.cuda_major}: add it to tests/fakes/gpu.py, then rerun "
-                                 "tests/fakes/gen_cudart_signatures.py")
+            raise AttributeError(
+                f"fake cudart does not implement {name}, and cudart_signatures.json does not record "
+                f"it for CUDA {self._gpu.cuda_major}: add it to tests/fakes/gpu.py, then rerun "
+                "tests/fakes/gen_cudart_signatures.py"
+            )
         module = "cuda.bindings.runtime" if table is None else f"cudart of {table['package']}"
         raise AttributeError(f"module {module!r} has no attribute {name!r}")
 
@@ -310,8 +339,9 @@ class _Impl:  # noqa: D101 - one method per cuda-bindings function, same names a
         err = self.g._unsafe_during_capture("cudaFreeHost")
         if err:
             return (err,)
-        return (self.E.cudaSuccess,) if self.g.pinned.pop(int(ptr), None) is not None else \
-            (self.E.cudaErrorInvalidValue,)
+        return (
+            (self.E.cudaSuccess,) if self.g.pinned.pop(int(ptr), None) is not None else (self.E.cudaErrorInvalidValue,)
+        )
 
     def _host(self, ptr: int, n: int) -> np.ndarray:
         if self.g.is_device(ptr):
@@ -320,8 +350,11 @@ class _Impl:  # noqa: D101 - one method per cuda-bindings function, same names a
 
     def _ends(self, dst: int, src: int, count: int, kind):
         K = self.g.real.cudaMemcpyKind
-        sides = {K.cudaMemcpyHostToDevice: ("d", "h"), K.cudaMemcpyDeviceToHost: ("h", "d"),
-                 K.cudaMemcpyDeviceToDevice: ("d", "d")}.get(kind)
+        sides = {
+            K.cudaMemcpyHostToDevice: ("d", "h"),
+            K.cudaMemcpyDeviceToHost: ("h", "d"),
+            K.cudaMemcpyDeviceToDevice: ("d", "d"),
+        }.get(kind)
         if sides is None:
             raise FakeGpuMisuse(f"the fake models H2D/D2H/D2D copies, not {kind}")
         view = lambda p, s: self.g.device_view(p, count) if s == "d" else self._host(p, count)  # noqa: E731
@@ -332,7 +365,7 @@ class _Impl:  # noqa: D101 - one method per cuda-bindings function, same names a
         if s is None:
             return (self.E.cudaErrorInvalidResourceHandle,)
         d, r = self._ends(int(dst), int(src), count, kind)
-        d(), r()                                            # validate now, as the real call does
+        d(), r()  # validate now, as the real call does
         self.g.submit(s, Op(lambda: d().__setitem__(slice(None), r()), f"memcpy {kind.name}"))
         return (self.E.cudaSuccess,)
 
@@ -340,7 +373,7 @@ class _Impl:  # noqa: D101 - one method per cuda-bindings function, same names a
         err = self.g._unsafe_during_capture("cudaMemcpy")
         if err:
             return (err,)
-        for s in self.g.streams.values():                  # synchronous: orders after all (legacy stream)
+        for s in self.g.streams.values():  # synchronous: orders after all (legacy stream)
             self.g.flush(s)
         d, r = self._ends(int(dst), int(src), count, kind)
         d()[:] = r()
@@ -385,8 +418,9 @@ class _Impl:  # noqa: D101 - one method per cuda-bindings function, same names a
         st = self.g.real.cudaStreamCaptureStatus
         if s.capture is None:
             return self.E.cudaSuccess, st.cudaStreamCaptureStatusNone
-        return self.E.cudaSuccess, (st.cudaStreamCaptureStatusInvalidated if s.capture.invalid
-                                    else st.cudaStreamCaptureStatusActive)
+        return self.E.cudaSuccess, (
+            st.cudaStreamCaptureStatusInvalidated if s.capture.invalid else st.cudaStreamCaptureStatusActive
+        )
 
     # graphs
     def cudaStreamBeginCapture(self, stream, mode):
@@ -431,20 +465,28 @@ class _Impl:  # noqa: D101 - one method per cuda-bindings function, same names a
             return (self.E.cudaErrorInvalidResourceHandle,)
         for op in ops:
             if op.context is not None and op.context._shape_version != op.shape_version:
-                raise FakeGpuMisuse(f"graph replays '{op.what}' captured with input shapes that its execution "
-                                    f"context has since changed (now {op.context._shapes})")
+                raise FakeGpuMisuse(
+                    f"graph replays '{op.what}' captured with input shapes that its execution "
+                    f"context has since changed (now {op.context._shapes})"
+                )
         self.g.launches += 1
         for op in ops:
             self.g.submit(s, op)
         return (self.E.cudaSuccess,)
 
     def cudaGraphExecDestroy(self, graphExec):  # noqa: N803
-        return (self.E.cudaSuccess,) if self.g.execs.pop(int(graphExec), None) is not None else \
-            (self.E.cudaErrorInvalidResourceHandle,)
+        return (
+            (self.E.cudaSuccess,)
+            if self.g.execs.pop(int(graphExec), None) is not None
+            else (self.E.cudaErrorInvalidResourceHandle,)
+        )
 
     def cudaGraphDestroy(self, graph):
-        return (self.E.cudaSuccess,) if self.g.graphs.pop(int(graph), None) is not None else \
-            (self.E.cudaErrorInvalidResourceHandle,)
+        return (
+            (self.E.cudaSuccess,)
+            if self.g.graphs.pop(int(graph), None) is not None
+            else (self.E.cudaErrorInvalidResourceHandle,)
+        )
 
     # events
     def cudaEventCreate(self):
@@ -465,8 +507,11 @@ class _Impl:  # noqa: D101 - one method per cuda-bindings function, same names a
         return self.E.cudaSuccess, 0.0
 
     def cudaEventDestroy(self, event):
-        return (self.E.cudaSuccess,) if self.g.events.pop(int(event), None) is not None else \
-            (self.E.cudaErrorInvalidResourceHandle,)
+        return (
+            (self.E.cudaSuccess,)
+            if self.g.events.pop(int(event), None) is not None
+            else (self.E.cudaErrorInvalidResourceHandle,)
+        )
 
 
 class _ImplCuda11(_Impl):
@@ -474,10 +519,10 @@ class _ImplCuda11(_Impl):
 
     def cudaGraphInstantiate(self, graph, pLogBuffer, bufferSize):  # noqa: N803
         err, h = self.cudaGraphInstantiateWithFlags(graph, 0)
-        return err, h, None                                # (err, pGraphExec, pErrorNode)
+        return err, h, None  # (err, pGraphExec, pErrorNode)
 
     def cudaGetDeviceCount(self):
-        if self.g.driver_version == 0:                     # no libcuda.so.1: cuda-python 11 raises, 12+ returns
+        if self.g.driver_version == 0:  # no libcuda.so.1: cuda-python 11 raises, 12+ returns
             raise RuntimeError('Function "cuInit" not found')
         return super().cudaGetDeviceCount()
 

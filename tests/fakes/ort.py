@@ -16,6 +16,7 @@ of the installed onnxruntime, and ORT's TensorRT EP constructor in ``tensorrt_ex
 The sessions run on the CPU execution provider; OrtValues asked for ``"cuda"`` are served in host memory and
 recorded, so the device loop's code runs unchanged.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,11 +26,30 @@ import onnxruntime as ort
 TRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
 # the option keys the backend may pass, per EP (a subset of each EP's documented options)
 KNOWN_OPTIONS = {
-    CUDA: {"device_id", "cudnn_conv_algo_search", "do_copy_in_default_stream", "enable_cuda_graph",
-           "arena_extend_strategy", "gpu_mem_limit", "cudnn_conv_use_max_workspace", "use_tf32"},
-    TRT: {"device_id", "trt_profile_min_shapes", "trt_profile_opt_shapes", "trt_profile_max_shapes",
-          "trt_engine_cache_enable", "trt_engine_cache_path", "trt_timing_cache_enable", "trt_timing_cache_path",
-          "trt_fp16_enable", "trt_int8_enable", "trt_cuda_graph_enable", "trt_max_workspace_size"},
+    CUDA: {
+        "device_id",
+        "cudnn_conv_algo_search",
+        "do_copy_in_default_stream",
+        "enable_cuda_graph",
+        "arena_extend_strategy",
+        "gpu_mem_limit",
+        "cudnn_conv_use_max_workspace",
+        "use_tf32",
+    },
+    TRT: {
+        "device_id",
+        "trt_profile_min_shapes",
+        "trt_profile_opt_shapes",
+        "trt_profile_max_shapes",
+        "trt_engine_cache_enable",
+        "trt_engine_cache_path",
+        "trt_timing_cache_enable",
+        "trt_timing_cache_path",
+        "trt_fp16_enable",
+        "trt_int8_enable",
+        "trt_cuda_graph_enable",
+        "trt_max_workspace_size",
+    },
     CPU: set(),
 }
 
@@ -93,9 +113,11 @@ class GpuOrt:
             if unknown:
                 raise RuntimeError(f"[ONNXRuntimeError] : 1 : FAIL : {name}: unknown option(s) {sorted(unknown)}")
             if name == TRT and not self.trt_libs:
-                self.log.append("Failed to create TensorrtExecutionProvider. Please reference "
-                                "https://onnxruntime.ai/docs/execution-providers/TensorRT-ExecutionProvider.html"
-                                "#requirements to ensure all dependencies are met.")
+                self.log.append(
+                    "Failed to create TensorrtExecutionProvider. Please reference "
+                    "https://onnxruntime.ai/docs/execution-providers/TensorRT-ExecutionProvider.html"
+                    "#requirements to ensure all dependencies are met."
+                )
                 continue
             if name == CUDA and not self.cuda_libs:
                 self.log.append("Failed to create CUDAExecutionProvider.")

@@ -12,6 +12,7 @@
 fake-creation time, any fake member that the real module does not have (a renamed or removed API makes the fakes,
 and so the tests, fail).
 """
+
 from __future__ import annotations
 
 import functools
@@ -28,6 +29,7 @@ class SurfaceError(TypeError):
 
 # --- cuda-bindings (Cython) ------------------------------------------------------------------------------------
 
+
 def cython_surface(real_fn) -> tuple[inspect.Signature, dict[str, str]]:
     """(signature, {param: declared type}) of a cuda-bindings function."""
     return inspect.signature(real_fn), doc_types(doc_first_line(real_fn))
@@ -43,9 +45,9 @@ def doc_types(first: str) -> dict[str, str]:
     m = re.match(r"\w+\((.*)\)", first)
     types = {}
     for part in _split_params(m.group(1) if m else ""):
-        if ":" in part:                                   # "kind: cudaMemcpyKind"
+        if ":" in part:  # "kind: cudaMemcpyKind"
             name, typ = (x.strip() for x in part.split(":", 1))
-        else:                                             # "size_t count" / "dst" / "char *pLogBuffer"
+        else:  # "size_t count" / "dst" / "char *pLogBuffer"
             words = part.replace("*", "* ").split()
             name, typ = words[-1], " ".join(words[:-1])
         types[name] = typ
@@ -62,12 +64,12 @@ def cython_returns(real_fn) -> list[str]:
     for i, line in enumerate(lines[:-1]):
         if line.strip() == "Returns" and set(lines[i + 1].strip()) == {"-"}:
             indent = len(line) - len(line.lstrip())
-            for entry in lines[i + 2:]:
+            for entry in lines[i + 2 :]:
                 if entry.strip() and len(entry) - len(entry.lstrip()) < indent:
                     break
                 if not entry.strip() or len(entry) - len(entry.lstrip()) > indent:
-                    continue                              # blank, or an entry's description
-                if entry.strip().startswith("---"):       # the next section's underline
+                    continue  # blank, or an entry's description
+                if entry.strip().startswith("---"):  # the next section's underline
                     out.pop()
                     break
                 name, _, typ = (x.strip() for x in entry.partition(" : "))
@@ -108,8 +110,9 @@ def mirror_recorded(entry: dict, enums, name: str, impl: Callable, origin: str) 
     return _mirror(enums, name, impl, sig, entry["types"], entry["returns"], origin)
 
 
-def _mirror(enums, name: str, impl: Callable, sig: inspect.Signature, types: dict[str, str], returns: list[str],
-            origin: str) -> Callable:
+def _mirror(
+    enums, name: str, impl: Callable, sig: inspect.Signature, types: dict[str, str], returns: list[str], origin: str
+) -> Callable:
     @functools.wraps(impl)
     def call(*args, **kwargs):
         try:
@@ -129,6 +132,7 @@ def _mirror(enums, name: str, impl: Callable, sig: inspect.Signature, types: dic
 
 
 # --- pybind11 (TensorRT bindings) ------------------------------------------------------------------------------
+
 
 def _split_params(text: str) -> list[str]:
     """Split ``a: X, b: Y[Z, W] = 3`` at top-level commas."""
@@ -166,7 +170,7 @@ def pybind_overloads(real_fn) -> list[list[tuple[str, str, bool]]]:
 
 
 def _kind_ok(typ: str, value, namespace) -> bool:
-    short = typ.split(".")[-1].split("::")[-1]              # "nvinfer1::IRuntimeCache" -> "IRuntimeCache"
+    short = typ.split(".")[-1].split("::")[-1]  # "nvinfer1::IRuntimeCache" -> "IRuntimeCache"
     if short in ("SupportsInt", "int"):
         return not isinstance(value, (bool, float)) and (isinstance(value, int) or hasattr(value, "__index__"))
     if short == "str":
@@ -194,8 +198,10 @@ def check_pybind_call(qualname: str, overloads, args: Sequence, kwargs: dict, na
         bound.update(kwargs)
         if any(p[0] not in bound and not p[2] for p in params):
             continue
-        if all(p[0] not in bound or (bound[p[0]] is None and p[2]) or _kind_ok(p[1], bound[p[0]], namespace)
-               for p in params):
+        if all(
+            p[0] not in bound or (bound[p[0]] is None and p[2]) or _kind_ok(p[1], bound[p[0]], namespace)
+            for p in params
+        ):
             return
     sigs = "; ".join("(" + ", ".join(f"{p[0]}: {p[1]}" for p in ps) + ")" for ps in overloads)
     raise SurfaceError(f"{qualname}: no overload accepts args={args!r} kwargs={kwargs!r}; real overloads: {sigs}")
@@ -217,7 +223,7 @@ def mirror_class(name: str, members: dict, real_cls: type | None, namespace, dec
     body = {}
     for key, impl in members.items():
         if key.startswith("_") and not (key == "__init__" and "__init__(" in (real_cls.__init__.__doc__ or "")):
-            body[key] = impl                              # private, or a constructor the real class does not offer
+            body[key] = impl  # private, or a constructor the real class does not offer
             continue
         real = getattr(real_cls, key, None) if real_cls is not None else None
         if real is None and key not in declared:
@@ -228,7 +234,7 @@ def mirror_class(name: str, members: dict, real_cls: type | None, namespace, dec
             if real is not None and impl.fset is not None and real.fset is None:
                 raise AssertionError(f"fake {name}.{key} is settable, the real property is read-only")
             if real is not None and impl.fget is not None and real.fget is None:
-                impl = property(None, impl.fset)          # the real property is write-only
+                impl = property(None, impl.fset)  # the real property is write-only
             body[key] = impl
         elif callable(impl) and not isinstance(impl, type):
             doc = real if real is not None else _DocOnly(key, declared[key])

@@ -50,6 +50,7 @@ capture; ``is_stream_capturable`` is True only for RTX engines built with ``REQU
 an RTX context whose kernel specialisation is LAZY raises FakeGpuMisuse (*stricter*: on a GPU the graph would
 silently record the generic fallback kernels).
 """
+
 from __future__ import annotations
 
 import json
@@ -69,7 +70,7 @@ MAGIC = b"FAKEPLAN"
 # Members of older standard TensorRT that the installed RTX bindings lack: pybind11 parameter text after ``self``.
 DECLARED = {
     "create_execution_context_without_device_memory": ") -> IExecutionContext",  # 8.x pyCore.cpp
-    "device_memory_size": "",                                                     # property, 8.x pyCore.cpp
+    "device_memory_size": "",  # property, 8.x pyCore.cpp
 }
 
 
@@ -97,14 +98,29 @@ GENERATIONS = {
 }
 
 
-def make_plan(generation: str, onnx_bytes: bytes, profile, flags=(), memory: int = 4096,
-              unsafe_in_capture: bool = False, onnx_path: str = "") -> bytes:
+def make_plan(
+    generation: str,
+    onnx_bytes: bytes,
+    profile,
+    flags=(),
+    memory: int = 4096,
+    unsafe_in_capture: bool = False,
+    onnx_path: str = "",
+) -> bytes:
     """A fake serialized engine: header + ONNX graph (``profile`` = [min, opt, max] batch).
 
     With ``onnx_path`` (a graph with external data) the plan names the file instead of embedding it.
     """
-    head = json.dumps({"generation": generation, "profile": list(profile), "flags": list(flags), "memory": memory,
-                       "unsafe_in_capture": unsafe_in_capture, "onnx_path": onnx_path}).encode()
+    head = json.dumps(
+        {
+            "generation": generation,
+            "profile": list(profile),
+            "flags": list(flags),
+            "memory": memory,
+            "unsafe_in_capture": unsafe_in_capture,
+            "onnx_path": onnx_path,
+        }
+    ).encode()
     return MAGIC + len(head).to_bytes(4, "little") + head + bytes(onnx_bytes)
 
 
@@ -113,7 +129,7 @@ def _parse_plan(plan: bytes):
     if not plan.startswith(MAGIC):
         return None, None
     n = int.from_bytes(plan[8:12], "little")
-    return json.loads(plan[12:12 + n]), plan[12 + n:]
+    return json.loads(plan[12 : 12 + n]), plan[12 + n :]
 
 
 def make_trt(generation: str, gpu: FakeGpu):
@@ -121,29 +137,44 @@ def make_trt(generation: str, gpu: FakeGpu):
     import tensorrt_rtx_bindings as real
 
     gen = GENERATIONS[generation]
-    mod = types.SimpleNamespace(__name__=gen.module_name, __version__=gen.version, float32=real.float32,
-                                _gen=gen, _gpu=gpu, _contexts=weakref.WeakSet())
+    mod = types.SimpleNamespace(
+        __name__=gen.module_name,
+        __version__=gen.version,
+        float32=real.float32,
+        _gen=gen,
+        _gpu=gpu,
+        _contexts=weakref.WeakSet(),
+    )
     if gen.alloc_strategy:
         mod.ExecutionContextAllocationStrategy = real.ExecutionContextAllocationStrategy
     if gen.rtx:
-        for name in ("CudaGraphStrategy", "DynamicShapesKernelSpecializationStrategy", "EngineValidity",
-                     "EngineInvalidityDiagnostics"):
+        for name in (
+            "CudaGraphStrategy",
+            "DynamicShapesKernelSpecializationStrategy",
+            "EngineValidity",
+            "EngineInvalidityDiagnostics",
+        ):
             setattr(mod, name, getattr(real, name))
-    mod.Logger = mirror_class("Logger", {"__init__": lambda self, min_severity=real.Logger.WARNING: None,
-                                         "WARNING": real.Logger.WARNING}, real.Logger, mod)
+    mod.Logger = mirror_class(
+        "Logger",
+        {"__init__": lambda self, min_severity=real.Logger.WARNING: None, "WARNING": real.Logger.WARNING},
+        real.Logger,
+        mod,
+    )
     if gen.runtime_config:
-        mod.IRuntimeConfig = mirror_class("IRuntimeConfig", _runtime_config_members(gen, mod), real.IRuntimeConfig,
-                                          mod)
+        mod.IRuntimeConfig = mirror_class("IRuntimeConfig", _runtime_config_members(gen, mod), real.IRuntimeConfig, mod)
     if gen.rtx:
         mod.IRuntimeCache = mirror_class("IRuntimeCache", _cache_members(), real.IRuntimeCache, mod)
-    mod.IExecutionContext = mirror_class("IExecutionContext", _context_members(gen, mod), real.IExecutionContext,
-                                         mod, DECLARED)
+    mod.IExecutionContext = mirror_class(
+        "IExecutionContext", _context_members(gen, mod), real.IExecutionContext, mod, DECLARED
+    )
     mod.ICudaEngine = mirror_class("ICudaEngine", _engine_members(gen, mod), real.ICudaEngine, mod, DECLARED)
     mod.Runtime = mirror_class("Runtime", _runtime_members(gen, mod), real.Runtime, mod)
     return mod
 
 
 # --- runtime / engine --------------------------------------------------------------------------------------------
+
 
 def _runtime_members(gen: Generation, mod) -> dict:
     def deserialize_cuda_engine(self, serialized_engine):
@@ -156,7 +187,9 @@ def _runtime_members(gen: Generation, mod) -> dict:
     members = {"__init__": lambda self, logger: None, "deserialize_cuda_engine": deserialize_cuda_engine}
     if gen.rtx:
         members["get_engine_validity"] = lambda self, buffer: (
-            (mod.EngineValidity.VALID if _parse_plan(buffer)[0] else mod.EngineValidity.INVALID), 0)
+            (mod.EngineValidity.VALID if _parse_plan(buffer)[0] else mod.EngineValidity.INVALID),
+            0,
+        )
     return members
 
 
@@ -215,8 +248,11 @@ def _runtime_config_members(gen: Generation, mod) -> dict:
     def set_strategy(self, strategy):
         self._strategy = strategy
 
-    members = {"__init__": __init__, "set_execution_context_allocation_strategy": set_strategy,
-               "get_execution_context_allocation_strategy": lambda self: self._strategy}
+    members = {
+        "__init__": __init__,
+        "set_execution_context_allocation_strategy": set_strategy,
+        "get_execution_context_allocation_strategy": lambda self: self._strategy,
+    }
     if gen.rtx:
         import tensorrt_rtx_bindings as real
 
@@ -234,13 +270,17 @@ def _runtime_config_members(gen: Generation, mod) -> dict:
                 raise SurfaceError(f"cuda_graph_strategy = {v!r}: not the enum")
             self._graph = v.name
 
-        members.update({
-            "create_runtime_cache": lambda self: mod.IRuntimeCache(),
-            "set_runtime_cache": set_cache, "get_runtime_cache": lambda self: self._cache,
-            "dynamic_shapes_kernel_specialization_strategy": property(
-                lambda self: getattr(real.DynamicShapesKernelSpecializationStrategy, self._kernels), set_kernels),
-            "cuda_graph_strategy": property(lambda self: self._graph, set_graph),
-        })
+        members.update(
+            {
+                "create_runtime_cache": lambda self: mod.IRuntimeCache(),
+                "set_runtime_cache": set_cache,
+                "get_runtime_cache": lambda self: self._cache,
+                "dynamic_shapes_kernel_specialization_strategy": property(
+                    lambda self: getattr(real.DynamicShapesKernelSpecializationStrategy, self._kernels), set_kernels
+                ),
+                "cuda_graph_strategy": property(lambda self: self._graph, set_graph),
+            }
+        )
     return members
 
 
@@ -252,11 +292,16 @@ def _cache_members() -> dict:
         ok = bytes(blob).startswith(b"fake-runtime-cache")
         return ok
 
-    return {"__init__": __init__, "deserialize": deserialize, "serialize": lambda self: bytearray(self._blob),
-            "reset": lambda self: True}
+    return {
+        "__init__": __init__,
+        "deserialize": deserialize,
+        "serialize": lambda self: bytearray(self._blob),
+        "reset": lambda self: True,
+    }
 
 
 # --- execution context -------------------------------------------------------------------------------------------
+
 
 def _context_members(gen: Generation, mod) -> dict:
     gpu: FakeGpu = mod._gpu
@@ -277,8 +322,12 @@ def _context_members(gen: Generation, mod) -> dict:
         want = self._engine._inputs.get(name)
         lo, _, hi = self._engine._head["profile"]
         shape = tuple(int(d) for d in shape)
-        if want is None or len(shape) != len(want) or not lo <= shape[0] <= hi or \
-                any(isinstance(w, int) and w != d for w, d in zip(want[1:], shape[1:])):
+        if (
+            want is None
+            or len(shape) != len(want)
+            or not lo <= shape[0] <= hi
+            or any(isinstance(w, int) and w != d for w, d in zip(want[1:], shape[1:]))
+        ):
             log.error("fake: set_input_shape(%s, %s) outside the engine's profile", name, shape)
             return False
         if self._shapes.get(name) != shape:
@@ -288,7 +337,7 @@ def _context_members(gen: Generation, mod) -> dict:
 
     def set_tensor_address(self, name, memory):
         if name not in self._engine._names or int(memory) % 256:  # NvInferRuntime.h: "must have at least
-            return False                                           # 256-byte alignment" (stricter: refused)
+            return False  # 256-byte alignment" (stricter: refused)
         self._addrs[name] = int(memory)
         return True
 
@@ -306,15 +355,19 @@ def _context_members(gen: Generation, mod) -> dict:
             log.error("fake: execute_async_v3 got %r, not a live stream handle", stream_handle)
             return False
         if self._profile < 0:
-            log.error("fake %s: execute_async_v3 on a context with optimisation profile -1 (profile 0 has been "
-                      "chosen by another IExecutionContext)", gen.key)
+            log.error(
+                "fake %s: execute_async_v3 on a context with optimisation profile -1 (profile 0 has been "
+                "chosen by another IExecutionContext)",
+                gen.key,
+            )
             return False
         rc = None
         if self._rc is not None:
             rc = self._rc()
             if rc is None:
-                raise FakeGpuMisuse("enqueue on a context whose IRuntimeConfig was freed (keep the config alive "
-                                    "as long as its context)")
+                raise FakeGpuMisuse(
+                    "enqueue on a context whose IRuntimeConfig was freed (keep the config alive as long as its context)"
+                )
         op = _enqueue_op(self, gen, gpu)
         if op is None:
             return False
@@ -322,16 +375,24 @@ def _context_members(gen: Generation, mod) -> dict:
             gpu._unsafe_during_capture(f"{self._engine._head['generation']} enqueue allocating")
             return False
         if stream.capture is not None and gen.rtx and rc is not None and rc._kernels == "LAZY":
-            raise FakeGpuMisuse("captured an RTX context with LAZY dynamic-shape kernel specialisation: the graph "
-                                "records the generic fallback kernels (set EAGER before capturing)")
+            raise FakeGpuMisuse(
+                "captured an RTX context with LAZY dynamic-shape kernel specialisation: the graph "
+                "records the generic fallback kernels (set EAGER before capturing)"
+            )
         gpu.submit(stream, op)
         return True
 
-    members = {"__init__": __init__, "set_input_shape": set_input_shape, "set_tensor_address": set_tensor_address,
-               "execute_async_v3": execute_async_v3, "device_memory": property(None, _set_device_memory_prop)}
+    members = {
+        "__init__": __init__,
+        "set_input_shape": set_input_shape,
+        "set_tensor_address": set_tensor_address,
+        "execute_async_v3": execute_async_v3,
+        "device_memory": property(None, _set_device_memory_prop),
+    }
     if gen.memory_v2:
         members["set_device_memory"] = set_device_memory
     if gen.rtx:
+
         def is_stream_capturable(self, stream):
             return gpu.stream(stream) is not None and "REQUIRE_USER_ALLOCATION" in self._engine._head["flags"]
 
@@ -363,8 +424,10 @@ def _enqueue_op(ctx, gen: Generation, gpu: FakeGpu):
         gpu.device_view(addrs[n], int(np.prod(s)) * 4)
 
     def run():
-        feeds = {n: gpu.device_view(addrs[n], int(np.prod(s)) * 4).view(np.float32).reshape(s).copy()
-                 for n, s in shapes.items()}
+        feeds = {
+            n: gpu.device_view(addrs[n], int(np.prod(s)) * 4).view(np.float32).reshape(s).copy()
+            for n, s in shapes.items()
+        }
         for name, val in zip(eng._outputs, eng._sess.run(None, feeds)):
             gpu.device_view(addrs[name], val.nbytes)[:] = np.ascontiguousarray(val, np.float32).view(np.uint8).ravel()
 

@@ -23,6 +23,7 @@ only those two things, before importing the official modules:
 
 ``get_average_image`` hard-codes ``.to('cuda')``; that one call is mapped to the CPU.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -101,11 +102,13 @@ def checkpoint_sums(ckpt: dict):
 # the two stand-ins
 # ----------------------------------------------------------------------------------------------------------------
 
+
 def _fake_extension(name: str):
     import torch.nn.functional as F
 
     ext = types.SimpleNamespace()
     if name == "fused":
+
         def fused_bias_act(x, bias, refer, act, grad, alpha, scale):
             assert act == 3 and grad == 0 and refer.numel() == 0, "only the forward lrelu is used at inference"
             if bias.numel():
@@ -114,6 +117,7 @@ def _fake_extension(name: str):
 
         ext.fused_bias_act = fused_bias_act
     elif name == "upfirdn2d":
+
         def upfirdn2d(x, kernel, up_x, up_y, down_x, down_y, pad_x0, pad_x1, pad_y0, pad_y1):
             mod = sys.modules["models.stylegan2.op.upfirdn2d"]
             mod.F = F  # the official upfirdn2d_native uses F without importing it
@@ -200,14 +204,16 @@ def import_official(official: Path):
 # one config
 # ----------------------------------------------------------------------------------------------------------------
 
+
 def run_official(official_mods, ckpt_path: Path, x: np.ndarray):
     """(avg image [3,H,W], per-step latents [T,B,S,512], per-step images [T,B,3,h,w]) from the official code."""
     import torch
 
     pSp, e4e, utils = official_mods
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    opts = dict(ckpt["opts"], checkpoint_path=str(ckpt_path), device="cpu", n_iters_per_batch=N_ITERS,
-                resize_outputs=False)
+    opts = dict(
+        ckpt["opts"], checkpoint_path=str(ckpt_path), device="cpu", n_iters_per_batch=N_ITERS, resize_outputs=False
+    )
     opts = Namespace(**opts)
     net = (e4e if "Progressive" in opts.encoder_type else pSp)(opts).eval()
     to = torch.Tensor.to
@@ -237,22 +243,39 @@ def make_one(name: str, official_mods, tmp: Path) -> dict:
     x = golden_inputs(batch, spec.input_hw, seed_of(name))
     avg, lat, img = run_official(official_mods, path, x)
     layout, sums = checkpoint_sums(ckpt)
-    np.savez_compressed(HERE / f"{name}.npz", latents=lat, image_thumbs=thumb(img), avg_image_thumb=thumb(avg),
-                        image_mean=img.mean(axis=(-2, -1)), image_std=img.std(axis=(-2, -1)),
-                        inputs_x=x[:, :, ::16, ::16], checkpoint_sums=sums)
-    return {"make_checkpoint": {"encoder_type": et, "dataset_type": dt, "output_size": size, "seed": seed_of(name),
-                                "latent_avg_shape": la},
-            "inputs": {"fn": "golden_inputs", "batch": batch, "seed": seed_of(name), "hw": list(spec.input_hw)},
-            "n_iters": N_ITERS, "image_hw": list(img.shape[-2:]), "torch": torch.__version__,
-            "checkpoint_layout_sha256": layout}
+    np.savez_compressed(
+        HERE / f"{name}.npz",
+        latents=lat,
+        image_thumbs=thumb(img),
+        avg_image_thumb=thumb(avg),
+        image_mean=img.mean(axis=(-2, -1)),
+        image_std=img.std(axis=(-2, -1)),
+        inputs_x=x[:, :, ::16, ::16],
+        checkpoint_sums=sums,
+    )
+    return {
+        "make_checkpoint": {
+            "encoder_type": et,
+            "dataset_type": dt,
+            "output_size": size,
+            "seed": seed_of(name),
+            "latent_avg_shape": la,
+        },
+        "inputs": {"fn": "golden_inputs", "batch": batch, "seed": seed_of(name), "hw": list(spec.input_hw)},
+        "n_iters": N_ITERS,
+        "image_hw": list(img.shape[-2:]),
+        "torch": torch.__version__,
+        "checkpoint_layout_sha256": layout,
+    }
 
 
 def official_commit(official: Path, given: str | None = None) -> str:
     if given:
         return given
     try:
-        return subprocess.run(["git", "-C", str(official), "rev-parse", "HEAD"], check=True, capture_output=True,
-                              text=True).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(official), "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         raise SystemExit("cannot read the official commit with git; pass --commit SHA") from None
 
@@ -267,8 +290,11 @@ def main(argv=None) -> None:
     commit = official_commit(args.official, args.commit)
     index_path = HERE / "goldens.json"
     index = json.loads(index_path.read_text()) if index_path.exists() else {"configs": {}}
-    index.update(official_repo="https://github.com/yuval-alaluf/restyle-encoder", official_commit=commit,
-                 regenerate="python3 tests/golden/make_goldens.py --official PATH [--commit SHA] [--only NAME ...]")
+    index.update(
+        official_repo="https://github.com/yuval-alaluf/restyle-encoder",
+        official_commit=commit,
+        regenerate="python3 tests/golden/make_goldens.py --official PATH [--commit SHA] [--only NAME ...]",
+    )
     mods = import_official(args.official)
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.only or list(CONFIGS):

@@ -8,6 +8,7 @@ and the torch-free ORT loop is compared with the official numbers after every on
 Unlike the parity tests, nothing on the reference side is restyle-rt code: a misreading of ReStyle that the export
 and its torch restatement share (e.g. the e4e delta rule, an equalised-lr scale) fails here.
 """
+
 from __future__ import annotations
 
 import functools
@@ -65,16 +66,22 @@ def _in_child(code: str) -> None:
 def _golden_checkpoint(name: str, entry: dict) -> Path:
     mc = entry["make_checkpoint"]
     if name in FIXTURE_CONFIGS:  # same config and seed as the parity fixtures: share their cached file
-        assert FIXTURE_CONFIGS[name] == (mc["encoder_type"], mc["dataset_type"], mc["output_size"],
-                                         mc["latent_avg_shape"]), name
+        assert FIXTURE_CONFIGS[name] == (
+            mc["encoder_type"],
+            mc["dataset_type"],
+            mc["output_size"],
+            mc["latent_avg_shape"],
+        ), name
         return checkpoint_path(name)
     path = CACHE / f"golden-{name}-{_source_hash()}.pt"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        _in_child(f"from restyle_rt.export.fixtures import make_checkpoint; make_checkpoint({str(tmp)!r}, "
-                  f"{mc['encoder_type']!r}, {mc['dataset_type']!r}, {mc['output_size']}, seed={mc['seed']}, "
-                  f"latent_avg_shape={mc['latent_avg_shape']!r})")
+        _in_child(
+            f"from restyle_rt.export.fixtures import make_checkpoint; make_checkpoint({str(tmp)!r}, "
+            f"{mc['encoder_type']!r}, {mc['dataset_type']!r}, {mc['output_size']}, seed={mc['seed']}, "
+            f"latent_avg_shape={mc['latent_avg_shape']!r})"
+        )
         os.replace(tmp, path)
     return path
 
@@ -84,8 +91,10 @@ def _golden_artifacts(name: str, ckpt: Path) -> Path:
         return artifacts_path(name)
     out = CACHE / f"golden-{name}-{_source_hash()}-artifacts"
     if not (out / "manifest.json").exists():
-        _in_child(f"from pathlib import Path; from restyle_rt.export import export_artifacts; export_artifacts("
-                  f"Path({str(ckpt)!r}), Path({str(out)!r}), max_batch=2, overwrite=True, progress=False)")
+        _in_child(
+            f"from pathlib import Path; from restyle_rt.export import export_artifacts; export_artifacts("
+            f"Path({str(ckpt)!r}), Path({str(out)!r}), max_batch=2, overwrite=True, progress=False)"
+        )
     return out
 
 
@@ -96,13 +105,16 @@ def _check_checkpoint_is_the_golden_one(name: str, ckpt_path: Path, gold) -> Non
     layout, sums = checkpoint_sums(torch.load(ckpt_path, map_location="cpu", weights_only=True))
     assert layout == INDEX["configs"][name]["checkpoint_layout_sha256"], (
         f"{name}: make_checkpoint now writes other keys/shapes than the goldens were made from; "
-        "regenerate them (tests/golden/make_goldens.py)")
+        "regenerate them (tests/golden/make_goldens.py)"
+    )
     want = gold["checkpoint_sums"]
     # sums of BN statistics / latent_avg are computed by forward passes: allow last-bit CPU differences only
     bad = np.abs(sums[:, 0] - want[:, 0]) > 1e-5 * want[:, 1] + 1e-6
     bad |= np.abs(sums[:, 1] - want[:, 1]) > 1e-5 * want[:, 1] + 1e-6
-    assert not bad.any(), (f"{name}: {int(bad.sum())} checkpoint tensors differ from the ones the goldens were made "
-                           "from (make_checkpoint changed?); regenerate the goldens with tests/golden/make_goldens.py")
+    assert not bad.any(), (
+        f"{name}: {int(bad.sum())} checkpoint tensors differ from the ones the goldens were made "
+        "from (make_checkpoint changed?); regenerate the goldens with tests/golden/make_goldens.py"
+    )
 
 
 @functools.cache
@@ -139,7 +151,7 @@ def test_goldens_say_where_they_come_from():
     assert len(INDEX["official_commit"]) == 40 and "restyle-encoder" in INDEX["official_repo"]
     assert {e["official_commit"] for e in INDEX["configs"].values()} == {INDEX["official_commit"]}
     total = sum((HERE / f"{n}.npz").stat().st_size for n in INDEX["configs"])
-    assert total < 4 * 2 ** 20, f"goldens are {total / 2 ** 20:.1f} MiB; keep them small"
+    assert total < 4 * 2**20, f"goldens are {total / 2**20:.1f} MiB; keep them small"
 
 
 def _run_and_compare(backend: str, name: str, steps: int, entry: dict, gold: dict, art_dir: Path, **opts) -> list:
@@ -162,8 +174,9 @@ def _run_and_compare(backend: str, name: str, steps: int, entry: dict, gold: dic
     for t in range(steps):
         lat = compare(res.step_latents[t], gold["latents"][t])
         img = compare(thumb(res.step_images[t]), gold["image_thumbs"][t])
-        rows.append({"step": t + 1, "latent_rel_l2": lat.rel_l2, "image_rel_l2": img.rel_l2,
-                     "image_psnr_db": img.psnr_db})
+        rows.append(
+            {"step": t + 1, "latent_rel_l2": lat.rel_l2, "image_rel_l2": img.rel_l2, "image_psnr_db": img.psnr_db}
+        )
         assert tolerance(key, "fp32", "latent").check(lat) is None, (name, t + 1, lat)
         assert tolerance(key, "fp32", "image").check(img) is None, (name, t + 1, img)
         np.testing.assert_allclose(res.step_images[t].mean(axis=(-2, -1)), gold["image_mean"][t], rtol=0, atol=2e-3)
@@ -187,6 +200,7 @@ def test_openvino_fp32_loop_matches_official_per_step(name, tmp_path, record_pro
     """The OpenVINO FP32 loop vs the official code at the real sizes, every step (the toys: tests/parity)."""
     pytest.importorskip("openvino", reason="openvino not installed (pip install 'restyle-rt[openvino]')")
     entry, gold, art_dir = _prepared(name)
-    rows = _run_and_compare("openvino", name, entry["n_iters"], entry, gold, art_dir, precision="fp32",
-                            cache_dir=tmp_path)
+    rows = _run_and_compare(
+        "openvino", name, entry["n_iters"], entry, gold, art_dir, precision="fp32", cache_dir=tmp_path
+    )
     record_property("golden_parity", json.dumps(rows))

@@ -5,6 +5,7 @@
   driver), or cuda-python missing while a driver is installed: **fail**, naming the fix; a skip here would hide a
   broken install on exactly the machines the GPU tests exist for.
 """
+
 from __future__ import annotations
 
 import os

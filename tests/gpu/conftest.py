@@ -1,4 +1,5 @@
 """GPU tests: skipped when there is no CUDA driver or device; FAILED when one is present but unusable."""
+
 from __future__ import annotations
 
 import pytest

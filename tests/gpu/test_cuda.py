@@ -1,4 +1,5 @@
 """cuda-python helpers on a real device: buffers, stream ordering, CUDA-graph capture and replay of real kernels."""
+
 from __future__ import annotations
 
 import ctypes
@@ -42,7 +43,7 @@ def add_one(device):
         pytest.fail(log.decode())
     ptx = b" " * ok(nvrtc.nvrtcGetPTXSize(prog))
     ok(nvrtc.nvrtcGetPTX(prog, ptx))
-    cuda.check(cuda.cudart().cudaFree(0), "cudaFree(0)")          # make the primary context current
+    cuda.check(cuda.cudart().cudaFree(0), "cudaFree(0)")  # make the primary context current
     module = ok(driver.cuModuleLoadData(ptx))
     fn = ok(driver.cuModuleGetFunction(module, b"add_one"))
 
@@ -97,7 +98,7 @@ def test_stream_orders_kernels_and_copies(stream, add_one):
     try:
         host.view(np.float32, (n,))[:] = 0
         a.copy_from_host(host.ptr, 4 * n, stream)
-        for _ in range(10):                       # a += 1; b = a; b += 1; a = b  -> +2 per round, in order
+        for _ in range(10):  # a += 1; b = a; b += 1; a = b  -> +2 per round, in order
             add_one(a.ptr, n, stream)
             b.copy_from_device(a.ptr, 4 * n, stream)
             add_one(b.ptr, n, stream)
@@ -124,7 +125,7 @@ def test_graph_capture_and_replay(stream, add_one):
         assert graph.ready
         for k in range(3):
             stage.view(np.float32, (n,))[:] = np.arange(n, dtype=np.float32) * k
-            src.copy_from_host(stage.ptr, 4 * n, stream)   # new contents, same address
+            src.copy_from_host(stage.ptr, 4 * n, stream)  # new contents, same address
             graph.launch(stream)
             stream.synchronize()
             np.testing.assert_array_equal(out.view(np.float32, (n,)), np.arange(n, dtype=np.float32) * k + 2)

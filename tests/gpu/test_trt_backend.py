@@ -1,4 +1,5 @@
 """TrtBackend on a real device: engines built for this GPU, loop vs the ONNX Runtime host loop, graph vs eager."""
+
 from __future__ import annotations
 
 import numpy as np

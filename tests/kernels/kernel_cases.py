@@ -27,9 +27,7 @@ def make_layer(kind, batch, cin, cout, h, w=None, seed=0, noise="full"):
     w = w or h
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch, cin, h, w)).astype(np.float32)
-    s = (rng.standard_normal((batch, cin)) * 0.5 + 1.0).astype(
-        np.float32
-    )  # modulation bias is initialised to 1
+    s = (rng.standard_normal((batch, cin)) * 0.5 + 1.0).astype(np.float32)  # modulation bias is initialised to 1
     weight = rng.standard_normal((cout, cin, k, k)).astype(np.float32)
     bias = (rng.standard_normal(cout) * 0.1).astype(np.float32)
     hout, wout = (2 * h, 2 * w) if up else (h, w)
@@ -52,8 +50,10 @@ def stylegan2_layer_shapes(resolutions=(256, 512, 1024), channel_multiplier=2):
     from restyle_rt.export.nets.synthesis import channels_for
 
     conv, up, rgb = LAYER_KINDS
+
     def ch(r):
         return channels_for(r, channel_multiplier)
+
     shapes = {}
     for res_out in resolutions:
         layers = [(conv, ch(4), ch(4), 4), (rgb, ch(4), 3, 4)]

@@ -100,6 +100,6 @@ def test_runner_imports_cudart_of_older_cuda_python(monkeypatch):
     pkg.cudart = stub
     monkeypatch.setitem(sys.modules, "cuda", pkg)
     monkeypatch.setitem(sys.modules, "cuda.cudart", stub)
-    monkeypatch.setitem(sys.modules, "cuda.bindings", None)          # import of cuda.bindings fails
+    monkeypatch.setitem(sys.modules, "cuda.bindings", None)  # import of cuda.bindings fails
     monkeypatch.setitem(sys.modules, "cuda.bindings.runtime", None)
     assert runner._cudart() is stub

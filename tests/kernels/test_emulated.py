@@ -66,9 +66,7 @@ def test_emulator_selftest(emulator):
     assert "FAIL" not in out and out.count("ok:") == 9, out
 
 
-@pytest.mark.parametrize(
-    "kind,cin,cout,res_in", SHAPES, ids=[f"{k[0]}-{ci}-{co}" for k, ci, co, _ in SHAPES]
-)
+@pytest.mark.parametrize("kind,cin,cout,res_in", SHAPES, ids=[f"{k[0]}-{ci}-{co}" for k, ci, co, _ in SHAPES])
 def test_stylegan2_layer_matches_reference(emulator, kind, cin, cout, res_in, record_property):
     up = kind[2]
     h, w = _reduced_size(cin, cout, up, res_in)

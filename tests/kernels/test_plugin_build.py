@@ -40,10 +40,14 @@ def test_plugin_flavour_choice(flavour, tmp_path):
     probe = tmp_path / "probe.cpp"
     probe.write_text(
         '#include "modconvPluginFlavour.h"\n'
-        'int v3 = RESTYLE_MODCONV_PLUGIN_V3; int rtx = RESTYLE_MODCONV_TENSORRT_RTX;\n'
+        "int v3 = RESTYLE_MODCONV_PLUGIN_V3; int rtx = RESTYLE_MODCONV_TENSORRT_RTX;\n"
     )
-    proc = subprocess.run([CXX, "-E", "-P", f"-I{tmp_path}", f"-I{build.SOURCE_DIR}", str(probe)],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [CXX, "-E", "-P", f"-I{tmp_path}", f"-I{build.SOURCE_DIR}", str(probe)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert f"int v3 = {int(EXPECT_V3[flavour])};" in proc.stdout, proc.stdout
     assert f"int rtx = {int(flavour.startswith('rtx'))};" in proc.stdout, proc.stdout
@@ -87,17 +91,35 @@ def test_plugin_sources_per_flavour(tmp_path):
     """
     sets, cuda_inc = header_sets(), cuda_include_dir()
     if not sets:
-        pytest.skip("no TensorRT headers: set RESTYLE_RT_TRT_INCLUDE_DIRS to include dirs holding NvInferVersion.h "
-                    "(local check; headers are not in the repository or in CI)")
+        pytest.skip(
+            "no TensorRT headers: set RESTYLE_RT_TRT_INCLUDE_DIRS to include dirs holding NvInferVersion.h "
+            "(local check; headers are not in the repository or in CI)"
+        )
     if cuda_inc is None:
         pytest.skip("CUDA headers (cuda_runtime_api.h) not found")
     seen = {}
     for name, inc in sets:
         so = tmp_path / f"plugin-{name}.so"
         srcs = [str(build.SOURCE_DIR / f) for f in ("modconvPluginV2.cpp", "modconvPluginV3.cpp")]
-        proc = subprocess.run([CXX, "-std=c++17", "-shared", "-fPIC", "-Wno-deprecated-declarations", f"-I{inc}",
-                               f"-I{cuda_inc}", f"-I{build.SOURCE_DIR}", *srcs, "-o", str(so)],
-                              capture_output=True, text=True, check=False, timeout=300)
+        proc = subprocess.run(
+            [
+                CXX,
+                "-std=c++17",
+                "-shared",
+                "-fPIC",
+                "-Wno-deprecated-declarations",
+                f"-I{inc}",
+                f"-I{cuda_inc}",
+                f"-I{build.SOURCE_DIR}",
+                *srcs,
+                "-o",
+                str(so),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
+        )
         assert proc.returncode == 0, f"{name}: {proc.stderr[-3000:]}"
         dyn, every = _symbols(so)
         v3 = "vtable for restyle_rt::ModconvPluginV3" in every
@@ -147,9 +169,7 @@ def _configure(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
 @needs_cmake
 @pytest.mark.skipif(tensorrt_include_dir() is not None, reason="TensorRT headers are installed here")
 def test_plugin_configure_fails_clearly_without_tensorrt(nvcc, tmp_path):
-    proc = _configure(
-        tmp_path, f"-DTENSORRT_ROOT={tmp_path / 'no-tensorrt'}", f"-DCMAKE_CUDA_COMPILER={nvcc}"
-    )
+    proc = _configure(tmp_path, f"-DTENSORRT_ROOT={tmp_path / 'no-tensorrt'}", f"-DCMAKE_CUDA_COMPILER={nvcc}")
     assert proc.returncode != 0
     log = proc.stdout + proc.stderr
     assert "NvInfer.h" in log and "TENSORRT_ROOT" in log and "RESTYLE_BUILD_PLUGIN=OFF" in log
@@ -159,9 +179,7 @@ def test_plugin_configure_fails_clearly_without_tensorrt(nvcc, tmp_path):
 def test_plugin_build(nvcc, tmp_path):
     inc = tensorrt_include_dir()
     if inc is None:
-        pytest.skip(
-            "TensorRT headers (NvInfer.h) not found: set TENSORRT_ROOT to build the ModulatedConv2d plugin"
-        )
+        pytest.skip("TensorRT headers (NvInfer.h) not found: set TENSORRT_ROOT to build the ModulatedConv2d plugin")
     proc = _configure(
         tmp_path,
         f"-DTENSORRT_ROOT={os.environ.get('TENSORRT_ROOT', str(Path(inc).parent))}",
@@ -179,9 +197,7 @@ def test_plugin_build(nvcc, tmp_path):
     so = tmp_path / "b" / build.PLUGIN_LIBRARY_NAME
     assert so.is_file()
     assert build.plugin_library_path([so.parent]) == so
-    syms = subprocess.run(
-        ["nm", "-D", "--defined-only", str(so)], check=False, capture_output=True, text=True
-    ).stdout
+    syms = subprocess.run(["nm", "-D", "--defined-only", str(so)], check=False, capture_output=True, text=True).stdout
     assert "modconv_forward" in syms
 
 

@@ -18,9 +18,7 @@ def rel_l2(a, b):
 def _run(impl, x, s, w, b, n, kind):
     _, _, up, demod, act = kind
     t = lambda a: None if a is None else torch.from_numpy(a)  # noqa: E731
-    return R.styled_conv(
-        t(x), t(s), t(w), t(b), t(n), demodulate=demod, upsample=up, activate=act, impl=impl
-    ).numpy()
+    return R.styled_conv(t(x), t(s), t(w), t(b), t(n), demodulate=demod, upsample=up, activate=act, impl=impl).numpy()
 
 
 @pytest.mark.parametrize("size", [(12, 10, 7, 9), (512, 512, 4, 4)], ids=["small", "c512"])
@@ -32,9 +30,7 @@ def test_formulations_agree(kind, batch, size):
     up = 2 if kind[2] else 1
     numpy_ref = R.styled_conv_np(x, s, w, b, n, kind[3], kind[2], kind[4])  # float64 inside
     assert numpy_ref.shape == (batch, cout, h * up, w_ * up)
-    errors = {
-        impl: rel_l2(_run(impl, x, s, w, b, n, kind), numpy_ref) for impl in ("grouped", "ref", "phase")
-    }
+    errors = {impl: rel_l2(_run(impl, x, s, w, b, n, kind), numpy_ref) for impl in ("grouped", "ref", "phase")}
     assert max(errors.values()) < TOL, errors
 
 
@@ -44,9 +40,7 @@ def test_to_rgb_is_the_1x1_layer():
     got = R.to_rgb(
         torch.from_numpy(x), torch.from_numpy(s), torch.from_numpy(w), torch.from_numpy(b).reshape(1, 3, 1, 1)
     )
-    want = np.einsum("bihw,oi->bohw", x * s[:, :, None, None], w[:, :, 0, 0] / np.sqrt(16)) + b.reshape(
-        1, 3, 1, 1
-    )
+    want = np.einsum("bihw,oi->bohw", x * s[:, :, None, None], w[:, :, 0, 0] / np.sqrt(16)) + b.reshape(1, 3, 1, 1)
     assert rel_l2(got.numpy(), want) < TOL
 
 

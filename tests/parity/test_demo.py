@@ -20,7 +20,7 @@ def test_demo_runs_end_to_end_and_converges(tmp_path, capsys):
     assert (out / "target.png").is_file() and (out / "inversion.png").is_file()
     rows = [(float(r), float(p), float(q)) for _, r, p, q in ROW.findall(text)]
     assert len(rows) == 3, text
-    assert max(q for _, _, q in rows) < 1e-4, text      # per-step runtime-vs-PyTorch latent rel-L2
+    assert max(q for _, _, q in rows) < 1e-4, text  # per-step runtime-vs-PyTorch latent rel-L2
     # the fitted loop contracts: the latent error to the truth falls and the PSNR against the target rises at every
     # step (measured on this model: RMS 0.14 -> 0.09 -> 0.07, PSNR 24.6 -> 29.1 -> 32.8 dB over held-out targets)
     rms, psnr = [r for r, _, _ in rows], [p for _, p, _ in rows]

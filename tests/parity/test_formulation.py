@@ -3,6 +3,7 @@
 Per block (every modulated conv layer, ToRGB, skip upsampling, the batched style heads) and end to end (both
 graphs), for pSp/e4e x IR-SE50/ResNet34, ffhq-like and cars-like specs, both latent_avg shapes.
 """
+
 import math
 
 import pytest
@@ -37,7 +38,7 @@ def test_upfirdn2d_ref_matches_direct_definition():
     """Zero-insert, pad, true convolution (flipped kernel), subsample, against an explicit loop."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(1, 2, 5, 5, generator=g, dtype=torch.float64)
-    k = torch.randn(4, 4, generator=g, dtype=torch.float64)   # asymmetric on purpose
+    k = torch.randn(4, 4, generator=g, dtype=torch.float64)  # asymmetric on purpose
     up, pad = 2, (2, 1)
     z = torch.zeros(1, 2, 10, 10, dtype=torch.float64)
     z[:, :, ::2, ::2] = x

@@ -2,6 +2,7 @@
 
 A proxy for FP16 TensorRT engines (which need a GPU): same FP16 graphs the engine builder derives.
 """
+
 import pytest
 import torch
 from model_fixtures import artifacts_path

@@ -1,5 +1,6 @@
 """Manifests written by ``restyle-rt export`` read into the typed records and back to the same JSON, byte for byte:
 the cached model fixtures (pSp, e4e, FPN, cars, the fitted fixture) and one fresh export with the plugin variant."""
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,9 @@ def test_fitted_fixture_manifest_round_trips():
 def test_fresh_export_with_plugin_variant_round_trips(tmp_path):
     from restyle_rt.export import export_artifacts
 
-    out = export_artifacts(checkpoint_path("psp-resnet34-church"), tmp_path / "art", max_batch=2, progress=False,
-                           plugin_variant=True)
+    out = export_artifacts(
+        checkpoint_path("psp-resnet34-church"), tmp_path / "art", max_batch=2, progress=False, plugin_variant=True
+    )
     stored = _round_trips(out)
     m = artifacts.read_manifest(out)
     assert m.source.fit is None and "fit" in stored["source"]  # a stored null stays a null

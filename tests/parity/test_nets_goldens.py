@@ -8,6 +8,7 @@ configs: ResNet34 + pSp heads (church, 16 px, latent_avg [512]) and IR-SE50 + e4
 generators have 512 channels everywhere, so a random 64 px generator with a 512 -> 256 channel change checks the
 export formulation (portable and plugin-node forms) against the official one as well.
 """
+
 from __future__ import annotations
 
 import importlib.util

@@ -7,6 +7,7 @@ bounds of the tolerance table. INT8: explicit Q/DQ graphs made here with ``onnxr
 (``int8``), run by OpenVINO and compared with ONNX Runtime running the same Q/DQ graphs. Also: the compiled-model
 cache, ``auto`` precision, errors.
 """
+
 import dataclasses
 import json
 import shutil
@@ -136,10 +137,10 @@ def test_mixed_runs_the_encoder_in_bf16_and_the_synthesis_in_fp32(ov_cache):
             assert be.precision == prec
             enc = be.encode(x, fb, w).copy()
             got[prec] = (enc, *(a.copy() for a in be.synthesize(enc)))
-    np.testing.assert_array_equal(got["mixed"][0], got["bf16"][0])   # the encoder: BF16's
+    np.testing.assert_array_equal(got["mixed"][0], got["bf16"][0])  # the encoder: BF16's
     assert compare(got["bf16"][0] - w, got["fp32"][0] - w).rel_l2 > 1e-4  # which is not FP32's
     fp32_img, fp32_fb = (a.copy() for a in _fp32_synthesis(art, got["mixed"][0], ov_cache))
-    np.testing.assert_array_equal(got["mixed"][1], fp32_img)         # the synthesis: FP32's
+    np.testing.assert_array_equal(got["mixed"][1], fp32_img)  # the synthesis: FP32's
     np.testing.assert_array_equal(got["mixed"][2], fp32_fb)
 
 
@@ -150,8 +151,10 @@ def _fp32_synthesis(art, latent, ov_cache):
 
 def test_auto_precision_meets_the_bar(ov_cache, caplog):
     art = load(artifacts_path(EXPORTED[0]))
-    with caplog.at_level("INFO", logger="restyle_rt"), get_backend(
-            "openvino", art, precision="auto", cache_dir=ov_cache) as be:
+    with (
+        caplog.at_level("INFO", logger="restyle_rt"),
+        get_backend("openvino", art, precision="auto", cache_dir=ov_cache) as be,
+    ):
         chosen = be.precision
     assert f"precision auto -> {chosen}" in caplog.text
     # the fastest precision whose recorded ship-bar verdict holds on this CPU's BF16 path, else FP32
@@ -196,9 +199,14 @@ def int8_artifacts(tmp_path_factory):
         return (art.latent_avg[None] + 0.3 * rng.standard_normal((1, s, 512))).astype(np.float32)
 
     feeds = {
-        "encoder": [{"image": rng.uniform(-1, 1, (1, 3, *hw)).astype(np.float32),
-                     "feedback": rng.uniform(-1, 1, (1, 3, *hw)).astype(np.float32), "latent": lat()}
-                    for _ in range(8)],
+        "encoder": [
+            {
+                "image": rng.uniform(-1, 1, (1, 3, *hw)).astype(np.float32),
+                "feedback": rng.uniform(-1, 1, (1, 3, *hw)).astype(np.float32),
+                "latent": lat(),
+            }
+            for _ in range(8)
+        ],
         "synthesis": [{"latent": lat()} for _ in range(8)],
     }
 
@@ -212,8 +220,15 @@ def int8_artifacts(tmp_path_factory):
     int8 = {"graphs": {}}  # the record layout restyle-rt calibrate writes (CPU encoding)
     for g in ("encoder", "synthesis"):
         out = root / f"{g}.int8.onnx"
-        quantize_static(str(art.graph_path(g)), str(out), Reader(feeds[g]), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+        quantize_static(
+            str(art.graph_path(g)),
+            str(out),
+            Reader(feeds[g]),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+        )
         int8["graphs"][g] = {"cpu": {"file": out.name}}
     write_manifest(root, dataclasses.replace(art.manifest, int8=Int8Record.from_dict(int8)))
     return load(root)
@@ -228,14 +243,19 @@ def test_int8_runs_the_qdq_graphs_like_ort(int8_artifacts, ov_cache):
     s, hw = art.spec.n_styles, art.spec.input_hw
     x, y = (rng.uniform(-1, 1, (2, 3, *hw)).astype(np.float32) for _ in range(2))
     w = (art.latent_avg[None] + 0.3 * rng.standard_normal((2, s, 512))).astype(np.float32)
-    sess = {g: ort.InferenceSession(str(art.root / f"{g}.int8.onnx"), providers=["CPUExecutionProvider"])
-            for g in ("encoder", "synthesis")}
+    sess = {
+        g: ort.InferenceSession(str(art.root / f"{g}.int8.onnx"), providers=["CPUExecutionProvider"])
+        for g in ("encoder", "synthesis")
+    }
     ref_lat = sess["encoder"].run(["latent_next"], {"image": x, "feedback": y, "latent": w})[0]
     ref_img, ref_fb = sess["synthesis"].run(["image", "feedback"], {"latent": w})
     with get_backend("openvino", art, precision="int8", cache_dir=ov_cache) as be:
         runtime = be.compiled["synthesis"].get_runtime_model()
-        conv_precisions = {n.get_rt_info()["runtimePrecision"].astype(str) for n in runtime.get_ops()
-                           if n.get_rt_info()["layerType"].astype(str) in ("Convolution", "Deconvolution")}
+        conv_precisions = {
+            n.get_rt_info()["runtimePrecision"].astype(str)
+            for n in runtime.get_ops()
+            if n.get_rt_info()["layerType"].astype(str) in ("Convolution", "Deconvolution")
+        }
         assert conv_precisions & {"i8", "u8"}, conv_precisions
         got = be.encode(x, y, w).copy()
         img, fb = (a.copy() for a in be.synthesize(w))

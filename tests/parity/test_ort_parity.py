@@ -3,6 +3,7 @@
 One graph call (ORT vs the torch export modules, the manifest's export-time report included), and the whole loop
 per iteration: the torch-free ORT backend vs the official-formulation torch loop (``reference_loop``).
 """
+
 import json
 
 import numpy as np
@@ -89,8 +90,9 @@ def test_loop_parity_per_iteration(case, record_property):
     for t, step in enumerate(ref):
         lat = compare(res.step_latents[t], step.latent.numpy())
         img = compare(res.step_images[t], step.image.numpy())
-        table.append({"step": t + 1, "latent_rel_l2": lat.rel_l2, "image_psnr_db": img.psnr_db,
-                      "image_rel_l2": img.rel_l2})
+        table.append(
+            {"step": t + 1, "latent_rel_l2": lat.rel_l2, "image_psnr_db": img.psnr_db, "image_rel_l2": img.rel_l2}
+        )
         assert tolerance("ort-loop", "fp32", "latent").check(lat) is None, (t, lat)
         assert tolerance("ort-loop", "fp32", "image").check(img) is None, (t, img)
     # the loop really moves: every step changes the latent, so per-step parity is not trivially the first step's

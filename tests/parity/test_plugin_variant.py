@@ -1,4 +1,5 @@
 """The plugin-node synthesis variant: one ``ModulatedConv2d`` node per modulated conv, per the kernels' contract."""
+
 import collections
 
 import pytest
@@ -18,14 +19,19 @@ def test_plugin_variant_graph(tmp_path):
     spec = ckpt.spec
     latent = ckpt.latent_avg[None].repeat(2, 1, 1) + 0.3 * torch.randn(2, spec.n_styles, 512)
     rec = _plugin_variant(TorchModels.from_checkpoint(ckpt), tmp_path, latent, 17)
-    n_layers = 2 * (spec.output_size.bit_length() - 3) + 1        # conv1 + 2 per resolution above 4
-    n_rgb = spec.output_size.bit_length() - 2                       # to_rgb1 + one per resolution above 4
+    n_layers = 2 * (spec.output_size.bit_length() - 3) + 1  # conv1 + 2 per resolution above 4
+    n_rgb = spec.output_size.bit_length() - 2  # to_rgb1 + one per resolution above 4
     assert rec["nodes"] == n_layers + n_rgb and rec["torch_reference_rel_l2"] < 1e-5
     model = onnx.load(str(tmp_path / PLUGIN_FILE))
     nodes = [n for n in model.graph.node if n.op_type == "ModulatedConv2d"]
     attrs = collections.Counter(
-        tuple(onnx.helper.get_attribute_value(a) for a in sorted(n.attribute, key=lambda a: a.name)
-              if a.name in ("activate", "demodulate", "kernel_size", "upsample")) for n in nodes)
+        tuple(
+            onnx.helper.get_attribute_value(a)
+            for a in sorted(n.attribute, key=lambda a: a.name)
+            if a.name in ("activate", "demodulate", "kernel_size", "upsample")
+        )
+        for n in nodes
+    )
     # sorted attribute order: activate, demodulate, kernel_size, upsample
     ups = spec.output_size.bit_length() - 3
     assert attrs == {(1, 1, 3, 0): n_layers - ups, (1, 1, 3, 1): ups, (0, 0, 1, 0): n_rgb}

@@ -4,6 +4,7 @@ Each output the gate checks gets its own injected disagreement (ONNX Runtime's r
 formulation's, perturbed in a wrapper) and must raise :class:`ParityError` naming that output. The residual check is
 tested with an error small enough to pass the ``latent_next`` bound, so it fails only if the residual bound works.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -101,9 +102,11 @@ def _inject_ort(monkeypatch, graph, index, delta):
 
 def _relative_noise(rel):
     """A perturbation of relative L2 size ``rel`` against the output it is added to."""
+
     def delta(out, feeds):
         n = np.random.default_rng(0).standard_normal(out.shape).astype(np.float32)
         return n * (rel * np.linalg.norm(out) / np.linalg.norm(n))
+
     return delta
 
 
@@ -131,8 +134,10 @@ def test_residual_error_hidden_by_the_latent_is_refused(setup, monkeypatch):
     assert "residual: rel-L2" in str(e.value) and "latent_next:" not in str(e.value)
 
 
-@pytest.mark.parametrize("which,output", [("encoder_official", "latent_next"), ("synthesis_official", "image"),
-                                          ("synthesis_official", "feedback")])
+@pytest.mark.parametrize(
+    "which,output",
+    [("encoder_official", "latent_next"), ("synthesis_official", "image"), ("synthesis_official", "feedback")],
+)
 def test_export_vs_official_disagreement_is_refused(setup, monkeypatch, which, output):
     models, root, inputs = setup
     real = getattr(models, which)

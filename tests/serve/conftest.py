@@ -51,8 +51,22 @@ class ServerProcess:
         self.http, self.grpc, self.metrics = free_ports(3)
         self.log_path = log
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-        cmd = [sys.executable, "-m", "restyle_rt.cli", "serve", str(artifacts), "--host", "127.0.0.1",
-               "--port", str(self.http), "--grpc-port", str(self.grpc), "--metrics-port", str(self.metrics), *extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "restyle_rt.cli",
+            "serve",
+            str(artifacts),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.http),
+            "--grpc-port",
+            str(self.grpc),
+            "--metrics-port",
+            str(self.metrics),
+            *extra,
+        ]
         self._log = open(log, "wb")
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         self.url = f"127.0.0.1:{self.http}"
@@ -106,8 +120,18 @@ def servers(toy, tmp_path_factory):
     logs = tmp_path_factory.mktemp("serve-logs")
     procs = {
         "main": ServerProcess(toy[0], logs / "main.log", "--max-queue-delay-us", "100000", "--threads", "1"),
-        "tight": ServerProcess(toy[0], logs / "tight.log", "--max-queue-size", "2", "--max-queue-delay-us",
-                               "1500000", "--threads", "1", "--drain-timeout", "10"),
+        "tight": ServerProcess(
+            toy[0],
+            logs / "tight.log",
+            "--max-queue-size",
+            "2",
+            "--max-queue-delay-us",
+            "1500000",
+            "--threads",
+            "1",
+            "--drain-timeout",
+            "10",
+        ),
     }
     try:
         for p in procs.values():

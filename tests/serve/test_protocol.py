@@ -63,18 +63,21 @@ def test_groups_and_parity(inv):
     assert "step_latents" not in out[0]
 
 
-@pytest.mark.parametrize("bad, match", [
-    ({"image_bytes": np.array([[b"not an image"]], dtype=object)}, "not a readable image"),
-    ({"image_bytes": np.array([[b""]], dtype=object)}, "empty image"),
-    ({}, "exactly one of"),
-    ({"image_bytes": np.array([[b"x"]], dtype=object), "images": np.zeros((1, 3, 16, 16), np.float32)}, "both"),
-    ({"images": np.zeros((1, 3, 8, 8), np.float32)}, "expected float32"),
-    ({"images": np.full((1, 3, 16, 16), np.nan, np.float32)}, "NaN"),
-    ({"images": np.zeros((1, 3, 16, 16), np.float32), "iters": np.array([[0]], np.int32)}, "positive integer"),
-    ({"images": np.zeros((1, 3, 16, 16), np.float32), "iters": np.array([[21]], np.int32)}, "expected 1..20"),
-    ({"images": np.zeros((2, 3, 16, 16), np.float32), "iters": np.array([[2], [3]], np.int32)}, "same value"),
-    ({"images": np.zeros((1, 3, 16, 16), np.float32), "early_exit": np.array([[-1.0]], np.float32)}, "early_exit"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"image_bytes": np.array([[b"not an image"]], dtype=object)}, "not a readable image"),
+        ({"image_bytes": np.array([[b""]], dtype=object)}, "empty image"),
+        ({}, "exactly one of"),
+        ({"image_bytes": np.array([[b"x"]], dtype=object), "images": np.zeros((1, 3, 16, 16), np.float32)}, "both"),
+        ({"images": np.zeros((1, 3, 8, 8), np.float32)}, "expected float32"),
+        ({"images": np.full((1, 3, 16, 16), np.nan, np.float32)}, "NaN"),
+        ({"images": np.zeros((1, 3, 16, 16), np.float32), "iters": np.array([[0]], np.int32)}, "positive integer"),
+        ({"images": np.zeros((1, 3, 16, 16), np.float32), "iters": np.array([[21]], np.int32)}, "expected 1..20"),
+        ({"images": np.zeros((2, 3, 16, 16), np.float32), "iters": np.array([[2], [3]], np.int32)}, "same value"),
+        ({"images": np.zeros((1, 3, 16, 16), np.float32), "early_exit": np.array([[-1.0]], np.float32)}, "early_exit"),
+    ],
+)
 def test_bad_request_alone_fails(inv, bad, match):
     good = {"images": np.zeros((1, 3, 16, 16), np.float32), "iters": np.array([[2]], np.int32)}
     run, calls = _invert(inv)
@@ -86,8 +89,10 @@ def test_bad_request_alone_fails(inv, bad, match):
 
 def test_early_exit_per_request(inv):
     x = np.zeros((2, 3, 16, 16), np.float32)
-    reqs = [{"images": x, "iters": np.array([[4], [4]], np.int32), "early_exit": np.array([[1e9], [1e9]], np.float32)},
-            {"images": x[:1], "iters": np.array([[4]], np.int32)}]
+    reqs = [
+        {"images": x, "iters": np.array([[4], [4]], np.int32), "early_exit": np.array([[1e9], [1e9]], np.float32)},
+        {"images": x[:1], "iters": np.array([[4]], np.int32)},
+    ]
     run, calls = _invert(inv)
     out = protocol.run_requests(run, reqs, inv.spec.input_hw)
     assert out[0]["steps_used"].tolist() == [[1], [1]] and out[1]["steps_used"].tolist() == [[4]]
@@ -103,10 +108,16 @@ def _decode_png(b: bytes) -> np.ndarray:
 def test_encoded_images_instead_of_raw(inv):
     x = inv.preprocess([np.random.default_rng(k).integers(0, 256, (30, 30, 3), dtype=np.uint8) for k in range(2)])
     steps = np.array([[True], [True]])
-    reqs = [{"images": x, "iters": np.array([[2], [2]], np.int32), "return_steps": steps},  # raw: as before
-            {"images": x, "iters": np.array([[2], [2]], np.int32), "return_steps": steps,
-             "image_format": np.array([[b"png"], [b"png"]], dtype=object)},
-            {"images": x[:1], "iters": np.array([[2]], np.int32), "image_format": np.array([[b"JPG"]], dtype=object)}]
+    reqs = [
+        {"images": x, "iters": np.array([[2], [2]], np.int32), "return_steps": steps},  # raw: as before
+        {
+            "images": x,
+            "iters": np.array([[2], [2]], np.int32),
+            "return_steps": steps,
+            "image_format": np.array([[b"png"], [b"png"]], dtype=object),
+        },
+        {"images": x[:1], "iters": np.array([[2]], np.int32), "image_format": np.array([[b"JPG"]], dtype=object)},
+    ]
     run, calls = _invert(inv)
     raw, png, jpg = protocol.run_requests(run, reqs, inv.spec.input_hw)
     assert calls == [(4, 2, True, None), (1, 2, False, None)]  # the format does not split a loop group
@@ -133,8 +144,12 @@ def test_server_default_format_and_bad_format(inv):
     assert "image_encoded" in out[0] and "image" not in out[0]  # the server's default
     assert isinstance(out[1], protocol.RequestError) and "expected one of raw, png, jpeg" in str(out[1])
     assert "image" in out[2] and "image_encoded" not in out[2]  # a request overrides the default
-    mixed = dict(good, images=np.zeros((2, 3, 16, 16), np.float32), iters=np.array([[1], [1]], np.int32),
-                 image_format=np.array([[b"png"], [b"raw"]], dtype=object))
+    mixed = dict(
+        good,
+        images=np.zeros((2, 3, 16, 16), np.float32),
+        iters=np.array([[1], [1]], np.int32),
+        image_format=np.array([[b"png"], [b"raw"]], dtype=object),
+    )
     assert "same value" in str(protocol.run_requests(run, [mixed], inv.spec.input_hw)[0])
 
 
@@ -168,7 +183,7 @@ def test_preferred_batch_sizes():
 
 
 def test_proxy_patch_is_anchored():
-    src = ("x = 1\n" + env._ANCHOR + "        return 1\n")
+    src = "x = 1\n" + env._ANCHOR + "        return 1\n"
     patched = env.patch_proxy_source(src)
     assert env.ERROR_KEY in patched and patched.count("def _wrap_response") == 1
     compile(patched, "model.py", "exec")
@@ -196,12 +211,14 @@ def test_cli_registration_is_light_and_in_step():
     import subprocess
     import sys
 
-    code = ("import argparse, json, sys; sys.modules['torch'] = None\n"
-            "from restyle_rt.cli import serve as cli\n"
-            "p = argparse.ArgumentParser(); cli.register(p.add_subparsers())\n"
-            "a = p.parse_args(['serve', 'A'])\n"
-            "heavy = [m for m in ('numpy', 'onnxruntime', 'cv2', 'pytriton') if sys.modules.get(m) is not None]\n"
-            "print(json.dumps({'heavy': heavy, 'max_iters': a.max_iters, 'host': a.host}))")
+    code = (
+        "import argparse, json, sys; sys.modules['torch'] = None\n"
+        "from restyle_rt.cli import serve as cli\n"
+        "p = argparse.ArgumentParser(); cli.register(p.add_subparsers())\n"
+        "a = p.parse_args(['serve', 'A'])\n"
+        "heavy = [m for m in ('numpy', 'onnxruntime', 'cv2', 'pytriton') if sys.modules.get(m) is not None]\n"
+        "print(json.dumps({'heavy': heavy, 'max_iters': a.max_iters, 'host': a.host}))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout.strip().splitlines()[-1])

@@ -88,8 +88,14 @@ def test_health_config_and_metrics(servers, toy):
     assert cfg["max_batch_size"] == 8  # the toy artifacts' profile max
     assert cfg["dynamic_batching"]["preferred_batch_size"] == [8]
     assert cfg["dynamic_batching"]["default_queue_policy"]["max_queue_size"] == 64
-    assert {t["name"] for t in cfg["input"]} == {"image_bytes", "images", "iters", "early_exit", "return_steps",
-                                                 "image_format"}
+    assert {t["name"] for t in cfg["input"]} == {
+        "image_bytes",
+        "images",
+        "iters",
+        "early_exit",
+        "return_steps",
+        "image_format",
+    }
     assert _metric(s.metrics, "nv_inference_exec_count") >= 0
 
 
@@ -106,8 +112,9 @@ def test_concurrent_requests_match_inverter_and_batch(servers, toy):
     client = hc.InferenceServerClient(s.url, concurrency=12)
     try:
         futs = [client.async_infer("restyle", _inputs(blobs=[b])) for b in blobs]
-        futs += [client.async_infer("restyle", _inputs(images=arr[k:k + 1], return_steps=("BOOL", True)))
-                 for k in range(4)]
+        futs += [
+            client.async_infer("restyle", _inputs(images=arr[k : k + 1], return_steps=("BOOL", True))) for k in range(4)
+        ]
         res = _gather(futs)
     finally:
         client.close()
@@ -136,8 +143,9 @@ def test_png_answer_over_http(servers, toy):
     client = hc.InferenceServerClient(s.url)
     try:
         raw = client.infer("restyle", _inputs(blobs=[_png(7)], iters=2, return_steps=("BOOL", True)))
-        png = client.infer("restyle", _inputs(blobs=[_png(7)], iters=2, return_steps=("BOOL", True),
-                                              image_format=("BYTES", b"png")))
+        png = client.infer(
+            "restyle", _inputs(blobs=[_png(7)], iters=2, return_steps=("BOOL", True), image_format=("BYTES", b"png"))
+        )
     finally:
         client.close()
     enc, steps = png.as_numpy("image_encoded"), png.as_numpy("step_images_encoded")
@@ -175,10 +183,12 @@ def test_bad_request_among_good(servers):
     s = servers["main"]
     client = hc.InferenceServerClient(s.url, concurrency=6)
     try:
-        futs = [client.async_infer("restyle", _inputs(blobs=[_png(1)])),
-                client.async_infer("restyle", _inputs(blobs=[b"\x89PNG truncated"])),
-                client.async_infer("restyle", _inputs(blobs=[_png(2)], iters=99)),
-                client.async_infer("restyle", _inputs(blobs=[_png(3)]))]
+        futs = [
+            client.async_infer("restyle", _inputs(blobs=[_png(1)])),
+            client.async_infer("restyle", _inputs(blobs=[b"\x89PNG truncated"])),
+            client.async_infer("restyle", _inputs(blobs=[_png(2)], iters=99)),
+            client.async_infer("restyle", _inputs(blobs=[_png(3)])),
+        ]
         res = _gather(futs)
         with pytest.raises(InferenceServerException) as wrong_dtype:  # rejected by Triton before batching
             client.infer("restyle", _inputs(images=np.zeros((1, 3, 16, 16), np.float64)))

@@ -40,10 +40,18 @@ def _parse_config(path: Path):
 def test_repository_layout(toy, tmp_path):
     art = toy[0]
     repo = write_repository(art, tmp_path / "ort", RepoConfig(graphs="auto", instances=2))
-    assert repo.platforms == {"encoder": "onnxruntime_onnx", "synthesis": "onnxruntime_onnx",  # no engines built
-                              "restyle": "python (BLS)"}
-    for f in ("encoder/1/model.onnx", "synthesis/1/model.onnx", "restyle/1/model.py",
-              "restyle/1/artifacts/latent_avg.npy", "restyle/1/artifacts/avg_feedback.npy"):
+    assert repo.platforms == {
+        "encoder": "onnxruntime_onnx",
+        "synthesis": "onnxruntime_onnx",  # no engines built
+        "restyle": "python (BLS)",
+    }
+    for f in (
+        "encoder/1/model.onnx",
+        "synthesis/1/model.onnx",
+        "restyle/1/model.py",
+        "restyle/1/artifacts/latent_avg.npy",
+        "restyle/1/artifacts/avg_feedback.npy",
+    ):
         assert (tmp_path / "ort" / f).is_file(), f
     assert 'platform: "onnxruntime_onnx"' in (tmp_path / "ort" / "encoder" / "config.pbtxt").read_text()
     with pytest.raises(ArtifactError, match="standard-TensorRT"):
@@ -64,8 +72,9 @@ def test_bls_model_reads_the_copied_manifest(make_toy, tmp_path, monkeypatch):
 
     art, _ = make_toy("bls")
     manifest = json.loads((art / "manifest.json").read_text())
-    manifest["engines"] = [{"graph": "encoder", "precision": "fp16", "file": "engines/encoder.fp16.engine",
-                            "trt_flavour": "tensorrt-rtx"}]
+    manifest["engines"] = [
+        {"graph": "encoder", "precision": "fp16", "file": "engines/encoder.fp16.engine", "trt_flavour": "tensorrt-rtx"}
+    ]
     (art / "manifest.json").write_text(json.dumps(manifest))
     write_repository(art, tmp_path / "r", RepoConfig(graphs="python"))
     vdir = tmp_path / "r" / "restyle" / "1"
@@ -76,8 +85,13 @@ def test_bls_model_reads_the_copied_manifest(make_toy, tmp_path, monkeypatch):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     ort = OrtBackend(artifacts.load(art), threads=1)
-    monkeypatch.setattr(mod, "_call", lambda model, inputs, outputs: (
-        [ort.encode(**inputs)] if model == "encoder" else list(ort.synthesize(inputs["latent"]))))
+    monkeypatch.setattr(
+        mod,
+        "_call",
+        lambda model, inputs, outputs: (
+            [ort.encode(**inputs)] if model == "encoder" else list(ort.synthesize(inputs["latent"]))
+        ),
+    )
     model = mod.TritonPythonModel()
     model.initialize({"model_config": json.dumps({"input": [{"name": "images"}], "parameters": {}})})
     loaded = artifacts.load(art)
@@ -139,8 +153,10 @@ def test_warmup_and_image_format_in_config(toy, tmp_path, graphs):
     pb = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient[grpc] not installed")
 
     write_repository(toy[0], tmp_path / "r", RepoConfig(graphs=graphs, image_format="png"))
-    for graph, dims in (("encoder", {"image": [3, 16, 16], "feedback": [3, 16, 16], "latent": [4, 512]}),
-                        ("synthesis", {"latent": [4, 512]})):
+    for graph, dims in (
+        ("encoder", {"image": [3, 16, 16], "feedback": [3, 16, 16], "latent": [4, 512]}),
+        ("synthesis", {"latent": [4, 512]}),
+    ):
         (warm,) = _parse_config(tmp_path / "r" / graph / "config.pbtxt").model_warmup
         assert warm.batch_size == 1 and {k: list(v.dims) for k, v in warm.inputs.items()} == dims
         assert all(v.zero_data and v.data_type == pb.TYPE_FP32 for v in warm.inputs.values())
@@ -169,8 +185,9 @@ def test_tensorrt_plan_config_is_validated_not_run(make_toy, tmp_path):
     manifest["engines"] = []
     for g in ("encoder", "synthesis"):  # stand-in engine records: the config is checked, the bytes never loaded
         (art / "engines" / f"{g}.fp16.engine").write_bytes(b"not a real plan")
-        manifest["engines"].append({"graph": g, "precision": "fp16", "file": f"engines/{g}.fp16.engine",
-                                    "trt_flavour": "tensorrt"})
+        manifest["engines"].append(
+            {"graph": g, "precision": "fp16", "file": f"engines/{g}.fp16.engine", "trt_flavour": "tensorrt"}
+        )
     (art / "manifest.json").write_text(json.dumps(manifest))
     repo = write_repository(art, tmp_path / "repo")
     assert repo.platforms["synthesis"] == "tensorrt_plan"
@@ -191,20 +208,34 @@ class Tritonserver:
         backends.mkdir(parents=True)
         for f in ("libtriton_python.so", "triton_python_backend_utils.py"):
             os.symlink(dist / "backends" / "python" / f, backends / f)
-        stub = dist / "python_backend_stubs" / f"{sys.version_info[0]}.{sys.version_info[1]}" / \
-            "triton_python_backend_stub"
+        stub = (
+            dist
+            / "python_backend_stubs"
+            / f"{sys.version_info[0]}.{sys.version_info[1]}"
+            / "triton_python_backend_stub"
+        )
         shutil.copy(stub, backends / "triton_python_backend_stub")
         self.http, grpc, metrics = free_ports(3)
         env = dict(os.environ)
-        env["LD_LIBRARY_PATH"] = ":".join(p for p in (sysconfig.get_config_var("LIBDIR"), str(get_libs_path()),
-                                                      env.get("LD_LIBRARY_PATH", "")) if p)
+        env["LD_LIBRARY_PATH"] = ":".join(
+            p for p in (sysconfig.get_config_var("LIBDIR"), str(get_libs_path()), env.get("LD_LIBRARY_PATH", "")) if p
+        )
         env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"  # the stub finds this venv's packages
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-        cmd = [str(dist / "bin" / "tritonserver"), f"--model-repository={repo}", f"--backend-directory={work}/backends",
-               "--http-address=127.0.0.1", f"--http-port={self.http}", "--grpc-address=127.0.0.1",
-               f"--grpc-port={grpc}", "--metrics-address=127.0.0.1", f"--metrics-port={metrics}",
-               "--exit-timeout-secs=10", f"--backend-config=python,shm-region-prefix-name=restyle{os.getpid()}_",
-               *extra]
+        cmd = [
+            str(dist / "bin" / "tritonserver"),
+            f"--model-repository={repo}",
+            f"--backend-directory={work}/backends",
+            "--http-address=127.0.0.1",
+            f"--http-port={self.http}",
+            "--grpc-address=127.0.0.1",
+            f"--grpc-port={grpc}",
+            "--metrics-address=127.0.0.1",
+            f"--metrics-port={metrics}",
+            "--exit-timeout-secs=10",
+            f"--backend-config=python,shm-region-prefix-name=restyle{os.getpid()}_",
+            *extra,
+        ]
         self.log = work / "tritonserver.log"
         self._f = open(self.log, "wb")
         self.proc = subprocess.Popen(cmd, stdout=self._f, stderr=subprocess.STDOUT, env=env, start_new_session=True)

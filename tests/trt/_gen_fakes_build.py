@@ -24,6 +24,7 @@ Modelled (sources: shared/reference/tensorrt-and-peers.md §3a, §3d and the NvI
 Not modelled: anything the builder does not branch on, and plan building itself (``build_serialized_network`` of a
 fake network is refused: the real RTX builder would ignore the fake flags, so a plan would prove nothing).
 """
+
 from __future__ import annotations
 
 import types
@@ -48,19 +49,35 @@ class Generation:
     weak_typing: bool = False
 
 
-_NO_AOT = {"IBuilderConfig": frozenset({"set_compute_capability", "get_compute_capability",
-                                        "num_compute_capabilities"}),
-           "Runtime": frozenset({"get_engine_validity"})}
+_NO_AOT = {
+    "IBuilderConfig": frozenset({"set_compute_capability", "get_compute_capability", "num_compute_capabilities"}),
+    "Runtime": frozenset({"get_engine_validity"}),
+}
 _NO_RUNTIME_CONFIG = {**_NO_AOT, "ICudaEngine": frozenset({"create_runtime_config"})}
 
 GENERATIONS = {
-    "8.5": Generation("8.5.2.2", {"EXPLICIT_BATCH": 0, "EXPLICIT_PRECISION": 1}, WEAK_TYPING_FLAGS,
-                      hide=RTX_ONLY | {"ExecutionContextAllocationStrategy"}, hide_methods=_NO_RUNTIME_CONFIG,
-                      weak_typing=True),
-    "10.3": Generation("10.3.0.26", {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1}, WEAK_TYPING_FLAGS,
-                       hide_methods=_NO_RUNTIME_CONFIG, weak_typing=True),
-    "10.13": Generation("10.13.3.9", {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1}, WEAK_TYPING_FLAGS,
-                        hide_methods=_NO_AOT, weak_typing=True),
+    "8.5": Generation(
+        "8.5.2.2",
+        {"EXPLICIT_BATCH": 0, "EXPLICIT_PRECISION": 1},
+        WEAK_TYPING_FLAGS,
+        hide=RTX_ONLY | {"ExecutionContextAllocationStrategy"},
+        hide_methods=_NO_RUNTIME_CONFIG,
+        weak_typing=True,
+    ),
+    "10.3": Generation(
+        "10.3.0.26",
+        {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1},
+        WEAK_TYPING_FLAGS,
+        hide_methods=_NO_RUNTIME_CONFIG,
+        weak_typing=True,
+    ),
+    "10.13": Generation(
+        "10.13.3.9",
+        {"EXPLICIT_BATCH": 0, "STRONGLY_TYPED": 1},
+        WEAK_TYPING_FLAGS,
+        hide_methods=_NO_AOT,
+        weak_typing=True,
+    ),
     "11.1": Generation("11.1.0.6", {"STRONGLY_TYPED": 1}, hide_methods=_NO_AOT),
 }
 
@@ -180,8 +197,9 @@ def make_module(gen_name: str) -> types.ModuleType:
     for cls, hidden in gen.hide_methods.items():
         setattr(mod, cls, _View(getattr(real, cls), hidden))
     mod.__version__ = gen.version
-    mod.NetworkDefinitionCreationFlag = _enum("NetworkDefinitionCreationFlag",
-                                              {n: _Member(n, v) for n, v in gen.network_flags.items()})
+    mod.NetworkDefinitionCreationFlag = _enum(
+        "NetworkDefinitionCreationFlag", {n: _Member(n, v) for n, v in gen.network_flags.items()}
+    )
     flags = {n: v for n, v in real.BuilderFlag.__members__.items() if n not in gen.hide_builder_flags}
     flags.update({n: _Member(n, v) for n, v in gen.add_builder_flags.items()})
     mod.BuilderFlag = _enum("BuilderFlag", flags)
@@ -196,6 +214,9 @@ def differences(gen_name: str) -> tuple[set, set]:
     hidden = set(gen.hide) | {f"BuilderFlag.{n}" for n in gen.hide_builder_flags}
     hidden |= {f"{c}.{m}" for c, ms in gen.hide_methods.items() for m in ms}
     added = {f"BuilderFlag.{n}" for n in gen.add_builder_flags}
-    added |= {f"NetworkDefinitionCreationFlag.{n}" for n in gen.network_flags
-              if n not in real.NetworkDefinitionCreationFlag.__members__}
+    added |= {
+        f"NetworkDefinitionCreationFlag.{n}"
+        for n in gen.network_flags
+        if n not in real.NetworkDefinitionCreationFlag.__members__
+    }
     return hidden, added

@@ -1,4 +1,5 @@
 """Collects the engine-build and FP16-proxy log lines of the trt tests for the terminal summary."""
+
 from __future__ import annotations
 
 import contextlib

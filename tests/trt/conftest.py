@@ -4,6 +4,7 @@ The fixture is the exporter's random-weight pSp IR-SE50 FFHQ model (``tests/mode
 when the exporter is not importable (no torch) a tiny toy export stands in. Engine builds log lines such as
 ``built encoder fp16 engine: N bytes in S s``; they are repeated in the terminal summary so CI logs show them.
 """
+
 from __future__ import annotations
 
 import shutil

@@ -5,6 +5,7 @@ asynchronously, refuse synchronisation and allocation inside a capture, and run 
 the toy graphs, so the loop's numbers are compared with the NumPy restatement of the toy model. What they cannot
 show: TensorRT's kernels, real timing, driver behaviour beyond what is modelled (see tests/fakes/gpu.py).
 """
+
 from __future__ import annotations
 
 import logging
@@ -52,13 +53,13 @@ def test_loop_matches_reference_on_every_generation(env, generation, use_graph):
     do round 2's (issue 19) defect 3 (a second context on TensorRT 8.5 has profile -1: one context per engine there)
     and 5 (the IRuntimeConfig of 11.1 / RTX contexts freed at once)."""
     e = env(generation=generation)
-    x = _images(e.art, 5)                                    # profile max 3: chunks of 3 + 2
+    x = _images(e.art, 5)  # profile max 3: chunks of 3 + 2
     with trt_backend.TrtBackend(e.art, cuda_graph=use_graph) as be:
-        for n in (1, 4, 4, 1):                               # later calls replay graphs of both batch sizes
+        for n in (1, 4, 4, 1):  # later calls replay graphs of both batch sizes
             _check(be.run_loop(x, n), e.ref, x, n)
         if use_graph:
             assert sorted(be._graphs) == [(2, 1), (2, 4), (3, 1), (3, 4)] and be.use_graphs
-            single = generation == "8.5"                    # one context per engine: a batch change re-captures
+            single = generation == "8.5"  # one context per engine: a batch change re-captures
             assert e.gpu.captures_begun == (8 if single else 4) and e.gpu.launches == 8
             assert (be.enc.reshapes, be.syn.reshapes) == ((7, 7) if single else (0, 0))
         if e.info.is_rtx:
@@ -164,12 +165,12 @@ def test_capture_error_is_the_first_error_and_stream_is_usable(env):
             1 / 0  # noqa: B018 - raises inside the capture
     with pytest.raises(cuda.CudaError, match="cudaMalloc.*cudaErrorStreamCaptureUnsupported"):
         with g.capture(s):
-            cuda.DeviceBuffer(16)                            # allocation while capturing: the first error
+            cuda.DeviceBuffer(16)  # allocation while capturing: the first error
     with pytest.raises(cuda.CudaError, match="cudaStreamEndCapture.*cudaErrorStreamCaptureInvalidated"):
         with g.capture(s):
-            e.rt.cudaStreamSynchronize(s.raw)                # error ignored, capture invalidated: seen at the end
+            e.rt.cudaStreamSynchronize(s.raw)  # error ignored, capture invalidated: seen at the end
     assert not g.ready and not e.gpu.graphs and not e.gpu.captures
-    s.synchronize()                                          # the stream is not left capturing
+    s.synchronize()  # the stream is not left capturing
     cuda.close_all(g, s)
     assert e.gpu.live() == NOTHING_LIVE
 
@@ -208,7 +209,7 @@ def test_misaligned_tensor_address_is_refused(env):
     with trt_backend.TrtBackend(e.art, cuda_graph=False) as be:
         ctx = be.enc.context(1)
         assert ctx.set_tensor_address("latent", be.d_lat[0].ptr)
-        assert not ctx.set_tensor_address("latent", be.d_lat[0].ptr + 4)   # TensorRT: >= 256-byte alignment
+        assert not ctx.set_tensor_address("latent", be.d_lat[0].ptr + 4)  # TensorRT: >= 256-byte alignment
 
 
 def test_fake_8_5_gives_later_contexts_profile_minus_1(env):

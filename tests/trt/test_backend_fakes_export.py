@@ -3,6 +3,7 @@
 The toy tests check the loop logic per step; this one runs the real export's graph I/O (names, style count, input
 vs image size) through the backend's device buffers and compares with OrtBackend's host loop on the same files.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,5 +1,6 @@
 """``restyle-rt build`` lives in the cli package, and registering it imports nothing heavy (no torch, numpy,
 onnx or TensorRT): the dispatcher registers every command on torch-free runtime boxes."""
+
 from __future__ import annotations
 
 import json

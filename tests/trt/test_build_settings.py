@@ -4,6 +4,7 @@ The session's engines (``built``, tests/trt/conftest.py) are reused; the refusal
 (no engine build). A TensorRT-RTX plan cannot be deserialized without a GPU driver, so the settings come from the
 network / config / profile objects the plan is built from (restyle_rt/engine/settings.py).
 """
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,10 @@ from restyle_rt.errors import BuildError
 pytestmark = pytest.mark.trt
 
 CASES = [(g, p) for p in ("fp32", "fp16") for g in ("encoder", "synthesis")]
-IO = {"encoder": {"image": "input", "feedback": "input", "latent": "input", "latent_next": "output"},
-      "synthesis": {"latent": "input", "image": "output", "feedback": "output"}}
+IO = {
+    "encoder": {"image": "input", "feedback": "input", "latent": "input", "latent_next": "output"},
+    "synthesis": {"latent": "input", "image": "output", "feedback": "output"},
+}
 
 
 @pytest.mark.parametrize("graph,precision", CASES)
@@ -37,11 +40,11 @@ def test_record_holds_the_settings_the_backend_needs(built, trt_info, graph, pre
     assert rec["tf32"] is (precision != "fp32") and ("TF32" in rec["builder_flags"]) is rec["tf32"]
     assert rec["optimization_profiles"] == 1
     assert {n: t["mode"] for n, t in rec["io"].items()} == IO[graph]
-    assert {t["dtype"] for t in rec["io"].values()} == {"float32"}        # FP16 lives inside, I/O stays FP32
+    assert {t["dtype"] for t in rec["io"].values()} == {"float32"}  # FP16 lives inside, I/O stays FP32
     for name, t in rec["io"].items():
         assert t["shape"][0] == -1 and -1 not in t["shape"][1:], (name, t)  # dynamic batch only
         if t["mode"] == "input":
-            assert [d[0] for d in t["profile"]] == rec["profile"]           # min/opt/max from --batch
+            assert [d[0] for d in t["profile"]] == rec["profile"]  # min/opt/max from --batch
             assert all(d[1:] == t["shape"][1:] for d in t["profile"])
 
 
@@ -67,8 +70,9 @@ def test_configure_reads_settings_from_tensorrt(art_dir, trt_info):
     network, _parser, config, settings = _configure(art_dir, trt_info)
     flag = getattr(trt_info.module.BuilderFlag, "REQUIRE_USER_ALLOCATION", None)
     assert settings["require_user_allocation"] is (flag is not None and config.get_flag(flag))
-    assert sorted(settings["io"]) == sorted([network.get_input(0).name] + [network.get_output(i).name
-                                                                           for i in range(network.num_outputs)])
+    assert sorted(settings["io"]) == sorted(
+        [network.get_input(0).name] + [network.get_output(i).name for i in range(network.num_outputs)]
+    )
 
 
 def test_missing_user_allocation_flag_is_refused(art_dir, trt_info, monkeypatch):
@@ -103,21 +107,40 @@ def test_tf32_on_an_fp32_engine_is_refused(art_dir, trt_info, monkeypatch):
 
 
 def _settings(**io_changes):
-    io = {"latent": {"mode": "input", "dtype": "float32", "shape": [-1, 8, 512],
-                     "profile": [[1, 8, 512], [2, 8, 512], [4, 8, 512]]},
-          "image": {"mode": "output", "dtype": "float32", "shape": [-1, 3, 32, 32]}}
+    io = {
+        "latent": {
+            "mode": "input",
+            "dtype": "float32",
+            "shape": [-1, 8, 512],
+            "profile": [[1, 8, 512], [2, 8, 512], [4, 8, 512]],
+        },
+        "image": {"mode": "output", "dtype": "float32", "shape": [-1, 3, 32, 32]},
+    }
     for name, change in io_changes.items():
         io[name] = {**io[name], **change}
-    return {"builder_flags": ["REQUIRE_USER_ALLOCATION"], "require_user_allocation": True, "strongly_typed": True,
-            "tf32": False, "optimization_profiles": 1, "io": io, "compute_capabilities": ["8.6"]}
+    return {
+        "builder_flags": ["REQUIRE_USER_ALLOCATION"],
+        "require_user_allocation": True,
+        "strongly_typed": True,
+        "tf32": False,
+        "optimization_profiles": 1,
+        "io": io,
+        "compute_capabilities": ["8.6"],
+    }
 
 
 EXPECTED = {"latent": ("input", [-1, 8, 512]), "image": ("output", [-1, 3, 32, 32])}
 
 
 def _problems(settings, **kw):
-    args = {"strongly_typed": True, "user_allocation": True, "precision": "fp32", "batch": [1, 2, 4],
-            "expected_io": EXPECTED, "ccs": ["8.6"]}
+    args = {
+        "strongly_typed": True,
+        "user_allocation": True,
+        "precision": "fp32",
+        "batch": [1, 2, 4],
+        "expected_io": EXPECTED,
+        "ccs": ["8.6"],
+    }
     return problems(settings, **{**args, **kw})
 
 
@@ -125,12 +148,15 @@ def test_problems_accepts_what_the_backend_needs():
     assert _problems(_settings()) == []
 
 
-@pytest.mark.parametrize("change,words", [
-    ({"image": {"dtype": "float16"}}, "I/O must stay float32"),
-    ({"latent": {"shape": [4, 8, 512], "profile": [[4, 8, 512]] * 3}}, "dynamic batch dimension only"),
-    ({"latent": {"profile": [[1, 8, 512], [1, 8, 512], [1, 8, 512]]}}, "does not span batch min/opt/max"),
-    ({"latent": {"profile": [[1, 8, 512], [2, 8, 512], [4, 9, 512]]}}, "changes a static dimension"),
-])
+@pytest.mark.parametrize(
+    "change,words",
+    [
+        ({"image": {"dtype": "float16"}}, "I/O must stay float32"),
+        ({"latent": {"shape": [4, 8, 512], "profile": [[4, 8, 512]] * 3}}, "dynamic batch dimension only"),
+        ({"latent": {"profile": [[1, 8, 512], [1, 8, 512], [1, 8, 512]]}}, "does not span batch min/opt/max"),
+        ({"latent": {"profile": [[1, 8, 512], [2, 8, 512], [4, 9, 512]]}}, "changes a static dimension"),
+    ],
+)
 def test_problems_names_each_io_defect(change, words):
     why = _problems(_settings(**change))
     assert len(why) >= 1 and any(words in w for w in why), why
@@ -139,8 +165,7 @@ def test_problems_names_each_io_defect(change, words):
 def test_problems_checks_flags_typing_and_targets():
     s = _settings()
     assert any("strongly typed = True" in w for w in _problems(s, strongly_typed=False))
-    assert any("FP16 + OBEY_PRECISION_CONSTRAINTS" in w for w in _problems(s, strongly_typed=False,
-                                                                            precision="fp16"))
+    assert any("FP16 + OBEY_PRECISION_CONSTRAINTS" in w for w in _problems(s, strongly_typed=False, precision="fp16"))
     assert any("asked for ['8.9']" in w for w in _problems(s, ccs=["8.9"]))
     assert any("differs from the spec" in w for w in _problems(s, expected_io={"latent": EXPECTED["latent"]}))
     assert any("2 optimization profiles" in w for w in _problems({**s, "optimization_profiles": 2}))
@@ -149,8 +174,11 @@ def test_problems_checks_flags_typing_and_targets():
 def test_record_without_settings_is_rebuilt(built, art_dir, trt_info, tmp_path):
     """A record written before the settings were recorded (no ``require_user_allocation``) is not kept."""
     dst = tmp_path / "art"
-    shutil.copytree(art_dir, dst, ignore=lambda d, names: [n for n in names if n.endswith(".engine")
-                                                            and n != "synthesis.fp32.engine"])
+    shutil.copytree(
+        art_dir,
+        dst,
+        ignore=lambda d, names: [n for n in names if n.endswith(".engine") and n != "synthesis.fp32.engine"],
+    )
     manifest = json.loads((dst / artifacts.MANIFEST).read_text())
     old = next(r for r in manifest["engines"] if (r["graph"], r["precision"]) == ("synthesis", "fp32"))
     for key in ("require_user_allocation", "builder_flags", "io", "layer_dtypes", "runtime_config"):

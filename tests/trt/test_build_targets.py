@@ -1,5 +1,6 @@
 """Build targets: TensorRT-RTX's compute-capability list, ``--compute-capability current`` on GPUs it lacks, and
 no device query where none is needed (RTX builds ahead of time on a machine without a GPU driver)."""
+
 from __future__ import annotations
 
 import pytest
@@ -28,14 +29,14 @@ def test_supported_targets_come_from_the_module(rtx):
     assert set(B.default_compute_capabilities(rtx)) == set(got) - set(B.RTX_EXCLUDED_CC)
 
 
-@pytest.mark.parametrize("cc", [(9, 0), (8, 7)])   # H100/H200 (Hopper), Jetson Orin: not in RTX's enum
+@pytest.mark.parametrize("cc", [(9, 0), (8, 7)])  # H100/H200 (Hopper), Jetson Orin: not in RTX's enum
 def test_current_on_a_gpu_rtx_lacks_is_a_clear_error(rtx, cc):
     with pytest.raises(BuildError) as e:
         _builder(rtx, ["current"]).target_ccs(cc)
     msg = str(e.value)
     want = f"{cc[0]}.{cc[1]}"
     assert f"this GPU's compute capability {want}" in msg
-    assert all(c in msg for c in B.supported_compute_capabilities(rtx))       # what RTX can target
+    assert all(c in msg for c in B.supported_compute_capabilities(rtx))  # what RTX can target
     assert "standard TensorRT" in msg and "--flavour tensorrt" in msg
 
 
@@ -53,13 +54,14 @@ def test_explicit_unknown_target_is_a_clear_error(rtx):
 
 def test_rtx_aot_build_asks_for_no_device(rtx, built, art_dir, monkeypatch):
     """Default / explicit RTX targets never query CUDA (a driverless box may report an error, not 0 devices)."""
+
     def no_query():
         raise AssertionError("the CUDA device was queried")
 
     monkeypatch.setattr(B, "_device_cc", no_query)
     assert not _builder(rtx, None).needs_device() and not _builder(rtx, ["8.6"]).needs_device()
     assert _builder(rtx, ["current"]).needs_device()
-    recs = B.build_engines(art_dir, precision="fp16", workspace_gb=1.0)   # current engines: kept, not rebuilt
+    recs = B.build_engines(art_dir, precision="fp16", workspace_gb=1.0)  # current engines: kept, not rebuilt
     assert [r.built_at for r in recs] == [built[(r.graph, "fp16")]["built_at"] for r in recs]
 
 

@@ -1,4 +1,5 @@
 """restyle_rt.runtime.cuda on the fake device, the fakes' own fidelity, driver errors and layering."""
+
 from __future__ import annotations
 
 import subprocess
@@ -29,16 +30,18 @@ def fake(monkeypatch):
         rt = gpu.cudart()
         monkeypatch.setattr(cuda, "cudart", lambda: rt)
         return gpu, rt
+
     return make
 
 
 # --- defect 1: handles --------------------------------------------------------------------------------------
 
+
 def test_stream_handle_is_the_handle_value_not_the_wrapper_address(fake):
     gpu, rt = fake()
     s = cuda.Stream()
     assert s.handle == int(s.raw) != s.raw.getPtr()
-    assert gpu.stream(s.handle) is not None            # what execute_async_v3 / is_stream_capturable receive
+    assert gpu.stream(s.handle) is not None  # what execute_async_v3 / is_stream_capturable receive
     assert rt.cudaStreamSynchronize(s.raw.getPtr())[0] == rt.cudaError_t.cudaErrorInvalidResourceHandle
     s.close()
 
@@ -49,7 +52,7 @@ def test_async_copies_land_at_synchronize(fake):
     h.view(np.float32, (16,))[:] = np.arange(16)
     d.copy_from_host(h.ptr, 64, s)
     d.copy_to_host(out.ptr, 64, s)
-    assert not out.view(np.float32, (16,)).any()        # not yet: the stream has not run
+    assert not out.view(np.float32, (16,)).any()  # not yet: the stream has not run
     s.synchronize()
     np.testing.assert_array_equal(out.view(np.float32, (16,)), np.arange(16))
     with pytest.raises(FakeGpuMisuse, match="not inside a live cudaMalloc"):
@@ -59,6 +62,7 @@ def test_async_copies_land_at_synchronize(fake):
 
 
 # --- defect 2: driver ---------------------------------------------------------------------------------------
+
 
 def test_insufficient_driver_is_an_error_not_zero_devices(fake):
     fake(driver_version=12080, count_error="cudaErrorInsufficientDriver")
@@ -108,7 +112,7 @@ def test_trt_backend_unavailable_names_driver_and_cuda_major(fake, monkeypatch):
     ok, why = trt_backend.TrtBackend.available()
     assert not ok and "cudaErrorInsufficientDriver" in why
     fake()
-    monkeypatch.setattr(cuda, "runtime_major", lambda: 12)      # cuda-python 12 with the cu13 RTX wheel
+    monkeypatch.setattr(cuda, "runtime_major", lambda: 12)  # cuda-python 12 with the cu13 RTX wheel
     ok, why = trt_backend.TrtBackend.available()
     assert not ok and "built for CUDA 13" in why and "'cuda-python>=13,<14'" in why
 
@@ -116,8 +120,11 @@ def test_trt_backend_unavailable_names_driver_and_cuda_major(fake, monkeypatch):
 def test_extras_pin_cuda_python_to_one_cuda_major():
     tomllib = pytest.importorskip("tomllib")
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    pins = {name: [r for r in reqs if r.replace(" ", "").startswith("cuda-python")]
-            for name, reqs in extras.items() if name.startswith("trt")}
+    pins = {
+        name: [r for r in reqs if r.replace(" ", "").startswith("cuda-python")]
+        for name, reqs in extras.items()
+        if name.startswith("trt")
+    }
     assert pins, "no trt extras"
     for name, reqs in pins.items():
         assert len(reqs) == 1, f"{name}: {reqs}"
@@ -127,6 +134,7 @@ def test_extras_pin_cuda_python_to_one_cuda_major():
 
 
 # --- defect 12: NVRTC ---------------------------------------------------------------------------------------
+
 
 def test_nvrtc_fixture_skips_when_the_library_is_absent():
     from gpu import _device
@@ -144,6 +152,7 @@ def test_nvrtc_fixture_skips_when_the_library_is_absent():
 
 # --- the fakes themselves ------------------------------------------------------------------------------------
 
+
 def test_fakes_refuse_what_the_real_apis_refuse():
     gpu = FakeGpu()
     rt = gpu.cudart()
@@ -156,16 +165,20 @@ def test_fakes_refuse_what_the_real_apis_refuse():
     with pytest.raises(AttributeError, match="fake cudart does not implement cudaMallocAsync"):
         rt.cudaMallocAsync  # noqa: B018
     with pytest.raises(AttributeError, match="has no attribute 'cudaStream_t'|does not implement cudaStream_t"):
-        rt.cudaStream_t(0x1234)                            # handles come only from the creating calls
+        rt.cudaStream_t(0x1234)  # handles come only from the creating calls
     trt = make_trt("rtx", gpu)
     ctx_cls = trt.IExecutionContext
     with pytest.raises(SurfaceError, match="no overload accepts"):
-        ctx_cls.set_tensor_address(object.__new__(ctx_cls), "latent")          # arity
+        ctx_cls.set_tensor_address(object.__new__(ctx_cls), "latent")  # arity
     with pytest.raises(SurfaceError, match="no overload accepts"):
-        ctx_cls.execute_async_v3(object.__new__(ctx_cls), 1.0)                  # type
+        ctx_cls.execute_async_v3(object.__new__(ctx_cls), 1.0)  # type
     with pytest.raises(AssertionError, match="real IExecutionContext has no such member"):
-        mirror_class("IExecutionContext", {"enqueue_v4": lambda self: None},
-                     __import__("tensorrt_rtx_bindings").IExecutionContext, trt)
+        mirror_class(
+            "IExecutionContext",
+            {"enqueue_v4": lambda self: None},
+            __import__("tensorrt_rtx_bindings").IExecutionContext,
+            trt,
+        )
 
 
 @pytest.mark.parametrize("generation", sorted(GENERATIONS))
@@ -191,9 +204,12 @@ def test_generations_hide_what_they_lack(generation):
 
 # --- layering -----------------------------------------------------------------------------------------------
 
+
 def test_runtime_does_not_import_the_build_time_engine_package():
-    code = ("import sys; import restyle_rt.runtime.backends.trt, restyle_rt.runtime.api; "
-            "bad = sorted(m for m in sys.modules if m.startswith(('restyle_rt.engine', 'restyle_rt.export'))); "
-            "print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys; import restyle_rt.runtime.backends.trt, restyle_rt.runtime.api; "
+        "bad = sorted(m for m in sys.modules if m.startswith(('restyle_rt.engine', 'restyle_rt.export'))); "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr

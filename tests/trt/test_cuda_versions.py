@@ -3,6 +3,7 @@
 cuda-python 11 (Jetson JetPack 5, ``restyle-rt[trt-cu11]``) is not installed here: its fake checks calls against
 ``tests/fakes/cudart_signatures.json``, recorded from the real package (``tests/fakes/gen_cudart_signatures.py``).
 """
+
 from __future__ import annotations
 
 import copy
@@ -34,10 +35,12 @@ def fake(monkeypatch):
         rt = gpu.cudart()
         monkeypatch.setattr(cuda, "cudart", lambda: rt)
         return gpu, rt
+
     return make
 
 
 # --- restyle_rt.runtime.cuda on every major -------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("major", MAJORS)
 def test_graph_capture_launch_close_on_every_major(fake, major):
@@ -50,7 +53,7 @@ def test_graph_capture_launch_close_on_every_major(fake, major):
         d.copy_from_host(h.ptr, 64, s)
         d.copy_to_host(out.ptr, 64, s)
     assert graph.ready and gpu.live()["graphs"] == gpu.live()["graph_execs"] == 1
-    for seed in (1, 2):                                      # replays read the host buffer as it is now
+    for seed in (1, 2):  # replays read the host buffer as it is now
         h.view(np.float32, (16,))[:] = np.arange(16) * seed
         graph.launch(s)
         s.synchronize()
@@ -69,7 +72,7 @@ def test_any_instantiation_error_destroys_the_graph_and_is_a_cuda_error(fake, mo
         with graph.capture(s):
             pass
     assert ei.value.__cause__ is error and not graph.ready
-    assert gpu.live()["graphs"] == 0 and gpu.stream(s.handle).capture is None    # stream usable again
+    assert gpu.live()["graphs"] == 0 and gpu.stream(s.handle).capture is None  # stream usable again
     s.synchronize()
     s.close()
     assert gpu.live() == NOTHING_LIVE
@@ -119,6 +122,7 @@ def test_trt_backend_captures_its_loop_on_every_major(monkeypatch, make_toy, maj
 
 # --- the fakes know each major's rules --------------------------------------------------------------------------
 
+
 def test_cuda11_fake_refuses_the_cuda12_instantiate_call(fake):
     gpu, rt = fake(11)
     s = cuda.Stream()
@@ -130,7 +134,7 @@ def test_cuda11_fake_refuses_the_cuda12_instantiate_call(fake):
         rt.cudaGraphInstantiate(graph, 0)
     with pytest.raises(SurfaceError, match="size_t"):
         rt.cudaGraphInstantiate(graph, b"", 0.5)
-    err, exec_, error_node = rt.cudaGraphInstantiate(graph, b"", 0)       # three values, as cuda-python 11
+    err, exec_, error_node = rt.cudaGraphInstantiate(graph, b"", 0)  # three values, as cuda-python 11
     assert err == rt.cudaError_t.cudaSuccess and error_node is None
     check(rt.cudaGraphExecDestroy(exec_))
     err, exec_ = rt.cudaGraphInstantiateWithFlags(graph, 0)
@@ -158,12 +162,12 @@ def test_cuda12_and_13_fakes_take_instantiate_flags(fake, major):
 def test_a_function_a_major_lacks_is_absent_from_its_fake():
     gpu = FakeGpu(cuda_major=11)
     gpu.table = copy.deepcopy(gpu.table)
-    gpu.table["functions"]["cudaStreamIsCapturing"] = None                 # as if cuda-python 11 lacked it
+    gpu.table["functions"]["cudaStreamIsCapturing"] = None  # as if cuda-python 11 lacked it
     rt = gpu.cudart()
     assert not hasattr(rt, "cudaStreamIsCapturing")
     with pytest.raises(AttributeError, match="has no attribute 'cudaStreamIsCapturing'"):
         rt.cudaStreamIsCapturing  # noqa: B018
-    del gpu.table["functions"]["cudaStreamIsCapturing"]                    # not recorded at all: the fake refuses
+    del gpu.table["functions"]["cudaStreamIsCapturing"]  # not recorded at all: the fake refuses
     with pytest.raises(AssertionError, match="does not record for CUDA 11"):
         gpu.cudart()
 
@@ -181,6 +185,7 @@ def test_enum_members_a_major_lacks_are_absent():
 
 # --- the table ------------------------------------------------------------------------------------------------
 
+
 def test_table_matches_the_installed_cuda_bindings():
     """The installed major's recorded entries are what the installed module says (so the table cannot rot)."""
     real = FakeGpu().real
@@ -195,7 +200,11 @@ def test_table_matches_the_installed_cuda_bindings():
         assert fn is not None, f"{name}: recorded, the installed module lacks it"
         first = doc_first_line(fn)
         assert (rec["params"], rec["doc_first_line"], rec["types"], rec["returns"]) == (
-            list(inspect.signature(fn).parameters), first, doc_types(first), cython_returns(fn)), name
+            list(inspect.signature(fn).parameters),
+            first,
+            doc_types(first),
+            cython_returns(fn),
+        ), name
     for name, members in entry["enums"].items():
         assert set(members) <= set(getattr(real, name).__members__), name
     assert entry["constants"] == {c: int(getattr(real, c)) for c in entry["constants"]}
@@ -219,5 +228,8 @@ def test_restyle_rt_calls_only_functions_with_one_signature_on_every_major():
         sigs = {m: (e["params"], e["types"], len(e["returns"])) for m, e in zip(MAJORS, entries)}
         assert len(set(map(repr, sigs.values()))) == 1, f"{name} differs across CUDA majors: {sigs}"
     inst = {m: recorded(m)["functions"]["cudaGraphInstantiateWithFlags"] for m in MAJORS}
-    assert all(e["doc_first_line"] == "cudaGraphInstantiateWithFlags(graph, unsigned long long flags)"
-               and e["returns"] == ["cudaError_t", "pGraphExec: cudaGraphExec_t"] for e in inst.values())
+    assert all(
+        e["doc_first_line"] == "cudaGraphInstantiateWithFlags(graph, unsigned long long flags)"
+        and e["returns"] == ["cudaError_t", "pGraphExec: cudaGraphExec_t"]
+        for e in inst.values()
+    )

@@ -1,4 +1,5 @@
 """Engine builds with the TensorRT flavour installed here (TensorRT-RTX builds ahead of time on a CPU-only box)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,7 +30,7 @@ def test_engine_built_and_recorded(built, art_dir, trt_info, graph, precision):
     assert rec["strongly_typed"] == trt_info.strongly_typed
     art = artifacts.load(art_dir)
     assert rec["profile"] == art.profile.to_list()
-    assert artifacts.find_engine(art, graph, precision).to_dict() == rec      # persisted in manifest.json
+    assert artifacts.find_engine(art, graph, precision).to_dict() == rec  # persisted in manifest.json
     if trt_info.compute_capability_api:
         assert rec["compute_capabilities"] == default_compute_capabilities(trt_info)
         assert "7.5" not in rec["compute_capabilities"]
@@ -106,8 +107,14 @@ def test_missing_engine_names_the_build_command(trt_info, built, art_dir):
 
 
 def test_incompatibility_lists_every_reason():
-    rec = EngineRecord(graph="encoder", precision="fp16", file="engines/encoder.fp16.engine", trt_flavour="tensorrt",
-                       trt_version="10.3.0", compute_capabilities=("8.7",))
+    rec = EngineRecord(
+        graph="encoder",
+        precision="fp16",
+        file="engines/encoder.fp16.engine",
+        trt_flavour="tensorrt",
+        trt_version="10.3.0",
+        compute_capabilities=("8.7",),
+    )
     assert incompatibility(rec, "tensorrt", "10.3.0", (8, 7)) == []
     why = incompatibility(rec, "tensorrt", "10.13.0", (8, 6))
     assert len(why) == 2 and "10.3.0" in why[0] and "10.13.0" in why[0] and "8.6" in why[1]

@@ -4,6 +4,7 @@ The build decision (``build_engines``) is tested with the real TensorRT flavour 
 compilation itself replaced by a counter that writes a few bytes: what is under test is *whether* an engine is
 (re)built, not TensorRT. Runs on the toy artifacts (tests/trt/_toy.py), seconds.
 """
+
 from __future__ import annotations
 
 import json
@@ -82,8 +83,10 @@ def test_changed_profile_is_rebuilt(toy_dir, builds):
     assert artifacts.find_engine(artifacts.load(toy_dir), "synthesis", "fp32").profile.to_list() == [1, 2, 4]
 
 
-@pytest.mark.parametrize("field,value", [("trt_version", "0.0.1"), ("trt_flavour", "other-trt"),
-                                         ("size_bytes", 1), ("compute_capabilities", ["1.0"])])
+@pytest.mark.parametrize(
+    "field,value",
+    [("trt_version", "0.0.1"), ("trt_flavour", "other-trt"), ("size_bytes", 1), ("compute_capabilities", ["1.0"])],
+)
 def test_engine_from_another_build_is_rebuilt(toy_dir, builds, field, value):
     _build(toy_dir)
     _edit_record(toy_dir, "encoder", "fp32", **{field: value})
@@ -97,8 +100,9 @@ def test_precisions_are_separate_engines(toy_dir, builds, trt_info):
     _build(toy_dir, precision="fp16")
     assert len(builds) == 4  # an fp32 engine never stands in for fp16
     art = artifacts.load(toy_dir)
-    assert {r.file for r in art.manifest.engines} == {records.engine_file(g, p) for g in ("encoder", "synthesis")
-                                                      for p in ("fp32", "fp16")}
+    assert {r.file for r in art.manifest.engines} == {
+        records.engine_file(g, p) for g in ("encoder", "synthesis") for p in ("fp32", "fp16")
+    }
 
 
 def test_stale_engine_is_refused_at_load(toy_dir, builds, trt_info):

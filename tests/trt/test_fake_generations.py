@@ -5,6 +5,7 @@
 (``tests/fakes/tensorrt.py``) and the builder fakes (``tests/trt/_gen_fakes_build.py``) must agree with it for every
 name the code branches on. TensorRT 8.5 is not on the package index: its rows stay inferred (see the fakes).
 """
+
 from __future__ import annotations
 
 import json
@@ -24,14 +25,34 @@ RECORD = json.loads((Path(__file__).parents[1] / "fakes" / "trt_members.json").r
 RUNTIME_FAKES = {"10.3": "10.3.0", "11.1": "11.1.0.106"}
 BUILD_FAKES = {"10.3": "10.3.0", "10.13": "10.13.3.9", "11.1": "11.1.0.106"}
 # names the runtime feature-detects (hasattr): a fake must have each exactly when the release does
-RUNTIME_BRANCHES = ("create_execution_context_without_device_memory", "device_memory_size", "device_memory_size_v2",
-                    "get_device_memory_size_for_profile_v2", "set_device_memory", "create_runtime_config",
-                    "ExecutionContextAllocationStrategy", "IRuntimeConfig", "is_stream_capturable",
-                    "get_engine_validity", "CudaGraphStrategy", "DynamicShapesKernelSpecializationStrategy",
-                    "execute_async_v3", "set_input_shape", "set_tensor_address", "num_io_tensors")
-BUILD_BRANCHES = ("STRONGLY_TYPED", "EXPLICIT_BATCH", "create_runtime_config", "ExecutionContextAllocationStrategy",
-                  "get_engine_validity", "set_compute_capability", "CudaGraphStrategy",
-                  "DynamicShapesKernelSpecializationStrategy")
+RUNTIME_BRANCHES = (
+    "create_execution_context_without_device_memory",
+    "device_memory_size",
+    "device_memory_size_v2",
+    "get_device_memory_size_for_profile_v2",
+    "set_device_memory",
+    "create_runtime_config",
+    "ExecutionContextAllocationStrategy",
+    "IRuntimeConfig",
+    "is_stream_capturable",
+    "get_engine_validity",
+    "CudaGraphStrategy",
+    "DynamicShapesKernelSpecializationStrategy",
+    "execute_async_v3",
+    "set_input_shape",
+    "set_tensor_address",
+    "num_io_tensors",
+)
+BUILD_BRANCHES = (
+    "STRONGLY_TYPED",
+    "EXPLICIT_BATCH",
+    "create_runtime_config",
+    "ExecutionContextAllocationStrategy",
+    "get_engine_validity",
+    "set_compute_capability",
+    "CudaGraphStrategy",
+    "DynamicShapesKernelSpecializationStrategy",
+)
 
 
 def _real(version, name):

@@ -3,6 +3,7 @@
 The proxy compares <graph>.fp16.onnx with <graph>.onnx in ONNX Runtime on CPU: it measures the FP16 storage and
 arithmetic of the graph TensorRT-RTX builds strongly typed, not the engine itself (no GPU here).
 """
+
 from __future__ import annotations
 
 import logging
@@ -49,15 +50,15 @@ def test_demodulation_and_what_feeds_it_stay_fp32(fp16_graphs):
     assert sqrts, "synthesis graph has no demodulation rsqrt"
     types = {i.name: i.data_type for i in m.graph.initializer}
     for sq in sqrts:
-        add = prod[sq.input[0]]                       # sum of squares + 1e-8
+        add = prod[sq.input[0]]  # sum of squares + 1e-8
         assert add.op_type == "Add" and not sq.input[0].endswith("__to_fp32")
         eps = [i for i in add.input if i in types]
-        assert eps and all(types[i] == TensorProto.FLOAT for i in eps)   # epsilon stays an FP32 constant
-        for i in add.input:                            # the reduction feeding it is FP32 (no FP16 round trip)
+        assert eps and all(types[i] == TensorProto.FLOAT for i in eps)  # epsilon stays an FP32 constant
+        for i in add.input:  # the reduction feeding it is FP32 (no FP16 round trip)
             if i in prod:
                 assert prod[i].op_type != "Cast", f"{add.name} input {i} comes through a Cast"
     fp16_ops = {n.op_type for n in m.graph.node if any(i.endswith("__to_fp16") for i in n.input)}
-    assert "Mul" in fp16_ops                            # the demod factor meets the FP16 activations at a Mul
+    assert "Mul" in fp16_ops  # the demod factor meets the FP16 activations at a Mul
 
 
 def test_rsqrt_epsilon_value_survives(fp16_graphs):
@@ -74,7 +75,7 @@ def test_latent_accumulation_stays_fp32(fp16_graphs):
     last = prod["latent_next"]
     while last.op_type in fp16.SHAPE_OPS:
         last = prod[last.input[0]]
-    assert last.op_type == "Add" and "latent" in last.input      # latent + residual, FP32 input straight in
+    assert last.op_type == "Add" and "latent" in last.input  # latent + residual, FP32 input straight in
     assert sum(n.op_type == "Conv" for n in m.graph.node) > 0
     halves = {i.name for i in m.graph.initializer if i.data_type == TensorProto.FLOAT16}
     assert halves, "encoder weights were not converted"
@@ -85,25 +86,34 @@ def test_toy_keep_set_is_the_demod_chain():
     from onnx import helper, numpy_helper
 
     f = TensorProto.FLOAT
-    inits = [numpy_helper.from_array(np.ones((1, 4, 8, 8), np.float32), "x"),
-             numpy_helper.from_array(np.ones((512, 4), np.float32), "Wmod"),
-             numpy_helper.from_array(np.ones((4, 4), np.float32), "wsq"),
-             numpy_helper.from_array(np.full((4, 4, 3, 3), 0.1, np.float32), "W"),
-             numpy_helper.from_array(np.array(1e-8, np.float32), "eps"),
-             numpy_helper.from_array(np.array([2, 3], np.int64), "ax")]
-    nodes = [helper.make_node("MatMul", ["latent", "Wmod"], ["s"], name="mod"),
-             helper.make_node("Unsqueeze", ["s", "ax"], ["s4"], name="s4"),
-             helper.make_node("Mul", ["x", "s4"], ["xs"], name="xs"),
-             helper.make_node("Conv", ["xs", "W"], ["y"], name="conv", pads=[1, 1, 1, 1]),
-             helper.make_node("Mul", ["s", "s"], ["s2"], name="s2"),
-             helper.make_node("MatMul", ["s2", "wsq"], ["ss"], name="ss"),
-             helper.make_node("Add", ["ss", "eps"], ["sse"], name="sse"),
-             helper.make_node("Sqrt", ["sse"], ["rt"], name="sqrt"),
-             helper.make_node("Reciprocal", ["rt"], ["d"], name="recip"),
-             helper.make_node("Unsqueeze", ["d", "ax"], ["d4"], name="d4"),
-             helper.make_node("Mul", ["y", "d4"], ["image"], name="out")]
-    g = helper.make_graph(nodes, "toy", [helper.make_tensor_value_info("latent", f, [1, 512])],
-                          [helper.make_tensor_value_info("image", f, [1, 4, 8, 8])], inits)
+    inits = [
+        numpy_helper.from_array(np.ones((1, 4, 8, 8), np.float32), "x"),
+        numpy_helper.from_array(np.ones((512, 4), np.float32), "Wmod"),
+        numpy_helper.from_array(np.ones((4, 4), np.float32), "wsq"),
+        numpy_helper.from_array(np.full((4, 4, 3, 3), 0.1, np.float32), "W"),
+        numpy_helper.from_array(np.array(1e-8, np.float32), "eps"),
+        numpy_helper.from_array(np.array([2, 3], np.int64), "ax"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["latent", "Wmod"], ["s"], name="mod"),
+        helper.make_node("Unsqueeze", ["s", "ax"], ["s4"], name="s4"),
+        helper.make_node("Mul", ["x", "s4"], ["xs"], name="xs"),
+        helper.make_node("Conv", ["xs", "W"], ["y"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Mul", ["s", "s"], ["s2"], name="s2"),
+        helper.make_node("MatMul", ["s2", "wsq"], ["ss"], name="ss"),
+        helper.make_node("Add", ["ss", "eps"], ["sse"], name="sse"),
+        helper.make_node("Sqrt", ["sse"], ["rt"], name="sqrt"),
+        helper.make_node("Reciprocal", ["rt"], ["d"], name="recip"),
+        helper.make_node("Unsqueeze", ["d", "ax"], ["d4"], name="d4"),
+        helper.make_node("Mul", ["y", "d4"], ["image"], name="out"),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "toy",
+        [helper.make_tensor_value_info("latent", f, [1, 512])],
+        [helper.make_tensor_value_info("image", f, [1, 4, 8, 8])],
+        inits,
+    )
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     keep = fp16.keep_fp32_nodes(model)
     assert keep == {"mod", "s2", "ss", "sse", "sqrt", "recip", "d4"}

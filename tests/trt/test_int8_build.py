@@ -1,4 +1,5 @@
 """INT8 engines from the calibrated Q/DQ graphs (explicit quantization), built ahead of time (TensorRT-RTX on CPU)."""
+
 from __future__ import annotations
 
 import pytest
@@ -23,8 +24,7 @@ def calibrated_toy(tmp_path_factory):
 def test_int8_engines_build_from_the_trt_encoding(trt_info, calibrated_toy):
     from restyle_rt.engine import build_engines
 
-    recs = {r.graph: r.to_dict() for r in build_engines(calibrated_toy, precision="int8",
-                                                         compute_capabilities=["8.6"])}
+    recs = {r.graph: r.to_dict() for r in build_engines(calibrated_toy, precision="int8", compute_capabilities=["8.6"])}
     enc = recs["encoder"]
     assert enc["precision"] == "int8" and enc["size_bytes"] > 0
     # strongly typed: the Q/DQ graph with FP16 elsewhere; precision flags: the Q/DQ graph itself

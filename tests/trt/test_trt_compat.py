@@ -1,4 +1,5 @@
 """trt_compat: flavour selection and feature flags (no engine is built here)."""
+
 from __future__ import annotations
 
 import pytest

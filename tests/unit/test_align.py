@@ -38,7 +38,7 @@ def _dot_image(h, w, points, rng, radius=3):
 
 def _centroid(img, near, r=12):
     x0, y0 = int(near[0]) - r, int(near[1]) - r
-    patch = img[max(y0, 0):y0 + 2 * r, max(x0, 0):x0 + 2 * r].astype(float).mean(axis=2)
+    patch = img[max(y0, 0) : y0 + 2 * r, max(x0, 0) : x0 + 2 * r].astype(float).mean(axis=2)
     m = np.clip(patch - 180, 0, None)
     ys, xs = np.mgrid[: patch.shape[0], : patch.shape[1]]
     return np.array([(xs * m).sum() / m.sum() + max(x0, 0), (ys * m).sum() / m.sum() + max(y0, 0)])

@@ -1,5 +1,6 @@
 """Python API conventions: ``LoopResult.to_uint8()`` / ``save(dir)``, the thread-safety note, ORT providers as
 ``(name, options)`` tuples, and the OpenVINO backend's ``device``."""
+
 from __future__ import annotations
 
 import shutil
@@ -26,6 +27,7 @@ def _decode(path: Path) -> np.ndarray:
 
 # --- results ----------------------------------------------------------------------------------------------------
 
+
 def test_to_uint8_is_the_official_tensor2im():
     values = np.array([-1.5, -1.0, 0.0, 0.999, 1.0, 2.0], np.float32)
     images = np.tile(values[None, None, None, :], (2, 3, 1, 1))  # [B=2, 3, h=1, w=6]
@@ -49,8 +51,12 @@ def test_invert_result_to_uint8_and_save(toy, rgb_images, tmp_path, monkeypatch)
     out = tmp_path / "out"
     written = res.save(out, names=["a", "sub/b"])
     assert sorted(written) == sorted(renamed)  # every file through the atomic writer
-    assert sorted(p.relative_to(out).as_posix() for p in written) == ["a.png", "latents.npy", "step_latents.npy",
-                                                                      "sub/b.png"]
+    assert sorted(p.relative_to(out).as_posix() for p in written) == [
+        "a.png",
+        "latents.npy",
+        "step_latents.npy",
+        "sub/b.png",
+    ]
     np.testing.assert_array_equal(_decode(out / "a.png"), u8[0])
     np.testing.assert_array_equal(_decode(out / "sub" / "b.png"), u8[1])
     np.testing.assert_array_equal(np.load(out / "latents.npy"), res.latents)
@@ -77,6 +83,7 @@ def test_thread_safety_is_documented():
 
 
 # --- ORT providers as (name, options) -----------------------------------------------------------------------------
+
 
 @pytest.fixture
 def art_copy(toy, tmp_path):
@@ -116,8 +123,11 @@ def test_tuple_options_merge_over_the_backends(art_copy, toy, monkeypatch):
 
     gpu = GpuOrt(trt_libs=True).install(monkeypatch)
     seen = _spy_options(monkeypatch)
-    providers = [(TRT, {"trt_fp16_enable": True, "trt_engine_cache_enable": False}),
-                 (CUDA, {"device_id": 1, "gpu_mem_limit": 1 << 30}), CPU]
+    providers = [
+        (TRT, {"trt_fp16_enable": True, "trt_engine_cache_enable": False}),
+        (CUDA, {"device_id": 1, "gpu_mem_limit": 1 << 30}),
+        CPU,
+    ]
     x = np.random.default_rng(0).uniform(-1, 1, (2, 3, 16, 16)).astype(np.float32)
     with OrtBackend(artifacts.load(art_copy), providers=providers, threads=1) as be:
         assert be.providers[0] == TRT and be.device_id == 1
@@ -150,6 +160,7 @@ def test_tuple_providers_stay_strict_and_validated(art_copy, monkeypatch):
 
 # --- OpenVINO device ----------------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def fake_devices(monkeypatch):
     """OpenVINO reporting ``CPU, GPU.0, GPU.1``; a model compiled for a GPU runs on the CPU, and each compile's
@@ -166,8 +177,9 @@ def fake_devices(monkeypatch):
 
         def compile_model(self, model, device, config):
             compiled.append((device, dict(config)))
-            return self._core.compile_model(model, "CPU", {k: v for k, v in config.items()
-                                                            if k != "INFERENCE_NUM_THREADS" or device == "CPU"})
+            return self._core.compile_model(
+                model, "CPU", {k: v for k, v in config.items() if k != "INFERENCE_NUM_THREADS" or device == "CPU"}
+            )
 
         def __getattr__(self, name):
             return getattr(self._core, name)

@@ -242,8 +242,10 @@ def test_a_precision_missing_the_bar_is_never_chosen(toy, auto, monkeypatch, cap
     with caplog.at_level(logging.INFO, logger="restyle_rt"):
         with get_backend("auto", artifacts.load(toy[0]), cache_dir=tmp_path / "ov") as be:
             assert (be.name, be.precision) == ("openvino", precision)
-    assert (f"backend auto -> openvino {precision} (measured now: openvino {precision} 0.01 s, ort fp32 0.5 s"
-            in _choices(caplog)[0])
+    assert (
+        f"backend auto -> openvino {precision} (measured now: openvino {precision} 0.01 s, ort fp32 0.5 s"
+        in _choices(caplog)[0]
+    )
 
 
 def test_real_probe_on_toy_artifacts_times_each_candidate(toy, monkeypatch, tmp_path):
@@ -272,8 +274,10 @@ def test_a_probe_on_a_busy_machine_says_so(toy, auto, monkeypatch, caplog, load,
     busy = [r for r in caplog.records if r.levelno == logging.WARNING and "machine was busy" in r.getMessage()]
     assert bool(busy) == warned
     if warned:
-        assert "load average 99.0 > 2 threads" in busy[0].getMessage() and "RESTYLE_RT_AUTO_PROBE=refresh" in \
-            busy[0].getMessage()
+        assert (
+            "load average 99.0 > 2 threads" in busy[0].getMessage()
+            and "RESTYLE_RT_AUTO_PROBE=refresh" in busy[0].getMessage()
+        )
     assert json.loads(next(choose.cache_dir().glob("*.json")).read_text())["load_avg_1m"] == load
 
 

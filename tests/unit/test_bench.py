@@ -265,14 +265,20 @@ def test_precision_plan():
     assert targets.plan(["ort"], None) == [("ort", None)]
     assert targets.plan(["ort", "torch-official"], ["fp32", "bf16"]) == [("ort", "fp32"), ("torch-official", "fp32")]
     assert targets.plan(["ort", "torch-official"], ["fp32", "int8"]) == [
-        ("ort", "fp32"), ("ort", "int8"), ("torch-official", "fp32")]
+        ("ort", "fp32"),
+        ("ort", "int8"),
+        ("torch-official", "fp32"),
+    ]
     with pytest.raises(InputError, match="takes no precision option and runs fp32 only"):
         targets.plan(["torch-official"], ["int8"])
     with pytest.raises(InputError, match=re.escape("'ort' runs fp32 | int8 | auto; got --precision bf16")):
         targets.plan(["ort"], ["bf16"])
     if "openvino" in targets.runtime_names() and targets.takes_precision("openvino"):
         assert targets.plan(["openvino", "ort"], ["fp32", "bf16"]) == [
-            ("openvino", "fp32"), ("openvino", "bf16"), ("ort", "fp32")]
+            ("openvino", "fp32"),
+            ("openvino", "bf16"),
+            ("ort", "fp32"),
+        ]
 
 
 def test_precision_rejected_before_any_run(toy, capsys):
@@ -285,27 +291,46 @@ def test_accuracy_agreement_per_step():
     from restyle_rt.bench.accuracy import Steps, agreement
 
     ref = Steps("ref", [np.ones((1, 2, 512), np.float32)] * 2, [np.zeros((1, 3, 4, 4), np.float32)] * 2)
-    got = Steps("got", [np.ones((1, 2, 512), np.float32), np.full((1, 2, 512), 1.1, np.float32)],
-                [np.zeros((1, 3, 4, 4), np.float32), np.full((1, 3, 4, 4), 0.02, np.float32)])
+    got = Steps(
+        "got",
+        [np.ones((1, 2, 512), np.float32), np.full((1, 2, 512), 1.1, np.float32)],
+        [np.zeros((1, 3, 4, 4), np.float32), np.full((1, 3, 4, 4), 0.02, np.float32)],
+    )
     a = agreement(ref, got, 2)
     assert a["latent_rel_l2"][0] == 0 and a["latent_rel_l2"][1] == pytest.approx(0.1, rel=1e-5)
     assert a["image_psnr_db"][0] is None and a["image_psnr_db"][1] == pytest.approx(40.0, abs=1e-3)
 
 
 def _mem_rec(backend="openvino", precision="bf16", batch=4):
-    return {"backend": backend, "precision": precision, "batch": batch, "iters": 5, "threads": 2, "weights_mb": 1.5,
-            "buffers_mb": 0.25, "rss_import_mb": 80.0, "rss_loaded_mb": 90.0, "peak_rss_mb": 120.0,
-            "runtime_peak_mb": 40.0, "ratio": 22.86, "steps": 5}
+    return {
+        "backend": backend,
+        "precision": precision,
+        "batch": batch,
+        "iters": 5,
+        "threads": 2,
+        "weights_mb": 1.5,
+        "buffers_mb": 0.25,
+        "rss_import_mb": 80.0,
+        "rss_loaded_mb": 90.0,
+        "peak_rss_mb": 120.0,
+        "runtime_peak_mb": 40.0,
+        "ratio": 22.86,
+        "steps": 5,
+    }
 
 
 def test_memory_table_has_a_cell_under_every_header():
-    rows = [[c.strip() for c in line.strip("|").split("|")]
-            for line in report.memory_table([_mem_rec(), _mem_rec("ort", "fp32", 1)]).splitlines()]
+    rows = [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in report.memory_table([_mem_rec(), _mem_rec("ort", "fp32", 1)]).splitlines()
+    ]
     head, rule, body = rows[0], rows[1], rows[2:]
     assert len(rule) == len(head) == 10 and all(len(r) == len(head) for r in body)
     cells = [dict(zip(head, r)) for r in body]
     assert [(c["backend"], c["precision"], c["batch"], c["iters"]) for c in cells] == [
-        ("openvino", "bf16", "4", "5"), ("ort", "fp32", "1", "5")]
+        ("openvino", "bf16", "4", "5"),
+        ("ort", "fp32", "1", "5"),
+    ]
     assert cells[0]["peak RSS MB"] == "120" and cells[0]["ratio to weights+buffers"] == "22.86"
 
 
@@ -313,12 +338,20 @@ def test_memory_runs_each_precision_of_each_backend(toy, monkeypatch):
     from restyle_rt.bench import memory
 
     calls = []
-    monkeypatch.setattr(memory, "measure", lambda art, name, b, n, t, precision=None: calls.append(
-        (name, precision, b)) or _mem_rec(name, precision, b))
+    monkeypatch.setattr(
+        memory,
+        "measure",
+        lambda art, name, b, n, t, precision=None: calls.append((name, precision, b)) or _mem_rec(name, precision, b),
+    )
     memory.measure_all(toy[0], ["ort", "torch-official", "openvino"], [1, 2], 1, 1, ["fp32", "bf16"])
-    assert calls == [("ort", "fp32", 1), ("ort", "fp32", 2),  # ort has no bf16: skipped, as the timing runs do
-                     ("openvino", "fp32", 1), ("openvino", "fp32", 2), ("openvino", "bf16", 1),
-                     ("openvino", "bf16", 2)]  # (baselines are not the runtime: not measured)
+    assert calls == [
+        ("ort", "fp32", 1),
+        ("ort", "fp32", 2),  # ort has no bf16: skipped, as the timing runs do
+        ("openvino", "fp32", 1),
+        ("openvino", "fp32", 2),
+        ("openvino", "bf16", 1),
+        ("openvino", "bf16", 2),
+    ]  # (baselines are not the runtime: not measured)
     calls.clear()
     memory.measure_all(toy[0], ["ort"], [1], 1, 1)
     assert calls == [("ort", None, 1)]
@@ -328,12 +361,41 @@ def test_bench_cli_memory_precision_and_kept_ort_traces(toy, tmp_path, monkeypat
     from restyle_rt.bench import memory
 
     calls = []
-    monkeypatch.setattr(memory, "measure", lambda art, name, b, n, t, precision=None: calls.append(
-        (name, precision, b)) or _mem_rec(name, precision or "fp32", b))
+    monkeypatch.setattr(
+        memory,
+        "measure",
+        lambda art, name, b, n, t, precision=None: (
+            calls.append((name, precision, b)) or _mem_rec(name, precision or "fp32", b)
+        ),
+    )
     out = tmp_path / "rep" / "b.json"
-    assert main(["bench", str(toy[0]), "--backend", "ort", "--precision", "fp32", "--batch", "1", "--iters", "1",
-                 "--warmup", "0", "--repeat", "1", "--no-accuracy", "--memory", "--profile-ort", "1",
-                 "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                str(toy[0]),
+                "--backend",
+                "ort",
+                "--precision",
+                "fp32",
+                "--batch",
+                "1",
+                "--iters",
+                "1",
+                "--warmup",
+                "0",
+                "--repeat",
+                "1",
+                "--no-accuracy",
+                "--memory",
+                "--profile-ort",
+                "1",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert calls == [("ort", "fp32", 1)]  # --precision reaches the memory runs
     std = capsys.readouterr()
     assert "| ort | fp32 | 1 | 1 |" in std.out  # the memory table's precision column
@@ -408,8 +470,24 @@ def test_bench_on_a_fitted_checkpoint_measures_against_the_truth(tmp_path, capsy
 
     art, ckpt = fitted_artifacts_path(), fitted_checkpoint_path()
     out = tmp_path / "b.json"
-    argv = ["bench", str(art), "--checkpoint", str(ckpt), "--backend", "ort", "--batch", "2", "--iters", "3",
-            "--repeat", "1", "--warmup", "0", "--json", str(out)]
+    argv = [
+        "bench",
+        str(art),
+        "--checkpoint",
+        str(ckpt),
+        "--backend",
+        "ort",
+        "--batch",
+        "2",
+        "--iters",
+        "3",
+        "--repeat",
+        "1",
+        "--warmup",
+        "0",
+        "--json",
+        str(out),
+    ]
     if importlib.util.find_spec("matplotlib"):
         argv += ["--plot", str(tmp_path / "p.png")]
     assert main(argv) == 0

@@ -1,4 +1,5 @@
 """Bad checkpoints: each gets one clear CheckpointError, and an export from it leaves no artifacts dir."""
+
 import collections
 
 import pytest
@@ -45,16 +46,24 @@ def test_cuda_tagged_checkpoint_loads_on_cpu(good):
 
 def test_extra_top_level_keys_are_ignored(tmp_path, good):
     _, ckpt = good
-    obj = dict(ckpt, global_step=3, optimizer={"state": {}, "param_groups": []}, best_val_loss=0.1,
-               discriminator_state_dict={"w": torch.zeros(2)})
+    obj = dict(
+        ckpt,
+        global_step=3,
+        optimizer={"state": {}, "param_groups": []},
+        best_val_loss=0.1,
+        discriminator_state_dict={"w": torch.zeros(2)},
+    )
     assert load_checkpoint(_save(tmp_path, obj)).spec.output_size == 16
 
 
-@pytest.mark.parametrize("case,fragments", [
-    ("missing", ["1 missing", "encoder: ", "body.0.conv1.weight", "decoder: 1 missing", "to_rgb1.bias"]),
-    ("unexpected", ["encoder: 1 unexpected: extra.weight"]),
-    ("misshaped", ["mis-shaped", "styles.0.linear.weight [512, 256] (expected [512, 512])"]),
-])
+@pytest.mark.parametrize(
+    "case,fragments",
+    [
+        ("missing", ["1 missing", "encoder: ", "body.0.conv1.weight", "decoder: 1 missing", "to_rgb1.bias"]),
+        ("unexpected", ["encoder: 1 unexpected: extra.weight"]),
+        ("misshaped", ["mis-shaped", "styles.0.linear.weight [512, 256] (expected [512, 512])"]),
+    ],
+)
 def test_key_problems_are_listed(tmp_path, good, case, fragments):
     _, ckpt = good
     sd = collections.OrderedDict(ckpt["state_dict"])
@@ -73,20 +82,29 @@ def test_wrong_architecture_in_opts_is_caught_by_shapes(tmp_path, good):
     _raises(_save(tmp_path, obj), "does not match BackboneEncoder", "missing", "unexpected")
 
 
-@pytest.mark.parametrize("make,fragments", [
-    (lambda c: {"g_ema": {"w": torch.zeros(1)}, "latent_avg": torch.zeros(512)},
-     ["StyleGAN2 generator checkpoint", "expected keys state_dict, opts, latent_avg"]),
-    (lambda c: {"model": torch.zeros(1)}, ["not a ReStyle checkpoint: missing state_dict, opts"]),
-    (lambda c: [1, 2, 3], ["holds a list"]),
-    (lambda c: {k: v for k, v in c.items() if k != "latent_avg"}, ["no latent_avg"]),
-    (lambda c: dict(c, latent_avg=torch.zeros(5, 512)), ["latent_avg has shape [5, 512]", "[6, 512] or [512]"]),
-    (lambda c: dict(c, opts=dict(c["opts"], input_nc=3)), ["input_nc=3", "6 channels"]),
-    (lambda c: dict(c, opts=dict(c["opts"], encoder_type="GradualStyleEncoder")),
-     ["does not match GradualStyleEncoder", "unexpected: conv1.weight"]),
-    (lambda c: dict(c, opts=dict(c["opts"], encoder_type="Nope")), ["'Nope' is not supported", "known types"]),
-    (lambda c: dict(c, opts={k: v for k, v in c["opts"].items() if k != "output_size"}),
-     ["no 'output_size'", "never guessed"]),
-])
+@pytest.mark.parametrize(
+    "make,fragments",
+    [
+        (
+            lambda c: {"g_ema": {"w": torch.zeros(1)}, "latent_avg": torch.zeros(512)},
+            ["StyleGAN2 generator checkpoint", "expected keys state_dict, opts, latent_avg"],
+        ),
+        (lambda c: {"model": torch.zeros(1)}, ["not a ReStyle checkpoint: missing state_dict, opts"]),
+        (lambda c: [1, 2, 3], ["holds a list"]),
+        (lambda c: {k: v for k, v in c.items() if k != "latent_avg"}, ["no latent_avg"]),
+        (lambda c: dict(c, latent_avg=torch.zeros(5, 512)), ["latent_avg has shape [5, 512]", "[6, 512] or [512]"]),
+        (lambda c: dict(c, opts=dict(c["opts"], input_nc=3)), ["input_nc=3", "6 channels"]),
+        (
+            lambda c: dict(c, opts=dict(c["opts"], encoder_type="GradualStyleEncoder")),
+            ["does not match GradualStyleEncoder", "unexpected: conv1.weight"],
+        ),
+        (lambda c: dict(c, opts=dict(c["opts"], encoder_type="Nope")), ["'Nope' is not supported", "known types"]),
+        (
+            lambda c: dict(c, opts={k: v for k, v in c["opts"].items() if k != "output_size"}),
+            ["no 'output_size'", "never guessed"],
+        ),
+    ],
+)
 def test_not_a_restyle_checkpoint(tmp_path, good, make, fragments):
     _raises(_save(tmp_path, make(good[1])), *fragments)
 

@@ -1,5 +1,6 @@
 """Command-line conventions: exit codes per error class, common options on both sides of the subcommand,
 ``python -m restyle_rt``, and progress bars (off when not on a terminal, ``--no-progress``, log lines through tqdm)."""
+
 from __future__ import annotations
 
 import io
@@ -46,23 +47,28 @@ INVERT = ["invert", "ART", "x.png", "--out", "o"]
 def _raising(exc):
     def func(args):
         raise exc
+
     return func
 
 
 # --- 1. exit codes ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("exc,code", [
-    (ParityError("encoder ort fp32 parity failed: latent_next: rel-L2 1 > 1e-05"), EXIT_CHECK),
-    (BuildError("building the encoder fp16 engine failed: no memory"), EXIT_BUILD),
-    (BackendUnavailable("backend 'trt' is unavailable: no CUDA device"), EXIT_BACKEND),
-    (CudaError("cudaMalloc failed: cudaErrorMemoryAllocation"), EXIT_BACKEND),
-    (CudaDriverError("cudaGetDeviceCount failed: cudaErrorInsufficientDriver"), EXIT_BACKEND),
-    (InputError("--iters must be >= 1"), EXIT_USAGE),
-    (ArtifactError("no manifest.json"), EXIT_USAGE),
-    (CheckpointError("not a ReStyle checkpoint"), EXIT_USAGE),
-    (OutputError("--out is locked"), EXIT_OS),
-    (OSError(28, "No space left on device"), EXIT_OS),
-])
+
+@pytest.mark.parametrize(
+    "exc,code",
+    [
+        (ParityError("encoder ort fp32 parity failed: latent_next: rel-L2 1 > 1e-05"), EXIT_CHECK),
+        (BuildError("building the encoder fp16 engine failed: no memory"), EXIT_BUILD),
+        (BackendUnavailable("backend 'trt' is unavailable: no CUDA device"), EXIT_BACKEND),
+        (CudaError("cudaMalloc failed: cudaErrorMemoryAllocation"), EXIT_BACKEND),
+        (CudaDriverError("cudaGetDeviceCount failed: cudaErrorInsufficientDriver"), EXIT_BACKEND),
+        (InputError("--iters must be >= 1"), EXIT_USAGE),
+        (ArtifactError("no manifest.json"), EXIT_USAGE),
+        (CheckpointError("not a ReStyle checkpoint"), EXIT_USAGE),
+        (OutputError("--out is locked"), EXIT_OS),
+        (OSError(28, "No space left on device"), EXIT_OS),
+    ],
+)
 def test_typed_error_gets_its_exit_code(monkeypatch, capfd, exc, code):
     monkeypatch.setattr(invert_cli, "run", _raising(exc))
     assert main(INVERT) == code
@@ -71,8 +77,17 @@ def test_typed_error_gets_its_exit_code(monkeypatch, capfd, exc, code):
 
 
 def test_failed_check_build_and_backend_have_codes_of_their_own():
-    codes = [EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, EXIT_OS, EXIT_CHECK, EXIT_BUILD, EXIT_BACKEND, EXIT_INTERRUPTED,
-             EXIT_TERMINATED]
+    codes = [
+        EXIT_OK,
+        EXIT_SKIPPED,
+        EXIT_USAGE,
+        EXIT_OS,
+        EXIT_CHECK,
+        EXIT_BUILD,
+        EXIT_BACKEND,
+        EXIT_INTERRUPTED,
+        EXIT_TERMINATED,
+    ]
     assert len(set(codes)) == len(codes)
     assert (EXIT_SKIPPED, EXIT_USAGE, EXIT_OS, EXIT_INTERRUPTED, EXIT_TERMINATED) == (1, 2, 3, 130, 143)
     assert errors.exit_code(ValueError("a bug")) == EXIT_USAGE  # only typed errors reach main's one-line path
@@ -98,7 +113,7 @@ def test_exit_code_table_lists_every_constant():
     rows = {int(m.group(1)): m.group(2) for m in re.finditer(r"^  (\d+) +(.+)$", build_parser().format_help(), re.M)}
     assert rows == EXIT_MEANINGS
     readme = (ROOT / "README.md").read_text()
-    table = readme[readme.index("| exit code | meaning |"):].split("\n\n")[0]
+    table = readme[readme.index("| exit code | meaning |") :].split("\n\n")[0]
     cells = [ln.split("|")[1] for ln in table.splitlines()[2:]]
     assert sorted(int(c) for cell in cells for c in cell.split("/")) == sorted(EXIT_MEANINGS)
 
@@ -107,26 +122,34 @@ def test_cli_modules_return_constants_not_literals():
     # every command lives in the cli package; the --out manager (outputs.py) returns counts, not exit codes
     mods = sorted(p for p in (ROOT / "restyle_rt" / "cli").glob("*.py") if p.name != "outputs.py")
     assert len(mods) >= 15
-    bad = [f"{m.relative_to(ROOT)}: {ln.strip()}" for m in mods for ln in m.read_text().splitlines()
-           if re.search(r"\breturn (\d+\b|\d+ if .* else \d+)", ln)]
+    bad = [
+        f"{m.relative_to(ROOT)}: {ln.strip()}"
+        for m in mods
+        for ln in m.read_text().splitlines()
+        if re.search(r"\breturn (\d+\b|\d+ if .* else \d+)", ln)
+    ]
     assert bad == []
 
 
 # --- 2. common options before and after the subcommand ----------------------------------------------------------
 
-@pytest.mark.parametrize("argv,level,off", [
-    (INVERT, "INFO", False),
-    (["-v", *INVERT], "DEBUG", False),
-    ([*INVERT, "-v"], "DEBUG", False),
-    ([*INVERT, "--verbose"], "DEBUG", False),
-    (["-q", *INVERT], "WARNING", True),
-    ([*INVERT, "-q"], "WARNING", True),
-    (["--log-level", "error", *INVERT], "ERROR", False),
-    ([*INVERT, "--log-level", "debug"], "DEBUG", False),
-    (["-q", *INVERT, "-v"], "DEBUG", True),      # the subcommand's side is parsed last
-    (["--no-progress", *INVERT], "INFO", True),
-    ([*INVERT, "--no-progress"], "INFO", True),
-])
+
+@pytest.mark.parametrize(
+    "argv,level,off",
+    [
+        (INVERT, "INFO", False),
+        (["-v", *INVERT], "DEBUG", False),
+        ([*INVERT, "-v"], "DEBUG", False),
+        ([*INVERT, "--verbose"], "DEBUG", False),
+        (["-q", *INVERT], "WARNING", True),
+        ([*INVERT, "-q"], "WARNING", True),
+        (["--log-level", "error", *INVERT], "ERROR", False),
+        ([*INVERT, "--log-level", "debug"], "DEBUG", False),
+        (["-q", *INVERT, "-v"], "DEBUG", True),  # the subcommand's side is parsed last
+        (["--no-progress", *INVERT], "INFO", True),
+        ([*INVERT, "--no-progress"], "INFO", True),
+    ],
+)
 def test_common_options_parse_on_both_sides(argv, level, off):
     args = build_parser().parse_args(argv)
     assert args.log_level == level and args.progress_off is off
@@ -175,6 +198,7 @@ def test_invert_with_verbose_after_the_subcommand_runs(toy, rgb_images, tmp_path
 
 # --- 3. python -m restyle_rt ---------------------------------------------------------------------------------------
 
+
 def test_python_dash_m():
     from restyle_rt import __version__
 
@@ -186,6 +210,7 @@ def test_python_dash_m():
 
 # --- 4. progress bars ---------------------------------------------------------------------------------------------
 
+
 class _Tty(io.StringIO):
     def isatty(self) -> bool:
         return True
@@ -193,8 +218,10 @@ class _Tty(io.StringIO):
 
 def test_no_carriage_returns_when_stderr_is_not_a_terminal(toy, rgb_images, tmp_path, capfd):
     paths = rgb_images(3)
-    assert main(["invert", str(toy[0]), *map(str, paths), "--out", str(tmp_path / "o"), "--iters", "1",
-                 "--batch", "1"]) == EXIT_OK
+    assert (
+        main(["invert", str(toy[0]), *map(str, paths), "--out", str(tmp_path / "o"), "--iters", "1", "--batch", "1"])
+        == EXIT_OK
+    )
     err = capfd.readouterr().err
     assert "inverted 3 image(s)" in err and "\r" not in err and "100%" not in err
 
@@ -206,7 +233,7 @@ def test_no_progress_on_a_terminal(toy, rgb_images, tmp_path, monkeypatch, flag)
     tty = _Tty()
     monkeypatch.setattr(sys, "stderr", tty)
     assert main([*argv, "--out", str(tmp_path / "a")]) == EXIT_OK
-    assert "invert: 100%" in tty.getvalue() and "\r" in tty.getvalue()   # a terminal gets its bar
+    assert "invert: 100%" in tty.getvalue() and "\r" in tty.getvalue()  # a terminal gets its bar
     quiet = _Tty()
     monkeypatch.setattr(sys, "stderr", quiet)
     assert main([*argv, "--out", str(tmp_path / "b"), flag]) == EXIT_OK
@@ -250,6 +277,9 @@ def test_no_console_handler_is_added_when_the_application_has_none(monkeypatch, 
 
 def test_every_bar_comes_from_the_progress_module():
     src = ROOT / "restyle_rt"
-    users = [str(p.relative_to(src)) for p in src.rglob("*.py") if p.name != "progress.py"
-             and re.search(r"^\s*(from tqdm|import tqdm)", p.read_text(), re.M)]
+    users = [
+        str(p.relative_to(src))
+        for p in src.rglob("*.py")
+        if p.name != "progress.py" and re.search(r"^\s*(from tqdm|import tqdm)", p.read_text(), re.M)
+    ]
     assert users == []

@@ -41,13 +41,16 @@ def test_hand_built_pt_is_what_torch_reads(tmp_path):
     assert t.dtype == torch.bfloat16 and np.array_equal(t.float().numpy(), a)
 
 
-@pytest.mark.parametrize("size, stride, offset, match", [
-    ((1, 512), (-1, 1), 0, "geometry"),  # a negative stride would read before the storage
-    ((1, 512), (512, 1), -1, "geometry"),
-    ((1, 513), (513, 1), 0, "overruns"),
-    ((1 << 30,), (0,), 0, "far larger"),  # stride 0: a 4 GiB copy of one element, refused before allocating
-    ((), (), 600, "overruns"),
-])
+@pytest.mark.parametrize(
+    "size, stride, offset, match",
+    [
+        ((1, 512), (-1, 1), 0, "geometry"),  # a negative stride would read before the storage
+        ((1, 512), (512, 1), -1, "geometry"),
+        ((1, 513), (513, 1), 0, "overruns"),
+        ((1 << 30,), (0,), 0, "far larger"),  # stride 0: a 4 GiB copy of one element, refused before allocating
+        ((), (), 600, "overruns"),
+    ],
+)
 def test_hostile_tensor_geometry_is_refused(tmp_path, size, stride, offset, match):
     p = tmp_path / "g.pt"
     p.write_bytes(pt_bytes(tensor_pickle("FloatStorage", 512, offset, size, stride), np.zeros(512, "<f4").tobytes()))
@@ -65,12 +68,15 @@ def test_storage_size_checked_before_reading(tmp_path):
         directions.load_direction(p)
 
 
-@pytest.mark.parametrize("dtype, encode", [
-    ("F32", lambda a: a.astype("<f4").tobytes()),
-    ("F16", lambda a: a.astype("<f2").tobytes()),
-    ("F64", lambda a: a.astype("<f8").tobytes()),
-    ("BF16", bf16_bytes),
-])
+@pytest.mark.parametrize(
+    "dtype, encode",
+    [
+        ("F32", lambda a: a.astype("<f4").tobytes()),
+        ("F16", lambda a: a.astype("<f2").tobytes()),
+        ("F64", lambda a: a.astype("<f8").tobytes()),
+        ("BF16", bf16_bytes),
+    ],
+)
 def test_safetensors_dtypes(tmp_path, dtype, encode):
     a = _bf16_values((1, 4, 512), seed=2)  # exact in every one of the four dtypes' ranges used here
     if dtype == "F16":
@@ -89,13 +95,16 @@ def test_safetensors_written_by_the_reference_library(tmp_path):
     np.testing.assert_array_equal(directions.load_direction(tmp_path / "age.safetensors"), a.astype(np.float32))
 
 
-@pytest.mark.parametrize("tensors, meta, match", [
-    ({}, None, "holds 0 tensors"),
-    ({"a": ("F32", (512,), b"\0" * 2048), "b": ("F32", (512,), b"\0" * 2048)}, None, "holds 2 tensors"),
-    ({"a": ("I64", (512,), b"\0" * 4096)}, None, "dtype 'I64'"),
-    ({"a": ("F32", (513,), b"\0" * 2048)}, None, "does not match its data_offsets"),
-    ({"a": ("F32", (-1, 512), b"\0" * 2048)}, None, "not valid"),
-])
+@pytest.mark.parametrize(
+    "tensors, meta, match",
+    [
+        ({}, None, "holds 0 tensors"),
+        ({"a": ("F32", (512,), b"\0" * 2048), "b": ("F32", (512,), b"\0" * 2048)}, None, "holds 2 tensors"),
+        ({"a": ("I64", (512,), b"\0" * 4096)}, None, "dtype 'I64'"),
+        ({"a": ("F32", (513,), b"\0" * 2048)}, None, "does not match its data_offsets"),
+        ({"a": ("F32", (-1, 512), b"\0" * 2048)}, None, "not valid"),
+    ],
+)
 def test_bad_safetensors(tmp_path, tensors, meta, match):
     p = tmp_path / "d.safetensors"
     p.write_bytes(safetensors_bytes(tensors, meta))
@@ -105,9 +114,12 @@ def test_bad_safetensors(tmp_path, tensors, meta, match):
 
 def test_safetensors_header_bounds(tmp_path):
     p = tmp_path / "d.safetensors"
-    for data, match in [(b"\1\2", "too short"), ((1 << 40).to_bytes(8, "little") + b"{}", "does not fit"),
-                        ((4).to_bytes(8, "little") + b"{no}", "not JSON"), ((2).to_bytes(8, "little") + b"[]",
-                                                                            "not a JSON object")]:
+    for data, match in [
+        (b"\1\2", "too short"),
+        ((1 << 40).to_bytes(8, "little") + b"{}", "does not fit"),
+        ((4).to_bytes(8, "little") + b"{no}", "not JSON"),
+        ((2).to_bytes(8, "little") + b"[]", "not a JSON object"),
+    ]:
         p.write_bytes(data)
         with pytest.raises(InputError, match=match):
             directions.load_direction(p)

@@ -58,9 +58,9 @@ def mutated(draw, seed: bytes):
         if op == "set":
             b[i] = draw(st.integers(0, 255))
         elif op == "delete":
-            del b[i:i + draw(st.integers(1, 16))]
+            del b[i : i + draw(st.integers(1, 16))]
         elif op == "dup":
-            b[i:i] = b[i:i + draw(st.integers(1, 16))]
+            b[i:i] = b[i : i + draw(st.integers(1, 16))]
         else:
             del b[i:]
     return bytes(b)
@@ -103,8 +103,12 @@ def test_mutated_safetensors(data):
 
 
 @FUZZ
-@given(shape=st.lists(st.integers(-2, 600), max_size=4), stride=st.lists(st.integers(-2, 600), max_size=4),
-       offset=st.integers(-2, 600), numel=st.integers(-1, 2000))
+@given(
+    shape=st.lists(st.integers(-2, 600), max_size=4),
+    stride=st.lists(st.integers(-2, 600), max_size=4),
+    offset=st.integers(-2, 600),
+    numel=st.integers(-1, 2000),
+)
 def test_tensor_geometry(shape, stride, offset, numel):
     """Any shape/stride/offset/numel the pickle may claim: refused, or a view inside the stored elements."""
     storage = np.arange(max(numel, 0), dtype="<f4").tobytes()

@@ -111,8 +111,19 @@ def test_invert_on_a_full_disk(toy, rgb_images, tmp_path, monkeypatch, capfd, nt
     """ENOSPC on the nth file: exit 3, one line, only complete files; --resume then finishes the job."""
     paths = rgb_images(4)
     out = tmp_path / "out"
-    argv = ["invert", str(toy[0]), *map(str, paths), "--out", str(out), "--iters", "2", "--batch", "1",
-            "--save-steps", "--save-latents"]
+    argv = [
+        "invert",
+        str(toy[0]),
+        *map(str, paths),
+        "--out",
+        str(out),
+        "--iters",
+        "2",
+        "--batch",
+        "1",
+        "--save-steps",
+        "--save-latents",
+    ]
     with monkeypatch.context() as m:
         fault_after(m, nth)
         rc = main(argv)
@@ -146,8 +157,9 @@ def small_fs(tmp_path):
     mnt.mkdir()
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root")
-    r = subprocess.run(check=False, args=["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        check=False, args=["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True, text=True
+    )
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()[:120]}")
     try:
@@ -159,8 +171,20 @@ def small_fs(tmp_path):
 def test_invert_into_a_real_full_filesystem(toy, rgb_images, small_fs, capfd):
     paths = rgb_images(12)
     out = small_fs / "out"
-    rc = main(["invert", str(toy[0]), *map(str, paths), "--out", str(out), "--iters", "4", "--save-steps",
-               "--strip", "--save-latents"])
+    rc = main(
+        [
+            "invert",
+            str(toy[0]),
+            *map(str, paths),
+            "--out",
+            str(out),
+            "--iters",
+            "4",
+            "--save-steps",
+            "--strip",
+            "--save-latents",
+        ]
+    )
     err = [ln for ln in capfd.readouterr().err.replace("\r", "\n").splitlines() if "error" in ln]
     assert rc == EXIT_OS and len(err) == 1 and "No space left on device" in err[0]
     assert list(out.rglob("*.png"))  # some images were written before the disk filled

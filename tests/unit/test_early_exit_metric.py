@@ -5,6 +5,7 @@ A backend whose encoder moves each image halfway to a fixed target, ``w <- w + (
 ``rms_t = |a_i| * sqrt(5) * 2**-t`` (mean |.| would be 2 |a_i| 2**-t, max 3 |a_i| 2**-t). The threshold below is
 chosen so that an RMS, a mean-abs and a max-abs metric stop the images at different steps.
 """
+
 from __future__ import annotations
 
 import math
@@ -34,7 +35,7 @@ class HalfwayBackend(Backend):
         return True, ""
 
     def encode(self, image, feedback, latent):
-        a = image[:, 0, 0, 0].astype(np.float64)[:, None, None]               # a_i, carried by the image
+        a = image[:, 0, 0, 0].astype(np.float64)[:, None, None]  # a_i, carried by the image
         target = self.artifacts.latent_avg[None].astype(np.float64) + a * _pattern(latent.shape[1])
         return (latent + 0.5 * (target - latent)).astype(np.float32)
 
@@ -49,7 +50,7 @@ class HalfwayBackend(Backend):
 def _expected_step(a, tau):
     """First t in 1..N with |a| sqrt(5) 2^-t < tau (closed form), else N."""
     for t in range(1, N + 1):
-        if abs(a) * math.sqrt(5.0) * 2.0 ** -t < tau:
+        if abs(a) * math.sqrt(5.0) * 2.0**-t < tau:
             return t
     return N
 
@@ -75,7 +76,7 @@ def test_steps_used_match_the_closed_form(backend):
     assert res.steps_used.tolist() == expect
     la = backend.artifacts.latent_avg.astype(np.float64)
     for i, (a, s) in enumerate(zip(A, expect)):  # frozen at the closed-form latent of its exit step
-        want = la + a * (1 - 2.0 ** -s) * _pattern(la.shape[0])
+        want = la + a * (1 - 2.0**-s) * _pattern(la.shape[0])
         np.testing.assert_allclose(res.latents[i], want, rtol=0, atol=1e-5)
         # and its image is the one synthesised at that step (scattered back after the active set was compacted)
         np.testing.assert_allclose(res.images[i], np.float32(want[0, 0]), rtol=0, atol=1e-5)

@@ -1,6 +1,7 @@
 """`restyle-rt eval` and restyle_rt.workflows.evaluate on the cached fitted fixture (16 px pSp ResNet34 whose loop
 converges; tests/unit/test_fit.py): images its generator draws from known latents are inverted and scored per
 step. The fixture needs torch to be made; eval itself runs torch-free (checked in a subprocess)."""
+
 from __future__ import annotations
 
 import csv
@@ -63,8 +64,25 @@ def _run(argv, capfd):
 def test_eval_end_to_end(targets, tmp_path, capfd):
     art, folder, true, lat, _ = targets
     out = tmp_path / "out"
-    rc, stdout, err = _run(["eval", str(art), str(folder), "--true-latents", str(true), "--out", str(out), "--plot",
-                            "--backend", "ort", "--batch", "2", "--iters", str(N_ITERS)], capfd)
+    rc, stdout, err = _run(
+        [
+            "eval",
+            str(art),
+            str(folder),
+            "--true-latents",
+            str(true),
+            "--out",
+            str(out),
+            "--plot",
+            "--backend",
+            "ort",
+            "--batch",
+            "2",
+            "--iters",
+            str(N_ITERS),
+        ],
+        capfd,
+    )
     assert rc == EXIT_OK, err
     assert "latent_rms" in stdout and "psnr_db" in stdout and "ms_ssim" in stdout
     assert "(start: latent_avg, no move)" in stdout and "MS-SSIM over 1 of 5 scales" in stdout
@@ -141,16 +159,19 @@ def test_without_true_latents_and_out(targets, capfd):
     assert "lpips: not computed" in stdout and "wrote" not in err
 
 
-@pytest.mark.parametrize("case,needle", [
-    ("missing", "no such file or directory"),
-    ("empty_dir", "no images found"),
-    ("corrupt", "not a readable image"),
-    ("count", "3 latents for 2 image(s)"),
-    ("styles", "[N, 6, 512]"),
-    ("not_npy", "cannot be read as a .npy"),
-    ("plot_no_out", "--plot writes DIR/eval.png"),
-    ("iters", "--iters must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "case,needle",
+    [
+        ("missing", "no such file or directory"),
+        ("empty_dir", "no images found"),
+        ("corrupt", "not a readable image"),
+        ("count", "3 latents for 2 image(s)"),
+        ("styles", "[N, 6, 512]"),
+        ("not_npy", "cannot be read as a .npy"),
+        ("plot_no_out", "--plot writes DIR/eval.png"),
+        ("iters", "--iters must be >= 1"),
+    ],
+)
 def test_bad_inputs_are_usage_errors(targets, tmp_path, capfd, case, needle):
     art, folder, true, lat, _ = targets
     argv = ["eval", str(art), str(folder), "--backend", "ort", "--iters", "1"]
@@ -202,8 +223,20 @@ def test_earlier_outputs_are_not_inputs(targets, tmp_path, capfd):
     imgs.mkdir()
     shutil.copy(folder / "t00.png", imgs / "t00.png")
     np.save(tmp_path / "true.npy", lat[:1])
-    argv = ["eval", str(art), str(imgs), "--true-latents", str(tmp_path / "true.npy"), "--out", str(imgs / "res"),
-            "--plot", "--iters", "1", "--backend", "ort"]
+    argv = [
+        "eval",
+        str(art),
+        str(imgs),
+        "--true-latents",
+        str(tmp_path / "true.npy"),
+        "--out",
+        str(imgs / "res"),
+        "--plot",
+        "--iters",
+        "1",
+        "--backend",
+        "ort",
+    ]
     assert _run(argv, capfd)[0] == EXIT_OK
     assert (imgs / "res" / "eval.png").is_file()
     rc, _, err = _run(argv, capfd)

@@ -116,10 +116,13 @@ print("handler restored", signal.getsignal(signal.SIGINT) is signal.default_int_
 """
 
 
-@pytest.mark.parametrize("name,rc,lines", [
-    ("SIGINT", 0, ["the block finished", "interrupted after it", "handler restored True"]),
-    ("SIGTERM", -15, ["the block finished"]),  # the default action (terminate), once the block is done
-])
+@pytest.mark.parametrize(
+    "name,rc,lines",
+    [
+        ("SIGINT", 0, ["the block finished", "interrupted after it", "handler restored True"]),
+        ("SIGTERM", -15, ["the block finished"]),  # the default action (terminate), once the block is done
+    ],
+)
 def test_signals_are_held_over_the_swap_and_delivered_after(name, rc, lines):
     """In a fresh interpreter: a real signal sent to the pytest process would also reach the native threads that
     earlier tests left running (it crashed a CI run)."""
@@ -167,8 +170,7 @@ def test_bad_max_batch_is_refused_at_parse_time(tmp_path, capfd, argv):
     assert e.value.code == 2 and "--max-batch" in capfd.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [["--output-size", "48"], ["--output-size", "2048"],
-                                  ["--encoder-type", "Nope"]])
+@pytest.mark.parametrize("argv", [["--output-size", "48"], ["--output-size", "2048"], ["--encoder-type", "Nope"]])
 def test_make_checkpoint_refuses_what_export_refuses(tmp_path, argv):
     with pytest.raises(SystemExit) as e:
         main(["make-checkpoint", str(tmp_path / "c.pt"), *argv])
@@ -219,8 +221,14 @@ def test_tiny_checkpoint_claiming_1024_lists_missing_keys_quickly(tmp_path):
     from restyle_rt.export.fixtures import make_opts
 
     p = tmp_path / "tiny.pt"
-    torch.save({"state_dict": {"encoder.x": torch.zeros(1)}, "opts": make_opts("BackboneEncoder", "ffhq_encode", 1024),
-                "latent_avg": torch.zeros(512)}, p)
+    torch.save(
+        {
+            "state_dict": {"encoder.x": torch.zeros(1)},
+            "opts": make_opts("BackboneEncoder", "ffhq_encode", 1024),
+            "latent_avg": torch.zeros(512),
+        },
+        p,
+    )
     with pytest.raises(CheckpointError, match="decoder: .* missing"):
         load_checkpoint(p)
 

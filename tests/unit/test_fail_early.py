@@ -13,13 +13,16 @@ from restyle_rt.cli import main
 pytestmark = pytest.mark.unit
 
 
-@pytest.mark.parametrize("argv,option", [
-    (["demo", "--iters", "0"], "--iters"),
-    (["bench", "ART", "--json", "/etc/hostname/results.json"], "--json"),
-    (["bench", "ART", "--json", "DIR"], "--json"),
-    (["bench", "ART", "--plot", "/etc/hostname/p.png"], "--plot"),
-    (["bench", "ART", "--early-exit", "-0.5"], "--early-exit"),
-])
+@pytest.mark.parametrize(
+    "argv,option",
+    [
+        (["demo", "--iters", "0"], "--iters"),
+        (["bench", "ART", "--json", "/etc/hostname/results.json"], "--json"),
+        (["bench", "ART", "--json", "DIR"], "--json"),
+        (["bench", "ART", "--plot", "/etc/hostname/p.png"], "--plot"),
+        (["bench", "ART", "--early-exit", "-0.5"], "--early-exit"),
+    ],
+)
 def test_refused_at_parse_time(toy, tmp_path, capfd, argv, option):
     argv = [str(toy[0]) if a == "ART" else str(tmp_path) if a == "DIR" else a for a in argv]
     with pytest.raises(SystemExit) as e:

@@ -1,5 +1,6 @@
 """The fitted fixture (restyle_rt/export/fit.py): a random-weight checkpoint whose encoder is fitted so that the
 ReStyle loop converges on images its own generator draws. Runs on the cached 16 px pSp ResNet34 model (S=6)."""
+
 from __future__ import annotations
 
 import pytest
@@ -37,7 +38,7 @@ def fitted(tmp_path_factory):
 
 def test_loop_contracts_on_held_out_targets(fitted):
     _, out, report = fitted
-    assert report["check_rel_err"] < 1e-4   # the written encoder computes the fitted map
+    assert report["check_rel_err"] < 1e-4  # the written encoder computes the fitted map
     res = loop_errors(out, N_SAMPLES, N_ITERS, EVAL_SEED)
     rms, psnr = res["latent_rms"], res["psnr_db"]
     assert len(rms) == N_ITERS + 1
@@ -69,12 +70,12 @@ def test_fitted_checkpoint_keeps_the_official_format(fitted):
     for k in sd0:
         assert sd[k].shape == sd0[k].shape and sd[k].dtype == sd0[k].dtype, k
         if k.startswith("decoder."):
-            assert torch.equal(sd[k], sd0[k]), k           # the generator is frozen
+            assert torch.equal(sd[k], sd0[k]), k  # the generator is frozen
     assert torch.equal(raw["latent_avg"], raw_base["latent_avg"])  # shape as stored ([512] here) and values
     opts = dict(raw["opts"])
-    assert opts.pop(FIT_KEY)["seed"] == 0                   # the only addition: the fit's record
+    assert opts.pop(FIT_KEY)["seed"] == 0  # the only addition: the fit's record
     assert opts == raw_base["opts"]
-    ck = load_checkpoint(out)                               # the strict loader takes it
+    ck = load_checkpoint(out)  # the strict loader takes it
     assert ck.spec == load_checkpoint(base).spec
 
 

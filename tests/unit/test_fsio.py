@@ -54,8 +54,13 @@ def test_no_module_computes_its_own_cache_root():
     """The root is computed in fsio only (it was in five places, none of which knew XDG_CACHE_HOME)."""
     pkg = Path(fsio.__file__).parent
     bad = re.compile(r"""environ(\.get)?[\[(]\s*["'](RESTYLE_RT_CACHE|XDG_CACHE_HOME)|["']\.cache["']""")
-    offenders = [f"{p.relative_to(pkg)}:{n}" for p in pkg.rglob("*.py") if p.name != "fsio.py"
-                 for n, line in enumerate(p.read_text().splitlines(), 1) if bad.search(line)]
+    offenders = [
+        f"{p.relative_to(pkg)}:{n}"
+        for p in pkg.rglob("*.py")
+        if p.name != "fsio.py"
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if bad.search(line)
+    ]
     assert offenders == []
 
 

@@ -1,4 +1,5 @@
 """``restyle-rt info ARTIFACTS`` and ``restyle-rt doctor`` (text and ``--json``) on the toy artifacts."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,10 @@ RTX = TrtInfo("tensorrt-rtx", "1.7.1.116", None)
 
 def _strict(text: str):
     """json.loads refusing Infinity / NaN (what a strict JSON reader does)."""
+
     def refuse(name):
         raise ValueError(f"not strict JSON: {name}")
+
     return json.loads(text, parse_constant=refuse)
 
 
@@ -36,26 +39,41 @@ def art(toy, tmp_path):
     m = json.loads((d / "manifest.json").read_text())
     for g in ("encoder", "synthesis"):
         m["graphs"][g]["sha256"] = A.sha256_file(d / m["graphs"][g]["file"])
-    m["parity"] = {"encoder": {"ort": {"latent_next": {"rel_l2": 1.4e-6, "psnr_db": float("inf"), "max_abs": 2e-6}}},
-                   "synthesis": {"ort": {"image": {"rel_l2": 9.5e-7, "psnr_db": 125.0, "max_abs": 1e-6}}},
-                   "inputs": {"batch": 2, "seed": 1234}}
+    m["parity"] = {
+        "encoder": {"ort": {"latent_next": {"rel_l2": 1.4e-6, "psnr_db": float("inf"), "max_abs": 2e-6}}},
+        "synthesis": {"ort": {"image": {"rel_l2": 9.5e-7, "psnr_db": 125.0, "max_abs": 1e-6}}},
+        "inputs": {"batch": 2, "seed": 1234},
+    }
     (d / "engines").mkdir()
     (d / "engines" / "encoder.fp16.engine").write_bytes(b"e" * 100)
-    base = {"precision": "fp16", "size_bytes": 100, "trt_flavour": "tensorrt-rtx", "compute_capabilities": ["8.6"],
-            "profile": [1, 1, 8]}
-    m["engines"] = [dict(base, graph="encoder", file="engines/encoder.fp16.engine", trt_version="1.7.1.116"),
-                    dict(base, graph="synthesis", file="engines/synthesis.fp16.engine", trt_version="1.7.1.116")]
-    m["int8"] = {"method": "entropy (KL, 2048 bins)", "data": {"source": "images: cal", "count": 12, "held_out": 4,
-                                                               "loop_steps": 5},
-                 "graphs": {"encoder": {"cpu": {"file": "int8/encoder.cpu.onnx"}, "trt": {"file": "int8/e.onnx"}}},
-                 "kept_layers": {"encoder": ["/body/Conv_3", "/head/Gemm"], "synthesis": ["/conv1/Conv"]},
-                 "not_shipped": {"synthesis": "held-out accuracy misses the ship bar"},
-                 "meets_ship_bar": {"encoder": True},
-                 "accuracy": {"encoder": {"cpu": [{"step": 1, "latent_rel_l2": 1e-3, "image_rel_l2": 2e-3,
-                                                   "image_psnr_db": 48.5},
-                                                  {"step": 2, "latent_rel_l2": 2e-3, "image_rel_l2": 0.0,
-                                                   "image_psnr_db": None}]}},
-                 "measured_on": hostinfo.machine_record()}
+    base = {
+        "precision": "fp16",
+        "size_bytes": 100,
+        "trt_flavour": "tensorrt-rtx",
+        "compute_capabilities": ["8.6"],
+        "profile": [1, 1, 8],
+    }
+    m["engines"] = [
+        dict(base, graph="encoder", file="engines/encoder.fp16.engine", trt_version="1.7.1.116"),
+        dict(base, graph="synthesis", file="engines/synthesis.fp16.engine", trt_version="1.7.1.116"),
+    ]
+    m["int8"] = {
+        "method": "entropy (KL, 2048 bins)",
+        "data": {"source": "images: cal", "count": 12, "held_out": 4, "loop_steps": 5},
+        "graphs": {"encoder": {"cpu": {"file": "int8/encoder.cpu.onnx"}, "trt": {"file": "int8/e.onnx"}}},
+        "kept_layers": {"encoder": ["/body/Conv_3", "/head/Gemm"], "synthesis": ["/conv1/Conv"]},
+        "not_shipped": {"synthesis": "held-out accuracy misses the ship bar"},
+        "meets_ship_bar": {"encoder": True},
+        "accuracy": {
+            "encoder": {
+                "cpu": [
+                    {"step": 1, "latent_rel_l2": 1e-3, "image_rel_l2": 2e-3, "image_psnr_db": 48.5},
+                    {"step": 2, "latent_rel_l2": 2e-3, "image_rel_l2": 0.0, "image_psnr_db": None},
+                ]
+            }
+        },
+        "measured_on": hostinfo.machine_record(),
+    }
     A.write_manifest(d, m)
     return d
 
@@ -155,8 +173,9 @@ def test_doctor_json(capsys):
     assert set(d["backends"]) >= {"ort", "trt", "openvino"} and d["backends"]["ort"]["available"] is True
     assert "CPUExecutionProvider" in d["onnxruntime_providers"]
     assert d["libraries"]["numpy"] == np.__version__ and d["cpu"]["model"] == hostinfo.cpu_model()
-    assert set(d["cpu"]["flags"]) >= ({"avx512_vnni", "avx512_bf16", "amx_tile"} if d["cpu"]["arch"] == "x86"
-                                      else {"asimddp", "bf16"})
+    assert set(d["cpu"]["flags"]) >= (
+        {"avx512_vnni", "avx512_bf16", "amx_tile"} if d["cpu"]["arch"] == "x86" else {"asimddp", "bf16"}
+    )
     assert all(f in d["cpu"]["flags"] and d["cpu"]["flags"][f] for f in d["cpu"]["int8_dot_product"])
     assert set(d["tensorrt"]) == {"tensorrt", "tensorrt-rtx"}
     assert {"cuda_python", "devices", "driver", "error"} <= set(d["cuda"])

@@ -211,8 +211,7 @@ def _photo(path, size=(1200, 900), seed=0):
     rng = np.random.default_rng(seed)
     w, h = size
     g = rng.normal(0, 1, (h // 30, w // 30, 3)).astype(np.float32)
-    up = np.stack([np.asarray(Image.fromarray(g[..., c]).resize((w, h), Image.BILINEAR))
-                   for c in range(3)], -1)
+    up = np.stack([np.asarray(Image.fromarray(g[..., c]).resize((w, h), Image.BILINEAR)) for c in range(3)], -1)
     fine = rng.normal(0, 12, (h, w, 3))
     Image.fromarray(np.clip(128 + 40 * up + fine, 0, 255).astype(np.uint8)).save(path, quality=90)
     return path
@@ -242,16 +241,20 @@ def test_jpeg_draft_is_off_by_default_and_close_when_on(tmp_path):
 
     png = tmp_path / "big.png"
     Image.open(p).save(png)
-    np.testing.assert_array_equal(io.preprocess_file(png, (64, 64), jpeg_draft=True),
-                                  io.preprocess_file(png, (64, 64)))  # not a JPEG: no draft
+    np.testing.assert_array_equal(
+        io.preprocess_file(png, (64, 64), jpeg_draft=True), io.preprocess_file(png, (64, 64))
+    )  # not a JPEG: no draft
 
 
 # --- restyle-rt invert --workers --------------------------------------------------------------------------------
 
 
 def _tree(out):
-    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
-            if p.is_file() and ".restyle-rt" not in p.parts}
+    return {
+        p.relative_to(out).as_posix(): p.read_bytes()
+        for p in sorted(out.rglob("*"))
+        if p.is_file() and ".restyle-rt" not in p.parts
+    }
 
 
 def test_cli_workers_write_the_same_bytes_as_serial(toy, rgb_images, tmp_path, capfd):
@@ -263,8 +266,24 @@ def test_cli_workers_write_the_same_bytes_as_serial(toy, rgb_images, tmp_path, c
     trees, skipped = {}, {}
     for workers in ("0", "1", "3"):
         out = tmp_path / f"out{workers}"
-        argv = ["invert", str(toy[0]), str(folder), "--out", str(out), "--iters", "3", "--batch", "2", "--backend",
-                "ort", "--save-steps", "--save-latents", "--strip", "--workers", workers]
+        argv = [
+            "invert",
+            str(toy[0]),
+            str(folder),
+            "--out",
+            str(out),
+            "--iters",
+            "3",
+            "--batch",
+            "2",
+            "--backend",
+            "ort",
+            "--save-steps",
+            "--save-latents",
+            "--strip",
+            "--workers",
+            workers,
+        ]
         assert main(argv) == 1  # one file skipped
         err = capfd.readouterr().err
         skipped[workers] = [ln for ln in err.replace("\r", "\n").splitlines() if ln.startswith("skipped:")]
@@ -319,8 +338,28 @@ def test_cli_align_runs_one_alignment_at_a_time_and_skips_faceless(toy, rgb_imag
     monkeypatch.setattr(landmarks, "Aligner", FakeAligner)
     folder = rgb_images(7, folder="faces", size=(30, 26))[0].parent
     out = tmp_path / "out"
-    assert main(["invert", str(toy[0]), str(folder), "--out", str(out), "--iters", "1", "--batch", "2",
-                 "--backend", "ort", "--align", "--workers", "3", "--save-latents"]) == 1
+    assert (
+        main(
+            [
+                "invert",
+                str(toy[0]),
+                str(folder),
+                "--out",
+                str(out),
+                "--iters",
+                "1",
+                "--batch",
+                "2",
+                "--backend",
+                "ort",
+                "--align",
+                "--workers",
+                "3",
+                "--save-latents",
+            ]
+        )
+        == 1
+    )
     err = capfd.readouterr().err
     assert "skipped: " in err and "img003.png: no face found" in err
     assert len(calls) == 7 and not _readers()

@@ -27,13 +27,20 @@ def hashed_toy(make_toy):
     """A toy artifacts dir as export writes it: encoder weights in encoder.onnx.data, every file hashed."""
     d, ref = make_toy("hashed")
     enc = onnx.load(str(d / "encoder.onnx"))
-    onnx.save_model(enc, str(d / "encoder.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location="encoder.onnx.data", size_threshold=1024)
+    onnx.save_model(
+        enc,
+        str(d / "encoder.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="encoder.onnx.data",
+        size_threshold=1024,
+    )
     man = json.loads((d / artifacts.MANIFEST).read_text())
     for g in ("encoder", "synthesis"):
         man["graphs"][g]["sha256"] = artifacts.sha256_file(d / f"{g}.onnx")
-    man["graphs"]["encoder"].update(data_file="encoder.onnx.data",
-                                    data_sha256=artifacts.sha256_file(d / "encoder.onnx.data"))
+    man["graphs"]["encoder"].update(
+        data_file="encoder.onnx.data", data_sha256=artifacts.sha256_file(d / "encoder.onnx.data")
+    )
     man["seeds"] = artifacts.seed_records(d)
     artifacts.write_manifest(d, man)
     return d, ref
@@ -54,8 +61,9 @@ def test_untouched_export_loads(make_toy):
     assert art.manifest.seeds["latent_avg"].file == artifacts.LATENT_AVG
 
 
-@pytest.mark.parametrize("victim", ["encoder.onnx", "encoder.onnx.data", "synthesis.onnx", "latent_avg.npy",
-                                    "avg_feedback.npy"])
+@pytest.mark.parametrize(
+    "victim", ["encoder.onnx", "encoder.onnx.data", "synthesis.onnx", "latent_avg.npy", "avg_feedback.npy"]
+)
 def test_tampered_file_is_refused_at_load(make_toy, victim, capfd, rgb_images, tmp_path):
     d, _ = hashed_toy(make_toy)
     artifacts.load(d)  # verified (and remembered) before the change

@@ -23,8 +23,24 @@ N_IMAGES, ITERS = 60, 8
 
 
 def _cmd(art, imgs, out, *extra):
-    return [sys.executable, "-m", "restyle_rt.cli", "invert", str(art), str(imgs), "--out", str(out), "--iters",
-            str(ITERS), "--batch", "1", "--save-steps", "--save-latents", "--no-verify", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "restyle_rt.cli",
+        "invert",
+        str(art),
+        str(imgs),
+        "--out",
+        str(out),
+        "--iters",
+        str(ITERS),
+        "--batch",
+        "1",
+        "--save-steps",
+        "--save-latents",
+        "--no-verify",
+        *extra,
+    ]
 
 
 def _env():
@@ -37,8 +53,14 @@ def _interrupt(art, imgs, out, sig):
     """Start invert, wait until a few images are complete, send ``sig``; returns (returncode, stderr)."""
     # a test run in the background (nohup, `&` in a script) inherits SIGINT ignored, and Python then installs no
     # KeyboardInterrupt handler: give the child the default disposition, as an interactive shell would
-    proc = subprocess.Popen(_cmd(art, imgs, out), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        _cmd(art, imgs, out),
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 120
     kept = out / ".restyle-rt" / "latents"  # one file per finished image
     while time.monotonic() < deadline and proc.poll() is None and len(list(kept.glob("*.npz"))) < 3:
@@ -83,8 +105,9 @@ def test_signal_leaves_complete_files_and_latents_then_resume(toy, many_images, 
     assert 3 <= len(done) < N_IMAGES
     if sig != signal.SIGINT:
         return
-    r = subprocess.run(_cmd(toy[0], many_images, out, "--resume"), env=_env(), capture_output=True, text=True,
-                       timeout=300, check=False)
+    r = subprocess.run(
+        _cmd(toy[0], many_images, out, "--resume"), env=_env(), capture_output=True, text=True, timeout=300, check=False
+    )
     assert r.returncode == 0, r.stderr
     assert f"{N_IMAGES - len(done)} image(s) (0 skipped, {len(done)} already complete)" in r.stderr
     assert len(_check_disk(out)) == N_IMAGES

@@ -51,9 +51,7 @@ def test_invert_writes_everything(toy, rgb_images, tmp_path, capfd):
             assert (out / "steps" / str(t) / f"{n}.png").is_file()
         strip = np.asarray(Image.open(out / "strips" / f"{n}.png"))
         assert strip.shape == (24, 24 * 4, 3)
-        np.testing.assert_array_equal(
-            strip[:, 48:72], np.asarray(Image.open(out / "steps" / "3" / f"{n}.png"))
-        )
+        np.testing.assert_array_equal(strip[:, 48:72], np.asarray(Image.open(out / "steps" / "3" / f"{n}.png")))
     lat = np.load(out / "latents.npy")
     index = json.loads((out / "latents.json").read_text())
     assert lat.dtype == np.float32 and lat.shape == (3, 3, 4, 512)
@@ -74,9 +72,7 @@ def test_directory_with_one_corrupt_file(toy, rgb_images, tmp_path, capfd):
     lines = [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip() and not ln.startswith("invert:")]
     assert sum("broken.png" in ln for ln in lines) == 1
     assert [ln for ln in lines if "broken.png" in ln][0].startswith("skipped: ")
-    assert len(lines) == 2 and lines[1].startswith("inverted 30 image(s) (1 skipped)"), (
-        lines
-    )  # no decoder chatter
+    assert len(lines) == 2 and lines[1].startswith("inverted 30 image(s) (1 skipped)"), lines  # no decoder chatter
     written = sorted(p.name for p in out.rglob("*.png"))
     assert written == sorted(p.stem + ".png" for p in paths)
 

@@ -17,7 +17,7 @@ from restyle_rt.cli import main
 from restyle_rt.runtime import report as rpt
 
 pytestmark = pytest.mark.unit
-ODD = 'a b#1&<i>"q\'%20'  # a file name that must be escaped in HTML and percent-encoded in a URL
+ODD = "a b#1&<i>\"q'%20"  # a file name that must be escaped in HTML and percent-encoded in a URL
 
 
 class _Page(html.parser.HTMLParser):
@@ -54,8 +54,22 @@ def _inputs(rgb_images, tmp_path):
 def test_report_with_steps(toy, rgb_images, tmp_path):
     paths = _inputs(rgb_images, tmp_path)
     out = tmp_path / "out"
-    rc = main(["invert", str(toy[0]), *map(str, paths), "--out", str(out), "--iters", "3", "--save-steps",
-               "--strip", "--report", "--backend", "ort"])
+    rc = main(
+        [
+            "invert",
+            str(toy[0]),
+            *map(str, paths),
+            "--out",
+            str(out),
+            "--iters",
+            "3",
+            "--save-steps",
+            "--strip",
+            "--report",
+            "--backend",
+            "ort",
+        ]
+    )
     assert rc == 0
     page_file = out / "report.html"
     page = _parse(page_file)
@@ -64,8 +78,9 @@ def test_report_with_steps(toy, rgb_images, tmp_path):
     want = {p.resolve() for p in paths}
     want |= {(out / "steps" / str(t) / f"{p.stem}.png").resolve() for p in paths for t in (1, 2, 3)}
     assert set(files) == want  # inputs and every step of every image, nothing else
-    assert {(out / unquote(h)).resolve() for h in page.links} == {(out / "strips" / f"{p.stem}.png").resolve()
-                                                                   for p in paths}
+    assert {(out / unquote(h)).resolve() for h in page.links} == {
+        (out / "strips" / f"{p.stem}.png").resolve() for p in paths
+    }
     raw = page_file.read_text()
     assert ODD not in raw and "<i>" not in raw  # escaped, never markup
     text = "".join(page.text)
@@ -75,16 +90,21 @@ def test_report_with_steps(toy, rgb_images, tmp_path):
 def test_report_without_steps_shows_the_final_images(toy, rgb_images, tmp_path):
     paths = rgb_images(2)
     out = tmp_path / "out"
-    assert main(["invert", str(toy[0]), *map(str, paths), "--out", str(out), "--iters", "2", "--report",
-                 "--backend", "ort"]) == 0
+    assert (
+        main(
+            ["invert", str(toy[0]), *map(str, paths), "--out", str(out), "--iters", "2", "--report", "--backend", "ort"]
+        )
+        == 0
+    )
     files = {(out / unquote(s)).resolve() for s in _parse(out / "report.html").imgs}
     assert files == {p.resolve() for p in paths} | {(out / f"{p.stem}.png").resolve() for p in paths}
 
 
 def test_no_report_unless_asked(toy, rgb_images, tmp_path):
     out = tmp_path / "out"
-    assert main(["invert", str(toy[0]), str(rgb_images(1)[0]), "--out", str(out), "--iters", "1",
-                 "--backend", "ort"]) == 0
+    assert (
+        main(["invert", str(toy[0]), str(rgb_images(1)[0]), "--out", str(out), "--iters", "1", "--backend", "ort"]) == 0
+    )
     assert not (out / "report.html").exists()
 
 
@@ -110,12 +130,40 @@ def test_report_renders_in_a_browser(toy, rgb_images, tmp_path):
     """Headless Chromium loads the page and its images: the screenshot is not blank and shows the images."""
     paths = _inputs(rgb_images, tmp_path)
     out = tmp_path / "out"
-    assert main(["invert", str(toy[0]), *map(str, paths), "--out", str(out), "--iters", "3", "--save-steps",
-                 "--report", "--backend", "ort"]) == 0
+    assert (
+        main(
+            [
+                "invert",
+                str(toy[0]),
+                *map(str, paths),
+                "--out",
+                str(out),
+                "--iters",
+                "3",
+                "--save-steps",
+                "--report",
+                "--backend",
+                "ort",
+            ]
+        )
+        == 0
+    )
     shot = tmp_path / "shot.png"
-    proc = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                           f"--screenshot={shot}", "--window-size=1200,900", (out / "report.html").as_uri()],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            _chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--screenshot={shot}",
+            "--window-size=1200,900",
+            (out / "report.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert shot.is_file(), proc.stderr[-2000:]
     a = np.asarray(Image.open(shot).convert("RGB")).astype(int)
     background = np.array([0xFA, 0xFA, 0xFA])

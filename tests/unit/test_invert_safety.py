@@ -73,8 +73,17 @@ def test_rerun_into_out_inside_the_inputs_does_not_invert_its_outputs(toy, rgb_i
 def test_replacing_outputs_is_said_and_resume_skips_complete_images(toy, rgb_images, capfd, caplog, tmp_path):
     paths = rgb_images(3)
     out = tmp_path / "out"
-    base = ["invert", str(toy[0]), *map(str, paths), "--out", str(out), "--iters", "2", "--save-latents",
-            "--save-steps"]
+    base = [
+        "invert",
+        str(toy[0]),
+        *map(str, paths),
+        "--out",
+        str(out),
+        "--iters",
+        "2",
+        "--save-latents",
+        "--save-steps",
+    ]
     assert main(base) == 0
     lat_full = np.load(out / "latents.npy")
     capfd.readouterr()
@@ -139,6 +148,7 @@ def test_nan_float_tiff_is_reported_per_image(toy, rgb_images, capfd, tmp_path):
 
 def _png_header_only(path, w, h):
     """A PNG whose IHDR declares w x h but holds no pixel data (a decompression bomb's header)."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -245,11 +255,11 @@ def test_a_forked_child_does_not_keep_the_out_lock(tmp_path):
         os._exit(0)
     os.close(r)
     os.close(ready_w)
-    assert os.read(ready_r, 1) == b"r"              # the child is past fork (and its at-fork hooks)
+    assert os.read(ready_r, 1) == b"r"  # the child is past fork (and its at-fork hooks)
     os.close(ready_r)
     try:
-        lock.close()                                # the command ends; its child lives on
-        again = lock_dir(tmp_path, "invert")        # raised OutputError("... pid <ours>") before
+        lock.close()  # the command ends; its child lives on
+        again = lock_dir(tmp_path, "invert")  # raised OutputError("... pid <ours>") before
         again.close()
     finally:
         os.write(w, b"x")

@@ -63,9 +63,7 @@ def test_preprocess_file_equals_preprocess_of_read_image(tmp_path):
 def test_preprocess_is_official_normalisation():
     a = np.random.default_rng(1).integers(0, 256, (60, 50, 3), dtype=np.uint8)
     x = io.preprocess(a, (16, 24))
-    expect = (_pil_resize(a, (16, 24)).astype(np.float32) / np.float32(255) - np.float32(0.5)) / np.float32(
-        0.5
-    )
+    expect = (_pil_resize(a, (16, 24)).astype(np.float32) / np.float32(255) - np.float32(0.5)) / np.float32(0.5)
     assert x.shape == (3, 16, 24) and x.dtype == np.float32
     np.testing.assert_array_equal(x, expect.transpose(2, 0, 1))
 
@@ -123,8 +121,9 @@ def _png48(path, rgb):
     h, w = rgb.shape[:2]
     rows = b"".join(b"\x00" + r.astype(">u2").tobytes() for r in rgb)  # filter 0 per row, big-endian samples
     ihdr = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    )
 
 
 def test_16bit_png_keeps_high_byte(tmp_path):
@@ -137,16 +136,15 @@ def test_16bit_png_keeps_high_byte(tmp_path):
     np.testing.assert_array_equal(io.read_image(tmp_path / "g.png"), np.repeat((gray >> 8)[:, :, None], 3, 2))
     np.testing.assert_array_equal(io.read_image(tmp_path / "c.png"), (rgb >> 8).astype(np.uint8))
     # Pillow reads 48-bit RGB the same way (its 8-bit RGB mode takes the high byte)
-    np.testing.assert_array_equal(
-        io.read_image(tmp_path / "c.png"), np.asarray(Image.open(tmp_path / "c.png"))
-    )
+    np.testing.assert_array_equal(io.read_image(tmp_path / "c.png"), np.asarray(Image.open(tmp_path / "c.png")))
 
 
 def test_float_tiff_reads_0_1_and_refuses_nan(tmp_path):
     a = np.linspace(0, 1, 48, dtype=np.float32).reshape(6, 8)
     Image.fromarray(a, "F").save(tmp_path / "f.tiff")
-    np.testing.assert_array_equal(io.read_image(tmp_path / "f.tiff"), np.repeat((a * 255).astype(np.uint8)[:, :, None],
-                                                                                 3, 2))
+    np.testing.assert_array_equal(
+        io.read_image(tmp_path / "f.tiff"), np.repeat((a * 255).astype(np.uint8)[:, :, None], 3, 2)
+    )
     a[2, 3] = np.nan
     Image.fromarray(a, "F").save(tmp_path / "nan.tiff")
     with pytest.raises(InputError, match=r"nan\.tiff: NaN/Inf pixel values"):
@@ -156,8 +154,9 @@ def test_float_tiff_reads_0_1_and_refuses_nan(tmp_path):
 def test_cmyk_jpeg_decodes_like_pil_convert_rgb(tmp_path):
     Image.fromarray(_pattern(16, 12)).convert("CMYK").save(tmp_path / "k.jpg", quality=95)
     assert Image.open(tmp_path / "k.jpg").mode == "CMYK"
-    np.testing.assert_array_equal(io.read_image(tmp_path / "k.jpg"),
-                                  np.asarray(Image.open(tmp_path / "k.jpg").convert("RGB")))
+    np.testing.assert_array_equal(
+        io.read_image(tmp_path / "k.jpg"), np.asarray(Image.open(tmp_path / "k.jpg").convert("RGB"))
+    )
 
 
 def test_exif_ccw_orientation_and_bytes_decode_the_same(tmp_path):

@@ -15,6 +15,7 @@
 Each structural rule is a function returning its violations; the tests run it on the package and on the package
 with one violating module injected, so a rule that stops seeing anything fails too.
 """
+
 from __future__ import annotations
 
 import ast
@@ -138,6 +139,7 @@ def _layer(mod: str) -> str:
 
 # --- the rules: each returns its violations --------------------------------------------------------------------
 
+
 def _layer_violations(mods: Tree) -> list[str]:
     """Imports against the "may import" column (the dispatcher: core and the argument groups only; an entry point:
     the dispatcher only)."""
@@ -160,15 +162,24 @@ def _layer_violations(mods: Tree) -> list[str]:
 
 def _runtime_upward(mods: Tree) -> set[tuple[str, str]]:
     """(runtime module, layer) for every import from the runtime into a layer other than core and runtime."""
-    return {(mod, _layer(t)) for mod in mods if _layer(mod) == "runtime"
-            for t, _ in _imports(mods, mod) if _layer(t) not in ("core", "runtime", "package")}
+    return {
+        (mod, _layer(t))
+        for mod in mods
+        if _layer(mod) == "runtime"
+        for t, _ in _imports(mods, mod)
+        if _layer(t) not in ("core", "runtime", "package")
+    }
 
 
 def _command_import_violations(mods: Tree) -> list[str]:
     """Imports of a command module or of the dispatcher (the entry points excepted)."""
     commands = _commands(mods) | {DISPATCHER}
-    return [f"{mod}:{line}: imports the command module {target}" for mod in mods for target, line in _imports(mods, mod)
-            if target != mod and target in commands and not (mod in ENTRY_POINTS and target == DISPATCHER)]
+    return [
+        f"{mod}:{line}: imports the command module {target}"
+        for mod in mods
+        for target, line in _imports(mods, mod)
+        if target != mod and target in commands and not (mod in ENTRY_POINTS and target == DISPATCHER)
+    ]
 
 
 def _placement_violations(mods: Tree) -> list[str]:
@@ -176,10 +187,18 @@ def _placement_violations(mods: Tree) -> list[str]:
     dispatcher, an entry point, a shared module, a command."""
     commands = _commands(mods)
     bad = [f"{m}: defines register(subparsers) outside restyle_rt/cli/" for m in commands if _layer(m) != "cli"]
-    bad += [f"{m}:{line}: imports argparse outside restyle_rt/cli/" for m in mods if _layer(m) != "cli"
-            for name, line in _imported(mods, m) if name.split(".")[0] == "argparse"]
-    bad += [f"{m}: in restyle_rt/cli/ but neither a command (register) nor the dispatcher, an entry point or SHARED"
-            for m in mods if _layer(m) == "cli" and m not in commands | SHARED | ENTRY_POINTS | {DISPATCHER}]
+    bad += [
+        f"{m}:{line}: imports argparse outside restyle_rt/cli/"
+        for m in mods
+        if _layer(m) != "cli"
+        for name, line in _imported(mods, m)
+        if name.split(".")[0] == "argparse"
+    ]
+    bad += [
+        f"{m}: in restyle_rt/cli/ but neither a command (register) nor the dispatcher, an entry point or SHARED"
+        for m in mods
+        if _layer(m) == "cli" and m not in commands | SHARED | ENTRY_POINTS | {DISPATCHER}
+    ]
     return bad
 
 
@@ -189,13 +208,19 @@ def _torch_violations(mods: Tree) -> list[str]:
         if _layer(mod) not in TORCH_FREE or mod in TORCH_COMMANDS:
             continue
         for node in ast.walk(tree):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and not node.level
+                else []
+            )
             bad += [f"{mod}:{node.lineno}: {n}" for n in names if n.split(".")[0] == "torch"]
     return bad
 
 
 # --- the package obeys them ------------------------------------------------------------------------------------
+
 
 def test_every_module_is_in_a_layer():
     for mod in _package():
@@ -225,35 +250,61 @@ def test_torch_free_layers_never_import_torch():
 
 # --- and each rule sees a violation injected into it -----------------------------------------------------------
 
-@pytest.mark.parametrize("rule,modules,culprit", [
-    # the runtime reaching up, at module top and lazily inside a function (the old invert-in-runtime arrows)
-    (_layer_violations, {"restyle_rt.runtime.x": "from ..cli.outputs import RunDir"}, "restyle_rt.runtime.x"),
-    (_layer_violations, {"restyle_rt.runtime.x": """
+
+@pytest.mark.parametrize(
+    "rule,modules,culprit",
+    [
+        # the runtime reaching up, at module top and lazily inside a function (the old invert-in-runtime arrows)
+        (_layer_violations, {"restyle_rt.runtime.x": "from ..cli.outputs import RunDir"}, "restyle_rt.runtime.x"),
+        (
+            _layer_violations,
+            {
+                "restyle_rt.runtime.x": """
         def f():
             from ..workflows.bootstrap import bootstrap
-    """}, "restyle_rt.runtime.x"),
-    (_layer_violations, {"restyle_rt.workflows.x": "from restyle_rt.serve import protocol"}, "restyle_rt.workflows.x"),
-    # the dispatcher importing a command instead of naming it in COMMANDS; an entry point importing a command
-    (_layer_violations, {"restyle_rt.cli": "from . import invert"}, "restyle_rt.cli"),
-    (_layer_violations, {"restyle_rt.__main__": "from .cli.invert import run"}, "restyle_rt.__main__"),
-    # a command importing another command's module (shared code goes to cli/args.py or cli/outputs.py)
-    (_command_import_violations, {"restyle_rt.cli.x": """
+    """
+            },
+            "restyle_rt.runtime.x",
+        ),
+        (
+            _layer_violations,
+            {"restyle_rt.workflows.x": "from restyle_rt.serve import protocol"},
+            "restyle_rt.workflows.x",
+        ),
+        # the dispatcher importing a command instead of naming it in COMMANDS; an entry point importing a command
+        (_layer_violations, {"restyle_rt.cli": "from . import invert"}, "restyle_rt.cli"),
+        (_layer_violations, {"restyle_rt.__main__": "from .cli.invert import run"}, "restyle_rt.__main__"),
+        # a command importing another command's module (shared code goes to cli/args.py or cli/outputs.py)
+        (
+            _command_import_violations,
+            {
+                "restyle_rt.cli.x": """
         from .invert import run
 
         def register(subparsers):
             pass
-    """}, "restyle_rt.cli.x"),
-    (_command_import_violations, {"restyle_rt.serve.x": "from restyle_rt.cli import main"}, "restyle_rt.serve.x"),
-    # command code in a library package: a register(), argparse; a cli module that is no command nor shared
-    (_placement_violations, {"restyle_rt.workflows.x_cli": "def register(subparsers):\n    pass"},
-     "restyle_rt.workflows.x_cli"),
-    (_placement_violations, {"restyle_rt.runtime.x": "def f():\n    import argparse"}, "restyle_rt.runtime.x"),
-    (_placement_violations, {"restyle_rt.cli.helpers": "X = 1"}, "restyle_rt.cli.helpers"),
-    # torch where it must never be
-    (_torch_violations, {"restyle_rt.runtime.x": "def f():\n    import torch.nn"}, "restyle_rt.runtime.x"),
-    (_torch_violations, {"restyle_rt.cli.x": "from torch import nn\ndef register(subparsers):\n    pass"},
-     "restyle_rt.cli.x"),
-])
+    """
+            },
+            "restyle_rt.cli.x",
+        ),
+        (_command_import_violations, {"restyle_rt.serve.x": "from restyle_rt.cli import main"}, "restyle_rt.serve.x"),
+        # command code in a library package: a register(), argparse; a cli module that is no command nor shared
+        (
+            _placement_violations,
+            {"restyle_rt.workflows.x_cli": "def register(subparsers):\n    pass"},
+            "restyle_rt.workflows.x_cli",
+        ),
+        (_placement_violations, {"restyle_rt.runtime.x": "def f():\n    import argparse"}, "restyle_rt.runtime.x"),
+        (_placement_violations, {"restyle_rt.cli.helpers": "X = 1"}, "restyle_rt.cli.helpers"),
+        # torch where it must never be
+        (_torch_violations, {"restyle_rt.runtime.x": "def f():\n    import torch.nn"}, "restyle_rt.runtime.x"),
+        (
+            _torch_violations,
+            {"restyle_rt.cli.x": "from torch import nn\ndef register(subparsers):\n    pass"},
+            "restyle_rt.cli.x",
+        ),
+    ],
+)
 def test_each_rule_fails_on_an_injected_violation(rule, modules, culprit):
     assert rule(_package()) == []
     bad = rule(_injected(modules))
@@ -267,6 +318,7 @@ def test_the_runtime_rule_fails_on_an_injected_violation():
 
 # --- backends: one file and one registry line --------------------------------------------------------------------
 
+
 def _backend_classes() -> dict[tuple[str, str], str]:
     """{(module, class): its ``name`` attribute} for every Backend subclass defined under runtime/backends/."""
     found: dict[tuple[str, str], str] = {}
@@ -276,9 +328,13 @@ def _backend_classes() -> dict[tuple[str, str], str]:
         for node in tree.body:
             bases = {getattr(b, "id", getattr(b, "attr", "")) for b in getattr(node, "bases", [])}
             if isinstance(node, ast.ClassDef) and "Backend" in bases:
-                names = [s.value.value for s in node.body if isinstance(s, ast.Assign)
-                         and any(getattr(t, "id", "") == "name" for t in s.targets)
-                         and isinstance(s.value, ast.Constant)]
+                names = [
+                    s.value.value
+                    for s in node.body
+                    if isinstance(s, ast.Assign)
+                    and any(getattr(t, "id", "") == "name" for t in s.targets)
+                    and isinstance(s.value, ast.Constant)
+                ]
                 found[(mod, node.name)] = names[0] if names else ""
     return found
 
@@ -326,8 +382,9 @@ def test_every_backend_declares_what_it_can_do(name):
     assert set(CAPABILITIES) <= set(vars(cls)), f"{cls.__name__} must declare {', '.join(CAPABILITIES)}"
     assert isinstance(cls.library, str) and cls.library
     assert isinstance(cls.probed_by_auto, bool)
-    assert cls.extra == "" or (cls.extra in _extras() and f"restyle-rt[{cls.extra}]" in install), \
+    assert cls.extra == "" or (cls.extra in _extras() and f"restyle-rt[{cls.extra}]" in install), (
         "extra: '' (core) or a pyproject extra, which the registry line tells to install"
+    )
     params = inspect.signature(cls.__init__).parameters
     kw = {k for k, p in params.items() if k not in ("self", "artifacts") and p.kind is not p.VAR_KEYWORD}
     assert isinstance(cls.options, frozenset) and cls.options == kw, "options: what the constructor takes"
@@ -406,12 +463,14 @@ def test_adding_a_backend_is_one_file_and_one_registry_line(toy, monkeypatch, tm
 
 # --- commands: one module and one COMMANDS line -----------------------------------------------------------------
 
+
 def test_every_command_module_is_in_commands():
     from restyle_rt.cli import COMMANDS
 
     assert len(COMMANDS) == len(set(COMMANDS))
-    assert set(COMMANDS) == _commands(_package()), \
+    assert set(COMMANDS) == _commands(_package()), (
         "a module with register(subparsers) must be in restyle_rt.cli.COMMANDS"
+    )
 
 
 def test_registering_every_command_imports_nothing_heavy():

@@ -134,9 +134,7 @@ def test_bad_image_batches(np_backend):
         host_loop(np_backend, np.zeros((1, 3, 8, 8), np.float32), 1)
     with pytest.raises(InputError, match=r"expected float32 images in \[-1, 1\], got float64"):
         host_loop(np_backend, np.zeros((1, 3, 16, 16)), 1)
-    with pytest.raises(
-        InputError, match=r"batch 9 is outside the artifacts' batch profile \[min 1, opt 1, max 8\]"
-    ):
+    with pytest.raises(InputError, match=r"batch 9 is outside the artifacts' batch profile \[min 1, opt 1, max 8\]"):
         host_loop(np_backend, _images(9), 1)
 
 
@@ -164,5 +162,3 @@ def test_short_tail_padded_to_profile_min(make_toy):
     assert [b for k, b in inv.backend.calls if k == "encode"] == [4, 4, 2, 2]
     assert res.latents.shape[0] == 5 and res.steps_used.shape == (5,)
     np.testing.assert_allclose(res.latents, ref.loop(x, 2)[0][-1], atol=ATOL, rtol=0)
-
-

@@ -2,6 +2,7 @@
 
 Written to kill mutants that survived the scoped mutmut run (docs/mutation.md).
 """
+
 from __future__ import annotations
 
 import time
@@ -92,6 +93,7 @@ def test_concat_results_joins_chunks():
 
 
 # --- run_in_chunks: the one batching rule (Inverter.invert, synthesize_all, bootstrap, the trt backend) ----------
+
 
 def test_run_in_chunks_sizes_order_padding_and_trimming():
     """Chunks of profile.max rows in order; a ragged tail is padded to profile.min with its last row, and each

@@ -4,6 +4,7 @@ typed errors naming the key, unknown keys kept, and the typed manifest behind ``
 Round trips on exported artifacts (the model fixtures and a fresh export) are in tests/parity/test_manifest_exports.py;
 on real engine and INT8 records in tests/trt/test_engine_build.py and tests/calibration/test_calibration.py.
 """
+
 from __future__ import annotations
 
 import copy
@@ -19,63 +20,137 @@ from restyle_rt.spec import BatchProfile, ModelSpec
 
 pytestmark = pytest.mark.unit
 
-SPEC = {"n_styles": 4, "output_size": 16, "input_hw": [16, 16], "image_hw": [16, 16],
-        "encoder_type": "BackboneEncoder", "dataset_type": "ffhq_encode"}
-IO = {"inputs": [{"name": "latent", "shape": ["batch", 4, 512], "dtype": "float32"}],
-      "outputs": [{"name": "image", "shape": ["batch", 3, 16, 16], "dtype": "float32"}]}
+SPEC = {
+    "n_styles": 4,
+    "output_size": 16,
+    "input_hw": [16, 16],
+    "image_hw": [16, 16],
+    "encoder_type": "BackboneEncoder",
+    "dataset_type": "ffhq_encode",
+}
+IO = {
+    "inputs": [{"name": "latent", "shape": ["batch", 4, 512], "dtype": "float32"}],
+    "outputs": [{"name": "image", "shape": ["batch", 3, 16, 16], "dtype": "float32"}],
+}
 
 
 def _engine(graph: str, precision: str) -> dict:
     """An engine record in the key order ``restyle-rt build`` writes (engine/builder.py)."""
-    return {"graph": graph, "precision": precision, "file": f"engines/{graph}.{precision}.engine", "sha256": "e" * 64,
-            "size_bytes": 1234, "trt_flavour": "tensorrt-rtx", "trt_version": "1.7.1.116",
-            "compute_capabilities": ["8.6", "8.9"], "profile": [1, 1, 8], "source_sha256": "s" * 64,
-            "require_user_allocation": True, "builder_flags": ["REQUIRE_USER_ALLOCATION", "TF32"],
-            "strongly_typed": True, "tf32": True, "optimization_profiles": 1,
-            "io": {"latent": {"mode": "input", "dtype": "float32", "shape": [-1, 4, 512],
-                              "profile": [[1, 4, 512], [1, 4, 512], [8, 4, 512]]}},
-            "layer_dtypes": {"float16": 10, "float32": 3},
-            "runtime_config": {"execution_context_allocation": "user_managed", "stream_capture": True},
-            "build_seconds": 12.34, "workspace_gb": 4.0,
-            "onnx": {"file": f"engines/{graph}.fp16.onnx", "sha256": "o" * 64}, "built_at": "2026-01-02T03:04:05Z"}
+    return {
+        "graph": graph,
+        "precision": precision,
+        "file": f"engines/{graph}.{precision}.engine",
+        "sha256": "e" * 64,
+        "size_bytes": 1234,
+        "trt_flavour": "tensorrt-rtx",
+        "trt_version": "1.7.1.116",
+        "compute_capabilities": ["8.6", "8.9"],
+        "profile": [1, 1, 8],
+        "source_sha256": "s" * 64,
+        "require_user_allocation": True,
+        "builder_flags": ["REQUIRE_USER_ALLOCATION", "TF32"],
+        "strongly_typed": True,
+        "tf32": True,
+        "optimization_profiles": 1,
+        "io": {
+            "latent": {
+                "mode": "input",
+                "dtype": "float32",
+                "shape": [-1, 4, 512],
+                "profile": [[1, 4, 512], [1, 4, 512], [8, 4, 512]],
+            }
+        },
+        "layer_dtypes": {"float16": 10, "float32": 3},
+        "runtime_config": {"execution_context_allocation": "user_managed", "stream_capture": True},
+        "build_seconds": 12.34,
+        "workspace_gb": 4.0,
+        "onnx": {"file": f"engines/{graph}.fp16.onnx", "sha256": "o" * 64},
+        "built_at": "2026-01-02T03:04:05Z",
+    }
 
 
 def _int8() -> dict:
     """An INT8 record in the key order ``restyle-rt calibrate`` writes (calibration/pipeline.py)."""
-    rows = [{"step": 1, "latent_rel_l2": 0.01, "image_rel_l2": 0.02, "image_psnr_db": 38.5},
-            {"step": 2, "latent_rel_l2": 0.012, "image_rel_l2": 0.021, "image_psnr_db": None}]
-    return {"tool": "onnxruntime.quantization 1.32.0", "method": "entropy (KL, 2048 bins, 128 quantized bins)",
-            "op_types": ["Conv", "Gemm"],
-            "data": {"source": "generated:6", "count": 6, "held_out": 3, "loop_steps": 3, "loop_aware": True,
-                     "feeds_per_graph": 18},
-            "keep_rule": "explicit kept layers", "ship_bar": {"latent_rel_l2": 0.05, "image_psnr_db": 28.0,
-                                                              "rule": "every step"},
-            "encodings": {"cpu": "U8", "trt": "S8"},
-            "graphs": {"encoder": {"cpu": {"file": "int8/encoder.cpu.onnx", "sha256": "c" * 64,
-                                           "summary": {"QuantizeLinear": 7, "DequantizeLinear": 9}},
-                                   "trt": {"file": "int8/encoder.trt.onnx", "sha256": "t" * 64,
-                                           "summary": {"QuantizeLinear": 7, "DequantizeLinear": 8}}}},
-            "kept_layers": {"encoder": ["/conv1/Conv"]}, "sensitivity": {"encoder": {"layers": None, "top": []}},
-            "keep_curve": {}, "accuracy": {"encoder": {"cpu": rows, "trt": rows}},
-            "not_shipped": {"synthesis": "misses the ship bar"}, "meets_ship_bar": {"encoder": True},
-            "measured_on": {"cpu": "Some CPU", "cpu_id": "0" * 32, "onnxruntime": "1.32.0"}, "seconds": 41.5}
+    rows = [
+        {"step": 1, "latent_rel_l2": 0.01, "image_rel_l2": 0.02, "image_psnr_db": 38.5},
+        {"step": 2, "latent_rel_l2": 0.012, "image_rel_l2": 0.021, "image_psnr_db": None},
+    ]
+    return {
+        "tool": "onnxruntime.quantization 1.32.0",
+        "method": "entropy (KL, 2048 bins, 128 quantized bins)",
+        "op_types": ["Conv", "Gemm"],
+        "data": {
+            "source": "generated:6",
+            "count": 6,
+            "held_out": 3,
+            "loop_steps": 3,
+            "loop_aware": True,
+            "feeds_per_graph": 18,
+        },
+        "keep_rule": "explicit kept layers",
+        "ship_bar": {"latent_rel_l2": 0.05, "image_psnr_db": 28.0, "rule": "every step"},
+        "encodings": {"cpu": "U8", "trt": "S8"},
+        "graphs": {
+            "encoder": {
+                "cpu": {
+                    "file": "int8/encoder.cpu.onnx",
+                    "sha256": "c" * 64,
+                    "summary": {"QuantizeLinear": 7, "DequantizeLinear": 9},
+                },
+                "trt": {
+                    "file": "int8/encoder.trt.onnx",
+                    "sha256": "t" * 64,
+                    "summary": {"QuantizeLinear": 7, "DequantizeLinear": 8},
+                },
+            }
+        },
+        "kept_layers": {"encoder": ["/conv1/Conv"]},
+        "sensitivity": {"encoder": {"layers": None, "top": []}},
+        "keep_curve": {},
+        "accuracy": {"encoder": {"cpu": rows, "trt": rows}},
+        "not_shipped": {"synthesis": "misses the ship bar"},
+        "meets_ship_bar": {"encoder": True},
+        "measured_on": {"cpu": "Some CPU", "cpu_id": "0" * 32, "onnxruntime": "1.32.0"},
+        "seconds": 41.5,
+    }
 
 
 def _manifest(**over) -> dict:
     """A manifest in the key order ``restyle-rt export`` writes (export/onnx.py), with engines and INT8 added."""
-    graphs = {g: {"file": f"{g}.onnx", "sha256": "a" * 64, "data_file": f"{g}.onnx.data", "data_sha256": "b" * 64,
-                  "bytes": 4096, **IO} for g in ("encoder", "synthesis")}
-    m = {"format": FORMAT, "format_version": FORMAT_VERSION, "spec": SPEC,
-         "source": {"checkpoint": "x.pt", "sha256": "d" * 64, "latent_avg_shape": [512], "fit": None},
-         "precision": "fp32", "opset": 17, "batch_profile": [1, 1, 8], "graphs": graphs,
-         "seeds": {"latent_avg": {"file": "latent_avg.npy", "sha256": "1" * 64},
-                   "avg_feedback": {"file": "avg_feedback.npy", "sha256": "2" * 64}},
-         "parity": {"encoder": {"ort": {"latent_next": {"rel_l2": 1e-7, "psnr_db": float("inf")}}}, "inputs": {}},
-         "versions": {"restyle_rt": "0.1.0", "onnxslim": None}, "export_seconds": 21.86,
-         "modconv": {"default": "portable", "why": "not measured"},
-         "variants": {"synthesis.plugin": {"file": "synthesis.plugin.onnx", "sha256": "f" * 64, "graph": "synthesis",
-                                           "nodes": 12}},
-         "engines": [_engine("encoder", "fp16"), _engine("synthesis", "fp16")], "int8": _int8()}
+    graphs = {
+        g: {
+            "file": f"{g}.onnx",
+            "sha256": "a" * 64,
+            "data_file": f"{g}.onnx.data",
+            "data_sha256": "b" * 64,
+            "bytes": 4096,
+            **IO,
+        }
+        for g in ("encoder", "synthesis")
+    }
+    m = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "spec": SPEC,
+        "source": {"checkpoint": "x.pt", "sha256": "d" * 64, "latent_avg_shape": [512], "fit": None},
+        "precision": "fp32",
+        "opset": 17,
+        "batch_profile": [1, 1, 8],
+        "graphs": graphs,
+        "seeds": {
+            "latent_avg": {"file": "latent_avg.npy", "sha256": "1" * 64},
+            "avg_feedback": {"file": "avg_feedback.npy", "sha256": "2" * 64},
+        },
+        "parity": {"encoder": {"ort": {"latent_next": {"rel_l2": 1e-7, "psnr_db": float("inf")}}}, "inputs": {}},
+        "versions": {"restyle_rt": "0.1.0", "onnxslim": None},
+        "export_seconds": 21.86,
+        "modconv": {"default": "portable", "why": "not measured"},
+        "variants": {
+            "synthesis.plugin": {"file": "synthesis.plugin.onnx", "sha256": "f" * 64, "graph": "synthesis", "nodes": 12}
+        },
+        "engines": [_engine("encoder", "fp16"), _engine("synthesis", "fp16")],
+        "int8": _int8(),
+    }
     m.update(over)
     return m
 
@@ -138,11 +213,26 @@ def test_minimal_manifests_stay_minimal():
     """What the test fixtures write (tests/toy_artifacts.py: ``source`` a string; tests/trt/_toy.py: a ``toy`` key;
     no seeds, engines or parity) reads back to the same JSON."""
     graphs = {g: {"file": f"{g}.onnx", **IO} for g in ("encoder", "synthesis")}
-    for d in ({"format": FORMAT, "format_version": FORMAT_VERSION, "spec": SPEC, "graphs": graphs,
-               "batch_profile": [1, 1, 8], "precision": "fp32", "source": "tests/toy_artifacts.py"},
-              {"format": FORMAT, "format_version": FORMAT_VERSION, "spec": SPEC,
-               "graphs": {g: {"file": f"{g}.onnx", "sha256": "a" * 64} for g in ("encoder", "synthesis")},
-               "opset": 17, "batch_profile": [1, 1, 4], "toy": True}):
+    for d in (
+        {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "spec": SPEC,
+            "graphs": graphs,
+            "batch_profile": [1, 1, 8],
+            "precision": "fp32",
+            "source": "tests/toy_artifacts.py",
+        },
+        {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "spec": SPEC,
+            "graphs": {g: {"file": f"{g}.onnx", "sha256": "a" * 64} for g in ("encoder", "synthesis")},
+            "opset": 17,
+            "batch_profile": [1, 1, 4],
+            "toy": True,
+        },
+    ):
         m = Manifest.from_dict(d)
         assert _text(m.to_dict()) == _text(d)
     assert m.engines == () and m.int8 is None and m.seeds == {} and m.extra == {"toy": True}
@@ -160,10 +250,22 @@ def test_changes_write_like_the_dicts_did():
     assert list(dataclasses.replace(m, int8=rec).to_dict()) == list(d) + ["int8"]
     one = dataclasses.replace(m, engines=m.engines[:1]).to_dict()
     assert list(one) == list(d) and one["engines"] == d["engines"][:1]
-    built = EngineRecord(graph="encoder", precision="fp32", file="engines/encoder.fp32.engine", size_bytes=3,
-                         compute_capabilities=("8.6",), profile=BatchProfile(1, 2, 4))
-    assert built.to_dict() == {"graph": "encoder", "precision": "fp32", "file": "engines/encoder.fp32.engine",
-                               "size_bytes": 3, "compute_capabilities": ["8.6"], "profile": [1, 2, 4]}
+    built = EngineRecord(
+        graph="encoder",
+        precision="fp32",
+        file="engines/encoder.fp32.engine",
+        size_bytes=3,
+        compute_capabilities=("8.6",),
+        profile=BatchProfile(1, 2, 4),
+    )
+    assert built.to_dict() == {
+        "graph": "encoder",
+        "precision": "fp32",
+        "file": "engines/encoder.fp32.engine",
+        "size_bytes": 3,
+        "compute_capabilities": ["8.6"],
+        "profile": [1, 2, 4],
+    }
 
 
 def test_stored_nulls_stay_null():
@@ -176,19 +278,31 @@ def test_stored_nulls_stay_null():
 M = "/a/manifest.json"
 
 
-@pytest.mark.parametrize("edit,msg", [
-    (lambda d: [], M + ": expected a JSON object, found list"),
-    (lambda d: {**d, "format": "other"}, M + ": format is 'other', expected 'restyle-rt-artifacts'"),
-    (lambda d: {k: v for k, v in d.items() if k != "format"}, M + ": format is None, expected 'restyle-rt-artifacts'"),
-    (lambda d: {**d, "format_version": 2}, M + ": format_version 2 is not understood by this runtime (expects 1); "
-                                           "re-export with this restyle-rt version"),
-    (lambda d: {k: v for k, v in d.items() if k != "format_version"},
-     M + ": format_version None is not understood by this runtime (expects 1); re-export with this restyle-rt version"),
-    (lambda d: {k: v for k, v in d.items() if k != "spec"}, M + ": spec is malformed ('spec')"),
-    (lambda d: {**d, "spec": {}}, M + ": spec is malformed ('input_hw')"),
-    (lambda d: {k: v for k, v in d.items() if k != "graphs"}, M + ": graphs.encoder missing"),
-    (lambda d: {**d, "graphs": {"encoder": d["graphs"]["encoder"]}}, M + ": graphs.synthesis missing"),
-])
+@pytest.mark.parametrize(
+    "edit,msg",
+    [
+        (lambda d: [], M + ": expected a JSON object, found list"),
+        (lambda d: {**d, "format": "other"}, M + ": format is 'other', expected 'restyle-rt-artifacts'"),
+        (
+            lambda d: {k: v for k, v in d.items() if k != "format"},
+            M + ": format is None, expected 'restyle-rt-artifacts'",
+        ),
+        (
+            lambda d: {**d, "format_version": 2},
+            M + ": format_version 2 is not understood by this runtime (expects 1); "
+            "re-export with this restyle-rt version",
+        ),
+        (
+            lambda d: {k: v for k, v in d.items() if k != "format_version"},
+            M
+            + ": format_version None is not understood by this runtime (expects 1); re-export with this restyle-rt version",
+        ),
+        (lambda d: {k: v for k, v in d.items() if k != "spec"}, M + ": spec is malformed ('spec')"),
+        (lambda d: {**d, "spec": {}}, M + ": spec is malformed ('input_hw')"),
+        (lambda d: {k: v for k, v in d.items() if k != "graphs"}, M + ": graphs.encoder missing"),
+        (lambda d: {**d, "graphs": {"encoder": d["graphs"]["encoder"]}}, M + ": graphs.synthesis missing"),
+    ],
+)
 def test_refusals_are_the_ones_load_always_gave(edit, msg):
     """The format/version refusal lives in Manifest.from_dict only; its messages are load's (ArtifactError)."""
     with pytest.raises(ArtifactError) as e:
@@ -200,25 +314,39 @@ def _engine_without(key):
     def edit(d):
         d["engines"][1] = {k: v for k, v in d["engines"][1].items() if k != key}
         return d
+
     return edit
 
 
-@pytest.mark.parametrize("edit,msg", [
-    (_engine_without("file"), M + ": engines[1].file missing"),
-    (_engine_without("graph"), M + ": engines[1].graph missing"),
-    (lambda d: {**d, "engines": None}, M + ": engines is null, expected an array"),
-    (lambda d: {**d, "engines": [_engine("encoder", "fp16") | {"size_bytes": "12"}]},
-     M + ": engines[0].size_bytes is a string, expected an integer"),
-    (lambda d: {**d, "engines": [_engine("encoder", "fp16") | {"profile": [1, 8, 2]}]},
-     M + ": engines[0].profile is malformed (batch profile needs 1 <= min <= opt <= max, got 1,8,2)"),
-    (lambda d: {**d, "batch_profile": [1, 8]}, M + ": batch_profile is [1, 8], expected [min, opt, max] batch sizes"),
-    (lambda d: {**d, "graphs": {**d["graphs"], "encoder": {"sha256": "a"}}}, M + ": graphs.encoder.file missing"),
-    (lambda d: {**d, "seeds": {"latent_avg": {"file": 3}}}, M + ": seeds.latent_avg.file is an integer, expected a string"),
-    (lambda d: {**d, "int8": {"graphs": {"encoder": {"cpu": {}}}}}, M + ": int8.graphs.encoder.cpu.file missing"),
-    (lambda d: {**d, "int8": {"meets_ship_bar": []}}, M + ": int8.meets_ship_bar is an array, expected an object"),
-    (lambda d: {**d, "int8": "yes"}, M + ": int8 is a string, expected an object"),
-    (lambda d: {**d, "opset": True}, M + ": opset is a boolean, expected an integer"),
-])
+@pytest.mark.parametrize(
+    "edit,msg",
+    [
+        (_engine_without("file"), M + ": engines[1].file missing"),
+        (_engine_without("graph"), M + ": engines[1].graph missing"),
+        (lambda d: {**d, "engines": None}, M + ": engines is null, expected an array"),
+        (
+            lambda d: {**d, "engines": [_engine("encoder", "fp16") | {"size_bytes": "12"}]},
+            M + ": engines[0].size_bytes is a string, expected an integer",
+        ),
+        (
+            lambda d: {**d, "engines": [_engine("encoder", "fp16") | {"profile": [1, 8, 2]}]},
+            M + ": engines[0].profile is malformed (batch profile needs 1 <= min <= opt <= max, got 1,8,2)",
+        ),
+        (
+            lambda d: {**d, "batch_profile": [1, 8]},
+            M + ": batch_profile is [1, 8], expected [min, opt, max] batch sizes",
+        ),
+        (lambda d: {**d, "graphs": {**d["graphs"], "encoder": {"sha256": "a"}}}, M + ": graphs.encoder.file missing"),
+        (
+            lambda d: {**d, "seeds": {"latent_avg": {"file": 3}}},
+            M + ": seeds.latent_avg.file is an integer, expected a string",
+        ),
+        (lambda d: {**d, "int8": {"graphs": {"encoder": {"cpu": {}}}}}, M + ": int8.graphs.encoder.cpu.file missing"),
+        (lambda d: {**d, "int8": {"meets_ship_bar": []}}, M + ": int8.meets_ship_bar is an array, expected an object"),
+        (lambda d: {**d, "int8": "yes"}, M + ": int8 is a string, expected an object"),
+        (lambda d: {**d, "opset": True}, M + ": opset is a boolean, expected an integer"),
+    ],
+)
 def test_malformed_records_name_the_key(edit, msg):
     with pytest.raises(ArtifactError) as e:
         Manifest.from_dict(edit(_manifest()), where=M)
@@ -235,6 +363,7 @@ def test_a_record_alone_names_what_it_is():
 
 
 # --- the typed manifest behind artifacts.load / read_manifest / write_manifest -------------------------------------
+
 
 def test_toy_manifest_round_trips_and_rewrites_byte_for_byte(toy, tmp_path):
     text = (toy[0] / artifacts.MANIFEST).read_text()

@@ -1,6 +1,7 @@
 """restyle_rt.metrics (NumPy PSNR, SSIM, MS-SSIM) against references: scikit-image's structural_similarity and
 peak_signal_noise_ratio (when installed), an MS-SSIM written out in torch here (when installed), and closed forms
 (identical images, constant images, a constant shift)."""
+
 from __future__ import annotations
 
 import math
@@ -37,8 +38,15 @@ def _smooth_pair(shape, seed=1):
 def test_ssim_and_psnr_match_scikit_image(shape):
     skm = pytest.importorskip("skimage.metrics", reason="scikit-image not installed")
     for a, b in (_pair(shape), _smooth_pair(shape)):
-        ref = skm.structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-                                        data_range=255, channel_axis=-1 if len(shape) == 3 else None)
+        ref = skm.structural_similarity(
+            a,
+            b,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            data_range=255,
+            channel_axis=-1 if len(shape) == 3 else None,
+        )
         assert metrics.ssim(a, b) == pytest.approx(ref, abs=1e-12)
         assert metrics.psnr(a, b) == pytest.approx(skm.peak_signal_noise_ratio(a, b, data_range=255), abs=1e-12)
 
@@ -49,7 +57,7 @@ def _torch_ms_ssim(a: np.ndarray, b: np.ndarray, scales: int) -> float:
     F = torch.nn.functional
     x = torch.tensor(a, dtype=torch.float64).reshape(*a.shape[:2], -1).permute(2, 0, 1)[:, None]  # [C, 1, h, w]
     y = torch.tensor(b, dtype=torch.float64).reshape(*b.shape[:2], -1).permute(2, 0, 1)[:, None]
-    g = torch.exp(-(torch.arange(11, dtype=torch.float64) - 5) ** 2 / (2 * 1.5 ** 2))
+    g = torch.exp(-((torch.arange(11, dtype=torch.float64) - 5) ** 2) / (2 * 1.5**2))
     g = g / g.sum()
     win = (g[:, None] * g[None, :])[None, None]  # [1, 1, 11, 11]
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
@@ -58,11 +66,11 @@ def _torch_ms_ssim(a: np.ndarray, b: np.ndarray, scales: int) -> float:
     vals = []
     for j in range(scales):
         mx, my = F.conv2d(x, win), F.conv2d(y, win)
-        sxx = F.conv2d(x * x, win) - mx ** 2
-        syy = F.conv2d(y * y, win) - my ** 2
+        sxx = F.conv2d(x * x, win) - mx**2
+        syy = F.conv2d(y * y, win) - my**2
         sxy = F.conv2d(x * y, win) - mx * my
         cs = (2 * sxy + c2) / (sxx + syy + c2)
-        s = (2 * mx * my + c1) / (mx ** 2 + my ** 2 + c1) * cs
+        s = (2 * mx * my + c1) / (mx**2 + my**2 + c1) * cs
         vals.append((s if j == scales - 1 else cs).mean(dim=(1, 2, 3)))  # [C]
         x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
     t = torch.relu(torch.stack(vals))  # [scales, C]
@@ -83,7 +91,7 @@ def test_scales_that_fit():
     assert metrics.ms_ssim_scales((22, 30)) == 2
     assert metrics.ms_ssim_scales((175, 400)) == 4
     assert metrics.ms_ssim_scales((176, 176)) == 5
-    assert metrics.ms_ssim_scales((1024, 1024)) == 5   # never more than the five standard weights
+    assert metrics.ms_ssim_scales((1024, 1024)) == 5  # never more than the five standard weights
 
 
 def test_one_scale_ms_ssim_is_ssim_and_more_scales_differ():
@@ -111,9 +119,10 @@ def test_constant_images_closed_form(c, d):
     c1 = (0.01 * 255) ** 2
     lum = (2 * c * (c + d) + c1) / (c * c + (c + d) ** 2 + c1)
     assert metrics.ssim(a, b) == pytest.approx(lum, rel=1e-12)
-    assert metrics.ms_ssim(a, b) == pytest.approx(lum ** (metrics.MS_SSIM_WEIGHTS[1] / sum(
-        metrics.MS_SSIM_WEIGHTS[:2])), rel=1e-12)  # 48x40: 2 scales; only the last scale's SSIM has luminance
-    assert metrics.psnr(a, b) == pytest.approx(10 * math.log10(255 ** 2 / d ** 2), rel=1e-12)
+    assert metrics.ms_ssim(a, b) == pytest.approx(
+        lum ** (metrics.MS_SSIM_WEIGHTS[1] / sum(metrics.MS_SSIM_WEIGHTS[:2])), rel=1e-12
+    )  # 48x40: 2 scales; only the last scale's SSIM has luminance
+    assert metrics.psnr(a, b) == pytest.approx(10 * math.log10(255**2 / d**2), rel=1e-12)
 
 
 def test_constant_shift_keeps_structure():
@@ -124,7 +133,7 @@ def test_constant_shift_keeps_structure():
     small, big = (a + 5).astype(np.uint8), (a + 50).astype(np.uint8)
     assert 0.99 < metrics.ssim(a, small) < 1.0
     assert metrics.ssim(a, big) < metrics.ssim(a, small)
-    assert metrics.psnr(a, small) == pytest.approx(10 * math.log10(255 ** 2 / 25), rel=1e-12)
+    assert metrics.psnr(a, small) == pytest.approx(10 * math.log10(255**2 / 25), rel=1e-12)
 
 
 def test_symmetry_and_range():

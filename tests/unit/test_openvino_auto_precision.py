@@ -1,5 +1,6 @@
 """OpenVINO ``precision="auto"``: the fastest precision whose recorded ship-bar verdict holds on this CPU's BF16
 path, else FP32 (no OpenVINO device needed: the rule only)."""
+
 import logging
 
 import pytest
@@ -15,6 +16,7 @@ def cpu(monkeypatch):
     def set_cpu(path: str):
         monkeypatch.setattr(ov_backend, "cpu_has_bf16", lambda: bool(path))
         monkeypatch.setattr(hostinfo, "bf16_path", lambda: path)
+
     return set_cpu
 
 
@@ -38,8 +40,9 @@ def test_auto_is_fp32_off_the_cpu(cpu):
 
 def test_a_verdict_that_meets_the_bar_is_taken_fastest_first(cpu, monkeypatch):
     cpu("amx_bf16")
-    monkeypatch.setitem(parity.SHIP_VERDICTS, ("openvino", "bf16"),
-                        {"amx_bf16": parity.ShipVerdict(-0.1, 45.0, "test")})
+    monkeypatch.setitem(
+        parity.SHIP_VERDICTS, ("openvino", "bf16"), {"amx_bf16": parity.ShipVerdict(-0.1, 45.0, "test")}
+    )
     assert ov_backend.resolve_precision("auto") == "bf16"
 
 

@@ -98,9 +98,7 @@ def test_out_of_profile_batch_names_the_profile(ort_backend):
 
 def test_wrong_input_shape_or_dtype(ort_backend):
     x = _x(1)
-    with pytest.raises(
-        InputError, match=r"input latent must be float32 \[1, 4, 512\], got float64 \[1, 4, 512\]"
-    ):
+    with pytest.raises(InputError, match=r"input latent must be float32 \[1, 4, 512\], got float64 \[1, 4, 512\]"):
         ort_backend.encode(x, x, np.zeros((1, 4, 512)))
 
 
@@ -126,17 +124,13 @@ def test_wrong_static_dims_refused(make_toy):
     artifacts.write_manifest(d, m)
     np.save(d / "latent_avg.npy", np.zeros((5, 512), np.float32))
     assert spec.n_styles == toy_artifacts.TOY_SPEC.n_styles == 4
-    with pytest.raises(
-        ArtifactError, match=r"latent: expected shape \['batch', 5, 512\], found \['batch', 4, 512\]"
-    ):
+    with pytest.raises(ArtifactError, match=r"latent: expected shape \['batch', 5, 512\], found \['batch', 4, 512\]"):
         Inverter.load(d, backend="ort")
 
 
 def test_wrong_format_version_refused(make_toy):
     d, _ = make_toy("v99", format_version=99)
-    with pytest.raises(
-        ArtifactError, match=r"format_version 99 is not understood by this runtime \(expects 1\)"
-    ):
+    with pytest.raises(ArtifactError, match=r"format_version 99 is not understood by this runtime \(expects 1\)"):
         Inverter.load(d)
 
 
@@ -146,19 +140,13 @@ def test_missing_artifacts_dir(tmp_path):
 
 
 def test_unknown_backend_name(toy):
-    with pytest.raises(
-        InputError, match=r"unknown backend 'tensorflow'; choose one of auto, ort, trt"
-    ):
+    with pytest.raises(InputError, match=r"unknown backend 'tensorflow'; choose one of auto, ort, trt"):
         Inverter.load(toy[0], backend="tensorflow")
 
 
 def test_unavailable_named_backend_names_the_fix(toy, monkeypatch):
-    monkeypatch.setitem(
-        backends.REGISTRY, "fake", ("restyle_rt.runtime.backends.no_such", "X", "restyle-rt[fake]")
-    )
-    with pytest.raises(
-        BackendUnavailable, match=r"backend 'fake' is unavailable: .*not part of this restyle-rt"
-    ):
+    monkeypatch.setitem(backends.REGISTRY, "fake", ("restyle_rt.runtime.backends.no_such", "X", "restyle-rt[fake]"))
+    with pytest.raises(BackendUnavailable, match=r"backend 'fake' is unavailable: .*not part of this restyle-rt"):
         backends.get_backend("fake", artifacts.load(toy[0]))
     monkeypatch.setitem(
         backends.REGISTRY, "fake2", ("restyle_rt.runtime.backends.ort", "OrtBackend", "pip install 'extra-x'")

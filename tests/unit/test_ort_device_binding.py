@@ -5,6 +5,7 @@ redirected to the CPU: this checks that every OrtValue the loop creates asks for
 nothing comes back to the host per step unless ``return_steps`` asks, and that the numbers match the host loop. It
 does not check ONNX Runtime's CUDA or TensorRT providers themselves (no GPU).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -50,7 +51,7 @@ def test_bound_loop_stays_on_the_device(toy, on_fake_cuda, return_steps):
     x = np.random.default_rng(0).uniform(-1, 1, (3, 3, *art.spec.input_hw)).astype(np.float32)
     n = 3
     with OrtBackend(art, io_binding=True, device_id=1, threads=1) as be:
-        be.device = "cuda"                                  # what a CUDA/TensorRT provider sets
+        be.device = "cuda"  # what a CUDA/TensorRT provider sets
         res = be.run_loop(x, n, return_steps=return_steps)
     assert on_fake_cuda["devices"] and set(on_fake_cuda["devices"]) == {("cuda", 1)}
     assert on_fake_cuda["reads"] == 2 + (2 * n if return_steps else 0)

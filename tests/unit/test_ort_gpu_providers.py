@@ -3,6 +3,7 @@
 Covers what a user with ``pip install onnxruntime-gpu`` meets first: the TensorRT EP listed but unable to start
 (no TensorRT libraries), and the TensorRT EP's engine cache directory. The providers' kernels are not run (no GPU).
 """
+
 from __future__ import annotations
 
 import logging
@@ -43,7 +44,7 @@ def test_default_providers_run_on_cuda_without_tensorrt_libs(art_copy, toy, monk
     assert any("Failed to create TensorrtExecutionProvider" in m for m in gpu.log)
     assert "TensorrtExecutionProvider could not be initialised" in caplog.text
     assert "running on CUDAExecutionProvider" in caplog.text
-    assert set(gpu.devices) == {("cuda", 0)}                 # the loop's buffers asked for the GPU
+    assert set(gpu.devices) == {("cuda", 0)}  # the loop's buffers asked for the GPU
     lats, imgs = toy[1].loop(x, 3)
     for t in range(3):
         np.testing.assert_allclose(res.step_latents[t], lats[t], atol=1e-5, rtol=0)
@@ -99,8 +100,9 @@ def test_fake_has_teeth(art_copy, monkeypatch):
     import onnxruntime as ort
 
     opts = [{"trt_engine_cache_enable": True, "trt_engine_cache_path": str(art_copy / "no" / "such")}, {}, {}]
-    sess = ort.InferenceSession(str(artifacts.load(art_copy).graph_path("synthesis")), providers=[TRT, CUDA, CPU],
-                                provider_options=opts)
+    sess = ort.InferenceSession(
+        str(artifacts.load(art_copy).graph_path("synthesis")), providers=[TRT, CUDA, CPU], provider_options=opts
+    )
     assert sess.get_providers() == [CUDA, CPU] and "EP Error" in gpu.log[-1]
     with pytest.raises(RuntimeError, match="unknown option"):
         gpu._create([CUDA], [{"no_such_option": 1}])

@@ -94,7 +94,7 @@ def test_serve_constraints_pin_the_serve_extra():
 
 def test_readme_says_how_to_get_the_cpu_torch():
     text = (ROOT / "README.md").read_text()
-    first = text[text.index("## First commands"):text.index("## With an official checkpoint")]
+    first = text[text.index("## First commands") : text.index("## With an official checkpoint")]
     assert re.search(r"^python3 -m pip install torch==2\.13\.0 -e '\.\[[a-z0-9,-]+\]'", first, re.M)  # unchanged
     assert "https://download.pytorch.org/whl/cpu" in first
 

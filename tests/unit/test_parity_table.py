@@ -1,4 +1,5 @@
 """parity.compare / Tolerance / check against hand-computed numbers (the metric code is what every gate rests on)."""
+
 from __future__ import annotations
 
 import math
@@ -90,6 +91,11 @@ def test_table_entries_are_measured_and_fp16_is_separate():
 
 def test_report_to_dict_is_plain_json():
     d = parity.compare(np.float32([1, 2]), np.float32([1, 3])).to_dict()
-    assert d == {"max_abs": 1.0, "mean_abs": 0.5, "rel_l2": pytest.approx(1 / math.sqrt(10)),
-                 "psnr_db": pytest.approx(10 * math.log10(8)), "worst_index": [1]}
+    assert d == {
+        "max_abs": 1.0,
+        "mean_abs": 0.5,
+        "rel_l2": pytest.approx(1 / math.sqrt(10)),
+        "psnr_db": pytest.approx(10 * math.log10(8)),
+        "worst_index": [1],
+    }
     assert all(type(v) in (float, list) for v in d.values())

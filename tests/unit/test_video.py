@@ -44,7 +44,7 @@ def _frames(n, h=32, w=48, seed=0):
 
 def _psnr(a, b):
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return 10 * np.log10(255.0 ** 2 / mse)
+    return 10 * np.log10(255.0**2 / mse)
 
 
 def _clean(d: Path):
@@ -65,6 +65,7 @@ def inv(be):
 
 
 # --- decode / encode -------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("ext", [".mp4", ".avi"])
 def test_round_trip(tmp_path, ext):
@@ -102,6 +103,7 @@ def test_npy_rows_streamed(tmp_path):
 
 # --- warm start per frame ----------------------------------------------------------------------------------------
 
+
 def _x(n, seed=0):
     rng = np.random.default_rng(seed)
     base = rng.uniform(-0.6, 0.6, (1, 3, 16, 16)).astype(np.float32)
@@ -138,6 +140,7 @@ def test_warm_start_pads_to_the_profile_minimum(make_toy):
 
 # --- latent smoothing ------------------------------------------------------------------------------------------
 
+
 def _offline_triangular(x, r):
     """The centred triangular filter, computed over the whole sequence at once (ends renormalised)."""
     n = len(x)
@@ -162,8 +165,7 @@ def test_latent_window_is_the_centred_filter_with_r_frames_latency(r):
         got += ready
     got += win.flush()
     assert [p for _, p in got] == list(range(9))
-    np.testing.assert_allclose(np.stack([w for w, _ in got]), _offline_triangular(lat.astype(np.float64), r),
-                               atol=1e-6)
+    np.testing.assert_allclose(np.stack([w for w, _ in got]), _offline_triangular(lat.astype(np.float64), r), atol=1e-6)
 
 
 def test_latent_window_restarts_after_a_flush():
@@ -180,6 +182,7 @@ def test_latent_window_refuses_a_bad_radius():
 
 
 # --- landmark smoothing (alignment) --------------------------------------------------------------------------
+
 
 def _face_lm(cx, cy):
     lm = np.zeros((68, 2))
@@ -220,6 +223,7 @@ def test_smoothed_aligner_averages_landmarks_and_restarts_after_a_miss():
 
 # --- the pipeline on the toy --------------------------------------------------------------------------------
 
+
 def test_invert_frames_skips_frames_without_a_face_and_restarts_cold(inv):
     frames = _frames(7, 16, 16)
     no_face = {2, 3}
@@ -252,11 +256,15 @@ def test_side_by_side_and_edit_panels(inv, be):
 
 
 def test_defaults_restated_in_the_cli_module():
-    assert (video_cli.DEFAULT_ITERS, video_cli.DEFAULT_ITERS_NEXT, video_cli.DEFAULT_ALIGN_SMOOTH) == \
-        (video.DEFAULT_ITERS, video.DEFAULT_ITERS_NEXT, video.DEFAULT_ALIGN_SMOOTH)
+    assert (video_cli.DEFAULT_ITERS, video_cli.DEFAULT_ITERS_NEXT, video_cli.DEFAULT_ALIGN_SMOOTH) == (
+        video.DEFAULT_ITERS,
+        video.DEFAULT_ITERS_NEXT,
+        video.DEFAULT_ALIGN_SMOOTH,
+    )
 
 
 # --- bad input: clear errors, nothing written ---------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
@@ -294,19 +302,36 @@ def _ts(path, frames):
         out.mux(s.encode(None))
 
 
-@pytest.mark.parametrize("name,msg", [
-    ("text.mp4", "not a video FFmpeg can read"),
-    ("cut70.mp4", "frames the container declares; the file is truncated or damaged"),
-    ("cut50.mp4", "cannot decode"),
-    ("sizes.ts", "frame 5 is 16x16, the clip started at 48x32; a size change mid-stream is not supported"),
-    ("missing.mp4", "no such video file"),
-])
+@pytest.mark.parametrize(
+    "name,msg",
+    [
+        ("text.mp4", "not a video FFmpeg can read"),
+        ("cut70.mp4", "frames the container declares; the file is truncated or damaged"),
+        ("cut50.mp4", "cannot decode"),
+        ("sizes.ts", "frame 5 is 16x16, the clip started at 48x32; a size change mid-stream is not supported"),
+        ("missing.mp4", "no such video file"),
+    ],
+)
 def test_bad_clips_are_refused_and_nothing_is_written(toy, clips, tmp_path, capsys, name, msg):
     d, _ = toy
     out = tmp_path / "out"
     out.mkdir()
-    rc = main(["video", str(d), str(clips / name), "--out", str(out / "v.mp4"), "--iters", "2", "--iters-next",
-               "1", "--backend", "ort", "--no-progress"])
+    rc = main(
+        [
+            "video",
+            str(d),
+            str(clips / name),
+            "--out",
+            str(out / "v.mp4"),
+            "--iters",
+            "2",
+            "--iters-next",
+            "1",
+            "--backend",
+            "ort",
+            "--no-progress",
+        ]
+    )
     assert rc == EXIT_USAGE
     assert msg in capsys.readouterr().err
     assert _clean(out) == []  # no video, no latents, no temporaries
@@ -322,19 +347,46 @@ def test_an_interrupt_mid_clip_leaves_nothing(toy, clips, tmp_path):
         return frame
 
     with Inverter.load(d, backend="ort") as inv2, pytest.raises(KeyboardInterrupt):
-        video.invert_video(inv2, clips / "ok.mp4", tmp_path / "v.mp4", video.VideoSettings(aligner=aligner),
-                           latents=tmp_path / "v.latents.npy", progress=False)
+        video.invert_video(
+            inv2,
+            clips / "ok.mp4",
+            tmp_path / "v.mp4",
+            video.VideoSettings(aligner=aligner),
+            latents=tmp_path / "v.latents.npy",
+            progress=False,
+        )
     assert _clean(tmp_path) == []
 
 
 # --- the CLI end to end ----------------------------------------------------------------------------------------
 
+
 def test_cli_writes_the_clip_and_its_latents(toy, clips, tmp_path, capsys):
     d, _ = toy
     np.save(tmp_path / "dir.npy", np.ones((1, 512), np.float32) * 0.01)
-    rc = main(["video", str(d), str(clips / "ok.mp4"), "--out", str(tmp_path / "v.avi"), "--iters", "3",
-               "--iters-next", "1", "--smooth", "1", "--direction", str(tmp_path / "dir.npy"), "--factor", "2",
-               "--side-by-side", "--backend", "ort", "--no-progress"])
+    rc = main(
+        [
+            "video",
+            str(d),
+            str(clips / "ok.mp4"),
+            "--out",
+            str(tmp_path / "v.avi"),
+            "--iters",
+            "3",
+            "--iters-next",
+            "1",
+            "--smooth",
+            "1",
+            "--direction",
+            str(tmp_path / "dir.npy"),
+            "--factor",
+            "2",
+            "--side-by-side",
+            "--backend",
+            "ort",
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == EXIT_OK, err
     assert "wrote 30 of 30 frames (15 fps)" in err and "29 frames warm-started" in err
@@ -348,14 +400,17 @@ def test_cli_writes_the_clip_and_its_latents(toy, clips, tmp_path, capsys):
     assert meta["settings"]["smooth"] == 1 and meta["settings"]["edited"]
 
 
-@pytest.mark.parametrize("args,msg", [
-    (["--out", "{t}/v.gif"], "use a .mp4 or .avi file name"),
-    (["--out", "{t}/v.mp4", "--factor", "2"], "--factor needs a --direction"),
-    (["--out", "{t}/v.mp4", "--direction", "{t}/d.npy"], "--direction needs a --factor"),
-    (["--out", "{t}/v.mp4", "--latents-out", "{t}/l.txt"], "use a .npy file name"),
-    (["--out", "{clip}"], "would overwrite the input"),
-    (["--out", "{t}/v.mp4", "--fps", "0"], "--fps must be > 0"),
-])
+@pytest.mark.parametrize(
+    "args,msg",
+    [
+        (["--out", "{t}/v.gif"], "use a .mp4 or .avi file name"),
+        (["--out", "{t}/v.mp4", "--factor", "2"], "--factor needs a --direction"),
+        (["--out", "{t}/v.mp4", "--direction", "{t}/d.npy"], "--direction needs a --factor"),
+        (["--out", "{t}/v.mp4", "--latents-out", "{t}/l.txt"], "use a .npy file name"),
+        (["--out", "{clip}"], "would overwrite the input"),
+        (["--out", "{t}/v.mp4", "--fps", "0"], "--fps must be > 0"),
+    ],
+)
 def test_cli_refuses_bad_arguments_before_loading(toy, clips, tmp_path, capsys, args, msg):
     d, _ = toy
     clip = tmp_path / "in.mp4"
@@ -376,8 +431,19 @@ def test_cli_align_without_any_face_is_an_error_and_writes_nothing(toy, clips, t
     except Exception:
         pytest.skip("face_recognition_models not installed")
     d, _ = toy
-    rc = main(["video", str(d), str(clips / "ok.mp4"), "--out", str(tmp_path / "v.mp4"), "--align",
-               "--backend", "ort", "--no-progress"])
+    rc = main(
+        [
+            "video",
+            str(d),
+            str(clips / "ok.mp4"),
+            "--out",
+            str(tmp_path / "v.mp4"),
+            "--align",
+            "--backend",
+            "ort",
+            "--no-progress",
+        ]
+    )
     assert rc == EXIT_USAGE
     assert "no frame to write: no face found in all 30 frames" in capsys.readouterr().err
     assert _clean(tmp_path) == []
@@ -395,8 +461,23 @@ def test_cli_exit_1_when_frames_were_skipped(toy, clips, tmp_path, capsys, monke
             return None if next(n) in (0, 7) else frame
 
     monkeypatch.setattr(video, "SmoothedAligner", Fake)
-    rc = main(["video", str(d), str(clips / "ok.mp4"), "--out", str(tmp_path / "v.mp4"), "--align", "--iters",
-               "2", "--iters-next", "1", "--backend", "ort", "--no-progress"])
+    rc = main(
+        [
+            "video",
+            str(d),
+            str(clips / "ok.mp4"),
+            "--out",
+            str(tmp_path / "v.mp4"),
+            "--align",
+            "--iters",
+            "2",
+            "--iters-next",
+            "1",
+            "--backend",
+            "ort",
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == EXIT_SKIPPED, err
     assert "skipped 2 frame(s): 0 (no face found), 7 (no face found)" in err

@@ -96,14 +96,17 @@ def test_feedback_of_images_that_exited_early(ort_toy):
     np.testing.assert_allclose(res.feedback, ref.synthesize(res.latents)[1], atol=ATOL, rtol=0)
 
 
-@pytest.mark.parametrize("bad,msg", [
-    (lambda w, y: (w.astype(np.float64), y), "start latents: expected float32"),
-    (lambda w, y: (w[:, :2], y), "start latents: expected float32 [2 or 1, 4, 512]"),
-    (lambda w, y: (w, y[:, :, :8]), "start feedback: expected float32 [2 or 1, 3, 16, 16]"),
-    (lambda w, y: (np.concatenate([w, w, w]), y), "got float32 [6, 4, 512]"),
-    (lambda w, y: (w * np.nan, y), "start latents: non-finite"),
-    (lambda w, y: (w, y, y), "start must be a (latents, feedback) pair"),
-])
+@pytest.mark.parametrize(
+    "bad,msg",
+    [
+        (lambda w, y: (w.astype(np.float64), y), "start latents: expected float32"),
+        (lambda w, y: (w[:, :2], y), "start latents: expected float32 [2 or 1, 4, 512]"),
+        (lambda w, y: (w, y[:, :, :8]), "start feedback: expected float32 [2 or 1, 3, 16, 16]"),
+        (lambda w, y: (np.concatenate([w, w, w]), y), "got float32 [6, 4, 512]"),
+        (lambda w, y: (w * np.nan, y), "start latents: non-finite"),
+        (lambda w, y: (w, y, y), "start must be a (latents, feedback) pair"),
+    ],
+)
 def test_bad_start_states_are_refused(ort_toy, bad, msg):
     be, _ = ort_toy
     w = np.repeat(be.artifacts.latent_avg[None], 2, axis=0)

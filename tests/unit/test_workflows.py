@@ -28,8 +28,9 @@ def _save_pt(obj, path, location=None):
             items = {n: z.read(n) for n in z.namelist()}
         pkl = next(n for n in items if n.endswith("data.pkl"))
         assert b"cpu" in items[pkl]
-        items[pkl] = items[pkl].replace(b"X\x03\x00\x00\x00cpu", b"X" + len(location).to_bytes(4, "little")
-                                        + location.encode())
+        items[pkl] = items[pkl].replace(
+            b"X\x03\x00\x00\x00cpu", b"X" + len(location).to_bytes(4, "little") + location.encode()
+        )
         with zipfile.ZipFile(path, "w") as z:
             for n, data in items.items():
                 z.writestr(n, data)
@@ -207,8 +208,10 @@ def test_wipe_matches_notebook_rows():
 
 def _smooth_frames(n, h, w):
     yy, xx = np.mgrid[:h, :w].astype(np.float32)
-    return [np.stack([xx * 200 / w + 4 * i, yy * 200 / h, np.full_like(xx, 30 + 20 * i)], -1).astype(np.uint8)
-            for i in range(n)]
+    return [
+        np.stack([xx * 200 / w + 4 * i, yy * 200 / h, np.full_like(xx, 30 + 20 * i)], -1).astype(np.uint8)
+        for i in range(n)
+    ]
 
 
 def _decode_video(p):
@@ -296,17 +299,17 @@ def test_edit_and_animate_cli_without_torch(toy, rgb_images, tmp_path):
         import json, sys
         sys.modules["torch"] = None
         from restyle_rt.cli import main
-        rc = [main(["invert", {str(toy[0])!r}, *{[str(p) for p in paths]!r}, "--out", {str(tmp_path / 'inv')!r},
+        rc = [main(["invert", {str(toy[0])!r}, *{[str(p) for p in paths]!r}, "--out", {str(tmp_path / "inv")!r},
                     "--iters", "2", "--save-latents"]),
               main(["edit", {str(toy[0])!r}, *{[str(p) for p in paths]!r}, "--iters", "2", "--out",
-                    {str(tmp_path / 'ed')!r}, "--direction", {str(tmp_path / 'age.npy')!r},
-                    "--direction", {str(tmp_path / 'pose.pt')!r}, "--factors", "-2,2"]),
-              main(["edit", {str(toy[0])!r}, "--latents", {str(tmp_path / 'inv' / 'latents.npy')!r}, "--out",
-                    {str(tmp_path / 'ed2')!r}, "--direction", {str(tmp_path / 'age.npy')!r}, "--factors", "3"]),
+                    {str(tmp_path / "ed")!r}, "--direction", {str(tmp_path / "age.npy")!r},
+                    "--direction", {str(tmp_path / "pose.pt")!r}, "--factors", "-2,2"]),
+              main(["edit", {str(toy[0])!r}, "--latents", {str(tmp_path / "inv" / "latents.npy")!r}, "--out",
+                    {str(tmp_path / "ed2")!r}, "--direction", {str(tmp_path / "age.npy")!r}, "--factors", "3"]),
               main(["animate", {str(toy[0])!r}, *{[str(p) for p in paths]!r}, "--iters", "2", "--frames", "4",
-                    "--out", {str(tmp_path / 'a.avi')!r}]),
+                    "--out", {str(tmp_path / "a.avi")!r}]),
               main(["invert", {str(toy[0])!r}, *{[str(p) for p in paths]!r}, "--bootstrap", {str(toy[0])!r},
-                    "--iters", "1", "--out", {str(tmp_path / 'boot')!r}, "--strip"])]
+                    "--iters", "1", "--out", {str(tmp_path / "boot")!r}, "--strip"])]
         print(json.dumps({{"rc": rc, "torch": sys.modules["torch"] is None}}))
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -335,8 +338,21 @@ def test_invert_bootstrap_cli(make_toy, rgb_images, tmp_path):
     (d1, r1), (d2, r2) = make_toy("one", seed=1), make_toy("two", seed=2)
     paths = rgb_images(2)
     out = tmp_path / "out"
-    rc = main(["invert", str(d2), *map(str, paths), "--bootstrap", str(d1), "--iters", "2", "--out", str(out),
-               "--strip", "--save-latents"])
+    rc = main(
+        [
+            "invert",
+            str(d2),
+            *map(str, paths),
+            "--bootstrap",
+            str(d1),
+            "--iters",
+            "2",
+            "--out",
+            str(out),
+            "--strip",
+            "--save-latents",
+        ]
+    )
     assert rc == 0
     lat = np.load(out / "latents.npy")
     assert lat.shape == (2, 3, S, 512)  # step 1 (model 1) + 2 model-2 steps
@@ -384,8 +400,9 @@ def test_edit_refuses_an_output_over_an_input(edit_setup, tmp_path, capfd, monke
     victim.write_bytes(paths[0].read_bytes())
     before = victim.read_bytes()
     _no_model_load(monkeypatch)
-    assert main(["edit", art, str(victim), "--out", str(tmp_path / "o"), "--direction", age, "--factors", "1"]) \
-        == EXIT_OS
+    assert (
+        main(["edit", art, str(victim), "--out", str(tmp_path / "o"), "--direction", age, "--factors", "1"]) == EXIT_OS
+    )
     assert f"output {victim} would overwrite the input {victim}" in capfd.readouterr().err
     assert victim.read_bytes() == before
     rc = main(["edit", art, str(paths[0].parent), "--out", str(paths[0].parent), "--direction", age])

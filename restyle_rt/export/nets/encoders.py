@@ -5,6 +5,7 @@ Backbones: IR-SE50 (``BackboneEncoder`` / ``ProgressiveBackboneEncoder``) and Re
 ``forward_official`` runs the S style heads one by one as the official code does; ``forward`` runs them batched:
 one 512 -> S*512 conv, three grouped convs (groups = S) and one batched matmul, which is bit-identical in math.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,6 +22,7 @@ HEAD_SLOPE = 0.01  # nn.LeakyReLU() default, used by the style heads
 
 # --- IR-SE50 -------------------------------------------------------------------------------------------------
 
+
 class SEModule(nn.Module):
     def __init__(self, channels: int, reduction: int = 16):
         super().__init__()
@@ -28,7 +30,7 @@ class SEModule(nn.Module):
         self.fc2 = nn.Conv2d(channels // reduction, channels, 1, bias=False)
 
     def forward(self, x):
-        s = x.mean((2, 3), keepdim=True)                       # [B, C, 1, 1]
+        s = x.mean((2, 3), keepdim=True)  # [B, C, 1, 1]
         return x * torch.sigmoid(self.fc2(F.relu(self.fc1(s))))
 
 
@@ -43,12 +45,17 @@ class IRSEUnit(nn.Module):
         else:
             self.shortcut_layer = nn.Sequential(nn.Conv2d(cin, depth, 1, stride, bias=False), nn.BatchNorm2d(depth))
         self.res_layer = nn.Sequential(
-            nn.BatchNorm2d(cin), nn.Conv2d(cin, depth, 3, 1, 1, bias=False), nn.PReLU(depth),
-            nn.Conv2d(depth, depth, 3, stride, 1, bias=False), nn.BatchNorm2d(depth), SEModule(depth, 16))
+            nn.BatchNorm2d(cin),
+            nn.Conv2d(cin, depth, 3, 1, 1, bias=False),
+            nn.PReLU(depth),
+            nn.Conv2d(depth, depth, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(depth),
+            SEModule(depth, 16),
+        )
 
     def forward(self, x):
         if isinstance(self.shortcut_layer, nn.MaxPool2d):
-            sc = x[:, :, ::self.stride, ::self.stride] if self.stride > 1 else x
+            sc = x[:, :, :: self.stride, :: self.stride] if self.stride > 1 else x
         else:
             sc = self.shortcut_layer(x)
         return self.res_layer(x) + sc
@@ -60,19 +67,19 @@ IRSE50_STAGES = ((64, 64, 3), (64, 128, 4), (128, 256, 14), (256, 512, 3))  # (i
 class IRSE50Backbone(nn.Module):
     def __init__(self, input_nc: int = 6):
         super().__init__()
-        self.input_layer = nn.Sequential(nn.Conv2d(input_nc, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64),
-                                         nn.PReLU(64))
+        self.input_layer = nn.Sequential(nn.Conv2d(input_nc, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64))
         units: list[nn.Module] = []
         for cin, depth, n in IRSE50_STAGES:
             units.append(IRSEUnit(cin, depth, 2))
             units += [IRSEUnit(depth, depth, 1) for _ in range(n - 1)]
         self.body = nn.Sequential(*units)
 
-    def forward(self, x):                                        # [B, 6, H, W]
-        return self.body(self.input_layer(x))                   # [B, 512, H/16, W/16]
+    def forward(self, x):  # [B, 6, H, W]
+        return self.body(self.input_layer(x))  # [B, 512, H/16, W/16]
 
 
 # --- ResNet34 ------------------------------------------------------------------------------------------------
+
 
 class BasicBlock(nn.Module):
     """torchvision BasicBlock: relu(bn2(conv2(relu(bn1(conv1(x))))) + identity)."""
@@ -109,11 +116,12 @@ class ResNet34Backbone(nn.Module):
             blocks += [BasicBlock(cout, cout, 1) for _ in range(n - 1)]
         self.body = nn.Sequential(*blocks)
 
-    def forward(self, x):                                        # [B, 6, H, W]
-        return self.body(self.relu(self.bn1(self.conv1(x))))    # [B, 512, H/16, W/16]
+    def forward(self, x):  # [B, 6, H, W]
+        return self.body(self.relu(self.bn1(self.conv1(x))))  # [B, 512, H/16, W/16]
 
 
 # --- style heads ---------------------------------------------------------------------------------------------
+
 
 class GradualStyleBlock(nn.Module):
     """One official head: 4 x (conv3x3/2 + LeakyReLU 0.01), flatten, EqualLinear(512, 512)."""
@@ -169,15 +177,16 @@ class ReStyleEncoder(nn.Module):
 
     @classmethod
     def from_spec(cls, spec: ModelSpec) -> ReStyleEncoder:
-        return cls(spec.backbone, spec.n_styles, spec.encoder_type in ENCODER_TYPES_E4E,
-                   fpn=spec.encoder_type in FPN_TYPES)
+        return cls(
+            spec.backbone, spec.n_styles, spec.encoder_type in ENCODER_TYPES_E4E, fpn=spec.encoder_type in FPN_TYPES
+        )
 
     def _stem(self, x):
         if self.backbone == "ir_se50":
             return self.input_layer(x)
         return self.relu(self.bn1(self.conv1(x)))
 
-    def features(self, x):                                       # [B, 6, H, W] -> [B, 512, H/16, W/16]
+    def features(self, x):  # [B, 6, H, W] -> [B, 512, H/16, W/16]
         return self.body(self._stem(x))
 
     def head_groups(self, x):
@@ -188,14 +197,14 @@ class ReStyleEncoder(nn.Module):
         for i, unit in enumerate(self.body):
             y = unit(y)
             if i in taps:
-                c.append(y)                                      # c1 [B,128,H/8,W/8], c2 [B,256,..], c3 [B,512,..]
+                c.append(y)  # c1 [B,128,H/8,W/8], c2 [B,256,..], c3 [B,512,..]
         c1, c2, c3 = c
-        p2 = _upsample_add(c3, self.latlayer1(c2))               # [B, 512, H/8, W/8]
-        p1 = _upsample_add(p2, self.latlayer2(c1))               # [B, 512, H/4, W/4]
+        p2 = _upsample_add(c3, self.latlayer1(c2))  # [B, 512, H/8, W/8]
+        p1 = _upsample_add(p2, self.latlayer2(c1))  # [B, 512, H/4, W/4]
         groups = [(c3, range(0, COARSE)), (p2, range(COARSE, MIDDLE)), (p1, range(MIDDLE, self.n_styles))]
         return [(f, r) for f, r in groups if len(r)]
 
-    def _e4e(self, h):                                           # [B, S, 512]
+    def _e4e(self, h):  # [B, S, 512]
         if not self.e4e:
             return h
         mask = torch.ones(1, self.n_styles, 1, dtype=h.dtype, device=h.device)
@@ -230,15 +239,16 @@ class BatchedHeads(nn.Module):
         with torch.no_grad():
             for j in range(self.n_convs):
                 self.register_buffer(f"w{j}", torch.cat([c[j].weight for c in convs], 0))  # [S*512, Cin, 3, 3]
-                self.register_buffer(f"b{j}", torch.cat([c[j].bias for c in convs], 0))    # [S*512]
+                self.register_buffer(f"b{j}", torch.cat([c[j].bias for c in convs], 0))  # [S*512]
             self.register_buffer("lw", torch.stack([h.linear.effective()[0] for h in heads], 0))  # [S, 512, 512]
             self.register_buffer("lb", torch.stack([h.linear.effective()[1] for h in heads], 0))  # [S, 512]
 
-    def forward(self, feat):                                     # [B, 512, h, w]
+    def forward(self, feat):  # [B, 512, h, w]
         y = feat
         for j in range(self.n_convs):
-            y = F.conv2d(y, getattr(self, f"w{j}"), getattr(self, f"b{j}"), stride=2, padding=1,
-                         groups=1 if j == 0 else self.n)
-            y = F.leaky_relu(y, HEAD_SLOPE)                      # [B, S*512, h', w']
-        y = y.reshape(y.shape[0], self.n, -1)                    # [B, S, 512] (spatial is 1x1 here)
+            y = F.conv2d(
+                y, getattr(self, f"w{j}"), getattr(self, f"b{j}"), stride=2, padding=1, groups=1 if j == 0 else self.n
+            )
+            y = F.leaky_relu(y, HEAD_SLOPE)  # [B, S*512, h', w']
+        y = y.reshape(y.shape[0], self.n, -1)  # [B, S, 512] (spatial is 1x1 here)
         return torch.einsum("bsi,soi->bso", y, self.lw) + self.lb

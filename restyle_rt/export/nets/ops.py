@@ -4,6 +4,7 @@ The official StyleGAN2 ops are CUDA extensions compiled at import; these are res
 ``upfirdn2d_ref`` (zero-insert, pad, true convolution with the flipped FIR kernel, subsample) and the fused
 bias + leaky-ReLU(0.2) x sqrt(2).
 """
+
 from __future__ import annotations
 
 import math
@@ -24,8 +25,9 @@ def make_kernel(k: Sequence[float] = BLUR_KERNEL) -> torch.Tensor:
     return k / k.sum()
 
 
-def upfirdn2d_ref(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1,
-                  pad: tuple[int, int] = (0, 0)) -> torch.Tensor:
+def upfirdn2d_ref(
+    x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 0)
+) -> torch.Tensor:
     """Upsample (zero insertion), pad (negative crops), FIR-filter (true convolution), downsample.
 
     Same pad on both axes, as the official op. Output side: (n*up + p0 + p1 - k) // down + 1.
@@ -37,7 +39,7 @@ def upfirdn2d_ref(x: torch.Tensor, kernel: torch.Tensor, up: int = 1, down: int 
     y = F.pad(y, [0, up - 1, 0, 0, 0, up - 1])  # zero-insert
     y = y.reshape(b * c, 1, h * up, w * up)
     y = F.pad(y, [max(p0, 0), max(p1, 0), max(p0, 0), max(p1, 0)])
-    y = y[:, :, max(-p0, 0): y.shape[2] - max(-p1, 0), max(-p0, 0): y.shape[3] - max(-p1, 0)]
+    y = y[:, :, max(-p0, 0) : y.shape[2] - max(-p1, 0), max(-p0, 0) : y.shape[3] - max(-p1, 0)]
     wk = torch.flip(kernel, [0, 1]).view(1, 1, kh, kw).to(y)
     y = F.conv2d(y, wk)
     y = y[:, :, ::down, ::down]
@@ -53,8 +55,9 @@ def fused_lrelu(x: torch.Tensor, bias: torch.Tensor, slope: float = 0.2, gain: f
 class EqualLinear(nn.Module):
     """Equalised-lr linear: y = x (W lr_mul / sqrt(in))^T + b lr_mul; optional fused lrelu. Keys: weight, bias."""
 
-    def __init__(self, in_dim: int, out_dim: int, bias_init: float = 0.0, lr_mul: float = 1.0,
-                 activation: bool = False):
+    def __init__(
+        self, in_dim: int, out_dim: int, bias_init: float = 0.0, lr_mul: float = 1.0, activation: bool = False
+    ):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_dim, in_dim) / lr_mul)
         self.bias = nn.Parameter(torch.full((out_dim,), float(bias_init)))

@@ -25,8 +25,11 @@ log = logging.getLogger("restyle_rt")
 # adding a backend is its module and this one line.
 REGISTRY: dict[str, tuple[str, str, str]] = {
     "ort": ("restyle_rt.runtime.backends.ort", "OrtBackend", "pip install 'restyle-rt' (onnxruntime is core)"),
-    "trt": ("restyle_rt.runtime.backends.trt", "TrtBackend",
-            "pip install 'restyle-rt[trt]' plus NVIDIA TensorRT, or 'restyle-rt[trt-rtx]'; and a CUDA GPU"),
+    "trt": (
+        "restyle_rt.runtime.backends.trt",
+        "TrtBackend",
+        "pip install 'restyle-rt[trt]' plus NVIDIA TensorRT, or 'restyle-rt[trt-rtx]'; and a CUDA GPU",
+    ),
     "openvino": ("restyle_rt.runtime.backends.openvino", "OpenVinoBackend", "pip install 'restyle-rt[openvino]'"),
 }
 # PyTorch reference loops are benchmark baselines (restyle_rt.bench), not runtime backends: the runtime is torch-free.
@@ -121,8 +124,7 @@ def backend_class(name: str) -> type[Backend]:
     except ImportError as e:
         if getattr(e, "name", None) == module:
             raise BackendUnavailable(
-                f"backend {name!r} is not part of this restyle-rt build "
-                f"({module} is missing); update restyle-rt"
+                f"backend {name!r} is not part of this restyle-rt build ({module} is missing); update restyle-rt"
             ) from None
         raise BackendUnavailable(f"backend {name!r} needs {e.name or e}; {extra}") from None
     return getattr(mod, cls)

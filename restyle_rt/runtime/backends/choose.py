@@ -91,8 +91,12 @@ def _measured(artifacts, cands, opts, reasons, errors, refresh: bool, batch: int
     if rec is not None and rec.get("choice") in cands:
         be = _start(rec["choice"], artifacts, opts, reasons, errors)
         if be is not None:
-            _log_choice(be, reasons, f"cached decision {path}, measured {rec.get('measured_at')}: "
-                        f"{_fmt(rec.get('times_s', {}))} per step at batch {batch}")
+            _log_choice(
+                be,
+                reasons,
+                f"cached decision {path}, measured {rec.get('measured_at')}: "
+                f"{_fmt(rec.get('times_s', {}))} per step at batch {batch}",
+            )
             return be
         log.info("backend auto: the cached choice %s no longer starts; measuring again", rec["choice"])
     times: dict[str, float] = {}
@@ -122,13 +126,27 @@ def _measured(artifacts, cands, opts, reasons, errors, refresh: bool, batch: int
     winner = kept or _start(best[0], artifacts, opts, reasons, errors)  # started again unless it ran last
     if winner is None:
         raise _none_started(reasons, errors)
-    _write(path, {"choice": best[0], "times_s": times, "batch": batch, "key": parts, "load_avg_1m": load,
-                  "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    _write(
+        path,
+        {
+            "choice": best[0],
+            "times_s": times,
+            "batch": batch,
+            "key": parts,
+            "load_avg_1m": load,
+            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
     _log_choice(winner, reasons, f"measured now: {_fmt(times)} per step at batch {batch}; cached in {path}")
     if load is not None and load > parts["threads"]:
-        log.warning("backend auto: measured while the machine was busy (load average %.1f > %d threads), so the "
-                    "times may not rank the backends as they run alone; measure again on a quiet machine with "
-                    "%s=refresh", load, parts["threads"], ENV_PROBE)
+        log.warning(
+            "backend auto: measured while the machine was busy (load average %.1f > %d threads), so the "
+            "times may not rank the backends as they run alone; measure again on a quiet machine with "
+            "%s=refresh",
+            load,
+            parts["threads"],
+            ENV_PROBE,
+        )
     return winner
 
 
@@ -236,8 +254,7 @@ def _write(path: Path, rec: dict) -> None:
         log.warning("backend auto: could not cache the decision in %s (%s)", path, e)
 
 
-def _start(name: str, artifacts: Artifacts, opts: dict, reasons: list[str],
-           errors: list[Exception]) -> Backend | None:
+def _start(name: str, artifacts: Artifacts, opts: dict, reasons: list[str], errors: list[Exception]) -> Backend | None:
     """Start backend ``name`` with the options it takes; None (reason noted) when it cannot."""
     ok, why = available(name)
     if not ok:

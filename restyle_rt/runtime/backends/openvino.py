@@ -108,8 +108,9 @@ class OpenVinoBackend(Backend):
         self.device = check_device(list(self.core.available_devices), device)
         self.precision = resolve_precision(precision, self.device)
         if self.precision in BF16_PRECISIONS and self.device != "CPU":
-            raise InputError(f"openvino backend: precision {self.precision!r} runs on the CPU device only, "
-                             f"not {self.device}")
+            raise InputError(
+                f"openvino backend: precision {self.precision!r} runs on the CPU device only, not {self.device}"
+            )
         if self.precision in BF16_PRECISIONS and not cpu_has_bf16():
             raise BackendUnavailable(
                 f"openvino backend: precision {self.precision!r} needs a CPU with BF16 (AVX512-BF16 or AMX); "
@@ -122,8 +123,14 @@ class OpenVinoBackend(Backend):
         self.compiled = {g: self._compile(g) for g in ("encoder", "synthesis")}
         self.requests = {g: c.create_infer_request() for g, c in self.compiled.items()}
         self._outputs = {g: {o.get_any_name(): o for o in c.outputs} for g, c in self.compiled.items()}
-        log.info("openvino backend: %s on %s, %d threads, %s hint, cache %s", self.precision, self.device,
-                 self.threads, hint, self.cache_dir or "off")
+        log.info(
+            "openvino backend: %s on %s, %d threads, %s hint, cache %s",
+            self.precision,
+            self.device,
+            self.threads,
+            hint,
+            self.cache_dir or "off",
+        )
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
@@ -192,15 +199,22 @@ def check_device(available: list[str], device: str) -> str:
     if not isinstance(device, str) or not device:
         raise InputError(f"openvino backend: device must be a device name such as 'CPU' or 'GPU', got {device!r}")
     kind, _, index = device.partition(".")
-    if (device in available or any(a.partition(".")[0] == device for a in available)
-            or (kind == "GPU" and index == "0" and kind in available)):
+    if (
+        device in available
+        or any(a.partition(".")[0] == device for a in available)
+        or (kind == "GPU" and index == "0" and kind in available)
+    ):
         return device
     have = ", ".join(available) or "none"
     if kind in DEVICE_KINDS and (not index or index.isdigit()):
-        raise BackendUnavailable(f"openvino backend: device {device!r} is not available here (OpenVINO sees {have}); "
-                                 "install its driver / OpenVINO plugin, or use one of those")
-    raise InputError(f"openvino backend: unknown device {device!r}; OpenVINO names devices "
-                     f"{', '.join(DEVICE_KINDS)} (GPU.1: the second GPU); available here: {have}")
+        raise BackendUnavailable(
+            f"openvino backend: device {device!r} is not available here (OpenVINO sees {have}); "
+            "install its driver / OpenVINO plugin, or use one of those"
+        )
+    raise InputError(
+        f"openvino backend: unknown device {device!r}; OpenVINO names devices "
+        f"{', '.join(DEVICE_KINDS)} (GPU.1: the second GPU); available here: {have}"
+    )
 
 
 def resolve_precision(precision: str, device: str = "CPU") -> str:
@@ -226,8 +240,11 @@ def resolve_precision(precision: str, device: str = "CPU") -> str:
         if cand in BF16_PRECISIONS and not cpu_has_bf16():
             reasons.append(f"{cand}: this CPU has no BF16")
             continue
-        ok, why = (ship_verdict("openvino", cand, bf16_path()) if cand in BF16_PRECISIONS
-                   else meets_auto_bar("openvino-loop", cand))
+        ok, why = (
+            ship_verdict("openvino", cand, bf16_path())
+            if cand in BF16_PRECISIONS
+            else meets_auto_bar("openvino-loop", cand)
+        )
         if ok:
             said = "; ".join(reasons + ([f"{cand}: {why}"] if why else []))
             log.info("openvino backend: precision auto -> %s%s", cand, f" ({said})" if said else "")
@@ -264,8 +281,11 @@ def verify_io(model, io, what: str) -> None:
                 problems.append(f"{t.name}: expected {t.dtype}, found {p.get_element_type()}")
             shape = p.get_partial_shape()
             dims = [d.get_length() if d.is_static else BATCH for d in shape]
-            if len(dims) != len(t.shape) or any(d != BATCH and g != d for d, g in zip(t.shape, dims)) \
-                    or dims[0] != BATCH:
+            if (
+                len(dims) != len(t.shape)
+                or any(d != BATCH and g != d for d, g in zip(t.shape, dims))
+                or dims[0] != BATCH
+            ):
                 problems.append(f"{t.name}: expected shape {list(t.shape)}, found {shape}")
     if problems:
         raise ArtifactError(f"{what} does not match the graph contract: " + "; ".join(problems))

@@ -79,8 +79,9 @@ class OrtBackend(Backend):
     extra = ""  # onnxruntime is a core dependency
     library = "onnxruntime"
     precisions = PRECISIONS
-    options = frozenset({"providers", "threads", "device_id", "io_binding", "spinning", "cpu_arena", "mem_pattern",
-                         "precision"})
+    options = frozenset(
+        {"providers", "threads", "device_id", "io_binding", "spinning", "cpu_arena", "mem_pattern", "precision"}
+    )
     probed_by_auto = True
 
     def __init__(
@@ -105,11 +106,7 @@ class OrtBackend(Backend):
         have = ort.get_available_providers()
         self.default_providers = not providers
         named, self.provider_options = split_providers(providers or ())
-        wanted = (
-            named
-            if providers
-            else [p for p in GPU_PROVIDERS if p in have] + ["CPUExecutionProvider"]
-        )
+        wanted = named if providers else [p for p in GPU_PROVIDERS if p in have] + ["CPUExecutionProvider"]
         missing = [p for p in wanted if p not in have]
         if missing:
             raise BackendUnavailable(
@@ -152,9 +149,7 @@ class OrtBackend(Backend):
         opts = [self._provider_options(p, graph) for p in providers]
         path = self.graph_files[graph]
         try:
-            sess = ort.InferenceSession(
-                str(path), sess_options=so, providers=providers, provider_options=opts
-            )
+            sess = ort.InferenceSession(str(path), sess_options=so, providers=providers, provider_options=opts)
         except Exception as e:  # ORT raises its own Fail/InvalidGraph/... types
             raise ArtifactError(f"{path}: ONNX Runtime cannot load it: {e}") from None
         got = sess.get_providers()
@@ -166,8 +161,13 @@ class OrtBackend(Backend):
                 )
             # the default list: onnxruntime-gpu always lists the TensorRT EP and drops it (or falls back to
             # CUDA + CPU) when the TensorRT libraries are missing; take what ONNX Runtime could start, say so
-            log.warning("ort backend: %s could not be initialised for %s; running on %s (install TensorRT for the "
-                        "TensorRT EP, or pass providers= to require one)", providers[0], graph, got[0])
+            log.warning(
+                "ort backend: %s could not be initialised for %s; running on %s (install TensorRT for the "
+                "TensorRT EP, or pass providers= to require one)",
+                providers[0],
+                graph,
+                got[0],
+            )
         verify_io(sess, self.spec.graph_io(graph), f"{path.name}")
         return sess
 
@@ -306,8 +306,10 @@ def _device_id(options: dict[str, dict], default: int) -> int:
     except (TypeError, ValueError) as e:
         raise InputError(f"ort backend: a provider's device_id must be an integer ({e})") from None
     if len(ids) > 1:
-        raise InputError(f"ort backend: the GPU providers' options name different device_id values {sorted(ids)}; "
-                         "the encoder and synthesis run on one device")
+        raise InputError(
+            f"ort backend: the GPU providers' options name different device_id values {sorted(ids)}; "
+            "the encoder and synthesis run on one device"
+        )
     return ids.pop() if ids else int(default)
 
 
@@ -322,8 +324,9 @@ def trt_ep_cache_dir(art: Artifacts) -> Path:
             return local
     except OSError:
         pass
-    key = hashlib.sha256("|".join(art.manifest.graphs[g].sha256 or g
-                                  for g in ("encoder", "synthesis")).encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        "|".join(art.manifest.graphs[g].sha256 or g for g in ("encoder", "synthesis")).encode()
+    ).hexdigest()[:16]
     alt = cache_root() / "ort-trt" / key
     alt.mkdir(parents=True, exist_ok=True)
     log.info("ort backend: %s is not writable; TensorRT EP engines go to %s", local, alt)
@@ -346,8 +349,10 @@ def choose_precision(art: Artifacts, precision: str) -> str:
         raise InputError(f"ort backend: precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
     rec = art.manifest.int8
     if precision == "int8" and rec is None:
-        raise ArtifactError(f"{art.root}: no INT8 graphs (manifest has no 'int8' record); "
-                            f"run `restyle-rt calibrate {art.root} --images DIR` (or --generated N) first")
+        raise ArtifactError(
+            f"{art.root}: no INT8 graphs (manifest has no 'int8' record); "
+            f"run `restyle-rt calibrate {art.root} --images DIR` (or --generated N) first"
+        )
     if precision != "auto":
         return precision
     ok, why = int8_trusted(rec)
@@ -368,12 +373,16 @@ def int8_trusted(rec: Int8Record | None) -> tuple[bool, str]:
         return False, "recorded INT8 accuracy misses its ship bar"
     psnr = _last_step_psnr(rec)
     if psnr is None or psnr < SHIP_REF_PSNR_DB:
-        return False, (f"the INT8 loop's last image is {'not recorded' if psnr is None else f'{psnr:.1f} dB'} "
-                       f"against FP32's; the ship bar asks >= {SHIP_REF_PSNR_DB:g} dB")
+        return False, (
+            f"the INT8 loop's last image is {'not recorded' if psnr is None else f'{psnr:.1f} dB'} "
+            f"against FP32's; the ship bar asks >= {SHIP_REF_PSNR_DB:g} dB"
+        )
     where = rec.measured_on or {}
     if where.get("cpu_id") != cpu_id():
-        return False, (f"INT8 accuracy was measured on {where.get('cpu') or 'an unrecorded CPU'}, not on this CPU "
-                       f"({cpu_model()}); run `restyle-rt calibrate` here to measure it")
+        return False, (
+            f"INT8 accuracy was measured on {where.get('cpu') or 'an unrecorded CPU'}, not on this CPU "
+            f"({cpu_model()}); run `restyle-rt calibrate` here to measure it"
+        )
     return True, "INT8 accuracy recorded within its ship bar on this CPU"
 
 

@@ -20,6 +20,7 @@ minimum is padded up to it (and trimmed). TensorRT-RTX JIT-compiles kernels on f
 loaded from and saved to ``ARTIFACTS/engines/rtx-runtime.cache`` so later processes skip the JIT. Its own
 CUDA-graph mode is left off because the loop graph captures the engines itself.
 """
+
 from __future__ import annotations
 
 import logging
@@ -68,8 +69,14 @@ class TrtBackend(Backend):
     probed_by_auto = False
     device_resident = True
 
-    def __init__(self, artifacts: Artifacts, precision: str | None = None, device: int = 0,
-                 cuda_graph: bool = True, verify_hash: bool = False):
+    def __init__(
+        self,
+        artifacts: Artifacts,
+        precision: str | None = None,
+        device: int = 0,
+        cuda_graph: bool = True,
+        verify_hash: bool = False,
+    ):
         super().__init__(artifacts)
         self._closed = True
         ok, why = self.available()
@@ -77,8 +84,9 @@ class TrtBackend(Backend):
             raise BackendUnavailable(f"trt backend: {why}")
         info = try_load_trt()
         self.info, self.use_graphs = info, cuda_graph
-        self.precision = precision or next((p for p in ("fp16", "fp32") if find_engine(artifacts, "encoder", p)),
-                                           "fp16")
+        self.precision = precision or next(
+            (p for p in ("fp16", "fp32") if find_engine(artifacts, "encoder", p)), "fp16"
+        )
         cuda.set_device(device)
         cc = cuda.compute_capability(device)
         plans, maxes = {}, []
@@ -86,8 +94,9 @@ class TrtBackend(Backend):
             rec = A.check_record(artifacts, g, self.precision, info.flavour, info.version, cc, verify_hash)
             plans[g] = (artifacts.root / rec.file).read_bytes()
             maxes.append(rec.profile or artifacts.profile)
-        self.profile = BatchProfile(max(p.min for p in maxes), max(p.min for p in maxes),
-                                    min(p.max for p in maxes))  # the engines' own batch range (``--batch``)
+        self.profile = BatchProfile(
+            max(p.min for p in maxes), max(p.min for p in maxes), min(p.max for p in maxes)
+        )  # the engines' own batch range (``--batch``)
         self._graphs: dict[tuple[int, int], cuda.CudaGraph] = {}
         self._stamps: dict[tuple[int, int], tuple[int, int]] = {}  # (b, n) -> engines' reshape counts at capture
         self._runtime = info.module.Runtime(info.module.Logger(info.module.Logger.WARNING))
@@ -96,15 +105,36 @@ class TrtBackend(Backend):
             self._check_validity(g, plan)
         self._set_shapes()
         x, w = self.shape_x, self.shape_w
-        self.enc = TrtEngine(info, self._runtime, plans["encoder"], "encoder",
-                             {"image": x, "feedback": x, "latent": w}, self._rt_cache, eager_kernels=cuda_graph)
-        self.syn = TrtEngine(info, self._runtime, plans["synthesis"], "synthesis", {"latent": w}, self._rt_cache,
-                             eager_kernels=cuda_graph)
+        self.enc = TrtEngine(
+            info,
+            self._runtime,
+            plans["encoder"],
+            "encoder",
+            {"image": x, "feedback": x, "latent": w},
+            self._rt_cache,
+            eager_kernels=cuda_graph,
+        )
+        self.syn = TrtEngine(
+            info,
+            self._runtime,
+            plans["synthesis"],
+            "synthesis",
+            {"latent": w},
+            self._rt_cache,
+            eager_kernels=cuda_graph,
+        )
         self.stream = cuda.Stream()
         self._closed = False
         self._allocate()
-        log.info("trt backend: %s %s, %s engines, batch %d..%d, shared activation memory %.1f MiB", info.flavour,
-                 info.version, self.precision, self.profile.min, self.bmax, self.act.nbytes / 2**20)
+        log.info(
+            "trt backend: %s %s, %s engines, batch %d..%d, shared activation memory %.1f MiB",
+            info.flavour,
+            info.version,
+            self.precision,
+            self.profile.min,
+            self.bmax,
+            self.act.nbytes / 2**20,
+        )
 
     # --- setup --------------------------------------------------------------------------------------------
 
@@ -121,9 +151,11 @@ class TrtBackend(Backend):
         except RestyleError as e:  # cuda-python missing, or a driver that cannot serve it
             return False, str(e)
         if want is not None and want != have:
-            return False, (f"{info.flavour} {info.version} is built for CUDA {want}, but cuda-python links CUDA "
-                           f"{have}; install `pip install 'cuda-python>={want},<{want + 1}'` (restyle-rt[trt] "
-                           "extras pin it per CUDA major)")
+            return False, (
+                f"{info.flavour} {info.version} is built for CUDA {want}, but cuda-python links CUDA "
+                f"{have}; install `pip install 'cuda-python>={want},<{want + 1}'` (restyle-rt[trt] "
+                "extras pin it per CUDA major)"
+            )
         return True, ""
 
     def _check_validity(self, graph: str, plan: bytes) -> None:
@@ -133,8 +165,10 @@ class TrtBackend(Backend):
         if validity == self.info.module.EngineValidity.INVALID:
             members = self.info.module.EngineInvalidityDiagnostics.__members__.items()
             flags = [n for n, v in members if int(diag) & int(v)]
-            raise ArtifactError(f"{graph} engine is invalid on this machine ({', '.join(flags) or diag}); run "
-                                f"`{A.build_command(self.artifacts.root, self.precision)}`")
+            raise ArtifactError(
+                f"{graph} engine is invalid on this machine ({', '.join(flags) or diag}); run "
+                f"`{A.build_command(self.artifacts.root, self.precision)}`"
+            )
 
     def _set_shapes(self) -> None:
         spec = self.spec
@@ -149,6 +183,7 @@ class TrtBackend(Backend):
         self.act = cuda.DeviceBuffer(mem)
         self.enc.bind_memory(self.act.ptr, mem)
         self.syn.bind_memory(self.act.ptr, mem)
+
         def dev(shape) -> cuda.DeviceBuffer:
             return cuda.DeviceBuffer(_nbytes((B, *shape)))
 
@@ -171,8 +206,11 @@ class TrtBackend(Backend):
     # --- device steps -------------------------------------------------------------------------------------
 
     def _encoder(self, b: int, src, dst) -> None:
-        self.enc.enqueue(self.stream, b, {"image": self.d_image.ptr, "feedback": self.d_fb.ptr, "latent": src.ptr,
-                                          "latent_next": dst.ptr})
+        self.enc.enqueue(
+            self.stream,
+            b,
+            {"image": self.d_image.ptr, "feedback": self.d_fb.ptr, "latent": src.ptr, "latent_next": dst.ptr},
+        )
 
     def _synthesis(self, b: int, lat) -> None:
         self.syn.enqueue(self.stream, b, {"latent": lat.ptr, "image": self.d_img.ptr, "feedback": self.d_fb.ptr})
@@ -191,7 +229,7 @@ class TrtBackend(Backend):
                 on_step(t, dst)
 
     def _upload(self, arr: np.ndarray, dev: cuda.DeviceBuffer, offset: int = 0) -> None:
-        stage = self.h_in.view(np.float32, (self.h_in.nbytes // 4,))[offset // 4: offset // 4 + arr.size]
+        stage = self.h_in.view(np.float32, (self.h_in.nbytes // 4,))[offset // 4 : offset // 4 + arr.size]
         stage[:] = arr.reshape(-1)
         dev.copy_from_host(self.h_in.ptr + offset, arr.nbytes, self.stream)
 
@@ -230,8 +268,9 @@ class TrtBackend(Backend):
         self.stream.synchronize()
         return img[:n].copy(), fb[:n].copy()
 
-    def run_loop(self, images: np.ndarray, n_iters: int, return_steps: bool = False,
-                 early_exit: float | None = None) -> LoopResult:
+    def run_loop(
+        self, images: np.ndarray, n_iters: int, return_steps: bool = False, early_exit: float | None = None
+    ) -> LoopResult:
         """N residual steps on the device; per-image early exit goes through the generic host loop."""
         check_iters(n_iters, early_exit)
         if early_exit is not None:
@@ -245,6 +284,7 @@ class TrtBackend(Backend):
         self._upload(x, self.d_image)
         step_lat, step_img = [], []
         if return_steps:
+
             def grab(t, lat):
                 w = self._download(lat, self.h_lat, (b, *self.shape_w))
                 y = self._download(self.d_img, self.h_img, (b, *self.shape_img))
@@ -260,8 +300,13 @@ class TrtBackend(Backend):
         lat = self._download(self.d_lat[n % 2], self.h_lat, (b, *self.shape_w))
         img = self._download(self.d_img, self.h_img, (b, *self.shape_img))
         self.stream.synchronize()
-        return LoopResult(latents=lat.copy(), images=img.copy(), steps_used=np.full(b, n, np.int64),
-                          step_latents=step_lat, step_images=step_img)
+        return LoopResult(
+            latents=lat.copy(),
+            images=img.copy(),
+            steps_used=np.full(b, n, np.int64),
+            step_latents=step_lat,
+            step_images=step_img,
+        )
 
     def _graph(self, b: int, n: int):
         """The cached loop graph for (b, n), captured on first use; :class:`_Eager` when capture is impossible.
@@ -282,8 +327,12 @@ class TrtBackend(Backend):
         self._steps(b, n)  # warm-up: TensorRT does its shape-dependent setup outside the capture
         self.stream.synchronize()
         if not (self.enc.capturable(self.stream, b) and self.syn.capturable(self.stream, b)):
-            return self._no_graphs("TensorRT says the execution contexts are not stream-capturable (RTX engines "
-                                   "need BuilderFlag.REQUIRE_USER_ALLOCATION)", b, n)
+            return self._no_graphs(
+                "TensorRT says the execution contexts are not stream-capturable (RTX engines "
+                "need BuilderFlag.REQUIRE_USER_ALLOCATION)",
+                b,
+                n,
+            )
         graph = cuda.CudaGraph()
         try:
             with graph.capture(self.stream):
@@ -311,8 +360,20 @@ class TrtBackend(Backend):
         self._graphs.clear()
         self.enc.close()
         self.syn.close()
-        cuda.close_all(self.act, self.d_image, self.d_fb, self.d_img, *self.d_lat, self.d_lat_avg, self.d_fb_avg,
-                       self.h_in, self.h_lat, self.h_img, self.h_fb, self.stream)
+        cuda.close_all(
+            self.act,
+            self.d_image,
+            self.d_fb,
+            self.d_img,
+            *self.d_lat,
+            self.d_lat_avg,
+            self.d_fb_avg,
+            self.h_in,
+            self.h_lat,
+            self.h_img,
+            self.h_fb,
+            self.stream,
+        )
 
 
 class _Eager:

@@ -21,6 +21,7 @@ API generations handled (what each lacks is hidden by the fakes in ``tests/fakes
   cache, CUDA-graph mode and dynamic-shape kernel specialisation).
 * ``is_stream_capturable``: TensorRT-RTX only.
 """
+
 from __future__ import annotations
 
 import logging
@@ -50,8 +51,16 @@ class TrtEngine:
             fallback kernels run would replay them forever.
     """
 
-    def __init__(self, info: TrtInfo, runtime, plan: bytes, name: str, shapes: dict[str, tuple[int, ...]],
-                 runtime_cache=None, eager_kernels: bool = False):
+    def __init__(
+        self,
+        info: TrtInfo,
+        runtime,
+        plan: bytes,
+        name: str,
+        shapes: dict[str, tuple[int, ...]],
+        runtime_cache=None,
+        eager_kernels: bool = False,
+    ):
         trt = info.module
         self.info, self.name, self.shapes = info, name, shapes
         self.runtime_cache, self.eager_kernels = runtime_cache, eager_kernels
@@ -67,13 +76,15 @@ class TrtEngine:
         for i in range(self.engine.num_io_tensors):
             t = self.engine.get_tensor_name(i)
             if self.engine.get_tensor_dtype(t) != trt.float32:
-                raise ArtifactError(f"{name} engine tensor {t!r} is {self.engine.get_tensor_dtype(t)}, expected "
-                                    "float32 (graph I/O stays FP32; FP16 lives inside)")
+                raise ArtifactError(
+                    f"{name} engine tensor {t!r} is {self.engine.get_tensor_dtype(t)}, expected "
+                    "float32 (graph I/O stays FP32; FP16 lives inside)"
+                )
         self.settings: dict[str, str] = {}
         self.single_context = not info.is_rtx and info.version_tuple < (8, 6)
-        self.reshapes = 0                     # shape changes of an existing context (single-context engines only)
+        self.reshapes = 0  # shape changes of an existing context (single-context engines only)
         self._contexts: dict[int, object] = {}
-        self._batch_of: dict[int, int] = {}   # context key -> the batch its input shapes are set for
+        self._batch_of: dict[int, int] = {}  # context key -> the batch its input shapes are set for
         self._configs: dict[int, object] = {}  # IRuntimeConfig per context, kept alive as long as the context
         self._memory: tuple[int, int] = (0, 0)
 
@@ -92,7 +103,8 @@ class TrtEngine:
         if self.info.kernel_specialization:
             strategy = "EAGER" if self.eager_kernels else "LAZY"
             rc.dynamic_shapes_kernel_specialization_strategy = getattr(
-                trt.DynamicShapesKernelSpecializationStrategy, strategy)
+                trt.DynamicShapesKernelSpecializationStrategy, strategy
+            )
             self.settings["kernel_specialization"] = strategy
         return rc
 
@@ -131,8 +143,10 @@ class TrtEngine:
             for name, shape in self.shapes.items():
                 if not ctx.set_input_shape(name, (batch, *shape)):
                     self._batch_of.pop(key, None)
-                    raise InputError(f"{self.name} engine refused input {name!r} shape {[batch, *shape]} (outside "
-                                     "its optimisation profile?); rebuild with `restyle-rt build --batch MIN,OPT,MAX`")
+                    raise InputError(
+                        f"{self.name} engine refused input {name!r} shape {[batch, *shape]} (outside "
+                        "its optimisation profile?); rebuild with `restyle-rt build --batch MIN,OPT,MAX`"
+                    )
             if key in self._batch_of:
                 self.reshapes += 1
             self._batch_of[key] = batch
@@ -141,8 +155,7 @@ class TrtEngine:
     def bind_memory(self, ptr: int, size: int) -> None:
         """Give every context (present and future) the shared activation block ``[ptr, ptr + size)``."""
         if size < self.memory_size:
-            raise cuda.CudaError(f"{self.name} engine needs {self.memory_size} bytes of activation memory, "
-                                 f"got {size}")
+            raise cuda.CudaError(f"{self.name} engine needs {self.memory_size} bytes of activation memory, got {size}")
         self._memory = (int(ptr), int(size))
         for ctx in self._contexts.values():
             self._bind(ctx)
@@ -165,8 +178,10 @@ class TrtEngine:
         ctx = self.context(batch)
         for name, ptr in addrs.items():
             if not ctx.set_tensor_address(name, ptr):
-                raise cuda.CudaError(f"{self.name} engine refused the address of tensor {name!r} (see the TensorRT "
-                                     "log: unknown name or misaligned pointer)")
+                raise cuda.CudaError(
+                    f"{self.name} engine refused the address of tensor {name!r} (see the TensorRT "
+                    "log: unknown name or misaligned pointer)"
+                )
         if not ctx.execute_async_v3(stream.handle):
             raise cuda.CudaError(f"{self.name} execute_async_v3 failed (see the TensorRT log)")
 

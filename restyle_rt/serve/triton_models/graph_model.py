@@ -34,7 +34,7 @@ class TritonPythonModel:
         results = self.session.run(self.outputs, feeds)
         responses, lo = [], 0
         for b in sizes:
-            tensors = [pb_utils.Tensor(n, np.ascontiguousarray(r[lo:lo + b])) for n, r in zip(self.outputs, results)]
+            tensors = [pb_utils.Tensor(n, np.ascontiguousarray(r[lo : lo + b])) for n, r in zip(self.outputs, results)]
             responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
             lo += b
         return responses

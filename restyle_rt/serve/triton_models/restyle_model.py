@@ -27,9 +27,12 @@ def _call(model, inputs, outputs):
     kw = {}
     if hasattr(pb_utils, "PreferredMemory"):  # ask for host outputs, whatever device the graph model runs on
         kw["preferred_memory"] = pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_CPU, 0)
-    req = pb_utils.InferenceRequest(model_name=model, requested_output_names=outputs,
-                                    inputs=[pb_utils.Tensor(n, np.ascontiguousarray(a)) for n, a in inputs.items()],
-                                    **kw)
+    req = pb_utils.InferenceRequest(
+        model_name=model,
+        requested_output_names=outputs,
+        inputs=[pb_utils.Tensor(n, np.ascontiguousarray(a)) for n, a in inputs.items()],
+        **kw,
+    )
     resp = req.exec()
     if resp.has_error():
         raise pb_utils.TritonModelException(f"BLS call to {model} failed: {resp.error().message()}")
@@ -60,8 +63,14 @@ class TritonPythonModel:
         cfg = json.loads(args["model_config"])
         root = Path(__file__).resolve().parent / "artifacts"
         manifest = read_manifest(root)  # the graphs are the repository's models: only the manifest and seeds here
-        art = SimpleNamespace(root=root, manifest=manifest, spec=manifest.spec, profile=manifest.profile,
-                              latent_avg=np.load(root / LATENT_AVG), avg_feedback=np.load(root / AVG_FEEDBACK))
+        art = SimpleNamespace(
+            root=root,
+            manifest=manifest,
+            spec=manifest.spec,
+            profile=manifest.profile,
+            latent_avg=np.load(root / LATENT_AVG),
+            avg_feedback=np.load(root / AVG_FEEDBACK),
+        )
         self.inverter = Inverter(art, BLSBackend(art))
         param = cfg.get("parameters", {}).get("max_iters", {}).get("string_value")
         self.max_iters = int(param) if param else protocol.DEFAULT_MAX_ITERS
@@ -77,8 +86,9 @@ class TritonPythonModel:
         for r in requests:
             tensors = {n: pb_utils.get_input_tensor_by_name(r, n) for n in self.input_names}
             reqs.append({n: t.as_numpy() for n, t in tensors.items() if t is not None})
-        results = protocol.run_requests(self._invert, reqs, self.inverter.spec.input_hw, self.max_iters,
-                                        self.image_format)
+        results = protocol.run_requests(
+            self._invert, reqs, self.inverter.spec.input_hw, self.max_iters, self.image_format
+        )
         responses = []
         for r, res in zip(requests, results):
             if isinstance(res, protocol.RequestError):
@@ -86,6 +96,9 @@ class TritonPythonModel:
                 responses.append(pb_utils.InferenceResponse(output_tensors=[], error=err))
                 continue
             wanted = set(r.requested_output_names() or res)
-            responses.append(pb_utils.InferenceResponse(
-                output_tensors=[pb_utils.Tensor(k, v) for k, v in res.items() if k in wanted]))
+            responses.append(
+                pb_utils.InferenceResponse(
+                    output_tensors=[pb_utils.Tensor(k, v) for k, v in res.items() if k in wanted]
+                )
+            )
         return responses

@@ -83,9 +83,23 @@ def build_emulator(force: bool = False, root: os.PathLike | None = None, timeout
         return exe
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-        cmd = [cxx, *CXX_FLAGS, f"-I{EMU_DIR / 'include'}", f"-I{EMU_DIR}", f"-I{SOURCE_DIR}",
-               "-include", str(EMU_DIR / "cuda_emu.h"), "-x", "c++", str(SOURCE_DIR / "modconv.cu"),
-               "-x", "none", str(EMU_DIR / "modconv_emu_main.cpp"), "-o", str(Path(tmp) / exe.name)]
+        cmd = [
+            cxx,
+            *CXX_FLAGS,
+            f"-I{EMU_DIR / 'include'}",
+            f"-I{EMU_DIR}",
+            f"-I{SOURCE_DIR}",
+            "-include",
+            str(EMU_DIR / "cuda_emu.h"),
+            "-x",
+            "c++",
+            str(SOURCE_DIR / "modconv.cu"),
+            "-x",
+            "none",
+            str(EMU_DIR / "modconv_emu_main.cpp"),
+            "-o",
+            str(Path(tmp) / exe.name),
+        ]
         log.info("emulator build: %s", " ".join(cmd))
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
         if proc.returncode != 0:
@@ -137,10 +151,24 @@ def modulated_conv(
     cout, _, k, _ = weight.shape
     hout, wout = (2 * h, 2 * w) if upsample else (h, w)
     noise_numel = 0 if noise is None else int(np.asarray(noise).size)
-    fields = [b, cin, cout, h, w, k, int(demodulate), int(upsample), int(activate), noise_numel,
-              int(x.dtype == np.float16), int(bias is not None)]
+    fields = [
+        b,
+        cin,
+        cout,
+        h,
+        w,
+        k,
+        int(demodulate),
+        int(upsample),
+        int(activate),
+        noise_numel,
+        int(x.dtype == np.float16),
+        int(bias is not None),
+    ]
+
     def f32(a):
         return np.ascontiguousarray(a, dtype=np.float32)
+
     with tempfile.TemporaryDirectory() as d:
         Path(d, "case.txt").write_text(" ".join(map(str, fields)) + "\n")
         np.ascontiguousarray(x).tofile(Path(d, "x.bin"))
