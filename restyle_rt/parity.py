@@ -211,6 +211,13 @@ SHIP_TARGET_LOSS_DB = 0.2
 SHIP_REF_PSNR_DB = 35.0
 
 
+def meets_ship_bar(target_change_db: float, ref_psnr_db: float | None) -> bool:
+    """The ship bar on a loop's last step: PSNR against the target at most SHIP_TARGET_LOSS_DB below FP32's, and the
+    image at least SHIP_REF_PSNR_DB from the FP32 loop's (``ref_psnr_db`` None: identical to it)."""
+    close = ref_psnr_db is None or ref_psnr_db >= SHIP_REF_PSNR_DB
+    return bool(close and target_change_db >= -SHIP_TARGET_LOSS_DB)
+
+
 @dataclass(frozen=True)
 class ShipVerdict:
     """A reduced precision's ship bar, measured on a fitted preset's last step: PSNR against the target relative to
@@ -222,7 +229,7 @@ class ShipVerdict:
 
     @property
     def meets(self) -> bool:
-        return self.target_change_db >= -SHIP_TARGET_LOSS_DB and self.ref_psnr_db >= SHIP_REF_PSNR_DB
+        return meets_ship_bar(self.target_change_db, self.ref_psnr_db)
 
 
 # (backend, precision) -> {the CPU's BF16 path (runtime.hostinfo.bf16_path): verdict}. BF16 kernels differ by path

@@ -9,7 +9,7 @@ latent rel-L2, image rel-L2 and image PSNR (peak-to-peak 2), one value per step.
 On a *fitted* checkpoint (:mod:`restyle_rt.export.fit`, its loop converges) the inputs are images its generator
 draws from known latents (:func:`fitted_targets`), and each step also records what the user gets: PSNR against the
 target image and latent RMS to the true latent, for the target and for the reference, and their difference. The
-ship bar (:data:`BAR_TARGET_LOSS_DB`, :data:`BAR_REF_PSNR_DB`) is judged on the last step: at most 0.2 dB of PSNR
+ship bar (:func:`restyle_rt.parity.meets_ship_bar`) is judged on the last step: at most 0.2 dB of PSNR
 against the target lost relative to FP32, and at least 35 dB against the FP32 loop's image.
 """
 
@@ -21,9 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..manifest import Source
-from ..parity import SHIP_REF_PSNR_DB as BAR_REF_PSNR_DB  # the ship bar (restyle_rt/parity.py)
-from ..parity import SHIP_TARGET_LOSS_DB as BAR_TARGET_LOSS_DB
-from ..parity import compare
+from ..parity import compare, meets_ship_bar
 
 log = logging.getLogger("restyle_rt")
 
@@ -117,9 +115,7 @@ def meets_bar(acc: dict) -> bool | None:
     """The ship bar on the last step: None without target figures (random weights: no answer to lose)."""
     if not acc or "target_psnr_change_db" not in acc:
         return None
-    ref_psnr = acc["image_psnr_db"][-1]
-    close = ref_psnr is None or ref_psnr >= BAR_REF_PSNR_DB  # None: identical to the reference
-    return bool(close and acc["target_psnr_change_db"][-1] >= -BAR_TARGET_LOSS_DB)
+    return meets_ship_bar(acc["target_psnr_change_db"][-1], acc["image_psnr_db"][-1])
 
 
 def target_psnr_db(images: np.ndarray, targets: np.ndarray) -> float:

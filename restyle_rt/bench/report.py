@@ -245,7 +245,8 @@ def plot(results: Sequence[dict], path: os.PathLike, title: str = "") -> Path | 
 def _accuracy_panel(ax, results: Sequence[dict], cap: float = 80.0) -> None:
     """Speed against accuracy: one point per result (seconds per image, last step's image PSNR against the FP32
     loop), the ship bar's PSNR line drawn; results that fail the bar are hollow and named so."""
-    from .accuracy import BAR_REF_PSNR_DB, BAR_TARGET_LOSS_DB
+    from ..parity import SHIP_REF_PSNR_DB as BAR_REF_PSNR_DB
+    from ..parity import SHIP_TARGET_LOSS_DB as BAR_TARGET_LOSS_DB
 
     for r in results:
         y = _last_ref_psnr(r, cap)

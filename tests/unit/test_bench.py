@@ -442,7 +442,8 @@ def test_pynvml_is_declared_by_the_bench_extra_and_stays_optional(monkeypatch):
 
 
 def test_agreement_against_known_truth_and_the_ship_bar():
-    from restyle_rt.bench.accuracy import BAR_TARGET_LOSS_DB, Steps, Truth, agreement
+    from restyle_rt.bench.accuracy import Steps, Truth, agreement
+    from restyle_rt.parity import SHIP_TARGET_LOSS_DB as BAR_TARGET_LOSS_DB
 
     tgt = np.zeros((1, 3, 4, 4), np.float32)
     truth = Truth(tgt, np.zeros((1, 2, 512), np.float32))

@@ -61,3 +61,18 @@ def test_bf16_path_from_flags(monkeypatch):
     for flags, path in (({"avx512_bf16", "amx_bf16"}, "amx_bf16"), ({"avx512_bf16"}, "avx512_bf16"), (set(), "")):
         monkeypatch.setattr(hostinfo, "cpu_flags", lambda f=flags: frozenset(f))
         assert hostinfo.bf16_path() == path
+
+
+def test_recorded_verdicts_are_the_benchmarked_ones():
+    """parity.SHIP_VERDICTS' AVX-512 BF16 entries restate the batch-4 rows of the recorded fitted church-256 run
+    (benchmarks/cpu/church-256-fitted-mixed.json): same figures to their printed precision, same verdict."""
+    import json
+    from pathlib import Path
+
+    run = json.loads((Path(__file__).parents[2] / "benchmarks/cpu/church-256-fitted-mixed.json").read_text())
+    rows = {(r["backend"], r["precision"]): r["accuracy"] for r in run["results"] if r["batch"] == 4}
+    for key, by_path in parity.SHIP_VERDICTS.items():
+        v, acc = by_path["avx512_bf16"], rows[key]
+        assert v.target_change_db == pytest.approx(acc["target_psnr_change_db"][-1], abs=0.005)
+        assert v.ref_psnr_db == pytest.approx(acc["image_psnr_db"][-1], abs=0.05)
+        assert v.meets is acc["meets_bar"]

@@ -37,15 +37,15 @@ from ..loop import check_feed
 
 log = logging.getLogger("restyle_rt")
 
-PRECISIONS = ("fp32", "bf16", "mixed", "int8")
-BF16_PRECISIONS = ("bf16", "mixed")
-# INFERENCE_PRECISION_HINT per graph and precision (int8 runs the Q/DQ graphs with the f32 hint).
+# INFERENCE_PRECISION_HINT per precision and graph (int8 runs the Q/DQ graphs with the f32 hint).
 GRAPH_HINTS = {
     "fp32": {"encoder": "f32", "synthesis": "f32"},
     "bf16": {"encoder": "bf16", "synthesis": "bf16"},
     "mixed": {"encoder": "bf16", "synthesis": "f32"},
     "int8": {"encoder": "f32", "synthesis": "f32"},
 }
+PRECISIONS = tuple(GRAPH_HINTS)  # ("fp32", "bf16", "mixed", "int8")
+BF16_PRECISIONS = tuple(p for p, hints in GRAPH_HINTS.items() if "bf16" in hints.values())  # need a BF16 CPU
 HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
 DEVICE_KINDS = ("CPU", "GPU", "NPU")  # OpenVINO's device names (``GPU.1``: the second GPU)
 
