@@ -15,7 +15,8 @@ minutes and about 10 GB of peak memory; church-256 about a minute.
 
 ``fitted=True`` (``bench --fitted``) caches under ``presets/<name>-fitted`` the same checkpoint with its encoder
 *fitted* to its own generator (:mod:`restyle_rt.export.fit`: its loop converges, so accuracy can be measured
-against known answers). Only presets with a ResNet34 encoder at a 256x256 input can be fitted (``church-256``).
+against known answers). Only presets whose encoder has no feature pyramid and a 256x256 input can be fitted
+(``ffhq-1024``, ``church-256``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ log = logging.getLogger("restyle_rt")
 
 # Kept in step with restyle_rt.export.fixtures.PRESETS (which imports torch; this module must not).
 PRESET_NAMES = ("ffhq-1024", "cars-512", "church-256")
-FITTABLE = ("church-256",)  # ResNet34 encoder at 256x256 input (restyle_rt.export.fit.SUPPORTED)
+FITTABLE = ("ffhq-1024", "church-256")  # no feature pyramid, 256x256 encoder input (restyle_rt.export.fit.SUPPORTED)
 PRESET_SEED = 0
 CHECKPOINT = "checkpoint.pt"
 ARTIFACTS = "artifacts"
@@ -53,7 +54,7 @@ def preset_dir(name: str, fitted: bool = False) -> Path:
     check_preset(name)
     if fitted and name not in FITTABLE:
         raise InputError(
-            f"preset {name!r} cannot be fitted (a ResNet34 encoder at 256x256 input is needed); "
+            f"preset {name!r} cannot be fitted (an encoder without a feature pyramid at 256x256 input is needed); "
             f"fittable: {', '.join(FITTABLE)}"
         )
     return fsio.cache_root() / "presets" / (f"{name}-fitted" if fitted else name)
@@ -104,9 +105,14 @@ def ensure_preset(name: str, progress: bool = True, fitted: bool = False) -> tup
         if fitted:
             from ..export.fit import PRESET_FIT, fit_encoder
 
-            base, _ = ensure_preset(name, progress)
+            base = preset_dir(name) / CHECKPOINT  # the fit needs the random checkpoint, not its export
+            if not base.is_file():
+                base.parent.mkdir(parents=True, exist_ok=True)
+                make_checkpoint(base, encoder_type, dataset_type, size, seed=PRESET_SEED)
             log.info("preset %s: fitting its encoder to its generator (first use: minutes)", name)
-            rep = fit_encoder(base, ckpt, seed=PRESET_SEED, **PRESET_FIT.get(name, {}))  # written atomically
+            rep = fit_encoder(
+                base, ckpt, seed=PRESET_SEED, progress=progress, **PRESET_FIT.get(name, {})
+            )  # written atomically
             log.info("preset %s: fitted in %.0f s (%s)", name, rep["time_s"], rep["config"]["method"])
         else:
             make_checkpoint(ckpt, encoder_type, dataset_type, size, seed=PRESET_SEED)  # written atomically

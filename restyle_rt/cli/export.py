@@ -61,7 +61,8 @@ def register(subparsers) -> None:
         "--fit",
         action="store_true",
         help="fit the encoder so the loop converges on images its own (random) generator draws "
-        "(restyle_rt.export.fit; ResNet34 encoders; minutes at 64 px); a fixture, not a photo model",
+        "(restyle_rt.export.fit; ResNet34 / IR-SE50 encoders without a feature pyramid; minutes at 64 px); "
+        "a fixture, not a photo model",
     )
     m.set_defaults(func=run_make_checkpoint)
 

@@ -17,7 +17,10 @@ minutes: one forward of the toy's 64 px generator alone costs ~0.7 s per image o
    gain (each such block passes its input through). Each style head's first three convs only move ``d`` from space
    into channels (space-to-depth, 16 -> 2 px); its last conv applies the fitted map ``z = M d + b`` (pairs ``+-z``
    through the LeakyReLU), and its EqualLinear maps ``z`` to a latent step ``U z``. The whole encoder is thus
-   ``E(x, y) = U (M d(x, y) + b)``, piecewise linear.
+   ``E(x, y) = U (M d(x, y) + b)``, piecewise linear. IR-SE50 (no ReLU after a residual sum, a 3x3 stride-1 stem)
+   takes the same ``d`` another way: the stem's fitted 3x3 kernel and the clip at every pixel, the branches of the
+   four stride-2 units each a 2x2 mean (identity PReLU slopes; the squeeze-excitation gates, with zero weights, a
+   constant 1/2 the BN undoes), one later branch forming the ``+-d`` pairs; its heads are written as above.
 2. **The truth lives in a K-dimensional principal subspace of W** (say it plainly): ``U`` [512, K] holds the top-K
    principal directions of the mapping network's output (PCA of ``mapping(z)``), and a true latent is
    ``latent_avg + psi * U U^T (mapping(z) - mean(latent_avg))``, the same on every style row. Directions of the full
@@ -31,8 +34,9 @@ minutes: one forward of the toy's 64 px generator alone costs ~0.7 s per image o
 
 The fit only needs generator forwards (one per state) and a ridge solve; the encoder is run only to check that its
 output equals ``latent + U (M d + b)``. Deterministic for a seed (every random draw comes from a seeded
-``torch.Generator``). Supported: ResNet34 encoders (``ResNetBackboneEncoder``, e4e ``ResNetProgressiveBackboneEncoder``)
-at 256x256 encoder input (not cars); generator sizes 8 .. 1024.
+``torch.Generator``). Supported: ResNet34 and IR-SE50 encoders without a feature pyramid (``ResNetBackboneEncoder``,
+``BackboneEncoder`` and their e4e ``Progressive`` forms) at 256x256 encoder input (not cars); generator sizes
+8 .. 1024.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from torch import nn
 
 from .. import fsio
 from ..errors import CheckpointError
+from ..progress import bar as progress_bar
 from .checkpoint import Checkpoint, load_checkpoint
 from .graphs import SynthesisGraph
 from .nets.encoders import HEAD_SLOPE, ReStyleEncoder
@@ -56,7 +61,12 @@ from .nets.encoders import HEAD_SLOPE, ReStyleEncoder
 log = logging.getLogger("restyle_rt")
 
 FIT_KEY = "restyle_rt_fit"  # opts entry recording the fit (not an official option; the loader ignores unknown opts)
-SUPPORTED = ("ResNetBackboneEncoder", "ResNetProgressiveBackboneEncoder")
+SUPPORTED = (
+    "ResNetBackboneEncoder",
+    "ResNetProgressiveBackboneEncoder",
+    "BackboneEncoder",
+    "ProgressiveBackboneEncoder",
+)
 BN_EPS = 1e-5
 # backbone channels carrying the fitted feature, per colour c: A+ = relu(kx), A- = relu(-kx) (kx: the fitted 7x7
 # x kernel), B = relu(mean(y) + 1), C = relu(mean(y) - 1) (12 channels), their 2x2 means (12 more), then the pairs
@@ -80,7 +90,10 @@ DEFAULTS = dict(
 # 0.285, 0.285, 0.314, 0.359, 0.417); a 16-dim truth, 96 states and one DAgger round of 48 x 2 converges (0.294 ->
 # 0.116, 0.074, 0.051, 0.039, 0.032; PSNR against the target 17.9 -> 40.1 dB after 5 steps), 289 generator
 # forwards, fitted in 640 s.
-PRESET_FIT = {"church-256": dict(k=16, n_train=96, dagger_samples=48)}
+PRESET_FIT = {
+    "church-256": dict(k=16, n_train=96, dagger_samples=48),
+    "ffhq-1024": dict(k=16, n_train=96, dagger_samples=48, batch=4),  # church-256's; batch 4 bounds 1024 px memory
+}
 
 
 # --- truth distribution --------------------------------------------------------------------------------------
@@ -122,56 +135,80 @@ def encoder_input(images: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     return torch.from_numpy(np.stack(out))
 
 
-def mean_kernel() -> torch.Tensor:
-    """The 7x7 stem kernel taking the 4x4 block mean (taps 3..6: input pixels 2i .. 2i+3 of even outputs i)."""
-    k = torch.zeros(7, 7)
-    k[3:, 3:] = 1.0 / 16
+# The stem's x kernel per backbone: ResNet34's 7x7 stride-2 conv is read at even outputs (taps 3..6 cover input
+# pixels 2i .. 2i+3), IR-SE50's 3x3 stride-1 conv at every pixel (pad 1). KERNEL_SIZE also tells the two apart in
+# the functions below, which take the backbone's name.
+KERNEL_SIZE = {"resnet34": 7, "ir_se50": 3}
+
+
+def mean_kernel(backbone: str = "resnet34") -> torch.Tensor:
+    """The stem kernel whose 16x16 feature is the plain block mean of x: ResNet34 the 4x4 block of every even
+    output (taps 3..6), IR-SE50 the identity (centre tap)."""
+    n = KERNEL_SIZE[backbone]
+    k = torch.zeros(n, n)
+    if backbone == "resnet34":
+        k[3:, 3:] = 1.0 / 16
+    else:
+        k[1, 1] = 1.0
     return k
 
 
-def _x_taps(x: torch.Tensor) -> torch.Tensor:
-    """[B, 3, 256, 256] -> [B*3*256, 49]: each stem tap's contribution to the 16x16 feature, per colour/block."""
-    eye = torch.eye(49, dtype=x.dtype).view(49, 1, 7, 7)
-    t = F.conv2d(x.reshape(-1, 1, *x.shape[2:]), eye, stride=4, padding=3)  # even stem outputs: [B*3, 49, 64, 64]
-    t = F.avg_pool2d(t, 4)  # [B*3, 49, 16, 16]
-    return t.flatten(2).transpose(1, 2).reshape(-1, 49)
+def _stem_map(x: torch.Tensor, kernel: torch.Tensor, backbone: str) -> torch.Tensor:
+    """[N, 1, 256, 256] through the stem's x kernel(s) [K, 1, n, n] -> [N, K, 16, 16] feature-resolution means."""
+    if backbone == "resnet34":  # even stem outputs (stride 4 = stride 2 of the stem, every other output), 4x4 means
+        return F.avg_pool2d(F.conv2d(x, kernel, stride=4, padding=3), 4)
+    return F.avg_pool2d(F.conv2d(x, kernel, padding=1), 16)  # IR-SE50: every pixel, 16x16 means
 
 
-def x_feature(x: torch.Tensor, kernel: torch.Tensor | None = None) -> torch.Tensor:
-    """The image half of d: the stem's x kernel (default: 4x4 block mean) at even outputs, then 4x4 means.
+def _x_taps(x: torch.Tensor, backbone: str = "resnet34") -> torch.Tensor:
+    """[B, 3, 256, 256] -> [B*3*256, n*n]: each stem tap's contribution to the 16x16 feature, per colour/block."""
+    n = KERNEL_SIZE[backbone]
+    eye = torch.eye(n * n, dtype=x.dtype).view(n * n, 1, n, n)
+    t = _stem_map(x.reshape(-1, 1, *x.shape[2:]), eye, backbone)  # [B*3, n*n, 16, 16]
+    return t.flatten(2).transpose(1, 2).reshape(-1, n * n)
+
+
+def x_feature(x: torch.Tensor, kernel: torch.Tensor | None = None, backbone: str = "resnet34") -> torch.Tensor:
+    """The image half of d: the stem's x kernel (default :func:`mean_kernel`), then block means to 16x16.
 
     [B, 3, 256, 256] -> [B, 768] (flattened as [3, 16, 16]).
     """
-    k = mean_kernel() if kernel is None else kernel
-    v = F.conv2d(x.reshape(-1, 1, *x.shape[2:]), k.view(1, 1, 7, 7).to(x.dtype), stride=4, padding=3)
-    return F.avg_pool2d(v, 4).reshape(x.shape[0], -1)
+    k = mean_kernel(backbone) if kernel is None else kernel
+    v = _stem_map(x.reshape(-1, 1, *x.shape[2:]), k[None, None].to(x.dtype), backbone)
+    return v.reshape(x.shape[0], -1)
 
 
 @torch.no_grad()
-def fit_x_kernel(x: torch.Tensor, fb: torch.Tensor, ridge: float = 1e-4, chunk: int = 16) -> torch.Tensor:
-    """The 7x7 stem kernel on x that best matches ``y_feature(fb)`` when x is the target of the same image.
+def fit_x_kernel(
+    x: torch.Tensor, fb: torch.Tensor, ridge: float = 1e-4, chunk: int = 16, backbone: str = "resnet34"
+) -> torch.Tensor:
+    """The stem kernel on x that best matches ``y_feature(fb)`` when x is the target of the same image.
 
     The target reaches the encoder bilinear-resized (64 px -> 256: each pixel spreads onto its neighbours' blocks)
     while the feedback is replicated: with the plain block mean, ``d`` at the truth is not 0 (3.7 % of its size at
     the start at 64 px, 35 % at 16 px) and the loop settles off the truth. Least squares over targets at their truth
-    (``x``, ``fb`` pairs), ridge toward the block mean. Measured: 0.95 % left at 64 px (where an exact kernel
-    exists: [-1, 3, 3, -1] / 4 per axis over the block undoes the bilinear spill; the rest is uint8 rounding),
-    6.6 % at 16 px (no 7x7 kernel is exact there).
+    (``x``, ``fb`` pairs), ridge toward the block mean. Measured (ResNet34's 7x7): 0.95 % left at 64 px (where an
+    exact kernel exists: [-1, 3, 3, -1] / 4 per axis over the block undoes the bilinear spill; the rest is uint8
+    rounding), 6.6 % at 16 px (no 7x7 kernel is exact there).
     """
-    ata, atb = torch.zeros(49, 49, dtype=torch.float64), torch.zeros(49, dtype=torch.float64)
+    n = KERNEL_SIZE[backbone]
+    ata, atb = torch.zeros(n * n, n * n, dtype=torch.float64), torch.zeros(n * n, dtype=torch.float64)
     for i in range(0, x.shape[0], chunk):
-        a = _x_taps(x[i : i + chunk]).double()
+        a = _x_taps(x[i : i + chunk], backbone).double()
         ata += a.T @ a
-        atb += a.T @ y_feature(fb[i : i + chunk]).reshape(-1).double()
+        atb += a.T @ y_feature(fb[i : i + chunk], backbone).reshape(-1).double()
     lam = ridge * float(torch.diagonal(ata).mean())
-    k0 = mean_kernel().reshape(-1).double()
-    k = torch.linalg.solve(ata + lam * torch.eye(49, dtype=torch.float64), atb + lam * k0)
-    return k.float().view(7, 7)
+    k0 = mean_kernel(backbone).reshape(-1).double()
+    k = torch.linalg.solve(ata + lam * torch.eye(n * n, dtype=torch.float64), atb + lam * k0)
+    return k.float().view(n, n)
 
 
-def y_feature(fb: torch.Tensor) -> torch.Tensor:
-    """The feedback half of d: 4x4-block means, clipped to [-1, 1], then 4x4 means of those. -> [B, 768]."""
-    return F.avg_pool2d(F.avg_pool2d(fb, 4).clamp(-1, 1), 4).flatten(1)
+def y_feature(fb: torch.Tensor, backbone: str = "resnet34") -> torch.Tensor:
+    """The feedback half of d -> [B, 768]. ResNet34: 4x4-block means (its stem), clipped to [-1, 1], then 4x4
+    means of those; IR-SE50: every pixel clipped (its stride-1 stem), then 16x16-block means."""
+    if backbone == "resnet34":
+        return F.avg_pool2d(F.avg_pool2d(fb, 4).clamp(-1, 1), 4).flatten(1)
+    return F.avg_pool2d(fb.clamp(-1, 1), 16).flatten(1)
 
 
 # --- writing the encoder -------------------------------------------------------------------------------------
@@ -220,7 +257,7 @@ def _pick(block, src, dst) -> None:
     _bn(bn, dst)
 
 
-def _write_backbone(enc: ReStyleEncoder, x_kernel: torch.Tensor) -> None:
+def _write_resnet34(enc: ReStyleEncoder, x_kernel: torch.Tensor) -> None:
     body = enc.body
     # stem: 7x7 stride 2 (pad 3); taps 3..6 are input pixels 2i .. 2i+3, i.e. the 4x4 block of every even output.
     # A+- = relu(+-kx) (kx: x_kernel on x), B = relu(mean(y) + 1), C = relu(mean(y) - 1); PReLU(0) is a ReLU
@@ -249,6 +286,61 @@ def _write_backbone(enc: ReStyleEncoder, x_kernel: torch.Tensor) -> None:
     _bn(blk.bn2, _PAIRS)
 
 
+SE_GATE = 0.5  # an IR-SE unit's squeeze-excitation gate with zero weights: sigmoid(0)
+
+
+def _irse_mean_branch(unit, chans, subtract_subsample: bool) -> None:
+    """A stride-2 IR-SE unit whose output on ``chans`` is the 2x2 mean (pixels 2i, 2i+1) of its input.
+
+    The branch is BN -> conv3x3 -> PReLU -> conv3x3/2 -> BN -> SE: identity, identity (centre tap), identity (slope
+    1), the 2x2 mean (taps 1..2), gain 1 / SE_GATE. A unit whose shortcut is the parameter-free subsample (in ==
+    depth) adds x[2i, 2j]; its branch subtracts it (centre tap). A conv shortcut stays zero.
+    """
+    bn1, conv1, prelu, conv2, bn2, _se = unit.res_layer
+    _bn(bn1, chans)
+    for c in chans:
+        conv1.weight[c, c, 1, 1] = 1.0
+        conv2.weight[c, c, 1:3, 1:3] = 0.25
+        if subtract_subsample:
+            conv2.weight[c, c, 1, 1] -= 1.0
+    prelu.weight[list(chans)] = 1.0
+    _bn(bn2, chans, 1.0 / SE_GATE)
+
+
+def _write_irse50(enc: ReStyleEncoder, x_kernel: torch.Tensor) -> None:
+    conv, bn, _prelu = enc.input_layer  # PReLU(0): a ReLU
+    # stem: 3x3 stride 1 (pad 1) at every pixel: A+- = relu(+-kx), B = relu(y + 1), C = relu(y - 1)
+    for c in range(3):
+        conv.weight[c, c] = x_kernel
+        conv.weight[3 + c, c] = -x_kernel
+        conv.weight[6 + c, 3 + c, 1, 1] = 1.0
+        conv.weight[9 + c, 3 + c, 1, 1] = 1.0
+        _bn(bn, [c, 3 + c])
+        _bn(bn, [6 + c], 1.0, 1.0)
+        _bn(bn, [9 + c], 1.0, -1.0)
+    # body: the four stride-2 units (0: 256 -> 128 px, 3: -> 64, 7: -> 32, 21: -> 16) each take 2x2 means, so the
+    # 16 px features are exact 16x16-block means; no ReLU follows an IR-SE sum, and every other unit's branch has
+    # bn2 = 0 (output 0), so it passes its input through (identity shortcut)
+    body = enc.body
+    for i, cin_eq_depth in ((0, True), (3, False), (7, False), (21, False)):
+        _irse_mean_branch(body[i], _ABC, subtract_subsample=cin_eq_depth)
+    # unit 22: d_c = A+ - A- - (B - C - 1) = kx - mean(clip(y)), as relu(+d), relu(-d) into the pair channels; the
+    # constant comes from a branch-only channel whose bn1 outputs 1 (its input is 0)
+    bn1, conv1, _prelu, conv2, bn2, _se = body[22].res_layer
+    one = _PAIRS.stop
+    bn1.bias[one] = 1.0
+    _bn(bn1, _ABC)
+    for c in range(3):
+        for sgn, ch in ((1.0, _PAIRS[2 * c]), (-1.0, _PAIRS[2 * c + 1])):
+            for src, w in ((c, 1.0), (3 + c, -1.0), (6 + c, -1.0), (9 + c, 1.0), (one, 1.0)):
+                conv1.weight[ch, src, 1, 1] = sgn * w
+            conv2.weight[ch, ch, 1, 1] = 1.0
+    _bn(bn2, _PAIRS, 1.0 / SE_GATE)
+
+
+_WRITE_BACKBONE = {"resnet34": _write_resnet34, "ir_se50": _write_irse50}
+
+
 def _write_space_to_depth(conv: nn.Conv2d, n_in: int) -> None:
     """3x3 stride-2 pad-1 conv moving each 2x2 pixel block of channels 0..n_in-1 into 4*n_in channels."""
     for qy in range(2):
@@ -261,16 +353,17 @@ def _write_space_to_depth(conv: nn.Conv2d, n_in: int) -> None:
 def write_encoder(
     enc: ReStyleEncoder, m: torch.Tensor, b: torch.Tensor, u: torch.Tensor, x_kernel: torch.Tensor | None = None
 ) -> None:
-    """Set ``enc`` (ResNet34, 16 px features) to ``E(x, y) = U (M d + b)`` on every style row (e4e: head 0 only).
+    """Set ``enc`` (ResNet34 or IR-SE50, 16 px features) to ``E(x, y) = U (M d + b)`` on every style row (e4e: head 0 only).
 
-    ``d = x_feature(x, x_kernel) - y_feature(y)`` flattened as [3, 16, 16]; ``m`` [768, k]; ``b`` [k];
-    ``u`` [512, k]; k <= 256; ``x_kernel`` [7, 7] (default :func:`mean_kernel`).
+    ``d = x_feature(x, x_kernel) - y_feature(y)`` (of ``enc.backbone``) flattened as [3, 16, 16]; ``m`` [768, k];
+    ``b`` [k]; ``u`` [512, k]; k <= 256; ``x_kernel`` [n, n], n = :data:`KERNEL_SIZE` (default
+    :func:`mean_kernel`).
     """
     k = m.shape[1]
     if k > 256:
         raise ValueError(f"k={k}: at most 256 directions fit through a head's 512 channels as +- pairs")
     _zero(enc)
-    _write_backbone(enc, mean_kernel() if x_kernel is None else x_kernel)
+    _WRITE_BACKBONE[enc.backbone](enc, mean_kernel(enc.backbone) if x_kernel is None else x_kernel)
     # where each d entry sits after the three space-to-depth convs: push an id map through them
     head0 = enc.styles[0]
     convs = [mod for mod in head0.convs if isinstance(mod, nn.Conv2d)]
@@ -319,13 +412,15 @@ def _check_supported(ckpt: Checkpoint) -> None:
 # --- the fit ------------------------------------------------------------------------------------------------
 
 
-def _render(syn: SynthesisGraph, w: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _render(syn: SynthesisGraph, w: torch.Tensor, batch: int, bar=None) -> tuple[torch.Tensor, torch.Tensor]:
     imgs, fbs = [], []
     with torch.no_grad():
         for i in range(0, w.shape[0], batch):
             img, fb = syn(w[i : i + batch])
             imgs.append(img)
             fbs.append(fb)
+            if bar is not None:
+                bar.update(img.shape[0])
     return torch.cat(imgs), torch.cat(fbs)
 
 
@@ -362,6 +457,7 @@ def fit_encoder(
     eval_iters: int = 5,
     eval_seed: int | None = None,
     batch: int = 16,
+    progress: bool = True,
 ) -> dict:
     """Fit the encoder of ``ckpt_in`` (generator frozen) so that its loop converges; write ``ckpt_out``.
 
@@ -378,10 +474,12 @@ def fit_encoder(
         dagger_rounds, dagger_samples, dagger_steps: optional rounds that add the states the current fit's loop
             visits (``dagger_samples`` targets x ``dagger_steps`` steps, generator forwards each) and refit.
         n_pca: mapping samples for the PCA.
-        fit_kernel: fit the stem's 7x7 kernel on the image (:func:`fit_x_kernel`); False: the 4x4 block mean.
+        fit_kernel: fit the stem's x kernel (7x7 ResNet34, 3x3 IR-SE50) on the image (:func:`fit_x_kernel`);
+            False: the plain block mean.
         eval_samples, eval_iters, eval_seed: when ``eval_samples`` > 0 and ``ckpt_out`` is written, measure
             :func:`loop_errors` on held-out targets (default seed ``seed + 1_000_003``) before and after.
         batch: generator batch.
+        progress: a bar over the generator forwards (on a terminal; :mod:`restyle_rt.progress`).
 
     Returns:
         A report dict: ``config``, ``time_s`` (fit), ``n_states``, ``generator_forwards``, ``check_rel_err`` (the
@@ -416,34 +514,38 @@ def fit_encoder(
     g = torch.Generator().manual_seed(seed + 1)  # training draws: a stream apart from the PCA's
     a_tr = sample_coords(gen_net, la, u, n_train, psi, g)  # [n, k]
     n_fwd = 0
+    total = 2 * n_train + 1 + dagger_rounds * min(dagger_samples, n_train) * dagger_steps
+    bar = progress_bar(total=total, unit="img", desc="fit: generator", show=progress)
 
     def render(a):
         nonlocal n_fwd
         n_fwd += a.shape[0]
-        return _render(syn, coords_to_latent(a, la, u), batch)
+        return _render(syn, coords_to_latent(a, la, u), batch, bar)
 
     img_tr, fb_tr = render(a_tr)
     x_tr = encoder_input(img_tr, spec.input_hw)  # [n, 3, 256, 256]
-    x_kernel = fit_x_kernel(x_tr, fb_tr) if fit_kernel else mean_kernel()
-    fx = x_feature(x_tr, x_kernel)  # [n, 768]
-    mismatch = float((fx - y_feature(fb_tr)).norm(dim=1).mean())  # |d| at the truth
+    bb = spec.backbone
+    x_kernel = fit_x_kernel(x_tr, fb_tr, backbone=bb) if fit_kernel else mean_kernel(bb)
+    fx = x_feature(x_tr, x_kernel, bb)  # [n, 768]
+    mismatch = float((fx - y_feature(fb_tr, bb)).norm(dim=1).mean())  # |d| at the truth
     del x_tr, fb_tr
     _, fb0 = render(torch.zeros(1, k))
-    fy0 = y_feature(fb0)
+    fy0 = y_feature(fb0, bb)
     s = torch.exp(torch.rand(n_train, 1, generator=g) * math.log(min_frac))  # log-uniform in [min_frac, 1]
     a_cur = a_tr * (1 - s)
-    feats, targs = [fx - fy0, fx - y_feature(render(a_cur)[1])], [a_tr, a_tr - a_cur]
+    feats, targs = [fx - fy0, fx - y_feature(render(a_cur)[1], bb)], [a_tr, a_tr - a_cur]
     m, b = _ridge(torch.cat(feats), torch.cat(targs), ridge, weight_pow)
     for r in range(dagger_rounds):
         idx = torch.randperm(n_train, generator=g)[:dagger_samples]
         a, fy = torch.zeros(len(idx), k), fy0.expand(len(idx), -1)
         for _t in range(dagger_steps):
             a = a + (fx[idx] - fy) @ m + b
-            fy = y_feature(render(a)[1])
+            fy = y_feature(render(a)[1], bb)
             feats.append(fx[idx] - fy)
             targs.append(a_tr[idx] - a)
         m, b = _ridge(torch.cat(feats), torch.cat(targs), ridge, weight_pow)
         log.info("fit: DAgger round %d: %d states", r + 1, sum(f.shape[0] for f in feats))
+    bar.close()
     write_encoder(enc, m, b, u, x_kernel)
     check = _check_encoder(enc, spec, img_tr[:2], x_kernel, m, b, u, la, syn)
     fit_time = time.perf_counter() - t0
@@ -488,7 +590,8 @@ def _check_encoder(enc, spec, imgs, x_kernel, m, b, u, la, syn) -> float:
         + 0.3 * torch.randn(len(imgs), 1, 512, generator=torch.Generator().manual_seed(0))
     )[1]
     got = enc(torch.cat([x, fb], 1))  # [B, S, 512]
-    want = ((x_feature(x, x_kernel) - y_feature(fb)) @ m + b) @ u.T  # [B, 512]
+    bb = spec.backbone
+    want = ((x_feature(x, x_kernel, bb) - y_feature(fb, bb)) @ m + b) @ u.T  # [B, 512]
     want = want[:, None].expand_as(got)
     return float((got - want).norm() / want.norm())
 

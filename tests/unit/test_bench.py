@@ -508,8 +508,7 @@ def test_fitted_applies_to_fittable_presets_only(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setenv("RESTYLE_RT_CACHE", str(tmp_path))
     assert presets.preset_dir("church-256", fitted=True).name == "church-256-fitted"
-    with pytest.raises(InputError, match="cannot be fitted"):
-        presets.preset_dir("ffhq-1024", fitted=True)
+    assert presets.preset_dir("ffhq-1024", fitted=True).name == "ffhq-1024-fitted"
     assert main(["bench", "--preset", "cars-512", "--fitted", "--no-accuracy"]) == 2
     assert "cannot be fitted" in capsys.readouterr().err
     assert main(["bench", str(tmp_path), "--fitted"]) == 2
